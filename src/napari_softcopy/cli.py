@@ -1,0 +1,355 @@
+"""The ``napari-softcopy`` command line: copy, verify, simulate, demo.
+
+Exit codes: 0 verified complete / identical; 1 not verified (errors, differences); 2 bad
+input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from .checks import InputError
+from .engine import CopyEngine, CopyOptions
+from .jobs import default_status_file, register_job, unregister_job
+from .status import Status
+from .targets import read_targets
+from .verify import verify_tree
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+
+
+def _mib(n: float) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _add_copy_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=4, help="copy threads (default 4)")
+    p.add_argument("--marker", default="complete",
+                   help="name of the 'acquisition complete' file in the source root")
+    p.add_argument("--rescan-interval", type=float, default=30.0, metavar="S",
+                   help="seconds between full rescans (default 30)")
+    p.add_argument("--finish-when-idle", type=float, default=None, metavar="S",
+                   help="finish after S seconds without changes or writers' temp files")
+    p.add_argument("--verify", choices=["size", "checksum"], default="size",
+                   help="final verification: size+mtime (+metadata content) or checksums")
+    p.add_argument("--bandwidth", type=float, default=None, metavar="MB/S",
+                   help="cap the copy at this many MB/s (all workers together)")
+    p.add_argument("--normal-priority", action="store_true",
+                   help="do not lower IO and CPU priority")
+    p.add_argument("--keep-cache", action="store_true",
+                   help="do not drop copied pages from the page cache")
+    p.add_argument("--fsync", choices=["finish", "each"], default="finish",
+                   help="flush the destination once before the marker (default) or every file")
+    p.add_argument("--wait-for-source", action="store_true",
+                   help="wait for the source to appear instead of failing")
+    p.add_argument("--force", action="store_true",
+                   help="copy into a destination that does not look like a copy of the source")
+    p.add_argument("--status-file", type=Path, default=None,
+                   help="where to write the JSON status file (default: the state directory)")
+    p.add_argument("--json", action="store_true",
+                   help="print one JSON status line per second instead of a progress bar")
+
+
+def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
+    return CopyOptions(
+        workers=args.workers,
+        marker=args.marker,
+        rescan_interval=args.rescan_interval,
+        finish_when_idle=args.finish_when_idle,
+        verify=args.verify,
+        bandwidth_mb_s=args.bandwidth,
+        low_priority=not args.normal_priority,
+        drop_cache=not args.keep_cache,
+        fsync=args.fsync,
+        wait_for_source=args.wait_for_source,
+        force=args.force,
+        status_file=status_file,
+    )
+
+
+class _Progress:
+    """A progress bar per copy on a terminal; plain lines otherwise; JSON lines with --json."""
+
+    def __init__(self, engines: list[CopyEngine], mode: str) -> None:
+        self.engines = engines
+        self.mode = mode
+        self.bars = []
+        self._last_line = 0.0
+        if mode == "bar":
+            from tqdm import tqdm
+
+            for i, engine in enumerate(engines):
+                name = engine.source.name
+                self.bars.append(tqdm(total=0, unit="chunk", position=i, desc=name,
+                                      dynamic_ncols=True, leave=True))
+
+    def update(self, final: bool = False) -> None:
+        now = time.monotonic()
+        for i, engine in enumerate(self.engines):
+            s = engine.status()
+            if self.mode == "json":
+                print(s.to_json(), flush=True)
+            elif self.mode == "bar":
+                bar = self.bars[i]
+                bar.total = max(s.chunks_expected, s.chunks_at_destination)
+                bar.n = s.chunks_at_destination
+                bar.set_postfix_str(
+                    f"{s.state} {_mib(s.bytes_copied)} {s.rate_bytes_s / 2**20:.1f} MiB/s "
+                    f"lag {s.lag_s:.1f}s pending {s.files_pending} errors {s.error_count}",
+                    refresh=False,
+                )
+                bar.refresh()
+            elif final or now - self._last_line >= 10:
+                print(_plain(s), flush=True)
+        if self.mode == "plain" and now - self._last_line >= 10:
+            self._last_line = now
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()
+
+
+def _plain(s: Status) -> str:
+    return (
+        f"{s.source}: {s.state}, {s.chunks_at_destination}/{s.chunks_expected} chunks, "
+        f"{s.files_copied} files / {_mib(s.bytes_copied)} copied, "
+        f"{s.rate_bytes_s / 2**20:.1f} MiB/s, lag {s.lag_s:.1f} s, {s.error_count} errors"
+    )
+
+
+def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
+    engines = []
+    records = []
+    for source, destination in pairs:
+        status_file = args.status_file if len(pairs) == 1 else None
+        if status_file is None:
+            status_file = default_status_file(destination)
+        engines.append(CopyEngine(source, destination, _options(args, status_file)))
+    # Validate every pair before starting any, so bad input writes nothing anywhere.
+    from .checks import check_pair
+
+    for engine in engines:
+        check_pair(engine.source, engine.destination, force=args.force,
+                   wait_for_source=args.wait_for_source)
+    stop_signal: list[int] = []
+
+    def on_stop(signum, _frame):
+        stop_signal.append(signum)
+        for engine in engines:
+            engine.stop()
+
+    def on_finish(_signum, _frame):
+        for engine in engines:
+            engine.finish("request")
+
+    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if hasattr(signal, "SIGUSR1"):
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_finish)
+    started: list[CopyEngine] = []
+    try:
+        for engine in engines:
+            engine.start()
+            started.append(engine)
+            records.append(register_job(engine.source, engine.destination,
+                                        engine.options.status_file))
+        mode = "json" if args.json else ("bar" if sys.stderr.isatty() else "plain")
+        progress = _Progress(engines, mode)
+        tick = threading.Event()
+        while any(e._control.is_alive() for e in engines):
+            progress.update()
+            tick.wait(1.0 if mode == "json" else 0.25)
+        for engine in engines:
+            engine.wait()
+        progress.update(final=True)
+        progress.close()
+    except InputError:
+        for engine in started:
+            engine.stop()
+            engine.wait()
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for record in records:
+            unregister_job(record)
+    code = EXIT_OK
+    for engine in engines:
+        s = engine.status()
+        print(f"{engine.destination}: {s.state}. {s.message}", file=sys.stderr)
+        for err in s.errors[-5:]:
+            print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
+        if s.state != "verified":
+            code = EXIT_FAILED
+    if stop_signal:
+        return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
+    return code
+
+
+def cmd_copy(args: argparse.Namespace) -> int:
+    if args.targets is not None:
+        if args.source or args.destination:
+            raise InputError("give either SOURCE DEST or --targets FILE, not both")
+        pairs = read_targets(args.targets)
+    else:
+        if not (args.source and args.destination):
+            raise InputError("copy needs SOURCE and DEST (or --targets FILE)")
+        pairs = [(args.source, args.destination)]
+    return _run_engines(pairs, args)
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    src, dst = Path(args.source), Path(args.destination)
+    for path, what in ((src, "source"), (dst, "destination")):
+        if not path.is_dir():
+            raise InputError(f"{what} {path} is not a folder; check the path")
+    report = verify_tree(src, dst, checksum=args.checksum, marker=args.ignore_marker)
+    if args.json:
+        print(json.dumps(report.to_dict()))
+    else:
+        for line in report.lines():
+            print(line)
+        kind = "content hashes" if args.checksum else "size, mtime and metadata content"
+        verdict = "identical" if report.ok else "DIFFERENT"
+        print(f"{verdict}: {report.files_checked} files, {_mib(report.bytes_checked)} "
+              f"compared by {kind}; {report.n_missing} missing, {report.n_mismatched} "
+              f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable")
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from .simulate import PRESETS, simulate
+
+    if args.preset not in PRESETS:
+        raise InputError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
+    dest = Path(args.destination)
+    if dest.exists() and not args.overwrite:
+        raise InputError(f"{dest} already exists; choose a new path or pass --overwrite")
+    report = simulate(dest, args.preset, writer=args.writer, locking=args.locking,
+                      rate=args.rate, grow=args.grow, marker=args.marker,
+                      overwrite=args.overwrite)
+    print(f"wrote {report.timepoints} timepoints, {report.files} files, "
+          f"{_mib(report.bytes)} to {dest} in {report.duration_s:.1f} s")
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .simulate import simulate
+
+    with tempfile.TemporaryDirectory(prefix="napari-softcopy-demo-") as tmp:
+        source, destination = Path(tmp) / "acquisition.zarr", Path(tmp) / "copy.zarr"
+        writer_error: list[BaseException] = []
+
+        def acquire():
+            try:
+                simulate(source, args.preset, writer=args.writer, rate=args.rate)
+            except BaseException as exc:  # reported below
+                writer_error.append(exc)
+
+        print(f"demo: simulating a {args.preset!r} acquisition into {source}", file=sys.stderr)
+        writer = threading.Thread(target=acquire, daemon=True)
+        writer.start()
+        engine = CopyEngine(source, destination,
+                            CopyOptions(wait_for_source=True, status_file=None))
+        t0 = time.monotonic()
+        engine.start()
+        stopped: list[int] = []
+
+        def on_stop(signum, _frame):
+            stopped.append(signum)
+            engine.stop()
+
+        previous = signal.signal(signal.SIGINT, on_stop)
+        try:
+            while not engine.wait(0.25):
+                if engine.state in ("verified", "failed", "stopped"):
+                    break
+        finally:
+            signal.signal(signal.SIGINT, previous)
+        writer.join()
+        elapsed = time.monotonic() - t0
+        s = engine.status()
+        if writer_error:
+            print(f"demo: the simulated writer failed: {writer_error[0]!r}", file=sys.stderr)
+            return EXIT_FAILED
+        report = verify_tree(source, destination, checksum=True)
+        print(f"files copied:          {s.files_copied} ({s.chunks_at_destination} chunk files)")
+        print(f"data copied:           {_mib(s.bytes_copied)}")
+        print(f"throughput:            {s.bytes_copied / 2**20 / max(elapsed, 1e-9):.1f} MiB/s "
+              f"over {elapsed:.1f} s (live, paced by the acquisition)")
+        if s.marker_to_verified_s is not None:
+            print(f"marker to verified:    {s.marker_to_verified_s:.3f} s")
+        print(f"engine verification:   {s.state} ({s.message})")
+        print(f"checksum verification: {'identical' if report.ok else 'DIFFERENT'} "
+              f"({report.files_checked} files, xxh3-128 of every file)")
+        if stopped:
+            return EXIT_SIGINT
+        return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (also used to document the CLI)."""
+    parser = argparse.ArgumentParser(
+        prog="napari-softcopy",
+        description="Copy a Zarr archive while a microscope is still writing it, then verify.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("copy", help="copy SOURCE to DEST live, then verify",
+                       description="Copy SOURCE to DEST while it is written; finish when the "
+                       "marker appears (or SIGUSR1, or --finish-when-idle), verify, and write "
+                       "the marker at DEST. Ctrl-C stops; run the same command to resume.")
+    p.add_argument("source", nargs="?", help="the Zarr archive being acquired")
+    p.add_argument("destination", nargs="?", help="where the copy goes")
+    p.add_argument("--targets", type=Path, help="a targets.yaml listing several pairs")
+    _add_copy_options(p)
+    p.set_defaults(func=cmd_copy)
+
+    p = sub.add_parser("verify", help="compare DEST with SOURCE")
+    p.add_argument("source")
+    p.add_argument("destination")
+    p.add_argument("--checksum", action="store_true", help="compare the content of every file")
+    p.add_argument("--ignore-marker", metavar="NAME", default=None,
+                   help="leave the finish marker NAME out of the comparison")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("simulate", help="write a realistic simulated acquisition")
+    p.add_argument("destination")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
+    p.add_argument("--locking", choices=["lockfile", "os", "none", "non_atomic"],
+                   default="lockfile", help="tensorstore's file locking mode")
+    p.add_argument("--rate", type=float, default=None, help="timepoints per second")
+    p.add_argument("--grow", action="store_true", help="grow the time axis as it goes")
+    p.add_argument("--marker", default="complete")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="simulate an acquisition, copy it live, verify")
+    p.add_argument("--preset", default="demo")
+    p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
+    p.add_argument("--rate", type=float, default=None, help="timepoints per second")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``napari-softcopy``."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except InputError as exc:
+        print(f"napari-softcopy: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""The destination root, reached only through one open directory descriptor.
+
+A network mount that drops leaves an empty local mount point at the same path; filling the
+local disk there is the classic disaster. Every operation here is relative to the directory
+fd opened at start, so it keeps acting on the filesystem that was mounted then (or fails), and
+`Destination.check` notices when the path no longer leads to it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import OWN_TEMP_SUFFIX
+from .platform import syncfs
+
+
+class DestinationChanged(OSError):
+    """The destination path no longer leads to the directory the copy started in."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileInfo:
+    """What the engine needs to know about one directory entry."""
+
+    is_dir: bool
+    is_file: bool
+    size: int
+    mtime_ns: int
+
+
+class Destination:
+    """Operations below a destination root, all relative to one directory fd.
+
+    Parameters
+    ----------
+    root : path
+        Destination root; created (one level only) when missing.
+    """
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.path = Path(root)
+        try:
+            os.mkdir(self.path)
+        except FileExistsError:
+            pass
+        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+        self._known_dirs: set[str] = {""}
+
+    def close(self) -> None:
+        """Close the root descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def check(self) -> None:
+        """Raise `DestinationChanged` when the root path leads elsewhere (unmounted, replaced)."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise DestinationChanged(
+                exc.errno or errno.ENOENT,
+                f"destination {self.path} is gone ({exc.strerror}); nothing was written there. "
+                "Remount or restore it and run the same command again",
+            ) from exc
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise DestinationChanged(
+                errno.ESTALE,
+                f"destination {self.path} is no longer the folder the copy started in "
+                "(unmounted network drive?); nothing was written there. Remount it and run "
+                "the same command again",
+            )
+
+    # -- reading -------------------------------------------------------------------------
+    def stat(self, rel: str) -> os.stat_result | None:
+        """lstat of ``rel``, or None when it does not exist."""
+        try:
+            return os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def listdir(self, rel_dir: str) -> dict[str, FileInfo]:
+        """Entries of the directory ``rel_dir`` (empty when it does not exist)."""
+        try:
+            fd = os.open(rel_dir or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.fd)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        out: dict[str, FileInfo] = {}
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    out[entry.name] = FileInfo(
+                        stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode), st.st_size,
+                        st.st_mtime_ns,
+                    )
+        finally:
+            os.close(fd)
+        return out
+
+    def open_read(self, rel: str) -> int:
+        """Open ``rel`` for reading (no symlinks followed)."""
+        return os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
+
+    # -- writing -------------------------------------------------------------------------
+    def makedirs(self, rel_dir: str) -> None:
+        """Create ``rel_dir`` and its parents below the root."""
+        if rel_dir in self._known_dirs:
+            return
+        parent = rel_dir.rpartition("/")[0]
+        if parent not in self._known_dirs:
+            self.makedirs(parent)
+        try:
+            os.mkdir(rel_dir, dir_fd=self.fd)
+        except FileExistsError:
+            pass
+        if len(self._known_dirs) > 100_000:  # bounded memory on huge trees
+            self._known_dirs = {""}
+        self._known_dirs.add(rel_dir)
+
+    def open_temp(self, rel: str) -> tuple[int, str]:
+        """Create a fresh temporary file beside ``rel``; return ``(fd, temp_rel)``."""
+        parent, _, name = rel.rpartition("/")
+        self.makedirs(parent)
+        temp_name = f".{name}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+        temp_rel = f"{parent}/{temp_name}" if parent else temp_name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
+        except FileNotFoundError:
+            self._known_dirs.discard(parent)  # removed behind our back: create it again
+            self.makedirs(parent)
+            fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
+        return fd, temp_rel
+
+    def commit(self, temp_rel: str, rel: str) -> None:
+        """Atomically rename a finished temporary file to its final name."""
+        os.rename(temp_rel, rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+
+    def unlink(self, rel: str) -> bool:
+        """Remove a file; False when it was not there."""
+        try:
+            os.unlink(rel, dir_fd=self.fd)
+            return True
+        except FileNotFoundError:
+            return False
+
+    def fsync_dir(self, rel_dir: str = "") -> None:
+        """Make the directory entries of ``rel_dir`` durable."""
+        fd = os.open(rel_dir or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        """Make everything written to the destination filesystem durable."""
+        syncfs(self.fd)
+        self.fsync_dir()

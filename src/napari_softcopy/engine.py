@@ -1,0 +1,831 @@
+"""The copy engine: mirror a Zarr tree that is still being written, then prove the copy.
+
+Threads, all at idle IO priority and a raised nice value:
+
+- *control*: start-up, scans (at start, periodic, on overflow, at finish), the finish
+  sequence;
+- *status*: every ``status_interval`` s writes the status file and checks that the source and
+  the destination are still the folders the copy started with;
+- *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
+- watchdog's observer, whose events become hints in the pending set.
+
+The engine keeps no record per copied file: the destination itself (size and mtime equal to
+the source's) is the record, so memory does not grow with the archive.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from .checks import InputError, check_pair, free_space_warning
+from .destination import Destination, DestinationChanged
+from .jobs import DestinationLock
+from .layout import (
+    ArrayLayout,
+    array_at,
+    find_arrays,
+    is_metadata_name,
+    is_own_temp_name,
+    is_temp_name,
+    node_kind,
+)
+from .pending import PendingSet
+from .platform import lower_thread_priority, observer_class, on_event_overflow
+from .readiness import EVENT_FILTER, SourceEventHandler
+from .status import FINAL_STATES, Status, write_status_file
+from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
+from .verify import VerifyReport, verify_tree
+
+log = logging.getLogger(__name__)
+
+#: A file modified less than this long ago is copied a moment later: a second write in the
+#: same kernel clock tick would leave size and mtime unchanged and go unnoticed.
+RACY_S = 0.03
+#: Scans stop adding work while this many paths are pending (bounded memory on huge trees).
+PENDING_LIMIT = 20_000
+#: Errors that mean "the destination cannot take data right now": retried with backoff.
+_DEST_RETRY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
+                      errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN}
+MAX_BACKOFF_S = 30.0
+
+
+@dataclass
+class CopyOptions:
+    """How an engine copies. Every field has a sensible default.
+
+    Attributes
+    ----------
+    workers : int
+        Copy threads.
+    marker : str
+        Name of the file in the source root that says "acquisition complete"; at the
+        destination it is written last and means "verified complete".
+    rescan_interval : float
+        Seconds between periodic full scans (events are hints; scans are the truth).
+    finish_when_idle : float or None
+        Finish after this many seconds without any change and without writers' temp files.
+    verify : {"size", "checksum"}
+        Final verification: size + mtime (+ metadata content), or content hashes of all files.
+    bandwidth_mb_s : float or None
+        Cap shared by all workers, in MB/s.
+    low_priority : bool
+        Idle IO class and nice 10 for every engine thread.
+    drop_cache : bool
+        Drop copied pages from the page cache (the acquisition keeps its cache).
+    fsync : {"finish", "each"}
+        Flush the destination once before the marker, or every file before its rename.
+    wait_for_source : bool
+        Wait for the source to appear instead of failing.
+    force : bool
+        Copy into a destination that does not look like a copy of this source.
+    status_file : path or None
+        Where to keep the JSON status file.
+    status_interval : float
+        Seconds between status file writes.
+    """
+
+    workers: int = 4
+    marker: str = "complete"
+    rescan_interval: float = 30.0
+    finish_when_idle: float | None = None
+    verify: Literal["size", "checksum"] = "size"
+    bandwidth_mb_s: float | None = None
+    low_priority: bool = True
+    drop_cache: bool = True
+    fsync: Literal["finish", "each"] = "finish"
+    wait_for_source: bool = False
+    force: bool = False
+    status_file: str | os.PathLike | None = None
+    status_interval: float = 0.5
+
+
+class _Fatal(Exception):
+    """Ends the engine in the ``failed`` state with a one-line message."""
+
+
+@dataclass
+class _Counters:
+    files_copied: int = 0
+    bytes_copied: int = 0
+    files_deleted: int = 0
+    files_at_destination: int = 0
+    bytes_at_destination: int = 0
+    chunks_at_destination: int = 0
+    temp_files: int = 0
+    scans: int = 0
+    last_scan_s: float = 0.0
+    error_count: int = 0
+    errors: deque = field(default_factory=lambda: deque(maxlen=50))
+    # [whole second, files, bytes] buckets of the last few seconds: the recent rate
+    rate_window: deque = field(default_factory=lambda: deque(maxlen=8))
+
+
+class CopyEngine:
+    """Mirror ``source`` into ``destination`` while it is written, then verify.
+
+    Parameters
+    ----------
+    source, destination : path
+        The Zarr archive being acquired and where its copy goes.
+    options : CopyOptions, optional
+        How to copy.
+
+    Examples
+    --------
+    >>> engine = CopyEngine("/data/acq.zarr", "/mnt/cluster/acq.zarr")
+    >>> engine.start()
+    >>> engine.wait()  # returns True once the copy is verified complete
+    """
+
+    def __init__(
+        self,
+        source: str | os.PathLike,
+        destination: str | os.PathLike,
+        options: CopyOptions | None = None,
+    ) -> None:
+        self.options = options or CopyOptions()
+        self.source = Path(os.path.abspath(os.fspath(source)))
+        self.destination = Path(os.path.abspath(os.fspath(destination)))
+        self._src = os.fspath(self.source)
+        self._pending = PendingSet()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._finish_reason: str | None = None
+        self._rescan_requested = False
+        self._lock = threading.Lock()
+        self._c = _Counters()
+        self._state = "starting"
+        self._message = ""
+        self._started_at = 0.0
+        self._t0 = 0.0
+        self._marker_seen = False
+        self._marker_at: float | None = None
+        self._marker_to_verified: float | None = None
+        self._verification: dict | None = None
+        self._arrays: list[ArrayLayout] = []
+        self._arrays_dirty = True
+        self._last_activity = time.monotonic()
+        self._backoff_until = 0.0
+        self._backoff = 0.0
+        self._source_identity: tuple[int, int] | None = None
+        self._dest: Destination | None = None
+        self._dest_lock = DestinationLock(self.destination)
+        self._limiter = (
+            RateLimiter(self.options.bandwidth_mb_s) if self.options.bandwidth_mb_s else None
+        )
+        self._threads: list[threading.Thread] = []
+        self._control: threading.Thread | None = None
+        self._report: VerifyReport | None = None
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> None:
+        """Validate the input, then start copying in background threads.
+
+        Raises
+        ------
+        InputError
+            Bad input (one line naming the path and the fix); nothing was written.
+        """
+        if self._control is not None:
+            raise RuntimeError("engine already started")
+        check_pair(
+            self.source,
+            self.destination,
+            force=self.options.force,
+            wait_for_source=self.options.wait_for_source,
+        )
+        self._dest_lock.acquire()
+        self._started_at = time.time()
+        self._t0 = time.monotonic()
+        self._control = threading.Thread(target=self._run, name="softcopy-control", daemon=True)
+        self._control.start()
+        status = threading.Thread(target=self._status_loop, name="softcopy-status", daemon=True)
+        status.start()
+        self._threads.append(status)
+
+    def finish(self, reason: str = "request") -> None:
+        """Finish now: final scan, copy the rest, verify, then write the marker."""
+        with self._lock:
+            if self._finish_reason is None:
+                self._finish_reason = reason
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Stop promptly; nothing partial is left and a rerun resumes."""
+        self._stop.set()
+        self._pending.close()
+        self._wake.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the engine to end; True when the destination is verified complete."""
+        if self._control is None:
+            return False
+        self._control.join(timeout)
+        if self._control.is_alive():
+            return False
+        for thread in self._threads:
+            thread.join(5.0)
+        return self._state == "verified"
+
+    @property
+    def state(self) -> str:
+        """Current state (see `Status`)."""
+        return self._state
+
+    @property
+    def report(self) -> VerifyReport | None:
+        """The last verification report (None before the finish)."""
+        return self._report
+
+    def status(self) -> Status:
+        """A consistent snapshot of the copy (cheap; safe from any thread)."""
+        n_pending, bytes_pending, lag = self._pending.snapshot()
+        now = time.monotonic()
+        with self._lock:
+            c = self._c
+            window = list(c.rate_window)
+            if self._arrays_dirty and self._state not in FINAL_STATES:
+                self._reload_arrays()
+            expected = sum(a.n_chunks for a in self._arrays)
+            errors = list(c.errors)
+            snap = Status(
+                source=os.fspath(self.source),
+                destination=os.fspath(self.destination),
+                state=self._state,
+                started_at=self._started_at,
+                updated_at=time.time(),
+                elapsed_s=round(now - self._t0, 3) if self._t0 else 0.0,
+                files_copied=c.files_copied,
+                bytes_copied=c.bytes_copied,
+                files_deleted=c.files_deleted,
+                files_pending=n_pending,
+                bytes_pending=bytes_pending,
+                files_at_destination=c.files_at_destination,
+                bytes_at_destination=c.bytes_at_destination,
+                chunks_expected=expected,
+                chunks_at_destination=c.chunks_at_destination,
+                lag_s=round(lag, 3) if n_pending else 0.0,
+                temp_files=c.temp_files,
+                scans=c.scans,
+                last_scan_s=round(c.last_scan_s, 4),
+                marker_seen=self._marker_seen,
+                finish_reason=self._finish_reason,
+                marker_to_verified_s=self._marker_to_verified,
+                error_count=c.error_count,
+                errors=errors,
+                verification=self._verification,
+                message=self._message,
+            )
+        recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
+        if recent:
+            span = min(5.0, max(now - recent[0][0], 1.0))
+            snap.rate_files_s = round(sum(f for _, f, _ in recent) / span, 2)
+            snap.rate_bytes_s = round(sum(b for _, _, b in recent) / span, 1)
+        return snap
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _set_state(self, state: str, message: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            if message is not None:
+                self._message = message
+
+    def _error(self, path: str, message: str) -> None:
+        log.warning("%s: %s", path or self.source, message)
+        with self._lock:
+            self._c.error_count += 1
+            self._c.errors.append({"path": path, "message": message, "time": time.time()})
+
+    def _reload_arrays(self) -> None:
+        # Called with self._lock held. A metadata file may be mid-rewrite by an in-place
+        # writer: keep the previous knowledge rather than fail.
+        try:
+            self._arrays = find_arrays(self.source, strict=False)
+            self._arrays_dirty = False
+        except OSError:
+            pass
+
+    def _is_chunk(self, rel: str) -> bool:
+        name = rel.rpartition("/")[2]
+        return not is_metadata_name(name) and rel != self.options.marker
+
+    # ------------------------------------------------------------------ hints
+    def _hint(self, rel: str, delay: float) -> None:
+        self._last_activity = time.monotonic()
+        if rel == self.options.marker:
+            self._on_marker()
+            return
+        self._pending.add(rel, delay=delay)
+
+    def _on_marker(self) -> None:
+        if not self._marker_seen:
+            self._marker_seen = True
+            self._marker_at = time.monotonic()
+        self.finish("marker")
+
+    def _request_rescan(self) -> None:
+        self._rescan_requested = True
+        self._wake.set()
+
+    def _root_gone(self) -> None:
+        self._wake.set()  # the status thread's identity check turns this into an error
+
+    # ------------------------------------------------------------------ threads
+    def _status_loop(self) -> None:
+        path = self.options.status_file
+        while True:
+            ended = self._control is not None and not self._control.is_alive()
+            if not ended and self._state not in ("starting", "waiting"):
+                try:
+                    self._check_roots()
+                except _Fatal as exc:
+                    self._fail(str(exc))
+            if path is not None:
+                try:
+                    write_status_file(path, self.status())
+                except OSError as exc:
+                    log.warning("cannot write status file %s: %s", path, exc)
+            if ended:
+                return
+            self._stop.wait(self.options.status_interval)
+            if self._stop.is_set() and self._control is not None:
+                self._control.join(3.0)
+
+    def _check_roots(self) -> None:
+        try:
+            st = os.stat(self.source)
+        except OSError:
+            raise _Fatal(
+                f"source {self.source} vanished; the destination {self.destination} is kept "
+                "intact. Restore the source and run the same command again"
+            ) from None
+        if self._source_identity and (st.st_dev, st.st_ino) != self._source_identity:
+            raise _Fatal(
+                f"source {self.source} was replaced (deleted and created again, e.g. by "
+                f"overwrite=True); the destination {self.destination} is kept intact. Copy the "
+                "new archive into a new destination"
+            )
+        if self._dest is not None:
+            try:
+                self._dest.check()
+            except DestinationChanged as exc:
+                raise _Fatal(exc.strerror) from None
+
+    def _fail(self, message: str) -> None:
+        with self._lock:
+            if self._state in FINAL_STATES:
+                return
+            self._state = "failed"
+            self._message = message
+        self._error("", message)
+        self._stop.set()
+        self._pending.close()
+        self._wake.set()
+
+    def _run(self) -> None:
+        if self.options.low_priority:
+            lower_thread_priority()
+        observer = None
+        remove_hook = None
+        try:
+            if not self.source.exists():
+                self._set_state("waiting", f"waiting for {self.source} to appear")
+                while not self._stop.is_set() and not _is_ready_source(self.source):
+                    self._stop.wait(0.2)
+                if self._stop.is_set():
+                    self._set_state("stopped", "stopped while waiting for the source")
+                    return
+                check_pair(self.source, self.destination, force=self.options.force)
+            st = os.stat(self.source)
+            self._source_identity = (st.st_dev, st.st_ino)
+            self._dest = Destination(self.destination)
+            with self._lock:
+                self._reload_arrays()
+            self._set_state("copying")
+            # Watch before the first scan so nothing written meanwhile is missed.
+            handler = SourceEventHandler(
+                self._src, self._hint, self._request_rescan, self._root_gone
+            )
+            observer = observer_class()()
+            observer.schedule(handler, self._src, recursive=True, event_filter=EVENT_FILTER)
+            remove_hook = on_event_overflow(self._request_rescan)
+            observer.start()
+            for i in range(max(1, self.options.workers)):
+                t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
+                t.start()
+                self._threads.append(t)
+            if (self.source / self.options.marker).exists():
+                self.finish("already-complete")
+            self._scan(initial=True)
+            self._loop()
+            if self._stop.is_set():
+                return
+            self._finish()
+        except _Fatal as exc:
+            self._fail(str(exc))
+        except InputError as exc:
+            self._fail(str(exc))
+        except Exception as exc:  # a bug or an unforeseen OS error: fail loudly, lose nothing
+            log.exception("engine failed")
+            self._fail(f"internal error: {exc!r}; the destination is intact, rerun to resume")
+        finally:
+            self._stop.set()
+            self._pending.close()
+            if observer is not None:
+                observer.stop()
+            if remove_hook is not None:
+                remove_hook()
+            for t in self._threads:
+                if t.name.startswith("softcopy-worker"):
+                    t.join(5.0)
+            if observer is not None:
+                observer.join(2.0)
+            if self._state not in FINAL_STATES:
+                self._set_state(
+                    "stopped",
+                    f"stopped; nothing partial was left. Resume with: napari-softcopy copy "
+                    f"{self.source} {self.destination}",
+                )
+            if self._dest is not None:
+                self._dest.close()
+            self._dest_lock.release()
+
+    def _loop(self) -> None:
+        next_scan = time.monotonic() + self.options.rescan_interval
+        while not self._stop.is_set():
+            if self._finish_reason is not None:
+                return
+            now = time.monotonic()
+            timeout = next_scan - now
+            idle = self.options.finish_when_idle
+            if idle is not None:
+                timeout = min(timeout, 0.25)
+            self._wake.wait(max(0.0, timeout))
+            self._wake.clear()
+            if self._stop.is_set() or self._finish_reason is not None:
+                return
+            now = time.monotonic()
+            if self._rescan_requested or now >= next_scan:
+                self._rescan_requested = False
+                self._scan()
+                next_scan = time.monotonic() + self.options.rescan_interval
+            if (
+                idle is not None
+                and now - self._last_activity >= idle
+                and len(self._pending) == 0
+            ):
+                self._scan()
+                if self._c.temp_files == 0 and len(self._pending) == 0:
+                    self.finish("idle")
+                else:
+                    self._last_activity = time.monotonic()
+
+    def _worker(self) -> None:
+        if self.options.low_priority:
+            lower_thread_priority()
+        while True:
+            item = self._pending.take()
+            if item is None:
+                return
+            path, force = item
+            retry_after = None
+            try:
+                retry_after = self._sync(path, force)
+            except Stopped:
+                retry_after = None
+            except Exception as exc:  # never let one file kill a worker
+                log.exception("unexpected error syncing %s", path)
+                self._error(path, f"unexpected error: {exc!r}")
+            self._pending.done(path, retry_after=retry_after)
+
+    def _wait_backoff(self) -> None:
+        while not self._stop.is_set():
+            left = self._backoff_until - time.monotonic()
+            if left <= 0:
+                return
+            self._stop.wait(min(left, 0.5))
+
+    def _sync(self, rel: str, force: bool) -> float | None:
+        """Make the destination's ``rel`` match the source's. Returns a retry delay or None."""
+        self._wait_backoff()
+        if self._stop.is_set():
+            return None
+        dest = self._dest
+        src = f"{self._src}/{rel}"
+        try:
+            st = os.lstat(src)
+        except FileNotFoundError:
+            return self._mirror_delete(rel)
+        except NotADirectoryError:
+            return None
+        except PermissionError as exc:
+            self._error(rel, f"cannot read: {exc.strerror}; fix its permissions")
+            return None  # the next scan tries again
+        if stat.S_ISLNK(st.st_mode):
+            self._error(rel, "symbolic link in the source: not followed, not copied")
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        age = time.time() - st.st_mtime_ns / 1e9
+        if 0 <= age < RACY_S:
+            return RACY_S - age
+        old = dest.stat(rel)
+        if (
+            not force
+            and old is not None
+            and old.st_size == st.st_size
+            and old.st_mtime_ns == st.st_mtime_ns
+        ):
+            return None
+        try:
+            result = copy_file(
+                src,
+                dest,
+                rel,
+                stop=self._stop,
+                limiter=self._limiter,
+                fsync=self.options.fsync == "each",
+                uncache=self.options.drop_cache,
+            )
+        except FileNotFoundError as exc:
+            if exc.filename == src or not os.path.lexists(src):
+                return self._mirror_delete(rel)
+            return self._dest_error(rel, exc)
+        except NotRegularFile as exc:
+            self._error(rel, f"{exc.strerror}; not copied")
+            return None
+        except PermissionError as exc:
+            if exc.filename == src:
+                self._error(rel, f"cannot read: {exc.strerror}; fix its permissions")
+                return None
+            return self._dest_error(rel, exc)
+        except OSError as exc:
+            return self._dest_error(rel, exc)
+        if not result.committed:
+            return 0.0  # changed while we read it: copy the new version
+        self._copied(rel, result, old)
+        return None
+
+    def _copied(self, rel: str, result: CopyResult, old: os.stat_result | None) -> None:
+        now = time.monotonic()
+        self._last_activity = now
+        if self._backoff:
+            self._backoff = 0.0
+        with self._lock:
+            c = self._c
+            c.files_copied += 1
+            c.bytes_copied += result.size
+            second = float(int(now))
+            if c.rate_window and c.rate_window[-1][0] == second:
+                c.rate_window[-1][1] += 1
+                c.rate_window[-1][2] += result.size
+            else:
+                c.rate_window.append([second, 1, result.size])
+            c.bytes_at_destination += result.size - (old.st_size if old is not None else 0)
+            if old is None:
+                c.files_at_destination += 1
+                if self._is_chunk(rel):
+                    c.chunks_at_destination += 1
+            if is_metadata_name(rel.rpartition("/")[2]):
+                self._arrays_dirty = True
+
+    def _dest_error(self, rel: str, exc: OSError) -> float:
+        if exc.errno not in _DEST_RETRY_ERRNOS:
+            self._error(rel, f"{exc.strerror or exc}; will retry")
+            return 1.0
+        self._backoff = min(MAX_BACKOFF_S, max(1.0, self._backoff * 2))
+        self._backoff_until = time.monotonic() + self._backoff
+        what = {
+            errno.ENOSPC: "destination is full",
+            errno.EDQUOT: "destination quota exceeded",
+            errno.EROFS: "destination is read-only",
+        }.get(exc.errno or 0, f"cannot write to the destination ({exc.strerror})")
+        self._error(
+            rel,
+            f"{what}: {self.destination}; retrying in {self._backoff:.0f} s "
+            "(free space or fix the destination, the copy then continues by itself)",
+        )
+        return self._backoff
+
+    def _mirror_delete(self, rel: str) -> float | None:
+        # Only a chunk file deleted inside a directory that still exists is a writer's delete
+        # (the chunk became the fill value). A vanished directory or root deletes nothing, and
+        # neither does a file that is no chunk of a known array (verification reports it).
+        parent = rel.rpartition("/")[0]
+        if not os.path.isdir(f"{self._src}/{parent}" if parent else self._src):
+            return None
+        with self._lock:
+            if self._arrays_dirty:
+                self._reload_arrays()
+            array = array_at(self._arrays, rel)
+        if array is None or array.chunk_index(rel) is None:
+            return None
+        old = self._dest.stat(rel)
+        if old is None or not stat.S_ISREG(old.st_mode):
+            return None
+        if os.path.lexists(f"{self._src}/{rel}"):
+            return 0.0  # it came back meanwhile: sync it again
+        if self._dest.unlink(rel):
+            with self._lock:
+                self._c.files_deleted += 1
+                self._c.files_at_destination -= 1
+                self._c.bytes_at_destination -= old.st_size
+                if self._is_chunk(rel):
+                    self._c.chunks_at_destination -= 1
+        return None
+
+    # ------------------------------------------------------------------ scanning
+    def _scan(self, *, initial: bool = False) -> None:
+        """Walk the source; queue every file whose destination copy is missing or stale.
+
+        At the first scan also remove our own temporary files left by a killed run, and count
+        what is already at the destination (resume).
+        """
+        t0 = time.monotonic()
+        dest = self._dest
+        marker = self.options.marker
+        temp = files_dst = bytes_dst = chunks_dst = 0
+        to_copy = 0
+        stack = [""]
+        while stack and not self._stop.is_set():
+            rel_dir = stack.pop()
+            try:
+                with os.scandir(f"{self._src}/{rel_dir}" if rel_dir else self._src) as it:
+                    entries = list(it)
+            except FileNotFoundError:
+                if not rel_dir:
+                    raise _Fatal(
+                        f"source {self.source} vanished; the destination {self.destination} "
+                        "is kept intact. Restore the source and run the same command again"
+                    ) from None
+                continue
+            except PermissionError:
+                self._error(rel_dir, "cannot list this folder (permission denied); fix it")
+                continue
+            existing = dest.listdir(rel_dir)
+            for entry in entries:
+                name = entry.name
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                existing_info = existing.pop(name, None)
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(rel)
+                        continue
+                    if entry.is_symlink():
+                        self._error(rel, "symbolic link in the source: not followed, not copied")
+                        continue
+                    if is_temp_name(name):
+                        temp += 1
+                        continue
+                    if rel == marker:
+                        if not self._marker_seen:
+                            self._on_marker()
+                        continue
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if existing_info is not None and existing_info.is_file:
+                    files_dst += 1
+                    bytes_dst += existing_info.size
+                    chunks_dst += not is_metadata_name(name)
+                    if (
+                        existing_info.size == st.st_size
+                        and existing_info.mtime_ns == st.st_mtime_ns
+                    ):
+                        continue
+                to_copy += st.st_size
+                self._pending.add(rel, size=st.st_size)
+                self._pending.wait_for_room(PENDING_LIMIT, self._stop)
+            for name, info in existing.items():
+                rel = f"{rel_dir}/{name}" if rel_dir else name
+                if info.is_dir:
+                    continue
+                if is_own_temp_name(name):
+                    if initial:
+                        dest.unlink(rel)  # left by a killed run; we hold the lock
+                    continue
+                if rel == marker:
+                    if initial and not (self.source / marker).exists():
+                        # A marker here says "verified complete"; the source goes on, so it
+                        # no longer holds until we verify again.
+                        dest.unlink(rel)
+                    continue
+                files_dst += 1
+                bytes_dst += info.size
+                chunks_dst += not is_metadata_name(name)
+                self._pending.add(rel)  # gone at the source: mirror the delete
+        with self._lock:
+            c = self._c
+            c.scans += 1
+            c.last_scan_s = time.monotonic() - t0
+            c.temp_files = temp
+            c.files_at_destination = files_dst
+            c.bytes_at_destination = bytes_dst
+            c.chunks_at_destination = chunks_dst
+            self._arrays_dirty = True
+        if initial and to_copy:
+            warning = free_space_warning(self.destination, to_copy)
+            if warning:
+                self._error("", warning)
+
+    # ------------------------------------------------------------------ finishing
+    def _drain(self) -> None:
+        while not self._pending.wait_until_empty(self._stop, timeout=0.5):
+            if self._stop.is_set():
+                return
+
+    def _finish(self) -> None:
+        self._set_state("finishing")
+        self._scan()
+        self._drain()
+        if self._stop.is_set():
+            return
+        self._set_state("verifying")
+        checksum = self.options.verify == "checksum"
+        report = None
+        for _round in range(3):
+            report = verify_tree(
+                self.source,
+                self.destination,
+                checksum=checksum,
+                marker=self.options.marker,
+                stop=self._stop,
+            )
+            self._report = report
+            if report.ok or self._stop.is_set():
+                break
+            # Copy again whatever differs (events lost, a late rewrite), then look again.
+            for rel in report.problem_paths():
+                self._pending.add(rel, force=True)
+            self._drain()
+        if self._stop.is_set():
+            return
+        with self._lock:
+            self._verification = report.summary()
+            if report.ok:  # exact figures, where the live counts were kept approximately
+                self._c.files_at_destination = report.files_checked
+                self._c.bytes_at_destination = report.bytes_checked
+                self._c.chunks_at_destination = report.files_checked - report.metadata_files
+        if not report.ok:
+            first = next(report.lines(), "")
+            raise _Fatal(
+                f"verification failed: {report.n_missing} missing, {report.n_mismatched} "
+                f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable (first: "
+                f"{first.strip()}); run `napari-softcopy verify {self.source} "
+                f"{self.destination}` for the list, fix the cause and run the copy again"
+            )
+        self._write_marker(report)
+        if self._marker_at is not None:
+            self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
+        self._set_state(
+            "verified",
+            f"verified complete: {report.files_checked} files, "
+            f"{report.bytes_checked / 2**20:.1f} MiB identical",
+        )
+
+    def _write_marker(self, report: VerifyReport) -> None:
+        """Flush the copy, then write the marker: it means "verified complete"."""
+        dest = self._dest
+        dest.flush()
+        marker = self.options.marker
+        src_marker = self.source / marker
+        try:
+            data = src_marker.read_bytes()
+            mtime_ns = os.stat(src_marker).st_mtime_ns
+        except FileNotFoundError:
+            summary = report.summary() | {"verified_at": time.time(), "source": self._src}
+            data = (json.dumps(summary, indent=1) + "\n").encode()
+            mtime_ns = None
+        write_file(dest, marker, data, mtime_ns=mtime_ns)
+
+
+def _is_ready_source(path: Path) -> bool:
+    try:
+        return path.is_dir() and node_kind(path) is not None
+    except Exception:
+        return False
+
+
+def copy(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    options: CopyOptions | None = None,
+    timeout: float | None = None,
+) -> CopyEngine:
+    """Run a copy to its end in the calling thread; return the ended engine."""
+    engine = CopyEngine(source, destination, options)
+    engine.start()
+    engine.wait(timeout)
+    return engine

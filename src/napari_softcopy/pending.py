@@ -1,0 +1,145 @@
+"""The pending set: paths waiting to be synced, one entry per path.
+
+A path is handed to one worker at a time. A hint that arrives while it is being copied marks
+it dirty, and it is copied again afterwards, so two versions of one file never race and the
+last copy always starts after the last change.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+QUEUED, DELAYED, IN_FLIGHT = 0, 1, 2
+
+
+@dataclass(slots=True)
+class _Entry:
+    since: float  # when the path first became ready (monotonic): drives the lag figure
+    size: int
+    state: int = QUEUED
+    dirty: bool = False
+    force: bool = False
+
+
+class PendingSet:
+    """Thread-safe, deduplicated work set with delays and in-flight tracking."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._entries: dict[str, _Entry] = {}
+        self._ready: deque[str] = deque()
+        self._delayed: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, path: str, *, size: int = 0, delay: float = 0.0, force: bool = False) -> None:
+        """Ask for ``path`` to be synced (after ``delay`` seconds); ``force`` copies even when
+        size and mtime already match."""
+        now = time.monotonic()
+        with self._cond:
+            entry = self._entries.get(path)
+            if entry is None:
+                self._entries[path] = entry = _Entry(now + delay, size, force=force)
+                self._schedule(path, entry, now + delay)
+            elif entry.state == IN_FLIGHT:
+                entry.dirty = True
+                entry.force |= force
+            else:
+                entry.force |= force
+                entry.size = max(entry.size, size)
+                if entry.state == DELAYED and delay == 0.0:
+                    entry.state = QUEUED  # the heap entry goes stale; `take` skips it
+                    self._ready.append(path)
+                    self._cond.notify()
+
+    def _schedule(self, path: str, entry: _Entry, due: float) -> None:
+        if due <= time.monotonic():
+            entry.state = QUEUED
+            self._ready.append(path)
+            self._cond.notify()
+        else:
+            entry.state = DELAYED
+            heapq.heappush(self._delayed, (due, next(self._seq), path))
+            self._cond.notify_all()
+
+    def take(self, timeout: float | None = None) -> tuple[str, bool] | None:
+        """Hand the next ready path to a worker as ``(path, force)``; None on close/timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                if self._closed:
+                    return None
+                now = time.monotonic()
+                while self._delayed and self._delayed[0][0] <= now:
+                    _, _, path = heapq.heappop(self._delayed)
+                    entry = self._entries.get(path)
+                    if entry is not None and entry.state == DELAYED:
+                        entry.state = QUEUED
+                        self._ready.append(path)
+                while self._ready:
+                    path = self._ready.popleft()
+                    entry = self._entries.get(path)
+                    if entry is not None and entry.state == QUEUED:
+                        entry.state = IN_FLIGHT
+                        force, entry.force = entry.force, False
+                        return path, force
+                wait = None if deadline is None else deadline - now
+                if self._delayed:
+                    due = self._delayed[0][0] - now
+                    wait = due if wait is None else min(wait, due)
+                if wait is not None and wait <= 0:
+                    if deadline is not None and now >= deadline:
+                        return None
+                    continue
+                self._cond.wait(wait)
+
+    def done(self, path: str, *, retry_after: float | None = None) -> None:
+        """A worker finished ``path``; it goes again if dirty or if ``retry_after`` is given."""
+        with self._cond:
+            entry = self._entries[path]
+            if entry.dirty or retry_after is not None:
+                entry.dirty = False
+                self._schedule(path, entry, time.monotonic() + (retry_after or 0.0))
+            else:
+                del self._entries[path]
+                if not self._entries:
+                    self._cond.notify_all()
+
+    def wait_until_empty(self, stop: threading.Event, timeout: float | None = None) -> bool:
+        """Block until nothing is pending (True), ``stop`` is set or the timeout passes."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while self._entries and not stop.is_set() and not self._closed:
+                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return not self._entries
+
+    def wait_for_room(self, limit: int, stop: threading.Event) -> None:
+        """Backpressure for scans: block while more than ``limit`` paths are pending."""
+        with self._cond:
+            while len(self._entries) > limit and not stop.is_set() and not self._closed:
+                self._cond.wait(0.1)
+
+    def snapshot(self) -> tuple[int, int, float]:
+        """``(count, known bytes, age in s of the oldest ready entry)``."""
+        now = time.monotonic()
+        with self._cond:
+            entries = list(self._entries.values())
+        oldest = min((e.since for e in entries), default=now)
+        return len(entries), sum(e.size for e in entries), max(0.0, now - oldest)
+
+    def close(self) -> None:
+        """Wake every waiting worker with None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()

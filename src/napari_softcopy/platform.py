@@ -1,0 +1,148 @@
+"""Everything OS-specific, in one place: IO/CPU priority, the inotify overflow hook, flushing.
+
+Linux gets every feature. Elsewhere the engine runs with watchdog's other observers and a
+warning names what is missing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+IS_LINUX = sys.platform.startswith("linux")
+
+# ioprio_set(2): the IO priority is per thread on Linux, so each engine thread lowers its
+# own and the process that embeds the engine (napari, a test runner) keeps its priority.
+_IOPRIO_WHO_PROCESS = 1
+_IOPRIO_CLASS_IDLE = 3
+_IOPRIO_CLASS_SHIFT = 13
+_SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273}
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True) if IS_LINUX else None
+_warned: set[str] = set()
+
+
+def _warn_once(feature: str, why: str) -> None:
+    if feature not in _warned:
+        _warned.add(feature)
+        warnings.warn(f"napari-softcopy: {feature} is not available here ({why})", stacklevel=3)
+
+
+def lower_thread_priority(nice: int = 10) -> None:
+    """Put the calling thread in the idle IO class and raise its nice value.
+
+    On Linux both are per-thread, so only engine threads are affected.
+    """
+    if not IS_LINUX:
+        _warn_once("idle IO priority", f"not supported on {sys.platform}")
+        return
+    nr = _SYS_IOPRIO_SET.get(os.uname().machine)
+    tid = threading.get_native_id()
+    if nr is not None and _libc is not None:
+        if _libc.syscall(nr, _IOPRIO_WHO_PROCESS, tid, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT):
+            log.warning("could not set idle IO priority: %s", os.strerror(ctypes.get_errno()))
+    else:
+        _warn_once("idle IO priority", f"unknown ioprio_set syscall on {os.uname().machine}")
+    try:
+        current = os.getpriority(os.PRIO_PROCESS, tid)
+        if current < nice:
+            os.setpriority(os.PRIO_PROCESS, tid, nice)
+    except OSError as exc:
+        log.warning("could not lower CPU priority: %s", exc)
+
+
+def io_priority_class() -> int | None:
+    """IO priority class of the calling thread (3 = idle), or None where unknown."""
+    if not IS_LINUX or _libc is None:
+        return None
+    nr_get = {"x86_64": 252, "aarch64": 31}.get(os.uname().machine)
+    if nr_get is None:
+        return None
+    value = _libc.syscall(nr_get, _IOPRIO_WHO_PROCESS, threading.get_native_id())
+    return None if value < 0 else value >> _IOPRIO_CLASS_SHIFT
+
+
+def drop_cache(fd: int) -> None:
+    """Ask the kernel to drop the cached pages of ``fd`` (clean pages go, dirty ones are
+    queued for writeback, which spreads the destination's flushing over the run)."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        except OSError:
+            pass
+
+
+def syncfs(fd: int) -> None:
+    """Flush every dirty page of the filesystem that holds ``fd`` (falls back to `os.sync`)."""
+    if IS_LINUX and _libc is not None and hasattr(_libc, "syncfs"):
+        if _libc.syncfs(fd) == 0:
+            return
+        err = ctypes.get_errno()
+        raise OSError(err, f"syncfs failed: {os.strerror(err)}")
+    os.sync()
+
+
+class _OverflowHandler(logging.Handler):
+    def __init__(self, callback: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.callback = callback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.callback()
+
+
+def on_event_overflow(callback: Callable[[], None]) -> Callable[[], None]:
+    """Call ``callback`` whenever watchdog reports that the kernel dropped events.
+
+    watchdog only logs an inotify queue overflow (logger ``watchdog.observers.inotify_c``);
+    it does not tell the handler. Returns a function that removes the hook.
+    """
+    logger = logging.getLogger("watchdog.observers.inotify_c")
+    handler = _OverflowHandler(callback)
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.WARNING:
+        logger.setLevel(logging.WARNING)
+    return lambda: logger.removeHandler(handler)
+
+
+def observer_class() -> type:
+    """watchdog's native observer; warns where the overflow hook does not apply."""
+    from watchdog.observers import Observer
+
+    if not IS_LINUX:
+        _warn_once(
+            "event-overflow detection",
+            "only inotify reports lost events; periodic rescans still find everything",
+        )
+    return Observer
+
+
+def set_xattr(fd: int, name: str, value: bytes) -> bool:
+    """Set an extended attribute on ``fd``; False where the filesystem refuses them."""
+    try:
+        os.setxattr(fd, name, value)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def get_xattr(path: str | int, name: str, *, dir_fd: int | None = None) -> bytes | None:
+    """Read an extended attribute, or None when absent or unsupported."""
+    try:
+        if dir_fd is not None and isinstance(path, str):
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                return os.getxattr(fd, name)
+            finally:
+                os.close(fd)
+        return os.getxattr(path, name)
+    except (OSError, AttributeError):
+        return None

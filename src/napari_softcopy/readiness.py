@@ -1,0 +1,101 @@
+"""Turning watchdog events into hints: "look at this path now" or "look at it soon".
+
+What completes a file differs per writer (FIELD-NOTES): a rename into place (tensorstore,
+zarr-python), or a close after writing in place (acquire-zarr, tensorstore ``non_atomic``).
+Both are reported at once. A file that merely appeared (watchdog walks a brand-new directory
+and reports what is already in it as created) may still be written in place, so it is looked
+at after a short settle delay; if it changes during the copy, it is copied again anyway.
+Events are hints only: a scan is the truth, and an overflow triggers one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileMovedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from .layout import is_temp_name
+
+#: The kernel event mask we ask for. Dropping OPEN and MODIFY keeps the inotify queue from
+#: overflowing under tens of thousands of quick writes (FIELD-NOTES: 0 lost in 4 of 4 runs).
+EVENT_FILTER = [
+    FileCreatedEvent,
+    FileMovedEvent,
+    FileClosedEvent,
+    FileDeletedEvent,
+    DirCreatedEvent,
+    DirMovedEvent,
+    DirDeletedEvent,
+]
+
+#: Seconds to wait before copying a file that only "appeared".
+CREATED_SETTLE_S = 0.25
+
+
+class SourceEventHandler(FileSystemEventHandler):
+    """Forward watchdog events below ``root`` to the engine as relative-path hints.
+
+    Parameters
+    ----------
+    root : str
+        Source root (absolute).
+    hint : callable
+        ``hint(relpath, delay)``: the file at ``relpath`` may need syncing after ``delay`` s.
+    rescan : callable
+        Called when only a scan can tell what changed (a directory moved in).
+    root_gone : callable
+        Called when the source root itself was deleted or moved away.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        hint: Callable[[str, float], None],
+        rescan: Callable[[], None],
+        root_gone: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.root = root.rstrip(os.sep)
+        self._prefix = self.root + os.sep
+        self._hint = hint
+        self._rescan = rescan
+        self._root_gone = root_gone
+
+    def _rel(self, path: str | bytes) -> str | None:
+        path = os.fsdecode(path)
+        if not path.startswith(self._prefix):
+            return None
+        rel = path[len(self._prefix) :]
+        return rel if os.sep == "/" else rel.replace(os.sep, "/")
+
+    def dispatch(self, event: FileSystemEvent) -> None:  # hot path: keep it short
+        kind = event.event_type
+        if event.is_directory:
+            if kind in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
+                self._root_gone()
+            elif kind == "moved":
+                self._rescan()  # a directory moved in or out: only a scan knows its files
+            return
+        if kind == "moved":
+            old = self._rel(event.src_path)
+            if old is not None and not is_temp_name(old.rpartition("/")[2]):
+                self._hint(old, 0.0)  # a final name moved away: mirror its removal
+            path = event.dest_path
+            delay = 0.0
+        else:
+            path = event.src_path
+            delay = CREATED_SETTLE_S if kind == "created" else 0.0
+        rel = self._rel(path)
+        if rel is not None and not is_temp_name(rel.rpartition("/")[2]):
+            self._hint(rel, delay)

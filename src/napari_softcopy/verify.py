@@ -1,0 +1,207 @@
+"""Verification: does the destination hold every source file, identical?
+
+Every source file (writers' temporary files excluded) must exist at the destination with the
+same size and mtime; Zarr metadata files are compared by content; with ``checksum=True`` every
+file's content is compared by an xxh3-128 hash. Files at the destination that the source does
+not have are reported too.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import xxhash
+
+from .layout import is_metadata_name, is_own_temp_name, is_temp_name
+
+MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
+
+
+@dataclass
+class VerifyReport:
+    """Result of `verify_tree`.
+
+    ``missing``: at the source, not at the destination. ``mismatched``: ``(path, reason)``
+    pairs. ``extra``: at the destination only. ``unreadable``: ``(path, reason)`` at the source.
+    """
+
+    source: str
+    destination: str
+    checksum: bool
+    files_checked: int = 0
+    bytes_checked: int = 0
+    metadata_files: int = 0
+    missing: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, str]] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    unreadable: list[tuple[str, str]] = field(default_factory=list)
+    n_missing: int = 0
+    n_mismatched: int = 0
+    n_extra: int = 0
+    n_unreadable: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True when the destination is identical."""
+        return not (self.n_missing or self.n_mismatched or self.n_extra or self.n_unreadable)
+
+    def problem_paths(self) -> Iterator[str]:
+        """Every listed path that needs copying again (or removing)."""
+        yield from self.missing
+        yield from (p for p, _ in self.mismatched)
+        yield from self.extra
+
+    def summary(self) -> dict:
+        """Counts only (what the status file carries)."""
+        return {
+            "ok": self.ok,
+            "checksum": self.checksum,
+            "files_checked": self.files_checked,
+            "bytes_checked": self.bytes_checked,
+            "missing": self.n_missing,
+            "mismatched": self.n_mismatched,
+            "extra": self.n_extra,
+            "unreadable": self.n_unreadable,
+        }
+
+    def to_dict(self) -> dict:
+        """Everything, JSON-ready."""
+        return asdict(self) | {"ok": self.ok}
+
+    def lines(self) -> Iterator[str]:
+        """Human-readable listing of every difference."""
+        for p in self.missing:
+            yield f"missing     {p}"
+        for p, why in self.mismatched:
+            yield f"mismatched  {p}  ({why})"
+        for p in self.extra:
+            yield f"extra       {p}"
+        for p, why in self.unreadable:
+            yield f"unreadable  {p}  ({why})"
+
+    def _add(self, kind: str, item) -> None:
+        setattr(self, f"n_{kind}", getattr(self, f"n_{kind}") + 1)
+        items = getattr(self, kind)
+        if len(items) < MAX_LISTED:
+            items.append(item)
+
+
+def file_digest(path: str | os.PathLike, *, dir_fd: int | None = None) -> bytes:
+    """xxh3-128 digest of a file's content (symlinks are not followed)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    h = xxhash.xxh3_128()
+    try:
+        while block := os.read(fd, 4 * 1024 * 1024):
+            h.update(block)
+    finally:
+        os.close(fd)
+    return h.digest()
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        return fa.read() == fb.read()
+
+
+def verify_tree(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    *,
+    checksum: bool = False,
+    marker: str | None = None,
+    stop: threading.Event | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Compare ``destination`` with ``source``.
+
+    Parameters
+    ----------
+    source, destination : path
+        Tree roots.
+    checksum : bool
+        Compare the content of every file (slow: reads both trees).
+    marker : str, optional
+        Name of the finish marker in the root: it is excluded from the comparison, because the
+        engine writes it only after a successful verification.
+    stop : threading.Event, optional
+        Abandon early when set (the report is then incomplete and not ok).
+    progress : callable, optional
+        ``progress(files, bytes)`` called every 1,000 files.
+    """
+    src_root, dst_root = Path(source), Path(destination)
+    report = VerifyReport(os.fspath(src_root), os.fspath(dst_root), checksum)
+    stack = [""]
+    while stack:
+        if stop is not None and stop.is_set():
+            report._add("unreadable", ("", "verification interrupted"))
+            break
+        rel_dir = stack.pop()
+        try:
+            with os.scandir(src_root / rel_dir) as it:
+                src_entries = list(it)
+        except OSError as exc:
+            report._add("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
+            continue
+        dst_entries: dict[str, os.DirEntry] = {}
+        try:
+            with os.scandir(dst_root / rel_dir) as it:
+                dst_entries = {e.name: e for e in it}
+        except FileNotFoundError:
+            pass
+        for entry in src_entries:
+            name = entry.name
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if entry.is_dir(follow_symlinks=False):
+                dst_entries.pop(name, None)
+                stack.append(rel)
+                continue
+            if is_temp_name(name) or (marker and rel == marker):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # deleted by the writer while we looked
+            if not stat.S_ISREG(st.st_mode):
+                report._add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
+                continue
+            report.files_checked += 1
+            report.bytes_checked += st.st_size
+            report.metadata_files += is_metadata_name(name)
+            if progress is not None and report.files_checked % 1000 == 0:
+                progress(report.files_checked, report.bytes_checked)
+            other = dst_entries.pop(name, None)
+            if other is None:
+                report._add("missing", rel)
+                continue
+            dst_st = other.stat(follow_symlinks=False)
+            if not stat.S_ISREG(dst_st.st_mode):
+                report._add("mismatched", (rel, "not a regular file at the destination"))
+            elif dst_st.st_size != st.st_size:
+                report._add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
+            elif dst_st.st_mtime_ns != st.st_mtime_ns:
+                report._add("mismatched", (rel, "modification time differs"))
+            elif checksum or is_metadata_name(name):
+                try:
+                    same = (
+                        file_digest(src_root / rel) == file_digest(dst_root / rel)
+                        if checksum
+                        else _same_content(src_root / rel, dst_root / rel)
+                    )
+                except OSError as exc:
+                    report._add("unreadable", (rel, exc.strerror or str(exc)))
+                    continue
+                if not same:
+                    report._add("mismatched", (rel, "content differs"))
+        for name, other in dst_entries.items():
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if is_own_temp_name(name) or (marker and rel == marker):
+                continue
+            if other.is_dir(follow_symlinks=False):
+                continue
+            report._add("extra", rel)
+    return report
