@@ -141,7 +141,8 @@ def free_space_warning(dst: Path, needed_bytes: int) -> str | None:
         return None
     if needed_bytes > free:
         return (
-            f"destination {dst} has {free / 2**20:.0f} MiB free but {needed_bytes / 2**20:.0f} MiB "
-            "are still to copy; free space there or choose another destination"
+            f"destination {dst} has {free / 2**20:.1f} MiB free but at least "
+            f"{needed_bytes / 2**20:.1f} MiB are still to copy; free space there or choose "
+            "another destination"
         )
     return None

@@ -128,17 +128,18 @@ def _plain(s: Status) -> str:
 def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     engines = []
     records = []
+    # Validate every pair before creating any engine (an engine creates its lock and status
+    # file in the state directory), so bad input writes nothing anywhere.
+    from .checks import check_pair
+
+    for source, destination in pairs:
+        check_pair(source, destination, force=args.force,
+                   wait_for_source=args.wait_for_source)
     for source, destination in pairs:
         status_file = args.status_file if len(pairs) == 1 else None
         if status_file is None:
             status_file = default_status_file(destination)
         engines.append(CopyEngine(source, destination, _options(args, status_file)))
-    # Validate every pair before starting any, so bad input writes nothing anywhere.
-    from .checks import check_pair
-
-    for engine in engines:
-        check_pair(engine.source, engine.destination, force=args.force,
-                   wait_for_source=args.wait_for_source)
     stop_signal: list[int] = []
 
     def on_stop(signum, _frame):

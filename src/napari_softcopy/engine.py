@@ -31,6 +31,7 @@ from .checks import InputError, check_pair, free_space_warning
 from .destination import Destination, DestinationChanged
 from .jobs import DestinationLock
 from .layout import (
+    NODE_NAMES,
     ArrayLayout,
     array_at,
     find_arrays,
@@ -57,6 +58,9 @@ PENDING_LIMIT = 20_000
 _DEST_RETRY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
                       errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN}
 MAX_BACKOFF_S = 30.0
+#: Seconds a source file must stay deleted (its directory still there) before the delete is
+#: mirrored at the destination.
+DELETE_GRACE_S = 2.0
 
 
 @dataclass
@@ -175,6 +179,7 @@ class CopyEngine:
         self._arrays: list[ArrayLayout] = []
         self._arrays_dirty = True
         self._last_activity = time.monotonic()
+        self._deletes_seen: dict[str, float] = {}  # path -> when its delete was first seen
         self._backoff_until = 0.0
         self._backoff = 0.0
         self._source_identity: tuple[int, int] | None = None
@@ -401,7 +406,7 @@ class CopyEngine:
             if not self.source.exists():
                 self._set_state("waiting", f"waiting for {self.source} to appear")
                 while not self._stop.is_set() and not _is_ready_source(self.source):
-                    self._stop.wait(0.2)
+                    self._stop.wait(0.05)
                 if self._stop.is_set():
                     self._set_state("stopped", "stopped while waiting for the source")
                     return
@@ -618,23 +623,37 @@ class CopyEngine:
         return self._backoff
 
     def _mirror_delete(self, rel: str) -> float | None:
-        # Only a chunk file deleted inside a directory that still exists is a writer's delete
-        # (the chunk became the fill value). A vanished directory or root deletes nothing, and
-        # neither does a file that is no chunk of a known array (verification reports it).
-        parent = rel.rpartition("/")[0]
-        if not os.path.isdir(f"{self._src}/{parent}" if parent else self._src):
-            return None
+        """Mirror a writer's delete of ``rel`` (a chunk that became the fill value).
+
+        Only a chunk file of a known array, deleted inside a directory that still exists,
+        next to array metadata that still exists, is a writer's delete. While the copy runs,
+        the delete is mirrored only after `DELETE_GRACE_S`: removing a whole tree deletes its
+        files before their directories, and must delete nothing at the destination.
+        """
+        if self._state not in ("finishing", "verifying"):
+            first = self._deletes_seen.setdefault(rel, time.monotonic())
+            wait = first + DELETE_GRACE_S - time.monotonic()
+            if wait > 0:
+                return wait
+        self._deletes_seen.pop(rel, None)
+        if os.path.lexists(f"{self._src}/{rel}"):
+            return 0.0  # it came back meanwhile: sync it again
         with self._lock:
             if self._arrays_dirty:
                 self._reload_arrays()
             array = array_at(self._arrays, rel)
         if array is None or array.chunk_index(rel) is None:
             return None
+        array_dir = f"{self._src}/{array.path}" if array.path else self._src
+        parent = rel.rpartition("/")[0]
+        if not (
+            os.path.isdir(f"{self._src}/{parent}" if parent else self._src)
+            and any(os.path.isfile(f"{array_dir}/{name}") for name in NODE_NAMES)
+        ):
+            return None
         old = self._dest.stat(rel)
         if old is None or not stat.S_ISREG(old.st_mode):
             return None
-        if os.path.lexists(f"{self._src}/{rel}"):
-            return 0.0  # it came back meanwhile: sync it again
         if self._dest.unlink(rel):
             with self._lock:
                 self._c.files_deleted += 1
@@ -656,6 +675,15 @@ class CopyEngine:
         marker = self.options.marker
         temp = files_dst = bytes_dst = chunks_dst = 0
         to_copy = 0
+        # At the first scan, warn as soon as more is found to copy than the destination has
+        # free: before it fills up, not after the scan of a huge tree.
+        free = None
+        if initial:
+            try:
+                sv = os.statvfs(dest.fd)
+                free = sv.f_bavail * sv.f_frsize
+            except OSError:
+                pass
         stack = [""]
         while stack and not self._stop.is_set():
             rel_dir = stack.pop()
@@ -706,6 +734,11 @@ class CopyEngine:
                     ):
                         continue
                 to_copy += st.st_size
+                if free is not None and to_copy > free:
+                    free = None
+                    warning = free_space_warning(self.destination, to_copy)
+                    if warning:
+                        self._error("", warning)
                 self._pending.add(rel, size=st.st_size)
                 self._pending.wait_for_room(PENDING_LIMIT, self._stop)
             for name, info in existing.items():
@@ -735,10 +768,6 @@ class CopyEngine:
             c.bytes_at_destination = bytes_dst
             c.chunks_at_destination = chunks_dst
             self._arrays_dirty = True
-        if initial and to_copy:
-            warning = free_space_warning(self.destination, to_copy)
-            if warning:
-                self._error("", warning)
 
     # ------------------------------------------------------------------ finishing
     def _drain(self) -> None:
@@ -773,6 +802,7 @@ class CopyEngine:
         if self._stop.is_set():
             return
         with self._lock:
+            self._reload_arrays()  # the final metadata: exact expected counts
             self._verification = report.summary()
             if report.ok:  # exact figures, where the live counts were kept approximately
                 self._c.files_at_destination = report.files_checked

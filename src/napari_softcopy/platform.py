@@ -117,6 +117,9 @@ def observer_class() -> type:
     """watchdog's native observer; warns where the overflow hook does not apply."""
     from watchdog.observers import Observer
 
+    # watchdog warns when a directory it already watches is reported again (common while a
+    # writer creates nested directories quickly); harmless, but it would flood the terminal.
+    warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
     if not IS_LINUX:
         _warn_once(
             "event-overflow detection",

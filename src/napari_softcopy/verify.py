@@ -202,6 +202,17 @@ def verify_tree(
             if is_own_temp_name(name) or (marker and rel == marker):
                 continue
             if other.is_dir(follow_symlinks=False):
+                for path in _files_below(dst_root / rel):
+                    report._add("extra", f"{rel}/{path}")
                 continue
             report._add("extra", rel)
     return report
+
+
+def _files_below(root: Path) -> Iterator[str]:
+    """Relative paths of the files below ``root`` (our own temp files excluded)."""
+    for dirpath, _dirs, files in os.walk(root):
+        base = os.path.relpath(dirpath, root)
+        for name in files:
+            if not is_own_temp_name(name):
+                yield name if base == "." else f"{base}/{name}"

@@ -1,0 +1,62 @@
+"""Helpers shared by the tests: tree comparison, polling, engines with test defaults."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.layout import is_own_temp_name, is_temp_name
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
+    """Poll ``predicate`` until it is truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+        time.sleep(0.01)
+
+
+def tree_bytes(root: str | os.PathLike, *, skip_temp: bool = True) -> dict[str, bytes]:
+    """Every regular file below ``root`` as ``{relative path: content}``."""
+    root = Path(root)
+    out = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if skip_temp and is_temp_name(name):
+                continue
+            path = Path(dirpath) / name
+            out[path.relative_to(root).as_posix()] = path.read_bytes()
+    return out
+
+
+def assert_identical(source: str | os.PathLike, destination: str | os.PathLike) -> int:
+    """Assert byte-identical trees (writers' temp files excluded) with equal mtimes, and no
+    temporary file of ours at the destination. Returns the number of files compared."""
+    src, dst = tree_bytes(source), tree_bytes(destination, skip_temp=False)
+    own = [p for p in dst if is_own_temp_name(p.rpartition("/")[2])]
+    assert not own, f"temporary files left at the destination: {own[:5]}"
+    assert sorted(src) == sorted(dst), (
+        f"missing {sorted(set(src) - set(dst))[:5]}, extra {sorted(set(dst) - set(src))[:5]}"
+    )
+    different = [p for p in src if src[p] != dst[p]]
+    assert not different, f"content differs: {different[:5]}"
+    for rel in src:
+        s, d = os.stat(Path(source) / rel), os.stat(Path(destination) / rel)
+        assert s.st_mtime_ns == d.st_mtime_ns, f"mtime differs: {rel}"
+    return len(src)
+
+
+def engine(source, destination, **options) -> CopyEngine:
+    """A started engine with test-friendly defaults (normal priority, quick rescans)."""
+    options.setdefault("low_priority", False)
+    options.setdefault("rescan_interval", 2.0)
+    e = CopyEngine(source, destination, CopyOptions(**options))
+    e.start()
+    return e

@@ -1,0 +1,203 @@
+"""The command line, end to end, as a user runs it (subprocesses, real signals)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zarr
+from support import assert_identical, wait_for
+
+from napari_softcopy.simulate import simulate
+
+CLI = [sys.executable, "-m", "napari_softcopy.cli"]
+
+
+def run(*args, timeout=120, **kwargs):
+    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, **kwargs)
+
+
+def listing(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")) if root.exists() else []
+
+
+@pytest.fixture
+def archive(tmp_path):
+    src = tmp_path / "acq.zarr"
+    simulate(src, "demo", rate=1000, timepoints=3)
+    return src
+
+
+def test_copy_then_verify(tmp_path, archive):
+    dst = tmp_path / "copy.zarr"
+    result = run("copy", archive, dst, "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert lines[-1]["state"] == "verified"
+    assert "verified complete" in result.stderr
+    assert_identical(archive, dst)
+    result = run("verify", archive, dst, "--checksum")
+    assert result.returncode == 0 and "identical" in result.stdout
+
+
+def test_verify_reports_differences(tmp_path, archive):
+    dst = tmp_path / "copy.zarr"
+    assert run("copy", archive, dst).returncode == 0
+    chunk = next(p for p in dst.rglob("*") if p.is_file() and p.parent.name != "copy.zarr")
+    data = bytearray(chunk.read_bytes())
+    data[-1] ^= 1
+    st = chunk.stat()
+    chunk.write_bytes(bytes(data))
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert run("verify", archive, dst).returncode == 0  # size and mtime cannot see it
+    result = run("verify", archive, dst, "--checksum", "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["mismatched"] == [[chunk.relative_to(dst).as_posix(), "content differs"]]
+    with open(chunk, "ab") as f:
+        f.write(b"x")
+    result = run("verify", archive, dst)
+    assert result.returncode == 1 and "mismatched" in result.stdout and "size" in result.stdout
+
+
+def _bad_input_cases(tmp_path, archive):
+    not_zarr = tmp_path / "plain"
+    not_zarr.mkdir()
+    (not_zarr / "file.txt").write_text("x")
+    corrupt = tmp_path / "corrupt.zarr"
+    corrupt.mkdir()
+    (corrupt / "zarr.json").write_text("{not json")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("targets:\n  - source: acq.zarr\n")
+    return {
+        "missing": (["copy", tmp_path / "nope.zarr", tmp_path / "d"], "does not exist"),
+        "not-zarr": (["copy", not_zarr, tmp_path / "d"], "not a Zarr archive"),
+        "inside": (["copy", archive, archive / "copy"], "inside the source"),
+        "equal": (["copy", archive, archive], "inside the source"),
+        "source-inside-dest": (["copy", archive, tmp_path], "inside the destination"),
+        "not-a-copy": (["copy", archive, other], "not a copy of"),
+        "corrupt": (["copy", corrupt, tmp_path / "d"], "corrupt.zarr/zarr.json"),
+        "targets": (["copy", "--targets", targets], "entry 1 has no `destination`"),
+        "no-parent": (["copy", archive, tmp_path / "unmounted" / "d"], "does not exist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["missing", "not-zarr", "inside", "equal", "source-inside-dest",
+                                  "not-a-copy", "corrupt", "targets", "no-parent"])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, archive, case):
+    args, expected = _bad_input_cases(tmp_path, archive)[case]
+    before = listing(tmp_path)
+    result = run(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert listing(tmp_path) == before
+
+
+def test_force_copies_into_a_foreign_folder_without_deleting(tmp_path, archive):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    result = run("copy", archive, other, "--force")
+    assert result.returncode == 1  # copied, but the extra file makes it not identical
+    assert (other / "notes.txt").read_text() == "mine"
+    assert "extra" in result.stderr
+
+
+def test_targets_copy_two_archives(tmp_path, archive):
+    second = tmp_path / "acq2.zarr"
+    simulate(second, "demo", rate=1000, timepoints=2, seed=3)
+    (tmp_path / "out").mkdir()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text(
+        "targets:\n"
+        "  - source: acq.zarr\n    destination: out/acq.zarr\n"
+        "  - source: acq2.zarr\n    destination: out/acq2.zarr\n"
+    )
+    result = run("copy", "--targets", targets)
+    assert result.returncode == 0, result.stderr
+    assert_identical(archive, tmp_path / "out" / "acq.zarr")
+    assert_identical(second, tmp_path / "out" / "acq2.zarr")
+
+
+def _start(args, tmp_path):
+    env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
+    return subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=8)
+    status = tmp_path / "status.json"
+    proc = _start(["copy", src, dst, "--bandwidth", "2", "--status-file", status, "--json"],
+                  tmp_path)
+    wait_for(lambda: status.exists() and json.loads(status.read_text())["files_copied"] >= 2,
+             what="copying under way")
+    t0 = time.monotonic()
+    proc.send_signal(sig)
+    _out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - t0 < 2.0
+    assert proc.returncode == code
+    assert "Resume with: napari-softcopy copy" in err
+    assert not list(dst.rglob("*softcopy-tmp"))
+    assert run("copy", src, dst).returncode == 0
+    assert_identical(src, dst)
+
+
+def test_sigusr1_finishes_now(tmp_path):
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    status = tmp_path / "status.json"
+    proc = _start(["copy", src, dst, "--status-file", status], tmp_path)
+    wait_for(lambda: status.exists() and json.loads(status.read_text())["scans"] >= 1)
+    proc.send_signal(signal.SIGUSR1)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert json.loads(status.read_text())["finish_reason"] == "request"
+    assert (dst / "complete").exists()
+
+
+def test_running_job_is_registered(tmp_path):
+    from napari_softcopy import jobs
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    proc = _start(["copy", src, dst], tmp_path)
+    os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = str(tmp_path / "state")
+    try:
+        job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
+        assert job.pid == proc.pid and Path(job.destination) == dst
+        # a second engine into the same destination is refused
+        second = run("copy", src, dst, env=os.environ.copy())
+        assert second.returncode == 2 and "already copying into" in second.stderr
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+        assert jobs.list_jobs() == []
+    finally:
+        del os.environ["NAPARI_SOFTCOPY_STATE_DIR"]
+
+
+def test_simulate_command(tmp_path):
+    result = run("simulate", tmp_path / "sim.zarr", "--rate", "100")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sim.zarr" / "complete").exists()
+    assert zarr.open_array(tmp_path / "sim.zarr", mode="r").shape[0] == 10
+
+
+def test_demo_exits_0_with_summary():
+    result = run("demo", "--rate", "50")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "marker to verified" in result.stdout
+    assert "checksum verification: identical" in result.stdout

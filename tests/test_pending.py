@@ -1,0 +1,76 @@
+import threading
+import time
+
+from napari_softcopy.pending import PendingSet
+
+
+def test_one_entry_per_path_and_no_second_worker():
+    p = PendingSet()
+    p.add("a")
+    p.add("a")
+    p.add("b")
+    assert len(p) == 2
+    first = p.take(timeout=1)
+    second = p.take(timeout=1)
+    assert {first[0], second[0]} == {"a", "b"}
+    p.add(first[0])  # arrives while in flight: must not be handed out again now
+    assert p.take(timeout=0.05) is None
+    p.done(first[0])  # dirty: back in the queue
+    assert p.take(timeout=1)[0] == first[0]
+
+
+def test_done_removes_clean_entries_and_wakes_drain():
+    p = PendingSet()
+    stop = threading.Event()
+    p.add("x")
+    path, _ = p.take(timeout=1)
+    threading.Timer(0.05, p.done, args=(path,)).start()
+    assert p.wait_until_empty(stop, timeout=5)
+    assert len(p) == 0
+
+
+def test_delay_is_respected_and_undelayed_add_overrides():
+    p = PendingSet()
+    p.add("late", delay=10)
+    assert p.take(timeout=0.05) is None
+    p.add("late")  # a rename-into-place hint: now
+    assert p.take(timeout=1)[0] == "late"
+
+
+def test_retry_after_reschedules():
+    p = PendingSet()
+    p.add("f")
+    path, _ = p.take(timeout=1)
+    t0 = time.monotonic()
+    p.done(path, retry_after=0.1)
+    assert p.take(timeout=2)[0] == "f"
+    assert time.monotonic() - t0 >= 0.09
+
+
+def test_force_flag_is_handed_over_once():
+    p = PendingSet()
+    p.add("f", force=True)
+    assert p.take(timeout=1) == ("f", True)
+    p.done("f")
+    p.add("f")
+    assert p.take(timeout=1) == ("f", False)
+
+
+def test_close_releases_waiting_workers():
+    p = PendingSet()
+    result = []
+    t = threading.Thread(target=lambda: result.append(p.take()))
+    t.start()
+    p.close()
+    t.join(2)
+    assert result == [None]
+
+
+def test_lag_is_age_of_oldest_entry():
+    p = PendingSet()
+    p.add("old", size=10)
+    time.sleep(0.05)
+    p.add("new", size=5)
+    count, nbytes, lag = p.snapshot()
+    assert (count, nbytes) == (2, 15)
+    assert lag >= 0.05

@@ -1,0 +1,85 @@
+import os
+import threading
+
+import pytest
+
+from napari_softcopy import transfer
+from napari_softcopy.destination import Destination
+from napari_softcopy.transfer import RateLimiter, Stopped, copy_file
+
+
+@pytest.fixture
+def dest(tmp_path):
+    d = Destination(tmp_path / "dst")
+    yield d
+    d.close()
+
+
+def test_copy_is_atomic_with_mtime(tmp_path, dest):
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    result = copy_file(str(src), dest, "a/b/c", stop=threading.Event())
+    out = tmp_path / "dst" / "a" / "b" / "c"
+    assert result.committed and result.created
+    assert out.read_bytes() == src.read_bytes()
+    assert out.stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert os.listdir(out.parent) == ["c"]  # no temporary file left
+
+
+def test_stop_leaves_nothing(tmp_path, dest, monkeypatch):
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * (3 * 1024 * 1024))
+    monkeypatch.setattr(transfer, "BLOCK", 1024 * 1024)
+    stop = threading.Event()
+    limiter = RateLimiter(1.0)  # 1 MB/s: the second block waits; stop interrupts it
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(Stopped):
+        copy_file(str(src), dest, "f", stop=stop, limiter=limiter)
+    assert os.listdir(tmp_path / "dst") == []
+
+
+def test_source_changed_during_copy_is_not_committed(tmp_path, dest, monkeypatch):
+    src = tmp_path / "src"
+    src.write_bytes(b"a" * 4096)
+    real = transfer._copy_range
+
+    def copy_then_modify(fd_in, fd_out, offset, count):
+        n = real(fd_in, fd_out, offset, count)
+        with open(src, "r+b") as f:  # the writer rewrites in place during our copy
+            f.write(b"b" * 10)
+        return n
+
+    monkeypatch.setattr(transfer, "_copy_range", copy_then_modify)
+    result = copy_file(str(src), dest, "f", stop=threading.Event())
+    assert not result.committed
+    assert os.listdir(tmp_path / "dst") == []
+
+
+def test_symlink_is_not_followed(tmp_path, dest):
+    (tmp_path / "outside").write_bytes(b"secret")
+    (tmp_path / "link").symlink_to(tmp_path / "outside")
+    with pytest.raises(transfer.NotRegularFile):
+        copy_file(str(tmp_path / "link"), dest, "link", stop=threading.Event())
+    assert os.listdir(tmp_path / "dst") == []
+
+
+def test_fallback_methods_copy_identically(tmp_path, dest, monkeypatch):
+    data = os.urandom(100_000)
+    (tmp_path / "src").write_bytes(data)
+    for methods in (["sendfile", "readwrite"], ["readwrite"]):
+        monkeypatch.setattr(transfer, "_methods", list(methods))
+        copy_file(str(tmp_path / "src"), dest, f"via-{methods[0]}", stop=threading.Event())
+        assert (tmp_path / "dst" / f"via-{methods[0]}").read_bytes() == data
+
+
+def test_rate_limiter_paces_bytes():
+    import time
+
+    limiter = RateLimiter(10.0)  # 10 MB/s
+    stop = threading.Event()
+    t0 = time.monotonic()
+    for _ in range(6):
+        limiter.take(1_000_000, stop)
+    # 6 MB at 10 MB/s, less the 0.2 s burst allowance
+    assert time.monotonic() - t0 >= 0.35
