@@ -12,16 +12,17 @@ from pathlib import Path
 
 import pytest
 import zarr
-from support import assert_identical, wait_for
 
 from napari_softcopy.simulate import simulate
+from support import assert_identical, wait_for
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
 
 
 def run(*args, timeout=120, **kwargs):
-    return subprocess.run([*CLI, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, timeout=timeout, **kwargs
+    )
 
 
 def listing(root: Path) -> list[str]:
@@ -92,8 +93,20 @@ def _bad_input_cases(tmp_path, archive):
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "not-zarr", "inside", "equal", "source-inside-dest",
-                                  "not-a-copy", "corrupt", "targets", "no-parent"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing",
+        "not-zarr",
+        "inside",
+        "equal",
+        "source-inside-dest",
+        "not-a-copy",
+        "corrupt",
+        "targets",
+        "no-parent",
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, archive, case):
     args, expected = _bad_input_cases(tmp_path, archive)[case]
     before = listing(tmp_path)
@@ -132,8 +145,9 @@ def test_targets_copy_two_archives(tmp_path, archive):
 
 def _start(args, tmp_path):
     env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
-    return subprocess.Popen([*CLI, *map(str, args)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
@@ -141,10 +155,13 @@ def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=8)
     status = tmp_path / "status.json"
-    proc = _start(["copy", src, dst, "--bandwidth", "2", "--status-file", status, "--json"],
-                  tmp_path)
-    wait_for(lambda: status.exists() and json.loads(status.read_text())["files_copied"] >= 2,
-             what="copying under way")
+    proc = _start(
+        ["copy", src, dst, "--bandwidth", "2", "--status-file", status, "--json"], tmp_path
+    )
+    wait_for(
+        lambda: status.exists() and json.loads(status.read_text())["files_copied"] >= 2,
+        what="copying under way",
+    )
     t0 = time.monotonic()
     proc.send_signal(sig)
     _out, err = proc.communicate(timeout=10)

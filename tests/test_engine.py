@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import tensorstore as ts
 import zarr
-from support import assert_identical, engine, wait_for
 
 from napari_softcopy.layout import find_arrays
 from napari_softcopy.platform import io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
 from napari_softcopy.status import read_status_file
+from support import assert_identical, engine, wait_for
 
 
 def live_copy(tmp_path, preset, *, timeout=120.0, **sim):
@@ -54,21 +54,34 @@ def assert_arrays_equal(src, dst):
 
 
 WRITERS = [
-    pytest.param("tensorstore", "lockfile", small("demo", shape=(4, 8, 128, 128)), id="ts-lockfile-v3"),
+    pytest.param(
+        "tensorstore", "lockfile", small("demo", shape=(4, 8, 128, 128)), id="ts-lockfile-v3"
+    ),
     pytest.param("tensorstore", "os", small("demo", shape=(4, 8, 128, 128)), id="ts-os-v3"),
     pytest.param("tensorstore", "none", small("demo", shape=(3, 8, 128, 128)), id="ts-none-v3"),
-    pytest.param("tensorstore", "non_atomic", small("demo", shape=(3, 8, 128, 128)),
-                 id="ts-non_atomic-v3"),
-    pytest.param("tensorstore", "lockfile", small("manyfiles", shape=(3, 4, 128, 128)),
-                 id="ts-lockfile-v2-dot"),
+    pytest.param(
+        "tensorstore", "non_atomic", small("demo", shape=(3, 8, 128, 128)), id="ts-non_atomic-v3"
+    ),
+    pytest.param(
+        "tensorstore",
+        "lockfile",
+        small("manyfiles", shape=(3, 4, 128, 128)),
+        id="ts-lockfile-v2-dot",
+    ),
     pytest.param("tensorstore", "lockfile", small("nested-v2"), id="ts-lockfile-v2-slash"),
-    pytest.param("tensorstore", "lockfile", small("sharded", shape=(2, 64, 256, 256)),
-                 id="ts-lockfile-v3-sharded"),
+    pytest.param(
+        "tensorstore",
+        "lockfile",
+        small("sharded", shape=(2, 64, 256, 256)),
+        id="ts-lockfile-v3-sharded",
+    ),
     pytest.param("zarr-python", "lockfile", small("demo", shape=(4, 8, 128, 128)), id="zarr-v3"),
-    pytest.param("zarr-python", "lockfile", small("manyfiles", shape=(3, 4, 128, 128)),
-                 id="zarr-v2-dot"),
-    pytest.param("zarr-python", "lockfile", small("sharded", shape=(2, 64, 256, 256)),
-                 id="zarr-v3-sharded"),
+    pytest.param(
+        "zarr-python", "lockfile", small("manyfiles", shape=(3, 4, 128, 128)), id="zarr-v2-dot"
+    ),
+    pytest.param(
+        "zarr-python", "lockfile", small("sharded", shape=(2, 64, 256, 256)), id="zarr-v3-sharded"
+    ),
     pytest.param("zarr-python", "lockfile", "multiscale", id="ome-multiscale-0.5"),
     pytest.param("tensorstore", "lockfile", "multiscale-0.4", id="ome-multiscale-0.4"),
     pytest.param("zarr-python", "lockfile", "plate-0.4", id="hcs-plate-0.4"),
@@ -98,7 +111,7 @@ def test_growing_array_metadata_follows(tmp_path):
 
 def test_sharded_rewrites_end_as_final_bytes(tmp_path):
     preset = small("sharded", shape=(2, 64, 256, 256), slabs=4)
-    src, dst, e = live_copy(tmp_path, preset, writer="tensorstore", rate=50)
+    src, dst, _e = live_copy(tmp_path, preset, writer="tensorstore", rate=50)
     assert_identical(src, dst)
     assert_arrays_equal(src, dst)
 
@@ -112,12 +125,27 @@ def test_acquire_zarr_writes_in_place(tmp_path):
         arrays=[
             az.ArraySettings(
                 dimensions=[
-                    az.Dimension(name="t", kind=az.DimensionType.TIME, array_size_px=0,
-                                 chunk_size_px=1, shard_size_chunks=2),
-                    az.Dimension(name="y", kind=az.DimensionType.SPACE, array_size_px=128,
-                                 chunk_size_px=64, shard_size_chunks=2),
-                    az.Dimension(name="x", kind=az.DimensionType.SPACE, array_size_px=128,
-                                 chunk_size_px=64, shard_size_chunks=1),
+                    az.Dimension(
+                        name="t",
+                        kind=az.DimensionType.TIME,
+                        array_size_px=0,
+                        chunk_size_px=1,
+                        shard_size_chunks=2,
+                    ),
+                    az.Dimension(
+                        name="y",
+                        kind=az.DimensionType.SPACE,
+                        array_size_px=128,
+                        chunk_size_px=64,
+                        shard_size_chunks=2,
+                    ),
+                    az.Dimension(
+                        name="x",
+                        kind=az.DimensionType.SPACE,
+                        array_size_px=128,
+                        chunk_size_px=64,
+                        shard_size_chunks=1,
+                    ),
                 ],
                 data_type=az.DataType.UINT16,
             )
@@ -157,8 +185,11 @@ def test_never_finished_fill_value_chunks_do_not_block_finish(tmp_path):
     spec = {
         "driver": "zarr3",
         "kvstore": {"driver": "file", "path": str(src)},
-        "metadata": {"shape": [4, 64], "chunk_grid": {"name": "regular", "configuration": {
-            "chunk_shape": [1, 64]}}, "data_type": "uint16"},
+        "metadata": {
+            "shape": [4, 64],
+            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, 64]}},
+            "data_type": "uint16",
+        },
         "create": True,
     }
     arr = ts.open(spec).result()
@@ -270,9 +301,15 @@ def test_inotify_overflow_still_completes(tmp_path):
     except OSError:
         pytest.skip("cannot lower fs.inotify.max_queued_events here (needs root)")
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
-    a = zarr.create_array(src, shape=(20_000,), chunks=(1,), dtype="uint8",
-                          chunk_key_encoding={"name": "v2", "separator": "."}, fill_value=0,
-                          compressors=None)
+    a = zarr.create_array(
+        src,
+        shape=(20_000,),
+        chunks=(1,),
+        dtype="uint8",
+        chunk_key_encoding={"name": "v2", "separator": "."},
+        fill_value=0,
+        compressors=None,
+    )
     try:
         e = engine(src, dst, rescan_interval=3600)
         wait_for(lambda: e.status().scans >= 1, what="first scan")
@@ -297,8 +334,9 @@ def test_engine_threads_run_at_idle_io_priority():
 
     def probe():
         lower_thread_priority()
-        seen.append((io_priority_class(), os.getpriority(os.PRIO_PROCESS,
-                                                         threading.get_native_id())))
+        seen.append(
+            (io_priority_class(), os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        )
 
     t = threading.Thread(target=probe)
     t.start()

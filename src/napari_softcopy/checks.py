@@ -123,7 +123,9 @@ def _check_is_copy(src: Path, dst: Path) -> None:
         return
     hint = "choose an empty or new folder, or pass --force to copy into it anyway"
     if not src.exists():
-        raise InputError(f"destination {dst} is not empty and the source does not exist yet; {hint}")
+        raise InputError(
+            f"destination {dst} is not empty and the source does not exist yet; {hint}"
+        )
     try:
         src_kind, dst_kind = node_kind(src), node_kind(dst)
     except LayoutError:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import tempfile
@@ -32,30 +31,71 @@ def _mib(n: float) -> str:
 
 def _add_copy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=4, help="copy threads (default 4)")
-    p.add_argument("--marker", default="complete",
-                   help="name of the 'acquisition complete' file in the source root")
-    p.add_argument("--rescan-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between full rescans (default 30)")
-    p.add_argument("--finish-when-idle", type=float, default=None, metavar="S",
-                   help="finish after S seconds without changes or writers' temp files")
-    p.add_argument("--verify", choices=["size", "checksum"], default="size",
-                   help="final verification: size+mtime (+metadata content) or checksums")
-    p.add_argument("--bandwidth", type=float, default=None, metavar="MB/S",
-                   help="cap the copy at this many MB/s (all workers together)")
-    p.add_argument("--normal-priority", action="store_true",
-                   help="do not lower IO and CPU priority")
-    p.add_argument("--keep-cache", action="store_true",
-                   help="do not drop copied pages from the page cache")
-    p.add_argument("--fsync", choices=["finish", "each"], default="finish",
-                   help="flush the destination once before the marker (default) or every file")
-    p.add_argument("--wait-for-source", action="store_true",
-                   help="wait for the source to appear instead of failing")
-    p.add_argument("--force", action="store_true",
-                   help="copy into a destination that does not look like a copy of the source")
-    p.add_argument("--status-file", type=Path, default=None,
-                   help="where to write the JSON status file (default: the state directory)")
-    p.add_argument("--json", action="store_true",
-                   help="print one JSON status line per second instead of a progress bar")
+    p.add_argument(
+        "--marker",
+        default="complete",
+        help="name of the 'acquisition complete' file in the source root",
+    )
+    p.add_argument(
+        "--rescan-interval",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="seconds between full rescans (default 30)",
+    )
+    p.add_argument(
+        "--finish-when-idle",
+        type=float,
+        default=None,
+        metavar="S",
+        help="finish after S seconds without changes or writers' temp files",
+    )
+    p.add_argument(
+        "--verify",
+        choices=["size", "checksum"],
+        default="size",
+        help="final verification: size+mtime (+metadata content) or checksums",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        metavar="MB/S",
+        help="cap the copy at this many MB/s (all workers together)",
+    )
+    p.add_argument(
+        "--normal-priority", action="store_true", help="do not lower IO and CPU priority"
+    )
+    p.add_argument(
+        "--keep-cache", action="store_true", help="do not drop copied pages from the page cache"
+    )
+    p.add_argument(
+        "--fsync",
+        choices=["finish", "each"],
+        default="finish",
+        help="flush the destination once before the marker (default) or every file",
+    )
+    p.add_argument(
+        "--wait-for-source",
+        action="store_true",
+        help="wait for the source to appear instead of failing",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="copy into a destination that does not look like a copy of the source",
+    )
+    p.add_argument(
+        "--status-file",
+        type=Path,
+        default=None,
+        help="where to write the JSON status file (default: the state directory)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON status line per second instead of a progress bar",
+    )
 
 
 def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
@@ -88,8 +128,11 @@ class _Progress:
 
             for i, engine in enumerate(engines):
                 name = engine.source.name
-                self.bars.append(tqdm(total=0, unit="chunk", position=i, desc=name,
-                                      dynamic_ncols=True, leave=True))
+                self.bars.append(
+                    tqdm(
+                        total=0, unit="chunk", position=i, desc=name, dynamic_ncols=True, leave=True
+                    )
+                )
 
     def update(self, final: bool = False) -> None:
         now = time.monotonic()
@@ -107,7 +150,7 @@ class _Progress:
                     refresh=False,
                 )
                 bar.refresh()
-            elif final or now - self._last_line >= 10:
+            elif self.mode == "plain" and (final or now - self._last_line >= 10):
                 print(_plain(s), flush=True)
         if self.mode == "plain" and now - self._last_line >= 10:
             self._last_line = now
@@ -133,8 +176,7 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     from .checks import check_pair
 
     for source, destination in pairs:
-        check_pair(source, destination, force=args.force,
-                   wait_for_source=args.wait_for_source)
+        check_pair(source, destination, force=args.force, wait_for_source=args.wait_for_source)
     for source, destination in pairs:
         status_file = args.status_file if len(pairs) == 1 else None
         if status_file is None:
@@ -159,8 +201,9 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
         for engine in engines:
             engine.start()
             started.append(engine)
-            records.append(register_job(engine.source, engine.destination,
-                                        engine.options.status_file))
+            records.append(
+                register_job(engine.source, engine.destination, engine.options.status_file)
+            )
         mode = "json" if args.json else ("bar" if sys.stderr.isatty() else "plain")
         progress = _Progress(engines, mode)
         tick = threading.Event()
@@ -219,9 +262,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
             print(line)
         kind = "content hashes" if args.checksum else "size, mtime and metadata content"
         verdict = "identical" if report.ok else "DIFFERENT"
-        print(f"{verdict}: {report.files_checked} files, {_mib(report.bytes_checked)} "
-              f"compared by {kind}; {report.n_missing} missing, {report.n_mismatched} "
-              f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable")
+        print(
+            f"{verdict}: {report.files_checked} files, {_mib(report.bytes_checked)} "
+            f"compared by {kind}; {report.n_missing} missing, {report.n_mismatched} "
+            f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable"
+        )
     return EXIT_OK if report.ok else EXIT_FAILED
 
 
@@ -233,11 +278,20 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     dest = Path(args.destination)
     if dest.exists() and not args.overwrite:
         raise InputError(f"{dest} already exists; choose a new path or pass --overwrite")
-    report = simulate(dest, args.preset, writer=args.writer, locking=args.locking,
-                      rate=args.rate, grow=args.grow, marker=args.marker,
-                      overwrite=args.overwrite)
-    print(f"wrote {report.timepoints} timepoints, {report.files} files, "
-          f"{_mib(report.bytes)} to {dest} in {report.duration_s:.1f} s")
+    report = simulate(
+        dest,
+        args.preset,
+        writer=args.writer,
+        locking=args.locking,
+        rate=args.rate,
+        grow=args.grow,
+        marker=args.marker,
+        overwrite=args.overwrite,
+    )
+    print(
+        f"wrote {report.timepoints} timepoints, {report.files} files, "
+        f"{_mib(report.bytes)} to {dest} in {report.duration_s:.1f} s"
+    )
     return EXIT_OK
 
 
@@ -257,8 +311,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"demo: simulating a {args.preset!r} acquisition into {source}", file=sys.stderr)
         writer = threading.Thread(target=acquire, daemon=True)
         writer.start()
-        engine = CopyEngine(source, destination,
-                            CopyOptions(wait_for_source=True, status_file=None))
+        engine = CopyEngine(
+            source, destination, CopyOptions(wait_for_source=True, status_file=None)
+        )
         t0 = time.monotonic()
         engine.start()
         stopped: list[int] = []
@@ -268,11 +323,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
             engine.stop()
 
         previous = signal.signal(signal.SIGINT, on_stop)
+        progress = _Progress([engine], "bar" if sys.stderr.isatty() else "none")
         try:
             while not engine.wait(0.25):
-                if engine.state in ("verified", "failed", "stopped"):
-                    break
+                progress.update()
+            progress.update(final=True)
         finally:
+            progress.close()
             signal.signal(signal.SIGINT, previous)
         writer.join()
         elapsed = time.monotonic() - t0
@@ -283,13 +340,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         report = verify_tree(source, destination, checksum=True)
         print(f"files copied:          {s.files_copied} ({s.chunks_at_destination} chunk files)")
         print(f"data copied:           {_mib(s.bytes_copied)}")
-        print(f"throughput:            {s.bytes_copied / 2**20 / max(elapsed, 1e-9):.1f} MiB/s "
-              f"over {elapsed:.1f} s (live, paced by the acquisition)")
+        print(
+            f"throughput:            {s.bytes_copied / 2**20 / max(elapsed, 1e-9):.1f} MiB/s "
+            f"over {elapsed:.1f} s (live, paced by the acquisition)"
+        )
         if s.marker_to_verified_s is not None:
             print(f"marker to verified:    {s.marker_to_verified_s:.3f} s")
         print(f"engine verification:   {s.state} ({s.message})")
-        print(f"checksum verification: {'identical' if report.ok else 'DIFFERENT'} "
-              f"({report.files_checked} files, xxh3-128 of every file)")
+        print(
+            f"checksum verification: {'identical' if report.ok else 'DIFFERENT'} "
+            f"({report.files_checked} files, xxh3-128 of every file)"
+        )
         if stopped:
             return EXIT_SIGINT
         return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
@@ -303,10 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("copy", help="copy SOURCE to DEST live, then verify",
-                       description="Copy SOURCE to DEST while it is written; finish when the "
-                       "marker appears (or SIGUSR1, or --finish-when-idle), verify, and write "
-                       "the marker at DEST. Ctrl-C stops; run the same command to resume.")
+    p = sub.add_parser(
+        "copy",
+        help="copy SOURCE to DEST live, then verify",
+        description="Copy SOURCE to DEST while it is written; finish when the "
+        "marker appears (or SIGUSR1, or --finish-when-idle), verify, and write "
+        "the marker at DEST. Ctrl-C stops; run the same command to resume.",
+    )
     p.add_argument("source", nargs="?", help="the Zarr archive being acquired")
     p.add_argument("destination", nargs="?", help="where the copy goes")
     p.add_argument("--targets", type=Path, help="a targets.yaml listing several pairs")
@@ -317,8 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source")
     p.add_argument("destination")
     p.add_argument("--checksum", action="store_true", help="compare the content of every file")
-    p.add_argument("--ignore-marker", metavar="NAME", default=None,
-                   help="leave the finish marker NAME out of the comparison")
+    p.add_argument(
+        "--ignore-marker",
+        metavar="NAME",
+        default=None,
+        help="leave the finish marker NAME out of the comparison",
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 
@@ -326,8 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--preset", default="demo")
     p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
-    p.add_argument("--locking", choices=["lockfile", "os", "none", "non_atomic"],
-                   default="lockfile", help="tensorstore's file locking mode")
+    p.add_argument(
+        "--locking",
+        choices=["lockfile", "os", "none", "non_atomic"],
+        default="lockfile",
+        help="tensorstore's file locking mode",
+    )
     p.add_argument("--rate", type=float, default=None, help="timepoints per second")
     p.add_argument("--grow", action="store_true", help="grow the time axis as it goes")
     p.add_argument("--marker", default="complete")

@@ -8,6 +8,7 @@ fd opened at start, so it keeps acting on the filesystem that was mounted then (
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -44,10 +45,8 @@ class Destination:
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.path = Path(root)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(self.path)
-        except FileExistsError:
-            pass
         self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
@@ -100,7 +99,9 @@ class Destination:
                     except FileNotFoundError:
                         continue
                     out[entry.name] = FileInfo(
-                        stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode), st.st_size,
+                        stat.S_ISDIR(st.st_mode),
+                        stat.S_ISREG(st.st_mode),
+                        st.st_size,
                         st.st_mtime_ns,
                     )
         finally:
@@ -119,10 +120,8 @@ class Destination:
         parent = rel_dir.rpartition("/")[0]
         if parent not in self._known_dirs:
             self.makedirs(parent)
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(rel_dir, dir_fd=self.fd)
-        except FileExistsError:
-            pass
         if len(self._known_dirs) > 100_000:  # bounded memory on huge trees
             self._known_dirs = {""}
         self._known_dirs.add(rel_dir)

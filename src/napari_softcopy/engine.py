@@ -55,8 +55,17 @@ RACY_S = 0.03
 #: Scans stop adding work while this many paths are pending (bounded memory on huge trees).
 PENDING_LIMIT = 20_000
 #: Errors that mean "the destination cannot take data right now": retried with backoff.
-_DEST_RETRY_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM,
-                      errno.EIO, errno.ESTALE, errno.ETIMEDOUT, errno.EAGAIN}
+_DEST_RETRY_ERRNOS = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+    errno.ESTALE,
+    errno.ETIMEDOUT,
+    errno.EAGAIN,
+}
 MAX_BACKOFF_S = 30.0
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
@@ -183,6 +192,10 @@ class CopyEngine:
         self._backoff_until = 0.0
         self._backoff = 0.0
         self._source_identity: tuple[int, int] | None = None
+        # The source root, held open: files are read relative to it, so an archive deleted
+        # and created again at the same path (zarr-python overwrite=True) is never mixed into
+        # this copy, and its inode number cannot be reused for the new root meanwhile.
+        self._src_fd = -1
         self._dest: Destination | None = None
         self._dest_lock = DestinationLock(self.destination)
         self._limiter = (
@@ -374,7 +387,10 @@ class CopyEngine:
                 f"source {self.source} vanished; the destination {self.destination} is kept "
                 "intact. Restore the source and run the same command again"
             ) from None
-        if self._source_identity and (st.st_dev, st.st_ino) != self._source_identity:
+        if self._source_identity and (
+            (st.st_dev, st.st_ino) != self._source_identity
+            or (self._src_fd >= 0 and os.fstat(self._src_fd).st_nlink == 0)
+        ):
             raise _Fatal(
                 f"source {self.source} was replaced (deleted and created again, e.g. by "
                 f"overwrite=True); the destination {self.destination} is kept intact. Copy the "
@@ -411,7 +427,8 @@ class CopyEngine:
                     self._set_state("stopped", "stopped while waiting for the source")
                     return
                 check_pair(self.source, self.destination, force=self.options.force)
-            st = os.stat(self.source)
+            self._src_fd = os.open(self._src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
             self._dest = Destination(self.destination)
             with self._lock:
@@ -463,6 +480,9 @@ class CopyEngine:
                 )
             if self._dest is not None:
                 self._dest.close()
+            if self._src_fd >= 0:
+                os.close(self._src_fd)
+                self._src_fd = -1
             self._dest_lock.release()
 
     def _loop(self) -> None:
@@ -484,11 +504,7 @@ class CopyEngine:
                 self._rescan_requested = False
                 self._scan()
                 next_scan = time.monotonic() + self.options.rescan_interval
-            if (
-                idle is not None
-                and now - self._last_activity >= idle
-                and len(self._pending) == 0
-            ):
+            if idle is not None and now - self._last_activity >= idle and len(self._pending) == 0:
                 self._scan()
                 if self._c.temp_files == 0 and len(self._pending) == 0:
                     self.finish("idle")
@@ -520,15 +536,29 @@ class CopyEngine:
                 return
             self._stop.wait(min(left, 0.5))
 
+    def _src_lstat(self, rel: str) -> os.stat_result | None:
+        """lstat of ``rel`` below the source root the copy started with (None if absent)."""
+        try:
+            return os.stat(rel or ".", dir_fd=self._src_fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def _src_readable(self, rel: str) -> bool:
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+            os.close(os.open(rel, flags, dir_fd=self._src_fd))
+            return True
+        except OSError:
+            return False
+
     def _sync(self, rel: str, force: bool) -> float | None:
         """Make the destination's ``rel`` match the source's. Returns a retry delay or None."""
         self._wait_backoff()
         if self._stop.is_set():
             return None
         dest = self._dest
-        src = f"{self._src}/{rel}"
         try:
-            st = os.lstat(src)
+            st = os.stat(rel, dir_fd=self._src_fd, follow_symlinks=False)
         except FileNotFoundError:
             return self._mirror_delete(rel)
         except NotADirectoryError:
@@ -554,23 +584,24 @@ class CopyEngine:
             return None
         try:
             result = copy_file(
-                src,
+                rel,
                 dest,
                 rel,
                 stop=self._stop,
                 limiter=self._limiter,
                 fsync=self.options.fsync == "each",
                 uncache=self.options.drop_cache,
+                src_dir_fd=self._src_fd,
             )
         except FileNotFoundError as exc:
-            if exc.filename == src or not os.path.lexists(src):
+            if self._src_lstat(rel) is None:
                 return self._mirror_delete(rel)
             return self._dest_error(rel, exc)
         except NotRegularFile as exc:
             self._error(rel, f"{exc.strerror}; not copied")
             return None
         except PermissionError as exc:
-            if exc.filename == src:
+            if exc.filename == rel and not self._src_readable(rel):
                 self._error(rel, f"cannot read: {exc.strerror}; fix its permissions")
                 return None
             return self._dest_error(rel, exc)
@@ -608,8 +639,11 @@ class CopyEngine:
         if exc.errno not in _DEST_RETRY_ERRNOS:
             self._error(rel, f"{exc.strerror or exc}; will retry")
             return 1.0
-        self._backoff = min(MAX_BACKOFF_S, max(1.0, self._backoff * 2))
-        self._backoff_until = time.monotonic() + self._backoff
+        now = time.monotonic()
+        if now >= self._backoff_until:
+            # One failed round doubles the delay once (not once per worker that failed in it).
+            self._backoff = min(MAX_BACKOFF_S, max(1.0, self._backoff * 2))
+            self._backoff_until = now + self._backoff
         what = {
             errno.ENOSPC: "destination is full",
             errno.EDQUOT: "destination quota exceeded",
@@ -636,7 +670,7 @@ class CopyEngine:
             if wait > 0:
                 return wait
         self._deletes_seen.pop(rel, None)
-        if os.path.lexists(f"{self._src}/{rel}"):
+        if self._src_lstat(rel) is not None:
             return 0.0  # it came back meanwhile: sync it again
         with self._lock:
             if self._arrays_dirty:
@@ -644,11 +678,14 @@ class CopyEngine:
             array = array_at(self._arrays, rel)
         if array is None or array.chunk_index(rel) is None:
             return None
-        array_dir = f"{self._src}/{array.path}" if array.path else self._src
-        parent = rel.rpartition("/")[0]
+        # Looked up through the root fd: in a root deleted meanwhile nothing exists any more.
+        parent = self._src_lstat(rel.rpartition("/")[0])
+        prefix = f"{array.path}/" if array.path else ""
+        metadata = (self._src_lstat(prefix + name) for name in NODE_NAMES)
         if not (
-            os.path.isdir(f"{self._src}/{parent}" if parent else self._src)
-            and any(os.path.isfile(f"{array_dir}/{name}") for name in NODE_NAMES)
+            parent is not None
+            and stat.S_ISDIR(parent.st_mode)
+            and any(m is not None and stat.S_ISREG(m.st_mode) for m in metadata)
         ):
             return None
         old = self._dest.stat(rel)
@@ -816,7 +853,17 @@ class CopyEngine:
                 f"{first.strip()}); run `napari-softcopy verify {self.source} "
                 f"{self.destination}` for the list, fix the cause and run the copy again"
             )
-        self._write_marker(report)
+        while True:  # a destination that fills up or turns read-only now: wait, as for files
+            try:
+                self._write_marker(report)
+                break
+            except OSError as exc:
+                if exc.errno not in _DEST_RETRY_ERRNOS:
+                    raise
+                self._dest_error(self.options.marker, exc)
+                self._wait_backoff()
+                if self._stop.is_set():
+                    return
         if self._marker_at is not None:
             self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
         self._set_state(

@@ -105,11 +105,13 @@ class JobRecord:
             return True
 
 
-def register_job(source: str | os.PathLike, destination: str | os.PathLike,
-                 status_file: str | os.PathLike) -> JobRecord:
+def register_job(
+    source: str | os.PathLike, destination: str | os.PathLike, status_file: str | os.PathLike
+) -> JobRecord:
     """Record the current process as the engine copying ``source`` into ``destination``."""
-    record = JobRecord(os.getpid(), os.fspath(source), os.fspath(destination),
-                       os.fspath(status_file), time.time())
+    record = JobRecord(
+        os.getpid(), os.fspath(source), os.fspath(destination), os.fspath(status_file), time.time()
+    )
     tmp = record.path.with_suffix(".tmp")
     tmp.write_text(json.dumps(asdict(record)))
     os.replace(tmp, record.path)

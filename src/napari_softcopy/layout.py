@@ -85,7 +85,9 @@ class ArrayLayout:
     @property
     def grid(self) -> tuple[int, ...]:
         """Number of chunk files along each axis."""
-        return tuple(math.ceil(s / c) if c else 0 for s, c in zip(self.shape, self.chunks))
+        return tuple(
+            math.ceil(s / c) if c else 0 for s, c in zip(self.shape, self.chunks, strict=False)
+        )
 
     @property
     def n_chunks(self) -> int:
@@ -115,7 +117,7 @@ class ArrayLayout:
         if len(parts) != max(len(self.shape), 1) or not all(p.isdigit() for p in parts):
             return None
         index = tuple(int(p) for p in parts)
-        if any(i >= g for i, g in zip(index, self.grid)):
+        if any(i >= g for i, g in zip(index, self.grid, strict=False)):
             return None
         return index
 
@@ -155,7 +157,9 @@ def _v3_array(rel: str, meta: dict, path: Path) -> ArrayLayout:
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
         chunks = tuple(int(c) for c in grid)
         enc = meta.get("chunk_key_encoding") or {"name": "default"}
-        sep = (enc.get("configuration") or {}).get("separator", "/" if enc["name"] == "default" else ".")
+        sep = (enc.get("configuration") or {}).get(
+            "separator", "/" if enc["name"] == "default" else "."
+        )
         prefix = "c" if enc["name"] == "default" else ""
         inner = None
         for codec in meta.get("codecs") or []:

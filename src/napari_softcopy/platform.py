@@ -6,6 +6,7 @@ warning names what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -73,10 +74,8 @@ def drop_cache(fd: int) -> None:
     """Ask the kernel to drop the cached pages of ``fd`` (clean pages go, dirty ones are
     queued for writeback, which spreads the destination's flushing over the run)."""
     if hasattr(os, "posix_fadvise"):
-        try:
+        with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        except OSError:
-            pass
 
 
 def syncfs(fd: int) -> None:

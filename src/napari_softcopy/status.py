@@ -7,6 +7,7 @@ fields are documented in ``docs/status.md``; ``schema`` changes when a field cha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -80,10 +81,8 @@ def write_status_file(path: str | os.PathLike, status: Status) -> None:
             f.write(status.to_json())
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
-        except OSError:
-            pass
         raise
 
 

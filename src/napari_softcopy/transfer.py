@@ -7,6 +7,7 @@ source that changes while it is read is not committed (the caller copies it agai
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -110,8 +111,12 @@ def copy_file(
     limiter: RateLimiter | None = None,
     fsync: bool = False,
     uncache: bool = True,
+    src_dir_fd: int | None = None,
 ) -> CopyResult:
     """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime.
+
+    With ``src_dir_fd``, ``source_path`` is relative to that open directory (the source root
+    as it was when the copy started: an archive re-created at the same path is never read).
 
     Raises
     ------
@@ -125,7 +130,9 @@ def copy_file(
         A read or write error (e.g. ENOSPC); the temporary file was removed.
     """
     try:
-        fd_in = os.open(source_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd_in = os.open(
+            source_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd
+        )
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotRegularFile(errno.ELOOP, "symbolic link not followed", source_path) from exc
@@ -165,10 +172,8 @@ def copy_file(
                 drop_cache(fd_out)
             os.close(fd_out)
         if temp_rel is not None:
-            try:
+            with contextlib.suppress(OSError):
                 dest.unlink(temp_rel)
-            except OSError:
-                pass
         if uncache:
             drop_cache(fd_in)
         os.close(fd_in)
