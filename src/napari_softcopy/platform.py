@@ -127,6 +127,25 @@ def observer_class() -> type:
     return Observer
 
 
+def try_lock(fd: int) -> bool:
+    """Take an exclusive, non-blocking lock on an open file; False when another holds it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 def set_xattr(fd: int, name: str, value: bytes) -> bool:
     """Set an extended attribute on ``fd``; False where the filesystem refuses them."""
     try:

@@ -15,14 +15,21 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .destination import Destination
+from .destination import SOURCE_STAMP, Destination, source_stamp
 from .platform import drop_cache
 
 BLOCK = 8 * 1024 * 1024  # bytes per copy call: the granularity of stop checks and the cap
 
 # Filesystems or kernels that refuse a zero-copy call answer with one of these; we then use
 # the next method for the rest of the process.
-_FALLBACK_ERRNOS = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF}
+_FALLBACK_ERRNOS = {
+    errno.EXDEV,
+    errno.EINVAL,
+    errno.ENOSYS,
+    errno.EOPNOTSUPP,
+    errno.EBADF,
+    errno.ENOTSOCK,
+}
 _methods = ["copy_file_range", "sendfile", "readwrite"]
 if not hasattr(os, "copy_file_range"):
     _methods.remove("copy_file_range")
@@ -112,11 +119,15 @@ def copy_file(
     fsync: bool = False,
     uncache: bool = True,
     src_dir_fd: int | None = None,
+    settle_s: float = 0.0,
 ) -> CopyResult:
     """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime.
 
     With ``src_dir_fd``, ``source_path`` is relative to that open directory (the source root
     as it was when the copy started: an archive re-created at the same path is never read).
+    A source modified less than ``settle_s`` before the copy starts is not copied (returns
+    ``committed=False``): a write landing in place while we read it may leave size and
+    mtime as they were when we looked, so only its age shows that it could be torn.
 
     Raises
     ------
@@ -130,9 +141,7 @@ def copy_file(
         A read or write error (e.g. ENOSPC); the temporary file was removed.
     """
     try:
-        fd_in = os.open(
-            source_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd
-        )
+        fd_in = os.open(source_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=src_dir_fd)
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise NotRegularFile(errno.ELOOP, "symbolic link not followed", source_path) from exc
@@ -143,6 +152,8 @@ def copy_file(
         before = os.fstat(fd_in)
         if not stat.S_ISREG(before.st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file", source_path)
+        if settle_s and 0 <= time.time() - before.st_mtime_ns / 1e9 < settle_s:
+            return CopyResult(False, before.st_size, before.st_mtime_ns, False)
         size = before.st_size
         fd_out, temp_rel = dest.open_temp(rel)
         offset = 0
@@ -160,6 +171,13 @@ def copy_file(
         if offset != size or identity(after) != identity(before):
             return CopyResult(False, size, before.st_mtime_ns, False)
         os.utime(fd_out, ns=(before.st_atime_ns, before.st_mtime_ns))
+        if dest.stamps:
+            try:
+                os.setxattr(fd_out, SOURCE_STAMP, source_stamp(before))
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise  # e.g. ENOSPC: the caller retries like any destination error
+                dest.stamps = False  # this filesystem keeps no xattrs: size + mtime only
         if fsync:
             os.fsync(fd_out)
         existed = dest.stat(rel) is not None

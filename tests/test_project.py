@@ -1,0 +1,80 @@
+"""The project's own plumbing: CI runs exactly what the README tells a person to run."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def ci_command() -> str:
+    """The command `.ci/run` runs: its last line that is not a comment, `set` or `cd`."""
+    lines = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    commands = [line for line in lines if not re.match(r"(set|cd)\b", line)]
+    assert len(commands) == 1, f".ci/run should run exactly one command, found {commands}"
+    return commands[0]
+
+
+def readme_commands() -> list[str]:
+    """Every line of the README's fenced bash blocks."""
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"^```(?:bash|sh|console)?\n(.*?)^```", text, flags=re.M | re.S)
+    return [line.strip() for block in blocks for line in block.splitlines() if line.strip()]
+
+
+def test_ci_runs_the_readme_test_command():
+    command = ci_command()
+    assert "pytest" in command
+    assert command in readme_commands(), (
+        f"README.md must show the exact command .ci/run runs: {command!r}"
+    )
+
+
+def test_readme_shows_the_demo_command():
+    assert "bash scripts/bootstrap && .venv/bin/napari-softcopy demo" in readme_commands()
+
+
+def test_readme_keeps_its_sections():
+    text = (ROOT / "README.md").read_text()
+    for section in ("## Usage", "## targets.yaml", "## How it works", "## Pitfalls"):
+        assert re.search(rf"^{re.escape(section)}\s*$", text, flags=re.M), section
+
+
+def test_ci_script_is_strict_and_runs_from_the_repo_root():
+    text = (ROOT / ".ci" / "run").read_text()
+    assert text.startswith("#!/usr/bin/env bash\n")
+    assert "set -euo pipefail" in text
+    assert 'cd "$(dirname "${BASH_SOURCE[0]}")/.."' in text
+
+
+def test_scripts_are_valid_bash():
+    for script in (ROOT / ".ci" / "run", ROOT / "scripts" / "bootstrap"):
+        subprocess.run(["bash", "-n", str(script)], check=True)
+        assert os.access(script, os.X_OK), f"{script} should be executable"
+
+
+def test_bootstrap_is_a_no_op_when_everything_is_there():
+    """After a bootstrap, running it again touches neither apt nor pip."""
+    venv = ROOT / ".venv"
+    if Path(sys.prefix).resolve() != venv.resolve() or not (venv / ".bootstrap-stamp").exists():
+        pytest.skip("not running from a bootstrapped .venv (tox or a hand-made venv?)")
+    result = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bootstrap")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout, result.stdout + result.stderr
+    assert "installing" not in result.stdout
