@@ -206,10 +206,10 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
             )
         mode = "json" if args.json else ("bar" if sys.stderr.isatty() else "plain")
         progress = _Progress(engines, mode)
-        tick = threading.Event()
-        while any(e._control.is_alive() for e in engines):
+        period = 1.0 if mode == "json" else 0.25
+        while alive := [e._control for e in engines if e._control.is_alive()]:
             progress.update()
-            tick.wait(1.0 if mode == "json" else 0.25)
+            alive[0].join(period)  # back as soon as a copy ends, not at the next tick
         for engine in engines:
             engine.wait()
         progress.update(final=True)

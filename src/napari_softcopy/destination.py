@@ -17,7 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .layout import OWN_TEMP_SUFFIX
-from .platform import syncfs
+from .platform import get_xattr, syncfs
+
+#: Extended attribute on every copied file: the source file's inode number and inode change
+#: time (ctime) when it was copied. A rewrite that puts size and mtime back (``os.utime``)
+#: still changes the ctime, which no user call can set; so resume sees it.
+SOURCE_STAMP = "user.softcopy.source"
+
+
+def source_stamp(st: os.stat_result) -> bytes:
+    """The stamp of a source file: ``b"<inode>:<ctime ns>"``."""
+    return f"{st.st_ino}:{st.st_ctime_ns}".encode()
 
 
 class DestinationChanged(OSError):
@@ -51,6 +61,8 @@ class Destination:
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
+        #: False once the filesystem refused an extended attribute (no stamps then).
+        self.stamps = True
 
     def close(self) -> None:
         """Close the root descriptor."""
@@ -84,12 +96,32 @@ class Destination:
         except (FileNotFoundError, NotADirectoryError):
             return None
 
-    def listdir(self, rel_dir: str) -> dict[str, FileInfo]:
-        """Entries of the directory ``rel_dir`` (empty when it does not exist)."""
+    def _open_dir(self, rel_dir: str) -> int:
+        """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
+        (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached."""
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(".", flags, dir_fd=self.fd)
         try:
-            fd = os.open(rel_dir or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.fd)
+            for part in rel_dir.split("/") if rel_dir else ():
+                child = os.open(part, flags, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def listdir(self, rel_dir: str) -> dict[str, FileInfo]:
+        """Entries of the directory ``rel_dir`` (empty when it does not exist or is reached
+        only through a symbolic link)."""
+        try:
+            fd = self._open_dir(rel_dir)
         except (FileNotFoundError, NotADirectoryError):
             return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return {}
+            raise
         out: dict[str, FileInfo] = {}
         try:
             with os.scandir(fd) as it:
@@ -108,6 +140,12 @@ class Destination:
             os.close(fd)
         return out
 
+    def source_stamp(self, rel: str) -> bytes | None:
+        """The `SOURCE_STAMP` recorded on ``rel`` when it was copied (None: none recorded)."""
+        if not self.stamps:
+            return None
+        return get_xattr(rel, SOURCE_STAMP, dir_fd=self.fd)
+
     def open_read(self, rel: str) -> int:
         """Open ``rel`` for reading (no symlinks followed)."""
         return os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd)
@@ -120,8 +158,17 @@ class Destination:
         parent = rel_dir.rpartition("/")[0]
         if parent not in self._known_dirs:
             self.makedirs(parent)
-        with contextlib.suppress(FileExistsError):
+        try:
             os.mkdir(rel_dir, dir_fd=self.fd)
+        except FileExistsError:
+            st = os.stat(rel_dir, dir_fd=self.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):  # never write through a link to elsewhere
+                raise DestinationChanged(
+                    errno.ENOTDIR,
+                    f"destination {self.path / rel_dir} is a symbolic link or a file where "
+                    "the archive has a folder; links are not followed. Remove it and run the "
+                    "same command again",
+                ) from None
         if len(self._known_dirs) > 100_000:  # bounded memory on huge trees
             self._known_dirs = {""}
         self._known_dirs.add(rel_dir)
@@ -146,16 +193,25 @@ class Destination:
         os.rename(temp_rel, rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
 
     def unlink(self, rel: str) -> bool:
-        """Remove a file; False when it was not there."""
+        """Remove a file; False when it was not there (or is reached only through a link)."""
+        parent, _, name = rel.rpartition("/")
         try:
-            os.unlink(rel, dir_fd=self.fd)
+            fd = self._open_dir(parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False
+            raise
+        try:
+            os.unlink(name, dir_fd=fd)
             return True
         except FileNotFoundError:
             return False
+        finally:
+            os.close(fd)
 
     def fsync_dir(self, rel_dir: str = "") -> None:
         """Make the directory entries of ``rel_dir`` durable."""
-        fd = os.open(rel_dir or ".", os.O_RDONLY | os.O_DIRECTORY, dir_fd=self.fd)
+        fd = self._open_dir(rel_dir)
         try:
             os.fsync(fd)
         finally:

@@ -15,9 +15,11 @@ the source's) is the record, so memory does not grow with the archive.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
+import math
 import os
 import stat
 import threading
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from .checks import InputError, check_pair, free_space_warning
-from .destination import Destination, DestinationChanged
+from .destination import Destination, DestinationChanged, source_stamp
 from .jobs import DestinationLock
 from .layout import (
     NODE_NAMES,
@@ -387,10 +389,11 @@ class CopyEngine:
                 f"source {self.source} vanished; the destination {self.destination} is kept "
                 "intact. Restore the source and run the same command again"
             ) from None
-        if self._source_identity and (
-            (st.st_dev, st.st_ino) != self._source_identity
-            or (self._src_fd >= 0 and os.fstat(self._src_fd).st_nlink == 0)
-        ):
+        deleted = False
+        if self._src_fd >= 0:
+            with contextlib.suppress(OSError):  # closed meanwhile: the engine is ending
+                deleted = os.fstat(self._src_fd).st_nlink == 0
+        if self._source_identity and ((st.st_dev, st.st_ino) != self._source_identity or deleted):
             raise _Fatal(
                 f"source {self.source} was replaced (deleted and created again, e.g. by "
                 f"overwrite=True); the destination {self.destination} is kept intact. Copy the "
@@ -551,6 +554,12 @@ class CopyEngine:
         except OSError:
             return False
 
+    def _changed_since_copy(self, rel: str, st: os.stat_result) -> bool:
+        """True when the source changed after ``rel`` was copied although its size and mtime
+        did not (a rewrite with the mtime put back): its recorded inode/ctime stamp differs."""
+        stamp = self._dest.source_stamp(rel)
+        return stamp is not None and stamp != source_stamp(st)
+
     def _sync(self, rel: str, force: bool) -> float | None:
         """Make the destination's ``rel`` match the source's. Returns a retry delay or None."""
         self._wait_backoff()
@@ -580,6 +589,7 @@ class CopyEngine:
             and old is not None
             and old.st_size == st.st_size
             and old.st_mtime_ns == st.st_mtime_ns
+            and not self._changed_since_copy(rel, st)
         ):
             return None
         try:
@@ -592,6 +602,7 @@ class CopyEngine:
                 fsync=self.options.fsync == "each",
                 uncache=self.options.drop_cache,
                 src_dir_fd=self._src_fd,
+                settle_s=RACY_S,  # re-checked on the opened file: it may have changed since
             )
         except FileNotFoundError as exc:
             if self._src_lstat(rel) is None:
@@ -636,6 +647,9 @@ class CopyEngine:
                 self._arrays_dirty = True
 
     def _dest_error(self, rel: str, exc: OSError) -> float:
+        if isinstance(exc, DestinationChanged):  # not a passing condition: stop, say why
+            self._fail(exc.strerror)
+            return 0.0
         if exc.errno not in _DEST_RETRY_ERRNOS:
             self._error(rel, f"{exc.strerror or exc}; will retry")
             return 1.0
@@ -649,12 +663,13 @@ class CopyEngine:
             errno.EDQUOT: "destination quota exceeded",
             errno.EROFS: "destination is read-only",
         }.get(exc.errno or 0, f"cannot write to the destination ({exc.strerror})")
+        left = max(0.0, self._backoff_until - now)
         self._error(
             rel,
-            f"{what}: {self.destination}; retrying in {self._backoff:.0f} s "
+            f"{what}: {self.destination}; retrying in {math.ceil(left)} s "
             "(free space or fix the destination, the copy then continues by itself)",
         )
-        return self._backoff
+        return left
 
     def _mirror_delete(self, rel: str) -> float | None:
         """Mirror a writer's delete of ``rel`` (a chunk that became the fill value).
@@ -701,11 +716,13 @@ class CopyEngine:
         return None
 
     # ------------------------------------------------------------------ scanning
-    def _scan(self, *, initial: bool = False) -> None:
+    def _scan(self, *, initial: bool = False, deep: bool = False) -> None:
         """Walk the source; queue every file whose destination copy is missing or stale.
 
         At the first scan also remove our own temporary files left by a killed run, and count
-        what is already at the destination (resume).
+        what is already at the destination (resume). The first and the final scan (``deep``)
+        also compare the source stamp recorded on files whose size and mtime match (one
+        extended-attribute read per file; periodic scans leave that to events).
         """
         t0 = time.monotonic()
         dest = self._dest
@@ -768,6 +785,7 @@ class CopyEngine:
                     if (
                         existing_info.size == st.st_size
                         and existing_info.mtime_ns == st.st_mtime_ns
+                        and not ((initial or deep) and self._changed_since_copy(rel, st))
                     ):
                         continue
                 to_copy += st.st_size
@@ -814,7 +832,7 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        self._scan()
+        self._scan(deep=True)
         self._drain()
         if self._stop.is_set():
             return
@@ -853,6 +871,10 @@ class CopyEngine:
                 f"{first.strip()}); run `napari-softcopy verify {self.source} "
                 f"{self.destination}` for the list, fix the cause and run the copy again"
             )
+        try:  # verification read the path: it must still lead to the tree we wrote
+            self._dest.check()
+        except DestinationChanged as exc:
+            raise _Fatal(exc.strerror) from None
         while True:  # a destination that fills up or turns read-only now: wait, as for files
             try:
                 self._write_marker(report)

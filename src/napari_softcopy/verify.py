@@ -157,7 +157,11 @@ def verify_tree(
             name = entry.name
             rel = f"{rel_dir}/{name}" if rel_dir else name
             if entry.is_dir(follow_symlinks=False):
-                dst_entries.pop(name, None)
+                other = dst_entries.pop(name, None)
+                if other is not None and not other.is_dir(follow_symlinks=False):
+                    # a link (or file) where the source has a folder: never looked through
+                    report._add("mismatched", (rel, "not a folder at the destination"))
+                    continue
                 stack.append(rel)
                 continue
             if is_temp_name(name) or (marker and rel == marker):
