@@ -69,6 +69,8 @@ _DEST_RETRY_ERRNOS = {
     errno.EAGAIN,
 }
 MAX_BACKOFF_S = 30.0
+#: Least seconds between two rescans requested by lost events (see `CopyEngine._loop`).
+RESCAN_SPACING_S = 1.0
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
 DELETE_GRACE_S = 2.0
@@ -137,6 +139,7 @@ class _Counters:
     bytes_at_destination: int = 0
     chunks_at_destination: int = 0
     temp_files: int = 0
+    event_overflows: int = 0
     scans: int = 0
     last_scan_s: float = 0.0
     error_count: int = 0
@@ -296,6 +299,7 @@ class CopyEngine:
                 chunks_at_destination=c.chunks_at_destination,
                 lag_s=round(lag, 3) if n_pending else 0.0,
                 temp_files=c.temp_files,
+                event_overflows=c.event_overflows,
                 scans=c.scans,
                 last_scan_s=round(c.last_scan_s, 4),
                 marker_seen=self._marker_seen,
@@ -352,6 +356,11 @@ class CopyEngine:
             self._marker_seen = True
             self._marker_at = time.monotonic()
         self.finish("marker")
+
+    def _on_overflow(self) -> None:
+        with self._lock:
+            self._c.event_overflows += 1
+        self._request_rescan()
 
     def _request_rescan(self) -> None:
         self._rescan_requested = True
@@ -443,7 +452,7 @@ class CopyEngine:
             )
             observer = observer_class()()
             observer.schedule(handler, self._src, recursive=True, event_filter=EVENT_FILTER)
-            remove_hook = on_event_overflow(self._request_rescan)
+            remove_hook = on_event_overflow(self._on_overflow)
             observer.start()
             for i in range(max(1, self.options.workers)):
                 t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
@@ -490,11 +499,16 @@ class CopyEngine:
 
     def _loop(self) -> None:
         next_scan = time.monotonic() + self.options.rescan_interval
+        # A requested rescan (events were lost) waits until the last scan is this far behind:
+        # under a sustained storm of lost events, back-to-back full scans would take the CPU
+        # from the writer. Scans then use at most a quarter of the time.
+        earliest_rescan = 0.0
         while not self._stop.is_set():
             if self._finish_reason is not None:
                 return
             now = time.monotonic()
-            timeout = next_scan - now
+            due = min(next_scan, max(earliest_rescan, now)) if self._rescan_requested else next_scan
+            timeout = due - now
             idle = self.options.finish_when_idle
             if idle is not None:
                 timeout = min(timeout, 0.25)
@@ -503,10 +517,12 @@ class CopyEngine:
             if self._stop.is_set() or self._finish_reason is not None:
                 return
             now = time.monotonic()
-            if self._rescan_requested or now >= next_scan:
+            if (self._rescan_requested and now >= earliest_rescan) or now >= next_scan:
                 self._rescan_requested = False
                 self._scan()
-                next_scan = time.monotonic() + self.options.rescan_interval
+                end = time.monotonic()
+                next_scan = end + self.options.rescan_interval
+                earliest_rescan = end + max(RESCAN_SPACING_S, 3 * self._c.last_scan_s)
             if idle is not None and now - self._last_activity >= idle and len(self._pending) == 0:
                 self._scan()
                 if self._c.temp_files == 0 and len(self._pending) == 0:
@@ -832,7 +848,10 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        self._scan(deep=True)
+        if self._finish_reason != "already-complete":
+            # (Already complete: the first scan began after the marker was there, and it
+            # compared stamps too; a second walk would find nothing new; verify checks all.)
+            self._scan(deep=True)
         self._drain()
         if self._stop.is_set():
             return

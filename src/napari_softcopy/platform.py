@@ -104,12 +104,24 @@ def on_event_overflow(callback: Callable[[], None]) -> Callable[[], None]:
     watchdog only logs an inotify queue overflow (logger ``watchdog.observers.inotify_c``);
     it does not tell the handler. Returns a function that removes the hook.
     """
-    logger = logging.getLogger("watchdog.observers.inotify_c")
-    handler = _OverflowHandler(callback)
-    logger.addHandler(handler)
+    logger = logging.getLogger("watchdog.observers.inotify_c")  # "events were lost"
     if logger.level == logging.NOTSET or logger.level > logging.WARNING:
         logger.setLevel(logging.WARNING)
-    return lambda: logger.removeHandler(handler)
+    # The engine handles an overflow (a rescan) and counts it in its status; watchdog's own
+    # warnings, two per overflow, would flood the user's terminal.
+    hooks = [(logger, _OverflowHandler(callback))]
+    hooks.append((logging.getLogger("watchdog.observers.inotify"), logging.NullHandler()))
+    previous = [lg.propagate for lg, _ in hooks]
+    for lg, handler in hooks:
+        lg.addHandler(handler)
+        lg.propagate = False
+
+    def remove() -> None:
+        for (lg, handler), propagate in zip(hooks, previous, strict=True):
+            lg.removeHandler(handler)
+            lg.propagate = propagate
+
+    return remove
 
 
 #: How long watchdog holds a rename's MOVED_FROM to pair it with its MOVED_TO. Its reader

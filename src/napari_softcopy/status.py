@@ -46,6 +46,7 @@ class Status:
     rate_files_s: float = 0.0
     lag_s: float = 0.0
     temp_files: int = 0
+    event_overflows: int = 0
     scans: int = 0
     last_scan_s: float = 0.0
     marker_seen: bool = False
