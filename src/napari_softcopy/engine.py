@@ -465,9 +465,7 @@ class CopyEngine:
             if self._stop.is_set():
                 return
             self._finish()
-        except _Fatal as exc:
-            self._fail(str(exc))
-        except InputError as exc:
+        except (_Fatal, InputError) as exc:
             self._fail(str(exc))
         except Exception as exc:  # a bug or an unforeseen OS error: fail loudly, lose nothing
             log.exception("engine failed")
@@ -848,10 +846,7 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        if self._finish_reason != "already-complete":
-            # (Already complete: the first scan began after the marker was there, and it
-            # compared stamps too; a second walk would find nothing new; verify checks all.)
-            self._scan(deep=True)
+        self._scan(deep=True)
         self._drain()
         if self._stop.is_set():
             return
