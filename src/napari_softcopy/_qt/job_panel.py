@@ -1,0 +1,507 @@
+"""One copy in the widget: its live status, its controls and its layers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
+
+from ..launch import CopyProcess, StatusView, is_final, status_view
+from ..open_zarr import (
+    ArchiveInfo,
+    OpenError,
+    difference_layers,
+    inspect_archive,
+    open_layers,
+)
+from ..status import Status
+from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
+
+STATE_COLORS = {
+    "starting": "#9aa0a6",
+    "waiting": "#9aa0a6",
+    "copying": "#4a90d9",
+    "finishing": "#d9a441",
+    "verifying": "#d9a441",
+    "verified": "#3fae49",
+    "stopped": "#9aa0a6",
+    "failed": "#e0201b",
+}
+
+
+def _name(path: str) -> str:
+    return Path(path).name.removesuffix(".zarr") or path
+
+
+class JobPanel(QGroupBox):
+    """Follows one engine process through its status file.
+
+    Parameters
+    ----------
+    process : CopyProcess
+        The engine (started by the widget, or re-attached from the job registry).
+    viewer : napari.Viewer
+        Where its layers go.
+    """
+
+    dismissed = Signal(object)
+    message = Signal(str)
+
+    def __init__(
+        self, process: CopyProcess, viewer, follower: LayerFollower, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self.process = process
+        self.viewer = viewer
+        self.follower = follower
+        self.status: Status | None = None
+        self.view: StatusView = status_view(None)
+        self.info: ArchiveInfo | None = None
+        self._inspecting = False
+        self._exited_early = False
+        self.chunk_maps: list[ChunkMapFollower] = []
+        origin = "" if process.started_here else "  (re-attached)"
+        src, dst = Path(process.source), Path(process.destination)
+        target = dst.name if dst.name != src.name else f"{dst.parent.name}/{dst.name}"
+        self.setTitle(f"{src.name} → {target}{origin}")
+        self.setToolTip(f"{process.source}\n→ {process.destination}\npid {process.pid}")
+        self._build()
+        self.refresh()
+
+    # ------------------------------------------------------------------ layout
+    def _build(self) -> None:
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(6, 6, 6, 6)
+        top = QHBoxLayout()
+        self.state_label = QLabel("starting")
+        self.state_label.setObjectName("softcopyState")
+        top.addWidget(self.state_label)
+        top.addStretch(1)
+        self.pid_label = QLabel(f"pid {self.process.pid}")
+        self.pid_label.setStyleSheet("color: #9aa0a6;")
+        top.addWidget(self.pid_label)
+        outer.addLayout(top)
+
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress.setMinimumHeight(18)
+        outer.addWidget(self.progress)
+        self.bytes_label = QLabel("-")
+        self.bytes_label.setWordWrap(True)
+        outer.addWidget(self.bytes_label)
+
+        grid = QGridLayout()
+        grid.setHorizontalSpacing(12)
+        self.rate_label, self.lag_label = QLabel("-"), QLabel("-")
+        self.backlog_label, self.elapsed_label = QLabel("-"), QLabel("-")
+        self.eta_label = QLabel("-")
+        grid.addWidget(QLabel("Rate:"), 0, 0)
+        grid.addWidget(self.rate_label, 0, 1, 1, 3)  # the longest value: a row of its own
+        cells = [
+            ("Lag", self.lag_label),
+            ("Backlog", self.backlog_label),
+            ("Elapsed", self.elapsed_label),
+            ("ETA", self.eta_label),
+        ]
+        for i, (title, label) in enumerate(cells):
+            row, col = divmod(i, 2)
+            grid.addWidget(QLabel(f"{title}:"), row + 1, 2 * col)
+            grid.addWidget(label, row + 1, 2 * col + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        outer.addLayout(grid)
+        for label in (
+            self.bytes_label,
+            self.rate_label,
+            self.lag_label,
+            self.backlog_label,
+            self.elapsed_label,
+            self.eta_label,
+        ):
+            # Changing numbers must not resize the dock (and with it napari's canvas).
+            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+
+        self.message_label = QLabel("")
+        self.message_label.setWordWrap(True)
+        self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        outer.addWidget(self.message_label)
+
+        self.errors_title = QLabel("Errors")
+        self.errors_title.setStyleSheet("color: #e0201b; font-weight: bold;")
+        self.errors_list = QListWidget()
+        self.errors_list.setMaximumHeight(90)
+        self.errors_list.setWordWrap(True)
+        outer.addWidget(self.errors_title)
+        outer.addWidget(self.errors_list)
+        self.errors_title.hide()
+        self.errors_list.hide()
+
+        controls = QHBoxLayout()
+        self.finish_button = QPushButton("Finish now")
+        self.finish_button.setToolTip(
+            "Final scan, copy the rest, verify, then write the marker (SIGUSR1)"
+        )
+        self.finish_button.clicked.connect(self.finish)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip(
+            "Stop promptly; nothing partial is left and starting again resumes (SIGTERM)"
+        )
+        self.stop_button.clicked.connect(self.stop)
+        self.dismiss_button = QPushButton("Dismiss")
+        self.dismiss_button.setToolTip("Remove this ended copy from the list")
+        self.dismiss_button.clicked.connect(lambda: self.dismissed.emit(self))
+        for b in (self.finish_button, self.stop_button, self.dismiss_button):
+            controls.addWidget(b)
+        outer.addLayout(controls)
+
+        self.well_combo = QComboBox()
+        self.field_combo = QComboBox()
+        self.image_combo = QComboBox()
+        self.well_combo.currentTextChanged.connect(self._fill_fields)
+        self.plate_row = QWidget()
+        row = QHBoxLayout(self.plate_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Well:"))
+        row.addWidget(self.well_combo, 1)
+        row.addWidget(QLabel("Field:"))
+        row.addWidget(self.field_combo, 1)
+        self.image_row = QWidget()
+        row = QHBoxLayout(self.image_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(QLabel("Image:"))
+        row.addWidget(self.image_combo, 1)
+        outer.addWidget(self.plate_row)
+        outer.addWidget(self.image_row)
+        self._show_pickers()
+
+        view = QGridLayout()
+        self.open_button = QPushButton("Open destination")
+        self.open_button.setToolTip("Add the copy as lazy layers (refreshed while it runs)")
+        self.open_button.clicked.connect(self.open_destination)
+        self.source_button = QPushButton("Open source beside it")
+        self.source_button.setToolTip("Add the source and show both side by side (grid view)")
+        self.source_button.clicked.connect(self.open_source)
+        self.diff_button = QPushButton("Difference")
+        self.diff_button.setToolTip("Destination minus source, lazily: zero where identical")
+        self.diff_button.clicked.connect(self.open_difference)
+        self.map_button = QPushButton("Chunk map")
+        self.map_button.setToolTip("State of every chunk file, over the image")
+        self.map_button.clicked.connect(self.open_chunk_map)
+        view.addWidget(self.open_button, 0, 0)
+        view.addWidget(self.source_button, 0, 1)
+        view.addWidget(self.diff_button, 1, 0)
+        view.addWidget(self.map_button, 1, 1)
+        outer.addLayout(view)
+        self.map_summary = QLabel("")
+        self.map_summary.setWordWrap(True)
+        self.map_summary.setStyleSheet("color: #9aa0a6;")
+        outer.addWidget(self.map_summary)
+
+    def _show_pickers(self) -> None:
+        info = self.info
+        plate = info is not None and info.kind == "plate"
+        multi = info is not None and not plate and len(info.images) > 1
+        self.plate_row.setVisible(plate)
+        self.image_row.setVisible(multi)
+
+    # ------------------------------------------------------------------ status
+    @property
+    def running(self) -> bool:
+        """True while the engine process runs."""
+        return self.process.alive()
+
+    @property
+    def ended(self) -> bool:
+        return is_final(self.status) or not self.running
+
+    def refresh(self) -> None:
+        """Read the status file (small; fine on the Qt thread) and update the display."""
+        status = self.process.read_status()
+        alive = self.running
+        if status is None and not alive:
+            code = self.process.exit_code()
+            if code is not None and not self._exited_early:
+                self._exited_early = True
+                line = self.process.last_log_line() or f"the engine exited with code {code}"
+                self.message.emit(line)
+            self._show_ended_without_status()
+            return
+        self.status = status
+        v = status_view(status)
+        self.view = v
+        state = v.state if alive or status is None or status.done else "stopped"
+        self._show_state(state)
+        # Only what changed: every repaint of napari's window costs a redraw of its canvas.
+        # (QProgressBar repaints synchronously on setValue; with updates off it is queued.)
+        self.progress.setUpdatesEnabled(False)
+        if self.progress.maximum() != max(v.progress_max, 1):
+            self.progress.setMaximum(max(v.progress_max, 1))
+        if self.progress.value() != v.progress:
+            self.progress.setValue(v.progress)
+        if self.progress.format() != v.progress_text:
+            self.progress.setFormat(v.progress_text)
+        self.progress.setUpdatesEnabled(True)
+        for label, text in (
+            (self.bytes_label, v.bytes_text),
+            (self.rate_label, v.rate),
+            (self.lag_label, v.lag),
+            (self.backlog_label, v.backlog),
+            (self.elapsed_label, v.elapsed),
+            (self.eta_label, v.eta),
+            (self.message_label, v.message),
+        ):
+            if label.text() != text:
+                label.setText(text)
+        self._show_errors(v.errors, status.error_count if status else 0)
+        self._enable(
+            finish=alive and state not in ("finishing", "verifying"), stop=alive, dismiss=not alive
+        )
+        if self.info is None or self.info.kind == "missing":
+            self._inspect()
+
+    def _show_state(self, state: str) -> None:
+        if self.state_label.text() != state:
+            color = STATE_COLORS.get(state, "#9aa0a6")
+            self.state_label.setText(state)
+            self.state_label.setStyleSheet(f"color: {color}; font-weight: bold;")
+
+    def _enable(self, *, finish: bool, stop: bool, dismiss: bool) -> None:
+        for button, on in (
+            (self.finish_button, finish),
+            (self.stop_button, stop),
+            (self.dismiss_button, dismiss),
+        ):
+            if button.isEnabled() != on:
+                button.setEnabled(on)
+
+    def _show_ended_without_status(self) -> None:
+        line = self.process.last_log_line()
+        self._show_state("failed" if self.process.exit_code() else "ended")
+        if self.message_label.text() != line:
+            self.message_label.setText(line)
+        self._enable(finish=False, stop=False, dismiss=True)
+
+    def _show_errors(self, errors: list[str], count: int) -> None:
+        if not errors:
+            self.errors_title.hide()
+            self.errors_list.hide()
+            return
+        self.errors_title.setText(f"Errors ({count})" + (" - last 50" if count > 50 else ""))
+        if [self.errors_list.item(i).text() for i in range(self.errors_list.count())] != errors:
+            self.errors_list.clear()
+            self.errors_list.addItems(errors)
+            self.errors_list.scrollToBottom()
+        self.errors_title.show()
+        self.errors_list.show()
+
+    # ------------------------------------------------------------------ control
+    def finish(self) -> None:
+        """Finish now: the engine copies the rest, verifies and writes the marker."""
+        if self.process.finish():
+            self.message.emit(f"finishing the copy into {self.process.destination}")
+
+    def stop(self) -> None:
+        """Stop the engine (it resumes when started again with the same paths)."""
+        if self.process.stop():
+            self.message.emit(f"stopping the copy into {self.process.destination}")
+
+    # ------------------------------------------------------------------ what to show
+    def _inspect(self) -> None:
+        if self._inspecting:
+            return
+        self._inspecting = True
+        run_in_thread(
+            _inspect_either,
+            self.process.source,
+            self.process.destination,
+            on_done=self._inspected,
+            on_error=self._inspect_failed,
+        )
+
+    def _inspect_failed(self, _exc: BaseException) -> None:
+        self._inspecting = False
+
+    def _inspected(self, info: ArchiveInfo) -> None:
+        self._inspecting = False
+        self.info = info
+        self.well_combo.blockSignals(True)
+        self.well_combo.clear()
+        self.well_combo.addItems(list(info.wells))
+        self.well_combo.blockSignals(False)
+        self._fill_fields(self.well_combo.currentText())
+        self.image_combo.clear()
+        self.image_combo.addItems([i or "(root)" for i in info.images])
+        self._show_pickers()
+
+    def _fill_fields(self, well: str) -> None:
+        self.field_combo.clear()
+        if self.info is not None and well in self.info.wells:
+            self.field_combo.addItems([f.rpartition("/")[2] for f in self.info.wells[well]])
+
+    def selected_image(self) -> str:
+        """The image path chosen in the pickers ("" for the root image)."""
+        info = self.info
+        if info is None or not info.images:
+            return ""
+        if info.kind == "plate":
+            well, field = self.well_combo.currentText(), self.field_combo.currentText()
+            fields = info.wells.get(well) or []
+            for f in fields:
+                if f.rpartition("/")[2] == field:
+                    return f
+            return fields[0] if fields else info.images[0]
+        if len(info.images) > 1:
+            text = self.image_combo.currentText()
+            return "" if text == "(root)" else text
+        return info.images[0]
+
+    def _live(self) -> bool:
+        return not self.ended
+
+    def _add(self, layers: list, follow_root: str | None) -> list:
+        added = add_layer_data(self.viewer, layers)
+        if follow_root is not None and self._live():
+            self.follower.follow(follow_root, self._live)
+        return added
+
+    def _failed(self, what: str) -> callable:
+        return lambda exc: self.message.emit(f"{what}: {exc}")
+
+    def open_destination(self) -> None:
+        """Add the destination as lazy layers; they refresh while the copy runs."""
+        image = self.selected_image()
+        run_in_thread(
+            _open_image,
+            self.process.destination,
+            image,
+            "destination",
+            on_done=lambda layers: self._add(layers, self.process.destination),
+            on_error=self._failed("cannot open the destination"),
+        )
+
+    def open_source(self) -> None:
+        """Add the source beside the destination (grid view, linked contrast)."""
+        image = self.selected_image()
+        run_in_thread(
+            _open_image,
+            self.process.source,
+            image,
+            "source",
+            on_done=self._add_source,
+            on_error=self._failed("cannot open the source"),
+        )
+
+    def _add_source(self, layers: list) -> None:
+        added = self._add(layers, self.process.source)
+        if not added:
+            return
+        self.viewer.grid.stride = len(added)
+        self.viewer.grid.enabled = True
+        self.viewer.reset_view()
+        _link_channels(self.viewer, self.process.destination, self.process.source)
+
+    def open_difference(self) -> None:
+        """Add destination minus source (signed, lazy): zero where the copy is identical."""
+        image = self.selected_image()
+        run_in_thread(
+            difference_layers,
+            self.process.destination,
+            self.process.source,
+            image,
+            on_done=lambda layers: self._add(layers, self.process.destination),
+            on_error=self._failed("cannot compute the difference"),
+        )
+
+    def open_chunk_map(self) -> ChunkMapFollower:
+        """Add (or redraw) the chunk map of the chosen image."""
+        image = self.selected_image()
+        for follower in self.chunk_maps:
+            if follower.image == image:
+                follower.start()
+                return follower
+        name = f"chunk map {_name(self.process.destination)}" + (f"/{image}" if image else "")
+        follower = ChunkMapFollower(
+            self.viewer,
+            self.process.source,
+            self.process.destination,
+            image,
+            finished=lambda: self.ended,
+            name=name,
+            on_summary=self.map_summary.setText,
+            parent=self,
+        )
+        self.chunk_maps.append(follower)
+        follower.start()
+        return follower
+
+    def close_panel(self) -> None:
+        for follower in self.chunk_maps:
+            follower.stop()
+
+
+def _inspect_either(source: str, destination: str) -> ArchiveInfo:
+    info = ArchiveInfo("missing")
+    for root in (source, destination):
+        if not os.path.isdir(root):
+            continue
+        try:
+            info = inspect_archive(root)
+        except OpenError:
+            continue
+        if info.kind != "missing":
+            return info
+    return info
+
+
+def _open_image(root: str, image: str, role: str) -> list:
+    from ..open_zarr import image_layers, read_image_spec
+
+    if not os.path.isdir(root):
+        raise OpenError(f"{root} does not exist yet")
+    if image == "" and inspect_archive(root).kind not in ("array", "multiscale"):
+        return open_layers(root, role=role, name=_label(root, role))
+    return image_layers(
+        read_image_spec(root, image),
+        role=role,
+        name=_label(root, role) + (f"/{image}" if image else ""),
+    )
+
+
+def _label(root: str, role: str) -> str:
+    return f"{role} {_name(root)}"
+
+
+def _link_channels(viewer, destination: str, source: str) -> None:
+    """Link contrast and gamma of each destination channel with the same source channel."""
+    from napari.experimental import link_layers
+
+    from .layers import source_of
+
+    by_key: dict[tuple, dict[str, object]] = {}
+    for layer in viewer.layers:
+        src = source_of(layer)
+        if src is None or src.role not in ("destination", "source"):
+            continue
+        root = {destination: "destination", source: "source"}.get(src.root)
+        if root is None:
+            continue
+        by_key.setdefault((src.image, src.channel), {})[root] = layer
+    for pair in by_key.values():
+        if len(pair) == 2:
+            with contextlib.suppress(Exception):  # already linked
+                link_layers(list(pair.values()), ("contrast_limits", "gamma"))

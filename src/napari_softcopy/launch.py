@@ -1,0 +1,343 @@
+"""Start, follow and control engine processes: what the widget does, without Qt.
+
+The widget never copies a file itself. It starts ``python -m napari_softcopy.cli copy`` as its
+own process in a new session (so closing napari does not end it), reads the engine's JSON
+status file on a timer, and controls it with signals: ``SIGUSR1`` = finish now,
+``SIGTERM`` = stop (resumable). Copies started elsewhere (a terminal, another napari) are
+found through the job registry (`napari_softcopy.jobs`) and followed the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .jobs import JobRecord, default_status_file, job_id, list_jobs, state_dir
+from .status import FINAL_STATES, Status, read_status_file
+
+KEEP, STOP, CANCEL = "keep", "stop", "cancel"
+
+
+@dataclass
+class LaunchOptions:
+    """The engine options the widget offers (the rest keep the CLI's defaults).
+
+    Attributes
+    ----------
+    workers : int
+        Copy threads.
+    bandwidth_mb_s : float or None
+        Cap in MB/s (None or 0: no cap).
+    verify : {"size", "checksum"}
+        Final verification.
+    marker : str
+        Name of the "acquisition complete" file.
+    wait_for_source : bool
+        Wait for the source to appear.
+    force : bool
+        Copy into a destination that does not look like a copy of the source.
+    extra_args : tuple of str
+        More CLI arguments (tests use ``--normal-priority``, ``--rescan-interval``).
+    """
+
+    workers: int = 4
+    bandwidth_mb_s: float | None = None
+    verify: str = "size"
+    marker: str = "complete"
+    wait_for_source: bool = False
+    force: bool = False
+    extra_args: tuple[str, ...] = ()
+
+
+def copy_command(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    status_file: str | os.PathLike,
+    options: LaunchOptions,
+) -> list[str]:
+    """The command line of an engine process."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "napari_softcopy.cli",
+        "copy",
+        os.fspath(source),
+        os.fspath(destination),
+        "--status-file",
+        os.fspath(status_file),
+        "--workers",
+        str(int(options.workers)),
+        "--verify",
+        options.verify,
+        "--marker",
+        options.marker,
+    ]
+    if options.bandwidth_mb_s:
+        cmd += ["--bandwidth", f"{float(options.bandwidth_mb_s):g}"]
+    if options.wait_for_source:
+        cmd.append("--wait-for-source")
+    if options.force:
+        cmd.append("--force")
+    cmd += list(options.extra_args)
+    return cmd
+
+
+@dataclass
+class CopyProcess:
+    """An engine process followed through its status file.
+
+    ``popen`` is set for processes this one started (so their exit is reaped); re-attached
+    copies have only a pid.
+    """
+
+    pid: int
+    source: str
+    destination: str
+    status_file: str
+    log_file: str | None = None
+    popen: subprocess.Popen | None = field(default=None, repr=False)
+    started_here: bool = False
+    _last: Status | None = field(default=None, repr=False)
+
+    @property
+    def key(self) -> str:
+        """Stable identity of the copy (one engine per destination)."""
+        return job_id(self.destination)
+
+    def alive(self) -> bool:
+        """True while the engine process runs."""
+        if self.popen is not None:
+            return self.popen.poll() is None
+        return JobRecord(self.pid, self.source, self.destination, self.status_file, 0.0).alive()
+
+    def exit_code(self) -> int | None:
+        """The exit code of a process started here (None while it runs or when unknown)."""
+        return self.popen.poll() if self.popen is not None else None
+
+    def read_status(self) -> Status | None:
+        """The latest status of *this* process (a file left by an older run is ignored)."""
+        try:
+            status = read_status_file(self.status_file)
+        except (OSError, ValueError, TypeError):
+            return self._last  # unreadable right now: keep the last good one
+        if status is not None and status.pid == self.pid:
+            self._last = status
+        return self._last
+
+    def _signal(self, signum: int) -> bool:
+        if not self.alive():
+            return False
+        try:
+            os.kill(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def finish(self) -> bool:
+        """Finish now (``SIGUSR1``): final scan, copy the rest, verify, write the marker."""
+        return self._signal(signal.SIGUSR1)
+
+    def stop(self) -> bool:
+        """Stop (``SIGTERM``): promptly, nothing partial left; the same copy resumes later."""
+        return self._signal(signal.SIGTERM)
+
+    def last_log_line(self) -> str:
+        """The last non-empty line the process printed (its error message on bad input)."""
+        if not self.log_file:
+            return ""
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(max(0, os.fstat(f.fileno()).st_size - 4096))
+                lines = [ln.strip() for ln in f.read().decode(errors="replace").splitlines()]
+        except OSError:
+            return ""
+        lines = [ln for ln in lines if ln]
+        return lines[-1] if lines else ""
+
+
+def start_copy(
+    source: str | os.PathLike,
+    destination: str | os.PathLike,
+    options: LaunchOptions | None = None,
+    *,
+    env: dict[str, str] | None = None,
+) -> CopyProcess:
+    """Start an engine process copying ``source`` to ``destination``.
+
+    The process runs in its own session (closing napari does not end it); its output goes to
+    a log file beside its status file. Validate the input first (`checks.check_pair`): this
+    only starts the process.
+    """
+    options = options or LaunchOptions()
+    src = os.path.abspath(os.fspath(source))
+    dst = os.path.abspath(os.fspath(destination))
+    status_file = default_status_file(dst)
+    log_file = status_file.with_suffix(".log")
+    cmd = copy_command(src, dst, status_file, options)
+    with open(log_file, "wb") as log:
+        popen = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+            close_fds=True,
+        )
+    return CopyProcess(
+        popen.pid, src, dst, os.fspath(status_file), os.fspath(log_file), popen, started_here=True
+    )
+
+
+def attach(record: JobRecord) -> CopyProcess:
+    """Follow a copy from the job registry (started elsewhere or by an earlier napari)."""
+    log = Path(record.status_file).with_suffix(".log")
+    return CopyProcess(
+        record.pid,
+        record.source,
+        record.destination,
+        record.status_file,
+        os.fspath(log) if log.is_file() else None,
+    )
+
+
+def running_copies() -> list[CopyProcess]:
+    """Every running engine in the job registry."""
+    return [attach(r) for r in list_jobs(alive_only=True)]
+
+
+def apply_close_decision(answer: str, processes: list[CopyProcess]) -> bool:
+    """What closing napari does to running copies; True when napari may close.
+
+    ``KEEP`` leaves them running (they are their own processes and the widget re-attaches
+    to them next time), ``STOP`` stops them (resumable), ``CANCEL`` keeps napari open.
+    """
+    if answer == CANCEL:
+        return False
+    if answer == STOP:
+        for p in processes:
+            p.stop()
+    return True
+
+
+def logs_dir() -> Path:
+    """Where engine logs live (beside the status files)."""
+    return state_dir() / "status"
+
+
+# ---------------------------------------------------------------------------- display
+def human_bytes(n: float) -> str:
+    """``1.5 GiB``-style sizes."""
+    n = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_duration(seconds: float | None) -> str:
+    """``h:mm:ss`` (``m:ss`` under an hour); ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def eta_s(status: Status) -> float | None:
+    """Seconds until everything pending is copied, once a finish was requested.
+
+    None before the finish (an acquisition's end is unknown), while verifying, or when
+    nothing moves.
+    """
+    if status.done or status.finish_reason is None:
+        return None
+    if status.state == "verifying":
+        return None
+    if status.files_pending == 0:
+        return 0.0
+    if status.bytes_pending and status.rate_bytes_s > 0:
+        return status.bytes_pending / status.rate_bytes_s
+    if status.rate_files_s > 0:
+        return status.files_pending / status.rate_files_s
+    return None
+
+
+@dataclass
+class StatusView:
+    """A status snapshot as the widget shows it (all strings, except the progress)."""
+
+    state: str
+    progress: int
+    progress_max: int
+    progress_text: str
+    bytes_text: str
+    rate: str
+    lag: str
+    backlog: str
+    elapsed: str
+    eta: str
+    message: str
+    errors: list[str]
+
+
+def status_view(status: Status | None, *, now: float | None = None) -> StatusView:
+    """What the widget shows for ``status`` (None: the engine has not written one yet)."""
+    if status is None:
+        return StatusView(
+            "starting",
+            0,
+            0,
+            "waiting for the engine's first status",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "-",
+            "",
+            [],
+        )
+    expected = max(status.chunks_expected, status.chunks_at_destination)
+    if status.state == "verified":
+        expected = max(status.chunks_at_destination, 1)
+    pct = f" ({100 * status.chunks_at_destination / expected:.0f}%)" if expected else ""
+    elapsed = status.elapsed_s
+    if not status.done and status.updated_at:
+        now = time.time() if now is None else now
+        elapsed += max(0.0, min(now - status.updated_at, 5.0))
+    eta = eta_s(status)
+    bytes_text = (
+        f"{human_bytes(status.bytes_at_destination)} at destination, "
+        f"{human_bytes(status.bytes_copied)} copied"
+    )
+    if status.bytes_pending:  # unknown (0) for files only announced by an event so far
+        bytes_text += f", {human_bytes(status.bytes_pending)} pending"
+    errors = [f"{e.get('path') or '-'}: {e.get('message', '')}" for e in status.errors]
+    return StatusView(
+        state=status.state,
+        progress=min(status.chunks_at_destination, expected),
+        progress_max=expected,
+        progress_text=f"{status.chunks_at_destination:,} / {expected:,} chunk files{pct}",
+        bytes_text=bytes_text,
+        rate=(f"{human_bytes(status.rate_bytes_s)}/s, {status.rate_files_s:.0f} files/s"),
+        lag=f"{status.lag_s:.1f} s",
+        backlog=f"{status.files_pending:,} files",
+        elapsed=human_duration(elapsed),
+        eta=human_duration(eta) if eta is not None else "-",
+        message=status.message,
+        errors=errors,
+    )
+
+
+def is_final(status: Status | None) -> bool:
+    """True when the status says the engine has ended."""
+    return status is not None and status.state in FINAL_STATES

@@ -1,0 +1,334 @@
+"""The dock widget in a real napari viewer (pytest-qt + make_napari_viewer, under Xvfb).
+
+Every engine process a test starts is killed by the `engines` fixture's finalizer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from napari_softcopy import jobs
+from napari_softcopy._qt.layers import source_of
+from napari_softcopy._qt.widget import SoftcopyWidget
+from napari_softcopy.chunkmap import COPIED, MISMATCHED
+from napari_softcopy.launch import KEEP, STOP
+from napari_softcopy.simulate import frame, simulate
+
+TEST_ENGINE_ARGS = ("--normal-priority", "--rescan-interval", "2")
+T = 12  # timepoints of the live acquisition
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    """A private job registry (inherited by every engine process a test starts)."""
+    path = tmp_path / "state"
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", os.fspath(path))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def asked(monkeypatch):
+    """Closing napari never shows a modal question in tests: record it, answer "keep"."""
+    calls = []
+
+    def ask(self, running, interactive):
+        calls.append([p.pid for p in running])
+        return KEEP
+
+    monkeypatch.setattr(SoftcopyWidget, "ask_keep_copying", ask)
+    return calls
+
+
+@pytest.fixture
+def engines(state_dir):
+    """Popen objects and widgets whose engines must die at the end of the test."""
+    started = SimpleNamespace(popens=[], widgets=[])
+    yield started
+    pids = {r.pid for r in jobs.list_jobs(alive_only=False)}
+    pids |= {p.pid for p in started.popens}
+    for w in started.widgets:
+        pids |= {panel.process.pid for panel in w.panels.values()}
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)  # engines run in their own session
+    for p in started.popens:
+        p.wait(10)
+    for w in started.widgets:
+        for panel in list(w.panels.values()):
+            if panel.process.popen is not None:
+                panel.process.popen.wait(10)
+    started.widgets.clear()  # napari checks that no viewer outlives its test
+
+
+@pytest.fixture
+def acquisition(tmp_path):
+    """Start simulated acquisitions in threads; all are stopped at the end of the test."""
+    running = []
+
+    def start(name: str, preset: str = "demo", **kwargs) -> SimpleNamespace:
+        path = tmp_path / f"{name}.zarr"
+        stop = threading.Event()
+        out = SimpleNamespace(path=path, stop=stop, report=None, error=None)
+
+        def run():
+            try:
+                out.report = simulate(path, preset, stop=stop, **kwargs)
+            except BaseException as exc:  # reported by the test that waits for it
+                out.error = exc
+
+        out.thread = threading.Thread(target=run, daemon=True)
+        out.thread.start()
+        running.append(out)
+        return out
+
+    yield start
+    for out in running:
+        out.stop.set()
+        out.thread.join(20)
+
+
+def dock(viewer, engines):
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
+    widget.extra_args = TEST_ENGINE_ARGS
+    engines.widgets.append(widget)
+    return widget
+
+
+def wait_for_metadata(qtbot, path, timeout=20_000):
+    qtbot.waitUntil(
+        lambda: any((path / n).exists() for n in ("zarr.json", ".zgroup", ".zarray")),
+        timeout=timeout,
+    )
+
+
+def start_copy(qtbot, widget, source, destination):
+    widget.source_edit.setText(os.fspath(source))
+    widget.destination_edit.setText(os.fspath(destination))
+    widget.start_clicked()
+    source = os.path.abspath(source)
+    qtbot.waitUntil(
+        lambda: any(p.process.source == source for p in widget.panels.values()), timeout=10_000
+    )
+    return next(p for p in widget.panels.values() if p.process.source == source)
+
+
+def state(panel):
+    panel.refresh()
+    return panel.status.state if panel.status else None
+
+
+def test_widget_docks_from_the_manifest(make_napari_viewer, engines):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    assert isinstance(widget, SoftcopyWidget)
+    assert widget.start_button.text() == "Start copy"
+    assert widget.verify_combo.currentData() == "size"
+    assert widget.panels == {}
+    options = widget.launch_options()
+    assert (options.workers, options.marker, options.bandwidth_mb_s) == (4, "complete", None)
+
+
+def test_invalid_input_shows_the_cli_message_and_starts_nothing(
+    make_napari_viewer, engines, tmp_path, qtbot
+):
+    from napari_softcopy.checks import InputError, check_pair
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    missing, dst = tmp_path / "missing.zarr", tmp_path / "copy.zarr"
+    with pytest.raises(InputError) as expected:
+        check_pair(missing, dst)
+    widget.source_edit.setText(os.fspath(missing))
+    widget.destination_edit.setText(os.fspath(dst))
+    widget.start_clicked()
+    qtbot.waitUntil(lambda: widget.last_validation == str(expected.value), timeout=5000)
+    assert widget.validation_label.text() == str(expected.value)
+    # inline, before any click: a destination inside the source
+    src = simulate(tmp_path / "src.zarr", "demo", rate=float("inf"), timepoints=1).path
+    widget.source_edit.setText(os.fspath(src))
+    widget.destination_edit.setText(os.fspath(src / "inner"))
+    qtbot.waitUntil(lambda: "inside the source" in widget.last_validation, timeout=5000)
+    qtbot.wait(200)
+    assert widget.panels == {}
+    assert jobs.list_jobs(alive_only=False) == []
+    assert not dst.exists() and not (src / "inner").exists()
+
+
+def test_live_copy_verified_layers_equal_source_and_chunk_map(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    acq = acquisition("live", "multiscale", writer="tensorstore", timepoints=T, rate=3.0, grow=True)
+    wait_for_metadata(qtbot, acq.path)
+    dst = tmp_path / "copy.zarr"
+    panel = start_copy(qtbot, widget, acq.path, dst)
+    qtbot.waitUntil(lambda: state(panel) == "copying", timeout=15_000)
+    assert acq.thread.is_alive()  # copying while the writer writes
+
+    # Open the destination while it is copied: lazy layers that grow with it.
+    qtbot.waitUntil(lambda: (dst / "0" / "zarr.json").exists(), timeout=10_000)
+    panel.open_destination()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 2, timeout=10_000)
+    first = viewer.layers[0]
+    assert first.data[0].shape[0] < T  # the acquisition is still going
+    assert source_of(first).role == "destination"
+    assert first.multiscale and first.axis_labels == ("t", "z", "y", "x")
+    assert tuple(first.scale[1:]) == pytest.approx((2.0, 0.4, 0.4))
+    assert widget.follower.is_following(os.fspath(dst))
+
+    qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
+    assert acq.error is None and acq.report.completed
+    assert (dst / "complete").exists()
+    assert panel.progress.value() == panel.progress.maximum()
+    # The last refresh shows every timepoint; the layers equal what the writer wrote.
+    qtbot.waitUntil(lambda: first.data[0].shape[0] == T, timeout=10_000)
+    for layer in viewer.layers:
+        c = source_of(layer).channel
+        level0 = np.asarray(layer.data[0])
+        expected = np.stack([frame(acq.report.spec, t)[c] for t in range(T)])
+        np.testing.assert_array_equal(level0, expected)
+
+    # Source beside it, and a difference that is zero everywhere.
+    panel.open_source()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=10_000)
+    assert viewer.grid.enabled
+    panel.open_difference()
+    qtbot.waitUntil(lambda: len(viewer.layers) == 6, timeout=10_000)
+    diffs = [ly for ly in viewer.layers if source_of(ly).role == "difference"]
+    assert diffs[0].data[0].dtype == np.int32
+    assert not np.asarray(diffs[0].data[0][T - 1]).any()
+
+    # Chunk map: all copied; then a removed and a corrupted destination chunk.
+    follower = panel.open_chunk_map()
+    qtbot.waitUntil(lambda: follower.updates >= 1, timeout=10_000)
+    cmap = follower.layer
+    assert cmap.data.shape == (T, 1, 4, 4)  # channel axis folded; t, z, y, x chunks
+    assert (cmap.data == COPIED).all()
+    assert tuple(cmap.scale[1:]) == pytest.approx((32.0, 25.6, 25.6))
+    (dst / "0/c/3/0/0/1/2").unlink()
+    corrupt = dst / "0/c/5/1/0/3/0"
+    data = bytearray(corrupt.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    corrupt.write_bytes(bytes(data))  # same size, new mtime
+    seen = follower.updates
+    follower.update_now()
+    qtbot.waitUntil(lambda: follower.updates > seen, timeout=10_000)
+    bad = {tuple(i) for i in np.argwhere(cmap.data == MISMATCHED)}
+    assert bad == {(3, 0, 1, 2), (5, 0, 3, 0)}
+    assert "2 mismatched" in panel.map_summary.text()
+
+
+def _external_copy(source, destination, state_dir):
+    env = dict(os.environ, NAPARI_SOFTCOPY_STATE_DIR=os.fspath(state_dir))
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "napari_softcopy.cli",
+            "copy",
+            os.fspath(source),
+            os.fspath(destination),
+            *TEST_ENGINE_ARGS,
+        ],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def test_reattach_to_an_external_copy_then_stop_it(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot, state_dir
+):
+    acq = acquisition("ext", "demo", timepoints=200, rate=5.0)
+    wait_for_metadata(qtbot, acq.path)
+    proc = _external_copy(acq.path, tmp_path / "ext-copy.zarr", state_dir)
+    engines.popens.append(proc)
+    qtbot.waitUntil(lambda: any(j.pid == proc.pid for j in jobs.list_jobs()), timeout=15_000)
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)  # lists running copies when it opens
+    [panel] = widget.panels.values()
+    assert panel.process.pid == proc.pid and not panel.process.started_here
+    assert "re-attached" in panel.title()
+    qtbot.waitUntil(
+        lambda: state(panel) == "copying" and panel.status.files_copied > 0, timeout=15_000
+    )
+    panel.stop_button.click()
+    assert proc.wait(10) == 143  # SIGTERM: stopped, resumable
+    qtbot.waitUntil(lambda: panel.state_label.text() == "stopped", timeout=5000)
+    assert "Resume with" in panel.message_label.text()
+    assert panel.dismiss_button.isEnabled() and not panel.stop_button.isEnabled()
+    panel.dismiss_button.click()
+    qtbot.waitUntil(lambda: widget.panels == {}, timeout=2000)
+
+
+def test_closing_napari_keeps_the_copies_the_user_keeps(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot, asked
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    first = acquisition("one", "demo", timepoints=200, rate=5.0)
+    second = acquisition("two", "nested-v2", timepoints=200, rate=5.0)
+    wait_for_metadata(qtbot, first.path)
+    wait_for_metadata(qtbot, second.path)
+    panels = [
+        start_copy(qtbot, widget, first.path, tmp_path / "one-copy.zarr"),
+        start_copy(qtbot, widget, second.path, tmp_path / "two-copy.zarr"),
+    ]
+    assert len(widget.panels) == 2  # several copies at once, one per source
+    for panel in panels:
+        qtbot.waitUntil(lambda p=panel: state(p) == "copying", timeout=15_000)
+    pids = sorted(p.process.pid for p in panels)
+
+    viewer.close()
+    assert asked == [pids] or sorted(asked[0]) == pids  # the question was asked
+    for panel in panels:
+        assert panel.process.alive()
+    before = [panel.process.read_status().updated_at for panel in panels]
+    qtbot.waitUntil(
+        lambda: all(
+            p.process.read_status().updated_at > b for p, b in zip(panels, before, strict=True)
+        ),
+        timeout=5000,
+    )  # still copying after napari closed
+
+    # A new napari lists both again; closing it with "stop" stops them (resumable).
+    viewer2 = make_napari_viewer()
+    widget2 = dock(viewer2, engines)
+    assert sorted(p.process.pid for p in widget2.panels.values()) == pids
+    widget2.ask_keep_copying = lambda running, interactive: STOP
+    assert widget2.handle_close(interactive=False)
+    for panel in panels:
+        assert panel.process.popen.wait(10) == 143
+
+
+def test_eta_appears_after_finish_now(make_napari_viewer, engines, acquisition, tmp_path, qtbot):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    widget.bandwidth_spin.setValue(2)  # slow enough to see an ETA
+    acq = acquisition("slow", "demo", rate=float("inf"), timepoints=10, marker=None)
+    acq.thread.join(20)
+    panel = start_copy(qtbot, widget, acq.path, tmp_path / "slow-copy.zarr")
+    assert "--bandwidth" in " ".join(panel.process.popen.args)
+    qtbot.waitUntil(lambda: state(panel) == "copying", timeout=15_000)
+    assert panel.eta_label.text() == "-"
+    panel.finish_button.click()
+    qtbot.waitUntil(lambda: state(panel) in ("finishing", "verifying", "verified"), timeout=10_000)
+    qtbot.waitUntil(
+        lambda: state(panel) == "finishing" and panel.eta_label.text() != "-", timeout=10_000
+    )
+    assert panel.status.files_pending > 0  # the ETA is about the backlog still to copy
+    qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
+    assert panel.status.finish_reason == "request"

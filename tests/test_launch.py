@@ -1,0 +1,104 @@
+"""Starting, following and controlling engine processes, without Qt."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from napari_softcopy.launch import (
+    CANCEL,
+    KEEP,
+    STOP,
+    CopyProcess,
+    LaunchOptions,
+    apply_close_decision,
+    copy_command,
+    eta_s,
+    human_bytes,
+    human_duration,
+    status_view,
+)
+from napari_softcopy.status import Status, write_status_file
+
+
+def test_copy_command_passes_the_widget_options():
+    cmd = copy_command(
+        "/a.zarr",
+        "/b.zarr",
+        "/s.json",
+        LaunchOptions(
+            workers=2,
+            bandwidth_mb_s=50,
+            verify="checksum",
+            marker="done",
+            wait_for_source=True,
+            extra_args=("--normal-priority",),
+        ),
+    )
+    assert cmd[:4] == [sys.executable, "-m", "napari_softcopy.cli", "copy"]
+    joined = " ".join(cmd)
+    for part in (
+        "/a.zarr /b.zarr",
+        "--status-file /s.json",
+        "--workers 2",
+        "--bandwidth 50",
+        "--verify checksum",
+        "--marker done",
+        "--wait-for-source",
+        "--normal-priority",
+    ):
+        assert part in joined
+    assert "--bandwidth" not in copy_command("/a", "/b", "/s", LaunchOptions())
+
+
+def test_status_view_and_eta():
+    s = Status(
+        "/a",
+        "/b",
+        state="copying",
+        chunks_expected=200,
+        chunks_at_destination=50,
+        files_pending=10,
+        bytes_pending=2**20,
+        rate_bytes_s=2**19,
+        rate_files_s=5,
+        elapsed_s=3725,
+    )
+    v = status_view(s, now=s.updated_at)
+    assert (v.progress, v.progress_max) == (50, 200)
+    assert v.progress_text == "50 / 200 chunk files (25%)"
+    assert v.elapsed == "1:02:05" and v.eta == "-"  # no ETA before "finish now"
+    s.finish_reason = "request"
+    assert eta_s(s) == pytest.approx(2.0)
+    s.state = "verifying"
+    assert eta_s(s) is None
+    assert status_view(None).state == "starting"
+    assert human_bytes(1536) == "1.5 KiB" and human_duration(None) == "-"
+
+
+def test_a_stale_status_file_of_an_older_run_is_ignored(tmp_path):
+    path = tmp_path / "s.json"
+    write_status_file(path, Status("/a", "/b", state="verified", pid=1))
+    p = CopyProcess(pid=2, source="/a", destination="/b", status_file=str(path))
+    assert p.read_status() is None
+    write_status_file(path, Status("/a", "/b", state="copying", pid=2))
+    assert p.read_status().state == "copying"
+    path.write_text("{not json")  # unreadable for a moment: keep the last good one
+    assert p.read_status().state == "copying"
+
+
+def test_close_decision_keeps_stops_or_cancels():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        p = CopyProcess(child.pid, "/a", "/b", "/s.json", popen=child)
+        assert apply_close_decision(KEEP, [p]) and child.poll() is None
+        assert not apply_close_decision(CANCEL, [p]) and child.poll() is None
+        assert apply_close_decision(STOP, [p])
+        assert child.wait(10) == -signal.SIGTERM
+        assert not p.alive() and not p.stop()  # nothing to signal any more
+    finally:
+        child.kill()
+        child.wait()
