@@ -96,7 +96,7 @@ def test_live_copy_is_identical(tmp_path, writer, locking, preset):
     assert_arrays_equal(src, dst)
     s = e.status()
     assert s.state == "verified" and s.finish_reason == "marker"  # live, not after the fact
-    assert s.scans >= 2  # the first scan, then the final one
+    assert s.scans >= 1  # the first scan; verification walks both trees at the end
     assert s.verification["ok"] and s.verification["files_checked"] == n - 1  # marker is extra
     assert (dst / "complete").read_bytes() == (src / "complete").read_bytes()
     assert s.error_count == 0, s.errors

@@ -566,6 +566,8 @@ def test_signal_under_heavy_copying_exits_within_2_s_and_resumes(tmp_path, state
             proc.wait()
     assert took < 2.0, f"took {took:.2f} s to stop"
     assert own_temp_files(dst) == []
+    # The root metadata goes before any chunk: by it a rerun knows the folder for a copy.
+    assert (dst / "zarr.json").read_bytes() == (src / "zarr.json").read_bytes()
     assert 0 < assert_no_partial_final_file(dst, versions) < len(versions)
     s = read_status(status)
     assert s["state"] == "stopped" and "Resume with" in s["message"]
@@ -987,5 +989,5 @@ def test_random_writer_interleavings_end_identical(tmp_path):
     check()
     assert len(examples) == 15
     if Path("/proc/sys/fs/inotify/max_queued_events").stat().st_uid == os.geteuid() == 0:
-        # initial + final scan = 2: a third one was an overflow rescan
-        assert any(burst and scans >= 3 for burst, scans in examples), examples
+        # the initial scan = 1 (verification is the final walk): a second was an overflow rescan
+        assert any(burst and scans >= 2 for burst, scans in examples), examples

@@ -13,6 +13,7 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,9 +112,12 @@ class Destination:
             raise
         return fd
 
-    def listdir(self, rel_dir: str) -> dict[str, FileInfo]:
+    def listdir(
+        self, rel_dir: str, cancelled: Callable[[], bool] | None = None
+    ) -> dict[str, FileInfo] | None:
         """Entries of the directory ``rel_dir`` (empty when it does not exist or is reached
-        only through a symbolic link)."""
+        only through a symbolic link); None when ``cancelled()`` turned true meanwhile (it is
+        asked every 1,000 entries: one folder may hold a million)."""
         try:
             fd = self._open_dir(rel_dir)
         except (FileNotFoundError, NotADirectoryError):
@@ -126,6 +130,8 @@ class Destination:
         try:
             with os.scandir(fd) as it:
                 for entry in it:
+                    if cancelled is not None and len(out) % 1000 == 999 and cancelled():
+                        return None
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:

@@ -71,6 +71,10 @@ _DEST_RETRY_ERRNOS = {
 MAX_BACKOFF_S = 30.0
 #: Least seconds between two rescans requested by lost events (see `CopyEngine._loop`).
 RESCAN_SPACING_S = 1.0
+#: Before verifying, the finish waits until no event has come for this long (events are
+#: delivered at thousands per second while a backlog lasts), but no longer than the maximum.
+SETTLE_S = 0.1
+SETTLE_MAX_S = 5.0
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
 DELETE_GRACE_S = 2.0
@@ -237,7 +241,7 @@ class CopyEngine:
         self._threads.append(status)
 
     def finish(self, reason: str = "request") -> None:
-        """Finish now: final scan, copy the rest, verify, then write the marker."""
+        """Finish now: copy the rest, verify (re-copying what differs), then write the marker."""
         with self._lock:
             if self._finish_reason is None:
                 self._finish_reason = reason
@@ -379,6 +383,7 @@ class CopyEngine:
                     self._check_roots()
                 except _Fatal as exc:
                     self._fail(str(exc))
+                self._look_for_marker()
             if path is not None:
                 try:
                     write_status_file(path, self.status())
@@ -389,6 +394,15 @@ class CopyEngine:
             self._stop.wait(self.options.status_interval)
             if self._stop.is_set() and self._control is not None:
                 self._control.join(3.0)
+
+    def _look_for_marker(self) -> None:
+        """Notice the marker without its event, which may wait behind thousands of others
+        (or be lost) while the writer's last files are reported."""
+        if self._marker_seen or self._src_fd < 0:
+            return
+        with contextlib.suppress(OSError):  # absent, or the engine is ending
+            os.stat(self.options.marker, dir_fd=self._src_fd, follow_symlinks=False)
+            self._on_marker()
 
     def _check_roots(self) -> None:
         try:
@@ -454,6 +468,7 @@ class CopyEngine:
             observer.schedule(handler, self._src, recursive=True, event_filter=EVENT_FILTER)
             remove_hook = on_event_overflow(self._on_overflow)
             observer.start()
+            self._copy_root_metadata()
             for i in range(max(1, self.options.workers)):
                 t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
                 t.start()
@@ -494,6 +509,18 @@ class CopyEngine:
                 os.close(self._src_fd)
                 self._src_fd = -1
             self._dest_lock.release()
+
+    def _copy_root_metadata(self) -> None:
+        """Copy the root's node metadata before any chunk: a rerun recognises the
+        destination as this archive's copy by it, so a copy stopped or killed early must
+        never hold chunks without it. (A failure here is left to the workers' retries.)"""
+        for name in NODE_NAMES:
+            for _attempt in range(2):
+                if self._src_lstat(name) is None:
+                    break
+                delay = self._sync(name, force=False)
+                if delay is None or delay > RACY_S or self._stop.wait(delay):
+                    break  # copied, or retried later by the workers
 
     def _loop(self) -> None:
         next_scan = time.monotonic() + self.options.rescan_interval
@@ -734,9 +761,10 @@ class CopyEngine:
         """Walk the source; queue every file whose destination copy is missing or stale.
 
         At the first scan also remove our own temporary files left by a killed run, and count
-        what is already at the destination (resume). The first and the final scan (``deep``)
-        also compare the source stamp recorded on files whose size and mtime match (one
-        extended-attribute read per file; periodic scans leave that to events).
+        what is already at the destination (resume). The first scan and a ``deep`` one (when
+        verification found more problems than it lists) also compare the source stamp recorded
+        on files whose size and mtime match (one extended-attribute read per file; periodic
+        scans leave that to events, and verification compares it too).
         """
         t0 = time.monotonic()
         dest = self._dest
@@ -752,8 +780,16 @@ class CopyEngine:
                 free = sv.f_bavail * sv.f_frsize
             except OSError:
                 pass
+        # A periodic scan gives way to a finish, which scans everything again anyway: on a
+        # large archive the scan running when the marker arrives would otherwise delay it.
+        periodic = not (initial or deep)
+
+        def finishing() -> bool:
+            return periodic and self._finish_reason is not None
+
+        cut_short = False
         stack = [""]
-        while stack and not self._stop.is_set():
+        while stack and not self._stop.is_set() and not cut_short:
             rel_dir = stack.pop()
             try:
                 with os.scandir(f"{self._src}/{rel_dir}" if rel_dir else self._src) as it:
@@ -768,8 +804,14 @@ class CopyEngine:
             except PermissionError:
                 self._error(rel_dir, "cannot list this folder (permission denied); fix it")
                 continue
-            existing = dest.listdir(rel_dir)
+            existing = dest.listdir(rel_dir, cancelled=finishing)
+            if existing is None:
+                cut_short = True
+                break
             for entry in entries:
+                if finishing():
+                    cut_short = True  # (one folder may hold a million chunks)
+                    break
                 name = entry.name
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 existing_info = existing.pop(name, None)
@@ -810,6 +852,8 @@ class CopyEngine:
                         self._error("", warning)
                 self._pending.add(rel, size=st.st_size)
                 self._pending.wait_for_room(PENDING_LIMIT, self._stop)
+            if cut_short:
+                break
             for name, info in existing.items():
                 rel = f"{rel_dir}/{name}" if rel_dir else name
                 if info.is_dir:
@@ -828,6 +872,8 @@ class CopyEngine:
                 bytes_dst += info.size
                 chunks_dst += not is_metadata_name(name)
                 self._pending.add(rel)  # gone at the source: mirror the delete
+        if stack or cut_short:
+            return  # cut short: keep the counts of the last whole scan
         with self._lock:
             c = self._c
             c.scans += 1
@@ -839,20 +885,34 @@ class CopyEngine:
             self._arrays_dirty = True
 
     # ------------------------------------------------------------------ finishing
-    def _drain(self) -> None:
-        while not self._pending.wait_until_empty(self._stop, timeout=0.5):
-            if self._stop.is_set():
+    def _drain(self, *, settle: bool = False) -> None:
+        """Wait until nothing is pending; with ``settle``, also until no event has arrived
+        for `SETTLE_S` (at most `SETTLE_MAX_S`): when the marker is written, events for the
+        writer's last files may still wait in the queue, and verifying before they are
+        copied would only send verification round again."""
+        deadline = time.monotonic() + SETTLE_MAX_S
+        while True:
+            while not self._pending.wait_until_empty(self._stop, timeout=0.5):
+                if self._stop.is_set():
+                    return
+            quiet = time.monotonic() - self._last_activity
+            if not settle or quiet >= SETTLE_S or time.monotonic() >= deadline:
                 return
+            self._stop.wait(SETTLE_S - quiet)
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        self._scan(deep=True)
-        self._drain()
+        self._drain(settle=True)
         if self._stop.is_set():
             return
         self._set_state("verifying")
         checksum = self.options.verify == "checksum"
         report = None
+        # Verification is the final scan: it walks both trees once and compares what a deep
+        # scan would (size, mtime, the recorded source stamp), and more. Whatever it finds
+        # (lost events, a late rewrite, a chunk deleted at the source) is synced, then it
+        # looks again. A walk costs seconds on a million files; one walk instead of two is
+        # most of the time from the marker to "verified".
         for _round in range(3):
             report = verify_tree(
                 self.source,
@@ -860,13 +920,16 @@ class CopyEngine:
                 checksum=checksum,
                 marker=self.options.marker,
                 stop=self._stop,
+                stamps=True,
             )
             self._report = report
             if report.ok or self._stop.is_set():
                 break
-            # Copy again whatever differs (events lost, a late rewrite), then look again.
-            for rel in report.problem_paths():
-                self._pending.add(rel, force=True)
+            if report.fully_listed:
+                for rel in report.problem_paths():
+                    self._pending.add(rel, force=True)
+            else:  # more problems than a report lists: let a scan queue them all
+                self._scan(deep=True)
             self._drain()
         if self._stop.is_set():
             return

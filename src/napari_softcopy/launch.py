@@ -140,7 +140,7 @@ class CopyProcess:
         return True
 
     def finish(self) -> bool:
-        """Finish now (``SIGUSR1``): final scan, copy the rest, verify, write the marker."""
+        """Finish now (``SIGUSR1``): copy the rest, verify, write the marker."""
         return self._signal(signal.SIGUSR1)
 
     def stop(self) -> bool:

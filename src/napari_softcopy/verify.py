@@ -17,6 +17,7 @@ from pathlib import Path
 
 import xxhash
 
+from .destination import SOURCE_STAMP, source_stamp
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
 
 MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
@@ -49,6 +50,14 @@ class VerifyReport:
     def ok(self) -> bool:
         """True when the destination is identical."""
         return not (self.n_missing or self.n_mismatched or self.n_extra or self.n_unreadable)
+
+    @property
+    def fully_listed(self) -> bool:
+        """True when every problem is listed by path (none cut off at `MAX_LISTED`)."""
+        return all(
+            len(getattr(self, kind)) == getattr(self, f"n_{kind}")
+            for kind in ("missing", "mismatched", "extra", "unreadable")
+        )
 
     def problem_paths(self) -> Iterator[str]:
         """Every listed path that needs copying again (or removing)."""
@@ -116,6 +125,7 @@ def verify_tree(
     marker: str | None = None,
     stop: threading.Event | None = None,
     progress: Callable[[int, int], None] | None = None,
+    stamps: bool = False,
 ) -> VerifyReport:
     """Compare ``destination`` with ``source``.
 
@@ -132,6 +142,11 @@ def verify_tree(
         Abandon early when set (the report is then incomplete and not ok).
     progress : callable, optional
         ``progress(files, bytes)`` called every 1,000 files.
+    stamps : bool
+        Where size and mtime match, also compare the source stamp the engine recorded on the
+        copy (`SOURCE_STAMP`: the source's inode and ctime when it was copied): a source
+        rewritten after its copy with its size and mtime put back is then mismatched. Off for
+        a standalone check, where a ``chmod`` of the source since the copy would look alike.
     """
     src_root, dst_root = Path(source), Path(destination)
     report = VerifyReport(os.fspath(src_root), os.fspath(dst_root), checksum)
@@ -189,6 +204,8 @@ def verify_tree(
                 report._add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
             elif dst_st.st_mtime_ns != st.st_mtime_ns:
                 report._add("mismatched", (rel, "modification time differs"))
+            elif stamps and _stamp_differs(dst_root / rel, st):
+                report._add("mismatched", (rel, "source rewritten after it was copied"))
             elif checksum or is_metadata_name(name):
                 try:
                     same = (
@@ -211,6 +228,16 @@ def verify_tree(
                 continue
             report._add("extra", rel)
     return report
+
+
+def _stamp_differs(copy: Path, source_st: os.stat_result) -> bool:
+    """True when ``copy`` records a source stamp other than ``source_st``'s (no stamp, or
+    no extended attributes at the destination: False)."""
+    try:
+        recorded = os.getxattr(copy, SOURCE_STAMP, follow_symlinks=False)
+    except OSError:
+        return False
+    return recorded != source_stamp(source_st)
 
 
 def _files_below(root: Path) -> Iterator[str]:
