@@ -197,6 +197,7 @@ class CopyEngine:
         self._arrays: list[ArrayLayout] = []
         self._arrays_dirty = True
         self._last_activity = time.monotonic()
+        self._last_event = 0.0  # monotonic time of the last event
         self._deletes_seen: dict[str, float] = {}  # path -> when its delete was first seen
         self._backoff_until = 0.0
         self._backoff = 0.0
@@ -349,7 +350,7 @@ class CopyEngine:
 
     # ------------------------------------------------------------------ hints
     def _hint(self, rel: str, delay: float) -> None:
-        self._last_activity = time.monotonic()
+        self._last_activity = self._last_event = time.monotonic()
         if rel == self.options.marker:
             self._on_marker()
             return
@@ -889,13 +890,14 @@ class CopyEngine:
         """Wait until nothing is pending; with ``settle``, also until no event has arrived
         for `SETTLE_S` (at most `SETTLE_MAX_S`): when the marker is written, events for the
         writer's last files may still wait in the queue, and verifying before they are
-        copied would only send verification round again."""
+        copied would only cost another verification round. (Usually the last event is
+        older than that once the last copies are done, and nothing is waited for.)"""
         deadline = time.monotonic() + SETTLE_MAX_S
         while True:
             while not self._pending.wait_until_empty(self._stop, timeout=0.5):
                 if self._stop.is_set():
                     return
-            quiet = time.monotonic() - self._last_activity
+            quiet = time.monotonic() - self._last_event
             if not settle or quiet >= SETTLE_S or time.monotonic() >= deadline:
                 return
             self._stop.wait(SETTLE_S - quiet)

@@ -1,0 +1,134 @@
+"""The copiers compared, as commands, and the setup each needs.
+
+- ``ours``: ``napari-softcopy copy SRC DST`` with its default options.
+- ``softcopy``: ``softcopy SRC DST --nprocs 4 --sleep-time 0`` (PyPI ``softcopy==0.0.13``, in
+  a venv of its own, ``benchmarks/.venv-softcopy``, created on first use).
+- ``cp``: ``cp -r SRC DST``. Live, it is started when the marker appears (it cannot follow
+  an acquisition): that is how it is used at a microscope.
+- ``cpsync`` (bulk only, a reference): ``cp -r SRC DST && sync -f DST``: cp with its data
+  made durable before it exits, as napari-softcopy's is before it writes its marker.
+- ``rsync``: ``rsync -a SRC/ DST/``. Live, it runs in a loop during the acquisition (each pass
+  with ``--delete --exclude '*.__lock'`` so writers' lock files never stay behind, 0.5 s
+  apart), then once more after the marker: the usual way to follow an acquisition with it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SOFTCOPY_VERSION = "0.0.13"
+SOFTCOPY_VENV = HERE / ".venv-softcopy"
+ALL = ("ours", "softcopy", "cp", "rsync")
+
+_RSYNC_LIVE = """\
+while [ ! -e "$1/complete" ]; do
+  rsync -a --delete --exclude='*.__lock' "$1/" "$2/"
+  sleep 0.5
+done
+exec rsync -a --delete --exclude='*.__lock' "$1/" "$2/"
+"""
+
+
+@dataclass(frozen=True)
+class Copier:
+    """How to run one tool."""
+
+    name: str
+    label: str
+    bulk: tuple[str, ...]  # argv template with {src} and {dst}
+    live: tuple[str, ...]
+    start_at_marker: bool = False  # live: launched when the marker appears
+
+    def argv(self, mode: str, src: str, dst: str) -> list[str]:
+        """The command line for ``mode`` ("bulk" or "live")."""
+        template = self.bulk if mode == "bulk" else self.live
+        return [part.format(src=src, dst=dst) for part in template]
+
+
+def ours_executable() -> str:
+    """The ``napari-softcopy`` script beside the running interpreter."""
+    exe = Path(sys.executable).parent / "napari-softcopy"
+    return str(exe) if exe.exists() else shutil.which("napari-softcopy") or str(exe)
+
+
+def softcopy_executable() -> str:
+    """The ``softcopy`` script of the benchmark's own softcopy venv."""
+    return str(SOFTCOPY_VENV / "bin" / "softcopy")
+
+
+def copiers() -> dict[str, Copier]:
+    """Every copier, by name."""
+    ours = ours_executable()
+    sc = softcopy_executable()
+    return {
+        "ours": Copier(
+            "ours",
+            "napari-softcopy",
+            (ours, "copy", "{src}", "{dst}"),
+            (ours, "copy", "{src}", "{dst}"),
+        ),
+        "softcopy": Copier(
+            "softcopy",
+            f"softcopy {SOFTCOPY_VERSION}",
+            (sc, "{src}", "{dst}", "--nprocs", "4", "--sleep-time", "0"),
+            (sc, "{src}", "{dst}", "--nprocs", "4", "--sleep-time", "0"),
+        ),
+        "cp": Copier(
+            "cp",
+            "cp -r",
+            ("cp", "-r", "{src}", "{dst}"),
+            ("cp", "-r", "{src}", "{dst}"),
+            start_at_marker=True,
+        ),
+        "rsync": Copier(
+            "rsync",
+            "rsync -a",
+            ("rsync", "-a", "{src}/", "{dst}/"),
+            ("sh", "-c", _RSYNC_LIVE, "rsync-live", "{src}", "{dst}"),
+        ),
+        # Bulk reference only: cp's data made durable (syncfs), as napari-softcopy's is.
+        "cpsync": Copier(
+            "cpsync",
+            "cp -r + sync",
+            ("sh", "-c", 'cp -r "$1" "$2" && exec sync -f "$2"', "cp-sync", "{src}", "{dst}"),
+            (),
+        ),
+    }
+
+
+def ensure(names: list[str], log=print) -> list[str]:
+    """Make the named copiers runnable (install what is missing); return the usable ones."""
+    usable = []
+    for name in names:
+        if name == "softcopy" and not Path(softcopy_executable()).exists():
+            log(f"setting up softcopy=={SOFTCOPY_VERSION} in {SOFTCOPY_VENV} (once)")
+            try:
+                subprocess.run([sys.executable, "-m", "venv", str(SOFTCOPY_VENV)], check=True)
+                subprocess.run(
+                    [
+                        str(SOFTCOPY_VENV / "bin" / "python"),
+                        "-m",
+                        "pip",
+                        "install",
+                        "-q",
+                        f"softcopy=={SOFTCOPY_VERSION}",
+                    ],
+                    check=True,
+                )
+            except (OSError, subprocess.CalledProcessError) as exc:
+                log(f"softcopy unavailable ({exc}); left out")
+                continue
+        if name == "rsync" and shutil.which("rsync") is None:
+            log("rsync is not installed (apt-get install -y rsync); left out")
+            continue
+        if name == "ours" and not os.path.exists(ours_executable()):
+            log("napari-softcopy is not installed in this environment; left out")
+            continue
+        usable.append(name)
+    return usable

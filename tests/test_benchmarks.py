@@ -1,0 +1,86 @@
+"""The benchmark harness, in its quickest mode on a tiny workload: keeps it from rotting.
+
+Nothing here asserts speed; it checks that every stage runs, measures something and writes
+its results and page.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # `benchmarks` is a folder of the repository, not installed
+
+pytestmark = pytest.mark.skipif(shutil.which("cp") is None, reason="needs cp")
+
+
+def test_quick_run_writes_results_and_page(tmp_path):
+    from benchmarks import run
+
+    out, docs = tmp_path / "latest.json", tmp_path / "docs"
+    code = run.main(
+        [
+            "--quick",
+            "--copiers",
+            "ours,cp",
+            "--workloads",
+            "lightsheet",
+            "--timepoints",
+            "1",
+            "--modes",
+            "live,bulk",
+            "--reps",
+            "1",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--output",
+            str(out),
+            "--docs",
+            str(docs),
+        ]
+    )
+    assert code == 0
+    results = json.loads(out.read_text())
+
+    live = results["live"]["summary"]["lightsheet"]
+    assert live["writer_busy_s"] > 0
+    for name in ("ours", "cp"):
+        row = live["copiers"][name]
+        assert row["all_correct"] and row["all_finished"], (name, row)
+        assert row["drain_s"] is not None and row["cpu_s"] >= 0 and row["peak_rss_bytes"] > 0
+    ours_run = next(r for r in results["live"]["runs"] if r["copier"] == "ours")
+    assert ours_run["backlog"], "the sampler recorded nothing"
+
+    bulk = results["bulk"]["summary"]["lightsheet"]
+    assert bulk["cp"]["ratio_to_cp"] == 1.0
+    assert bulk["ours"]["all_correct"] and bulk["ours"]["wall_s"] > 0
+
+    names = {t["target"] for t in results["targets"]}
+    assert "copier CPU, lightsheet live" in names
+    page = (docs / "benchmarks.md").read_text()
+    assert "| napari-softcopy | cp -r |" in page
+    assert not (tmp_path / "work").exists(), "the archives were not cleaned up"
+
+
+def test_probe_follows_a_copy(tmp_path):
+    from benchmarks.probe import TreeProbe
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "c" / "0").mkdir(parents=True)
+    (src / "c" / "0" / "0").write_bytes(b"x" * 100)
+    (src / "zarr.json").write_bytes(b"{}")
+    (src / "c" / "0" / "1.__lock").write_bytes(b"y" * 50)  # a writer's temp file: not counted
+    probe = TreeProbe(str(src), str(dst))
+    assert probe.sample()["backlog_bytes"] == 102
+    (dst / "c" / "0").mkdir(parents=True)
+    (dst / "c" / "0" / "0").write_bytes(b"x" * 40)  # partly copied, in place
+    assert probe.sample()["backlog_bytes"] == 102
+    (dst / "c" / "0" / "0").write_bytes(b"x" * 100)
+    (dst / "zarr.json").write_bytes(b"{}")
+    assert probe.sample()["backlog_bytes"] == 0
+    assert probe.first_byte()
