@@ -1,6 +1,7 @@
 """The copiers compared, as commands, and the setup each needs.
 
-- ``ours``: ``napari-softcopy copy SRC DST`` with its default options.
+- ``ours``: ``napari-softcopy copy SRC DST`` with its default options (plus the arguments in
+  ``$BENCH_OURS_ARGS``, for experiments such as `--workers 1`).
 - ``softcopy``: ``softcopy SRC DST --nprocs 4 --sleep-time 0`` (PyPI ``softcopy==0.0.13``, in
   a venv of its own, ``benchmarks/.venv-softcopy``, created on first use).
 - ``cp``: ``cp -r SRC DST``. Live, it is started when the marker appears (it cannot follow
@@ -24,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SOFTCOPY_VERSION = "0.0.13"
 SOFTCOPY_VENV = HERE / ".venv-softcopy"
+EXTRA = tuple(os.environ.get("BENCH_OURS_ARGS", "").split())
 ALL = ("ours", "softcopy", "cp", "rsync")
 
 _RSYNC_LIVE = """\
@@ -70,8 +72,8 @@ def copiers() -> dict[str, Copier]:
         "ours": Copier(
             "ours",
             "napari-softcopy",
-            (ours, "copy", "{src}", "{dst}"),
-            (ours, "copy", "{src}", "{dst}"),
+            (ours, "copy", "{src}", "{dst}", *EXTRA),
+            (ours, "copy", "{src}", "{dst}", *EXTRA),
         ),
         "softcopy": Copier(
             "softcopy",
