@@ -29,6 +29,7 @@ def main() -> int:
     import napari
     from qtpy.QtWidgets import QApplication
 
+    from napari_softcopy._qt.job_panel import viewer_grid
     from napari_softcopy.simulate import simulate
 
     OUT.mkdir(parents=True, exist_ok=True)
@@ -115,7 +116,7 @@ def main() -> int:
         print("wrote verify-side-by-side.png", file=sys.stderr)
 
         # What a damaged copy looks like: one chunk removed, one with a flipped byte.
-        viewer.grid.enabled = False
+        viewer_grid(viewer).enabled = False
         viewer.reset_view()
         for layer in list(viewer.layers):
             if layer.metadata.get("softcopy", {}).get("role") == "source":

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from napari_softcopy import jobs
+from napari_softcopy._qt.job_panel import viewer_grid
 from napari_softcopy._qt.layers import source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, MISMATCHED
@@ -201,7 +202,7 @@ def test_live_copy_verified_layers_equal_source_and_chunk_map(
     # Source beside it, and a difference that is zero everywhere.
     panel.open_source()
     qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=10_000)
-    assert viewer.grid.enabled
+    assert viewer_grid(viewer).enabled
     panel.open_difference()
     qtbot.waitUntil(lambda: len(viewer.layers) == 6, timeout=10_000)
     diffs = [ly for ly in viewer.layers if source_of(ly).role == "difference"]

@@ -48,6 +48,12 @@ def _name(path: str) -> str:
     return Path(path).name.removesuffix(".zarr") or path
 
 
+def viewer_grid(viewer):
+    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9 on)."""
+    canvas = getattr(viewer, "canvas", None)
+    return getattr(canvas, "grid", None) or viewer.grid
+
+
 class JobPanel(QGroupBox):
     """Follows one engine process through its status file.
 
@@ -410,8 +416,9 @@ class JobPanel(QGroupBox):
         added = self._add(layers, self.process.source)
         if not added:
             return
-        self.viewer.grid.stride = len(added)
-        self.viewer.grid.enabled = True
+        grid = viewer_grid(self.viewer)
+        grid.stride = len(added)
+        grid.enabled = True
         self.viewer.reset_view()
         _link_channels(self.viewer, self.process.destination, self.process.source)
 
