@@ -127,12 +127,7 @@ class _Tree:
                 self.total_bytes += size
                 files[name] = [ino, size]
                 added[name] = size
-        gone = set(files) - present
-        for name in gone:
-            self.total_files -= 1
-            self.total_bytes -= files.pop(name)[1]
-        if added or gone:
-            changes[rel] = (added, gone)
+        self._record(rel, files, added, set(files) - present, changes)
         return subdirs
 
     def _list_large(self, rel, path, files, changes) -> list[str]:
@@ -155,12 +150,16 @@ class _Tree:
             added[name] = st.st_size
             self.total_files += 1
             self.total_bytes += st.st_size
+        self._record(rel, files, added, gone, changes)
+        return subdirs
+
+    def _record(self, rel, files, added, gone, changes) -> None:
+        """Forget the files ``gone`` from a folder; note what changed in it."""
         for name in gone:
             self.total_files -= 1
             self.total_bytes -= files.pop(name)[1]
         if added or gone:
             changes[rel] = (added, gone)
-        return subdirs
 
     def restat(self, rel_dir: str, name: str) -> int | None:
         """Size of one file now (for files written in place); None when gone."""
