@@ -2,10 +2,10 @@
 
 Threads, all at idle IO priority and a raised nice value:
 
-- *control*: start-up, scans (at start, periodic, on overflow, at finish), the finish
-  sequence;
-- *status*: every ``status_interval`` s writes the status file and checks that the source and
-  the destination are still the folders the copy started with;
+- *control*: start-up, scans (at start, periodic, on overflow), the finish sequence (whose
+  verification is the final walk);
+- *status*: every ``status_interval`` s writes the status file, checks that the source and
+  the destination are still the folders the copy started with, and looks for the marker;
 - *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
 - watchdog's observer, whose events become hints in the pending set.
 
@@ -781,8 +781,8 @@ class CopyEngine:
                 free = sv.f_bavail * sv.f_frsize
             except OSError:
                 pass
-        # A periodic scan gives way to a finish, which scans everything again anyway: on a
-        # large archive the scan running when the marker arrives would otherwise delay it.
+        # A periodic scan gives way to a finish, whose verification walks everything again
+        # anyway: on a large archive the scan running at the marker would delay it.
         periodic = not (initial or deep)
 
         def finishing() -> bool:
