@@ -87,7 +87,9 @@ class Measured:
             started_at=self.started_at,
             ended_at=None if timed_out else ended,
             cpu_s=max(cpu, usage.cpu_seen_s),
-            peak_rss=max(usage.peak_rss, maxrss),
+            # Sampled only: the child's ru_maxrss starts at the harness's own size, inherited
+            # through fork (a `sleep` reads as large as this Python process).
+            peak_rss=usage.peak_rss,
             max_rss_one=maxrss,
             processes=usage.peak_processes,
             timed_out=timed_out,
