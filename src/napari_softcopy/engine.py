@@ -460,6 +460,9 @@ class CopyEngine:
             self._dest = Destination(self.destination)
             with self._lock:
                 self._reload_arrays()
+            # Before "copying": from then on the status thread may see the marker too.
+            if (self.source / self.options.marker).exists():
+                self.finish("already-complete")
             self._set_state("copying")
             # Watch before the first scan so nothing written meanwhile is missed.
             handler = SourceEventHandler(
@@ -474,8 +477,6 @@ class CopyEngine:
                 t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
-            if (self.source / self.options.marker).exists():
-                self.finish("already-complete")
             self._scan(initial=True)
             self._loop()
             if self._stop.is_set():
