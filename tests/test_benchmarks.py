@@ -52,7 +52,10 @@ def test_quick_run_writes_results_and_page(tmp_path):
     for name in ("ours", "cp"):
         row = live["copiers"][name]
         assert row["all_correct"] and row["all_finished"], (name, row)
-        assert row["drain_s"] is not None and row["cpu_s"] >= 0 and row["peak_rss_bytes"] > 0
+        assert row["drain_s"] is not None and row["cpu_s"] >= 0 and row["peak_rss_bytes"] >= 0
+    # RSS is sampled every 50 ms: the engine lives long enough to be seen (cp of one
+    # timepoint may not).
+    assert live["copiers"]["ours"]["peak_rss_bytes"] > 0
     ours_run = next(r for r in results["live"]["runs"] if r["copier"] == "ours")
     assert ours_run["backlog"], "the sampler recorded nothing"
 
