@@ -31,6 +31,13 @@ def source_stamp(st: os.stat_result) -> bytes:
     return f"{st.st_ino}:{st.st_ctime_ns}".encode()
 
 
+def copied_from_another_version(recorded: bytes | None, st: os.stat_result) -> bool:
+    """True when a copy's ``recorded`` stamp names another version of the source file than
+    ``st`` describes: it was rewritten after the copy, even with its size and mtime put back.
+    No stamp recorded (or no extended attributes at the destination): False."""
+    return recorded is not None and recorded != source_stamp(st)
+
+
 class DestinationChanged(OSError):
     """The destination path no longer leads to the directory the copy started in."""
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Literal
 
 from .checks import InputError, check_pair, free_space_warning
-from .destination import Destination, DestinationChanged, source_stamp
+from .destination import Destination, DestinationChanged, copied_from_another_version
 from .jobs import DestinationLock
 from .layout import (
     NODE_NAMES,
@@ -600,8 +600,7 @@ class CopyEngine:
     def _changed_since_copy(self, rel: str, st: os.stat_result) -> bool:
         """True when the source changed after ``rel`` was copied although its size and mtime
         did not (a rewrite with the mtime put back): its recorded inode/ctime stamp differs."""
-        stamp = self._dest.source_stamp(rel)
-        return stamp is not None and stamp != source_stamp(st)
+        return copied_from_another_version(self._dest.source_stamp(rel), st)
 
     def _sync(self, rel: str, force: bool) -> float | None:
         """Make the destination's ``rel`` match the source's. Returns a retry delay or None."""

@@ -198,15 +198,22 @@ def set_xattr(fd: int, name: str, value: bytes) -> bool:
         return False
 
 
-def get_xattr(path: str | int, name: str, *, dir_fd: int | None = None) -> bytes | None:
-    """Read an extended attribute, or None when absent or unsupported."""
+def get_xattr(
+    path: str | os.PathLike | int, name: str, *, dir_fd: int | None = None
+) -> bytes | None:
+    """Read an extended attribute of a file, or None when absent or unsupported.
+
+    A path's last component is never followed when it is a symbolic link.
+    """
     try:
-        if dir_fd is not None and isinstance(path, str):
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
-            try:
-                return os.getxattr(fd, name)
-            finally:
-                os.close(fd)
-        return os.getxattr(path, name)
+        if isinstance(path, int):
+            return os.getxattr(path, name)
+        if dir_fd is None:
+            return os.getxattr(path, name, follow_symlinks=False)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            return os.getxattr(fd, name)
+        finally:
+            os.close(fd)
     except (OSError, AttributeError):
         return None

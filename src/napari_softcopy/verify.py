@@ -17,8 +17,9 @@ from pathlib import Path
 
 import xxhash
 
-from .destination import SOURCE_STAMP, source_stamp
+from .destination import SOURCE_STAMP, copied_from_another_version
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
+from .platform import get_xattr
 
 MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
 
@@ -204,7 +205,9 @@ def verify_tree(
                 report._add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
             elif dst_st.st_mtime_ns != st.st_mtime_ns:
                 report._add("mismatched", (rel, "modification time differs"))
-            elif stamps and _stamp_differs(dst_root / rel, st):
+            elif stamps and copied_from_another_version(
+                get_xattr(dst_root / rel, SOURCE_STAMP), st
+            ):
                 report._add("mismatched", (rel, "source rewritten after it was copied"))
             elif checksum or is_metadata_name(name):
                 try:
@@ -228,16 +231,6 @@ def verify_tree(
                 continue
             report._add("extra", rel)
     return report
-
-
-def _stamp_differs(copy: Path, source_st: os.stat_result) -> bool:
-    """True when ``copy`` records a source stamp other than ``source_st``'s (no stamp, or
-    no extended attributes at the destination: False)."""
-    try:
-        recorded = os.getxattr(copy, SOURCE_STAMP, follow_symlinks=False)
-    except OSError:
-        return False
-    return recorded != source_stamp(source_st)
 
 
 def _files_below(root: Path) -> Iterator[str]:
