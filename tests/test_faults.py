@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from faults_support import (
+    CLI,
     FinalPathObserver,
     bind_mount,
     error_messages,
@@ -265,13 +266,36 @@ def shared_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_nobody_reason: list[str | None] = []
+
+
 def as_nobody() -> list[str]:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip(
-            "needs root and setpriv to run the engine as another user (root reads "
-            "any file, so an unreadable file needs a second user)"
-        )
-    return ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+    """The command prefix that runs the engine as user ``nobody``, or skip saying why not."""
+    if not _nobody_reason:
+        reason = None
+        if os.geteuid() != 0 or shutil.which("setpriv") is None:
+            reason = (
+                "needs root and setpriv to run the engine as another user (root reads "
+                "any file, so an unreadable file needs a second user)"
+            )
+        else:
+            probe = subprocess.run(
+                [*_NOBODY, *CLI[:1], "-c", "import napari_softcopy"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            if probe.returncode != 0:
+                reason = (
+                    f"user nobody cannot run {CLI[0]} with napari_softcopy (the checkout or "
+                    "its venv lies below a folder only root may enter, e.g. one made by "
+                    "mktemp -d); clone into a folder others can read to run this test"
+                )
+        _nobody_reason.append(reason)
+    if _nobody_reason[0]:
+        pytest.skip(_nobody_reason[0])
+    return _NOBODY
 
 
 def nobody_owned(path: Path) -> Path:
