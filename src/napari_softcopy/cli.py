@@ -30,7 +30,12 @@ def _mib(n: float) -> str:
 
 
 def _add_copy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=4, help="copy threads (default 4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="copy threads (default: 1 on a local disk, 4 on a network or FUSE filesystem)",
+    )
     p.add_argument(
         "--marker",
         default="complete",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import itertools
 import os
 import secrets
 import stat
@@ -71,6 +72,10 @@ class Destination:
         self._known_dirs: set[str] = {""}
         #: False once the filesystem refused an extended attribute (no stamps then).
         self.stamps = True
+        # Temporary names: a random part drawn once (unique across runs and processes) and a
+        # counter (unique within this one), instead of a getrandom call per file.
+        self._temp_prefix = secrets.token_hex(4)
+        self._temp_counter = itertools.count()
 
     def close(self) -> None:
         """Close the root descriptor."""
@@ -190,7 +195,7 @@ class Destination:
         """Create a fresh temporary file beside ``rel``; return ``(fd, temp_rel)``."""
         parent, _, name = rel.rpartition("/")
         self.makedirs(parent)
-        temp_name = f".{name}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+        temp_name = f".{name}.{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
         temp_rel = f"{parent}/{temp_name}" if parent else temp_name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:

@@ -4,8 +4,9 @@ Threads, all at idle IO priority and a raised nice value:
 
 - *control*: start-up, scans (at start, periodic, on overflow), the finish sequence (whose
   verification is the final walk);
-- *status*: every ``status_interval`` s writes the status file, checks that the source and
-  the destination are still the folders the copy started with, and looks for the marker;
+- *status*: every ``status_interval`` s writes the status file and checks that the source
+  and the destination are still the folders the copy started with; every `MARKER_POLL_S`
+  looks for the marker;
 - *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
 - watchdog's observer, whose events become hints in the pending set.
 
@@ -43,7 +44,7 @@ from .layout import (
     node_kind,
 )
 from .pending import PendingSet
-from .platform import lower_thread_priority, observer_class, on_event_overflow
+from .platform import default_workers, lower_thread_priority, observer_class, on_event_overflow
 from .readiness import EVENT_FILTER, SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
 from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
@@ -75,6 +76,9 @@ RESCAN_SPACING_S = 1.0
 #: delivered at thousands per second while a backlog lasts), but no longer than the maximum.
 SETTLE_S = 0.1
 SETTLE_MAX_S = 5.0
+#: Seconds between two looks for the marker (one ``fstatat``): its event may wait behind
+#: thousands of others, or be lost.
+MARKER_POLL_S = 0.1
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
 DELETE_GRACE_S = 2.0
@@ -86,8 +90,9 @@ class CopyOptions:
 
     Attributes
     ----------
-    workers : int
-        Copy threads.
+    workers : int or None
+        Copy threads; None picks by destination: 1 on a local disk, 4 on a network or
+        FUSE filesystem (`platform.default_workers`).
     marker : str
         Name of the file in the source root that says "acquisition complete"; at the
         destination it is written last and means "verified complete".
@@ -115,7 +120,7 @@ class CopyOptions:
         Seconds between status file writes.
     """
 
-    workers: int = 4
+    workers: int | None = None
     marker: str = "complete"
     rescan_interval: float = 30.0
     finish_when_idle: float | None = None
@@ -377,22 +382,30 @@ class CopyEngine:
     # ------------------------------------------------------------------ threads
     def _status_loop(self) -> None:
         path = self.options.status_file
+        next_status = 0.0
         while True:
             ended = self._control is not None and not self._control.is_alive()
+            now = time.monotonic()
+            due = ended or now >= next_status
             if not ended and self._state not in ("starting", "waiting"):
-                try:
-                    self._check_roots()
-                except _Fatal as exc:
-                    self._fail(str(exc))
+                if due:
+                    try:
+                        self._check_roots()
+                    except _Fatal as exc:
+                        self._fail(str(exc))
                 self._look_for_marker()
-            if path is not None:
-                try:
-                    write_status_file(path, self.status())
-                except OSError as exc:
-                    log.warning("cannot write status file %s: %s", path, exc)
+            if due:
+                next_status = now + self.options.status_interval
+                if path is not None:
+                    try:
+                        write_status_file(path, self.status())
+                    except OSError as exc:
+                        log.warning("cannot write status file %s: %s", path, exc)
             if ended:
                 return
-            self._stop.wait(self.options.status_interval)
+            # The marker is looked for more often than the status is written: every tenth
+            # of a second it waits is a tenth of a second added to the drain.
+            self._stop.wait(min(MARKER_POLL_S, max(0.0, next_status - time.monotonic())))
             if self._stop.is_set() and self._control is not None:
                 self._control.join(3.0)
 
@@ -473,7 +486,9 @@ class CopyEngine:
             remove_hook = on_event_overflow(self._on_overflow)
             observer.start()
             self._copy_root_metadata()
-            for i in range(max(1, self.options.workers)):
+            workers = self.options.workers or default_workers(self._dest.fd)
+            log.info("copying with %d worker thread(s)", workers)
+            for i in range(max(1, workers)):
                 t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
                 t.start()
                 self._threads.append(t)
@@ -645,6 +660,7 @@ class CopyEngine:
                 uncache=self.options.drop_cache,
                 src_dir_fd=self._src_fd,
                 settle_s=RACY_S,  # re-checked on the opened file: it may have changed since
+                dest_exists=old is not None,  # only this engine writes there (it holds the lock)
             )
         except FileNotFoundError as exc:
             if self._src_lstat(rel) is None:

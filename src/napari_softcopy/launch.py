@@ -30,8 +30,8 @@ class LaunchOptions:
 
     Attributes
     ----------
-    workers : int
-        Copy threads.
+    workers : int or None
+        Copy threads (None: the engine picks by destination).
     bandwidth_mb_s : float or None
         Cap in MB/s (None or 0: no cap).
     verify : {"size", "checksum"}
@@ -46,7 +46,7 @@ class LaunchOptions:
         More CLI arguments (tests use ``--normal-priority``, ``--rescan-interval``).
     """
 
-    workers: int = 4
+    workers: int | None = None
     bandwidth_mb_s: float | None = None
     verify: str = "size"
     marker: str = "complete"
@@ -71,13 +71,13 @@ def copy_command(
         os.fspath(destination),
         "--status-file",
         os.fspath(status_file),
-        "--workers",
-        str(int(options.workers)),
         "--verify",
         options.verify,
         "--marker",
         options.marker,
     ]
+    if options.workers:
+        cmd += ["--workers", str(int(options.workers))]
     if options.bandwidth_mb_s:
         cmd += ["--bandwidth", f"{float(options.bandwidth_mb_s):g}"]
     if options.wait_for_source:

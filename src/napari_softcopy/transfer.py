@@ -120,6 +120,7 @@ def copy_file(
     uncache: bool = True,
     src_dir_fd: int | None = None,
     settle_s: float = 0.0,
+    dest_exists: bool | None = None,
 ) -> CopyResult:
     """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime.
 
@@ -128,6 +129,8 @@ def copy_file(
     A source modified less than ``settle_s`` before the copy starts is not copied (returns
     ``committed=False``): a write landing in place while we read it may leave size and
     mtime as they were when we looked, so only its age shows that it could be torn.
+    ``dest_exists`` says whether ``rel`` exists at the destination, when the caller knows
+    (it is looked up otherwise); it only decides `CopyResult.created`.
 
     Raises
     ------
@@ -180,10 +183,11 @@ def copy_file(
                 dest.stamps = False  # this filesystem keeps no xattrs: size + mtime only
         if fsync:
             os.fsync(fd_out)
-        existed = dest.stat(rel) is not None
+        if dest_exists is None:
+            dest_exists = dest.stat(rel) is not None
         dest.commit(temp_rel, rel)
         temp_rel = None
-        return CopyResult(True, size, before.st_mtime_ns, not existed)
+        return CopyResult(True, size, before.st_mtime_ns, not dest_exists)
     finally:
         if fd_out >= 0:
             if uncache:

@@ -205,9 +205,7 @@ def verify_tree(
                 report._add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
             elif dst_st.st_mtime_ns != st.st_mtime_ns:
                 report._add("mismatched", (rel, "modification time differs"))
-            elif stamps and copied_from_another_version(
-                get_xattr(dst_root / rel, SOURCE_STAMP), st
-            ):
+            elif stamps and copied_from_another_version(get_xattr(other.path, SOURCE_STAMP), st):
                 report._add("mismatched", (rel, "source rewritten after it was copied"))
             elif checksum or is_metadata_name(name):
                 try:

@@ -135,7 +135,7 @@ def test_widget_docks_from_the_manifest(make_napari_viewer, engines):
     assert widget.verify_combo.currentData() == "size"
     assert widget.panels == {}
     options = widget.launch_options()
-    assert (options.workers, options.marker, options.bandwidth_mb_s) == (4, "complete", None)
+    assert (options.workers, options.marker, options.bandwidth_mb_s) == (None, "complete", None)
 
 
 def test_invalid_input_shows_the_cli_message_and_starts_nothing(

@@ -141,9 +141,12 @@ class SoftcopyWidget(QWidget):
             "Destination:", self._with_browse(self.destination_edit, "Choose the destination")
         )
         self.workers_spin = QSpinBox()
-        self.workers_spin.setRange(1, 64)
-        self.workers_spin.setValue(4)
-        self.workers_spin.setToolTip("copy threads")
+        self.workers_spin.setRange(0, 64)
+        self.workers_spin.setSpecialValueText("auto")
+        self.workers_spin.setValue(0)
+        self.workers_spin.setToolTip(
+            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
+        )
         self.bandwidth_spin = QDoubleSpinBox()
         self.bandwidth_spin.setRange(0.0, 100_000.0)
         self.bandwidth_spin.setDecimals(0)
@@ -228,7 +231,7 @@ class SoftcopyWidget(QWidget):
     def launch_options(self) -> LaunchOptions:
         """The engine options chosen in the form."""
         return LaunchOptions(
-            workers=self.workers_spin.value(),
+            workers=self.workers_spin.value() or None,
             bandwidth_mb_s=self.bandwidth_spin.value() or None,
             verify=self.verify_combo.currentData(),
             marker=self.marker_edit.text().strip() or "complete",
