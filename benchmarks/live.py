@@ -106,6 +106,9 @@ def run_once(
     tp = timepoints or workload.timepoints
     if tp:
         argv += ["--timepoints", str(tp)]
+    # Earlier runs' dirty pages are not this run's to write: without this, the kernel's
+    # writeback of the previous run's 300 MB (30 s after it was written) lands in this one.
+    os.sync()
     writer = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, env=env)
     if not _wait_for(lambda: (src / "zarr.json").exists() or (src / ".zarray").exists(), 120):
         writer.kill()

@@ -46,3 +46,68 @@ def test_engine_uses_one_worker_on_a_local_destination_unless_told(tmp_path, cap
         workers_seen = {t.name for t in e._threads if t.name.startswith("softcopy-worker")}
         assert len(workers_seen) == expected
         assert_identical(source, dest)
+
+
+def test_observer_pairs_every_rename_of_a_burst(tmp_path):
+    """Renames from temporary names, in a burst (as tensorstore finishes chunks), all reach
+    the handler as moves with both names, read in batches and paired from the tail."""
+    import threading
+
+    from watchdog.events import FileSystemEventHandler
+
+    from napari_softcopy.platform import MOVE_PAIRING_S, observer_class
+    from napari_softcopy.readiness import EVENT_FILTER
+
+    n = 2000
+    moves: dict[str, str] = {}
+    created: list[str] = []
+    done = threading.Event()
+
+    class Handler(FileSystemEventHandler):
+        def on_moved(self, event):
+            moves[os.path.basename(event.dest_path)] = os.path.basename(event.src_path)
+            if len(moves) == n:
+                done.set()
+
+        def on_created(self, event):
+            created.append(os.path.basename(event.src_path))
+
+    observer = observer_class()()
+    observer.schedule(Handler(), str(tmp_path), recursive=True, event_filter=EVENT_FILTER)
+    observer.start()
+    try:
+        queues = [e._inotify._move_event_grouper._queue for e in observer.emitters]
+        assert queues and all(q.delay == MOVE_PAIRING_S for q in queues)
+        assert observer._inotify_fd.read_events.batched
+        for i in range(n):
+            temp = tmp_path / f"{i}.__lock"
+            temp.write_bytes(b"x")
+            os.rename(temp, tmp_path / str(i))
+        assert done.wait(30), f"{len(moves)} of {n} moves reported"
+    finally:
+        observer.stop()
+        observer.join(5)
+    assert moves == {str(i): f"{i}.__lock" for i in range(n)}
+    assert set(created) <= {f"{i}.__lock" for i in range(n)}  # no move reported as a create
+
+
+def test_move_partner_lookup_starts_at_the_newest_event():
+    """With thousands of events queued, finding the rename half queued last looks at one."""
+    from watchdog.utils.delayed_queue import DelayedQueue
+
+    from napari_softcopy.platform import _find_from_the_tail
+
+    queue = DelayedQueue(0.02)
+    for i in range(5000):
+        queue.put(("event", i))
+    queue._index_and_item = _find_from_the_tail(queue)
+    looked_at = []
+
+    def is_last(element):
+        looked_at.append(element)
+        return element == ("event", 4999)
+
+    assert queue.remove(is_last) == ("event", 4999)
+    assert looked_at == [("event", 4999)]
+    assert queue.find(lambda e: e == ("event", 7)) == ("event", 7)  # anywhere else: found too
+    assert queue.find(lambda e: e == ("event", 4999)) is None  # removed above
