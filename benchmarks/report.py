@@ -228,7 +228,7 @@ def render(results: dict, plot_ok: bool) -> str:
             ["`find SRC` (warm)", f"{_f(sc['find_s'], '.2f')} s"],
             ["resume scan over a fully copied destination", f"{_f(sc['resume_scan_s'])} s"],
             ["resume scan / find", _f(ratio)],
-            ["whole resume run (scan, final scan, verify, flush)", f"{_f(sc['resume_wall_s'])} s"],
+            ["whole resume run (scan, verification walk, flush)", f"{_f(sc['resume_wall_s'])} s"],
             ["full copy: wall time", f"{_f(sc['copy_wall_s'], '.1f')} s"],
             ["full copy: CPU", f"{_f(sc['copy_cpu_s'], '.1f')} s"],
             ["full copy: peak RSS", f"{_f(sc['copy_peak_rss_bytes'], '.0f', MIB)} MiB"],
