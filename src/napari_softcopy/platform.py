@@ -197,11 +197,11 @@ def _find_from_the_tail(queue) -> Callable:
     the same."""
     events = queue._queue
 
-    def index_and_item(predicate):
-        for i in range(len(events) - 1, -1, -1):
-            element = events[i][0]
+    def index_and_item(predicate):  # called with the queue's lock held
+        last = len(events) - 1
+        for back, (element, *_) in enumerate(reversed(events)):
             if predicate(element):
-                return i, element
+                return last - back, element
         return None
 
     return index_and_item
