@@ -6,6 +6,7 @@ read-only bind mount, a lazy unmount, another user for an unreadable file, SIGKI
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import shutil
@@ -267,34 +268,36 @@ def shared_dir():
 
 
 _NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-_nobody_reason: list[str | None] = []
+
+
+@functools.cache
+def _nobody_refusal() -> str | None:
+    """Why the engine cannot run as user ``nobody`` here (None when it can); probed once."""
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return (
+            "needs root and setpriv to run the engine as another user (root reads "
+            "any file, so an unreadable file needs a second user)"
+        )
+    probe = subprocess.run(
+        [*_NOBODY, *CLI[:1], "-c", "import napari_softcopy"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if probe.returncode != 0:
+        return (
+            f"user nobody cannot run {CLI[0]} with napari_softcopy (the checkout or "
+            "its venv lies below a folder only root may enter, e.g. one made by "
+            "mktemp -d); clone into a folder others can read to run this test"
+        )
+    return None
 
 
 def as_nobody() -> list[str]:
     """The command prefix that runs the engine as user ``nobody``, or skip saying why not."""
-    if not _nobody_reason:
-        reason = None
-        if os.geteuid() != 0 or shutil.which("setpriv") is None:
-            reason = (
-                "needs root and setpriv to run the engine as another user (root reads "
-                "any file, so an unreadable file needs a second user)"
-            )
-        else:
-            probe = subprocess.run(
-                [*_NOBODY, *CLI[:1], "-c", "import napari_softcopy"],
-                capture_output=True,
-                text=True,
-                timeout=60,
-            )
-            if probe.returncode != 0:
-                reason = (
-                    f"user nobody cannot run {CLI[0]} with napari_softcopy (the checkout or "
-                    "its venv lies below a folder only root may enter, e.g. one made by "
-                    "mktemp -d); clone into a folder others can read to run this test"
-                )
-        _nobody_reason.append(reason)
-    if _nobody_reason[0]:
-        pytest.skip(_nobody_reason[0])
+    reason = _nobody_refusal()
+    if reason:
+        pytest.skip(reason)
     return _NOBODY
 
 
