@@ -239,7 +239,8 @@ def render(results: dict, plot_ok: bool) -> str:
             ("find_stat_both_s", "the same over source and destination"),
         ):
             if sc.get(key) is not None:
-                rows.insert(2, [label, f"{_f(sc[key])} s"])
+                times = f" ({sc[key] / sc['find_s']:.1f}x find)" if sc.get("find_s") else ""
+                rows.insert(2, [label, f"{_f(sc[key])} s{times}"])
         lines += [
             "## Scale: a million small files",
             "",

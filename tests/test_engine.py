@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 import tensorstore as ts
 import zarr
 
+from napari_softcopy.engine import SETTLE_MAX_S, CopyEngine
 from napari_softcopy.layout import find_arrays
 from napari_softcopy.platform import io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
@@ -345,3 +347,36 @@ def test_engine_threads_run_at_idle_io_priority():
     t.join()
     assert seen[0][0] == 3 and seen[0][1] >= 10
     assert io_priority_class() != 3  # the calling thread keeps its priority
+
+
+def test_the_marker_event_ends_the_wait_for_quiet(tmp_path):
+    """Before verifying, the finish waits for the event stream to go quiet (the writer's
+    last events may still be queued) unless the marker's own event has been delivered:
+    the events queued before it have been handled by then. With events that never stop,
+    the wait ends only by that (or by its `SETTLE_MAX_S` limit)."""
+    e = CopyEngine(tmp_path / "acq.zarr", tmp_path / "copy.zarr")
+    flowing = threading.Event()
+    flowing.set()
+
+    def events() -> None:
+        while flowing.is_set():
+            e._last_event = time.monotonic()
+            time.sleep(0.002)
+
+    def drain_in_background() -> threading.Event:
+        done = threading.Event()
+        threading.Thread(target=lambda: (e._drain(settle=True), done.set()), daemon=True).start()
+        return done
+
+    stream = threading.Thread(target=events, daemon=True)
+    stream.start()
+    try:
+        e._marker_event_seen = True
+        assert drain_in_background().wait(SETTLE_MAX_S / 2)
+        e._marker_event_seen = False
+        done = drain_in_background()
+        e._marker_event_seen = True  # the marker's event arrives while it waits
+        assert done.wait(SETTLE_MAX_S / 2)
+    finally:
+        flowing.clear()
+        stream.join()

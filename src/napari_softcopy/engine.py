@@ -196,6 +196,9 @@ class CopyEngine:
         self._started_at = 0.0
         self._t0 = 0.0
         self._marker_seen = False
+        # The marker's own event has been delivered: every event queued before it has been
+        # handled too (one inotify queue, delivered in order), so no settling is needed.
+        self._marker_event_seen = False
         self._marker_at: float | None = None
         self._marker_to_verified: float | None = None
         self._verification: dict | None = None
@@ -357,6 +360,7 @@ class CopyEngine:
     def _hint(self, rel: str, delay: float) -> None:
         self._last_activity = self._last_event = time.monotonic()
         if rel == self.options.marker:
+            self._marker_event_seen = True
             self._on_marker()
             return
         self._pending.add(rel, delay=delay)
@@ -778,10 +782,11 @@ class CopyEngine:
         """Walk the source; queue every file whose destination copy is missing or stale.
 
         At the first scan also remove our own temporary files left by a killed run, and count
-        what is already at the destination (resume). The first scan and a ``deep`` one (when
-        verification found more problems than it lists) also compare the source stamp recorded
-        on files whose size and mtime match (one extended-attribute read per file; periodic
-        scans leave that to events, and verification compares it too).
+        what is already at the destination (resume). Only a ``deep`` scan (when verification
+        found more problems than it lists) also compares the source stamp recorded on files
+        whose size and mtime match: three system calls a file, which would double the scan
+        that resumes a copy of a million files. Other scans leave a rewrite with its size and
+        mtime put back to verification, which compares every stamp before "verified".
         """
         t0 = time.monotonic()
         dest = self._dest
@@ -808,10 +813,19 @@ class CopyEngine:
         stack = [""]
         while stack and not self._stop.is_set() and not cut_short:
             rel_dir = stack.pop()
+            dir_fd = -1
             try:
-                with os.scandir(f"{self._src}/{rel_dir}" if rel_dir else self._src) as it:
+                # Listed by descriptor: each entry's stat is then an fstatat in its folder,
+                # not a walk of the whole path (the descriptor stays open while they run).
+                dir_fd = os.open(
+                    f"{self._src}/{rel_dir}" if rel_dir else self._src,
+                    os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                )
+                with os.scandir(dir_fd) as it:
                     entries = list(it)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
+                if dir_fd >= 0:
+                    os.close(dir_fd)
                 if not rel_dir:
                     raise _Fatal(
                         f"source {self.source} vanished; the destination {self.destination} "
@@ -819,76 +833,83 @@ class CopyEngine:
                     ) from None
                 continue
             except PermissionError:
+                if dir_fd >= 0:
+                    os.close(dir_fd)
                 self._error(rel_dir, "cannot list this folder (permission denied); fix it")
                 continue
-            existing = dest.listdir(rel_dir, cancelled=finishing)
-            if existing is None:
-                cut_short = True
-                break
-            for entry in entries:
-                if finishing():
-                    cut_short = True  # (one folder may hold a million chunks)
+            try:
+                existing = dest.listdir(rel_dir, cancelled=finishing)
+                if existing is None:
+                    cut_short = True
                     break
-                name = entry.name
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                existing_info = existing.pop(name, None)
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(rel)
+                for entry in entries:
+                    if finishing():
+                        cut_short = True  # (one folder may hold a million chunks)
+                        break
+                    name = entry.name
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    existing_info = existing.pop(name, None)
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(rel)
+                            continue
+                        if entry.is_symlink():
+                            self._error(
+                                rel, "symbolic link in the source: not followed, not copied"
+                            )
+                            continue
+                        if is_temp_name(name):
+                            temp += 1
+                            continue
+                        if rel == marker:
+                            if not self._marker_seen:
+                                self._on_marker()
+                            continue
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
                         continue
-                    if entry.is_symlink():
-                        self._error(rel, "symbolic link in the source: not followed, not copied")
+                    if not stat.S_ISREG(st.st_mode):
                         continue
-                    if is_temp_name(name):
-                        temp += 1
+                    if existing_info is not None and existing_info.is_file:
+                        files_dst += 1
+                        bytes_dst += existing_info.size
+                        chunks_dst += not is_metadata_name(name)
+                        if (
+                            existing_info.size == st.st_size
+                            and existing_info.mtime_ns == st.st_mtime_ns
+                            and not (deep and self._changed_since_copy(rel, st))
+                        ):
+                            continue
+                    to_copy += st.st_size
+                    if free is not None and to_copy > free:
+                        free = None
+                        warning = free_space_warning(self.destination, to_copy)
+                        if warning:
+                            self._error("", warning)
+                    self._pending.add(rel, size=st.st_size)
+                    self._pending.wait_for_room(PENDING_LIMIT, self._stop)
+                if cut_short:
+                    break
+                for name, info in existing.items():
+                    rel = f"{rel_dir}/{name}" if rel_dir else name
+                    if info.is_dir:
+                        continue
+                    if is_own_temp_name(name):
+                        if initial:
+                            dest.unlink(rel)  # left by a killed run; we hold the lock
                         continue
                     if rel == marker:
-                        if not self._marker_seen:
-                            self._on_marker()
+                        if initial and not (self.source / marker).exists():
+                            # A marker here says "verified complete"; the source goes on, so it
+                            # no longer holds until we verify again.
+                            dest.unlink(rel)
                         continue
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not stat.S_ISREG(st.st_mode):
-                    continue
-                if existing_info is not None and existing_info.is_file:
                     files_dst += 1
-                    bytes_dst += existing_info.size
+                    bytes_dst += info.size
                     chunks_dst += not is_metadata_name(name)
-                    if (
-                        existing_info.size == st.st_size
-                        and existing_info.mtime_ns == st.st_mtime_ns
-                        and not ((initial or deep) and self._changed_since_copy(rel, st))
-                    ):
-                        continue
-                to_copy += st.st_size
-                if free is not None and to_copy > free:
-                    free = None
-                    warning = free_space_warning(self.destination, to_copy)
-                    if warning:
-                        self._error("", warning)
-                self._pending.add(rel, size=st.st_size)
-                self._pending.wait_for_room(PENDING_LIMIT, self._stop)
-            if cut_short:
-                break
-            for name, info in existing.items():
-                rel = f"{rel_dir}/{name}" if rel_dir else name
-                if info.is_dir:
-                    continue
-                if is_own_temp_name(name):
-                    if initial:
-                        dest.unlink(rel)  # left by a killed run; we hold the lock
-                    continue
-                if rel == marker:
-                    if initial and not (self.source / marker).exists():
-                        # A marker here says "verified complete"; the source goes on, so it
-                        # no longer holds until we verify again.
-                        dest.unlink(rel)
-                    continue
-                files_dst += 1
-                bytes_dst += info.size
-                chunks_dst += not is_metadata_name(name)
-                self._pending.add(rel)  # gone at the source: mirror the delete
+                    self._pending.add(rel)  # gone at the source: mirror the delete
+            finally:
+                os.close(dir_fd)
         if stack or cut_short:
             return  # cut short: keep the counts of the last whole scan
         with self._lock:
@@ -904,19 +925,24 @@ class CopyEngine:
     # ------------------------------------------------------------------ finishing
     def _drain(self, *, settle: bool = False) -> None:
         """Wait until nothing is pending; with ``settle``, also until no event has arrived
-        for `SETTLE_S` (at most `SETTLE_MAX_S`): when the marker is written, events for the
-        writer's last files may still wait in the queue, and verifying before they are
-        copied would only cost another verification round. (Usually the last event is
-        older than that once the last copies are done, and nothing is waited for.)"""
+        for `SETTLE_S` (at most `SETTLE_MAX_S`), unless the marker's own event has: when the
+        marker is noticed by looking for it, events for the writer's last files may still wait
+        in the queue, and verifying before they are copied would only cost another
+        verification round. Once the marker's event is delivered, all those before it are."""
         deadline = time.monotonic() + SETTLE_MAX_S
         while True:
             while not self._pending.wait_until_empty(self._stop, timeout=0.5):
                 if self._stop.is_set():
                     return
             quiet = time.monotonic() - self._last_event
-            if not settle or quiet >= SETTLE_S or time.monotonic() >= deadline:
+            if (
+                not settle
+                or self._marker_event_seen
+                or quiet >= SETTLE_S
+                or time.monotonic() >= deadline
+            ):
                 return
-            self._stop.wait(SETTLE_S - quiet)
+            self._stop.wait(min(SETTLE_S - quiet, 0.02))  # (or until the marker's event)
 
     def _finish(self) -> None:
         self._set_state("finishing")
