@@ -104,7 +104,7 @@ def render(results: dict, plot_ok: bool) -> str:
         "",
         "```bash",
         ".venv/bin/python -m benchmarks.run --quick   # smoke run, a few minutes",
-        ".venv/bin/python -m benchmarks.run           # the measured run below (~40 min)",
+        ".venv/bin/python -m benchmarks.run           # the measured run below (about an hour)",
         "```",
         "",
         f"Measured {meta.get('date', '?')} with `{meta.get('command', '?')}`"

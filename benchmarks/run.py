@@ -1,6 +1,6 @@
 """Run every benchmark and regenerate the results page.
 
-    .venv/bin/python -m benchmarks.run            # the full, measured run (about 40 min)
+    .venv/bin/python -m benchmarks.run            # the full, measured run (about an hour)
     .venv/bin/python -m benchmarks.run --quick    # a short smoke run (about 3 min)
 
 Writes ``benchmarks/results/latest.json`` and regenerates ``docs/benchmarks.md`` and
@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--quick", action="store_true", help="short workloads, 1 repetition, a 20k-file scale test"
     )
-    p.add_argument("--reps", type=int, default=None, help="repetitions (default 3; quick 1)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5; quick 1)")
     p.add_argument("--copiers", default=",".join(ALL), help=f"subset of {','.join(ALL)}")
     p.add_argument("--workloads", default=",".join(live.WORKLOADS))
     p.add_argument(
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep the archives (no cleanup)")
     args = p.parse_args(argv)
 
-    reps = args.reps or (1 if args.quick else 3)
+    reps = args.reps or (1 if args.quick else 5)
     modes = [m for m in args.modes.split(",") if m]
     workloads = [w for w in args.workloads.split(",") if w]
     for w in workloads:
