@@ -813,7 +813,6 @@ class CopyEngine:
         stack = [""]
         while stack and not self._stop.is_set() and not cut_short:
             rel_dir = stack.pop()
-            dir_fd = -1
             try:
                 # Listed by descriptor: each entry's stat is then an fstatat in its folder,
                 # not a walk of the whole path (the descriptor stays open while they run).
@@ -821,11 +820,7 @@ class CopyEngine:
                     f"{self._src}/{rel_dir}" if rel_dir else self._src,
                     os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
                 )
-                with os.scandir(dir_fd) as it:
-                    entries = list(it)
             except (FileNotFoundError, NotADirectoryError):
-                if dir_fd >= 0:
-                    os.close(dir_fd)
                 if not rel_dir:
                     raise _Fatal(
                         f"source {self.source} vanished; the destination {self.destination} "
@@ -833,11 +828,11 @@ class CopyEngine:
                     ) from None
                 continue
             except PermissionError:
-                if dir_fd >= 0:
-                    os.close(dir_fd)
                 self._error(rel_dir, "cannot list this folder (permission denied); fix it")
                 continue
             try:
+                with os.scandir(dir_fd) as it:
+                    entries = list(it)
                 existing = dest.listdir(rel_dir, cancelled=finishing)
                 if existing is None:
                     cut_short = True
