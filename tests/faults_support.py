@@ -221,7 +221,10 @@ def run_cli(
 def start_cli(
     *args, state_dir: Path, prefix: list[str] | None = None, stderr_file: Path | None = None
 ) -> subprocess.Popen:
-    """Start ``napari-softcopy`` as its own process (stderr to ``stderr_file`` if given)."""
+    """Start ``napari-softcopy`` as its own process (stderr to ``stderr_file`` if given), in
+    a session of its own as the widget starts it: the process returned is the engine itself
+    (started in a shared session it would fork, `cli._copy_in_own_session`), so a SIGKILL
+    kills the copy mid-file."""
     err = open(stderr_file, "w") if stderr_file is not None else subprocess.PIPE  # noqa: SIM115
     try:
         return subprocess.Popen(
@@ -230,6 +233,7 @@ def start_cli(
             stderr=err,
             text=True,
             env=cli_env(state_dir),
+            start_new_session=True,
         )
     finally:
         if stderr_file is not None:

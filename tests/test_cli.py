@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import zarr
 
+from napari_softcopy.platform import autogroup_scheduling
 from napari_softcopy.simulate import simulate
 from support import assert_identical, wait_for
 
@@ -195,7 +196,8 @@ def test_running_job_is_registered(tmp_path):
     os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = str(tmp_path / "state")
     try:
         job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
-        assert job.pid == proc.pid and Path(job.destination) == dst
+        # the engine's process: this one, or its child in a session of its own (below)
+        assert proc.pid in (job.pid, _parent(job.pid)) and Path(job.destination) == dst
         # a second engine into the same destination is refused
         second = run("copy", src, dst, env=os.environ.copy())
         assert second.returncode == 2 and "already copying into" in second.stderr
@@ -204,6 +206,113 @@ def test_running_job_is_registered(tmp_path):
         assert jobs.list_jobs() == []
     finally:
         del os.environ["NAPARI_SOFTCOPY_STATE_DIR"]
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1])
+
+
+def _ended(pid: int) -> bool:
+    try:  # (a zombie has ended: in a container nobody may reap an orphan)
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def _autogroup_nice(pid: int | str = "self") -> int:
+    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])  # "/autogroup-7 nice 0"
+
+
+needs_autogroup = pytest.mark.skipif(
+    not autogroup_scheduling(), reason="this kernel does not share the CPU by session"
+)
+
+
+@pytest.fixture
+def running_copy(tmp_path, monkeypatch):
+    """Start ``napari-softcopy copy`` of a live acquisition (no marker) as a terminal would:
+    in the session of the process that starts it. Yields (process, job record)."""
+    from napari_softcopy import jobs
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    proc = _start(["copy", src, dst, "--status-file", tmp_path / "status.json"], tmp_path)
+    job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
+    yield proc, job
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+@needs_autogroup
+def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it(
+    tmp_path, running_copy
+):
+    # The kernel shares the CPU between sessions first: a nice value in the acquisition
+    # terminal's session would not count against the acquisition's own session.
+    proc, job = running_copy
+    assert job.pid != proc.pid and _parent(job.pid) == proc.pid
+    assert os.getsid(job.pid) == job.pid
+    assert _autogroup_nice(job.pid) == 10
+    assert _autogroup_nice() == _autogroup_nice(proc.pid)  # the caller's session: untouched
+    proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the process the terminal started
+    _out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert _ended(job.pid)
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "stopped"
+    assert not [p for p in (tmp_path / "copy.zarr").rglob("*softcopy-tmp")]
+
+
+@needs_autogroup
+def test_the_copy_stops_when_the_command_that_started_it_is_killed(tmp_path, running_copy):
+    proc, job = running_copy
+    assert job.pid != proc.pid
+    proc.kill()  # SIGKILL: it cannot pass anything on; the kernel tells the copy
+    proc.communicate(timeout=10)
+    wait_for(lambda: _ended(job.pid), timeout=10, what="the copy's end")
+    status = json.loads((tmp_path / "status.json").read_text())
+    assert status["state"] == "stopped"
+    assert not [p for p in (tmp_path / "copy.zarr").rglob("*softcopy-tmp")]
+
+
+@needs_autogroup
+def test_a_copy_leading_its_own_session_lowers_it_without_a_second_process(tmp_path):
+    from napari_softcopy import jobs
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
+    proc = subprocess.Popen(  # as the widget starts it
+        [*CLI, "copy", src, dst], env=env, start_new_session=True, stderr=subprocess.PIPE
+    )
+    try:
+        os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = env["NAPARI_SOFTCOPY_STATE_DIR"]
+        job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
+        assert job.pid == proc.pid
+        assert _autogroup_nice(proc.pid) == 10
+    finally:
+        del os.environ["NAPARI_SOFTCOPY_STATE_DIR"]
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 143
+
+
+def test_normal_priority_copies_in_the_callers_process_and_session(tmp_path, monkeypatch):
+    from napari_softcopy import jobs
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    proc = _start(["copy", src, dst, "--normal-priority"], tmp_path)
+    try:
+        job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
+        assert job.pid == proc.pid and os.getsid(proc.pid) == os.getsid(0)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert proc.returncode == 143
 
 
 def test_simulate_command(tmp_path):

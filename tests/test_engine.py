@@ -380,3 +380,28 @@ def test_the_marker_event_ends_the_wait_for_quiet(tmp_path):
     finally:
         flowing.clear()
         stream.join()
+
+
+def test_verification_walks_once_beside_the_last_copies(tmp_path, monkeypatch):
+    """The finish does not wait for the last copies before it walks both trees: what the
+    walk finds missing (still being copied) is compared again once copied, without a
+    second walk of the tree."""
+    from napari_softcopy import engine as engine_module
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=3)  # complete: the finish starts at once
+    pending_at_walks = []
+    walk = engine_module.verify_tree
+
+    def counted_walk(*args, **kwargs):
+        pending_at_walks.append(len(e._pending))
+        return walk(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "verify_tree", counted_walk)
+    e = engine(src, dst, bandwidth_mb_s=10.0)  # copies slow enough to outlast a walk
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert len(pending_at_walks) == 1 and pending_at_walks[0] > 0
+    assert e.report is not None and e.report.files_checked == len(
+        [p for p in src.rglob("*") if p.is_file() and p.name != "complete"]
+    )
+    assert_identical(src, dst)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from faults_support import make_archive, tmpfs
-from napari_softcopy.platform import default_workers, filesystem_type
+from napari_softcopy.platform import autogroup_scheduling, default_workers, filesystem_type
 from support import assert_identical, engine
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
@@ -111,3 +114,23 @@ def test_move_partner_lookup_starts_at_the_newest_event():
     assert looked_at == [("event", 4999)]
     assert queue.find(lambda e: e == ("event", 7)) == ("event", 7)  # anywhere else: found too
     assert queue.find(lambda e: e == ("event", 4999)) is None  # removed above
+
+
+_LOWER_AND_REPORT = (
+    "from napari_softcopy.platform import lower_session_priority as lower\n"
+    "print(lower(), open('/proc/self/autogroup').read().split()[-1])"
+)
+
+
+@pytest.mark.skipif(not autogroup_scheduling(), reason="this kernel does not share CPU by session")
+def test_only_a_session_leader_lowers_its_sessions_scheduling_group():
+    """The group is the whole session's: a process sharing its session with a shell (or
+    napari) must leave it alone."""
+    run = functools.partial(
+        subprocess.run, [sys.executable, "-c", _LOWER_AND_REPORT], capture_output=True, text=True
+    )
+    leader = run(start_new_session=True)
+    assert leader.stdout.split() == ["True", "10"], leader.stderr
+    member = run()
+    ours = Path("/proc/self/autogroup").read_text().split()[-1]
+    assert member.stdout.split() == ["False", ours]

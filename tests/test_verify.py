@@ -4,7 +4,8 @@ import shutil
 import numpy as np
 import zarr
 
-from napari_softcopy.verify import verify_tree
+from napari_softcopy import verify
+from napari_softcopy.verify import recheck, verify_tree
 
 
 def make_archive(path):
@@ -79,3 +80,59 @@ def test_files_in_directories_missing_at_the_source_are_extra(tmp_path):
     shutil.rmtree(tmp_path / "s" / "c" / "3")
     report = verify_tree(tmp_path / "s", tmp_path / "d")
     assert sorted(report.extra) == ["c/3/0/0", "c/3/0/1", "c/3/1/0", "c/3/1/1"]
+
+
+def _damage(dst):
+    """One file missing, one metadata file changed in place (size and mtime kept), one extra;
+    returns how to undo it."""
+    missing = dst / "c" / "1" / "0" / "1"
+    saved = missing.read_bytes(), missing.stat()
+    missing.unlink()
+    meta = dst / "zarr.json"
+    st = meta.stat()
+    meta.write_text(meta.read_text().replace("uint16", "uint61"))
+    os.utime(meta, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (dst / "c" / "3" / "extra").write_bytes(b"x")
+    return missing, saved, meta
+
+
+def test_recheck_compares_only_what_the_walk_found_and_counts_the_whole_tree(tmp_path):
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make_archive(src)
+    copy_tree(src, dst)
+    missing, (data, st), meta = _damage(dst)
+    report = verify_tree(src, dst)
+    assert (report.n_missing, report.n_mismatched, report.n_extra) == (1, 1, 1)
+
+    still = recheck(report)  # nothing repaired yet: the same three problems
+    assert still is not None
+    assert (still.missing, still.extra) == (["c/1/0/1"], ["c/3/extra"])
+    assert still.mismatched == [("zarr.json", "content differs")]
+
+    missing.write_bytes(data)  # the repairs, as the engine's copies would make them
+    os.utime(missing, ns=(st.st_atime_ns, st.st_mtime_ns))
+    shutil.copy2(src / "zarr.json", meta)
+    (dst / "c" / "3" / "extra").unlink()
+    chunk = dst / "c" / "0" / "0" / "0"  # changed after the walk found it identical
+    chunk.write_bytes(b"changed")
+    done = recheck(report)
+    assert done is not None and done.ok
+    full = verify_tree(src, dst)
+    assert not full.ok  # only a walk sees what the walk behind the report had passed
+    counts = [(r.files_checked, r.bytes_checked, r.metadata_files) for r in (done, full)]
+    assert counts[0] == counts[1]
+
+
+def test_recheck_leaves_to_a_walk_what_a_report_does_not_list(tmp_path, monkeypatch):
+    src, dst = tmp_path / "s", tmp_path / "d"
+    make_archive(src)
+    copy_tree(src, dst)
+    shutil.rmtree(dst / "c" / "2")  # a folder missing: its files are listed
+    assert recheck(verify_tree(src, dst)) is not None
+    (dst / "c" / "1").rename(dst / "c" / "1-moved")
+    (dst / "c" / "1").write_bytes(b"a file where the source has a folder")
+    assert recheck(verify_tree(src, dst)) is None
+    monkeypatch.setattr(verify, "MAX_LISTED", 2)  # more problems than listed
+    (dst / "c" / "1").unlink()
+    (dst / "c" / "1-moved").rename(dst / "c" / "1")
+    assert recheck(verify_tree(src, dst)) is None

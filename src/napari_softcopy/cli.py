@@ -7,7 +7,9 @@ input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (resumable).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import tempfile
@@ -18,6 +20,7 @@ from pathlib import Path
 from .checks import InputError
 from .engine import CopyEngine, CopyOptions
 from .jobs import default_status_file, register_job, unregister_job
+from .platform import autogroup_scheduling, end_with_parent, lower_session_priority
 from .status import Status
 from .targets import read_targets
 from .verify import verify_tree
@@ -173,6 +176,42 @@ def _plain(s: Status) -> str:
     )
 
 
+def _copy_in_own_session() -> int | None:
+    """Go on in a child process that leads a session of its own, when the kernel shares the
+    CPU between sessions (`platform.lower_session_priority`): there the copy's low priority
+    counts against the acquisition's processes, not only against this terminal's.
+
+    Returns None in the child, and in the parent the child's exit code. The parent only
+    waits and passes Ctrl-C, SIGTERM and SIGUSR1 on (the terminal sends them to the
+    parent's process group, which the child has left); closing the terminal stops the
+    copy (SIGTERM, resumable), and so does the parent's end, however it ends.
+    """
+    if not sys.platform.startswith("linux") or os.getsid(0) == os.getpid():
+        return None
+    if not autogroup_scheduling():
+        return None
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    child = os.fork()  # no thread runs yet: nothing is copied but this one thread
+    if child == 0:
+        os.setsid()
+        end_with_parent(signal.SIGTERM)
+        if os.getppid() != parent:  # the parent ended before the line above
+            os._exit(EXIT_SIGTERM)
+        return None
+
+    def forward(signum, _frame):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGTERM if signum == signal.SIGHUP else signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+        signal.signal(sig, forward)
+    _, status = os.waitpid(child, 0)  # (retried after each forwarded signal)
+    code = os.waitstatus_to_exitcode(status)
+    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
+
+
 def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     engines = []
     records = []
@@ -182,6 +221,10 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
 
     for source, destination in pairs:
         check_pair(source, destination, force=args.force, wait_for_source=args.wait_for_source)
+    if not args.normal_priority:
+        if args.own_session and (code := _copy_in_own_session()) is not None:
+            return code  # (the parent: the copy ran in the child, which reported everything)
+        lower_session_priority()
     for source, destination in pairs:
         status_file = args.status_file if len(pairs) == 1 else None
         if status_file is None:
@@ -419,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``napari-softcopy``."""
+def main(argv: list[str] | None = None, *, own_session: bool = False) -> int:
+    """Run the command line ``argv``; with ``own_session`` a copy may fork to lead a session
+    of its own (`_copy_in_own_session`), which only the ``napari-softcopy`` process does."""
     args = build_parser().parse_args(argv)
+    args.own_session = own_session
     try:
         return args.func(args)
     except InputError as exc:
@@ -429,5 +474,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INPUT
 
 
+def console_main() -> int:
+    """Entry point of ``napari-softcopy`` (and of ``python -m napari_softcopy.cli``)."""
+    return main(own_session=True)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console_main())

@@ -44,11 +44,17 @@ from .layout import (
     node_kind,
 )
 from .pending import PendingSet
-from .platform import default_workers, lower_thread_priority, observer_class, on_event_overflow
+from .platform import (
+    default_workers,
+    lower_thread_priority,
+    observer_class,
+    on_event_overflow,
+    syncfs,
+)
 from .readiness import EVENT_FILTER, SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
 from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
-from .verify import VerifyReport, verify_tree
+from .verify import VerifyReport, recheck, verify_tree
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +82,10 @@ RESCAN_SPACING_S = 1.0
 #: delivered at thousands per second while a backlog lasts), but no longer than the maximum.
 SETTLE_S = 0.1
 SETTLE_MAX_S = 5.0
+#: The verification walk starts while this many files are still being copied: it finds
+#: them missing, and only they are compared again once copied (`verify.recheck`). The walk
+#: then overlaps the writer's last copies instead of following them.
+VERIFY_BESIDE_PENDING = 1000
 #: Seconds between two looks for the marker (one ``fstatat``): its event may wait behind
 #: thousands of others, or be lost.
 MARKER_POLL_S = 0.1
@@ -105,7 +115,8 @@ class CopyOptions:
     bandwidth_mb_s : float or None
         Cap shared by all workers, in MB/s.
     low_priority : bool
-        Idle IO class and nice 10 for every engine thread.
+        Idle IO class and nice 10 for every engine thread. (The command line also lowers
+        the engine process's session: `platform.lower_session_priority`.)
     drop_cache : bool
         Drop copied pages from the page cache (the acquisition keeps its cache).
     fsync : {"finish", "each"}
@@ -333,6 +344,8 @@ class CopyEngine:
     # ------------------------------------------------------------------ bookkeeping
     def _set_state(self, state: str, message: str | None = None) -> None:
         with self._lock:
+            if self._state in FINAL_STATES:
+                return  # (a failure found by another thread stands)
             self._state = state
             if message is not None:
                 self._message = message
@@ -918,17 +931,23 @@ class CopyEngine:
             self._arrays_dirty = True
 
     # ------------------------------------------------------------------ finishing
-    def _drain(self, *, settle: bool = False) -> None:
-        """Wait until nothing is pending; with ``settle``, also until no event has arrived
-        for `SETTLE_S` (at most `SETTLE_MAX_S`), unless the marker's own event has: when the
-        marker is noticed by looking for it, events for the writer's last files may still wait
-        in the queue, and verifying before they are copied would only cost another
-        verification round. Once the marker's event is delivered, all those before it are."""
+    def _drain(self, *, settle: bool = False, leave: int = 0) -> None:
+        """Wait until at most ``leave`` paths are pending; with ``settle``, also until no
+        event has arrived for `SETTLE_S` (at most `SETTLE_MAX_S`), unless the marker's own
+        event has: when the marker is noticed by looking for it, events for the writer's last
+        files may still wait in the queue, and verifying before they are copied would only
+        cost another verification round. Once the marker's event is delivered, all those
+        before it are."""
         deadline = time.monotonic() + SETTLE_MAX_S
         while True:
-            while not self._pending.wait_until_empty(self._stop, timeout=0.5):
-                if self._stop.is_set():
-                    return
+            if leave:
+                self._pending.wait_for_room(leave, self._stop)
+            else:
+                while not self._pending.wait_until_empty(self._stop, timeout=0.5):
+                    if self._stop.is_set():
+                        return
+            if self._stop.is_set():
+                return
             quiet = time.monotonic() - self._last_event
             if (
                 not settle
@@ -941,35 +960,65 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        self._drain(settle=True)
+        self._drain(settle=True, leave=VERIFY_BESIDE_PENDING)
         if self._stop.is_set():
             return
-        self._set_state("verifying")
-        checksum = self.options.verify == "checksum"
-        report = None
+        if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
+            self._set_state("verifying")
+        # The last copies are written back while the walk below reads both trees (the walk
+        # reads, it does not write): the flush before the marker then has little left to do.
+        flushing = threading.Thread(target=self._flush_early, name="softcopy-flush", daemon=True)
+        flushing.start()
+        try:
+            self._verify_and_mark()
+        finally:
+            flushing.join()
+
+    def _flush_early(self) -> None:
+        with contextlib.suppress(OSError):  # the flush before the marker reports errors
+            syncfs(self._dest.fd)
+
+    def _walk_and_compare(self) -> VerifyReport:
+        self._report = verify_tree(
+            self.source,
+            self.destination,
+            checksum=self.options.verify == "checksum",
+            marker=self.options.marker,
+            stop=self._stop,
+            stamps=True,
+        )
+        return self._report
+
+    def _verify_and_mark(self) -> None:
         # Verification is the final scan: it walks both trees once and compares what a deep
-        # scan would (size, mtime, the recorded source stamp), and more. Whatever it finds
-        # (lost events, a late rewrite, a chunk deleted at the source) is synced, then it
-        # looks again. A walk costs seconds on a million files; one walk instead of two is
-        # most of the time from the marker to "verified".
-        for _round in range(3):
-            report = verify_tree(
-                self.source,
-                self.destination,
-                checksum=checksum,
-                marker=self.options.marker,
-                stop=self._stop,
-                stamps=True,
-            )
-            self._report = report
+        # scan would (size, mtime, the recorded source stamp), and more. A walk costs seconds
+        # on a million files; one walk instead of two is most of the time from the marker to
+        # "verified". It starts beside the last copies (`VERIFY_BESIDE_PENDING`); whatever it
+        # finds (those copies, lost events, a late rewrite, a chunk deleted at the source) is
+        # synced, then compared again: only those files where the report lists them all, the
+        # whole tree otherwise.
+        report = self._walk_and_compare()
+        for round_ in range(4):
             if report.ok or self._stop.is_set():
                 break
-            if report.fully_listed:
-                for rel in report.problem_paths():
+            # Round 0 only lets the copies the walk ran beside finish: queued again while
+            # in flight, a mismatched file would be copied twice (forced).
+            if round_ and report.fully_listed:
+                for rel in report.missing:
+                    self._pending.add(rel)
+                for rel, _why in report.mismatched:  # (size and mtime may match: forced)
                     self._pending.add(rel, force=True)
-            else:  # more problems than a report lists: let a scan queue them all
+                for rel in report.extra:
+                    self._pending.add(rel)
+            elif round_:  # more problems than a report lists: let a scan queue them all
                 self._scan(deep=True)
             self._drain()
+            if self._stop.is_set():
+                break
+            self._set_state("verifying")
+            rechecked = recheck(report, marker=self.options.marker, stop=self._stop, stamps=True)
+            report = self._walk_and_compare() if rechecked is None else rechecked
+            self._report = report
         if self._stop.is_set():
             return
         with self._lock:

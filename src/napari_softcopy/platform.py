@@ -26,6 +26,7 @@ IS_LINUX = sys.platform.startswith("linux")
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_IDLE = 3
 _IOPRIO_CLASS_SHIFT = 13
+_PR_SET_PDEATHSIG = 1
 _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "ppc64le": 273}
 # The C library is already loaded: CDLL(None) finds its symbols without find_library, which
 # runs `ldconfig -p` in a subprocess (35 ms of every start).
@@ -60,6 +61,48 @@ def lower_thread_priority(nice: int = 10) -> None:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
         log.warning("could not lower CPU priority: %s", exc)
+
+
+def autogroup_scheduling() -> bool:
+    """Whether the kernel shares the CPU between sessions first (see `lower_session_priority`)."""
+    try:
+        with open("/proc/sys/kernel/sched_autogroup_enabled") as f:
+            return f.read().strip() == "1"
+    except OSError:
+        return False
+
+
+def end_with_parent(signum: int) -> None:
+    """Have the kernel send ``signum`` to the calling process when its parent exits."""
+    if IS_LINUX and _libc is not None:
+        _libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
+
+
+def lower_session_priority(nice: int = 10) -> bool:
+    """Raise the nice value of this process's scheduling group, when the group is its own.
+
+    With autogroup scheduling (``kernel.sched_autogroup_enabled``, on by default in most
+    distributions) the kernel first shares the CPU between sessions, then between the
+    threads of a session: a thread's nice value only counts against threads of its own
+    session. An engine in a session of its own (started by the widget, or by ``setsid``)
+    got as much CPU as the acquisition's whole session whatever its threads' nice value.
+    Only a session leader changes its group: any other would lower the shell or napari it
+    shares the session with. Returns True when the group's nice value is now ``nice`` or
+    more.
+    """
+    if not IS_LINUX or os.getsid(0) != os.getpid():
+        return False
+    path = "/proc/self/autogroup"
+    try:
+        with open(path) as f:
+            current = int(f.read().split()[-1])  # "/autogroup-780 nice 0"
+        if current >= nice:
+            return True
+        with open(path, "w") as f:
+            f.write(str(nice))
+        return True
+    except (OSError, ValueError, IndexError):
+        return False  # no autogroup support: thread nice values already apply
 
 
 def io_priority_class() -> int | None:

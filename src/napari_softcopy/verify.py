@@ -46,6 +46,8 @@ class VerifyReport:
     n_mismatched: int = 0
     n_extra: int = 0
     n_unreadable: int = 0
+    # the size each listed missing or mismatched source file was counted with (for `recheck`)
+    _counted: dict[str, int] = field(default_factory=dict, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -81,7 +83,9 @@ class VerifyReport:
 
     def to_dict(self) -> dict:
         """Everything, JSON-ready."""
-        return asdict(self) | {"ok": self.ok}
+        out = asdict(self) | {"ok": self.ok}
+        del out["_counted"]
+        return out
 
     def lines(self) -> Iterator[str]:
         """Human-readable listing of every difference."""
@@ -152,6 +156,69 @@ def verify_tree(
     report = VerifyReport(os.fspath(Path(source)), os.fspath(Path(destination)), checksum)
     _Comparison(report, checksum, marker, progress, stamps).run(stop)
     return report
+
+
+def recheck(
+    report: VerifyReport,
+    *,
+    marker: str | None = None,
+    stop: threading.Event | None = None,
+    stamps: bool = False,
+) -> VerifyReport | None:
+    """Compare again only the files ``report`` found missing, mismatched or extra.
+
+    Every other file was found identical by the walk behind ``report``, and only the copy
+    writes to the destination: once the listed files are copied again, comparing them again
+    finishes the verification without a second walk of the whole tree. The new report counts
+    the whole tree, with these files as they are now.
+
+    Returns None where only a walk can tell: ``report`` left problems unlisted, could not
+    read something, or lists a folder.
+    """
+    counted = report._counted
+    if not report.fully_listed or report.n_unreadable:
+        return None
+    if len(counted) != len(report.missing) + len(report.mismatched):
+        return None  # a folder is listed (the walk counts no size for it)
+    new = VerifyReport(
+        report.source,
+        report.destination,
+        report.checksum,
+        files_checked=report.files_checked - len(counted),
+        bytes_checked=report.bytes_checked - sum(counted.values()),
+        metadata_files=report.metadata_files - sum(_is_metadata(rel) for rel in counted),
+    )
+    comparison = _Comparison(new, report.checksum, marker, None, stamps)
+    for rel in report.problem_paths():
+        if stop is not None and stop.is_set():
+            new._add("unreadable", ("", "verification interrupted"))
+            break
+        src_path, dst_path = f"{report.source}/{rel}", f"{report.destination}/{rel}"
+        try:
+            st = os.lstat(src_path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            new._add("unreadable", (rel, exc.strerror or str(exc)))
+            continue
+        try:
+            dst_st = os.lstat(dst_path)
+        except FileNotFoundError:
+            dst_st = None
+        if any(s is not None and stat.S_ISDIR(s.st_mode) for s in (st, dst_st)):
+            return None
+        if st is None:
+            if dst_st is not None:
+                new._add("extra", rel)
+        elif not stat.S_ISREG(st.st_mode):
+            new._add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
+        else:
+            comparison._compare(rel, st, dst_st, src_path, dst_path)
+    return new
+
+
+def _is_metadata(rel: str) -> bool:
+    return is_metadata_name(rel.rpartition("/")[2])
 
 
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the roots as the user named them
@@ -227,6 +294,53 @@ class _Comparison:
             if dst_dir_fd >= 0:
                 os.close(dst_dir_fd)
 
+    def _compare(
+        self,
+        rel: str,
+        st: os.stat_result,
+        dst_st: os.stat_result | None,
+        src_path: str,
+        dst_path: str,
+    ) -> None:
+        """Count the source file ``rel`` (``st``) and compare its copy (``dst_st``, None when
+        there is none)."""
+        report = self.report
+        add = report._add
+        report.files_checked += 1
+        report.bytes_checked += st.st_size
+        metadata = _is_metadata(rel)
+        report.metadata_files += metadata
+        if self.progress is not None and report.files_checked % 1000 == 0:
+            self.progress(report.files_checked, report.bytes_checked)
+        problems = report.n_missing + report.n_mismatched
+        if dst_st is None:
+            add("missing", rel)
+        elif not stat.S_ISREG(dst_st.st_mode):
+            add("mismatched", (rel, "not a regular file at the destination"))
+        elif dst_st.st_size != st.st_size:
+            add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
+        elif dst_st.st_mtime_ns != st.st_mtime_ns:
+            add("mismatched", (rel, "modification time differs"))
+        elif self.stamps and copied_from_another_version(get_xattr(dst_path, SOURCE_STAMP), st):
+            add("mismatched", (rel, "source rewritten after it was copied"))
+        elif self.checksum or metadata:
+            try:
+                same = (
+                    file_digest(src_path) == file_digest(dst_path)
+                    if self.checksum
+                    else _same_content(src_path, dst_path)
+                )
+            except OSError as exc:
+                add("unreadable", (rel, exc.strerror or str(exc)))
+                return
+            if not same:
+                add("mismatched", (rel, "content differs"))
+        if (
+            report.n_missing + report.n_mismatched != problems
+            and len(report._counted) < 2 * MAX_LISTED
+        ):
+            report._counted[rel] = st.st_size  # (both kinds listed in full fit)
+
     def _entries(
         self,
         rel_dir: str,
@@ -234,7 +348,7 @@ class _Comparison:
         dst_entries: dict[str, os.DirEntry],
         stack: list[str],
     ) -> None:
-        report, marker, progress = self.report, self.marker, self.progress
+        report, marker = self.report, self.marker
         add = report._add
         prefix = f"{rel_dir}/" if rel_dir else ""
         src_prefix = f"{report.source}/{prefix}"
@@ -259,43 +373,12 @@ class _Comparison:
             if not stat.S_ISREG(st.st_mode):
                 add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
                 continue
-            report.files_checked += 1
-            report.bytes_checked += st.st_size
-            metadata = is_metadata_name(name)
-            report.metadata_files += metadata
-            if progress is not None and report.files_checked % 1000 == 0:
-                progress(report.files_checked, report.bytes_checked)
             other = dst_entries.pop(name, None)
-            if other is None:
-                add("missing", rel)
-                continue
             try:
-                dst_st = other.stat(follow_symlinks=False)
+                dst_st = None if other is None else other.stat(follow_symlinks=False)
             except FileNotFoundError:
-                add("missing", rel)
-                continue
-            dst_path = dst_prefix + name
-            if not stat.S_ISREG(dst_st.st_mode):
-                add("mismatched", (rel, "not a regular file at the destination"))
-            elif dst_st.st_size != st.st_size:
-                add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
-            elif dst_st.st_mtime_ns != st.st_mtime_ns:
-                add("mismatched", (rel, "modification time differs"))
-            elif self.stamps and copied_from_another_version(get_xattr(dst_path, SOURCE_STAMP), st):
-                add("mismatched", (rel, "source rewritten after it was copied"))
-            elif self.checksum or metadata:
-                src_path = src_prefix + name
-                try:
-                    same = (
-                        file_digest(src_path) == file_digest(dst_path)
-                        if self.checksum
-                        else _same_content(src_path, dst_path)
-                    )
-                except OSError as exc:
-                    add("unreadable", (rel, exc.strerror or str(exc)))
-                    continue
-                if not same:
-                    add("mismatched", (rel, "content differs"))
+                dst_st = None
+            self._compare(rel, st, dst_st, src_prefix + name, dst_prefix + name)
         for name, other in dst_entries.items():
             rel = prefix + name
             if is_own_temp_name(name) or (marker and rel == marker):
