@@ -998,21 +998,25 @@ class CopyEngine:
         # synced, then compared again: only those files where the report lists them all, the
         # whole tree otherwise.
         report = self._walk_and_compare()
+        # The copies the walk ran beside finish first (none may still be in flight when the
+        # counts and the marker are written). What the walk saw before its copy was done is
+        # only compared again: queued again while in flight, a mismatched file would be
+        # copied twice (forced).
+        self._drain()
         for round_ in range(4):
             if report.ok or self._stop.is_set():
                 break
-            # Round 0 only lets the copies the walk ran beside finish: queued again while
-            # in flight, a mismatched file would be copied twice (forced).
-            if round_ and report.fully_listed:
-                for rel in report.missing:
-                    self._pending.add(rel)
-                for rel, _why in report.mismatched:  # (size and mtime may match: forced)
-                    self._pending.add(rel, force=True)
-                for rel in report.extra:
-                    self._pending.add(rel)
-            elif round_:  # more problems than a report lists: let a scan queue them all
-                self._scan(deep=True)
-            self._drain()
+            if round_:
+                if report.fully_listed:
+                    for rel in report.missing:
+                        self._pending.add(rel)
+                    for rel, _why in report.mismatched:  # (size and mtime may match: forced)
+                        self._pending.add(rel, force=True)
+                    for rel in report.extra:
+                        self._pending.add(rel)
+                else:  # more problems than a report lists: let a scan queue them all
+                    self._scan(deep=True)
+                self._drain()
             if self._stop.is_set():
                 break
             self._set_state("verifying")
