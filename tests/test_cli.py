@@ -231,15 +231,17 @@ needs_autogroup = pytest.mark.skipif(
 @pytest.fixture
 def running_copy(tmp_path, monkeypatch):
     """Start ``napari-softcopy copy`` of a live acquisition (no marker) as a terminal would:
-    in the session of the process that starts it. Yields (process, job record)."""
+    in the session of the process that starts it. Yields (process, job record, the nice
+    value of this session's group before)."""
     from napari_softcopy import jobs
 
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=2, marker=None)
     monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    nice_before = _autogroup_nice()
     proc = _start(["copy", src, dst, "--status-file", tmp_path / "status.json"], tmp_path)
     job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
-    yield proc, job
+    yield proc, job, nice_before
     if proc.poll() is None:
         proc.kill()
         proc.communicate()
@@ -251,11 +253,11 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
 ):
     # The kernel shares the CPU between sessions first: a nice value in the acquisition
     # terminal's session would not count against the acquisition's own session.
-    proc, job = running_copy
+    proc, job, nice_before = running_copy
     assert job.pid != proc.pid and _parent(job.pid) == proc.pid
     assert os.getsid(job.pid) == job.pid
     assert _autogroup_nice(job.pid) == 10
-    assert _autogroup_nice() == _autogroup_nice(proc.pid)  # the caller's session: untouched
+    assert _autogroup_nice(proc.pid) == _autogroup_nice() == nice_before  # caller's: untouched
     proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the process the terminal started
     _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 130, err
@@ -267,7 +269,7 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
 
 @needs_autogroup
 def test_the_copy_stops_when_the_command_that_started_it_is_killed(tmp_path, running_copy):
-    proc, job = running_copy
+    proc, job, _ = running_copy
     assert job.pid != proc.pid
     proc.kill()  # SIGKILL: it cannot pass anything on; the kernel tells the copy
     proc.communicate(timeout=10)

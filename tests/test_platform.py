@@ -129,8 +129,9 @@ def test_only_a_session_leader_lowers_its_sessions_scheduling_group():
     run = functools.partial(
         subprocess.run, [sys.executable, "-c", _LOWER_AND_REPORT], capture_output=True, text=True
     )
+    ours = Path("/proc/self/autogroup").read_text().split()[-1]
     leader = run(start_new_session=True)
     assert leader.stdout.split() == ["True", "10"], leader.stderr
     member = run()
-    ours = Path("/proc/self/autogroup").read_text().split()[-1]
     assert member.stdout.split() == ["False", ours]
+    assert Path("/proc/self/autogroup").read_text().split()[-1] == ours
