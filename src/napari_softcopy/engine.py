@@ -940,12 +940,7 @@ class CopyEngine:
         before it are."""
         deadline = time.monotonic() + SETTLE_MAX_S
         while True:
-            if leave:
-                self._pending.wait_for_room(leave, self._stop)
-            else:
-                while not self._pending.wait_until_empty(self._stop, timeout=0.5):
-                    if self._stop.is_set():
-                        return
+            self._pending.wait_for_room(leave, self._stop)
             if self._stop.is_set():
                 return
             quiet = time.monotonic() - self._last_event

@@ -113,19 +113,9 @@ class PendingSet:
                 if not self._entries:
                     self._cond.notify_all()
 
-    def wait_until_empty(self, stop: threading.Event, timeout: float | None = None) -> bool:
-        """Block until nothing is pending (True), ``stop`` is set or the timeout passes."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while self._entries and not stop.is_set() and not self._closed:
-                left = 0.1 if deadline is None else min(0.1, deadline - time.monotonic())
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-            return not self._entries
-
     def wait_for_room(self, limit: int, stop: threading.Event) -> None:
-        """Backpressure for scans: block while more than ``limit`` paths are pending."""
+        """Block while more than ``limit`` paths are pending (the scans' backpressure; the
+        finish's wait for the last copies)."""
         with self._cond:
             while len(self._entries) > limit and not stop.is_set() and not self._closed:
                 self._cond.wait(0.1)
