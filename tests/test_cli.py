@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zarr
 
-from napari_softcopy.platform import autogroup_scheduling
+from napari_softcopy.platform import autogroup_scheduling, session_group_nice
 from napari_softcopy.simulate import simulate
 from support import assert_identical, wait_for
 
@@ -219,10 +219,6 @@ def _ended(pid: int) -> bool:
         return True
 
 
-def _autogroup_nice(pid: int | str = "self") -> int:
-    return int(Path(f"/proc/{pid}/autogroup").read_text().split()[-1])  # "/autogroup-7 nice 0"
-
-
 needs_autogroup = pytest.mark.skipif(
     not autogroup_scheduling(), reason="this kernel does not share the CPU by session"
 )
@@ -238,7 +234,7 @@ def running_copy(tmp_path, monkeypatch):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=2, marker=None)
     monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
-    nice_before = _autogroup_nice()
+    nice_before = session_group_nice()
     proc = _start(["copy", src, dst, "--status-file", tmp_path / "status.json"], tmp_path)
     job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
     yield proc, job, nice_before
@@ -256,8 +252,9 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
     proc, job, nice_before = running_copy
     assert job.pid != proc.pid and _parent(job.pid) == proc.pid
     assert os.getsid(job.pid) == job.pid
-    assert _autogroup_nice(job.pid) == 10
-    assert _autogroup_nice(proc.pid) == _autogroup_nice() == nice_before  # caller's: untouched
+    assert session_group_nice(job.pid) == 10
+    # the caller's group (None: the system-wide one) is left as it was
+    assert session_group_nice(proc.pid) == session_group_nice() == nice_before
     proc.send_signal(signal.SIGINT)  # Ctrl-C reaches the process the terminal started
     _out, err = proc.communicate(timeout=10)
     assert proc.returncode == 130, err
@@ -293,7 +290,7 @@ def test_a_copy_leading_its_own_session_lowers_it_without_a_second_process(tmp_p
         os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = env["NAPARI_SOFTCOPY_STATE_DIR"]
         job = wait_for(lambda: jobs.list_jobs(), what="job record")[0]
         assert job.pid == proc.pid
-        assert _autogroup_nice(proc.pid) == 10
+        assert session_group_nice(proc.pid) == 10
     finally:
         del os.environ["NAPARI_SOFTCOPY_STATE_DIR"]
         proc.terminate()

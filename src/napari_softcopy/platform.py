@@ -16,6 +16,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,20 @@ def end_with_parent(signum: int) -> None:
         _libc.prctl(_PR_SET_PDEATHSIG, signum, 0, 0, 0)
 
 
+def session_group_nice(pid: int | str = "self") -> int | None:
+    """Nice value of a process's scheduling group (see `lower_session_priority`).
+
+    None where the kernel has no such groups, and for a process of the system-wide default
+    group, whose file reads empty (the processes of the first session, such as those a
+    container's or a CI runner's first process starts without a session of their own).
+    """
+    try:
+        text = Path(f"/proc/{pid}/autogroup").read_text()  # "/autogroup-780 nice 0"
+        return int(text.split()[-1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def lower_session_priority(nice: int = 10) -> bool:
     """Raise the nice value of this process's scheduling group, when the group is its own.
 
@@ -92,17 +107,16 @@ def lower_session_priority(nice: int = 10) -> bool:
     """
     if not IS_LINUX or os.getsid(0) != os.getpid():
         return False
-    path = "/proc/self/autogroup"
-    try:
-        with open(path) as f:
-            current = int(f.read().split()[-1])  # "/autogroup-780 nice 0"
-        if current >= nice:
-            return True
-        with open(path, "w") as f:
-            f.write(str(nice))
+    current = session_group_nice()
+    if current is None:
+        return False  # no groups: thread nice values already apply
+    if current >= nice:
         return True
-    except (OSError, ValueError, IndexError):
-        return False  # no autogroup support: thread nice values already apply
+    try:
+        Path("/proc/self/autogroup").write_text(str(nice))
+    except OSError:
+        return False
+    return True
 
 
 def io_priority_class() -> int | None:
