@@ -16,16 +16,17 @@ import zarr
 
 from napari_softcopy.engine import SETTLE_MAX_S, CopyEngine
 from napari_softcopy.layout import find_arrays
-from napari_softcopy.platform import io_priority_class, lower_thread_priority
+from napari_softcopy.platform import available_cores, io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
 from napari_softcopy.status import read_status_file
 from support import assert_identical, engine, wait_for
 
 
-def live_copy(tmp_path, preset, *, timeout=120.0, **sim):
+def live_copy(tmp_path, preset, *, timeout=120.0, options=None, **sim):
     """Start the engine before the writer creates anything; write; wait for "verified"."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
-    e = engine(src, dst, wait_for_source=True, status_file=tmp_path / "status.json")
+    options = {"wait_for_source": True, "status_file": tmp_path / "status.json"} | (options or {})
+    e = engine(src, dst, **options)
     errors = []
 
     def write():
@@ -404,4 +405,32 @@ def test_verification_walks_once_beside_the_last_copies(tmp_path, monkeypatch):
     assert e.report is not None and e.report.files_checked == len(
         [p for p in src.rglob("*") if p.is_file() and p.name != "complete"]
     )
+    assert_identical(src, dst)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="a split walk needs two cores")
+def test_a_large_archive_is_verified_by_two_processes_started_beside_the_last_copies(
+    tmp_path, monkeypatch, caplog
+):
+    """The helper starts when the finish does (its interpreter's start-up then overlaps the
+    last copies), at the engine's low priority, and its part of the walk counts."""
+    from napari_softcopy import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "PARALLEL_VERIFY_FILES", 0)  # (this archive is small)
+    started = []
+    start = engine_module.start_helpers
+
+    def recorded(count):
+        helpers = start(count)
+        started.extend(os.getpriority(os.PRIO_PROCESS, h._proc.pid) for h in helpers)
+        return helpers
+
+    monkeypatch.setattr(engine_module, "start_helpers", recorded)
+    preset = small("demo", shape=(3, 8, 128, 128))
+    src, dst, e = live_copy(tmp_path, preset, rate=20, options={"low_priority": True})
+    assert e.state == "verified", e.status().message
+    assert started and all(nice >= 10 for nice in started)
+    assert "verification helper failed" not in caplog.text
+    files = [p for p in src.rglob("*") if p.is_file() and p.name != "complete"]
+    assert e.report.files_checked == len(files)
     assert_identical(src, dst)

@@ -136,3 +136,85 @@ def test_recheck_leaves_to_a_walk_what_a_report_does_not_list(tmp_path, monkeypa
     (dst / "c" / "1").unlink()
     (dst / "c" / "1-moved").rename(dst / "c" / "1")
     assert recheck(verify_tree(src, dst)) is None
+
+
+def _damaged_copy(tmp_path):
+    """A copy of a 3-array archive with every kind of difference, in several folders."""
+    src, dst = tmp_path / "s", tmp_path / "d"
+    for name in ("a", "b", "c"):
+        make_archive(src / name)
+    copy_tree(src, dst)
+    (dst / "a" / "c" / "0" / "0" / "0").unlink()  # missing
+    (dst / "b" / "c" / "1" / "1" / "0").write_bytes(b"short")  # mismatched (size)
+    (dst / "c" / "c" / "2" / "extra").write_bytes(b"x")  # extra file
+    (dst / "only-here" / "deep").mkdir(parents=True)  # a folder the source does not have
+    (dst / "only-here" / "deep" / "f").write_bytes(b"x")
+    shutil.rmtree(dst / "c" / "c" / "3")  # a whole folder missing
+    (dst / "c" / "c" / "3").write_bytes(b"a file where the source has a folder")
+    return src, dst
+
+
+def _as_sets(report):
+    return (
+        report.files_checked,
+        report.bytes_checked,
+        report.metadata_files,
+        set(report.missing),
+        set(report.mismatched),
+        set(report.extra),
+        set(report.unreadable),
+        report.n_missing + report.n_mismatched + report.n_extra + report.n_unreadable,
+        report._counted,
+    )
+
+
+def test_a_walk_split_between_processes_reports_what_one_process_does(tmp_path):
+    src, dst = _damaged_copy(tmp_path)
+    one = verify_tree(src, dst)
+    assert (one.n_missing, one.n_mismatched, one.n_extra) == (1, 2, 2)
+    for processes in (2, 3):
+        assert _as_sets(verify_tree(src, dst, processes=processes)) == _as_sets(one)
+    part = verify.VerifyReport(str(src), str(dst), False)
+    verify._Comparison(part, False, None, None, False, part=1, parts=2).run(None)
+    assert 0 < part.files_checked < one.files_checked  # (a real share of the work)
+    helpers = verify.start_helpers(1)  # started ahead, as the engine does
+    assert _as_sets(verify_tree(src, dst, helpers=helpers)) == _as_sets(one)
+    assert all(h._proc is None for h in helpers)  # (their report was used, and they ended)
+
+
+def test_a_part_helper_that_fails_is_walked_by_the_caller(tmp_path, monkeypatch, caplog):
+    """A helper can only make a walk faster: one that dies (here: an interpreter that
+    cannot import the package) or writes garbage changes nothing in the report."""
+    src, dst = _damaged_copy(tmp_path)
+    expected = _as_sets(verify_tree(src, dst))
+    monkeypatch.setattr(verify.WalkHelper, "_MAIN", "import sys; sys.exit('no package here')")
+    assert _as_sets(verify_tree(src, dst, processes=2)) == expected
+    assert "no package here" in caplog.text
+    monkeypatch.setattr(verify.WalkHelper, "_MAIN", "import sys; sys.stdout.write('garbage')")
+    assert _as_sets(verify_tree(src, dst, processes=2)) == expected
+    assert "unreadable result" in caplog.text
+    monkeypatch.setattr(verify.sys, "executable", str(tmp_path / "no-python"))
+    assert _as_sets(verify_tree(src, dst, processes=2)) == expected
+
+
+def test_a_split_walk_that_finds_a_clean_tree_reports_it_ok(tmp_path):
+    make_archive(tmp_path / "s")
+    copy_tree(tmp_path / "s", tmp_path / "d")
+    report = verify_tree(tmp_path / "s", tmp_path / "d", processes=2, checksum=True)
+    assert report.ok and report.files_checked == 17 and report.metadata_files == 1
+
+
+def test_a_folder_problem_only_one_part_saw_still_fails_the_walk(tmp_path):
+    """Every part lists every folder; one that could not list a folder (say, gone for it
+    alone) would leave that folder's files of its part uncounted: merged, the problem
+    counts once, whichever parts saw it."""
+    parts = [verify.VerifyReport("s", "d", False) for _ in range(3)]
+    for i, report in enumerate(parts):
+        comparison = verify._Comparison(report, False, None, None, False, part=i, parts=3)
+        if i:  # the helpers: part 1 and part 2 could not open folder "x"
+            comparison._add_folder_problem("unreadable", ("x", "Input/output error"))
+    merged = parts[0]
+    merged._merge(parts[1])
+    merged._merge(parts[2])
+    assert not merged.ok and merged.unreadable == [("x", "Input/output error")]
+    assert merged.n_unreadable == 1 and "_folder_problems" not in merged.to_dict()

@@ -20,7 +20,12 @@ from pathlib import Path
 from .checks import InputError
 from .engine import CopyEngine, CopyOptions
 from .jobs import default_status_file, register_job, unregister_job
-from .platform import autogroup_scheduling, end_with_parent, lower_session_priority
+from .platform import (
+    autogroup_scheduling,
+    available_cores,
+    end_with_parent,
+    lower_session_priority,
+)
 from .status import Status
 from .targets import read_targets
 from .verify import verify_tree
@@ -302,7 +307,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for path, what in ((src, "source"), (dst, "destination")):
         if not path.is_dir():
             raise InputError(f"{what} {path} is not a folder; check the path")
-    report = verify_tree(src, dst, checksum=args.checksum, marker=args.ignore_marker)
+    report = verify_tree(
+        src,
+        dst,
+        checksum=args.checksum,
+        marker=args.ignore_marker,
+        processes=min(2, available_cores()),
+    )
     if args.json:
         print(json.dumps(report.to_dict()))
     else:

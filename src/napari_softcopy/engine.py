@@ -45,6 +45,7 @@ from .layout import (
 )
 from .pending import PendingSet
 from .platform import (
+    available_cores,
     default_workers,
     lower_thread_priority,
     observer_class,
@@ -54,7 +55,7 @@ from .platform import (
 from .readiness import EVENT_FILTER, SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
 from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
-from .verify import VerifyReport, recheck, verify_tree
+from .verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,10 @@ SETTLE_MAX_S = 5.0
 #: them missing, and only they are compared again once copied (`verify.recheck`). The walk
 #: then overlaps the writer's last copies instead of following them.
 VERIFY_BESIDE_PENDING = 1000
+#: From this many files on, the verification walk is split between two processes where two
+#: cores are available (`verify.start_helpers`; below it, starting one costs more than it
+#: saves).
+PARALLEL_VERIFY_FILES = 10_000
 #: Seconds between two looks for the marker (one ``fstatat``): its event may wait behind
 #: thousands of others, or be lost.
 MARKER_POLL_S = 0.1
@@ -955,25 +960,38 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
-        self._drain(settle=True, leave=VERIFY_BESIDE_PENDING)
-        if self._stop.is_set():
-            return
-        if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
-            self._set_state("verifying")
-        # The last copies are written back while the walk below reads both trees (the walk
-        # reads, it does not write): the flush before the marker then has little left to do.
-        flushing = threading.Thread(target=self._flush_early, name="softcopy-flush", daemon=True)
-        flushing.start()
+        # The walk's helper processes start beside the last copies: ready when it begins.
+        helpers = start_helpers(self._verify_processes() - 1)
         try:
-            self._verify_and_mark()
+            self._drain(settle=True, leave=VERIFY_BESIDE_PENDING)
+            if self._stop.is_set():
+                return
+            if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
+                self._set_state("verifying")
+            # The last copies are written back while the walk below reads both trees (the
+            # walk reads, it does not write): the flush before the marker has little left.
+            flushing = threading.Thread(
+                target=self._flush_early, name="softcopy-flush", daemon=True
+            )
+            flushing.start()
+            try:
+                self._verify_and_mark(helpers)
+            finally:
+                flushing.join()
         finally:
-            flushing.join()
+            for helper in helpers:
+                helper.close()
+
+    def _verify_processes(self) -> int:
+        """Processes for a verification walk: two for a large archive with two cores."""
+        large = self._c.files_at_destination >= PARALLEL_VERIFY_FILES
+        return 2 if large and available_cores() >= 2 else 1
 
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
             syncfs(self._dest.fd)
 
-    def _walk_and_compare(self) -> VerifyReport:
+    def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
         self._report = verify_tree(
             self.source,
             self.destination,
@@ -981,10 +999,12 @@ class CopyEngine:
             marker=self.options.marker,
             stop=self._stop,
             stamps=True,
+            processes=self._verify_processes(),
+            helpers=helpers,
         )
         return self._report
 
-    def _verify_and_mark(self) -> None:
+    def _verify_and_mark(self, helpers: list[WalkHelper]) -> None:
         # Verification is the final scan: it walks both trees once and compares what a deep
         # scan would (size, mtime, the recorded source stamp), and more. A walk costs seconds
         # on a million files; one walk instead of two is most of the time from the marker to
@@ -992,7 +1012,7 @@ class CopyEngine:
         # finds (those copies, lost events, a late rewrite, a chunk deleted at the source) is
         # synced, then compared again: only those files where the report lists them all, the
         # whole tree otherwise.
-        report = self._walk_and_compare()
+        report = self._walk_and_compare(helpers)
         # The copies the walk ran beside finish first (none may still be in flight when the
         # counts and the marker are written). What the walk saw before its copy was done is
         # only compared again: queued again while in flight, a mismatched file would be

@@ -64,6 +64,14 @@ def lower_thread_priority(nice: int = 10) -> None:
         log.warning("could not lower CPU priority: %s", exc)
 
 
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the platform has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
 def autogroup_scheduling() -> bool:
     """Whether the kernel shares the CPU between sessions first (see `lower_session_priority`)."""
     try:
