@@ -151,6 +151,11 @@ def _damaged_copy(tmp_path):
     (dst / "only-here" / "deep" / "f").write_bytes(b"x")
     shutil.rmtree(dst / "c" / "c" / "3")  # a whole folder missing
     (dst / "c" / "c" / "3").write_bytes(b"a file where the source has a folder")
+    # folders where the source has files (their names in part 1 and part 0 of two)
+    for file in (dst / "a" / "c" / "1" / "1" / "0", dst / "b" / "zarr.json"):
+        file.unlink()
+        (file / "inside").mkdir(parents=True)
+        (file / "inside" / "f").write_bytes(b"x")
     return src, dst
 
 
@@ -171,7 +176,7 @@ def _as_sets(report):
 def test_a_walk_split_between_processes_reports_what_one_process_does(tmp_path):
     src, dst = _damaged_copy(tmp_path)
     one = verify_tree(src, dst)
-    assert (one.n_missing, one.n_mismatched, one.n_extra) == (1, 2, 2)
+    assert (one.n_missing, one.n_mismatched, one.n_extra) == (1, 4, 2)
     for processes in (2, 3):
         assert _as_sets(verify_tree(src, dst, processes=processes)) == _as_sets(one)
     part = verify.VerifyReport(str(src), str(dst), False)

@@ -392,10 +392,10 @@ class _Comparison:
     is an fstatat of a name in its folder, not a walk of its whole path (a folder of 50,000
     chunks: 0.84 s -> 0.60 s), and no link at the destination is followed.
 
-    Split in ``parts``, each walk lists every folder but compares only the files whose name
-    hashes to its ``part``. What concerns a folder as a whole is reported by part 0 and kept
-    aside by every part (`VerifyReport._merge` adds what part 0 did not see: a helper that
-    could not list a folder never leaves its files uncounted unnoticed).
+    Split in ``parts``, each walk lists every folder but compares only the entries whose
+    name hashes to its ``part`` (`_mine`). What concerns a folder as a whole is reported by
+    part 0 and kept aside by every part (`VerifyReport._merge` adds what part 0 did not see:
+    a helper that could not list a folder never leaves its files uncounted unnoticed).
     """
 
     report: VerifyReport
@@ -452,9 +452,17 @@ class _Comparison:
             self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
             return
         dst_dir_fd = -1
+        mine = self._mine
         try:
+            # A part keeps only the entries it looks at: its own names, and every folder of
+            # the source (every part walks them) with what stands at the destination in its
+            # place. A folder only at the destination is its name's part's.
             with os.scandir(src_dir_fd) as it:
-                src_entries = list(it)
+                if self.parts == 1:
+                    src_entries = list(it)
+                else:
+                    src_entries = [e for e in it if e.is_dir(follow_symlinks=False) or mine(e.name)]
+                    folders = {e.name for e in src_entries if e.is_dir(follow_symlinks=False)}
             dst_entries: dict[str, os.DirEntry] = {}
             if dst_root_fd >= 0:
                 try:
@@ -463,8 +471,13 @@ class _Comparison:
                     pass
                 else:
                     with os.scandir(dst_dir_fd) as it:
-                        dst_entries = {e.name: e for e in it}
-            self._entries(rel_dir, src_entries, dst_entries, stack)
+                        if self.parts == 1:
+                            dst_entries = {e.name: e for e in it}
+                        else:
+                            dst_entries = {
+                                e.name: e for e in it if e.name in folders or mine(e.name)
+                            }
+            self._entries(rel_dir, src_entries, dst_entries, stack, src_dir_fd, dst_dir_fd)
         except OSError as exc:
             self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
         finally:
@@ -525,8 +538,13 @@ class _Comparison:
         src_entries: list[os.DirEntry],
         dst_entries: dict[str, os.DirEntry],
         stack: list[str],
+        src_dir_fd: int,
+        dst_dir_fd: int,
     ) -> None:
-        report, marker, mine = self.report, self.marker, self._mine
+        # Files are stat-ed by name in their folder, not through their entry: an entry keeps
+        # its stat result, and a folder's entries are kept until its last file is compared
+        # (50,000 files: 65 -> 40 MiB).
+        report, marker = self.report, self.marker
         add = report._add
         prefix = f"{rel_dir}/" if rel_dir else ""
         src_prefix = f"{report.source}/{prefix}"
@@ -544,11 +562,8 @@ class _Comparison:
                 continue
             if is_temp_name(name) or (marker and rel == marker):
                 continue
-            if not mine(name):
-                dst_entries.pop(name, None)  # (another part's: not an extra file)
-                continue
             try:
-                st = entry.stat(follow_symlinks=False)
+                st = os.stat(name, dir_fd=src_dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 continue  # deleted by the writer while we looked
             if not stat.S_ISREG(st.st_mode):
@@ -556,7 +571,11 @@ class _Comparison:
                 continue
             other = dst_entries.pop(name, None)
             try:
-                dst_st = None if other is None else other.stat(follow_symlinks=False)
+                dst_st = (
+                    None
+                    if other is None
+                    else os.stat(name, dir_fd=dst_dir_fd, follow_symlinks=False)
+                )
             except FileNotFoundError:
                 dst_st = None
             self._compare(rel, st, dst_st, src_prefix + name, dst_prefix + name)
@@ -565,11 +584,10 @@ class _Comparison:
             if is_own_temp_name(name) or (marker and rel == marker):
                 continue
             if other.is_dir(follow_symlinks=False):
-                for path in _files_below(Path(dst_prefix + name)) if self.part == 0 else ():
+                for path in _files_below(Path(dst_prefix + name)):
                     add("extra", f"{rel}/{path}")
                 continue
-            if mine(name):
-                add("extra", rel)
+            add("extra", rel)
 
 
 def _files_below(root: Path) -> Iterator[str]:
