@@ -434,3 +434,23 @@ def test_a_large_archive_is_verified_by_two_processes_started_beside_the_last_co
     files = [p for p in src.rglob("*") if p.is_file() and p.name != "complete"]
     assert e.report.files_checked == len(files)
     assert_identical(src, dst)
+
+
+@pytest.mark.skipif(available_cores() < 2, reason="a split walk needs two cores")
+def test_a_bulk_copy_of_a_large_archive_splits_its_walk_too(tmp_path, monkeypatch):
+    """A complete archive starts its finish at once, with nearly nothing at the destination
+    yet: what is pending counts towards the archive's size."""
+    from napari_softcopy import engine as engine_module
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=3)
+    files = len([p for p in src.rglob("*") if p.is_file()])
+    # (half: files being copied at that moment are neither pending nor at the destination)
+    monkeypatch.setattr(engine_module, "PARALLEL_VERIFY_FILES", files // 2)
+    counts = []
+    start = engine_module.start_helpers
+    monkeypatch.setattr(engine_module, "start_helpers", lambda n: counts.append(n) or start(n))
+    e = engine(src, dst, bandwidth_mb_s=10.0)  # (the copies outlast the finish's start)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert counts == [1]
+    assert_identical(src, dst)

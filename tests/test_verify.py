@@ -1,5 +1,7 @@
 import os
 import shutil
+import threading
+import time
 
 import numpy as np
 import zarr
@@ -223,3 +225,19 @@ def test_a_folder_problem_only_one_part_saw_still_fails_the_walk(tmp_path):
     merged._merge(parts[2])
     assert not merged.ok and merged.unreadable == [("x", "Input/output error")]
     assert merged.n_unreadable == 1 and "_folder_problems" not in merged.to_dict()
+
+
+def test_a_stop_while_a_helper_walks_ends_the_walk_at_once_and_not_ok(tmp_path, monkeypatch):
+    """A helper stuck (say, on a hung network mount) must not hold up a stop, and a walk
+    stopped before a helper's part came back is incomplete: never ok."""
+    make_archive(tmp_path / "s")
+    copy_tree(tmp_path / "s", tmp_path / "d")
+    monkeypatch.setattr(verify.WalkHelper, "_MAIN", "import time; time.sleep(120)")
+    helpers = verify.start_helpers(1)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()  # (whenever it comes, the outcome is the same)
+    began = time.monotonic()
+    report = verify_tree(tmp_path / "s", tmp_path / "d", stop=stop, helpers=helpers)
+    assert time.monotonic() - began < 10
+    assert not report.ok and report.unreadable == [("", "verification interrupted")]
+    assert helpers[0]._proc is None  # ended, not left behind

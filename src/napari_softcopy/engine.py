@@ -984,8 +984,8 @@ class CopyEngine:
 
     def _verify_processes(self) -> int:
         """Processes for a verification walk: two for a large archive with two cores."""
-        large = self._c.files_at_destination >= PARALLEL_VERIFY_FILES
-        return 2 if large and available_cores() >= 2 else 1
+        known = self._c.files_at_destination + len(self._pending)  # (pending: a bulk copy)
+        return 2 if known >= PARALLEL_VERIFY_FILES and available_cores() >= 2 else 1
 
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors

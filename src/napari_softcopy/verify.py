@@ -32,6 +32,7 @@ from .platform import end_with_parent, get_xattr
 log = logging.getLogger(__name__)
 
 MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
+_INTERRUPTED = ("", "verification interrupted")
 
 
 @dataclass
@@ -209,9 +210,11 @@ def verify_tree(
             helper.send(options | {"part": part})
         _Comparison(report, checksum, marker, progress, stamps, part=0, parts=parts).run(stop)
         for part, helper in enumerate(helpers, start=1):
+            part_report = helper.result(stop)
             if stop is not None and stop.is_set():
+                if ("unreadable", _INTERRUPTED) not in report._folder_problems:
+                    report._add("unreadable", _INTERRUPTED)  # (its own walk was complete)
                 break
-            part_report = helper.result()
             if part_report is None:  # (logged) walked here instead
                 part_report = VerifyReport(report.source, report.destination, checksum)
                 _Comparison(
@@ -265,11 +268,18 @@ class WalkHelper:
         except OSError as exc:
             self._failed(f"could not be told its part: {exc}")
 
-    def result(self) -> VerifyReport | None:
-        """Wait for the helper's report (None where it failed)."""
+    def result(self, stop: threading.Event | None = None) -> VerifyReport | None:
+        """Wait for the helper's report (None where it failed, or ``stop`` was set)."""
         if self._proc is None:
             return None
-        out, err = self._proc.communicate()
+        while True:  # (a helper stuck on a hung mount must not hold up a stop)
+            try:
+                out, err = self._proc.communicate(timeout=0.1)
+                break
+            except subprocess.TimeoutExpired:
+                if stop is not None and stop.is_set():
+                    self.close()
+                    return None
         if self._proc.returncode == 0:
             try:
                 report = pickle.loads(out)
@@ -350,7 +360,7 @@ def recheck(
     comparison = _Comparison(new, report.checksum, marker, None, stamps)
     for rel in report.problem_paths():
         if stop is not None and stop.is_set():
-            new._add("unreadable", ("", "verification interrupted"))
+            new._add("unreadable", _INTERRUPTED)
             break
         src_path, dst_path = f"{report.source}/{rel}", f"{report.destination}/{rel}"
         try:
@@ -436,7 +446,7 @@ class _Comparison:
             stack = [""]
             while stack:
                 if stop is not None and stop.is_set():
-                    self._add_folder_problem("unreadable", ("", "verification interrupted"))
+                    self._add_folder_problem("unreadable", _INTERRUPTED)
                     break
                 self._folder(stack.pop(), src_fd, dst_fd, stack)
         finally:
