@@ -230,8 +230,8 @@ def verify_tree(
 def start_helpers(count: int) -> list[WalkHelper]:
     """Start ``count`` helper processes for a parallel `verify_tree`.
 
-    An interpreter takes about 0.1 s to start: the engine starts them when the marker is
-    seen, so that they are ready when the last files are copied. A folder of 50,000 files
+    An interpreter takes about 0.1 s to start: the engine starts them when its finish
+    begins, so that they are ready when the last files are copied. A folder of 50,000 files
     takes 0.6-0.8 s in one process, 0.4-0.5 s in two (2 cores; benchmarks/notes.md).
     Each inherits the calling thread's CPU and IO priority and its session.
     """
