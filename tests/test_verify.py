@@ -151,8 +151,8 @@ def _damaged_copy(tmp_path):
     (dst / "c" / "c" / "2" / "extra").write_bytes(b"x")  # extra file
     (dst / "only-here" / "deep").mkdir(parents=True)  # a folder the source does not have
     (dst / "only-here" / "deep" / "f").write_bytes(b"x")
-    shutil.rmtree(dst / "c" / "c" / "3")  # a whole folder missing
-    (dst / "c" / "c" / "3").write_bytes(b"a file where the source has a folder")
+    shutil.rmtree(dst / "c" / "c" / "3")  # a file where the source has a folder
+    (dst / "c" / "c" / "3").write_bytes(b"x")
     # folders where the source has files (their names in part 1 and part 0 of two)
     for file in (dst / "a" / "c" / "1" / "1" / "0", dst / "b" / "zarr.json"):
         file.unlink()
