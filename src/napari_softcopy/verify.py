@@ -193,22 +193,20 @@ def verify_tree(
     helpers : list of WalkHelper, optional
         Processes from `start_helpers`, started earlier; they replace ``processes``.
     """
-    report = VerifyReport(os.fspath(Path(source)), os.fspath(Path(destination)), checksum)
     if helpers is None:
         helpers = start_helpers(processes - 1)
-    parts = 1 + len(helpers)
     options = {
-        "source": report.source,
-        "destination": report.destination,
+        "source": os.fspath(Path(source)),
+        "destination": os.fspath(Path(destination)),
         "checksum": checksum,
         "marker": marker,
         "stamps": stamps,
-        "parts": parts,
+        "parts": 1 + len(helpers),
     }
     try:
         for part, helper in enumerate(helpers, start=1):
             helper.send(options | {"part": part})
-        _Comparison(report, checksum, marker, progress, stamps, part=0, parts=parts).run(stop)
+        report = _walk_part(options | {"part": 0}, stop, progress)
         for part, helper in enumerate(helpers, start=1):
             part_report = helper.result(stop)
             if stop is not None and stop.is_set():
@@ -216,14 +214,30 @@ def verify_tree(
                     report._add("unreadable", _INTERRUPTED)  # (its own walk was complete)
                 break
             if part_report is None:  # (logged) walked here instead
-                part_report = VerifyReport(report.source, report.destination, checksum)
-                _Comparison(
-                    part_report, checksum, marker, None, stamps, part=part, parts=parts
-                ).run(stop)
+                part_report = _walk_part(options | {"part": part}, stop)
             report._merge(part_report)
     finally:
         for helper in helpers:
             helper.close()
+    return report
+
+
+def _walk_part(
+    options: dict,
+    stop: threading.Event | None,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Walk the part of `verify_tree` that ``options`` describe, here or in a helper."""
+    report = VerifyReport(options["source"], options["destination"], options["checksum"])
+    _Comparison(
+        report,
+        options["checksum"],
+        options["marker"],
+        progress,
+        options["stamps"],
+        part=options["part"],
+        parts=options["parts"],
+    ).run(stop)
     return report
 
 
@@ -313,18 +327,7 @@ def _helper_main() -> None:
     line = sys.stdin.buffer.readline()
     if not line:
         return  # not used
-    options = json.loads(line)
-    report = VerifyReport(options["source"], options["destination"], options["checksum"])
-    _Comparison(
-        report,
-        options["checksum"],
-        options["marker"],
-        None,
-        options["stamps"],
-        part=options["part"],
-        parts=options["parts"],
-    ).run(None)
-    sys.stdout.buffer.write(pickle.dumps(report))
+    sys.stdout.buffer.write(pickle.dumps(_walk_part(json.loads(line), None)))
 
 
 def recheck(
