@@ -78,3 +78,21 @@ def test_lag_is_age_of_oldest_entry():
     count, nbytes, lag = p.snapshot()
     assert (count, nbytes) == (2, 15)
     assert lag >= 0.05
+
+
+def test_take_many_hands_out_a_batch_of_ready_paths_once():
+    p = PendingSet()
+    for name in "abcde":
+        p.add(name, force=name == "b")
+    p.add("later", delay=10)
+    first = p.take_many(3)
+    assert first == [("a", False), ("b", True), ("c", False)]
+    assert p.take_many(10, timeout=0) == [("d", False), ("e", False)]
+    assert p.take_many(10, timeout=0) == []  # none ready: an empty batch, not a wait
+    p.add("a")  # in flight: not handed out again before it is done
+    assert p.take_many(10, timeout=0.05) == []
+    p.done("a")
+    assert p.take_many(10, timeout=0) == [("a", False)]
+    assert not p.closed
+    p.close()
+    assert p.take_many(10) == [] and p.closed

@@ -60,13 +60,18 @@ class Destination:
     ----------
     root : path
         Destination root; created (one level only) when missing.
+    fd : int, optional
+        The root, already open (another process's, passed on): used instead of opening
+        ``root``, which then only names it in messages. Closed by `close`.
     """
 
-    def __init__(self, root: str | os.PathLike) -> None:
+    def __init__(self, root: str | os.PathLike, *, fd: int | None = None) -> None:
         self.path = Path(root)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(self.path)
-        self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        if fd is None:
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = fd
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
@@ -157,6 +162,17 @@ class Destination:
         finally:
             os.close(fd)
         return out
+
+    def holds_copy_of(self, rel: str, copy: os.stat_result | None, st: os.stat_result) -> bool:
+        """True when ``copy`` (the lstat of ``rel`` here, None if absent) is a copy of the
+        source file ``st`` describes: same size and mtime, and no stamp of another version
+        of it recorded."""
+        return (
+            copy is not None
+            and copy.st_size == st.st_size
+            and copy.st_mtime_ns == st.st_mtime_ns
+            and not copied_from_another_version(self.source_stamp(rel), st)
+        )
 
     def source_stamp(self, rel: str) -> bytes | None:
         """The `SOURCE_STAMP` recorded on ``rel`` when it was copied (None: none recorded)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from .checks import InputError, check_pair, free_space_warning
+from .copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper
 from .destination import Destination, DestinationChanged, copied_from_another_version
 from .jobs import DestinationLock
 from .layout import (
@@ -91,6 +92,10 @@ VERIFY_BESIDE_PENDING = 1000
 #: cores are available (`verify.start_helpers`; below it, starting one costs more than it
 #: saves).
 PARALLEL_VERIFY_FILES = 10_000
+#: From this many files pending at a finish (a finished archive, a backlog at the marker),
+#: a second process copies beside the engine's workers where two cores are available
+#: (`copy_helper`; below it, starting one costs more than it saves).
+COPY_HELPER_FILES = 2_000
 #: Seconds between two looks for the marker (one ``fstatat``): its event may wait behind
 #: thousands of others, or be lost.
 MARKER_POLL_S = 0.1
@@ -107,7 +112,8 @@ class CopyOptions:
     ----------
     workers : int or None
         Copy threads; None picks by destination: 1 on a local disk, 4 on a network or
-        FUSE filesystem (`platform.default_workers`).
+        FUSE filesystem (`platform.default_workers`). A large backlog at a finish is also
+        copied by a helper process (`copy_helper`, `COPY_HELPER_FILES`).
     marker : str
         Name of the file in the source root that says "acquisition complete"; at the
         destination it is written last and means "verified complete".
@@ -237,6 +243,9 @@ class CopyEngine:
         )
         self._threads: list[threading.Thread] = []
         self._control: threading.Thread | None = None
+        self._copy_helper: CopyHelper | None = None
+        self._copy_helper_wanted = False
+        self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
 
     # ------------------------------------------------------------------ public API
@@ -527,6 +536,9 @@ class CopyEngine:
         finally:
             self._stop.set()
             self._pending.close()
+            helper = self._copy_helper
+            if helper is not None:
+                helper.interrupt()  # (its thread reads its last answer, then closes it)
             if observer is not None:
                 observer.stop()
             if remove_hook is not None:
@@ -612,6 +624,94 @@ class CopyEngine:
                 self._error(path, f"unexpected error: {exc!r}")
             self._pending.done(path, retry_after=retry_after)
 
+    def _start_copy_helper_if_worth_it(self) -> None:
+        """Start a copy helper process for a large backlog at a finish (see `copy_helper`)."""
+        if (
+            self._copy_helper_wanted
+            or len(self._pending) < COPY_HELPER_FILES
+            or self._limiter is not None  # (the cap is shared by this process's threads)
+            or available_cores() < 2
+        ):
+            return
+        self._copy_helper_wanted = True
+        t = threading.Thread(target=self._helper_worker, name="softcopy-worker-h", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _helper_worker(self) -> None:
+        """Hand batches of pending paths to a copy helper process and book its outcomes;
+        paths it hands back are synced here. Ends when the engine stops, when the backlog is
+        copied once the final walk has begun, or when the helper fails (its paths go back
+        to the pending set)."""
+        if self.options.low_priority:
+            lower_thread_priority()  # (the helper inherits this thread's priority)
+        helper = CopyHelper(
+            self._src_fd,
+            self._dest.fd,
+            str(self.destination),
+            stamps=self._dest.stamps,
+            settle_s=RACY_S,
+            fsync=self.options.fsync == "each",
+            uncache=self.options.drop_cache,
+        )
+        self._copy_helper = helper
+        in_flight: deque[list[tuple[str, bool]]] = deque()
+        copied = 0
+        try:
+            while helper.running and not self._stop.is_set():
+                # Two batches in flight: the helper starts the next while this thread books
+                # the last (it may wait for the interpreter lock meanwhile).
+                while len(in_flight) < 2:
+                    self._wait_backoff()
+                    batch = self._pending.take_many(BATCH, timeout=0.0 if in_flight else 0.1)
+                    if not batch:
+                        break
+                    in_flight.append(batch)
+                    if not helper.submit(batch):
+                        break
+                if not in_flight:
+                    # Once the final walk has begun, the backlog is copied: the helper ends
+                    # (the walk's own helper needs the memory more).
+                    if self._pending.closed or self._final_walk:
+                        return
+                    continue
+                batch = in_flight.popleft()
+                outcomes = helper.outcomes(len(batch))
+                if outcomes is None:
+                    in_flight.appendleft(batch)
+                    return
+                copied += self._book(batch, outcomes)
+        finally:
+            for batch in in_flight:  # (never answered: the engine's workers copy them)
+                for rel, force in batch:
+                    self._pending.add(rel, force=force)
+                    self._pending.done(rel)
+            helper.close()
+            log.info("copy helper process copied %d files", copied)
+
+    def _book(self, batch: list[tuple[str, bool]], outcomes: list[tuple]) -> int:
+        """Book a helper's outcomes for ``batch``; sync here what it handed back."""
+        copied = 0
+        for (rel, force), outcome in zip(batch, outcomes, strict=True):
+            kind = outcome[0]
+            retry_after = None
+            if kind == COPIED:
+                _, size, mtime_ns, old_size = outcome
+                self._copied(rel, CopyResult(True, size, mtime_ns, old_size is None), old_size)
+                copied += 1
+            elif kind == UNTRIED:
+                self._pending.add(rel, force=force)  # (in flight: it goes again when done)
+            elif kind != CURRENT:
+                try:
+                    retry_after = self._sync(rel, force)
+                except Stopped:
+                    pass
+                except Exception as exc:  # never let one file kill a worker
+                    log.exception("unexpected error syncing %s", rel)
+                    self._error(rel, f"unexpected error: {exc!r}")
+            self._pending.done(rel, retry_after=retry_after)
+        return copied
+
     def _wait_backoff(self) -> None:
         while not self._stop.is_set():
             left = self._backoff_until - time.monotonic()
@@ -663,13 +763,7 @@ class CopyEngine:
         if 0 <= age < RACY_S:
             return RACY_S - age
         old = dest.stat(rel)
-        if (
-            not force
-            and old is not None
-            and old.st_size == st.st_size
-            and old.st_mtime_ns == st.st_mtime_ns
-            and not self._changed_since_copy(rel, st)
-        ):
+        if not force and dest.holds_copy_of(rel, old, st):
             return None
         try:
             result = copy_file(
@@ -700,10 +794,10 @@ class CopyEngine:
             return self._dest_error(rel, exc)
         if not result.committed:
             return 0.0  # changed while we read it: copy the new version
-        self._copied(rel, result, old)
+        self._copied(rel, result, None if old is None else old.st_size)
         return None
 
-    def _copied(self, rel: str, result: CopyResult, old: os.stat_result | None) -> None:
+    def _copied(self, rel: str, result: CopyResult, old_size: int | None) -> None:
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:
@@ -718,8 +812,8 @@ class CopyEngine:
                 c.rate_window[-1][2] += result.size
             else:
                 c.rate_window.append([second, 1, result.size])
-            c.bytes_at_destination += result.size - (old.st_size if old is not None else 0)
-            if old is None:
+            c.bytes_at_destination += result.size - (old_size or 0)
+            if old_size is None:
                 c.files_at_destination += 1
                 if self._is_chunk(rel):
                     c.chunks_at_destination += 1
@@ -900,6 +994,8 @@ class CopyEngine:
                         if warning:
                             self._error("", warning)
                     self._pending.add(rel, size=st.st_size)
+                    if self._finish_reason is not None:
+                        self._start_copy_helper_if_worth_it()
                     self._pending.wait_for_room(PENDING_LIMIT, self._stop)
                 if cut_short:
                     break
@@ -960,10 +1056,12 @@ class CopyEngine:
 
     def _finish(self) -> None:
         self._set_state("finishing")
+        self._start_copy_helper_if_worth_it()
         # The walk's helper processes start beside the last copies: ready when it begins.
         helpers = start_helpers(self._verify_processes() - 1)
         try:
             self._drain(settle=True, leave=VERIFY_BESIDE_PENDING)
+            self._final_walk = True
             if self._stop.is_set():
                 return
             if len(self._pending) == 0:  # (else "finishing" until the last copies are done)

@@ -101,6 +101,29 @@ class PendingSet:
                     continue
                 self._cond.wait(wait)
 
+    def take_many(self, limit: int, timeout: float | None = None) -> list[tuple[str, bool]]:
+        """Up to ``limit`` ready paths at once, handed out as `take` hands out one (a batch
+        for a helper process); waits up to ``timeout`` for the first. Empty on timeout or
+        close."""
+        first = self.take(timeout)
+        if first is None:
+            return []
+        batch = [first]
+        with self._cond:
+            while len(batch) < limit and self._ready:
+                path = self._ready.popleft()
+                entry = self._entries.get(path)
+                if entry is not None and entry.state == QUEUED:
+                    entry.state = IN_FLIGHT
+                    force, entry.force = entry.force, False
+                    batch.append((path, force))
+        return batch
+
+    @property
+    def closed(self) -> bool:
+        """True once `close` was called."""
+        return self._closed
+
     def done(self, path: str, *, retry_after: float | None = None) -> None:
         """A worker finished ``path``; it goes again if dirty or if ``retry_after`` is given."""
         with self._cond:

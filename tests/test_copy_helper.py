@@ -1,0 +1,240 @@
+"""The copy helper process: it copies the common case of a large backlog beside the engine,
+hands everything else back, and changes nothing about what is copied when it fails."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from napari_softcopy import engine as engine_module
+from napari_softcopy.copy_helper import COPIED, CURRENT, ENGINE, UNTRIED, CopyHelper
+from napari_softcopy.destination import SOURCE_STAMP
+from napari_softcopy.platform import available_cores
+from napari_softcopy.simulate import simulate
+from support import assert_identical, engine, wait_for
+
+needs_two_cores = pytest.mark.skipif(available_cores() < 2, reason="a helper needs two cores")
+
+
+def finished_archive(tmp_path, timepoints=3):
+    src = tmp_path / "acq.zarr"
+    simulate(src, "demo", rate=1000, timepoints=timepoints)
+    files = [p for p in src.rglob("*") if p.is_file()]
+    return src, tmp_path / "copy.zarr", files
+
+
+class RecordedHelpers:
+    """Replaces the engine's `CopyHelper`: records each one's process id and nice value."""
+
+    def __init__(self, monkeypatch):
+        self.pids: list[int] = []
+        self.nice: list[int] = []
+        recorded = self
+
+        class Recorded(CopyHelper):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                if self._proc is not None:
+                    recorded.pids.append(self._proc.pid)
+                    recorded.nice.append(os.getpriority(os.PRIO_PROCESS, self._proc.pid))
+
+        monkeypatch.setattr(engine_module, "CopyHelper", Recorded)
+
+
+@pytest.fixture
+def slow_engine_copies(monkeypatch):
+    """The engine's own copies take 5 ms each (the helper's do not): a small archive then
+    lasts until the helper has started and taken its batches."""
+    copy_file = engine_module.copy_file
+
+    def slow(*args, **kwargs):
+        time.sleep(0.005)
+        return copy_file(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "copy_file", slow)
+
+
+def helper_copied(caplog) -> int:
+    lines = [r.getMessage() for r in caplog.records if "copy helper process copied" in r.msg]
+    assert len(lines) == 1, lines
+    return int(lines[0].split()[-2])
+
+
+@needs_two_cores
+def test_a_finished_archive_is_copied_by_the_engine_and_a_helper_process(
+    tmp_path, monkeypatch, caplog, slow_engine_copies
+):
+    caplog.set_level("INFO")
+    src, dst, files = finished_archive(tmp_path)
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)  # (this archive is small)
+    helpers = RecordedHelpers(monkeypatch)
+    e = engine(src, dst, low_priority=True)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert len(helpers.pids) == 1 and helpers.nice[0] >= 10  # at the engine's priority
+    # Both copied, and every file was booked once: the counts are the engine's own.
+    assert 0 < helper_copied(caplog) < len(files) - 1
+    assert e.status().files_copied == len(files) - 1  # (the marker is written, not copied)
+    assert "copy helper process failed" not in caplog.text
+    assert_identical(src, dst)
+    assert not os.path.exists(f"/proc/{helpers.pids[0]}")  # ended and reaped
+
+
+def test_a_small_backlog_or_a_bandwidth_cap_starts_no_helper(tmp_path, monkeypatch):
+    src, dst, files = finished_archive(tmp_path, timepoints=2)
+    helpers = RecordedHelpers(monkeypatch)
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", len(files) + 1)
+    e = engine(src, dst)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
+    e = engine(src, tmp_path / "capped.zarr", bandwidth_mb_s=1000.0)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert helpers.pids == []
+
+
+FAILING_HELPERS = {
+    "cannot start": "import sys; sys.exit('no package here')",
+    "writes garbage": "import sys; sys.stdin.readline(); print('garbage', flush=True)",
+    "answers another count": (
+        "import sys\nsys.stdin.readline()\nfor line in sys.stdin:\n    print('[]', flush=True)"
+    ),
+    "copies, then dies": (
+        "import os, sys, json\n"
+        "from napari_softcopy import copy_helper as h\n"
+        "opts = json.loads(sys.stdin.readline())\n"
+        "dest = h.Destination(opts['destination'], fd=opts['destination_fd'])\n"
+        "for rel, force in json.loads(sys.stdin.readline()):\n"
+        "    h.sync_common_case(rel, force, opts['source_fd'], dest, h.threading.Event(),\n"
+        "                       settle_s=0.03, fsync=False, uncache=True)\n"
+        "os._exit(3)\n"
+    ),
+}
+
+
+@needs_two_cores
+@pytest.mark.parametrize("failure", FAILING_HELPERS)
+def test_a_helper_that_fails_changes_nothing(
+    tmp_path, monkeypatch, caplog, slow_engine_copies, failure
+):
+    src, dst, files = finished_archive(tmp_path)
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
+    monkeypatch.setattr(CopyHelper, "_MAIN", FAILING_HELPERS[failure])
+    e = engine(src, dst)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert "copy helper process failed" in caplog.text
+    assert_identical(src, dst)
+    if failure != "copies, then dies":  # (there, the files it copied were never booked)
+        assert e.status().files_copied == len(files) - 1
+
+
+@needs_two_cores
+def test_a_stop_ends_the_helper_at_once_and_leaves_no_temporary_file(
+    tmp_path, monkeypatch, slow_engine_copies
+):
+    src, dst, _files = finished_archive(tmp_path, timepoints=8)
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
+    # The helper copies a file every 10 ms: the stop comes in the middle of its batch.
+    monkeypatch.setattr(
+        CopyHelper,
+        "_MAIN",
+        "import time\n"
+        "from napari_softcopy import copy_helper as h\n"
+        "sync = h.sync_common_case\n"
+        "h.sync_common_case = lambda *a, **k: time.sleep(0.01) or sync(*a, **k)\n"
+        "h._helper_main()\n",
+    )
+    helpers = RecordedHelpers(monkeypatch)
+    e = engine(src, dst)
+
+    def copied_by_the_helper_unbooked() -> int:  # (booked when its batch is answered)
+        at_destination = sum(1 for p in dst.rglob("*") if p.is_file())
+        return at_destination - e.status().files_copied
+
+    wait_for(lambda: copied_by_the_helper_unbooked() >= 3, what="the helper in a batch")
+    t0 = time.monotonic()
+    e.stop()
+    e.wait(10)
+    assert e.state == "stopped"
+    assert time.monotonic() - t0 < 3.0
+    assert not os.path.exists(f"/proc/{helpers.pids[0]}")
+    assert not list(dst.rglob("*softcopy-tmp"))
+    again = engine(src, dst)
+    assert again.wait(60) and again.state == "verified", again.status().message
+    assert_identical(src, dst)
+
+
+def test_a_helper_ends_with_the_thread_that_started_it(tmp_path):
+    """The engine killed (or its thread gone) ends the helper: it must not copy on unseen."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, dst)]
+    started = []
+    options = {"stamps": True, "settle_s": 0.03, "fsync": False, "uncache": True}
+
+    def start_and_leave():
+        helper = CopyHelper(*fds, str(dst), **options)
+        started.append(helper)
+        assert helper.submit([]) and helper.outcomes(0) == []  # (it is up and listening)
+
+    thread = threading.Thread(target=start_and_leave)
+    thread.start()
+    thread.join()
+    try:
+        proc = started[0]._proc
+        assert proc.wait(10) == 0  # SIGTERM from the kernel: the thread is gone
+    finally:
+        started[0].close()
+        for fd in fds:
+            os.close(fd)
+
+
+def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dst.mkdir()
+    old = time.time() - 60
+    for name, data in [("new", b"n" * 100), ("stale", b"s" * 10), ("same", b"x"), ("forced", b"f")]:
+        (src / name).write_bytes(data)
+        os.utime(src / name, (old, old))
+    (dst / "stale").write_bytes(b"old")
+    for name in ("same", "forced"):
+        (dst / name).write_bytes((src / name).read_bytes())
+        os.utime(dst / name, (old, old))
+    (src / "young").write_bytes(b"y")  # written just now: maybe not finished
+    os.symlink("new", src / "link")
+    fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, dst)]
+    options = {"stamps": True, "settle_s": 1.0, "fsync": False, "uncache": True}
+    helper = CopyHelper(*fds, str(dst), **options)
+    try:
+        batches = [
+            [("new", False), ("stale", False), ("same", False), ("forced", True)],
+            [("young", False), ("link", False)],
+            [("gone", False), ("new", False), ("stale", False)],
+        ]
+        for batch in batches:
+            assert helper.submit(batch)
+        first, second, third = (helper.outcomes(len(b)) for b in batches)
+    finally:
+        helper.close()
+        for fd in fds:
+            os.close(fd)
+    size_mtime = [
+        (os.stat(src / n).st_size, os.stat(src / n).st_mtime_ns) for n in ("new", "stale")
+    ]
+    assert first == [
+        (COPIED, *size_mtime[0], None),
+        (COPIED, *size_mtime[1], 3),
+        (CURRENT,),
+        (COPIED, 1, os.stat(src / "forced").st_mtime_ns, 1),
+    ]
+    assert second == [(ENGINE,), (ENGINE,)]
+    # A source that vanished is the engine's (it may mirror a delete); the batch's rest is
+    # left untried, as after any error.
+    assert third == [(ENGINE,), (UNTRIED,), (UNTRIED,)]
+    copied = {n: (dst / n).read_bytes() for n in ("new", "stale", "forced")}
+    assert copied == {n: (src / n).read_bytes() for n in copied}
+    assert not (dst / "young").exists() and not (dst / "link").exists()
+    assert os.getxattr(dst / "new", SOURCE_STAMP)  # stamped as the engine stamps
