@@ -100,6 +100,10 @@ FAILING_HELPERS = {
     "answers another count": (
         "import sys\nsys.stdin.readline()\nfor line in sys.stdin:\n    print('[]', flush=True)"
     ),
+    "answers nonsense": (
+        "import json, sys\nsys.stdin.readline()\nfor line in sys.stdin:\n"
+        "    print(json.dumps([['copied', 'big', 1, None]] * len(json.loads(line))), flush=True)"
+    ),
     "copies, then dies": (
         "import os, sys, json\n"
         "from napari_softcopy import copy_helper as h\n"
@@ -196,13 +200,16 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
     src.mkdir()
     dst.mkdir()
     old = time.time() - 60
-    for name, data in [("new", b"n" * 100), ("stale", b"s" * 10), ("same", b"x"), ("forced", b"f")]:
+    names = [("new", b"n" * 100), ("stale", b"s" * 10), ("same", b"x"), ("forced", b"f")]
+    for name, data in [*names, ("rewritten", b"r")]:
         (src / name).write_bytes(data)
         os.utime(src / name, (old, old))
     (dst / "stale").write_bytes(b"old")
-    for name in ("same", "forced"):
+    for name in ("same", "forced", "rewritten"):
         (dst / name).write_bytes((src / name).read_bytes())
         os.utime(dst / name, (old, old))
+    # Same size and mtime, but copied from another version of the file (its stamp says so).
+    os.setxattr(dst / "rewritten", SOURCE_STAMP, b"1:1")
     (src / "young").write_bytes(b"y")  # written just now: maybe not finished
     os.symlink("new", src / "link")
     fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, dst)]
@@ -211,12 +218,13 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
     try:
         batches = [
             [("new", False), ("stale", False), ("same", False), ("forced", True)],
+            [("rewritten", False)],
             [("young", False), ("link", False)],
             [("gone", False), ("new", False), ("stale", False)],
         ]
         for batch in batches:
             assert helper.submit(batch)
-        first, second, third = (helper.outcomes(len(b)) for b in batches)
+        first, restamped, second, third = (helper.outcomes(len(b)) for b in batches)
     finally:
         helper.close()
         for fd in fds:
@@ -230,11 +238,12 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
         (CURRENT,),
         (COPIED, 1, os.stat(src / "forced").st_mtime_ns, 1),
     ]
+    assert restamped == [(COPIED, 1, os.stat(src / "rewritten").st_mtime_ns, 1)]
     assert second == [(ENGINE,), (ENGINE,)]
     # A source that vanished is the engine's (it may mirror a delete); the batch's rest is
     # left untried, as after any error.
     assert third == [(ENGINE,), (UNTRIED,), (UNTRIED,)]
-    copied = {n: (dst / n).read_bytes() for n in ("new", "stale", "forced")}
+    copied = {n: (dst / n).read_bytes() for n in ("new", "stale", "forced", "rewritten")}
     assert copied == {n: (src / n).read_bytes() for n in copied}
     assert not (dst / "young").exists() and not (dst / "link").exists()
     assert os.getxattr(dst / "new", SOURCE_STAMP)  # stamped as the engine stamps

@@ -163,7 +163,7 @@ class CopyHelper:
         except (ValueError, TypeError) as exc:
             self._failed("it ended" if not line else f"unreadable answer: {exc}")
             return None
-        if len(outcomes) != count or not all(o and o[0] in _KNOWN for o in outcomes):
+        if len(outcomes) != count or not all(map(_well_formed, outcomes)):
             self._failed("answer does not match the batch")
             return None
         return outcomes
@@ -212,7 +212,13 @@ class CopyHelper:
         self.close(timeout=0.5)
 
 
-_KNOWN = {COPIED, CURRENT, ENGINE, UNTRIED}
+def _well_formed(outcome: tuple) -> bool:
+    if outcome[:1] == (COPIED,) and len(outcome) == 4:
+        _, size, mtime_ns, old_size = outcome
+        return all(isinstance(n, int) for n in (size, mtime_ns)) and (
+            old_size is None or isinstance(old_size, int)
+        )
+    return outcome in ((CURRENT,), (ENGINE,), (UNTRIED,))
 
 
 def _helper_main() -> None:

@@ -690,26 +690,29 @@ class CopyEngine:
             log.info("copy helper process copied %d files", copied)
 
     def _book(self, batch: list[tuple[str, bool]], outcomes: list[tuple]) -> int:
-        """Book a helper's outcomes for ``batch``; sync here what it handed back."""
+        """Book a helper's outcomes for ``batch``; sync here what it handed back. Every path
+        is done once, whatever happens (a path never done would hold up the finish)."""
         copied = 0
         for (rel, force), outcome in zip(batch, outcomes, strict=True):
             kind = outcome[0]
             retry_after = None
-            if kind == COPIED:
-                _, size, mtime_ns, old_size = outcome
-                self._copied(rel, CopyResult(True, size, mtime_ns, old_size is None), old_size)
-                copied += 1
-            elif kind == UNTRIED:
-                self._pending.add(rel, force=force)  # (in flight: it goes again when done)
-            elif kind != CURRENT:
-                try:
+            try:
+                if kind == COPIED:
+                    _, size, mtime_ns, old_size = outcome
+                    result = CopyResult(True, size, mtime_ns, old_size is None)
+                    self._copied(rel, result, old_size)
+                    copied += 1
+                elif kind == UNTRIED:
+                    self._pending.add(rel, force=force)  # (in flight: it goes again when done)
+                elif kind != CURRENT:
                     retry_after = self._sync(rel, force)
-                except Stopped:
-                    pass
-                except Exception as exc:  # never let one file kill a worker
-                    log.exception("unexpected error syncing %s", rel)
-                    self._error(rel, f"unexpected error: {exc!r}")
-            self._pending.done(rel, retry_after=retry_after)
+            except Stopped:
+                pass
+            except Exception as exc:  # never let one file kill a worker
+                log.exception("unexpected error syncing %s", rel)
+                self._error(rel, f"unexpected error: {exc!r}")
+            finally:
+                self._pending.done(rel, retry_after=retry_after)
         return copied
 
     def _wait_backoff(self) -> None:
@@ -943,60 +946,61 @@ class CopyEngine:
                 self._error(rel_dir, "cannot list this folder (permission denied); fix it")
                 continue
             try:
-                with os.scandir(dir_fd) as it:
-                    entries = list(it)
+                # The source is read as it is listed: a folder of a million chunks is never
+                # held in memory as a list (each entry keeps its stat once asked for it).
                 existing = dest.listdir(rel_dir, cancelled=finishing)
                 if existing is None:
                     cut_short = True
                     break
-                for entry in entries:
-                    if finishing():
-                        cut_short = True  # (one folder may hold a million chunks)
-                        break
-                    name = entry.name
-                    rel = f"{rel_dir}/{name}" if rel_dir else name
-                    existing_info = existing.pop(name, None)
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(rel)
+                with os.scandir(dir_fd) as it:
+                    for entry in it:
+                        if finishing():
+                            cut_short = True  # (one folder may hold a million chunks)
+                            break
+                        name = entry.name
+                        rel = f"{rel_dir}/{name}" if rel_dir else name
+                        existing_info = existing.pop(name, None)
+                        try:
+                            if entry.is_dir(follow_symlinks=False):
+                                stack.append(rel)
+                                continue
+                            if entry.is_symlink():
+                                self._error(
+                                    rel, "symbolic link in the source: not followed, not copied"
+                                )
+                                continue
+                            if is_temp_name(name):
+                                temp += 1
+                                continue
+                            if rel == marker:
+                                if not self._marker_seen:
+                                    self._on_marker()
+                                continue
+                            st = entry.stat(follow_symlinks=False)
+                        except FileNotFoundError:
                             continue
-                        if entry.is_symlink():
-                            self._error(
-                                rel, "symbolic link in the source: not followed, not copied"
-                            )
+                        if not stat.S_ISREG(st.st_mode):
                             continue
-                        if is_temp_name(name):
-                            temp += 1
-                            continue
-                        if rel == marker:
-                            if not self._marker_seen:
-                                self._on_marker()
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if not stat.S_ISREG(st.st_mode):
-                        continue
-                    if existing_info is not None and existing_info.is_file:
-                        files_dst += 1
-                        bytes_dst += existing_info.size
-                        chunks_dst += not is_metadata_name(name)
-                        if (
-                            existing_info.size == st.st_size
-                            and existing_info.mtime_ns == st.st_mtime_ns
-                            and not (deep and self._changed_since_copy(rel, st))
-                        ):
-                            continue
-                    to_copy += st.st_size
-                    if free is not None and to_copy > free:
-                        free = None
-                        warning = free_space_warning(self.destination, to_copy)
-                        if warning:
-                            self._error("", warning)
-                    self._pending.add(rel, size=st.st_size)
-                    if self._finish_reason is not None:
-                        self._start_copy_helper_if_worth_it()
-                    self._pending.wait_for_room(PENDING_LIMIT, self._stop)
+                        if existing_info is not None and existing_info.is_file:
+                            files_dst += 1
+                            bytes_dst += existing_info.size
+                            chunks_dst += not is_metadata_name(name)
+                            if (
+                                existing_info.size == st.st_size
+                                and existing_info.mtime_ns == st.st_mtime_ns
+                                and not (deep and self._changed_since_copy(rel, st))
+                            ):
+                                continue
+                        to_copy += st.st_size
+                        if free is not None and to_copy > free:
+                            free = None
+                            warning = free_space_warning(self.destination, to_copy)
+                            if warning:
+                                self._error("", warning)
+                        self._pending.add(rel, size=st.st_size)
+                        if self._finish_reason is not None:
+                            self._start_copy_helper_if_worth_it()
+                        self._pending.wait_for_room(PENDING_LIMIT, self._stop)
                 if cut_short:
                     break
                 for name, info in existing.items():
