@@ -326,3 +326,29 @@ def test_demo_exits_0_with_summary():
     assert result.returncode == 0, result.stdout + result.stderr
     assert "marker to verified" in result.stdout
     assert "checksum verification: identical" in result.stdout
+
+
+def _run_with_reader_gone(*args):
+    """Run with stdout a pipe whose reader has already gone (as under `| head`, later)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [*CLI, *map(str, args)],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_copy_whose_reader_goes_away_goes_on_and_a_verify_ends_quietly(tmp_path, archive):
+    dst = tmp_path / "copy.zarr"
+    result = _run_with_reader_gone("copy", archive, dst, "--json")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    assert (dst / "complete").exists()
+    assert_identical(archive, dst)
+    result = _run_with_reader_gone("verify", archive, dst)
+    assert result.returncode == 141 and result.stderr == "", result.stderr

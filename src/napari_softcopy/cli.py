@@ -31,6 +31,7 @@ from .targets import read_targets
 from .verify import verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+EXIT_BROKEN_PIPE = 141  # (128 + SIGPIPE: what a shell reports for a tool whose reader left)
 
 
 def _mib(n: float) -> str:
@@ -152,7 +153,7 @@ class _Progress:
         for i, engine in enumerate(self.engines):
             s = engine.status()
             if self.mode == "json":
-                print(s.to_json(), flush=True)
+                self._print(s.to_json())
             elif self.mode == "bar":
                 bar = self.bars[i]
                 bar.total = max(s.chunks_expected, s.chunks_at_destination)
@@ -164,13 +165,29 @@ class _Progress:
                 )
                 bar.refresh()
             elif self.mode == "plain" and (final or now - self._last_line >= 10):
-                print(_plain(s), flush=True)
+                self._print(_plain(s))
         if self.mode == "plain" and now - self._last_line >= 10:
             self._last_line = now
+
+    def _print(self, line: str) -> None:
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            # Whoever read the lines went away (`| head`): the copy goes on without them.
+            _stdout_to_devnull()
+            self.mode = "silent"
 
     def close(self) -> None:
         for bar in self.bars:
             bar.close()
+
+
+def _stdout_to_devnull() -> None:
+    """Send what is still to be printed nowhere (its reader is gone): neither a print nor the
+    flush at exit then fails again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _plain(s: Status) -> str:
@@ -487,7 +504,11 @@ def main(argv: list[str] | None = None, *, own_session: bool = False) -> int:
 
 def console_main() -> int:
     """Entry point of ``napari-softcopy`` (and of ``python -m napari_softcopy.cli``)."""
-    return main(own_session=True)
+    try:
+        return main(own_session=True)
+    except BrokenPipeError:  # (`verify ... | head`): end quietly, as a shell's tools do
+        _stdout_to_devnull()
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
