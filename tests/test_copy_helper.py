@@ -128,6 +128,8 @@ def test_a_helper_that_fails_changes_nothing(
     e = engine(src, dst)
     assert e.wait(60) and e.state == "verified", e.status().message
     assert "copy helper process failed" in caplog.text
+    if failure == "cannot start":
+        assert "no package here" in caplog.text  # (what it wrote to stderr says why)
     assert_identical(src, dst)
     if failure != "copies, then dies":  # (there, the files it copied were never booked)
         assert e.status().files_copied == len(files) - 1

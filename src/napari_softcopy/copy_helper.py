@@ -130,7 +130,7 @@ class CopyHelper:
                 [sys.executable, "-c", self._MAIN],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,  # (read once it has ended: why it failed)
                 pass_fds=(src_dir_fd, dest_dir_fd),
             )
         except OSError as exc:
@@ -177,12 +177,13 @@ class CopyHelper:
             with contextlib.suppress(OSError):
                 proc.send_signal(signal.SIGTERM)
 
-    def close(self, timeout: float = 2.0) -> None:
+    def close(self, timeout: float = 2.0) -> str:
         """Let the helper end: it abandons a copy in progress (removing its temporary file)
-        and exits; killed if it has not within ``timeout`` (e.g. stuck on a hung mount)."""
+        and exits; killed if it has not within ``timeout`` (e.g. stuck on a hung mount).
+        Returns the last line it wrote to stderr (a traceback's last line says why)."""
         proc, self._proc = self._proc, None
         if proc is None:
-            return
+            return ""
         with contextlib.suppress(OSError):
             proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(OSError):
@@ -192,8 +193,13 @@ class CopyHelper:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        err = b""
         with contextlib.suppress(OSError):
             proc.stdout.close()
+            err = proc.stderr.read()
+            proc.stderr.close()
+        lines = err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
 
     def _send(self, message) -> bool:
         if self._proc is None:
@@ -207,9 +213,10 @@ class CopyHelper:
             return False
 
     def _failed(self, why: str) -> None:
+        last_words = self.close(timeout=0.5)
         if not self._interrupted:  # (an interrupted one may end before it answers)
+            why = f"{why}: {last_words}" if last_words else why
             log.warning("copy helper process failed (%s): the engine copies its files", why)
-        self.close(timeout=0.5)
 
 
 def _well_formed(outcome: tuple) -> bool:

@@ -244,7 +244,7 @@ class CopyEngine:
         self._threads: list[threading.Thread] = []
         self._control: threading.Thread | None = None
         self._copy_helper: CopyHelper | None = None
-        self._copy_helper_wanted = False
+        self._copy_helper_decided = False  # started one, or cannot have one
         self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
 
@@ -625,15 +625,13 @@ class CopyEngine:
             self._pending.done(path, retry_after=retry_after)
 
     def _start_copy_helper_if_worth_it(self) -> None:
-        """Start a copy helper process for a large backlog at a finish (see `copy_helper`)."""
-        if (
-            self._copy_helper_wanted
-            or len(self._pending) < COPY_HELPER_FILES
-            or self._limiter is not None  # (the cap is shared by this process's threads)
-            or available_cores() < 2
-        ):
+        """Start a copy helper process for a large backlog at a finish (see `copy_helper`).
+        Called for every file a scan queues then: what cannot change is decided once."""
+        if self._copy_helper_decided or len(self._pending) < COPY_HELPER_FILES:
             return
-        self._copy_helper_wanted = True
+        self._copy_helper_decided = True
+        if self._limiter is not None or available_cores() < 2:
+            return  # (a bandwidth cap is shared by this process's threads only)
         t = threading.Thread(target=self._helper_worker, name="softcopy-worker-h", daemon=True)
         t.start()
         self._threads.append(t)
