@@ -249,3 +249,47 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
     assert copied == {n: (src / n).read_bytes() for n in copied}
     assert not (dst / "young").exists() and not (dst / "link").exists()
     assert os.getxattr(dst / "new", SOURCE_STAMP)  # stamped as the engine stamps
+
+
+@needs_two_cores
+def test_a_full_destination_is_waited_for_and_the_copy_completes_when_space_is_freed(
+    tmp_path, monkeypatch, slow_engine_copies
+):
+    """The helper hands a refused write back; the engine reports it, backs off (the helper
+    waits with it) and goes on by itself once there is space. No partial file anywhere."""
+    from faults_support import final_files, make_archive, resize_tmpfs, tmpfs
+
+    src = tmp_path / "acq.zarr"
+    versions = make_archive(src, n_chunks=48, chunk_bytes=128 * 1024)  # 6 MiB
+    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
+    helpers = RecordedHelpers(monkeypatch)
+    handed_back = []  # files the helper gave the engine to sync (its refused writes)
+    sync = engine_module.CopyEngine._sync
+
+    def recorded_sync(self, rel, force):
+        if threading.current_thread().name == "softcopy-worker-h":
+            handed_back.append(rel)
+        return sync(self, rel, force)
+
+    monkeypatch.setattr(engine_module.CopyEngine, "_sync", recorded_sync)
+    with tmpfs(tmp_path / "disk", "2m") as disk:
+        dst = disk / "copy.zarr"
+        e = engine(src, dst)
+        try:
+
+            def full_reported():
+                return [m["message"] for m in e.status().errors if "is full" in m["message"]]
+
+            # (while the disk stays full, the helper meets it again after each back-off)
+            wait_for(lambda: handed_back and full_reported(), what="a refused write handed back")
+            assert str(dst) in full_reported()[0]
+            assert helpers.pids and e.state in ("copying", "finishing")
+            finals = {r: c for r, c in final_files(dst).items() if r.startswith("c/")}
+            assert 0 < len(finals) < len(versions)
+            assert all(versions[rel] == content for rel, content in finals.items())
+            resize_tmpfs(disk, "64m")  # space is freed: the copy goes on by itself
+            assert e.wait(60) and e.state == "verified", e.status().message
+        finally:
+            e.stop()
+            e.wait(10)
+        assert_identical(src, dst)
