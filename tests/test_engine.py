@@ -327,7 +327,10 @@ def test_inotify_overflow_still_completes(tmp_path):
     assert e.wait(120), e.status().message
     s = e.status()
     assert s.event_overflows >= 1, "20,000 renames must overflow a 16-event queue"
-    assert s.scans >= 3  # start, at least one overflow rescan, finish
+    # The first scan, and a rescan after the first overflow (it comes early, within the
+    # first few events); a later one may be cut short by the finish, whose walk compares
+    # everything anyway, so it is not counted on.
+    assert s.scans >= 2
     assert_identical(src, dst)
     np.testing.assert_array_equal(zarr.open_array(dst, mode="r")[:], a[:])
 
