@@ -260,7 +260,7 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
     assert proc.returncode == 130, err
     assert _ended(job.pid)
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["state"] == "stopped", status
+    assert status["state"] == "stopped", (status["message"], status["errors"], err)
     assert not [p for p in (tmp_path / "copy.zarr").rglob("*softcopy-tmp")]
 
 
@@ -272,7 +272,7 @@ def test_the_copy_stops_when_the_command_that_started_it_is_killed(tmp_path, run
     proc.communicate(timeout=10)
     wait_for(lambda: _ended(job.pid), timeout=10, what="the copy's end")
     status = json.loads((tmp_path / "status.json").read_text())
-    assert status["state"] == "stopped", status
+    assert status["state"] == "stopped", (status["message"], status["errors"])
     assert not [p for p in (tmp_path / "copy.zarr").rglob("*softcopy-tmp")]
 
 
