@@ -282,6 +282,31 @@ def test_stop_is_prompt_and_resumable(tmp_path):
     assert_identical(src, dst)
 
 
+def test_a_stop_during_the_first_copy_of_the_root_metadata_is_a_stop(tmp_path, monkeypatch):
+    """The root's metadata is copied by the engine's own thread before any chunk; a stop
+    that lands during that copy (Ctrl-C right after the start, on a slow disk) ends the
+    copy as "stopped", never as an internal error."""
+    from napari_softcopy import engine as engine_module
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    copy_file = engine_module.copy_file
+    engines = []
+
+    def stopped_meanwhile(rel, *args, **kwargs):  # (the stop arrives while it copies)
+        if threading.current_thread().name == "softcopy-control":
+            engines[0].stop()
+        return copy_file(rel, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "copy_file", stopped_meanwhile)
+    e = CopyEngine(src, dst, engine_module.CopyOptions(low_priority=False))
+    engines.append(e)
+    e.start()
+    assert not e.wait(10)
+    assert e.state == "stopped", e.status().message
+    assert not list(dst.rglob("*softcopy-tmp"))
+
+
 def test_marker_of_an_unfinished_copy_is_not_trusted(tmp_path):
     """A marker at the destination means "verified"; a resumed live copy removes a stale one."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"

@@ -569,7 +569,10 @@ class CopyEngine:
             for _attempt in range(2):
                 if self._src_lstat(name) is None:
                     break
-                delay = self._sync(name, force=False)
+                try:
+                    delay = self._sync(name, force=False)
+                except Stopped:  # (a stop during this copy: the run ends as "stopped")
+                    return
                 if delay is None or delay > RACY_S or self._stop.wait(delay):
                     break  # copied, or retried later by the workers
 
