@@ -62,7 +62,7 @@ def test_observer_pairs_every_rename_of_a_burst(tmp_path):
 
     from watchdog.events import FileSystemEventHandler
 
-    from napari_softcopy.platform import MOVE_PAIRING_S, observer_class
+    from napari_softcopy.platform import EVENT_BATCH_S, MOVE_PAIRING_S, observer_class
     from napari_softcopy.readiness import EVENT_FILTER
 
     n = 2000
@@ -85,6 +85,8 @@ def test_observer_pairs_every_rename_of_a_burst(tmp_path):
     try:
         queues = [e._inotify._move_event_grouper._queue for e in observer.emitters]
         assert queues and all(q.delay == MOVE_PAIRING_S for q in queues)
+        # (a rename whose halves fall into two reads is paired across the reader's pause)
+        assert MOVE_PAIRING_S > EVENT_BATCH_S
         assert observer._inotify_fd.read_events.batched
         for i in range(n):
             temp = tmp_path / f"{i}.__lock"

@@ -247,9 +247,12 @@ def on_event_overflow(callback: Callable[[], None]) -> Callable[[], None]:
 #: it waits) and pairs by scanning the queue, so its default of 0.5 s let the queue grow to
 #: thousands of events under quick renames (benchmarks, 8,000 renames in 5 s: drain after the
 #: marker 3.3-3.7 s instead of 0.2-0.35 s, 4.5-5.2 s CPU instead of 2.7 s). The kernel queues
-#: both halves of a rename together, so 20 ms still pairs them; a half left unpaired is only a
-#: later hint (a moved-in file then reads as created), never a lost file.
-MOVE_PAIRING_S = 0.02
+#: both halves of a rename one after the other, so a read can take the first without the
+#: second; the next read comes after the reader's pause (`EVENT_BATCH_S`), so the pairing
+#: waits longer than that pause (20 ms, shorter than it, let such a rename read as a create:
+#: 1 of 2,000 in one test run). A half left unpaired is only a later hint (a moved-in file
+#: then reads as created), never a lost file; only such a half waits the whole delay.
+MOVE_PAIRING_S = 0.05
 
 
 def _find_from_the_tail(queue) -> Callable:
