@@ -84,13 +84,9 @@ class PendingSet:
                     if entry is not None and entry.state == DELAYED:
                         entry.state = QUEUED
                         self._ready.append(path)
-                while self._ready:
-                    path = self._ready.popleft()
-                    entry = self._entries.get(path)
-                    if entry is not None and entry.state == QUEUED:
-                        entry.state = IN_FLIGHT
-                        force, entry.force = entry.force, False
-                        return path, force
+                item = self._next_ready()
+                if item is not None:
+                    return item
                 wait = None if deadline is None else deadline - now
                 if self._delayed:
                     due = self._delayed[0][0] - now
@@ -110,14 +106,21 @@ class PendingSet:
             return []
         batch = [first]
         with self._cond:
-            while len(batch) < limit and self._ready:
-                path = self._ready.popleft()
-                entry = self._entries.get(path)
-                if entry is not None and entry.state == QUEUED:
-                    entry.state = IN_FLIGHT
-                    force, entry.force = entry.force, False
-                    batch.append((path, force))
+            while len(batch) < limit and (item := self._next_ready()) is not None:
+                batch.append(item)
         return batch
+
+    def _next_ready(self) -> tuple[str, bool] | None:
+        """Hand out the next queued path as ``(path, force)``, skipping stale queue entries
+        (called with the lock held); None when none is ready."""
+        while self._ready:
+            path = self._ready.popleft()
+            entry = self._entries.get(path)
+            if entry is not None and entry.state == QUEUED:
+                entry.state = IN_FLIGHT
+                force, entry.force = entry.force, False
+                return path, force
+        return None
 
     @property
     def closed(self) -> bool:
