@@ -8,6 +8,11 @@
   an acquisition): that is how it is used at a microscope.
 - ``cpsync`` (bulk only, a reference): ``cp -r SRC DST && sync -f DST``: cp with its data
   made durable before it exits, as napari-softcopy's is before it writes its marker.
+- ``floor`` and ``floorsafe`` (bulk only, references): ``benchmarks/floor.c``, compiled here
+  with ``cc -O2`` on first use (left out without a C compiler). ``floor`` takes cp's steps per
+  file; ``floorsafe`` takes napari-softcopy's (temporary name, re-check, mtime, stamp,
+  rename, pages dropped, ``syncfs`` at the end), in one C process: what a compiled copier
+  keeping these guarantees would cost, against what the Python one costs.
 - ``rsync``: ``rsync -a SRC/ DST/``. Live, it runs in a loop during the acquisition (each pass
   with ``--delete --exclude '*.__lock'`` so writers' lock files never stay behind, 0.5 s
   apart), then once more after the marker: the usual way to follow an acquisition with it.
@@ -27,6 +32,10 @@ SOFTCOPY_VERSION = "0.0.13"
 SOFTCOPY_VENV = HERE / ".venv-softcopy"
 EXTRA = tuple(os.environ.get("BENCH_OURS_ARGS", "").split())
 ALL = ("ours", "softcopy", "cp", "rsync")
+FLOOR_SOURCE = HERE / "floor.c"
+FLOOR_EXE = HERE / ".build" / "floor"
+#: Bulk references added beside ``cp`` (not tools a user would run).
+REFERENCES = ("cpsync", "floor", "floorsafe")
 
 _RSYNC_LIVE = """\
 while [ ! -e "$1/complete" ]; do
@@ -101,7 +110,32 @@ def copiers() -> dict[str, Copier]:
             ("sh", "-c", 'cp -r "$1" "$2" && exec sync -f "$2"', "cp-sync", "{src}", "{dst}"),
             (),
         ),
+        # Bulk references only: the floor of a compiled copier with cp's steps, and with ours.
+        "floor": Copier("floor", "C, cp's steps", (str(FLOOR_EXE), "plain", "{src}", "{dst}"), ()),
+        "floorsafe": Copier(
+            "floorsafe",
+            "C, our steps",
+            (str(FLOOR_EXE), "safe,drop,sync", "{src}", "{dst}"),
+            (),
+        ),
     }
+
+
+def build_floor(log=print) -> bool:
+    """Compile ``floor.c`` (once; again when the source is newer). False without a compiler."""
+    if FLOOR_EXE.exists() and FLOOR_EXE.stat().st_mtime >= FLOOR_SOURCE.stat().st_mtime:
+        return True
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        log("no C compiler (apt-get install -y gcc): the C floor references are left out")
+        return False
+    FLOOR_EXE.parent.mkdir(exist_ok=True)
+    try:
+        subprocess.run([cc, "-O2", "-o", str(FLOOR_EXE), str(FLOOR_SOURCE)], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        log(f"could not compile {FLOOR_SOURCE.name} ({exc}): the C floor references are left out")
+        return False
+    return True
 
 
 def _compile_ours() -> None:
@@ -139,6 +173,8 @@ def ensure(names: list[str], log=print) -> list[str]:
                 continue
         if name == "rsync" and shutil.which("rsync") is None:
             log("rsync is not installed (apt-get install -y rsync); left out")
+            continue
+        if name in ("floor", "floorsafe") and not build_floor(log):
             continue
         if name == "ours":
             if not os.path.exists(ours_executable()):

@@ -62,9 +62,15 @@ def test_quick_run_writes_results_and_page(tmp_path):
     bulk = results["bulk"]["summary"]["lightsheet"]
     assert bulk["cp"]["ratio_to_cp"] == 1.0
     assert bulk["ours"]["all_correct"] and bulk["ours"]["wall_s"] > 0
+    assert bulk["cpsync"]["all_correct"]
 
-    names = {t["target"] for t in results["targets"]}
-    assert "copier CPU, lightsheet live" in names
+    targets = {t["target"]: t for t in results["targets"]}
+    assert "copier CPU, lightsheet live" in targets
+    if shutil.which("cc") or shutil.which("gcc"):  # the C floors, beside cp
+        for name in ("floor", "floorsafe"):
+            assert bulk[name]["all_correct"] and bulk[name]["exit_codes"] == [0], bulk[name]
+        reference = targets["bulk time / cp -r, lightsheet"]["reference"]
+        assert reference.startswith("a C copier with our per-file steps"), reference
     page = (docs / "benchmarks.md").read_text()
     assert "| napari-softcopy | cp -r |" in page
     assert not (tmp_path / "work").exists(), "the archives were not cleaned up"
