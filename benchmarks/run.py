@@ -216,12 +216,17 @@ def targets(results: dict) -> list[dict]:
         return bulk_s.get(wl, {}).get(name, {}).get("ratio_to_cp")
 
     def floors(wl):
-        """What the C floors of the same invocation say about a bulk ratio."""
-        safe, plain = bk(wl, "floorsafe"), bk(wl, "floor")
-        if safe is None:
-            return None
-        said = f"a C copier with our per-file steps and flush: {safe:.2f} x"
-        return said if plain is None else f"{said}; with cp's steps: {plain:.2f} x"
+        """What the references of the same invocation say about a bulk ratio."""
+        said = [
+            f"{label}: {bk(wl, name):.2f} x"
+            for name, label in (
+                ("cpsync", "cp -r + sync (as durable as ours)"),
+                ("floorsafe", "a C copier with our per-file steps and flush"),
+                ("floor", "a C copier with cp's steps"),
+            )
+            if bk(wl, name) is not None
+        ]
+        return "; ".join(said) or None
 
     def drains(wl):
         cs = live_s.get(wl, {}).get("copiers", {})
