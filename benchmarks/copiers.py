@@ -111,10 +111,12 @@ def copiers() -> dict[str, Copier]:
             (),
         ),
         # Bulk references only: the floor of a compiled copier with cp's steps, and with ours.
-        "floor": Copier("floor", "C, cp's steps", (str(FLOOR_EXE), "plain", "{src}", "{dst}"), ()),
+        "floor": Copier(
+            "floor", "C floor: cp's steps", (str(FLOOR_EXE), "plain", "{src}", "{dst}"), ()
+        ),
         "floorsafe": Copier(
             "floorsafe",
-            "C, our steps",
+            "C floor: our steps",
             (str(FLOOR_EXE), "safe,drop,sync", "{src}", "{dst}"),
             (),
         ),
@@ -130,9 +132,14 @@ def build_floor(log=print) -> bool:
         log("no C compiler (apt-get install -y gcc): the C floor references are left out")
         return False
     FLOOR_EXE.parent.mkdir(exist_ok=True)
+    # Built under a name of its own, then renamed: a run starting meanwhile (a test beside a
+    # benchmark) never executes a half-written binary.
+    temp = FLOOR_EXE.with_name(f"{FLOOR_EXE.name}.{os.getpid()}.tmp")
     try:
-        subprocess.run([cc, "-O2", "-o", str(FLOOR_EXE), str(FLOOR_SOURCE)], check=True)
+        subprocess.run([cc, "-O2", "-o", str(temp), str(FLOOR_SOURCE)], check=True)
+        os.replace(temp, FLOOR_EXE)
     except (OSError, subprocess.CalledProcessError) as exc:
+        temp.unlink(missing_ok=True)
         log(f"could not compile {FLOOR_SOURCE.name} ({exc}): the C floor references are left out")
         return False
     return True
