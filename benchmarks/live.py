@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import REPO, Measured, compare_trees, python
+from .common import REPO, Measured, compare_trees, python, time_find
 from .copiers import Copier
 from .probe import TreeProbe
 
@@ -98,6 +98,25 @@ def _wait_for(predicate, timeout: float, poll: float = 0.005) -> bool:
     return False
 
 
+def final_walk_alone(src: Path, dst: Path) -> dict:
+    """After napari-softcopy's run: its final walk alone over the finished trees (what its
+    drain cannot go below, whatever the copy's lag at the marker), and `find` stat-ing both
+    trees (the same listing and stats in one C process, without the source stamps)."""
+    out = subprocess.run(
+        [python(), "-m", "benchmarks.walk_alone", str(src), str(dst)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        start_new_session=True,  # (its own scheduling group, lowered as the engine's is)
+    )
+    if out.returncode:
+        return {"walk_alone_error": out.stderr.strip().splitlines()[-1:]}
+    return {
+        "walk_alone_s": json.loads(out.stdout)["walk_s"],
+        "find_stat_both_s": round(time_find(src, dst, stat=True), 3),
+    }
+
+
 def run_once(
     workload: Workload,
     copier: Copier | None,
@@ -172,6 +191,8 @@ def run_once(
             correctness=compare_trees(src, dst),
             backlog=[(t, b) for t, b, _ in sampler.samples],
         )
+        if name == "ours" and outcome.exit_code == 0:
+            result.update(final_walk_alone(src, dst))
     if trash is not None:
         trash(run_dir)
     return result

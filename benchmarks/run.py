@@ -148,6 +148,13 @@ def summarize_live(runs: list[dict]) -> dict:
                 "all_correct": all(r["correctness"]["ok"] for r in rs),
                 "all_finished": all(not r["timed_out"] and r["exit_code"] == 0 for r in rs),
             }
+            walks = [r for r in rs if r.get("walk_alone_s") is not None]
+            if walks:  # (napari-softcopy: its final walk alone, after each run)
+                out[wl]["copiers"][name] |= {
+                    "walk_alone_s": median(r["walk_alone_s"] for r in walks),
+                    "walk_alone_max_s": max(r["walk_alone_s"] for r in walks),
+                    "find_stat_both_s": median(r["find_stat_both_s"] for r in walks),
+                }
     return out
 
 
@@ -235,7 +242,17 @@ def targets(results: dict) -> list[dict]:
             for n, label in (("cp", "cp -r"), ("rsync", "rsync -a"))
             if cs.get(n, {}).get("drain_max_s") is not None
         ]
-        return "worst runs: " + ", ".join(said) if said else None
+        said = ["worst runs: " + ", ".join(said)] if said else []
+        ours = cs.get("ours", {})
+        if ours.get("drain_s") is not None:
+            said.append(f"napari-softcopy's median drain {ours['drain_s']:.2f} s")
+        if ours.get("walk_alone_s") is not None:
+            said.append(
+                f"its final walk alone over the finished trees {ours['walk_alone_s']:.2f} s "
+                f"(worst {ours['walk_alone_max_s']:.2f} s); `find` stat-ing both trees "
+                f"{ours['find_stat_both_s']:.2f} s"
+            )
+        return "; ".join(said) or None
 
     def find_stat():
         if not sc.get("find_stat_s") or not sc.get("find_s"):

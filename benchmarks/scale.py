@@ -14,10 +14,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import subprocess
 import time
 
-from .common import Measured, compare_trees
+from .common import Measured, compare_trees, time_find
 from .copiers import ours_executable
 
 FULL_GRID = (250, 4, 32, 32)  # 1,048,576 chunk files
@@ -67,18 +66,6 @@ def generate(root, grid: tuple[int, int, int, int], seed: int = 0) -> int:
     with open(root / "complete", "w") as f:
         f.write("complete\n")
     return n + 1
-
-
-def time_find(*roots, stat: bool = False) -> float:
-    """Wall time of ``find ROOTS`` (output discarded); the second of two runs. With
-    ``stat``, ``-printf '%s %T@'`` makes find stat every file, as a size + mtime check must."""
-    argv = ["find", *map(str, roots)] + (["-printf", "%s %T@\n"] if stat else [])
-    best = None
-    for _ in range(2):
-        t = time.perf_counter()
-        subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
-        best = time.perf_counter() - t
-    return best
 
 
 def _ours(src, dst, run_dir, name: str, status_file):

@@ -58,6 +58,10 @@ def test_quick_run_writes_results_and_page(tmp_path):
     assert live["copiers"]["ours"]["peak_rss_bytes"] > 0
     ours_run = next(r for r in results["live"]["runs"] if r["copier"] == "ours")
     assert ours_run["backlog"], "the sampler recorded nothing"
+    # its final walk again, alone over the finished trees, and find stat-ing both beside it
+    assert ours_run["walk_alone_s"] > 0 and ours_run["find_stat_both_s"] > 0, ours_run
+    assert live["copiers"]["ours"]["walk_alone_s"] == ours_run["walk_alone_s"]
+    assert "cp" not in [r["copier"] for r in results["live"]["runs"] if "walk_alone_s" in r]
 
     bulk = results["bulk"]["summary"]["lightsheet"]
     assert bulk["cp"]["ratio_to_cp"] == 1.0
@@ -73,6 +77,7 @@ def test_quick_run_writes_results_and_page(tmp_path):
         assert "a C copier with our per-file steps and flush: " in reference, reference
     page = (docs / "benchmarks.md").read_text()
     assert "| napari-softcopy | cp -r |" in page
+    assert "| final walk alone, finished trees (s) | " in page
     assert not (tmp_path / "work").exists(), "the archives were not cleaned up"
 
 
