@@ -102,13 +102,17 @@ def final_walk_alone(src: Path, dst: Path) -> dict:
     """After napari-softcopy's run: its final walk alone over the finished trees (what its
     drain cannot go below, whatever the copy's lag at the marker), and `find` stat-ing both
     trees (the same listing and stats in one C process, without the source stamps)."""
-    out = subprocess.run(
-        [python(), "-m", "benchmarks.walk_alone", str(src), str(dst)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        start_new_session=True,  # (its own scheduling group, lowered as the engine's is)
-    )
+    try:
+        out = subprocess.run(
+            [python(), "-m", "benchmarks.walk_alone", str(src), str(dst)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            start_new_session=True,  # (its own scheduling group, lowered as the engine's is)
+            timeout=600,
+        )
+    except subprocess.TimeoutExpired:
+        return {"walk_alone_error": "no result within 600 s"}
     if out.returncode:
         return {"walk_alone_error": out.stderr.strip().splitlines()[-1:]}
     return {
