@@ -243,14 +243,13 @@ def targets(results: dict) -> list[dict]:
             if cs.get(n, {}).get("drain_max_s") is not None
         ]
         said = ["worst runs: " + ", ".join(said)] if said else []
-        ours = cs.get("ours", {})
-        if ours.get("drain_s") is not None:
-            said.append(f"napari-softcopy's median drain {ours['drain_s']:.2f} s")
-        if ours.get("walk_alone_s") is not None:
+        if lv(wl, "drain_s") is not None:
+            said.append(f"napari-softcopy's median drain {lv(wl, 'drain_s'):.2f} s")
+        if lv(wl, "walk_alone_s") is not None:
             said.append(
-                f"its final walk alone over the finished trees {ours['walk_alone_s']:.2f} s "
-                f"(worst {ours['walk_alone_max_s']:.2f} s); `find` stat-ing both trees "
-                f"{ours['find_stat_both_s']:.2f} s"
+                f"its final walk alone over the finished trees {lv(wl, 'walk_alone_s'):.2f} s "
+                f"(worst {lv(wl, 'walk_alone_max_s'):.2f} s); `find` stat-ing both trees "
+                f"{lv(wl, 'find_stat_both_s'):.2f} s"
             )
         return "; ".join(said) or None
 

@@ -15,12 +15,8 @@ import os
 import sys
 import time
 
-from napari_softcopy.engine import PARALLEL_VERIFY_FILES
-from napari_softcopy.platform import (
-    available_cores,
-    lower_session_priority,
-    lower_thread_priority,
-)
+from napari_softcopy.engine import verify_processes
+from napari_softcopy.platform import lower_session_priority, lower_thread_priority
 from napari_softcopy.verify import start_helpers, verify_tree
 
 #: The engine starts its helper when its finish begins, about this long before its walk
@@ -33,8 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     lower_session_priority()  # (started as a session leader, as the engine is)
     lower_thread_priority()  # (the helper inherits it, as the engine's does)
     files = sum(len(names) for _, _, names in os.walk(source))
-    two = files >= PARALLEL_VERIFY_FILES and available_cores() >= 2
-    helpers = start_helpers(1 if two else 0)
+    helpers = start_helpers(verify_processes(files) - 1)
     time.sleep(HELPER_AHEAD_S)  # (as the engine: the helper's interpreter starts meanwhile)
     began = time.perf_counter()
     report = verify_tree(source, destination, marker="complete", stamps=True, helpers=helpers)

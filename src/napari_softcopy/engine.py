@@ -1086,9 +1086,8 @@ class CopyEngine:
                 helper.close()
 
     def _verify_processes(self) -> int:
-        """Processes for a verification walk: two for a large archive with two cores."""
         known = self._c.files_at_destination + len(self._pending)  # (pending: a bulk copy)
-        return 2 if known >= PARALLEL_VERIFY_FILES and available_cores() >= 2 else 1
+        return verify_processes(known)
 
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
@@ -1195,6 +1194,12 @@ class CopyEngine:
             data = (json.dumps(summary, indent=1) + "\n").encode()
             mtime_ns = None
         write_file(dest, marker, data, mtime_ns=mtime_ns)
+
+
+def verify_processes(files: int) -> int:
+    """Processes for the final verification walk of ``files`` files: two for a large
+    archive where two cores are available (`PARALLEL_VERIFY_FILES`), else one."""
+    return 2 if files >= PARALLEL_VERIFY_FILES and available_cores() >= 2 else 1
 
 
 def _is_ready_source(path: Path) -> bool:
