@@ -56,6 +56,8 @@ class Status:
     errors: list[dict[str, Any]] = field(default_factory=list)
     verification: dict[str, Any] | None = None
     message: str = ""
+    waiting_for: str | None = None
+    notices: list[str] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
