@@ -78,3 +78,33 @@ def test_bootstrap_is_a_no_op_when_everything_is_there():
     assert result.returncode == 0, result.stderr
     assert "up to date" in result.stdout, result.stdout + result.stderr
     assert "installing" not in result.stdout
+
+
+def test_the_oldest_tested_versions_are_the_lower_bounds_that_pyproject_allows():
+    """`tox -e oldest` pins requirements/oldest.txt: each pin must be the lower bound
+    pyproject.toml states, or the bound claims a version that nothing tests."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        from pip._vendor import tomli as tomllib
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = project["dependencies"] + project["optional-dependencies"]["napari"]
+    lower = {}
+    for requirement in declared:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^]]*\])?>=([0-9.]+)", requirement)
+        if match:
+            lower[match[1].lower()] = match[2]
+    pins = {}
+    for line in (ROOT / "requirements" / "oldest.txt").read_text().splitlines():
+        line = line.split("#")[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[name.lower()] = version
+    assert set(pins) == {"numpy", "zarr", "tensorstore", "watchdog", "napari"}
+    for name, version in pins.items():
+        bound = [int(p) for p in lower[name].split(".")]
+        pinned = [int(p) for p in version.split(".")]
+        width = max(len(bound), len(pinned))
+        assert bound + [0] * (width - len(bound)) == pinned + [0] * (width - len(pinned)), (
+            f"{name}: pyproject.toml allows >={lower[name]}, tox -e oldest tests {version}"
+        )

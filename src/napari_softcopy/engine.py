@@ -8,7 +8,7 @@ Threads, all at idle IO priority and a raised nice value:
   and the destination are still the folders the copy started with; every `MARKER_POLL_S`
   looks for the marker;
 - *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
-- watchdog's observer, whose events become hints in the pending set.
+- the watcher (`napari_softcopy.watcher`), whose file events become hints in the pending set.
 
 The engine keeps no record per copied file: the destination itself (size and mtime equal to
 the source's) is the record, so memory does not grow with the archive.
@@ -49,14 +49,13 @@ from .platform import (
     available_cores,
     default_workers,
     lower_thread_priority,
-    observer_class,
-    on_event_overflow,
     syncfs,
 )
-from .readiness import EVENT_FILTER, SourceEventHandler
+from .readiness import SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
 from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
 from .verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
+from .watcher import start_watching
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +246,7 @@ class CopyEngine:
         self._copy_helper_decided = False  # started one, or cannot have one
         self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
+        self._notices: list[str] = []  # what does not apply here (status, log: once each)
 
     # ------------------------------------------------------------------ public API
     def start(self) -> None:
@@ -347,6 +347,7 @@ class CopyEngine:
                 errors=errors,
                 verification=self._verification,
                 message=self._message,
+                notices=list(self._notices),
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
         if recent:
@@ -487,8 +488,7 @@ class CopyEngine:
     def _run(self) -> None:
         if self.options.low_priority:
             lower_thread_priority()
-        observer = None
-        remove_hook = None
+        watching = None
         try:
             if not self.source.exists():
                 self._set_state("waiting", f"waiting for {self.source} to appear")
@@ -512,10 +512,9 @@ class CopyEngine:
             handler = SourceEventHandler(
                 self._src, self._hint, self._request_rescan, self._root_gone
             )
-            observer = observer_class()()
-            observer.schedule(handler, self._src, recursive=True, event_filter=EVENT_FILTER)
-            remove_hook = on_event_overflow(self._on_overflow)
-            observer.start()
+            watching = start_watching(self._src, handler, self._on_overflow, self._request_rescan)
+            with self._lock:
+                self._notices.extend(watching.notices)
             self._copy_root_metadata()
             workers = self.options.workers or default_workers(self._dest.fd)
             log.info("copying with %d worker thread(s)", workers)
@@ -539,15 +538,13 @@ class CopyEngine:
             helper = self._copy_helper
             if helper is not None:
                 helper.interrupt()  # (its thread reads its last answer, then closes it)
-            if observer is not None:
-                observer.stop()
-            if remove_hook is not None:
-                remove_hook()
+            if watching is not None:
+                watching.stop()
             for t in self._threads:
                 if t.name.startswith("softcopy-worker"):
                     t.join(5.0)
-            if observer is not None:
-                observer.join(2.0)
+            if watching is not None:
+                watching.join(2.0)
             if self._state not in FINAL_STATES:
                 self._set_state(
                     "stopped",

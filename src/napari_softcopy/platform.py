@@ -1,7 +1,7 @@
-"""Everything OS-specific, in one place: IO/CPU priority, the inotify overflow hook, flushing.
+"""Everything OS-specific, in one place: IO/CPU priority, watchdog's overflow hook, flushing.
 
 Linux gets every feature. Elsewhere the engine runs with watchdog's other observers and a
-warning names what is missing.
+warning names what is missing. (File events: `napari_softcopy.watcher`.)
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ import logging
 import os
 import sys
 import threading
-import time
 import warnings
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -240,109 +238,6 @@ def on_event_overflow(callback: Callable[[], None]) -> Callable[[], None]:
             lg.propagate = propagate
 
     return remove
-
-
-#: How long watchdog holds a rename's MOVED_FROM to pair it with its MOVED_TO. Its reader
-#: sleeps that long whenever such an event reaches the head of its queue (every event behind
-#: it waits) and pairs by scanning the queue, so its default of 0.5 s let the queue grow to
-#: thousands of events under quick renames (benchmarks, 8,000 renames in 5 s: drain after the
-#: marker 3.3-3.7 s instead of 0.2-0.35 s, 4.5-5.2 s CPU instead of 2.7 s). The kernel queues
-#: both halves of a rename one after the other, so a read can take the first without the
-#: second; the next read comes after the reader's pause (`EVENT_BATCH_S`), so the pairing
-#: waits longer than that pause (20 ms, shorter than it, let such a rename read as a create:
-#: 1 of 2,000 in one test run). A half left unpaired is only a later hint (a moved-in file
-#: then reads as created), never a lost file; only such a half waits the whole delay.
-MOVE_PAIRING_S = 0.05
-
-
-def _find_from_the_tail(queue) -> Callable:
-    """A replacement for the queue's ``_index_and_item(predicate)`` that looks from the newest
-    event back. watchdog looks from the oldest, twice per MOVED_TO, for the MOVED_FROM with
-    the same cookie; that half was queued just before it (the kernel reports both together),
-    so from the tail it is found at once. From the head each lookup costs the whole backlog of
-    queued events: quadratic under a burst of renames (benchmarks, live 50,000 renames in 31 s:
-    the lookups were a third of the copier's CPU). Cookies are unique, so the match found is
-    the same."""
-    events = queue._queue
-
-    def index_and_item(predicate):  # called with the queue's lock held
-        last = len(events) - 1
-        for back, (element, *_) in enumerate(reversed(events)):
-            if predicate(element):
-                return last - back, element
-        return None
-
-    return index_and_item
-
-
-def tune_move_pairing(observer) -> None:
-    """Make the move pairing queue of each of ``observer``'s emitters quick: `MOVE_PAIRING_S`
-    of delay, partner looked up from the tail (watchdog internals, left alone where their
-    shape differs)."""
-    for emitter in getattr(observer, "emitters", ()):
-        grouper = getattr(getattr(emitter, "_inotify", None), "_move_event_grouper", None)
-        queue = getattr(grouper, "_queue", None)
-        if queue is None or not hasattr(queue, "delay"):
-            continue
-        queue.delay = MOVE_PAIRING_S
-        if hasattr(queue, "_index_and_item") and isinstance(getattr(queue, "_queue", None), deque):
-            queue._index_and_item = _find_from_the_tail(queue)
-
-
-#: After each read that returned events, watchdog's inotify reader waits this long before
-#: reading again, so a writer's burst is taken in a few batches instead of hundreds of small
-#: reads, each waking a chain of threads on the writer's CPUs. Live lightsheet, 3 runs each,
-#: one sitting: writer slowdown x1.50 -> x1.08, copier CPU 2.9 s -> 1.3 s (benchmarks/notes.md).
-#: The kernel keeps the events meanwhile (16,384 by default; an overflow means a rescan).
-EVENT_BATCH_S = 0.025
-
-
-def batch_event_reads(observer) -> None:
-    """Make ``observer``'s inotify reader read in batches (`EVENT_BATCH_S`); a watchdog
-    internal, left alone where its shape differs."""
-    inotify_fd = getattr(observer, "_inotify_fd", None)
-    read = getattr(inotify_fd, "read_events", None)
-    if read is None or getattr(read, "batched", False):
-        return
-
-    def read_events(*args, **kwargs):
-        events = read(*args, **kwargs)
-        if events:
-            time.sleep(EVENT_BATCH_S)
-        return events
-
-    read_events.batched = True
-    inotify_fd.read_events = read_events
-
-
-def observer_class() -> type:
-    """watchdog's native observer, reading in batches (`batch_event_reads`) and pairing moves
-    quickly (`tune_move_pairing`); warns where the overflow hook does not apply."""
-    from watchdog.observers import Observer
-
-    class _Observer(Observer):
-        def __init__(self, *args, **kwargs) -> None:
-            super().__init__(*args, **kwargs)
-            batch_event_reads(self)
-
-        def start(self) -> None:
-            super().start()
-            tune_move_pairing(self)
-
-        def schedule(self, *args, **kwargs):
-            watch = super().schedule(*args, **kwargs)
-            tune_move_pairing(self)
-            return watch
-
-    # watchdog warns when a directory it already watches is reported again (common while a
-    # writer creates nested directories quickly); harmless, but it would flood the terminal.
-    warnings.filterwarnings("ignore", message="Callback with id", category=RuntimeWarning)
-    if not IS_LINUX:
-        _warn_once(
-            "event-overflow detection",
-            "only inotify reports lost events; periodic rescans still find everything",
-        )
-    return _Observer
 
 
 def try_lock(fd: int) -> bool:

@@ -1,0 +1,227 @@
+"""The watcher: the engine's own inotify reader, and watchdog's observer where it cannot run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from watchdog.events import FileSystemEvent
+
+from faults_support import make_archive, run_cli
+from napari_softcopy.watcher import (
+    EVENT_BATCH_S,
+    MOVE_PAIRING_S,
+    WATCHER_ENV,
+    InotifyWatcher,
+)
+from support import assert_identical, engine, wait_for
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify: Linux only")
+
+
+class Recorder:
+    """Keeps every event it is handed, as (type, src, dest, is_directory)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, str, bool]] = []
+        self.lock = threading.Lock()
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        dest = os.fsdecode(getattr(event, "dest_path", "") or "")
+        with self.lock:
+            self.events.append(
+                (event.event_type, os.fsdecode(event.src_path), dest, event.is_directory)
+            )
+
+    def seen(self, kind: str, path: Path | str, dest: Path | str | None = None) -> bool:
+        with self.lock:
+            return any(
+                e[0] == kind and e[1] == str(path) and (dest is None or e[2] == str(dest))
+                for e in self.events
+            )
+
+
+@pytest.fixture
+def watch(tmp_path):
+    started = []
+
+    def start(root: Path, **callbacks) -> tuple[InotifyWatcher, Recorder]:
+        recorder = Recorder()
+        watcher = InotifyWatcher(str(root), recorder, **{"on_overflow": lambda: None, **callbacks})
+        watcher.start()
+        started.append(watcher)
+        return watcher, recorder
+
+    yield start
+    for watcher in started:
+        watcher.stop()
+        watcher.join(5)
+
+
+@linux_only
+def test_a_burst_of_renames_arrives_as_moves_read_in_batches(tmp_path, watch):
+    """Renames from temporary names (as tensorstore and zarr-python finish chunks) reach the
+    handler as moves with both names, none as a create, taken in a few large reads."""
+    n = 2000
+    watcher, recorder = watch(tmp_path)
+    for i in range(n):
+        temp = tmp_path / f"{i}.__lock"
+        temp.write_bytes(b"x")
+        os.rename(temp, tmp_path / str(i))
+    wait_for(lambda: sum(e[0] == "moved" for e in recorder.events) >= n, 30, "every move")
+    moves = {Path(e[2]).name: Path(e[1]).name for e in recorder.events if e[0] == "moved"}
+    assert moves == {str(i): f"{i}.__lock" for i in range(n)}
+    created = {Path(e[1]).name for e in recorder.events if e[0] == "created"}
+    assert created <= {f"{i}.__lock" for i in range(n)}  # no move reported as a create
+    # 6,000 kernel events (create, close, move halves); one read each would be 6,000 reads.
+    assert watcher.events >= 3 * n
+    assert watcher.reads <= n // 10, f"{watcher.reads} reads for {watcher.events} events"
+    assert MOVE_PAIRING_S > EVENT_BATCH_S  # a rename split across two reads is still paired
+
+
+@linux_only
+def test_files_in_a_new_folder_are_reported_even_before_its_watch(tmp_path, watch):
+    """A writer makes nested folders and files faster than a watch can be added: what was
+    already there when the watch came is reported as created, and later files by events."""
+    _, recorder = watch(tmp_path)
+    deep = tmp_path / "c" / "0" / "1"
+    deep.mkdir(parents=True)
+    (deep / "0").write_bytes(b"early")
+    wait_for(lambda: recorder.seen("created", deep / "0") or recorder.seen("closed", deep / "0"))
+    wait_for(lambda: recorder.seen("created", deep), 10, "the nested folder")
+    (deep / "1").write_bytes(b"late")  # the watch on c/0/1 exists by now
+    wait_for(lambda: recorder.seen("closed", deep / "1"), 10, "the close of a later file")
+
+
+@linux_only
+def test_a_folder_moved_within_the_tree_keeps_reporting_under_its_new_name(tmp_path, watch):
+    (tmp_path / "a").mkdir()
+    watcher, recorder = watch(tmp_path)
+    os.rename(tmp_path / "a", tmp_path / "b")
+    wait_for(lambda: recorder.seen("moved", tmp_path / "a", tmp_path / "b"), 10, "the move")
+    (tmp_path / "b" / "k").write_bytes(b"x")
+    wait_for(lambda: recorder.seen("closed", tmp_path / "b" / "k"), 10, "a file in b")
+    assert not recorder.seen("closed", tmp_path / "a" / "k")
+    assert watcher.watched == 2
+
+
+@linux_only
+def test_a_folder_moved_out_reads_as_moved_away_and_is_no_longer_watched(tmp_path, watch):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "a").mkdir(parents=True)
+    outside.mkdir()
+    watcher, recorder = watch(root)
+    os.rename(root / "a", outside / "a")
+    wait_for(lambda: recorder.seen("moved", root / "a", ""), 10, "the move out")
+    assert watcher.watched == 1
+    (outside / "a" / "k").write_bytes(b"x")
+    (root / "after").write_bytes(b"x")  # events are delivered in order: this one comes last
+    wait_for(lambda: recorder.seen("closed", root / "after"), 10, "a later event")
+    assert not any(Path(e[1]).name == "k" for e in recorder.events)
+
+
+@linux_only
+def test_the_root_deleted_is_reported(tmp_path, watch):
+    root = tmp_path / "root"
+    root.mkdir()
+    _, recorder = watch(root)
+    shutil.rmtree(root)
+    wait_for(lambda: recorder.seen("deleted", root), 10, "the root's deletion")
+
+
+@linux_only
+def test_a_queue_overflow_is_reported(tmp_path, watch):
+    limit = Path("/proc/sys/fs/inotify/max_queued_events")
+    old = limit.read_text()
+    try:
+        limit.write_text("16\n")  # read at inotify_init: only this watcher gets the small queue
+    except OSError:
+        pytest.skip("cannot lower fs.inotify.max_queued_events here (needs root)")
+    overflowed = threading.Event()
+    try:
+        _, _ = watch(tmp_path, on_overflow=overflowed.set)
+    finally:
+        limit.write_text(old)
+    for i in range(200):
+        (tmp_path / str(i)).write_bytes(b"x")
+    assert overflowed.wait(10)
+
+
+@linux_only
+def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path, watch):
+    limit = Path("/proc/sys/fs/inotify/max_user_watches")
+    old = limit.read_text()
+    asked = threading.Event()
+    try:
+        # Whatever this user already watches, plus the root and one more folder.
+        in_use = _watches_in_use()
+        limit.write_text(f"{in_use + 2}\n")
+    except OSError:
+        pytest.skip("cannot lower fs.inotify.max_user_watches here (needs root)")
+    try:
+        watcher, recorder = watch(tmp_path, on_unwatched=asked.set)
+        for i in range(4):
+            (tmp_path / f"d{i}").mkdir()
+        assert asked.wait(10)
+        wait_for(lambda: watcher.unwatched >= 1, 10, "a folder counted as unwatched")
+        assert recorder.seen("created", tmp_path / "d3")  # the folder itself is still reported
+    finally:
+        limit.write_text(old)
+
+
+def _watches_in_use() -> int:
+    count = 0
+    for fdinfo in Path("/proc").glob("[0-9]*/fdinfo/*"):
+        with contextlib.suppress(OSError):
+            count += fdinfo.read_text().count("inotify wd:")
+    return count
+
+
+def test_watchdogs_observer_is_used_and_said_so_where_inotify_is_not(tmp_path, monkeypatch, caplog):
+    """Where the engine's own reader cannot run, watchdog's observer copies as correctly, and
+    the log and the status say once what is off."""
+    monkeypatch.setenv(WATCHER_ENV, "watchdog")
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(source, n_chunks=16)
+    with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
+        e = engine(source, dest)
+        wait_for(lambda: e.status().notices, 10, "a notice")
+        (source / "c" / "late").write_bytes(b"written while watched")  # seen by the observer
+        e.finish()
+        assert e.wait(60), e.status().message
+    notices = e.status().notices
+    assert len(notices) == 1 and "batched event reads" in notices[0], notices
+    assert f"{WATCHER_ENV}=watchdog" in notices[0]
+    assert caplog.text.count("batched event reads") == 1
+    assert_identical(source, dest)
+
+
+def test_the_cli_json_status_carries_the_notice(tmp_path, monkeypatch):
+    monkeypatch.setenv(WATCHER_ENV, "watchdog")
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(source, n_chunks=4)
+    (source / "complete").write_bytes(b"")
+    result = run_cli("copy", source, dest, "--json", state_dir=tmp_path / "state")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    assert lines and all(
+        any("batched event reads" in n for n in line["notices"]) for line in lines[1:]
+    ), lines
+    assert result.stderr.count("batched event reads") == 1, result.stderr
+
+
+@linux_only
+def test_the_engines_own_reader_is_used_on_linux(tmp_path):
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(source, n_chunks=4)
+    e = engine(source, dest)
+    e.finish()
+    assert e.wait(60)
+    assert e.status().notices == []
