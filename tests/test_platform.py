@@ -74,3 +74,26 @@ def test_only_a_session_leader_lowers_its_sessions_scheduling_group():
     member = run()
     assert member.stdout.split() == ["False", str(ours)], member.stderr
     assert session_group_nice() == ours
+
+
+def test_a_priority_that_cannot_be_lowered_is_said_once_in_the_log_and_the_status(
+    tmp_path, monkeypatch, caplog
+):
+    """An architecture whose ioprio_set number is unknown: the copy runs at normal IO
+    priority, and says so once instead of slowing the acquisition without a word."""
+    from napari_softcopy import platform
+
+    monkeypatch.setattr(platform, "_SYS_IOPRIO_SET", {})
+    monkeypatch.setattr(platform, "_degraded", {})
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(source, n_chunks=8)
+    with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
+        e = engine(source, dest, low_priority=True, workers=2)
+        e.finish()
+        assert e.wait(60)
+    notices = e.status().notices
+    assert [n for n in notices if n.startswith("idle IO priority is off")] == [
+        f"idle IO priority is off: unknown ioprio_set syscall on {os.uname().machine}"
+    ], notices
+    assert caplog.text.count("idle IO priority is off") == 1  # three threads, one line
+    assert_identical(source, dest)

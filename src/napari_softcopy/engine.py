@@ -48,6 +48,7 @@ from .pending import PendingSet
 from .platform import (
     available_cores,
     default_workers,
+    degraded,
     lower_thread_priority,
     syncfs,
 )
@@ -347,7 +348,7 @@ class CopyEngine:
                 errors=errors,
                 verification=self._verification,
                 message=self._message,
-                notices=list(self._notices),
+                notices=self._notices + degraded(),
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
         if recent:

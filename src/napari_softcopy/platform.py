@@ -12,7 +12,6 @@ import logging
 import os
 import sys
 import threading
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,36 +29,47 @@ _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "pp
 # The C library is already loaded: CDLL(None) finds its symbols without find_library, which
 # runs `ldconfig -p` in a subprocess (35 ms of every start).
 _libc = ctypes.CDLL(None, use_errno=True) if IS_LINUX else None
-_warned: set[str] = set()
+_degraded: dict[str, str] = {}  # feature -> why it is off here
 
 
-def _warn_once(feature: str, why: str) -> None:
-    if feature not in _warned:
-        _warned.add(feature)
-        warnings.warn(f"napari-softcopy: {feature} is not available here ({why})", stacklevel=3)
+def _degrade(feature: str, why: str) -> None:
+    """Record, and log once, that ``feature`` does not apply in this process."""
+    if feature not in _degraded:
+        _degraded[feature] = why
+        log.warning("%s is off: %s", feature, why)
+
+
+def degraded() -> list[str]:
+    """What does not apply in this process, one line each ("idle IO priority is off: ...").
+
+    The engine adds these to its status's ``notices``: a copy that runs without a tuning is
+    still correct, but the user is told once instead of finding out from a slow acquisition.
+    """
+    return [f"{feature} is off: {why}" for feature, why in _degraded.items()]
 
 
 def lower_thread_priority(nice: int = 10) -> None:
     """Put the calling thread in the idle IO class and raise its nice value.
 
-    On Linux both are per-thread, so only engine threads are affected.
+    On Linux both are per-thread, so only engine threads are affected. What cannot be done
+    is recorded once (`degraded`).
     """
     if not IS_LINUX:
-        _warn_once("idle IO priority", f"not supported on {sys.platform}")
+        _degrade("idle IO priority", f"not supported on {sys.platform}")
         return
     nr = _SYS_IOPRIO_SET.get(os.uname().machine)
     tid = threading.get_native_id()
     if nr is not None and _libc is not None:
         if _libc.syscall(nr, _IOPRIO_WHO_PROCESS, tid, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT):
-            log.warning("could not set idle IO priority: %s", os.strerror(ctypes.get_errno()))
+            _degrade("idle IO priority", f"ioprio_set: {os.strerror(ctypes.get_errno())}")
     else:
-        _warn_once("idle IO priority", f"unknown ioprio_set syscall on {os.uname().machine}")
+        _degrade("idle IO priority", f"unknown ioprio_set syscall on {os.uname().machine}")
     try:
         current = os.getpriority(os.PRIO_PROCESS, tid)
         if current < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
-        log.warning("could not lower CPU priority: %s", exc)
+        _degrade("lower CPU priority", f"setpriority: {exc.strerror or exc}")
 
 
 def available_cores() -> int:
