@@ -2,6 +2,9 @@
 
 - ``ours``: ``napari-softcopy copy SRC DST`` with its default options (plus the arguments in
   ``$BENCH_OURS_ARGS``, for experiments such as `--workers 1`).
+- ``ourswatchdog`` (live only, a reference): ``ours`` with ``NAPARI_SOFTCOPY_WATCHER=watchdog``,
+  following the source with watchdog's observer instead of the engine's own inotify reader:
+  what its batched reads and rename pairing are worth, in the same invocation.
 - ``softcopy``: ``softcopy SRC DST --nprocs 4 --sleep-time 0`` (PyPI ``softcopy==0.0.13``, in
   a venv of its own, ``benchmarks/.venv-softcopy``, created on first use).
 - ``cp``: ``cp -r SRC DST``. Live, it is started when the marker appears (it cannot follow
@@ -36,6 +39,8 @@ FLOOR_SOURCE = HERE / "floor.c"
 FLOOR_EXE = HERE / ".build" / "floor"
 #: Bulk references added beside ``cp`` (not tools a user would run).
 REFERENCES = ("cpsync", "floor", "floorsafe")
+#: Live references added beside ``ours``.
+LIVE_REFERENCES = ("ourswatchdog",)
 
 _RSYNC_LIVE = """\
 while [ ! -e "$1/complete" ]; do
@@ -83,6 +88,12 @@ def copiers() -> dict[str, Copier]:
             "napari-softcopy",
             (ours, "copy", "{src}", "{dst}", *EXTRA),
             (ours, "copy", "{src}", "{dst}", *EXTRA),
+        ),
+        "ourswatchdog": Copier(
+            "ourswatchdog",
+            "napari-softcopy on watchdog's observer",
+            (),
+            ("env", "NAPARI_SOFTCOPY_WATCHER=watchdog", ours, "copy", "{src}", "{dst}", *EXTRA),
         ),
         "softcopy": Copier(
             "softcopy",
@@ -183,7 +194,7 @@ def ensure(names: list[str], log=print) -> list[str]:
             continue
         if name in ("floor", "floorsafe") and not build_floor(log):
             continue
-        if name == "ours":
+        if name in ("ours", "ourswatchdog"):
             if not os.path.exists(ours_executable()):
                 log("napari-softcopy is not installed in this environment; left out")
                 continue

@@ -13,9 +13,10 @@ from pathlib import Path
 from .common import REPO
 
 MIB = 2**20
-ORDER = ("ours", "softcopy", "cp", "rsync", "cpsync", "floor", "floorsafe")
+ORDER = ("ours", "ourswatchdog", "softcopy", "cp", "rsync", "cpsync", "floor", "floorsafe")
 LABELS = {
     "ours": "napari-softcopy",
+    "ourswatchdog": "napari-softcopy on watchdog's observer",
     "softcopy": "softcopy 0.0.13",
     "cp": "cp -r",
     "rsync": "rsync -a",
@@ -196,11 +197,12 @@ def render(results: dict, plot_ok: bool) -> str:
         if plot_ok:
             lines += [f"![Backlog during the lightsheet acquisition](images/{PLOT_NAME})", ""]
 
-    bulk = results.get("bulk", {}).get("summary", {})
+    bulk = _mode(results, "bulk").get("summary", {})
     if bulk:
         lines += [
             "## Bulk: copying a finished archive",
             "",
+            *_carried(results, "bulk"),
             "The same archives, written beforehand; the tools take turns (A B C A B C ...), "
             "each starting from a warm page cache. Wall time is process start to exit. "
             "napari-softcopy's time includes its verification and the flush to disk "
@@ -232,7 +234,7 @@ def render(results: dict, plot_ok: bool) -> str:
             )
             lines += [f"### {wl}", "", *_table(["", *[LABELS[n] for n in names]], rows), ""]
 
-    sc = results.get("scale")
+    sc = _mode(results, "scale")
     if sc:
         ratio = (
             sc["resume_scan_s"] / sc["find_s"]
@@ -262,6 +264,7 @@ def render(results: dict, plot_ok: bool) -> str:
             "",
             "A Zarr v3 archive of small chunk files written directly (not live).",
             "",
+            *_carried(results, "scale"),
         ]
         lines += [*_table(["", "napari-softcopy"], rows), ""]
 
@@ -269,6 +272,23 @@ def render(results: dict, plot_ok: bool) -> str:
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def _mode(results: dict, mode: str) -> dict:
+    """One mode's results: this run's, or those carried over from an earlier full run."""
+    return results.get(mode) or results.get("carried", {}).get(mode) or {}
+
+
+def _carried(results: dict, mode: str) -> list[str]:
+    """The line that says a section was not measured in this run, where it comes from."""
+    if results.get(mode) or mode not in results.get("carried", {}):
+        return []
+    meta = results["carried"]["meta"]
+    return [
+        f"**Not measured in this run**: carried over from the run of {meta.get('date', '?')} "
+        f"(`{meta.get('command', '?')}`, napari-softcopy as it was then).",
+        "",
+    ]
 
 
 def write_page(results: dict, docs: Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import shutil
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from . import bulk, live, scale
 from .common import REPO, Workdir, create_cost_us, dump, median
-from .copiers import ALL, REFERENCES, SOFTCOPY_VERSION, copiers, ensure
+from .copiers import ALL, LIVE_REFERENCES, REFERENCES, SOFTCOPY_VERSION, copiers, ensure
 
 RESULTS = REPO / "benchmarks" / "results"
 MIB = 2**20
@@ -81,6 +82,8 @@ def _timepoints(wl_name: str, quick: bool, override: int | None) -> int | None:
 def run_live(names, workloads, reps, workdir, quick, timepoints=None, log=_log) -> dict:
     tools = copiers()
     runs = []
+    if "ours" in names:  # (the reference: ours on watchdog's observer)
+        names = [*names, *ensure([n for n in LIVE_REFERENCES if n not in names], log=log)]
     for rep in range(reps):
         for wl_name in workloads:
             wl = live.WORKLOADS[wl_name]
@@ -339,6 +342,23 @@ def _worst_rss(results: dict) -> float | None:
     return max(values) / MIB if values else None
 
 
+def carry(results: dict, earlier: dict, measured: list[str]) -> None:
+    """Keep what this run did not measure from ``earlier``, labelled: its modes (under
+    ``carried``) and its figures for the targets this run leaves unmeasured."""
+    meta = earlier.get("meta", {})
+    modes = {m: earlier[m] for m in ("live", "bulk", "scale") if m not in measured and m in earlier}
+    if not modes:
+        return
+    results["carried"] = {"meta": meta, **modes}
+    before = {t["target"]: t for t in earlier.get("targets", [])}
+    for i, t in enumerate(results["targets"]):
+        old = before.get(t["target"])
+        if t["value"] is None and old is not None and old["value"] is not None:
+            note = f"from the run of {meta.get('date', '?')[:10]}, not re-measured"
+            reference = "; ".join(r for r in (old.get("reference"), note) if r)
+            results["targets"][i] = {**old, "reference": reference}
+
+
 # ----------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
@@ -371,6 +391,13 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=REPO / "docs",
         help="where benchmarks.md and images/ are regenerated",
+    )
+    p.add_argument(
+        "--carry",
+        type=Path,
+        default=None,
+        help="an earlier results file: the modes this run does not measure are shown from it "
+        "on the page (and its targets), labelled with its date and command",
     )
     p.add_argument("--no-docs", action="store_true", help="do not regenerate the page")
     p.add_argument("--keep", action="store_true", help="keep the archives (no cleanup)")
@@ -428,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
         results["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
         results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["targets"] = targets(results)
+        if args.carry:
+            carry(results, json.loads(args.carry.read_text()), modes)
         dump(args.output, results)
         _log(f"results: {args.output}")
         if not args.no_docs:

@@ -49,7 +49,7 @@ def test_quick_run_writes_results_and_page(tmp_path):
 
     live = results["live"]["summary"]["lightsheet"]
     assert live["writer_busy_s"] > 0
-    for name in ("ours", "cp"):
+    for name in ("ours", "ourswatchdog", "cp"):  # (ours on watchdog's observer: a reference)
         row = live["copiers"][name]
         assert row["all_correct"] and row["all_finished"], (name, row)
         assert row["drain_s"] is not None and row["cpu_s"] >= 0 and row["peak_rss_bytes"] >= 0
@@ -79,6 +79,24 @@ def test_quick_run_writes_results_and_page(tmp_path):
     assert "| napari-softcopy | cp -r |" in page
     assert "| final walk alone, finished trees (s) | " in page
     assert not (tmp_path / "work").exists(), "the archives were not cleaned up"
+
+    # A later run of the live mode alone carries the bulk figures over, labelled as such.
+    later = {"meta": {"date": "later"}, "live": results["live"]}
+    later["targets"] = run.targets(later)
+    bulk_target = "bulk time / cp -r, lightsheet"
+    assert {t["target"]: t for t in later["targets"]}[bulk_target]["value"] is None
+    run.carry(later, results, ["live"])
+    carried = {t["target"]: t for t in later["targets"]}[bulk_target]
+    assert carried["value"] == targets[bulk_target]["value"]
+    assert "not re-measured" in carried["reference"]
+    from benchmarks.report import render
+
+    page = render(later, plot_ok=False)
+    assert "## Bulk: copying a finished archive" in page
+    assert (
+        f"**Not measured in this run**: carried over from the run of {results['meta']['date']}"
+        in page
+    )
 
 
 def test_probe_follows_a_copy(tmp_path):
