@@ -146,12 +146,19 @@ def test_a_queue_overflow_is_reported(tmp_path, watch):
         pytest.skip("cannot lower fs.inotify.max_queued_events here (needs root)")
     overflowed = threading.Event()
     try:
-        _, _ = watch(tmp_path, on_overflow=overflowed.set)
+        watcher, recorder = watch(tmp_path, on_overflow=overflowed.set)
     finally:
         limit.write_text(old)
     for i in range(200):
         (tmp_path / str(i)).write_bytes(b"x")
+    (tmp_path / "new").mkdir()  # its creation is lost among the dropped events
+    for i in range(200):
+        (tmp_path / f"more{i}").write_bytes(b"x")
     assert overflowed.wait(10)
+    # after the overflow the new folder is watched all the same: its files have events
+    wait_for(lambda: watcher.watched == 2, 10, "the new folder watched")
+    (tmp_path / "new" / "k").write_bytes(b"x")
+    wait_for(lambda: recorder.seen("closed", tmp_path / "new" / "k"), 10, "a file in it")
 
 
 @linux_only

@@ -17,7 +17,8 @@ word):
   made the drain after the marker 3.3-3.7 s instead of 0.2-0.35 s under 8,000 quick renames.
   Only a half whose partner falls into the next read waits, at most `MOVE_PAIRING_S`.
 - **Lost events are reported, not logged.** ``IN_Q_OVERFLOW`` calls ``on_overflow`` directly
-  (watchdog only logs it before 7.1.1).
+  (watchdog only logs it before 7.1.1), after watching the folders whose creation may have
+  been among the lost events.
 
 Events are delivered as watchdog's public event classes, in the kernel's order (a move at the
 place of its ``MOVED_FROM``), to ``handler.dispatch``, from one thread. Elsewhere, or where
@@ -249,9 +250,11 @@ class InotifyWatcher:
         self._paths[wd] = path
         return wd
 
-    def _watch_tree(self, top: str, *, report: bool) -> None:
+    def _watch_tree(self, top: str, *, report: bool, every: bool = False) -> None:
         """Watch every folder below ``top`` (already watched); with ``report``, say what is in
-        them: files written in a new folder before its watch existed have no event."""
+        them: files written in a new folder before its watch existed have no event. A folder
+        already watched is not entered again, unless ``every`` (after lost events, when any
+        folder may hold a new one whose creation was among them)."""
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -265,7 +268,7 @@ class InotifyWatcher:
                 except OSError:
                     continue
                 if is_dir:
-                    if self._watch(entry.path) is not None:
+                    if self._watch(entry.path) is not None or every:
                         stack.append(entry.path)
                     if report:
                         self._out.append(DirCreatedEvent(entry.path))
@@ -332,6 +335,9 @@ class InotifyWatcher:
 
     def _event(self, wd: int, mask: int, cookie: int, name: str) -> None:
         if mask & _IN_Q_OVERFLOW:
+            # The creations of new folders may be among the lost events: watch them now, or
+            # nothing written there would ever have an event. (The engine rescans files.)
+            self._watch_tree(self.root, report=False, every=True)
             self._on_overflow()
             return
         folder = self._paths.get(wd)
