@@ -159,6 +159,20 @@ def test_reader_accepts_zarr_folders_only(archives, tmp_path):
     assert layers[0][1]["metadata"]["softcopy"]["image"] == "A/1/0"
 
 
+def test_reader_claims_a_zarr_folder_with_corrupt_metadata_and_says_what_is_wrong(tmp_path):
+    """Declining it would leave the user with napari's "no plugin found" and no reason."""
+    from napari_softcopy._reader import get_reader
+
+    broken = tmp_path / "broken.zarr"
+    broken.mkdir()
+    (broken / "zarr.json").write_text('{"zarr_format": 3, "node_type": "arr')
+    reader = get_reader([str(broken)])
+    assert reader is not None
+    with pytest.raises(ValueError, match=r"broken\.zarr/zarr\.json") as info:
+        reader(str(broken))
+    assert "\n" not in str(info.value)
+
+
 def test_view_signature_changes_only_with_the_displayed_chunks(tmp_path):
     from napari_softcopy.open_zarr import view_signature
 

@@ -73,3 +73,34 @@ def test_sample_data_is_a_live_acquisition(make_napari_viewer, qtbot, monkeypatc
             thread.join(10)
         _sample_data._acquisitions.clear()
         _sample_data._followers.clear()
+
+
+def test_the_reader_claims_zarr_archives_only(make_napari_viewer, archives, tmp_path):
+    """A .png or .tif opens with napari's own reader without a "Choose reader" dialog: this
+    plugin claims Zarr archives (and folders, which it declines unless they are Zarr)."""
+    import imageio.v3 as iio
+    import tifffile
+    from napari.plugins import _npe2
+
+    from napari_softcopy._reader import get_reader
+
+    viewer = make_napari_viewer()  # napari's plugin manager knows the installed plugins
+    image = np.arange(64 * 48, dtype=np.uint8).reshape(64, 48)
+    png, tif = tmp_path / "cells.png", tmp_path / "cells.tif"
+    iio.imwrite(png, image)
+    tifffile.imwrite(tif, image)
+    for path in (png, tif):
+        assert "napari-softcopy" not in _npe2.get_readers(str(path)), path
+        assert get_reader(str(path)) is None
+    # Folders: npe2 offers every reader that accepts directories; ours declines non-Zarr ones.
+    zarr_folder = archives["multiscale"].path
+    assert "napari-softcopy" in _npe2.get_readers(str(zarr_folder))
+    assert get_reader(str(zarr_folder)) is not None
+    assert get_reader(str(zarr_folder / "0" / "c")) is None  # a chunk folder inside
+    assert get_reader(str(tmp_path)) is None  # a folder of images
+
+    # No plugin named: napari asks "Choose reader" (MultipleReaderError here) when two
+    # plugins claim the path; only its builtin reader may claim these files.
+    for path in (png, tif):
+        [layer] = viewer.open(str(path))
+        np.testing.assert_array_equal(np.asarray(layer.data), image)
