@@ -41,6 +41,17 @@ def test_reader_opens_an_ome_zarr_multiscale_image(make_napari_viewer, archives)
     assert tuple(layers[1].colormap.colors[-1][:3]) == (0.0, 1.0, 0.0)  # green
 
 
+def test_reader_layers_get_contrast_limits_from_the_data(make_napari_viewer, tmp_path):
+    """A uint16 image of 100..400 without an omero block is not shown almost black."""
+    import zarr
+
+    image = np.linspace(100, 400, 96 * 80).astype(np.uint16).reshape(96, 80)
+    zarr.create_array(store=str(tmp_path / "dim.zarr"), data=np.stack([image, image]))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "dim.zarr"), plugin="napari-softcopy")
+    assert tuple(layer.contrast_limits) == pytest.approx((100, 400))
+
+
 def test_reader_opens_one_field_of_an_hcs_plate(make_napari_viewer, archives):
     report = archives["plate-0.4"]
     viewer = make_napari_viewer()
