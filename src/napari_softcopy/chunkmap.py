@@ -6,15 +6,19 @@ layer over the image (`layer_transform` aligns one label pixel with one chunk).
 Values:
 
 ====  ==========  =====================================================================
- 1    copied      at the source and at the destination with equal size and mtime
+ 1    copied      at the source and at the destination with equal size and mtime, and no
+                  stamp of another version of the source file recorded on the copy
  2    pending     at the source, not (yet) at the destination or stale there; also a file
                   the writer deleted at the source that is still at the destination
  3    absent      never written at the source (reads as the fill value)
  4    mismatched  after the finish: missing, stale or extra at the destination
 ====  ==========  =====================================================================
 
-A file's size and mtime are what the engine's verification compares (``--verify size``);
-metadata content and checksums are the engine's business, not the map's.
+A file counts as copied by the engine's own rule (`Destination.holds_copy_of`): size and
+mtime equal, and the source stamp the engine recorded on the copy (the source file's inode
+and ctime, `SOURCE_STAMP`) names this version of the source file, so a source chunk
+rewritten with its size and mtime put back is not shown green. Metadata content and
+checksums are the engine's business, not the map's.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .destination import SOURCE_STAMP, copied_from_another_version
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
+from .platform import get_xattr
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
 
@@ -98,14 +104,14 @@ def layer_transform(chunk_shape, scale, translate) -> tuple[list[float], list[fl
 
 def chunk_files(
     root: str | os.PathLike, array: ArrayLayout
-) -> dict[tuple[int, ...], tuple[int, int]]:
-    """``{grid index: (size, mtime_ns)}`` of every chunk file of ``array`` under ``root``.
+) -> dict[tuple[int, ...], os.stat_result]:
+    """``{grid index: lstat}`` of every chunk file of ``array`` under ``root``.
 
     Walks the array's directory only (writers' temporary files are skipped).
     """
     root = os.fspath(root)
     base = os.path.join(root, array.path) if array.path else root
-    found: dict[tuple[int, ...], tuple[int, int]] = {}
+    found: dict[tuple[int, ...], os.stat_result] = {}
     stack = [(base, array.path)]
     while stack:
         directory, rel_dir = stack.pop()
@@ -129,8 +135,24 @@ def chunk_files(
             except FileNotFoundError:
                 continue  # replaced or deleted while we looked
             if stat.S_ISREG(st.st_mode):
-                found[index] = (st.st_size, st.st_mtime_ns)
+                found[index] = st
     return found
+
+
+def holds_copy(
+    destination: str | os.PathLike,
+    array: ArrayLayout,
+    index: tuple[int, ...],
+    copy: os.stat_result | None,
+    st: os.stat_result,
+) -> bool:
+    """True when ``copy`` (the chunk file at the destination) is a copy of the source chunk
+    file ``st`` describes, by the engine's rule: same size and mtime, and no stamp of
+    another version of it recorded on the copy (none recorded: size and mtime decide)."""
+    if copy is None or copy.st_size != st.st_size or copy.st_mtime_ns != st.st_mtime_ns:
+        return False
+    stamp = get_xattr(os.path.join(destination, array.chunk_key(index)), SOURCE_STAMP)
+    return not copied_from_another_version(stamp, st)
 
 
 def _layout(source: Path, destination: Path, array_path: str) -> ArrayLayout:
@@ -179,8 +201,9 @@ def compute_chunk_map(
     at_destination = chunk_files(dst, array)
     values = np.full(grid, ABSENT, dtype=np.uint8)
     not_there = MISMATCHED if finished else PENDING
-    for index, info in at_source.items():
-        values[index] = COPIED if at_destination.get(index) == info else not_there
+    for index, st in at_source.items():
+        copied = holds_copy(dst, array, index, at_destination.get(index), st)
+        values[index] = COPIED if copied else not_there
     for index in at_destination.keys() - at_source.keys():
         values[index] = not_there  # deleted by the writer; the engine mirrors the delete
     counts = {int(v): int(n) for v, n in zip(*np.unique(values, return_counts=True), strict=True)}
