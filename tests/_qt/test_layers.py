@@ -1,18 +1,109 @@
-"""Layers of a copy in a real napari viewer: the chunk map (read-only, final as soon as the copy
-ends). Real writers (zarr-python, tensorstore) and a real engine; no widget needed."""
+"""Layers of a copy in a real napari viewer: the side-by-side comparison whatever else is open,
+the chunk map (read-only, final as soon as the copy ends). Real writers (zarr-python,
+tensorstore), real engines (the widget's process, or in this process)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import threading
 import time
 
+import numpy as np
+import pytest
 import zarr
 
 from napari_softcopy._qt import layers
-from napari_softcopy._qt.layers import ChunkMapFollower
+from napari_softcopy._qt.layers import ChunkMapFollower, source_of, viewer_grid
+from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, PENDING
 from napari_softcopy.engine import CopyEngine, CopyOptions
+from napari_softcopy.launch import KEEP
 from napari_softcopy.simulate import simulate
+
+
+@pytest.fixture
+def verified_copy(make_napari_viewer, qtbot, tmp_path, monkeypatch):
+    """The widget in a real viewer, with a verified copy (by its engine process) of a finished
+    two-channel OME-Zarr acquisition; yields (viewer, panel)."""
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", os.fspath(tmp_path / "state"))
+    monkeypatch.setattr(SoftcopyWidget, "ask_keep_copying", lambda *_args: KEEP)
+    src = simulate(tmp_path / "acq.zarr", "multiscale", rate=float("inf"), timepoints=2).path
+    viewer = make_napari_viewer()
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
+    widget.extra_args = ("--normal-priority", "--rescan-interval", "2")
+    widget.source_edit.setText(os.fspath(src))
+    widget.destination_edit.setText(os.fspath(tmp_path / "copy.zarr"))
+    widget.start_clicked()
+    qtbot.waitUntil(lambda: len(widget.panels) == 1, timeout=10_000)
+    [panel] = widget.panels.values()
+    try:
+
+        def verified() -> bool:
+            panel.refresh()
+            return panel.status is not None and panel.status.state == "verified"
+
+        qtbot.waitUntil(verified, timeout=60_000)
+        yield viewer, panel
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(panel.process.pid, signal.SIGKILL)  # engines run in their own session
+        if panel.process.popen is not None:
+            panel.process.popen.wait(10)
+
+
+def _x_range(layer) -> tuple[float, float]:
+    """Where ``layer`` lies along x in world coordinates."""
+    extent = np.asarray(layer.extent.world)
+    return float(extent[0, -1]), float(extent[1, -1])
+
+
+def test_side_by_side_comparison_whatever_else_is_open(verified_copy, qtbot):
+    """Another layer and the chunk map first, then the copy, its source and their difference:
+    each image's two channels lie together, the three images side by side in that order, the
+    chunk map over the copy, and the other layer where it was (napari's grid put the chunk
+    map in a cell of its own, split the source's channels and hid the source under the
+    difference)."""
+    viewer, panel = verified_copy
+    other = viewer.add_image(np.zeros((2, 16, 64, 64), np.uint8), name="unrelated")
+    follower = panel.open_chunk_map()
+    qtbot.waitUntil(lambda: follower.layer is not None, timeout=10_000)
+    for open_, n in (
+        (panel.open_destination, 4),
+        (panel.open_source, 6),
+        (panel.open_difference, 8),
+    ):
+        open_()
+        qtbot.waitUntil(lambda n=n: len(viewer.layers) == n, timeout=10_000)
+    by_role: dict[str, list] = {}
+    for layer in viewer.layers:
+        if layer is not other:
+            by_role.setdefault(source_of(layer).role, []).append(layer)
+    assert {role: len(ly) for role, ly in by_role.items()} == {
+        "chunkmap": 1,
+        "destination": 2,
+        "source": 2,
+        "difference": 2,
+    }
+    ranges = {}
+    for role in ("destination", "source", "difference"):
+        [x_range] = {_x_range(layer) for layer in by_role[role]}  # channels together
+        ranges[role] = x_range
+    width = ranges["destination"][1] - ranges["destination"][0]
+    assert width == pytest.approx(256 * 0.4, rel=0.02)
+    assert ranges["destination"][1] < ranges["source"][0]  # side by side, in this order
+    assert ranges["source"][1] < ranges["difference"][0]
+    assert ranges["difference"][0] - ranges["source"][1] < 0.1 * width  # and close
+    # Over the copy: napari's extents run from the first to the last pixel center, and a
+    # map pixel is one 64-pixel chunk wide.
+    lo, hi = _x_range(by_role["chunkmap"][0])
+    assert ranges["destination"][0] < lo < hi < ranges["destination"][1]
+    assert (lo + hi) / 2 == pytest.approx(sum(ranges["destination"]) / 2)
+    assert not viewer_grid(viewer).enabled
+    assert tuple(other.translate) == (0.0, 0.0, 0.0, 0.0)
+    # The source is not under the difference: both show at once where each lies.
+    assert all(layer.visible for layer in viewer.layers)
 
 
 def test_chunk_map_is_read_only_and_stays_so(make_napari_viewer, qtbot, tmp_path):
