@@ -29,7 +29,8 @@ from .layout import LayoutError, find_arrays, node_kind, read_json
 
 LayerData = tuple[Any, dict[str, Any], str]
 
-#: Bytes of the lowest resolution level read at most to estimate a layer's contrast limits.
+#: Bytes of pixels of the lowest resolution level sampled at most to estimate a layer's
+#: contrast limits.
 CONTRAST_SAMPLE_BYTES = 4 * 2**20
 #: Colors of channels without OME-NGFF ``omero`` metadata (napari colormap names).
 DEFAULT_COLORMAPS = {1: ["gray"], 2: ["magenta", "green"]}
@@ -588,7 +589,8 @@ def estimate_contrast(
     levels : sequence of array
         Lazy (dask) arrays, full resolution first; the last one is read.
     max_bytes : int
-        At most this many bytes are read.
+        At most this many bytes of pixels are sampled (the reads are whole chunks, or inner
+        chunks of a shard, around them).
 
     Returns
     -------
