@@ -145,7 +145,7 @@ COMPARED_ROLES = ("destination", "source", "difference")
 SIDE_BY_SIDE_GAP = 0.05
 
 
-def compared_layers(viewer, destination: str, source: str) -> dict[str, dict[str, list]]:
+def _compared_layers(viewer, destination: str, source: str) -> dict[str, dict[str, list]]:
     """``{image: {role: [layers]}}`` of one copy's layers in ``viewer``.
 
     Roles: ``destination``, ``source``, ``difference`` and ``chunkmap``; layers of other
@@ -182,13 +182,20 @@ def arrange_side_by_side(viewer, destination: str, source: str) -> bool:
     where an image has several channels) shifts every later image into the wrong cell. The
     grid is switched off here for the same reason.
 
+    Parameters
+    ----------
+    viewer : napari.Viewer
+        Where the layers are.
+    destination, source : str
+        The copy's roots, as in the layers' metadata (`LayerSource`).
+
     Returns
     -------
     bool
         True when a layer moved (the caller may reset the view).
     """
     moved = False
-    for by_role in compared_layers(viewer, destination, source).values():
+    for by_role in _compared_layers(viewer, destination, source).values():
         images = [role for role in COMPARED_ROLES if role in by_role]
         if not images:
             continue
@@ -203,7 +210,7 @@ def arrange_side_by_side(viewer, destination: str, source: str) -> bool:
     return moved
 
 
-def side_by_side_offset(layer) -> float:
+def _side_by_side_offset(layer) -> float:
     """How far `arrange_side_by_side` moved ``layer`` along x (0.0: not moved)."""
     return float(layer.metadata.get("softcopy", {}).get("offset_x", 0.0))
 
@@ -215,7 +222,7 @@ def _width(layer) -> float:
 
 
 def _set_offset(layer, offset: float) -> bool:
-    old = side_by_side_offset(layer)
+    old = _side_by_side_offset(layer)
     if old == offset:
         return False
     translate = list(layer.translate)
@@ -606,7 +613,7 @@ class ChunkMapFollower(QObject):
         if list(layer.scale) != result["scale"]:
             layer.scale = result["scale"]
             translate = list(result["translate"])
-            translate[-1] += side_by_side_offset(layer)  # still over its image
+            translate[-1] += _side_by_side_offset(layer)  # still over its image
             layer.translate = translate
         if layer.data.shape != values.shape:
             layer.data = values
