@@ -14,10 +14,8 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .layout import NODE_NAMES
 from .open_zarr import LayerData, OpenError, open_layers
-
-#: A directory holding one of these is a Zarr node (v3, v2 array, v2 group).
-METADATA_FILES = ("zarr.json", ".zarray", ".zgroup")
 
 
 def _zarr_root(path) -> str | None:
@@ -28,7 +26,7 @@ def _zarr_root(path) -> str | None:
     path = os.fspath(path).rstrip("/") or "/"
     # Existence only: corrupt metadata is still ours to read, so the user gets our one-line
     # error naming the file rather than napari's "no plugin found".
-    if any((Path(path) / name).is_file() for name in METADATA_FILES):
+    if any((Path(path) / name).is_file() for name in NODE_NAMES):
         return path
     return None
 
