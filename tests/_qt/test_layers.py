@@ -14,7 +14,8 @@ import pytest
 import zarr
 
 from napari_softcopy._qt import layers
-from napari_softcopy._qt.layers import ChunkMapFollower, source_of, viewer_grid
+from napari_softcopy._qt.compare import viewer_grid
+from napari_softcopy._qt.layers import ChunkMapFollower, source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, PENDING
 from napari_softcopy.engine import CopyEngine, CopyOptions

@@ -30,14 +30,8 @@ from ..open_zarr import (
     open_layers,
 )
 from ..status import Status
-from .layers import (
-    ChunkMapFollower,
-    LayerFollower,
-    add_layer_data,
-    arrange_side_by_side,
-    run_in_thread,
-    viewer_grid,  # noqa: F401  (imported from here by tests and docs/scripts)
-)
+from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
+from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
 
 STATE_COLORS = {
     "starting": "#9aa0a6",
