@@ -16,6 +16,8 @@ from napari_softcopy.chunkmap import (
     compute_chunk_map,
     layer_transform,
 )
+from napari_softcopy.destination import SOURCE_STAMP
+from napari_softcopy.platform import get_xattr
 from napari_softcopy.simulate import simulate
 
 
@@ -126,6 +128,8 @@ def test_a_source_chunk_rewritten_with_size_and_mtime_put_back_is_not_copied(tmp
     e = engine(report.path, dst)
     assert e.wait(60), e.status().message
     assert (compute_chunk_map(report.path, dst, finished=True).values == COPIED).all()
+    if get_xattr(dst / "c/1/0/2/3", SOURCE_STAMP) is None:  # e.g. tmpfs before Linux 6.6
+        pytest.skip(f"{tmp_path} keeps no extended attributes: the engine records no stamps")
     rewritten = report.path / "c/1/0/2/3"
     st = os.stat(rewritten)
     data = bytearray(rewritten.read_bytes())
