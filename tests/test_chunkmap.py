@@ -16,6 +16,8 @@ from napari_softcopy.chunkmap import (
     compute_chunk_map,
     layer_transform,
 )
+from napari_softcopy.destination import SOURCE_STAMP
+from napari_softcopy.platform import get_xattr
 from napari_softcopy.simulate import simulate
 
 
@@ -114,3 +116,28 @@ def test_layer_transform_puts_each_chunk_over_its_pixels():
     j, c, s, t = 3, 64, 0.4, 0.0
     left = translate[3] + (j - 0.5) * scale[3]
     assert left == pytest.approx(t + (j * c - 0.5) * s)
+
+
+def test_a_source_chunk_rewritten_with_size_and_mtime_put_back_is_not_copied(tmp_path):
+    """The engine's rule, not size and mtime alone: the source stamp (inode, ctime) the engine
+    recorded on the copy names another version of the rewritten source file."""
+    from support import engine
+
+    report = simulate(tmp_path / "src.zarr", "demo", rate=float("inf"), timepoints=2)
+    dst = tmp_path / "dst.zarr"
+    e = engine(report.path, dst)
+    assert e.wait(60), e.status().message
+    assert (compute_chunk_map(report.path, dst, finished=True).values == COPIED).all()
+    if get_xattr(dst / "c/1/0/2/3", SOURCE_STAMP) is None:  # e.g. tmpfs before Linux 6.6
+        pytest.skip(f"{tmp_path} keeps no extended attributes: the engine records no stamps")
+    rewritten = report.path / "c/1/0/2/3"
+    st = os.stat(rewritten)
+    data = bytearray(rewritten.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    rewritten.write_bytes(bytes(data))  # same size
+    os.utime(rewritten, ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime; a new ctime
+    assert os.stat(dst / "c/1/0/2/3").st_mtime_ns == os.stat(rewritten).st_mtime_ns
+    live = compute_chunk_map(report.path, dst)
+    assert live.values[1, 0, 2, 3] == PENDING
+    assert live.counts == {COPIED: 31, PENDING: 1}
+    assert compute_chunk_map(report.path, dst, finished=True).values[1, 0, 2, 3] == MISMATCHED

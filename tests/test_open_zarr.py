@@ -159,6 +159,20 @@ def test_reader_accepts_zarr_folders_only(archives, tmp_path):
     assert layers[0][1]["metadata"]["softcopy"]["image"] == "A/1/0"
 
 
+def test_reader_claims_a_zarr_folder_with_corrupt_metadata_and_says_what_is_wrong(tmp_path):
+    """Declining it would leave the user with napari's "no plugin found" and no reason."""
+    from napari_softcopy._reader import get_reader
+
+    broken = tmp_path / "broken.zarr"
+    broken.mkdir()
+    (broken / "zarr.json").write_text('{"zarr_format": 3, "node_type": "arr')
+    reader = get_reader([str(broken)])
+    assert reader is not None
+    with pytest.raises(ValueError, match=r"broken\.zarr/zarr\.json") as info:
+        reader(str(broken))
+    assert "\n" not in str(info.value)
+
+
 def test_view_signature_changes_only_with_the_displayed_chunks(tmp_path):
     from napari_softcopy.open_zarr import view_signature
 
@@ -177,3 +191,53 @@ def test_view_signature_changes_only_with_the_displayed_chunks(tmp_path):
     assert view_signature(source, 0, point, max_files=3) is None  # 16 files: too many
     # level 2 looks at its own chunk files
     assert view_signature(source, 2, point) is not None
+
+
+def _uint16_array(path, shape, chunks):
+    import zarr
+
+    return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype="uint16")
+
+
+def test_contrast_limits_come_from_the_data_without_an_omero_window(tmp_path):
+    """Not the uint16 range (0, 65535), which shows a 100..400 image almost black; chunks not
+    written yet (the fill value) do not pull the lower limit to 0."""
+    rng = np.random.default_rng(7)
+    plane = rng.integers(100, 401, size=(64, 64), dtype=np.uint16)
+    plane[0, 0], plane[-1, -1] = 100, 400
+    a = _uint16_array(tmp_path / "plain.zarr", (4, 64, 64), (1, 32, 32))
+    a[0] = plane  # timepoints 1-3 not written yet (a live acquisition)
+    [(_data, kwargs, _)] = open_layers(tmp_path / "plain.zarr")
+    assert kwargs["contrast_limits"] == (100.0, 400.0)
+    assert kwargs["metadata"]["softcopy"]["contrast_pending"] is False
+
+    # An OME-NGFF image without omero: from the lowest level, per channel.
+    report = simulate(tmp_path / "ms.zarr", "multiscale", rate=float("inf"), timepoints=2)
+    for c, (data, kwargs, _) in enumerate(open_layers(report.path)):
+        lowest = np.asarray(data[-1])
+        assert kwargs["contrast_limits"] == (float(lowest.min()), float(lowest.max()))
+        full = np.stack([frame(report.spec, t)[c] for t in range(2)])
+        assert 0 < kwargs["contrast_limits"][1] <= full.max() < 20_000
+
+    # Nothing written: the dtype range stands in and the Qt side keeps trying slices.
+    _uint16_array(tmp_path / "empty.zarr", (4, 64, 64), (1, 32, 32))
+    [(_data, kwargs, _)] = open_layers(tmp_path / "empty.zarr")
+    assert kwargs["contrast_limits"] == (0.0, 65535.0)
+    assert kwargs["metadata"]["softcopy"]["contrast_pending"] is True
+
+
+def test_contrast_estimate_reads_a_few_planes_of_a_big_array_only(tmp_path):
+    """Planes 0, 4 and 8 of 9 are read (the array is above the 4 MiB budget): the chunk files
+    of every other plane are corrupt, and reading any of them would fail."""
+    path = tmp_path / "big.zarr"
+    a = _uint16_array(path, (9, 512, 512), (1, 256, 256))
+    for p in range(9):
+        a[p] = np.full((512, 512), 1000 + 100 * p, dtype=np.uint16) + np.eye(512, dtype=np.uint16)
+    for p in (1, 2, 3, 5, 6, 7):
+        for chunk in (path / "c" / str(p)).rglob("*"):
+            if chunk.is_file():
+                chunk.write_bytes(b"not zstd" * 10)
+    [(data, kwargs, _)] = open_layers(path)
+    assert kwargs["contrast_limits"] == (1000.0, 1801.0)
+    with pytest.raises(Exception):  # noqa: B017  (the codec's own error type)
+        np.asarray(data[1])

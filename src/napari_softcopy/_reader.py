@@ -1,6 +1,11 @@
 """npe2 reader: Zarr archives (plain arrays, OME-NGFF images, one field of an HCS plate).
 
 Thin on purpose: `napari_softcopy.open_zarr.open_layers` does the work, Qt-free.
+
+The manifest claims ``*.zarr`` and directories only: napari asks "Choose reader" whenever
+two plugins claim a path, so a broader pattern would put that question in front of every
+``.png`` the user opens. npe2 offers any directory to every reader that accepts directories;
+`get_reader` declines those that hold no Zarr metadata file.
 """
 
 from __future__ import annotations
@@ -9,7 +14,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from .layout import LayoutError, node_kind
+from .layout import NODE_NAMES
 from .open_zarr import LayerData, OpenError, open_layers
 
 
@@ -19,14 +24,27 @@ def _zarr_root(path) -> str | None:
             return None
         path = path[0]
     path = os.fspath(path).rstrip("/") or "/"
-    try:
-        return path if os.path.isdir(path) and node_kind(Path(path)) is not None else None
-    except (LayoutError, OSError):
-        return None
+    # Existence only: corrupt metadata is still ours to read, so the user gets our one-line
+    # error naming the file rather than napari's "no plugin found".
+    if any((Path(path) / name).is_file() for name in NODE_NAMES):
+        return path
+    return None
 
 
 def get_reader(path) -> Callable[..., list[LayerData]] | None:
-    """Return a reader when ``path`` is a Zarr array or group directory, else None."""
+    """Return a reader when ``path`` is a Zarr array or group directory, else None.
+
+    Parameters
+    ----------
+    path : str or list of str
+        What napari opens; a list is claimed only when it holds one path.
+
+    Returns
+    -------
+    callable or None
+        ``read(path) -> list of LayerData``; it raises ValueError with one line naming the
+        path and what is wrong (napari shows it) when the archive holds nothing to show.
+    """
     root = _zarr_root(path)
     if root is None:
         return None

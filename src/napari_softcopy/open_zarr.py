@@ -17,6 +17,7 @@ import itertools
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ from .layout import LayoutError, find_arrays, node_kind, read_json
 
 LayerData = tuple[Any, dict[str, Any], str]
 
+#: Bytes of pixels of the lowest resolution level sampled at most to estimate a layer's
+#: contrast limits.
+CONTRAST_SAMPLE_BYTES = 4 * 2**20
 #: Colors of channels without OME-NGFF ``omero`` metadata (napari colormap names).
 DEFAULT_COLORMAPS = {1: ["gray"], 2: ["magenta", "green"]}
 MANY_COLORMAPS = ["cyan", "magenta", "yellow", "red", "green", "blue"]
@@ -568,9 +572,77 @@ def _drop(values: Sequence, axis: int | None) -> list:
     return [v for i, v in enumerate(values) if i != axis]
 
 
-def _contrast(dtype: np.dtype, window: tuple[float, float] | None) -> tuple[float, float]:
-    if window is not None and window[1] > window[0]:
-        return window
+def estimate_contrast(
+    levels: Sequence, max_bytes: int = CONTRAST_SAMPLE_BYTES
+) -> tuple[float, float] | None:
+    """Contrast limits from the data: min and max of a few planes of the lowest level.
+
+    What napari does for an in-memory image (min and max; bottom, middle and top planes of
+    a big one), bounded for a lazy archive: only the lowest resolution level is read, all of
+    it when it is at most ``max_bytes``, else the first, middle and last planes and the
+    middle plane of the first index of the leading axis (the first timepoint: the one a live
+    acquisition surely wrote), each cropped around its center to fit the budget. Planes of
+    one value only (chunks not written yet read as the fill value) do not count.
+
+    Parameters
+    ----------
+    levels : sequence of array
+        Lazy (dask) arrays, full resolution first; the last one is read.
+    max_bytes : int
+        At most this many bytes of pixels are sampled (the reads are whole chunks, or inner
+        chunks of a shard, around them).
+
+    Returns
+    -------
+    tuple of float or None
+        ``(min, max)`` with ``min < max``; None when the sample holds one value only (nothing
+        written yet) or the dtype has no useful range (bool, complex).
+    """
+    level = levels[-1]
+    dtype = np.dtype(level.dtype)
+    if dtype == np.bool_ or not (
+        np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)
+    ):
+        return None
+    if level.size == 0:
+        return None
+    if level.ndim < 2:
+        level = level.reshape((1, -1))
+    if level.nbytes <= max_bytes:
+        samples = [level]
+    else:
+        lead = level.shape[:-2]
+        middle = tuple(n // 2 for n in lead)
+        planes = dict.fromkeys(  # ordered and without repeats (a short leading axis)
+            [(0,) * len(lead), middle, tuple(n - 1 for n in lead), (0, *middle[1:])[: len(lead)]]
+        )
+        # A centered square window of each plane that fits its share of the budget.
+        side = max(1, math.isqrt(max_bytes // len(planes) // dtype.itemsize))
+        starts = [max(0, (n - side) // 2) for n in level.shape[-2:]]
+        window = tuple(slice(start, start + side) for start in starts)
+        samples = [level[plane + window] for plane in planes]
+    lo, hi = math.inf, -math.inf
+    for sample in samples:
+        values = np.asarray(sample).reshape((-1, math.prod(sample.shape[-2:])))
+        if np.issubdtype(dtype, np.floating):
+            values = np.where(np.isfinite(values), values, np.nan)
+            with warnings.catch_warnings():  # planes of NaN only: "All-NaN slice"
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanmin(values, axis=1), np.nanmax(values, axis=1)
+        else:
+            low, high = values.min(axis=1), values.max(axis=1)
+        written = low < high  # False for NaN too
+        if written.any():
+            lo = min(lo, float(low[written].min()))
+            hi = max(hi, float(high[written].max()))
+    return (lo, hi) if lo < hi else None
+
+
+def _valid_window(window: tuple[float, float] | None) -> tuple[float, float] | None:
+    return window if window is not None and window[1] > window[0] else None
+
+
+def _dtype_range(dtype: np.dtype) -> tuple[float, float]:
     dtype = np.dtype(dtype)
     if dtype == np.bool_:
         return (0.0, 1.0)
@@ -597,9 +669,20 @@ def napari_units(units: Sequence[str | None]) -> list[str] | None:
 
 
 def image_layers(
-    spec: ImageSpec, *, role: str = "image", name: str | None = None, arrays: list | None = None
+    spec: ImageSpec,
+    *,
+    role: str = "image",
+    name: str | None = None,
+    arrays: list | None = None,
+    contrast_from_data: bool = True,
 ) -> list[LayerData]:
-    """Layer data for one image: one layer per channel when it has a channel axis."""
+    """Layer data for one image: one layer per channel when it has a channel axis.
+
+    Contrast limits come from the ``omero`` window of a channel; without one, from a few
+    planes of the lowest resolution level (`estimate_contrast`) unless ``contrast_from_data``
+    is False; when that reads nothing but the fill value, the dtype range stands in and the
+    layer's metadata says ``contrast_pending`` (the Qt side then tries displayed slices).
+    """
     arrays = arrays if arrays is not None else open_image(spec)
     if not arrays:
         raise OpenError(f"{spec.root}/{spec.path}: no array to show yet")
@@ -624,17 +707,19 @@ def image_layers(
         if ca is not None and (n_channels > 1 or c < len(spec.channel_names)):
             label = spec.channel_names[c] if c < len(spec.channel_names) else f"c{c}"
             label = f" [{label}]"
-        window = spec.channel_windows[c] if c < len(spec.channel_windows) else None
+        window = _valid_window(spec.channel_windows[c] if c < len(spec.channel_windows) else None)
+        if window is None and contrast_from_data:
+            window = estimate_contrast(data)
         color = spec.channel_colors[c] if c < len(spec.channel_colors) else ""
         kwargs: dict[str, Any] = {
             "name": f"{base}{label}",
             "scale": scale,
             "translate": translate,
             "axis_labels": labels,
-            "contrast_limits": _contrast(data[0].dtype, window),
+            "contrast_limits": window or _dtype_range(data[0].dtype),
             "multiscale": len(data) > 1,
             # contrast_pending: the dtype range stands in until the Qt side sets limits
-            # from the first displayed slice (nothing is read here).
+            # from the first displayed slice that is not all fill value.
             "metadata": {"softcopy": source.to_dict() | {"contrast_pending": window is None}},
             "blending": "additive" if ca is not None else "translucent",
             "colormap": _colormap_of(color) or colormaps[c],
@@ -709,7 +794,10 @@ def difference_layers(
     label = name or f"difference {Path(dst_spec.root).name.removesuffix('.zarr')}"
     if image:
         label = f"{label}/{image}"
-    layers = image_layers(dst_spec, role="difference", name=label, arrays=arrays)
+    # No estimate: it would read both trees; symmetric limits are set from the slice shown.
+    layers = image_layers(
+        dst_spec, role="difference", name=label, arrays=arrays, contrast_from_data=False
+    )
     for _data, kwargs, _kind in layers:
         kwargs["colormap"] = DIFFERENCE_COLORMAP
         kwargs["contrast_limits"] = (-1.0, 1.0)

@@ -41,6 +41,17 @@ def test_reader_opens_an_ome_zarr_multiscale_image(make_napari_viewer, archives)
     assert tuple(layers[1].colormap.colors[-1][:3]) == (0.0, 1.0, 0.0)  # green
 
 
+def test_reader_layers_get_contrast_limits_from_the_data(make_napari_viewer, tmp_path):
+    """A uint16 image of 100..400 without an omero block is not shown almost black."""
+    import zarr
+
+    image = np.linspace(100, 400, 96 * 80).astype(np.uint16).reshape(96, 80)
+    zarr.create_array(store=str(tmp_path / "dim.zarr"), data=np.stack([image, image]))
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(str(tmp_path / "dim.zarr"), plugin="napari-softcopy")
+    assert tuple(layer.contrast_limits) == pytest.approx((100, 400))
+
+
 def test_reader_opens_one_field_of_an_hcs_plate(make_napari_viewer, archives):
     report = archives["plate-0.4"]
     viewer = make_napari_viewer()
@@ -73,3 +84,37 @@ def test_sample_data_is_a_live_acquisition(make_napari_viewer, qtbot, monkeypatc
             thread.join(10)
         _sample_data._acquisitions.clear()
         _sample_data._followers.clear()
+
+
+def test_the_reader_claims_zarr_archives_only(make_napari_viewer, archives, tmp_path):
+    """A .png or .tif opens with napari's own reader without a "Choose reader" dialog: this
+    plugin claims Zarr archives (and folders, which it declines unless they are Zarr)."""
+    import imageio.v3 as iio
+    import tifffile
+    from npe2 import PluginManager
+
+    from napari_softcopy._reader import get_reader
+
+    def claimed_by(path) -> set[str]:
+        return {r.plugin_name for r in PluginManager.instance().iter_compatible_readers(path)}
+
+    viewer = make_napari_viewer()  # npe2's plugin manager knows the installed plugins
+    image = np.arange(64 * 48, dtype=np.uint8).reshape(64, 48)
+    png, tif = tmp_path / "cells.png", tmp_path / "cells.tif"
+    iio.imwrite(png, image)
+    tifffile.imwrite(tif, image)
+    for path in (png, tif):
+        assert claimed_by(path) == {"napari"}, path  # napari's builtins only
+        assert get_reader(str(path)) is None
+    # Folders: npe2 offers every reader that accepts directories; ours declines non-Zarr ones.
+    zarr_folder = archives["multiscale"].path
+    assert "napari-softcopy" in claimed_by(zarr_folder)
+    assert get_reader(str(zarr_folder)) is not None
+    assert get_reader(str(zarr_folder / "0" / "c")) is None  # a chunk folder inside
+    assert get_reader(str(tmp_path)) is None  # a folder of images
+
+    # No plugin named: napari asks "Choose reader" (MultipleReaderError here) when two
+    # plugins claim the path; only its builtin reader may claim these files.
+    for path in (png, tif):
+        [layer] = viewer.open(str(path))
+        np.testing.assert_array_equal(np.asarray(layer.data), image)

@@ -202,7 +202,9 @@ def test_live_copy_verified_layers_equal_source_and_chunk_map(
     # Source beside it, and a difference that is zero everywhere.
     panel.open_source()
     qtbot.waitUntil(lambda: len(viewer.layers) == 4, timeout=10_000)
-    assert viewer_grid(viewer).enabled
+    assert not viewer_grid(viewer).enabled  # side by side by translation (see test_layers.py)
+    source_x = np.asarray(viewer.layers[2].extent.world)[:, -1]
+    assert np.asarray(first.extent.world)[1, -1] < source_x[0]
     panel.open_difference()
     qtbot.waitUntil(lambda: len(viewer.layers) == 6, timeout=10_000)
     diffs = [ly for ly in viewer.layers if source_of(ly).role == "difference"]

@@ -30,6 +30,7 @@ from ..open_zarr import (
     open_layers,
 )
 from ..status import Status
+from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
 
 STATE_COLORS = {
@@ -46,12 +47,6 @@ STATE_COLORS = {
 
 def _name(path: str) -> str:
     return Path(path).name.removesuffix(".zarr") or path
-
-
-def viewer_grid(viewer):
-    """The viewer's grid settings (``viewer.canvas.grid`` from napari 0.9 on)."""
-    canvas = getattr(viewer, "canvas", None)
-    return getattr(canvas, "grid", None) or viewer.grid
 
 
 class JobPanel(QGroupBox):
@@ -200,7 +195,7 @@ class JobPanel(QGroupBox):
         self.open_button.setToolTip("Add the copy as lazy layers (refreshed while it runs)")
         self.open_button.clicked.connect(self.open_destination)
         self.source_button = QPushButton("Open source beside it")
-        self.source_button.setToolTip("Add the source and show both side by side (grid view)")
+        self.source_button.setToolTip("Add the source and show both side by side")
         self.source_button.clicked.connect(self.open_source)
         self.diff_button = QPushButton("Difference")
         self.diff_button.setToolTip("Destination minus source, lazily: zero where identical")
@@ -381,6 +376,8 @@ class JobPanel(QGroupBox):
 
     def _add(self, layers: list, follow_root: str | None) -> list:
         added = add_layer_data(self.viewer, layers)
+        if arrange_side_by_side(self.viewer, self.process.destination, self.process.source):
+            self.viewer.reset_view()
         if follow_root is not None and self._live():
             self.follower.follow(follow_root, self._live)
         return added
@@ -401,7 +398,7 @@ class JobPanel(QGroupBox):
         )
 
     def open_source(self) -> None:
-        """Add the source beside the destination (grid view, linked contrast)."""
+        """Add the source beside the destination (side by side, linked contrast)."""
         image = self.selected_image()
         run_in_thread(
             _open_image,
@@ -413,14 +410,8 @@ class JobPanel(QGroupBox):
         )
 
     def _add_source(self, layers: list) -> None:
-        added = self._add(layers, self.process.source)
-        if not added:
-            return
-        grid = viewer_grid(self.viewer)
-        grid.stride = len(added)
-        grid.enabled = True
-        self.viewer.reset_view()
-        _link_channels(self.viewer, self.process.destination, self.process.source)
+        if self._add(layers, self.process.source):
+            _link_channels(self.viewer, self.process.destination, self.process.source)
 
     def open_difference(self) -> None:
         """Add destination minus source (signed, lazy): zero where the copy is identical."""

@@ -26,12 +26,16 @@ from ..open_zarr import (
     reopen_data,
     view_signature,
 )
+from .compare import arrange_side_by_side, side_by_side_offset
 
 log = logging.getLogger(__name__)
 
 #: Milliseconds between refreshes of live layers and chunk maps.
 REFRESH_MS = 1000
 CHUNK_MAP_MS = 2000
+#: Milliseconds between a chunk map's checks whether its copy ended (a cheap call), so the
+#: final map is computed at once rather than up to a refresh interval (seconds) later.
+CHUNK_MAP_END_CHECK_MS = 200
 
 
 def run_in_thread(
@@ -365,9 +369,12 @@ def compute_for_image(source: str, destination: str, image: str, finished: bool)
 class ChunkMapFollower(QObject):
     """A chunk map labels layer for one copy and one image, updated every two seconds.
 
-    ``finished()`` says whether the copy has ended (then differences are mismatches). The
-    updates stop when the layer is removed from the viewer, or after the copy ended and one
-    last map was drawn.
+    ``finished()`` says whether the copy has ended (then differences are mismatches); it is
+    asked every `CHUNK_MAP_END_CHECK_MS`, and the map is recomputed as soon as it turns true
+    (a map computed before the end and delivered after it is not shown: it would show
+    chunks pending next to a panel that says verified). The updates stop when the layer is
+    removed from the viewer, or after the copy ended and one last map was drawn. The layer
+    is read-only: painting it would only hide the state it shows.
     """
 
     def __init__(
@@ -393,18 +400,24 @@ class ChunkMapFollower(QObject):
         self._busy = False
         self._done = False
         self._started_at = 0.0
+        self._next_at = 0.0  # monotonic time of the next periodic update
+        self._asked_final = False  # the last map asked for was computed as final
         self._timer = QTimer(self)
-        self._timer.setInterval(CHUNK_MAP_MS)
-        self._timer.timeout.connect(self.update_now)
+        self._timer.setInterval(CHUNK_MAP_END_CHECK_MS)
+        self._timer.timeout.connect(self._tick)
 
     def start(self) -> None:
         """Draw now (again, if the user removed the layer), then every two seconds while the
-        copy runs."""
+        copy runs, and once more as soon as it ends."""
         self._done = False
         if self.layer is not None and self.layer not in self.viewer.layers:
             self.layer = None
         self.update_now()
         self._timer.start()
+
+    def _tick(self) -> None:
+        if time.monotonic() >= self._next_at or (not self._asked_final and _call(self._finished)):
+            self.update_now()
 
     def stop(self) -> None:
         self._timer.stop()
@@ -422,6 +435,7 @@ class ChunkMapFollower(QObject):
             self.stop()  # the user removed it
             return
         finished = _call(self._finished)
+        self._asked_final = finished
         self._busy = True
         self._started_at = time.monotonic()
         run_in_thread(
@@ -436,6 +450,7 @@ class ChunkMapFollower(QObject):
 
     def _failed(self, exc: BaseException) -> None:
         self._busy = False
+        self._next_at = time.monotonic() + CHUNK_MAP_MS / 1000  # not at every end check
         if self._on_summary is not None:
             self._on_summary(f"chunk map: {exc}")
 
@@ -444,8 +459,11 @@ class ChunkMapFollower(QObject):
         # A big archive takes a while to list: list it at most 1/10 of the time, so the
         # scan (Python, holding the GIL in stretches) leaves napari's thread alone.
         took = time.monotonic() - self._started_at
-        self._timer.setInterval(max(CHUNK_MAP_MS, int(10_000 * took)))
+        self._next_at = time.monotonic() + max(CHUNK_MAP_MS / 1000, 10 * took)
         if self._done:
+            return
+        if not finished and _call(self._finished):
+            self.update_now()  # listed before the copy ended: the final map replaces it
             return
         cmap = result["map"]
         self.last_map = cmap
@@ -474,6 +492,10 @@ class ChunkMapFollower(QObject):
                 metadata=meta,
             )
             self.layer.editable = False
+            # napari makes a labels layer editable again whenever its data is replaced
+            # (`_reset_editable`); put it back each time.
+            self.layer.events.editable.connect(self._keep_read_only)
+            arrange_side_by_side(self.viewer, self.destination, self.source)
         else:
             self._update_layer(values, result)
         if self._on_summary is not None:
@@ -482,11 +504,17 @@ class ChunkMapFollower(QObject):
             # The last map after the copy ended; `update_now` still redraws on request.
             self._timer.stop()
 
+    def _keep_read_only(self, _event=None) -> None:
+        if self.layer is not None and self.layer.editable:
+            self.layer.editable = False
+
     def _update_layer(self, values: np.ndarray, result: dict) -> None:
         layer = self.layer
         if list(layer.scale) != result["scale"]:
             layer.scale = result["scale"]
-            layer.translate = result["translate"]
+            translate = list(result["translate"])
+            translate[-1] += side_by_side_offset(layer)  # still over its image
+            layer.translate = translate
         if layer.data.shape != values.shape:
             layer.data = values
             return
