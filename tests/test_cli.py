@@ -85,7 +85,7 @@ def _bad_input_cases(tmp_path, archive):
         "missing": (["copy", tmp_path / "nope.zarr", tmp_path / "d"], "does not exist"),
         "not-zarr": (["copy", not_zarr, tmp_path / "d"], "not a Zarr archive"),
         "inside": (["copy", archive, archive / "copy"], "inside the source"),
-        "equal": (["copy", archive, archive], "inside the source"),
+        "equal": (["copy", archive, archive], "are the same folder"),
         "source-inside-dest": (["copy", archive, tmp_path], "inside the destination"),
         "not-a-copy": (["copy", archive, other], "not a copy of"),
         "corrupt": (["copy", corrupt, tmp_path / "d"], "corrupt.zarr/zarr.json"),
