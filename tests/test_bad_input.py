@@ -24,6 +24,7 @@ from faults_support import (
     tmpfs,
     tree_state,
 )
+from napari_softcopy import CopyOptions, InputError
 
 
 @pytest.fixture
@@ -389,6 +390,45 @@ def test_verify_refuses_a_folder_inside_the_other(tmp_path, archive, inner):
         fix="in a folder of its own",
     )
     assert f"{inner} {nested} is inside the" in line
+
+
+# ---------------------------------------------------------------------------- options
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("workers", -3),
+        ("workers", 0),
+        ("workers", 257),
+        ("workers", 2.5),
+        ("workers", True),
+        ("rescan_interval", 0),
+        ("rescan_interval", -1.0),
+        ("rescan_interval", float("inf")),
+        ("finish_when_idle", -2),
+        ("finish_when_idle", float("nan")),
+        ("bandwidth_mb_s", -5),
+        ("bandwidth_mb_s", 0),
+        ("status_interval", 0),
+        ("verify", "sha256"),
+        ("fsync", "never"),
+        ("marker", ""),
+        ("marker", "../complete"),
+    ],
+)
+def test_engine_options_out_of_range_are_refused(field, value):
+    """The engine API holds the rule the command line's option types are built on."""
+    with pytest.raises(InputError, match=rf"^option {field} must be .+, not "):
+        CopyOptions(**{field: value})
+    options = CopyOptions()
+    setattr(options, field, value)
+    with pytest.raises(InputError, match=rf"^option {field} must be"):
+        options.validate()
+
+
+def test_engine_options_in_range_are_taken():
+    CopyOptions()  # every default
+    CopyOptions(workers=1, rescan_interval=0.5, finish_when_idle=0.1, bandwidth_mb_s=0.5)
+    CopyOptions(workers=256, marker="acquisition.done", verify="checksum", fsync="each")
 
 
 # ---------------------------------------------------------------------------- warnings

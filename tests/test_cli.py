@@ -118,6 +118,36 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, archive, case
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--workers", "-3", "a whole number from 1 to 256"),
+        ("--workers", "0", "a whole number from 1 to 256"),
+        ("--bandwidth", "-5", "a number of MB/s greater than 0"),
+        ("--rescan-interval", "-1", "a number of seconds greater than 0"),
+        ("--rescan-interval", "0", "a number of seconds greater than 0"),
+        ("--rescan-interval", "nan", "a number of seconds greater than 0"),
+        ("--finish-when-idle", "-2", "a number of seconds greater than 0"),
+        ("--marker", "sub/complete", "a file name"),
+    ],
+)
+def test_an_option_out_of_its_range_is_refused_and_nothing_is_written(
+    tmp_path, archive, option, value, allowed
+):
+    (tmp_path / "out").mkdir()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("targets:\n  - source: acq.zarr\n    destination: out/acq.zarr\n")
+    env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
+    before = listing(tmp_path)
+    for pair in ([archive, tmp_path / "out" / "copy.zarr"], ["--targets", targets]):
+        result = run("copy", *pair, option, value, env=env)
+        assert result.returncode == 2, result.stderr
+        assert f"napari-softcopy copy: error: argument {option}: must be {allowed}" in (
+            result.stderr
+        )
+        assert listing(tmp_path) == before
+
+
 def test_force_copies_into_a_foreign_folder_without_deleting(tmp_path, archive):
     other = tmp_path / "other"
     other.mkdir()

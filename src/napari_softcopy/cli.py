@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from .checks import InputError
@@ -38,28 +39,44 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def option_type(name: str, convert: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type`` for the `CopyOptions` field ``name``, by that field's own rule
+    (`CopyOptions.problem`): argparse's usual "argument --workers: must be ..." and exit 2."""
+
+    def parse(text: str) -> object:
+        value = convert(text)  # (a ValueError: argparse's "invalid int value: 'x'")
+        problem = CopyOptions.problem(name, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
+
+
 def _add_copy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
-        type=int,
+        type=option_type("workers", int),
         default=None,
         help="copy threads (default: 1 on a local disk, 4 on a network or FUSE filesystem)",
     )
     p.add_argument(
         "--marker",
+        type=option_type("marker", str),
         default="complete",
         help="name of the 'acquisition complete' file in the source root",
     )
     p.add_argument(
         "--rescan-interval",
-        type=float,
+        type=option_type("rescan_interval", float),
         default=30.0,
         metavar="S",
         help="seconds between full rescans (default 30)",
     )
     p.add_argument(
         "--finish-when-idle",
-        type=float,
+        type=option_type("finish_when_idle", float),
         default=None,
         metavar="S",
         help="finish after S seconds without changes or writers' temp files",
@@ -72,7 +89,7 @@ def _add_copy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bandwidth",
-        type=float,
+        type=option_type("bandwidth_mb_s", float),
         default=None,
         metavar="MB/S",
         help="cap the copy at this many MB/s (all workers together)",
