@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 import zarr
 
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
-from napari_softcopy.simulate import simulate
+from napari_softcopy.simulate import PRESETS, simulate
 from support import assert_identical, wait_for
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
@@ -351,11 +352,65 @@ def test_simulate_command(tmp_path):
     assert zarr.open_array(tmp_path / "sim.zarr", mode="r").shape[0] == 10
 
 
-def test_demo_exits_0_with_summary():
+def _demo_folder(stderr: str) -> Path:
+    match = re.search(r"^demo: (?:removed|the acquisition and its copy are in) (\S+)", stderr, re.M)
+    assert match, stderr
+    return Path(match[1])
+
+
+def test_demo_exits_0_with_summary_and_says_it_removed_its_folder():
     result = run("demo", "--rate", "50")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "marker to verified" in result.stdout
     assert "checksum verification: identical" in result.stdout
+    folder = _demo_folder(result.stderr)
+    assert "(--keep keeps it)" in result.stderr
+    assert not folder.exists()
+
+
+def test_demo_keep_leaves_the_acquisition_and_its_verified_copy(tmp_path):
+    result = run("demo", "--rate", "50", "--keep", env=os.environ | {"TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = _demo_folder(result.stderr)
+    assert folder.parent == tmp_path
+    assert (folder / "copy.zarr" / "complete").exists()
+    assert_identical(folder / "acquisition.zarr", folder / "copy.zarr")
+
+
+@pytest.mark.parametrize("command", ["copy", "verify", "simulate", "demo"])
+def test_every_command_describes_itself(command):
+    result = run(command, "--help")
+    assert result.returncode == 0
+    usage, description, *_ = result.stdout.split("\n\n")
+    assert usage.startswith(f"usage: napari-softcopy {command} ")
+    assert not description.startswith(("positional arguments:", "options:")), result.stdout
+    assert len(description.split()) >= 10, description
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_preset_lists_its_choices_and_refuses_others(tmp_path, command):
+    result = run(command, "--help")
+    assert all(name in result.stdout for name in PRESETS), result.stdout
+    result = run(
+        command, *([tmp_path / "s.zarr"] if command == "simulate" else []), "--preset", "x"
+    )
+    assert result.returncode == 2
+    assert f"napari-softcopy {command}: error: argument --preset: invalid choice: 'x'" in (
+        result.stderr
+    )
+    assert all(repr(name) in result.stderr for name in PRESETS)
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args", [["copy", "a.zarr", "b.zarr", "--bogus"], ["verify", "a", "b", "--checksums"]]
+)
+def test_an_unknown_option_is_reported_by_its_subcommand(args):
+    result = run(*args)
+    assert result.returncode == 2
+    usage, *_, error = result.stderr.strip().splitlines()
+    assert usage.startswith(f"usage: napari-softcopy {args[0]} ")
+    assert error == f"napari-softcopy {args[0]}: error: unrecognized arguments: {args[-1]}"
 
 
 def _run_with_reader_gone(*args):
