@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -216,6 +218,29 @@ def test_sigusr1_finishes_now(tmp_path):
     assert proc.returncode == 0
     assert json.loads(status.read_text())["finish_reason"] == "request"
     assert (dst / "complete").exists()
+
+
+def test_json_states_after_waiting_do_not_carry_the_waiting_message(tmp_path):
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    proc = _start(["copy", src, dst, "--wait-for-source", "--json"], tmp_path)
+    lines: queue.Queue[dict] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [lines.put(json.loads(line)) for line in proc.stdout], daemon=True
+    )
+    reader.start()
+    try:
+        while (status := lines.get(timeout=30))["state"] != "waiting":  # ("starting")
+            pass
+        assert "waiting for" in status["message"]
+        simulate(src, "demo", rate=1000, timepoints=2, marker=None)  # no marker: stays copying
+        while (status := lines.get(timeout=30))["state"] == "waiting":
+            pass
+        assert status["state"] == "copying", status
+        assert status["message"] == "", status["message"]
+    finally:
+        proc.send_signal(signal.SIGUSR1)  # finish now
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
 
 
 def test_running_job_is_registered(tmp_path):

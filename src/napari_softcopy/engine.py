@@ -428,9 +428,9 @@ class CopyEngine:
         with self._lock:
             if self._state in FINAL_STATES:
                 return  # (a failure found by another thread stands)
+            if message is not None or state != self._state:
+                self._message = message or ""  # (a message belongs to the state it came with)
             self._state = state
-            if message is not None:
-                self._message = message
 
     def _error(self, path: str, message: str) -> None:
         log.warning("%s: %s", path or self.source, message)
