@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -177,21 +178,29 @@ def test_targets_copy_two_archives(tmp_path, archive):
     assert_identical(second, tmp_path / "out" / "acq2.zarr")
 
 
-def _start(args, tmp_path):
+def _start(args, tmp_path, **kwargs):
     env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
     return subprocess.Popen(
-        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
     )
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
+def test_signal_stops_within_2_s_and_the_printed_command_resumes(tmp_path, sig, code):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
-    simulate(src, "demo", rate=1000, timepoints=8)
+    simulate(src, "demo", rate=1000, timepoints=8, marker="done")
     status = tmp_path / "status.json"
-    proc = _start(
-        ["copy", src, dst, "--bandwidth", "2", "--status-file", status, "--json"], tmp_path
-    )
+    options = [
+        *("--bandwidth", "2", "--workers", "2", "--marker", "done", "--verify", "checksum"),
+        *("--fsync", "each", "--keep-cache", "--status-file", "status.json"),
+    ]
+    # relative paths, as typed in the acquisition's folder
+    proc = _start(["copy", "acq.zarr", "copy.zarr", *options, "--json"], tmp_path, cwd=tmp_path)
     wait_for(
         lambda: status.exists() and json.loads(status.read_text())["files_copied"] >= 2,
         what="copying under way",
@@ -201,9 +210,25 @@ def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
     _out, err = proc.communicate(timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == code
-    assert "Resume with: napari-softcopy copy" in err
     assert not list(dst.rglob("*softcopy-tmp"))
-    assert run("copy", src, dst).returncode == 0
+    resume = [line for line in err.splitlines() if "Resume with:" in line]
+    assert len(resume) == 1, err
+    command = shlex.split(resume[0].partition("Resume with: ")[2])
+    assert command[:4] == ["napari-softcopy", "copy", str(src), str(dst)]
+    given = {"--workers": "2", "--marker": "done", "--verify": "checksum", "--fsync": "each"}
+    for option, value in (given | {"--status-file": str(status)}).items():
+        assert command[command.index(option) + 1] == value, command
+    assert float(command[command.index("--bandwidth") + 1]) == 2
+    assert "--keep-cache" in command and "--json" in command
+    # typed anywhere, it resumes the same copy with the same options
+    result = run(
+        *command[1:],
+        cwd="/",
+        env=os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(status.read_text())["verification"]["checksum"] is True
+    assert (dst / "done").exists()
     assert_identical(src, dst)
 
 

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -315,14 +316,37 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     code = EXIT_OK
     for engine in engines:
         s = engine.status()
-        print(f"{engine.destination}: {s.state}. {s.message}", file=sys.stderr)
+        # The engine's own resume hint names the two paths only: the command printed below
+        # resumes with every option too (a --bandwidth left out could flood the network).
+        message = s.message.partition(" Resume with: ")[0]
+        print(f"{engine.destination}: {s.state}. {message}", file=sys.stderr)
         for err in s.errors[-5:]:
             print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
         if s.state != "verified":
             code = EXIT_FAILED
     if stop_signal:
+        print(f"Resume with: {resume_command(args)}", file=sys.stderr)
         return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
     return code
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that resumes the copy ``args`` describe: every option as given, the
+    paths absolute (the resume may be typed in another folder), quoted for a shell."""
+    words = ["napari-softcopy", "copy"]
+    for action in args.parser._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == action.default:
+            continue  # (not given, or given as its default: the same copy)
+        if isinstance(value, Path) or action.dest in ("source", "destination"):
+            value = os.path.abspath(value)
+        if not action.option_strings:
+            words.append(str(value))
+        elif action.nargs == 0:  # a flag
+            words.append(action.option_strings[0])
+        else:
+            words += [action.option_strings[0], str(value)]
+    return shlex.join(words)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
