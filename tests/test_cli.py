@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import zarr
 
+from napari_softcopy.cli import bar_format
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
 from napari_softcopy.simulate import PRESETS, simulate
+from napari_softcopy.status import Status
 from support import assert_identical, wait_for
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
@@ -400,6 +402,45 @@ def test_simulate_command(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "sim.zarr" / "complete").exists()
     assert zarr.open_array(tmp_path / "sim.zarr", mode="r").shape[0] == 10
+
+
+def _progress_line(status: Status, width: int) -> str:
+    """The line tqdm draws for ``status`` on a terminal ``width`` columns wide."""
+    from tqdm import tqdm
+
+    fmt = bar_format(status, width)
+    done, total = status.chunks_at_destination, status.chunks_expected
+    return tqdm.format_meter(done, total, 0, ncols=width, bar_format=fmt)
+
+
+@pytest.mark.parametrize("name", ["acq.zarr", "2024-05-01_embryo3_lightsheet_position12.zarr"])
+def test_the_progress_line_shows_every_figure_in_80_columns(name):
+    status = Status(
+        source=f"/data/{name}",
+        destination=f"/mnt/cluster/{name}",
+        state="verifying",  # (the longest state)
+        chunks_expected=1_234_567,
+        chunks_at_destination=123_456,
+        bytes_copied=int(1.234 * 2**40),
+        rate_bytes_s=456.7 * 2**20,
+        lag_s=12.3,
+        files_pending=20_000,
+        error_count=3,
+    )
+    for width in (80, 79):  # (tqdm keeps the last column of a terminal free: 79 of 80)
+        line = _progress_line(status, width)
+        assert len(line) <= width, line
+        assert line[:3] == name[:3], line
+        figures = r"123456/1234567 verifying 1\.23TiB 457MiB/s lag 12s pend(ing)? 20000 err(ors)? 3"
+        assert re.search(rf" {figures}$", line), line
+    wide = _progress_line(status, 200)  # room for everything: the whole name and a bar
+    assert wide.startswith(f"{name} 123456/1234567 ") and re.search(r" \|█+\S? +\|$", wide), wide
+    assert len(wide) == 200
+
+
+def test_the_progress_line_takes_any_name():
+    status = Status(source="/data/{t}_x{.zarr", destination="/mnt/copy.zarr", state="waiting")
+    assert _progress_line(status, 80).startswith("{t}_x{.zarr 0/0 waiting 0B 0B/s lag 0.0s ")
 
 
 def _demo_folder(stderr: str) -> Path:
