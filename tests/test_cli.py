@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 import zarr
 
-from napari_softcopy.cli import bar_format
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
+from napari_softcopy.progress import bar_format
 from napari_softcopy.simulate import PRESETS, simulate
 from napari_softcopy.status import Status
 from support import assert_identical, wait_for
