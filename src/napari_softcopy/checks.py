@@ -70,6 +70,10 @@ def check_pair(
 ) -> tuple[Path, Path]:
     """Check a source/destination pair before anything is written.
 
+    The destination folder (or its parent) must be on a real filesystem and take a new
+    file: an empty probe file with the engine's temporary suffix is created there and
+    removed at once.
+
     Returns
     -------
     tuple of Path
