@@ -7,7 +7,9 @@ compared before and after.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -22,6 +24,7 @@ from faults_support import (
     tmpfs,
     tree_state,
 )
+from napari_softcopy import CopyOptions, InputError
 
 
 @pytest.fixture
@@ -148,6 +151,61 @@ def test_source_inside_destination(tmp_path, archive):
         must_name=str(archive),
         fix="choose another destination folder",
     )
+
+
+def test_destination_equal_to_the_source_through_a_bind_mount(tmp_path, archive):
+    """No symlink explains it: only the folder's device and inode show it is the source."""
+    with bind_mount(archive, tmp_path / "mnt", read_only=False) as same:
+        line = refused(
+            tmp_path,
+            "copy",
+            archive,
+            same,
+            must_name=[str(archive), str(same)],
+            fix="choose a folder outside the archive",
+        )
+        assert "same folder" in line
+
+
+def test_destination_inside_the_source_through_a_bind_mount(tmp_path, archive):
+    with bind_mount(archive, tmp_path / "mnt", read_only=False) as same:
+        refused(
+            tmp_path,
+            "copy",
+            archive,
+            same / "c" / "copy",
+            must_name=[str(archive), str(same / "c" / "copy")],
+            fix="choose a folder outside the archive",
+        )
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        pytest.param("/proc/copy.zarr", id="proc"),
+        pytest.param("/proc/x/copy.zarr", id="proc-missing-parent"),
+        pytest.param("/sys/copy.zarr", id="sysfs"),
+        pytest.param("/dev/copy.zarr", id="dev"),
+    ],
+)
+def test_destination_on_a_kernel_filesystem(tmp_path, archive, where):
+    """A pseudo filesystem (proc, sysfs, devtmpfs) is bad input, not an internal error at
+    the first file, and /dev (devtmpfs) must not take a copy into memory either."""
+    from napari_softcopy.checks import PSEUDO_FILESYSTEMS
+    from napari_softcopy.platform import filesystem_type
+
+    fd = os.open("/" + where.split("/")[1], os.O_RDONLY)  # (/proc, /sys, /dev)
+    try:
+        fs = filesystem_type(fd)
+    finally:
+        os.close(fd)
+    if fs not in PSEUDO_FILESYSTEMS:
+        pytest.skip(f"{where} is on {fs} here")
+    dst = Path(where)
+    refused(
+        tmp_path, "copy", archive, dst, must_name=str(dst), fix="choose a folder on a real disk"
+    )
+    assert not dst.exists()
 
 
 def test_destination_parent_missing(tmp_path, archive):
@@ -294,6 +352,83 @@ def test_verify_with_missing_folder(tmp_path, archive):
         must_name=str(tmp_path / "nope"),
         fix="check the path",
     )
+
+
+@pytest.mark.parametrize("checksum", [[], ["--checksum"]], ids=["size", "checksum"])
+@pytest.mark.parametrize("how", ["same-path", "symlink", "bind-mount"])
+def test_verify_refuses_a_folder_compared_with_itself(tmp_path, archive, how, checksum):
+    """`verify X X` would say "identical": the all-clear before the original is deleted."""
+    if how == "same-path":
+        other = contextlib.nullcontext(archive)
+    elif how == "symlink":
+        (tmp_path / "link.zarr").symlink_to(archive)
+        other = contextlib.nullcontext(tmp_path / "link.zarr")
+    else:
+        other = bind_mount(archive, tmp_path / "mnt.zarr", read_only=False)
+    with other as same:
+        line = refused(
+            tmp_path,
+            "verify",
+            archive,
+            same,
+            *checksum,
+            must_name=[str(archive), str(same)],
+            fix="in a folder of its own",
+        )
+        assert "same folder" in line
+
+
+@pytest.mark.parametrize("inner", ["destination", "source"])
+def test_verify_refuses_a_folder_inside_the_other(tmp_path, archive, inner):
+    nested = archive / "c"
+    args = (archive, nested) if inner == "destination" else (nested, archive)
+    line = refused(
+        tmp_path,
+        "verify",
+        *args,
+        must_name=[str(archive), str(nested)],
+        fix="in a folder of its own",
+    )
+    assert f"{inner} {nested} is inside the" in line
+
+
+# ---------------------------------------------------------------------------- options
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("workers", -3),
+        ("workers", 0),
+        ("workers", 257),
+        ("workers", 2.5),
+        ("workers", True),
+        ("rescan_interval", 0),
+        ("rescan_interval", -1.0),
+        ("rescan_interval", float("inf")),
+        ("finish_when_idle", -2),
+        ("finish_when_idle", float("nan")),
+        ("bandwidth_mb_s", -5),
+        ("bandwidth_mb_s", 0),
+        ("status_interval", 0),
+        ("verify", "sha256"),
+        ("fsync", "never"),
+        ("marker", ""),
+        ("marker", "../complete"),
+    ],
+)
+def test_engine_options_out_of_range_are_refused(field, value):
+    """The engine API holds the rule the command line's option types are built on."""
+    with pytest.raises(InputError, match=rf"^option {field} must be .+, not "):
+        CopyOptions(**{field: value})
+    options = CopyOptions()
+    setattr(options, field, value)
+    with pytest.raises(InputError, match=rf"^option {field} must be"):
+        options.validate()
+
+
+def test_engine_options_in_range_are_taken():
+    CopyOptions()  # every default
+    CopyOptions(workers=1, rescan_interval=0.5, finish_when_idle=0.1, bandwidth_mb_s=0.5)
+    CopyOptions(workers=256, marker="acquisition.done", verify="checksum", fsync="each")
 
 
 # ---------------------------------------------------------------------------- warnings

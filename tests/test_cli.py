@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import re
+import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,7 +18,9 @@ import pytest
 import zarr
 
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
-from napari_softcopy.simulate import simulate
+from napari_softcopy.progress import bar_format
+from napari_softcopy.simulate import PRESETS, simulate
+from napari_softcopy.status import Status
 from support import assert_identical, wait_for
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
@@ -85,7 +91,7 @@ def _bad_input_cases(tmp_path, archive):
         "missing": (["copy", tmp_path / "nope.zarr", tmp_path / "d"], "does not exist"),
         "not-zarr": (["copy", not_zarr, tmp_path / "d"], "not a Zarr archive"),
         "inside": (["copy", archive, archive / "copy"], "inside the source"),
-        "equal": (["copy", archive, archive], "inside the source"),
+        "equal": (["copy", archive, archive], "are the same folder"),
         "source-inside-dest": (["copy", archive, tmp_path], "inside the destination"),
         "not-a-copy": (["copy", archive, other], "not a copy of"),
         "corrupt": (["copy", corrupt, tmp_path / "d"], "corrupt.zarr/zarr.json"),
@@ -118,6 +124,36 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, archive, case
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "allowed"),
+    [
+        ("--workers", "-3", "a whole number from 1 to 256"),
+        ("--workers", "0", "a whole number from 1 to 256"),
+        ("--bandwidth", "-5", "a number of MB/s greater than 0"),
+        ("--rescan-interval", "-1", "a number of seconds greater than 0"),
+        ("--rescan-interval", "0", "a number of seconds greater than 0"),
+        ("--rescan-interval", "nan", "a number of seconds greater than 0"),
+        ("--finish-when-idle", "-2", "a number of seconds greater than 0"),
+        ("--marker", "sub/complete", "a file name"),
+    ],
+)
+def test_an_option_out_of_its_range_is_refused_and_nothing_is_written(
+    tmp_path, archive, option, value, allowed
+):
+    (tmp_path / "out").mkdir()
+    targets = tmp_path / "targets.yaml"
+    targets.write_text("targets:\n  - source: acq.zarr\n    destination: out/acq.zarr\n")
+    env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
+    before = listing(tmp_path)
+    for pair in ([archive, tmp_path / "out" / "copy.zarr"], ["--targets", targets]):
+        result = run("copy", *pair, option, value, env=env)
+        assert result.returncode == 2, result.stderr
+        assert f"napari-softcopy copy: error: argument {option}: must be {allowed}" in (
+            result.stderr
+        )
+        assert listing(tmp_path) == before
+
+
 def test_force_copies_into_a_foreign_folder_without_deleting(tmp_path, archive):
     other = tmp_path / "other"
     other.mkdir()
@@ -144,21 +180,29 @@ def test_targets_copy_two_archives(tmp_path, archive):
     assert_identical(second, tmp_path / "out" / "acq2.zarr")
 
 
-def _start(args, tmp_path):
+def _start(args, tmp_path, **kwargs):
     env = os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
     return subprocess.Popen(
-        [*CLI, *map(str, args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [*CLI, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **kwargs,
     )
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
+def test_signal_stops_within_2_s_and_the_printed_command_resumes(tmp_path, sig, code):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
-    simulate(src, "demo", rate=1000, timepoints=8)
+    simulate(src, "demo", rate=1000, timepoints=8, marker="done")
     status = tmp_path / "status.json"
-    proc = _start(
-        ["copy", src, dst, "--bandwidth", "2", "--status-file", status, "--json"], tmp_path
-    )
+    options = [
+        *("--bandwidth", "2", "--workers", "2", "--marker", "done", "--verify", "checksum"),
+        *("--fsync", "each", "--keep-cache", "--status-file", "status.json"),
+    ]
+    # relative paths, as typed in the acquisition's folder
+    proc = _start(["copy", "acq.zarr", "copy.zarr", *options, "--json"], tmp_path, cwd=tmp_path)
     wait_for(
         lambda: status.exists() and json.loads(status.read_text())["files_copied"] >= 2,
         what="copying under way",
@@ -168,9 +212,25 @@ def test_signal_stops_within_2_s_and_rerun_resumes(tmp_path, sig, code):
     _out, err = proc.communicate(timeout=10)
     assert time.monotonic() - t0 < 2.0
     assert proc.returncode == code
-    assert "Resume with: napari-softcopy copy" in err
     assert not list(dst.rglob("*softcopy-tmp"))
-    assert run("copy", src, dst).returncode == 0
+    resume = [line for line in err.splitlines() if "Resume with:" in line]
+    assert len(resume) == 1, err
+    command = shlex.split(resume[0].partition("Resume with: ")[2])
+    assert command[:4] == ["napari-softcopy", "copy", str(src), str(dst)]
+    given = {"--workers": "2", "--marker": "done", "--verify": "checksum", "--fsync": "each"}
+    for option, value in (given | {"--status-file": str(status)}).items():
+        assert command[command.index(option) + 1] == value, command
+    assert float(command[command.index("--bandwidth") + 1]) == 2
+    assert "--keep-cache" in command and "--json" in command
+    # typed anywhere, it resumes the same copy with the same options
+    result = run(
+        *command[1:],
+        cwd="/",
+        env=os.environ | {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")},
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(status.read_text())["verification"]["checksum"] is True
+    assert (dst / "done").exists()
     assert_identical(src, dst)
 
 
@@ -185,6 +245,29 @@ def test_sigusr1_finishes_now(tmp_path):
     assert proc.returncode == 0
     assert json.loads(status.read_text())["finish_reason"] == "request"
     assert (dst / "complete").exists()
+
+
+def test_json_states_after_waiting_do_not_carry_the_waiting_message(tmp_path):
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    proc = _start(["copy", src, dst, "--wait-for-source", "--json"], tmp_path)
+    lines: queue.Queue[dict] = queue.Queue()
+    reader = threading.Thread(
+        target=lambda: [lines.put(json.loads(line)) for line in proc.stdout], daemon=True
+    )
+    reader.start()
+    try:
+        while (status := lines.get(timeout=30))["state"] != "waiting":  # ("starting")
+            pass
+        assert "waiting for" in status["message"]
+        simulate(src, "demo", rate=1000, timepoints=2, marker=None)  # no marker: stays copying
+        while (status := lines.get(timeout=30))["state"] == "waiting":
+            pass
+        assert status["state"] == "copying", status
+        assert status["message"] == "", status["message"]
+    finally:
+        proc.send_signal(signal.SIGUSR1)  # finish now
+        _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
 
 
 def test_running_job_is_registered(tmp_path):
@@ -321,11 +404,104 @@ def test_simulate_command(tmp_path):
     assert zarr.open_array(tmp_path / "sim.zarr", mode="r").shape[0] == 10
 
 
-def test_demo_exits_0_with_summary():
+def _progress_line(status: Status, width: int) -> str:
+    """The line tqdm draws for ``status`` on a terminal ``width`` columns wide."""
+    from tqdm import tqdm
+
+    fmt = bar_format(status, width)
+    done, total = status.chunks_at_destination, status.chunks_expected
+    return tqdm.format_meter(done, total, 0, ncols=width, bar_format=fmt)
+
+
+@pytest.mark.parametrize("name", ["acq.zarr", "2024-05-01_embryo3_lightsheet_position12.zarr"])
+def test_the_progress_line_shows_every_figure_in_80_columns(name):
+    status = Status(
+        source=f"/data/{name}",
+        destination=f"/mnt/cluster/{name}",
+        state="verifying",  # (the longest state)
+        chunks_expected=1_234_567,
+        chunks_at_destination=123_456,
+        bytes_copied=int(1.234 * 2**40),
+        rate_bytes_s=456.7 * 2**20,
+        lag_s=12.3,
+        files_pending=20_000,
+        error_count=3,
+    )
+    for width in (80, 79):  # (tqdm keeps the last column of a terminal free: 79 of 80)
+        line = _progress_line(status, width)
+        assert len(line) <= width, line
+        assert line[:3] == name[:3], line
+        figures = r"123456/1234567 verifying 1\.23TiB 457MiB/s lag 12s pend(ing)? 20000 err(ors)? 3"
+        assert re.search(rf" {figures}$", line), line
+    wide = _progress_line(status, 200)  # room for everything: the whole name and a bar
+    assert wide.startswith(f"{name} 123456/1234567 ") and re.search(r" \|█+\S? +\|$", wide), wide
+    assert len(wide) == 200
+
+
+def test_the_progress_line_takes_any_name():
+    status = Status(source="/data/{t}_x{.zarr", destination="/mnt/copy.zarr", state="waiting")
+    assert _progress_line(status, 80).startswith("{t}_x{.zarr 0/0 waiting 0B 0B/s lag 0.0s ")
+
+
+def _demo_folder(stderr: str) -> Path:
+    match = re.search(r"^demo: (?:removed|the acquisition and its copy are in) (\S+)", stderr, re.M)
+    assert match, stderr
+    return Path(match[1])
+
+
+def test_demo_exits_0_with_summary_and_says_it_removed_its_folder():
     result = run("demo", "--rate", "50")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "marker to verified" in result.stdout
     assert "checksum verification: identical" in result.stdout
+    folder = _demo_folder(result.stderr)
+    assert "(--keep keeps it)" in result.stderr
+    assert not folder.exists()
+
+
+def test_demo_keep_leaves_the_acquisition_and_its_verified_copy(tmp_path):
+    result = run("demo", "--rate", "50", "--keep", env=os.environ | {"TMPDIR": str(tmp_path)})
+    assert result.returncode == 0, result.stdout + result.stderr
+    folder = _demo_folder(result.stderr)
+    assert folder.parent == tmp_path
+    assert (folder / "copy.zarr" / "complete").exists()
+    assert_identical(folder / "acquisition.zarr", folder / "copy.zarr")
+
+
+@pytest.mark.parametrize("command", ["copy", "verify", "simulate", "demo"])
+def test_every_command_describes_itself(command):
+    result = run(command, "--help")
+    assert result.returncode == 0
+    usage, description, *_ = result.stdout.split("\n\n")
+    assert usage.startswith(f"usage: napari-softcopy {command} ")
+    assert not description.startswith(("positional arguments:", "options:")), result.stdout
+    assert len(description.split()) >= 10, description
+
+
+@pytest.mark.parametrize("command", ["simulate", "demo"])
+def test_preset_lists_its_choices_and_refuses_others(tmp_path, command):
+    result = run(command, "--help")
+    assert all(name in result.stdout for name in PRESETS), result.stdout
+    result = run(
+        command, *([tmp_path / "s.zarr"] if command == "simulate" else []), "--preset", "x"
+    )
+    assert result.returncode == 2
+    assert f"napari-softcopy {command}: error: argument --preset: invalid choice: 'x'" in (
+        result.stderr
+    )
+    assert all(repr(name) in result.stderr for name in PRESETS)
+    assert listing(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "args", [["copy", "a.zarr", "b.zarr", "--bogus"], ["verify", "a", "b", "--checksums"]]
+)
+def test_an_unknown_option_is_reported_by_its_subcommand(args):
+    result = run(*args)
+    assert result.returncode == 2
+    usage, *_, error = result.stderr.strip().splitlines()
+    assert usage.startswith(f"usage: napari-softcopy {args[0]} ")
+    assert error == f"napari-softcopy {args[0]}: error: unrecognized arguments: {args[-1]}"
 
 
 def _run_with_reader_gone(*args):

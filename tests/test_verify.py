@@ -4,9 +4,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 import zarr
 
-from napari_softcopy import verify
+from napari_softcopy import InputError, verify
 from napari_softcopy.verify import recheck, verify_tree
 
 
@@ -24,6 +25,21 @@ def test_identical_trees(tmp_path):
     copy_tree(tmp_path / "s", tmp_path / "d")
     report = verify_tree(tmp_path / "s", tmp_path / "d", checksum=True)
     assert report.ok and report.files_checked == 17 and report.metadata_files == 1
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_tree_is_never_reported_identical_to_itself(tmp_path, processes):
+    """The Python API refuses what the command line refuses: no report that reads "ok"."""
+    make_archive(tmp_path / "s")
+    (tmp_path / "link").symlink_to(tmp_path / "s")
+    for other, why in [
+        (tmp_path / "s", "same folder"),
+        (tmp_path / "link", "same folder"),
+        (tmp_path / "s" / "c", "inside the source"),
+        (tmp_path, "inside the destination"),
+    ]:
+        with pytest.raises(InputError, match=why):
+            verify_tree(tmp_path / "s", other, checksum=True, processes=processes)
 
 
 def test_flipped_byte_needs_checksum(tmp_path):

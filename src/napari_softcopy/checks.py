@@ -1,15 +1,20 @@
 """Validation of user input, shared by the CLI and the widget.
 
 Every problem is one `InputError` whose message is a single line naming the path and what to
-do. Nothing here writes anything.
+do. Nothing here leaves anything behind: the only write is the probe file with which
+`check_pair` tests that the destination folder takes files, removed at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import tempfile
 from pathlib import Path
 
-from .layout import LayoutError, find_arrays, node_kind
+from .layout import OWN_TEMP_SUFFIX, LayoutError, find_arrays, node_kind
+from .platform import filesystem_type
 
 
 class InputError(ValueError):
@@ -65,6 +70,10 @@ def check_pair(
 ) -> tuple[Path, Path]:
     """Check a source/destination pair before anything is written.
 
+    The destination folder (or its parent) must be on a real filesystem and take a new
+    file: an empty probe file with the engine's temporary suffix is created there and
+    removed at once.
+
     Returns
     -------
     tuple of Path
@@ -77,39 +86,151 @@ def check_pair(
     """
     src = check_source(source, wait_for_source=wait_for_source)
     dst = _resolve(destination)
-    real_src, real_dst = Path(os.path.realpath(src)), Path(os.path.realpath(dst))
-    if _inside(real_dst, real_src):
-        raise InputError(
-            f"destination {dst} is inside the source {src}; choose a folder outside the archive"
-        )
-    if _inside(real_src, real_dst):
-        raise InputError(
-            f"source {src} is inside the destination {dst}; choose another destination folder"
-        )
+    check_apart(src, dst)
+    if dst.exists() and not dst.is_dir():
+        raise InputError(f"destination {dst} exists and is not a folder; choose another path")
+    # First the filesystem of the nearest folder that exists: a parent missing under /proc
+    # is not an unmounted drive.
+    _check_real_disk(dst, next(p for p in (dst, *dst.parents) if p.is_dir()))
     parent = dst.parent
     if not parent.is_dir():
         raise InputError(
             f"the parent folder of destination {dst} does not exist (is the drive mounted?); "
             "create or mount it first"
         )
-    if dst.exists() and not dst.is_dir():
-        raise InputError(f"destination {dst} exists and is not a folder; choose another path")
-    writable_dir = dst if dst.is_dir() else parent
-    if not os.access(writable_dir, os.W_OK | os.X_OK) or _read_only_mount(writable_dir):
-        raise InputError(
-            f"cannot write in {writable_dir} (permission denied or read-only); "
-            "choose a writable destination"
-        )
+    _check_writable(dst if dst.is_dir() else parent)
     if dst.is_dir() and not force:
         _check_is_copy(src, dst)
     return src, dst
 
 
-def _read_only_mount(path: Path) -> bool:
+def check_apart(
+    source: str | os.PathLike, destination: str | os.PathLike, *, fix: str | None = None
+) -> None:
+    """Refuse a source and a destination that are one folder, or one inside the other.
+
+    Compared by device and inode along the resolved paths, not by spelling: a symlink, a bind
+    mount or another path to the same folder is caught too. (A path that does not exist yet
+    is compared by its resolved spelling.) `check_pair` and `verify.verify_tree` both call it.
+
+    Parameters
+    ----------
+    source, destination : path
+        The two trees.
+    fix : str, optional
+        What to do instead, when it is not a copy's (a verification's, for instance).
+
+    Raises
+    ------
+    InputError
+        One line naming both paths and the fix.
+    """
+    src, dst = _resolve(source), _resolve(destination)
+    dst_in_src, src_in_dst = _contains(src, dst), _contains(dst, src)
+    if dst_in_src and src_in_dst:
+        raise InputError(
+            f"source {src} and destination {dst} are the same folder; "
+            f"{fix or 'choose a folder outside the archive'}"
+        )
+    if dst_in_src:
+        raise InputError(
+            f"destination {dst} is inside the source {src}; "
+            f"{fix or 'choose a folder outside the archive'}"
+        )
+    if src_in_dst:
+        raise InputError(
+            f"source {src} is inside the destination {dst}; "
+            f"{fix or 'choose another destination folder'}"
+        )
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
     try:
-        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
-    except OSError:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _contains(outer: Path, inner: Path) -> bool:
+    """True when ``inner`` is ``outer`` or lies below it."""
+    real_outer, real_inner = Path(os.path.realpath(outer)), Path(os.path.realpath(inner))
+    if _inside(real_inner, real_outer):
+        return True
+    # The same folder under two paths that no symlink explains (a bind mount): its device
+    # and inode say so. Only folders that exist can be compared that way.
+    target = _identity(real_outer)
+    if target is None:
         return False
+    return any(_identity(p) == target for p in (real_inner, *real_inner.parents))
+
+
+#: Filesystems that hold no files of their own: kernel interfaces where a copy is refused or,
+#: worse, accepted into memory that vanishes (devtmpfs) or that means something else (cgroup).
+PSEUDO_FILESYSTEMS = frozenset(
+    {
+        "binfmt_misc",
+        "bpf",
+        "cgroup",
+        "cgroup2",
+        "configfs",
+        "debugfs",
+        "devpts",
+        "devtmpfs",
+        "efivarfs",
+        "fusectl",
+        "hugetlbfs",
+        "mqueue",
+        "nsfs",
+        "proc",
+        "pstore",
+        "rpc_pipefs",
+        "securityfs",
+        "selinuxfs",
+        "sysfs",
+        "tracefs",
+    }
+)
+
+
+def _check_real_disk(dst: Path, folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise InputError(
+            f"destination {dst}: its folder {folder} cannot be opened ({exc.strerror}); "
+            "fix its permissions or choose another destination"
+        ) from None
+    try:
+        fs = filesystem_type(fd)
+    finally:
+        os.close(fd)
+    if fs in PSEUDO_FILESYSTEMS:
+        raise InputError(
+            f"destination {dst} is on {fs}, a kernel filesystem, not a disk; "
+            "choose a folder on a real disk"
+        )
+
+
+def _check_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: permissions, ACLs, read-only mounts, root
+    squashing and filesystems that refuse new files all answer the one question that counts.
+    The probe has the engine's own temporary name, which every walk and copy ignores.
+    A full disk is not refused: space may be freed while the copy waits for it (the engine
+    warns, `free_space_warning`, and retries)."""
+    try:
+        fd, probe = tempfile.mkstemp(
+            prefix=".napari-softcopy-probe-", suffix=OWN_TEMP_SUFFIX, dir=folder
+        )
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return
+        raise InputError(
+            f"cannot write in {folder} ({exc.strerror or exc}); choose a writable destination"
+        ) from None
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(probe)
 
 
 def _check_is_copy(src: Path, dst: Path) -> None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
+import shlex
+import shutil
 import signal
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .checks import InputError
@@ -26,7 +30,7 @@ from .platform import (
     end_with_parent,
     lower_session_priority,
 )
-from .status import Status
+from .progress import Progress, mib, stdout_to_devnull
 from .targets import read_targets
 from .verify import verify_tree
 
@@ -34,32 +38,44 @@ EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 EXIT_BROKEN_PIPE = 141  # (128 + SIGPIPE: what a shell reports for a tool whose reader left)
 
 
-def _mib(n: float) -> str:
-    return f"{n / 2**20:,.1f} MiB"
+def option_type(name: str, convert: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse ``type`` for the `CopyOptions` field ``name``, by that field's own rule
+    (`CopyOptions.problem`): argparse's usual "argument --workers: must be ..." and exit 2."""
+
+    def parse(text: str) -> object:
+        value = convert(text)  # (a ValueError: argparse's "invalid int value: 'x'")
+        problem = CopyOptions.problem(name, value)
+        if problem is not None:
+            raise argparse.ArgumentTypeError(problem)
+        return value
+
+    parse.__name__ = convert.__name__
+    return parse
 
 
 def _add_copy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
-        type=int,
+        type=option_type("workers", int),
         default=None,
         help="copy threads (default: 1 on a local disk, 4 on a network or FUSE filesystem)",
     )
     p.add_argument(
         "--marker",
+        type=option_type("marker", str),
         default="complete",
         help="name of the 'acquisition complete' file in the source root",
     )
     p.add_argument(
         "--rescan-interval",
-        type=float,
+        type=option_type("rescan_interval", float),
         default=30.0,
         metavar="S",
         help="seconds between full rescans (default 30)",
     )
     p.add_argument(
         "--finish-when-idle",
-        type=float,
+        type=option_type("finish_when_idle", float),
         default=None,
         metavar="S",
         help="finish after S seconds without changes or writers' temp files",
@@ -72,7 +88,7 @@ def _add_copy_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--bandwidth",
-        type=float,
+        type=option_type("bandwidth_mb_s", float),
         default=None,
         metavar="MB/S",
         help="cap the copy at this many MB/s (all workers together)",
@@ -126,75 +142,6 @@ def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
         wait_for_source=args.wait_for_source,
         force=args.force,
         status_file=status_file,
-    )
-
-
-class _Progress:
-    """A progress bar per copy on a terminal; plain lines otherwise; JSON lines with --json."""
-
-    def __init__(self, engines: list[CopyEngine], mode: str) -> None:
-        self.engines = engines
-        self.mode = mode
-        self.bars = []
-        self._last_line = 0.0
-        if mode == "bar":
-            from tqdm import tqdm
-
-            for i, engine in enumerate(engines):
-                name = engine.source.name
-                self.bars.append(
-                    tqdm(
-                        total=0, unit="chunk", position=i, desc=name, dynamic_ncols=True, leave=True
-                    )
-                )
-
-    def update(self, final: bool = False) -> None:
-        now = time.monotonic()
-        for i, engine in enumerate(self.engines):
-            s = engine.status()
-            if self.mode == "json":
-                self._print(s.to_json())
-            elif self.mode == "bar":
-                bar = self.bars[i]
-                bar.total = max(s.chunks_expected, s.chunks_at_destination)
-                bar.n = s.chunks_at_destination
-                bar.set_postfix_str(
-                    f"{s.state} {_mib(s.bytes_copied)} {s.rate_bytes_s / 2**20:.1f} MiB/s "
-                    f"lag {s.lag_s:.1f}s pending {s.files_pending} errors {s.error_count}",
-                    refresh=False,
-                )
-                bar.refresh()
-            elif self.mode == "plain" and (final or now - self._last_line >= 10):
-                self._print(_plain(s))
-        if self.mode == "plain" and now - self._last_line >= 10:
-            self._last_line = now
-
-    def _print(self, line: str) -> None:
-        try:
-            print(line, flush=True)
-        except BrokenPipeError:
-            # Whoever read the lines went away (`| head`): the copy goes on without them.
-            _stdout_to_devnull()
-            self.mode = "silent"
-
-    def close(self) -> None:
-        for bar in self.bars:
-            bar.close()
-
-
-def _stdout_to_devnull() -> None:
-    """Send what is still to be printed nowhere (its reader is gone): neither a print nor the
-    flush at exit then fails again."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-
-
-def _plain(s: Status) -> str:
-    return (
-        f"{s.source}: {s.state}, {s.chunks_at_destination}/{s.chunks_expected} chunks, "
-        f"{s.files_copied} files / {_mib(s.bytes_copied)} copied, "
-        f"{s.rate_bytes_s / 2**20:.1f} MiB/s, lag {s.lag_s:.1f} s, {s.error_count} errors"
     )
 
 
@@ -275,7 +222,7 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
                 register_job(engine.source, engine.destination, engine.options.status_file)
             )
         mode = "json" if args.json else ("bar" if sys.stderr.isatty() else "plain")
-        progress = _Progress(engines, mode)
+        progress = Progress(engines, mode)
         period = 1.0 if mode == "json" else 0.25
         while alive := [e._control for e in engines if e._control.is_alive()]:
             progress.update()
@@ -297,14 +244,37 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     code = EXIT_OK
     for engine in engines:
         s = engine.status()
-        print(f"{engine.destination}: {s.state}. {s.message}", file=sys.stderr)
+        # The engine's own resume hint names the two paths only: the command printed below
+        # resumes with every option too (a --bandwidth left out could flood the network).
+        message = s.message.partition(" Resume with: ")[0]
+        print(f"{engine.destination}: {s.state}. {message}", file=sys.stderr)
         for err in s.errors[-5:]:
             print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
         if s.state != "verified":
             code = EXIT_FAILED
     if stop_signal:
+        print(f"Resume with: {resume_command(args)}", file=sys.stderr)
         return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
     return code
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """The command line that resumes the copy ``args`` describe: every option as given, the
+    paths absolute (the resume may be typed in another folder), quoted for a shell."""
+    words = ["napari-softcopy", "copy"]
+    for action in args.parser._actions:
+        value = getattr(args, action.dest, None)
+        if value is None or value == action.default:
+            continue  # (not given, or given as its default: the same copy)
+        if isinstance(value, Path) or action.dest in ("source", "destination"):
+            value = os.path.abspath(value)
+        if not action.option_strings:
+            words.append(str(value))
+        elif action.nargs == 0:  # a flag
+            words.append(action.option_strings[0])
+        else:
+            words += [action.option_strings[0], str(value)]
+    return shlex.join(words)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
@@ -339,7 +309,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         kind = "content hashes" if args.checksum else "size, mtime and metadata content"
         verdict = "identical" if report.ok else "DIFFERENT"
         print(
-            f"{verdict}: {report.files_checked} files, {_mib(report.bytes_checked)} "
+            f"{verdict}: {report.files_checked} files, {mib(report.bytes_checked)} "
             f"compared by {kind}; {report.n_missing} missing, {report.n_mismatched} "
             f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable"
         )
@@ -347,10 +317,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from .simulate import PRESETS, simulate
+    from .simulate import simulate
 
-    if args.preset not in PRESETS:
-        raise InputError(f"unknown preset {args.preset!r}; choose one of {', '.join(PRESETS)}")
     dest = Path(args.destination)
     if dest.exists() and not args.overwrite:
         raise InputError(f"{dest} already exists; choose a new path or pass --overwrite")
@@ -366,70 +334,106 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {report.timepoints} timepoints, {report.files} files, "
-        f"{_mib(report.bytes)} to {dest} in {report.duration_s:.1f} s"
+        f"{mib(report.bytes)} to {dest} in {report.duration_s:.1f} s"
     )
     return EXIT_OK
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    folder = Path(tempfile.mkdtemp(prefix="napari-softcopy-demo-"))
+    try:
+        return _demo(folder, args)
+    finally:
+        if args.keep:
+            print(f"demo: the acquisition and its copy are in {folder}", file=sys.stderr)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            print(f"demo: removed {folder} (--keep keeps it)", file=sys.stderr)
+
+
+def _demo(folder: Path, args: argparse.Namespace) -> int:
     from .simulate import simulate
 
-    with tempfile.TemporaryDirectory(prefix="napari-softcopy-demo-") as tmp:
-        source, destination = Path(tmp) / "acquisition.zarr", Path(tmp) / "copy.zarr"
-        writer_error: list[BaseException] = []
+    source, destination = folder / "acquisition.zarr", folder / "copy.zarr"
+    writer_error: list[BaseException] = []
 
-        def acquire():
-            try:
-                simulate(source, args.preset, writer=args.writer, rate=args.rate)
-            except BaseException as exc:  # reported below
-                writer_error.append(exc)
-
-        print(f"demo: simulating a {args.preset!r} acquisition into {source}", file=sys.stderr)
-        writer = threading.Thread(target=acquire, daemon=True)
-        writer.start()
-        engine = CopyEngine(
-            source, destination, CopyOptions(wait_for_source=True, status_file=None)
-        )
-        t0 = time.monotonic()
-        engine.start()
-        stopped: list[int] = []
-
-        def on_stop(signum, _frame):
-            stopped.append(signum)
-            engine.stop()
-
-        previous = signal.signal(signal.SIGINT, on_stop)
-        progress = _Progress([engine], "bar" if sys.stderr.isatty() else "none")
+    def acquire():
         try:
-            while not engine.wait(0.25):
-                progress.update()
-            progress.update(final=True)
-        finally:
-            progress.close()
-            signal.signal(signal.SIGINT, previous)
-        writer.join()
-        elapsed = time.monotonic() - t0
-        s = engine.status()
-        if writer_error:
-            print(f"demo: the simulated writer failed: {writer_error[0]!r}", file=sys.stderr)
-            return EXIT_FAILED
-        report = verify_tree(source, destination, checksum=True)
-        print(f"files copied:          {s.files_copied} ({s.chunks_at_destination} chunk files)")
-        print(f"data copied:           {_mib(s.bytes_copied)}")
-        print(
-            f"throughput:            {s.bytes_copied / 2**20 / max(elapsed, 1e-9):.1f} MiB/s "
-            f"over {elapsed:.1f} s (live, paced by the acquisition)"
-        )
-        if s.marker_to_verified_s is not None:
-            print(f"marker to verified:    {s.marker_to_verified_s:.3f} s")
-        print(f"engine verification:   {s.state} ({s.message})")
-        print(
-            f"checksum verification: {'identical' if report.ok else 'DIFFERENT'} "
-            f"({report.files_checked} files, xxh3-128 of every file)"
-        )
-        if stopped:
-            return EXIT_SIGINT
-        return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
+            simulate(source, args.preset, writer=args.writer, rate=args.rate)
+        except BaseException as exc:  # reported below
+            writer_error.append(exc)
+
+    print(f"demo: simulating a {args.preset!r} acquisition into {source}", file=sys.stderr)
+    writer = threading.Thread(target=acquire, daemon=True)
+    writer.start()
+    engine = CopyEngine(source, destination, CopyOptions(wait_for_source=True, status_file=None))
+    t0 = time.monotonic()
+    engine.start()
+    stopped: list[int] = []
+
+    def on_stop(signum, _frame):
+        stopped.append(signum)
+        engine.stop()
+
+    previous = signal.signal(signal.SIGINT, on_stop)
+    progress = Progress([engine], "bar" if sys.stderr.isatty() else "none")
+    try:
+        while not engine.wait(0.25):
+            progress.update()
+        progress.update(final=True)
+    finally:
+        progress.close()
+        signal.signal(signal.SIGINT, previous)
+    writer.join()
+    elapsed = time.monotonic() - t0
+    s = engine.status()
+    if writer_error:
+        print(f"demo: the simulated writer failed: {writer_error[0]!r}", file=sys.stderr)
+        return EXIT_FAILED
+    report = verify_tree(source, destination, checksum=True)
+    print(f"files copied:          {s.files_copied} ({s.chunks_at_destination} chunk files)")
+    print(f"data copied:           {mib(s.bytes_copied)}")
+    print(
+        f"throughput:            {s.bytes_copied / 2**20 / max(elapsed, 1e-9):.1f} MiB/s "
+        f"over {elapsed:.1f} s (live, paced by the acquisition)"
+    )
+    if s.marker_to_verified_s is not None:
+        print(f"marker to verified:    {s.marker_to_verified_s:.3f} s")
+    print(f"engine verification:   {s.state} ({s.message})")
+    print(
+        f"checksum verification: {'identical' if report.ok else 'DIFFERENT'} "
+        f"({report.files_checked} files, xxh3-128 of every file)"
+    )
+    if stopped:
+        return EXIT_SIGINT
+    return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
+
+
+def _add_preset_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--preset",
+        choices=_PresetNames(),
+        default="demo",
+        metavar="NAME",
+        help="what to simulate: %(choices)s (default: %(default)s)",
+    )
+
+
+class _PresetNames(Sequence[str]):
+    """The names of `simulate.PRESETS` as argparse ``choices``, read when argparse needs
+    them: importing the simulator (numpy) would add 0.15 s to every ``copy`` and ``verify``."""
+
+    @functools.cached_property
+    def _names(self) -> list[str]:
+        from .simulate import PRESETS
+
+        return list(PRESETS)
+
+    def __getitem__(self, index):
+        return self._names[index]
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -451,9 +455,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination", nargs="?", help="where the copy goes")
     p.add_argument("--targets", type=Path, help="a targets.yaml listing several pairs")
     _add_copy_options(p)
-    p.set_defaults(func=cmd_copy)
+    p.set_defaults(func=cmd_copy, parser=p)
 
-    p = sub.add_parser("verify", help="compare DEST with SOURCE")
+    p = sub.add_parser(
+        "verify",
+        help="compare DEST with SOURCE",
+        description="Compare DEST with SOURCE: every source file must be at DEST with the "
+        "same size and mtime, Zarr metadata with the same content (--checksum: every file's "
+        "content). Lists each difference; exit 0 identical, 1 different, 2 bad input.",
+    )
     p.add_argument("source")
     p.add_argument("destination")
     p.add_argument("--checksum", action="store_true", help="compare the content of every file")
@@ -464,11 +474,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="leave the finish marker NAME out of the comparison",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=cmd_verify)
+    p.set_defaults(func=cmd_verify, parser=p)
 
-    p = sub.add_parser("simulate", help="write a realistic simulated acquisition")
+    p = sub.add_parser(
+        "simulate",
+        help="write a realistic simulated acquisition",
+        description="Write a simulated acquisition into DEST as a microscope would, "
+        "timepoint by timepoint, then the marker: try a copy without a microscope.",
+    )
     p.add_argument("destination")
-    p.add_argument("--preset", default="demo")
+    _add_preset_option(p)
     p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
     p.add_argument(
         "--locking",
@@ -480,20 +495,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grow", action="store_true", help="grow the time axis as it goes")
     p.add_argument("--marker", default="complete")
     p.add_argument("--overwrite", action="store_true")
-    p.set_defaults(func=cmd_simulate)
+    p.set_defaults(func=cmd_simulate, parser=p)
 
-    p = sub.add_parser("demo", help="simulate an acquisition, copy it live, verify")
-    p.add_argument("--preset", default="demo")
+    p = sub.add_parser(
+        "demo",
+        help="simulate an acquisition, copy it live, verify",
+        description="Simulate an acquisition into a new temporary folder, copy it live into "
+        "the same folder, verify the copy by checksums and print a summary. The folder is "
+        "removed at the end unless --keep.",
+    )
+    _add_preset_option(p)
     p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
     p.add_argument("--rate", type=float, default=None, help="timepoints per second")
-    p.set_defaults(func=cmd_demo)
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the acquisition and its copy to look at (the folder is printed)",
+    )
+    p.set_defaults(func=cmd_demo, parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None, *, own_session: bool = False) -> int:
     """Run the command line ``argv``; with ``own_session`` a copy may fork to lead a session
     of its own (`_copy_in_own_session`), which only the ``napari-softcopy`` process does."""
-    args = build_parser().parse_args(argv)
+    args, unknown = build_parser().parse_known_args(argv)
+    if unknown:  # (the subcommand's usage and name, not the top level's)
+        args.parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     args.own_session = own_session
     try:
         return args.func(args)
@@ -507,7 +535,7 @@ def console_main() -> int:
     try:
         return main(own_session=True)
     except BrokenPipeError:  # (`verify ... | head`): end quietly, as a shell's tools do
-        _stdout_to_devnull()
+        stdout_to_devnull()
         return EXIT_BROKEN_PIPE
 
 

@@ -26,7 +26,8 @@ import stat
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
@@ -155,6 +156,73 @@ class CopyOptions:
     force: bool = False
     status_file: str | os.PathLike | None = None
     status_interval: float = 0.5
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Check every option against its allowed range (`problem`).
+
+        Called at construction; call it again after changing a field.
+
+        Raises
+        ------
+        InputError
+            One line naming the first option out of range and the range.
+        """
+        for f in fields(self):
+            problem = self.problem(f.name, getattr(self, f.name))
+            if problem is not None:
+                raise InputError(f"option {f.name} {problem}")
+
+    @staticmethod
+    def problem(name: str, value: object) -> str | None:
+        """What is wrong with ``value`` for the option ``name``, or None when it is allowed.
+
+        The one rule for every way in: the engine API (`validate`), the command line (its
+        argument types are built on it, `cli.option_type`) and so targets files, the widget.
+
+        Returns
+        -------
+        str or None
+            ``"must be <the allowed range>, not <value>"``.
+        """
+
+        def number(v: object) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        def positive(v: object) -> bool:
+            return number(v) and 0 < v < math.inf  # (NaN is not)
+
+        def file_name(v: object) -> bool:
+            return isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\0"} & set(v)
+
+        seconds = "a number of seconds greater than 0"
+        # name: (the allowed range, its test, None allowed: the option off or picked by default)
+        rules: dict[str, tuple[str, Callable[[object], bool], bool]] = {
+            "workers": (
+                "a whole number from 1 to 256",
+                lambda v: number(v) and isinstance(v, int) and 1 <= v <= 256,
+                True,
+            ),
+            "marker": ("a file name (not empty, without '/')", file_name, False),
+            "rescan_interval": (seconds, positive, False),
+            "finish_when_idle": (seconds, positive, True),
+            "verify": ("'size' or 'checksum'", lambda v: v in ("size", "checksum"), False),
+            "bandwidth_mb_s": (
+                "a number of MB/s greater than 0 (leave it out for no cap)",
+                positive,
+                True,
+            ),
+            "fsync": ("'finish' or 'each'", lambda v: v in ("finish", "each"), False),
+            "status_interval": (seconds, positive, False),
+        }
+        if name not in rules:
+            return None
+        allowed, test, optional = rules[name]
+        if (value is None and optional) or (value is not None and test(value)):
+            return None
+        return f"must be {allowed}, not {value!r}"
 
 
 class _Fatal(Exception):
@@ -362,9 +430,9 @@ class CopyEngine:
         with self._lock:
             if self._state in FINAL_STATES:
                 return  # (a failure found by another thread stands)
+            if message is not None or state != self._state:
+                self._message = message or ""  # (a message belongs to the state it came with)
             self._state = state
-            if message is not None:
-                self._message = message
 
     def _error(self, path: str, message: str) -> None:
         log.warning("%s: %s", path or self.source, message)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import xxhash
 
+from .checks import InputError, check_apart
 from .destination import SOURCE_STAMP, copied_from_another_version
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
 from .platform import end_with_parent, get_xattr
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
 _INTERRUPTED = ("", "verification interrupted")
+_APART_FIX = "compare the archive with its copy in a folder of its own"
 
 
 @dataclass
@@ -192,7 +194,21 @@ def verify_tree(
         lock: threads only slow it down, processes do not (see `start_helpers`).
     helpers : list of WalkHelper, optional
         Processes from `start_helpers`, started earlier; they replace ``processes``.
+
+    Raises
+    ------
+    InputError
+        ``source`` and ``destination`` are one folder (under any two paths: a symlink, a
+        bind mount), or one is inside the other: a comparison would prove nothing.
     """
+    # A tree compared with itself is "identical": the all-clear a user reads before deleting
+    # the original. Refused for every caller, as `check_pair` refuses such a copy.
+    try:
+        check_apart(source, destination, fix=_APART_FIX)
+    except InputError:
+        for helper in helpers or ():
+            helper.close()
+        raise
     if helpers is None:
         helpers = start_helpers(processes - 1)
     options = {
