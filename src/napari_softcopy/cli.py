@@ -533,7 +533,11 @@ def main(argv: list[str] | None = None, *, own_session: bool = False) -> int:
 def console_main() -> int:
     """Entry point of ``napari-softcopy`` (and of ``python -m napari_softcopy.cli``)."""
     try:
-        return main(own_session=True)
+        code = main(own_session=True)
+        # Flushed here, not at the interpreter's exit: output still buffered when the reader
+        # has gone would fail there, with a traceback-like message and exit code 120.
+        sys.stdout.flush()
+        return code
     except BrokenPipeError:  # (`verify ... | head`): end quietly, as a shell's tools do
         stdout_to_devnull()
         return EXIT_BROKEN_PIPE
