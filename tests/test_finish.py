@@ -11,6 +11,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from types import SimpleNamespace
@@ -248,3 +252,36 @@ def test_the_quiet_needed_is_longer_than_the_longest_pause_between_changes():
     assert line == (
         "the source to stay quiet for 42 s (last change 3 s ago; its pauses so far reached 35 s)"
     )
+
+
+# ---------------------------------------------------------------------------- the CLI
+def test_sigusr1_waits_for_quiet_and_sigusr2_finishes_now(tmp_path):
+    """Through the process that forwards signals to the copy in its own session, too."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, PRESET, rate=1000, timepoints=2, marker=None)
+    status = tmp_path / "status.json"
+    env = {"NAPARI_SOFTCOPY_STATE_DIR": str(tmp_path / "state")}
+    cmd = [sys.executable, "-m", "napari_softcopy.cli", "copy", src, dst]
+    cmd += ["--status-file", status, "--finish-quiet", "600", "--finish-quiet-max", "600"]
+    proc = subprocess.Popen(
+        list(map(str, cmd)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ | env,
+    )
+    try:
+        wait_for(lambda: (s := read_status_file(status)) and s.scans >= 1, what="first scan")
+        proc.send_signal(signal.SIGUSR1)
+        s = wait_for(lambda: (s := read_status_file(status)) and s.waiting_for and s)
+        assert s.finish_reason == "request" and "quiet for 600 s" in s.waiting_for
+        assert proc.poll() is None and not (dst / "complete").exists()
+        proc.send_signal(signal.SIGUSR2)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert read_status_file(status).state == "verified"
+    assert_copy(src, dst)

@@ -38,6 +38,17 @@ def _mib(n: float) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
+def _seconds(text: str) -> float:
+    """A finite number of seconds >= 0 (else a usage error naming the option, exit 2)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0, not {text!r}")
+    return value
+
+
 def _add_copy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--workers",
@@ -63,6 +74,22 @@ def _add_copy_options(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help="finish after S seconds without changes or writers' temp files",
+    )
+    p.add_argument(
+        "--finish-quiet",
+        type=_seconds,
+        default=5.0,
+        metavar="S",
+        help="a finish asked for by SIGUSR1 (or the widget) without the marker waits until "
+        "the source has been quiet for longer than its longest pause between writes so far, "
+        "and at least S seconds (default 5)",
+    )
+    p.add_argument(
+        "--finish-quiet-max",
+        type=_seconds,
+        default=300.0,
+        metavar="S",
+        help="the longest quiet that wait asks for (default 300); SIGUSR2 finishes without it",
     )
     p.add_argument(
         "--verify",
@@ -118,6 +145,8 @@ def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
         marker=args.marker,
         rescan_interval=args.rescan_interval,
         finish_when_idle=args.finish_when_idle,
+        finish_quiet=args.finish_quiet,
+        finish_quiet_max=args.finish_quiet_max,
         verify=args.verify,
         bandwidth_mb_s=args.bandwidth,
         low_priority=not args.normal_priority,
@@ -160,7 +189,8 @@ class _Progress:
                 bar.n = s.chunks_at_destination
                 bar.set_postfix_str(
                     f"{s.state} {_mib(s.bytes_copied)} {s.rate_bytes_s / 2**20:.1f} MiB/s "
-                    f"lag {s.lag_s:.1f}s pending {s.files_pending} errors {s.error_count}",
+                    f"lag {s.lag_s:.1f}s pending {s.files_pending} errors {s.error_count}"
+                    + (f"; finish waits for {s.waiting_for}" if s.waiting_for else ""),
                     refresh=False,
                 )
                 bar.refresh()
@@ -195,6 +225,7 @@ def _plain(s: Status) -> str:
         f"{s.source}: {s.state}, {s.chunks_at_destination}/{s.chunks_expected} chunks, "
         f"{s.files_copied} files / {_mib(s.bytes_copied)} copied, "
         f"{s.rate_bytes_s / 2**20:.1f} MiB/s, lag {s.lag_s:.1f} s, {s.error_count} errors"
+        + (f"; finish waits for {s.waiting_for}" if s.waiting_for else "")
     )
 
 
@@ -204,7 +235,7 @@ def _copy_in_own_session() -> int | None:
     counts against the acquisition's processes, not only against this terminal's.
 
     Returns None in the child, and in the parent the child's exit code. The parent only
-    waits and passes Ctrl-C, SIGTERM and SIGUSR1 on (the terminal sends them to the
+    waits and passes Ctrl-C, SIGTERM, SIGUSR1 and SIGUSR2 on (the terminal sends them to the
     parent's process group, which the child has left); closing the terminal stops the
     copy (SIGTERM, resumable), and so does the parent's end, however it ends.
     """
@@ -227,7 +258,7 @@ def _copy_in_own_session() -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, forward)
     _, status = os.waitpid(child, 0)  # (retried after each forwarded signal)
     code = os.waitstatus_to_exitcode(status)
@@ -259,13 +290,17 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
         for engine in engines:
             engine.stop()
 
-    def on_finish(_signum, _frame):
+    def on_finish(signum, _frame):
+        # SIGUSR1: finish once the source is quiet; SIGUSR2: finish now, even if the
+        # acquisition may still be writing (a change seen before the marker still cancels it).
+        force = signum == getattr(signal, "SIGUSR2", None)
         for engine in engines:
-            engine.finish("request")
+            engine.finish("request", force=force)
 
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     if hasattr(signal, "SIGUSR1"):
-        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_finish)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            previous[sig] = signal.signal(sig, on_finish)
     started: list[CopyEngine] = []
     try:
         for engine in engines:
@@ -444,8 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
         "copy",
         help="copy SOURCE to DEST live, then verify",
         description="Copy SOURCE to DEST while it is written; finish when the "
-        "marker appears (or SIGUSR1, or --finish-when-idle), verify, and write "
-        "the marker at DEST. Ctrl-C stops; run the same command to resume.",
+        "marker appears (or SIGUSR1 once the source is quiet, SIGUSR2 at once, or "
+        "--finish-when-idle), verify, and write the marker at DEST. Ctrl-C stops; run the "
+        "same command to resume.",
     )
     p.add_argument("source", nargs="?", help="the Zarr archive being acquired")
     p.add_argument("destination", nargs="?", help="where the copy goes")
