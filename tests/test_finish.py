@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from napari_softcopy.engine import CopyEngine
 from napari_softcopy.quiet import PAUSE_FACTOR, SourceActivity
 from napari_softcopy.simulate import PRESETS, simulate
 from napari_softcopy.status import FINAL_STATES, read_status_file
@@ -223,6 +224,27 @@ def test_a_forced_finish_does_not_wait(tmp_path):
     assert_copy(src, dst)
 
 
+def test_a_writers_temporary_file_holds_a_finish_until_it_is_forced(tmp_path):
+    """A writer's temporary file says a chunk is being written: however long the source has
+    been quiet, a finish waits (one left by a crashed writer needs a forced finish)."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, PRESET, rate=1000, timepoints=2, marker=None)
+    (src / "c" / "1" / "0" / "0" / "1.__lock").write_bytes(b"half a chunk")  # tensorstore's
+    e = engine(src, dst, finish_quiet=0.2)
+    e.finish()
+    s = waiting_or_ended(e)
+    while s.waiting_for and "temporary files" not in s.waiting_for:  # (after the quiet)
+        s = waiting_or_ended(e)
+    assert s.state == "copying", s
+    assert s.waiting_for.startswith("the writers' temporary files in the source to go (1 ")
+    assert not (dst / "complete").exists()
+    e.finish(force=True)
+    assert e.wait(10), e.status().message
+    assert not (dst / "c" / "1" / "0" / "0" / "1.__lock").exists()
+    (src / "c" / "1" / "0" / "0" / "1.__lock").unlink()
+    assert_copy(src, dst)
+
+
 def test_the_acquisitions_marker_ends_the_wait(tmp_path):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     e = engine(src, dst, wait_for_source=True, finish_quiet=60)
@@ -254,7 +276,43 @@ def test_the_quiet_needed_is_longer_than_the_longest_pause_between_changes():
     )
 
 
+def test_a_scan_counts_a_change_that_events_missed(tmp_path):
+    """A whole scan that finds a ctime newer than any before counts a change dated by it,
+    unless an event already counted it (lost events, folders beyond the watch limit)."""
+    src = tmp_path / "acq.zarr"
+    simulate(src, PRESET, rate=1000, timepoints=1, marker=None)
+    e = CopyEngine(src, tmp_path / "copy.zarr")
+    e._activity = SourceActivity(now=time.monotonic() - 10.0)
+    now_ns = time.time_ns()
+    e._scanned_changes(now_ns - 5 * 10**9, started=time.monotonic())  # 5 s ago: new
+    assert e._activity.changes == 1
+    assert e._activity.quiet_for() == pytest.approx(5.0, abs=0.5)
+    e._activity.note()  # an event, now
+    e._scanned_changes(now_ns - 2 * 10**9, started=time.monotonic())  # told by the event
+    assert e._activity.changes == 2 and e._activity.quiet_for() < 0.5
+    e._scanned_changes(now_ns + 3600 * 10**9, started=time.monotonic())  # a clock ahead: now
+    assert e._activity.changes == 3 and e._activity.quiet_for() < 0.5
+
+
 # ---------------------------------------------------------------------------- the CLI
+def test_a_bad_quiet_option_is_refused(tmp_path):
+    src = tmp_path / "acq.zarr"
+    simulate(src, PRESET, rate=1000, timepoints=1)
+    cmd = [sys.executable, "-m", "napari_softcopy.cli", "copy", str(src), str(tmp_path / "c")]
+    for bad in ("-1", "inf", "soon"):
+        r = subprocess.run(
+            [*cmd, "--finish-quiet", bad],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert r.returncode == 2
+        assert r.stderr.splitlines()[-1].endswith(
+            f"argument --finish-quiet: must be a number of seconds >= 0, not '{bad}'"
+        )
+        assert not (tmp_path / "c").exists()
+
+
 def test_sigusr1_waits_for_quiet_and_sigusr2_finishes_now(tmp_path):
     """Through the process that forwards signals to the copy in its own session, too."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
@@ -284,4 +342,29 @@ def test_sigusr1_waits_for_quiet_and_sigusr2_finishes_now(tmp_path):
             proc.wait()
     assert proc.returncode == 0, err
     assert read_status_file(status).state == "verified"
+    assert_copy(src, dst)
+
+
+def test_the_widgets_copy_process_finishes_when_quiet_or_forced(tmp_path, monkeypatch):
+    """`CopyProcess.finish` (the widget's *Finish now*) on an engine process it started."""
+    from napari_softcopy.launch import LaunchOptions, start_copy
+
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, PRESET, rate=1000, timepoints=2, marker=None)
+    extra = ("--normal-priority", "--finish-quiet", "600")
+    p = start_copy(src, dst, LaunchOptions(extra_args=extra))
+    try:
+        wait_for(lambda: (s := p.read_status()) and s.scans >= 1, what="first scan")
+        assert p.finish()
+        s = wait_for(lambda: (s := p.read_status()) and s.waiting_for and s)
+        assert s.state == "copying" and "quiet for 600 s (last change" in s.waiting_for
+        assert p.alive()
+        assert p.finish(force=True)
+        assert p.popen.wait(30) == 0, p.last_log_line()
+    finally:
+        if p.alive():
+            p.stop()
+            p.popen.wait(10)
+    assert p.read_status().state == "verified"
     assert_copy(src, dst)
