@@ -257,6 +257,18 @@ def test_the_acquisitions_marker_ends_the_wait(tmp_path):
     assert_identical(src, dst)
 
 
+def test_finish_takes_no_lock_a_signal_handler_could_deadlock_on(tmp_path):
+    """The CLI calls `finish` from a signal handler: in the main thread, between two steps,
+    perhaps while that thread holds the engine's lock (its progress line calls `status`)."""
+    e = CopyEngine(tmp_path / "acq.zarr", tmp_path / "copy.zarr")
+    with e._lock:  # (as `status` holds it)
+        asked = threading.Thread(target=e.finish, kwargs={"force": True}, daemon=True)
+        asked.start()
+        asked.join(5)
+        assert not asked.is_alive(), "finish() waited for the engine's lock"
+    assert e.status().finish_reason == "request"
+
+
 # ---------------------------------------------------------------------------- the rule
 def test_the_quiet_needed_is_longer_than_the_longest_pause_between_changes():
     a = SourceActivity(now=100.0)

@@ -322,11 +322,13 @@ class CopyEngine:
             (``SIGUSR2``). A change during the finish still cancels the marker, and the
             force is then spent.
         """
-        with self._lock:
-            if self._finish_reason is None:
-                self._finish_reason = reason
-            if force:
-                self._force_finish = True
+        # No lock: the CLI calls this from a signal handler, which runs in the main thread
+        # between two of its steps, perhaps while that thread holds the engine's lock (in
+        # `status`). Two plain assignments need none.
+        if self._finish_reason is None:
+            self._finish_reason = reason
+        if force:
+            self._force_finish = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -696,7 +698,7 @@ class CopyEngine:
         first try of a finish on `CopyOptions.finish_when_idle` (a quiet rule already)."""
         if self._marker_seen or self._force_finish:
             return False
-        if self._finish_reason == "idle":
+        if self._finish_reason in ("idle", "marker", "already-complete"):
             return self._finish_cancelled
         return self._finish_reason is not None
 
