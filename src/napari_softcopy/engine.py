@@ -2,13 +2,15 @@
 
 Threads, all at idle IO priority and a raised nice value:
 
-- *control*: start-up, scans (at start, periodic, on overflow), the finish sequence (whose
-  verification is the final walk);
+- *control*: start-up, scans (at start, periodic, on overflow), a requested finish's wait
+  for the source to stay quiet (`quiet`), the finish sequence (whose verification is the
+  final walk; a change at the source before the marker is written cancels it);
 - *status*: every ``status_interval`` s writes the status file and checks that the source
   and the destination are still the folders the copy started with; every `MARKER_POLL_S`
   looks for the marker;
 - *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
-- watchdog's observer, whose events become hints in the pending set.
+- watchdog's observer, whose events become hints in the pending set (and changes counted
+  by `quiet.SourceActivity`).
 
 The engine keeps no record per copied file: the destination itself (size and mtime equal to
 the source's) is the record, so memory does not grow with the archive.
