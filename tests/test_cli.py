@@ -528,3 +528,17 @@ def test_a_copy_whose_reader_goes_away_goes_on_and_a_verify_ends_quietly(tmp_pat
     assert_identical(archive, dst)
     result = _run_with_reader_gone("verify", archive, dst)
     assert result.returncode == 141 and result.stderr == "", result.stderr
+
+
+def test_a_finish_waiting_for_quiet_shows_in_the_progress_line():
+    """The line has room for one word ("settling"); the whole reason is written once above it
+    and in every plain line."""
+    from napari_softcopy.progress import _plain
+
+    waits = "the source to stay quiet for 42 s (last change 3 s ago)"
+    status = Status(source="/data/acq.zarr", destination="/c.zarr", state="copying")
+    assert " copying " in _progress_line(status, 80)
+    status.waiting_for = waits
+    line = _progress_line(status, 80)
+    assert " settling " in line and len(line) <= 80, line
+    assert _plain(status).endswith(f"; the finish waits for {waits}")

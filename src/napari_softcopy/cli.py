@@ -81,6 +81,22 @@ def _add_copy_options(p: argparse.ArgumentParser) -> None:
         help="finish after S seconds without changes or writers' temp files",
     )
     p.add_argument(
+        "--finish-quiet",
+        type=option_type("finish_quiet", float),
+        default=5.0,
+        metavar="S",
+        help="a finish asked for by SIGUSR1 (or the widget) without the marker waits until "
+        "the source has been quiet for longer than its longest pause between writes so far, "
+        "and at least S seconds (default 5)",
+    )
+    p.add_argument(
+        "--finish-quiet-max",
+        type=option_type("finish_quiet_max", float),
+        default=300.0,
+        metavar="S",
+        help="the longest quiet that wait asks for (default 300); SIGUSR2 finishes without it",
+    )
+    p.add_argument(
         "--verify",
         choices=["size", "checksum"],
         default="size",
@@ -134,6 +150,8 @@ def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
         marker=args.marker,
         rescan_interval=args.rescan_interval,
         finish_when_idle=args.finish_when_idle,
+        finish_quiet=args.finish_quiet,
+        finish_quiet_max=args.finish_quiet_max,
         verify=args.verify,
         bandwidth_mb_s=args.bandwidth,
         low_priority=not args.normal_priority,
@@ -151,7 +169,7 @@ def _copy_in_own_session() -> int | None:
     counts against the acquisition's processes, not only against this terminal's.
 
     Returns None in the child, and in the parent the child's exit code. The parent only
-    waits and passes Ctrl-C, SIGTERM and SIGUSR1 on (the terminal sends them to the
+    waits and passes Ctrl-C, SIGTERM, SIGUSR1 and SIGUSR2 on (the terminal sends them to the
     parent's process group, which the child has left); closing the terminal stops the
     copy (SIGTERM, resumable), and so does the parent's end, however it ends.
     """
@@ -174,7 +192,7 @@ def _copy_in_own_session() -> int | None:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGHUP):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(sig, forward)
     _, status = os.waitpid(child, 0)  # (retried after each forwarded signal)
     code = os.waitstatus_to_exitcode(status)
@@ -206,13 +224,17 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
         for engine in engines:
             engine.stop()
 
-    def on_finish(_signum, _frame):
+    def on_finish(signum, _frame):
+        # SIGUSR1: finish once the source is quiet; SIGUSR2: finish now, even if the
+        # acquisition may still be writing (a change seen before the marker still cancels it).
+        force = signum == getattr(signal, "SIGUSR2", None)
         for engine in engines:
-            engine.finish("request")
+            engine.finish("request", force=force)
 
     previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     if hasattr(signal, "SIGUSR1"):
-        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, on_finish)
+        for sig in (signal.SIGUSR1, signal.SIGUSR2):
+            previous[sig] = signal.signal(sig, on_finish)
     started: list[CopyEngine] = []
     try:
         for engine in engines:
@@ -448,8 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
         "copy",
         help="copy SOURCE to DEST live, then verify",
         description="Copy SOURCE to DEST while it is written; finish when the "
-        "marker appears (or SIGUSR1, or --finish-when-idle), verify, and write "
-        "the marker at DEST. Ctrl-C stops; run the same command to resume.",
+        "marker appears (or SIGUSR1 once the source is quiet, SIGUSR2 at once, or "
+        "--finish-when-idle), verify, and write the marker at DEST. Ctrl-C stops; run the "
+        "same command to resume.",
     )
     p.add_argument("source", nargs="?", help="the Zarr archive being acquired")
     p.add_argument("destination", nargs="?", help="where the copy goes")

@@ -2,13 +2,15 @@
 
 Threads, all at idle IO priority and a raised nice value:
 
-- *control*: start-up, scans (at start, periodic, on overflow), the finish sequence (whose
-  verification is the final walk);
+- *control*: start-up, scans (at start, periodic, on overflow), a requested finish's wait
+  for the source to stay quiet (`quiet`), the finish sequence (whose verification is the
+  final walk; a change at the source before the marker is written cancels it);
 - *status*: every ``status_interval`` s writes the status file and checks that the source
   and the destination are still the folders the copy started with; every `MARKER_POLL_S`
   looks for the marker;
 - *workers*: take paths from the `PendingSet` and sync them (copy, or mirror a deletion);
-- the watcher (`napari_softcopy.watcher`), whose file events become hints in the pending set.
+- the watcher (`napari_softcopy.watcher`), whose file events become hints in the pending set
+  (and changes counted by `quiet.SourceActivity`).
 
 The engine keeps no record per copied file: the destination itself (size and mtime equal to
 the source's) is the record, so memory does not grow with the archive.
@@ -53,6 +55,7 @@ from .platform import (
     lower_thread_priority,
     syncfs,
 )
+from .quiet import PAUSE_FACTOR, SourceActivity
 from .readiness import SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
 from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
@@ -100,6 +103,8 @@ COPY_HELPER_FILES = 2_000
 #: Seconds between two looks for the marker (one ``fstatat``): its event may wait behind
 #: thousands of others, or be lost.
 MARKER_POLL_S = 0.1
+#: `CopyEngine._finish_wait`'s answer "quiet by the events: a scan must confirm it".
+_CONFIRM_BY_SCAN = "scan"
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
 DELETE_GRACE_S = 2.0
@@ -122,6 +127,15 @@ class CopyOptions:
         Seconds between periodic full scans (events are hints; scans are the truth).
     finish_when_idle : float or None
         Finish after this many seconds without any change and without writers' temp files.
+    finish_quiet : float
+        A finish requested while the acquisition may still be going on (`CopyEngine.finish`,
+        ``SIGUSR1``) waits until the source has been quiet for longer than its longest pause
+        between writes so far (`quiet.PAUSE_FACTOR` times it), and for at least this many
+        seconds, before it verifies and writes the marker. Not for a finish on the marker,
+        on `finish_when_idle`, or a forced one.
+    finish_quiet_max : float
+        The longest quiet that wait asks for, in seconds (an acquisition that pauses longer
+        between timepoints needs its own marker, or a higher value here).
     verify : {"size", "checksum"}
         Final verification: size + mtime (+ metadata content), or content hashes of all files.
     bandwidth_mb_s : float or None
@@ -147,6 +161,8 @@ class CopyOptions:
     marker: str = "complete"
     rescan_interval: float = 30.0
     finish_when_idle: float | None = None
+    finish_quiet: float = 5.0
+    finish_quiet_max: float = 300.0
     verify: Literal["size", "checksum"] = "size"
     bandwidth_mb_s: float | None = None
     low_priority: bool = True
@@ -174,6 +190,11 @@ class CopyOptions:
             problem = self.problem(f.name, getattr(self, f.name))
             if problem is not None:
                 raise InputError(f"option {f.name} {problem}")
+        if self.finish_quiet > self.finish_quiet_max:
+            raise InputError(
+                f"option finish_quiet ({self.finish_quiet:g} s) must not exceed "
+                f"finish_quiet_max ({self.finish_quiet_max:g} s)"
+            )
 
     @staticmethod
     def problem(name: str, value: object) -> str | None:
@@ -197,6 +218,9 @@ class CopyOptions:
         def file_name(v: object) -> bool:
             return isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\0"} & set(v)
 
+        def not_negative(v: object) -> bool:
+            return number(v) and 0 <= v < math.inf
+
         seconds = "a number of seconds greater than 0"
         # name: (the allowed range, its test, None allowed: the option off or picked by default)
         rules: dict[str, tuple[str, Callable[[object], bool], bool]] = {
@@ -216,6 +240,8 @@ class CopyOptions:
             ),
             "fsync": ("'finish' or 'each'", lambda v: v in ("finish", "each"), False),
             "status_interval": (seconds, positive, False),
+            "finish_quiet": ("a number of seconds, 0 or more", not_negative, False),
+            "finish_quiet_max": ("a number of seconds, 0 or more", not_negative, False),
         }
         if name not in rules:
             return None
@@ -316,6 +342,16 @@ class CopyEngine:
         self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
         self._notices: list[str] = []  # what does not apply here (status, log: once each)
+        # What the writer does: a requested finish waits for the source to stay quiet, and
+        # any change between the verification and the marker cancels the marker.
+        self._activity = SourceActivity()
+        self._force_finish = False  # SIGUSR2: no wait for quiet (a change still cancels)
+        self._finish_cancelled = False  # a change cancelled a marker: wait for quiet again
+        self._waiting_for: str | None = None
+        self._newest_ctime_ns = 0  # the newest change time a whole scan found in the source
+        self._marker_event_changes: int | None = None  # changes counted at the marker's event
+        self._marker_before_walk = False  # the marker was seen before this finish's walk
+        self._last_scan_started = -math.inf  # monotonic start of the last whole scan
 
     # ------------------------------------------------------------------ public API
     def start(self) -> None:
@@ -343,11 +379,37 @@ class CopyEngine:
         status.start()
         self._threads.append(status)
 
-    def finish(self, reason: str = "request") -> None:
-        """Finish now: copy the rest, verify (re-copying what differs), then write the marker."""
-        with self._lock:
-            if self._finish_reason is None:
-                self._finish_reason = reason
+    def finish(self, reason: str = "request", force: bool = False) -> None:
+        """Finish: copy the rest, verify (re-copying what differs), then write the marker.
+
+        A requested finish (``reason="request"``) that the acquisition's marker has not
+        confirmed first waits until the source has been quiet for longer than its longest
+        pause between writes so far (at least `CopyOptions.finish_quiet` s, at most
+        `CopyOptions.finish_quiet_max` s), a scan found no writer's temporary file, and
+        `Status.waiting_for` says so meanwhile. Copying goes on during the wait.
+
+        Any change seen at the source from the start of the finish (of its verification, on
+        the acquisition's marker) until the marker is written cancels the marker, forced or
+        not: the copy goes on, and the finish is tried again after the next quiet period (or
+        on the acquisition's marker; `stop` ends it).
+
+        Parameters
+        ----------
+        reason : str
+            Why: ``"request"`` (a person or a script), or the engine's own ``"marker"``,
+            ``"idle"``, ``"already-complete"``. The first reason given is kept.
+        force : bool
+            Do not wait for quiet: finish even if the acquisition may still be writing
+            (``SIGUSR2``). A change during the finish still cancels the marker, and the
+            force is then spent.
+        """
+        # No lock: the CLI calls this from a signal handler, which runs in the main thread
+        # between two of its steps, perhaps while that thread holds the engine's lock (in
+        # `status`). Two plain assignments need none.
+        if self._finish_reason is None:
+            self._finish_reason = reason
+        if force:
+            self._force_finish = True
         self._wake.set()
 
     def stop(self) -> None:
@@ -417,6 +479,7 @@ class CopyEngine:
                 verification=self._verification,
                 message=self._message,
                 notices=self._notices + degraded(),
+                waiting_for=self._waiting_for,
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
         if recent:
@@ -457,10 +520,19 @@ class CopyEngine:
     def _hint(self, rel: str, delay: float) -> None:
         self._last_activity = self._last_event = time.monotonic()
         if rel == self.options.marker:
+            if self._marker_event_changes is None:
+                # Events come in the order of the changes: those counted until here were
+                # made before the marker, the rest after it (`_source_changed`).
+                self._marker_event_changes = self._activity.changes
             self._marker_event_seen = True
             self._on_marker()
             return
+        self._activity.note()
         self._pending.add(rel, delay=delay)
+
+    def _touched(self) -> None:
+        """An event that is no hint (a writer's temporary file, a folder): still a change."""
+        self._activity.note()
 
     def _on_marker(self) -> None:
         if not self._marker_seen:
@@ -571,6 +643,7 @@ class CopyEngine:
             st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
             self._dest = Destination(self.destination)
+            self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()
             # Before "copying": from then on the status thread may see the marker too.
@@ -579,7 +652,7 @@ class CopyEngine:
             self._set_state("copying")
             # Watch before the first scan so nothing written meanwhile is missed.
             handler = SourceEventHandler(
-                self._src, self._hint, self._request_rescan, self._root_gone
+                self._src, self._hint, self._request_rescan, self._root_gone, self._touched
             )
             watching = start_watching(self._src, handler, self._on_overflow, self._request_rescan)
             with self._lock:
@@ -592,10 +665,13 @@ class CopyEngine:
                 t.start()
                 self._threads.append(t)
             self._scan(initial=True)
-            self._loop()
-            if self._stop.is_set():
-                return
-            self._finish()
+            # A finish that a change at the source cancels goes back to copying, and is tried
+            # again once the source is quiet (or on the marker); only a stop ends that.
+            while True:
+                self._loop()
+                self._set_waiting(None)
+                if self._stop.is_set() or self._finish():
+                    return
         except (_Fatal, InputError) as exc:
             self._fail(str(exc))
         except Exception as exc:  # a bug or an unforeseen OS error: fail loudly, lose nothing
@@ -643,6 +719,8 @@ class CopyEngine:
                     break  # copied, or retried later by the workers
 
     def _loop(self) -> None:
+        """Copy (the workers do) and rescan until a stop, or until a finish is requested and
+        may begin (`_finish_wait`); meanwhile `Status.waiting_for` says what it waits for."""
         next_scan = time.monotonic() + self.options.rescan_interval
         # A requested rescan (events were lost) waits until the last scan is this far behind:
         # under a sustained storm of lost events, back-to-back full scans would take the CPU
@@ -650,17 +728,29 @@ class CopyEngine:
         earliest_rescan = 0.0
         while not self._stop.is_set():
             if self._finish_reason is not None:
-                return
+                waiting = self._finish_wait()
+                if waiting is None:
+                    return
+                if waiting == _CONFIRM_BY_SCAN:
+                    # Quiet by the events; a scan confirms it (changes events missed, writers'
+                    # temporary files) before the finish may begin.
+                    self._set_waiting("a scan of the source to confirm that it is quiet")
+                    self._scan()
+                    next_scan = time.monotonic() + self.options.rescan_interval
+                    continue
+                self._set_waiting(waiting)
             now = time.monotonic()
             due = min(next_scan, max(earliest_rescan, now)) if self._rescan_requested else next_scan
             timeout = due - now
             idle = self.options.finish_when_idle
-            if idle is not None:
-                timeout = min(timeout, 0.25)
+            if idle is not None or self._finish_reason is not None:
+                timeout = min(timeout, 0.25)  # (the wait's line says how long ago, each second)
             self._wake.wait(max(0.0, timeout))
             self._wake.clear()
-            if self._stop.is_set() or self._finish_reason is not None:
+            if self._stop.is_set():
                 return
+            if self._finish_reason is not None and not self._finish_needs_quiet():
+                continue  # (a marker or a forced finish: at once)
             now = time.monotonic()
             if (self._rescan_requested and now >= earliest_rescan) or now >= next_scan:
                 self._rescan_requested = False
@@ -668,12 +758,66 @@ class CopyEngine:
                 end = time.monotonic()
                 next_scan = end + self.options.rescan_interval
                 earliest_rescan = end + max(RESCAN_SPACING_S, 3 * self._c.last_scan_s)
-            if idle is not None and now - self._last_activity >= idle and len(self._pending) == 0:
+            if (
+                idle is not None
+                and self._finish_reason is None
+                and now - self._last_activity >= idle
+                and len(self._pending) == 0
+            ):
                 self._scan()
                 if self._c.temp_files == 0 and len(self._pending) == 0:
                     self.finish("idle")
                 else:
                     self._last_activity = time.monotonic()
+
+    def _finish_needs_quiet(self) -> bool:
+        """True while a requested finish must first see the source quiet: the acquisition may
+        still be going on. Not on the acquisition's marker, not when forced, not for the
+        first try of a finish on `CopyOptions.finish_when_idle` (a quiet rule already)."""
+        if self._marker_seen or self._force_finish:
+            return False
+        if self._finish_reason in ("idle", "marker", "already-complete"):
+            return self._finish_cancelled
+        return self._finish_reason is not None
+
+    def _finish_wait(self) -> str | None:
+        """What a requested finish still waits for (one line), `_CONFIRM_BY_SCAN`, or None
+        when it may begin.
+
+        The source must have been quiet for longer than the longest pause between two of
+        its changes so far (`quiet.PAUSE_FACTOR` times it, at least `finish_quiet`, at most
+        `finish_quiet_max` s; after a cancelled marker of a finish on `finish_when_idle`,
+        at least that long), and a whole scan started after its last change must have found
+        no writer's temporary file.
+        """
+        if not self._finish_needs_quiet():
+            return None
+        opts = self.options
+        activity = self._activity
+        needed = activity.quiet_needed(opts.finish_quiet, opts.finish_quiet_max)
+        capped = needed < PAUSE_FACTOR * activity.longest_pause
+        if self._finish_reason == "idle" and opts.finish_when_idle is not None:
+            needed = max(needed, opts.finish_when_idle)
+        now = time.monotonic()
+        if activity.quiet_for(now) < needed:
+            return activity.describe_wait(needed, capped=capped, now=now)
+        if self._last_scan_started <= activity.last_change:
+            return _CONFIRM_BY_SCAN
+        temp = self._c.temp_files
+        if temp:
+            return (
+                f"the writers' temporary files in the source to go ({temp} at the last scan; "
+                "a finish forced by SIGUSR2 does not wait for them)"
+            )
+        return None
+
+    def _set_waiting(self, waiting: str | None) -> None:
+        """Publish what the finish waits for; log it when that changes (not its seconds)."""
+        previous = self._waiting_for
+        with self._lock:
+            self._waiting_for = waiting
+        if waiting is not None and (previous or "")[:24] != waiting[:24]:
+            log.info("finish requested; waiting for %s", waiting)
 
     def _worker(self) -> None:
         if self.options.low_priority:
@@ -975,6 +1119,7 @@ class CopyEngine:
         marker = self.options.marker
         temp = files_dst = bytes_dst = chunks_dst = 0
         to_copy = 0
+        newest = 0  # the latest ctime of a source folder or file: a change events missed?
         # At the first scan, warn as soon as more is found to copy than the destination has
         # free: before it fills up, not after the scan of a huge tree.
         free = None
@@ -988,8 +1133,8 @@ class CopyEngine:
         # anyway: on a large archive the scan running at the marker would delay it.
         periodic = not (initial or deep)
 
-        def finishing() -> bool:
-            return periodic and self._finish_reason is not None
+        def finishing() -> bool:  # (a finish that waits for quiet wants this scan whole)
+            return periodic and self._finish_reason is not None and not self._finish_needs_quiet()
 
         cut_short = False
         stack = [""]
@@ -1013,6 +1158,9 @@ class CopyEngine:
                 self._error(rel_dir, "cannot list this folder (permission denied); fix it")
                 continue
             try:
+                # A folder's ctime moves when a file is created, renamed or deleted in it (a
+                # writer's temporary file too); a file's when it is written or renamed.
+                newest = max(newest, os.fstat(dir_fd).st_ctime_ns)
                 # The source is read as it is listed: a folder of a million chunks is never
                 # held in memory as a list (each entry keeps its stat once asked for it).
                 existing = dest.listdir(rel_dir, cancelled=finishing)
@@ -1048,6 +1196,7 @@ class CopyEngine:
                             continue
                         if not stat.S_ISREG(st.st_mode):
                             continue
+                        newest = max(newest, st.st_ctime_ns)
                         if existing_info is not None and existing_info.is_file:
                             files_dst += 1
                             bytes_dst += existing_info.size
@@ -1092,6 +1241,7 @@ class CopyEngine:
                 os.close(dir_fd)
         if stack or cut_short:
             return  # cut short: keep the counts of the last whole scan
+        self._scanned_changes(newest, t0)
         with self._lock:
             c = self._c
             c.scans += 1
@@ -1101,6 +1251,20 @@ class CopyEngine:
             c.bytes_at_destination = bytes_dst
             c.chunks_at_destination = chunks_dst
             self._arrays_dirty = True
+
+    def _scanned_changes(self, newest_ctime_ns: int, started: float) -> None:
+        """Count, as a change at the source, a ctime newer than any a whole scan found
+        before, unless an event already told of it (see `SourceActivity.note`): events are
+        lost on an overflow, or not given beyond the inotify watch limit. Also record when
+        the last whole scan began: a requested finish waits for one after the last change."""
+        if newest_ctime_ns > self._newest_ctime_ns:
+            self._newest_ctime_ns = newest_ctime_ns
+            # The file's clock to ours. (On a network source with a skewed clock a change
+            # may be dated wrongly: one in the future counts as now; events do not depend
+            # on it.)
+            age = max(0.0, time.time() - newest_ctime_ns / 1e9)
+            self._activity.note(time.monotonic() - age)
+        self._last_scan_started = started
 
     # ------------------------------------------------------------------ finishing
     def _drain(self, *, settle: bool = False, leave: int = 0) -> None:
@@ -1125,16 +1289,27 @@ class CopyEngine:
                 return
             self._stop.wait(min(SETTLE_S - quiet, 0.02))  # (or until the marker's event)
 
-    def _finish(self) -> None:
+    def _finish(self) -> bool:
+        """Copy the rest, verify, write the marker. True when the engine has ended (verified,
+        or stopped); False when a change at the source cancelled the marker (`_cancel`):
+        copying goes on and the finish is tried again."""
         self._set_state("finishing")
+        # Changes counted from here on cancel the marker. On the marker, from the end of the
+        # settling below: the writer's last events, queued before its marker, may still come
+        # (and from the marker's own event once it has come: `_source_changed`).
+        changes = self._activity.changes
+        self._marker_before_walk = False
         self._start_copy_helper_if_worth_it()
         # The walk's helper processes start beside the last copies: ready when it begins.
         helpers = start_helpers(self._verify_processes() - 1)
         try:
             self._drain(settle=True, leave=VERIFY_BESIDE_PENDING)
+            if self._marker_seen:
+                changes = self._activity.changes
+                self._marker_before_walk = True
             self._final_walk = True
             if self._stop.is_set():
-                return
+                return True
             if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
                 self._set_state("verifying")
             # The last copies are written back while the walk below reads both trees (the
@@ -1144,12 +1319,43 @@ class CopyEngine:
             )
             flushing.start()
             try:
-                self._verify_and_mark(helpers)
+                return self._verify_and_mark(helpers, changes)
             finally:
                 flushing.join()
         finally:
             for helper in helpers:
                 helper.close()
+
+    def _source_changed(self, since: int) -> bool:
+        """True when a change at the source was counted after the count ``since``.
+
+        When the acquisition's marker was there before the verification walk began, what was
+        changed before it was there for the walk to see: the events of its last files that
+        come after ``since`` but before the marker's own event (the marker may have been
+        found by looking for it) are no sign of an acquisition going on, and do not count.
+        """
+        if self._marker_before_walk and self._marker_event_changes is not None:
+            since = max(since, self._marker_event_changes)
+        return self._activity.changes != since
+
+    def _cancel(self, since: int, when: str) -> bool:
+        """A change at the source cancels the marker: back to copying, the finish still
+        requested, no longer forced (the acquisition is evidently going on). Returns False
+        (`_finish`'s "not ended")."""
+        n = max(1, self._activity.changes - since)
+        message = (
+            f"finish cancelled {when}: the source changed ({n} change{'s' * (n != 1)} seen), "
+            "so the acquisition may still be going on and no marker was written; copying on, "
+            "the finish is tried again once the source is quiet (or on its marker)"
+        )
+        log.warning("%s: %s", self.source, message)
+        with self._lock:
+            self._force_finish = False
+            self._finish_cancelled = True
+            self._verification = None
+        self._final_walk = False
+        self._set_state("copying", message)
+        return False
 
     def _verify_processes(self) -> int:
         known = self._c.files_at_destination + len(self._pending)  # (pending: a bulk copy)
@@ -1172,7 +1378,9 @@ class CopyEngine:
         )
         return self._report
 
-    def _verify_and_mark(self, helpers: list[WalkHelper]) -> None:
+    def _verify_and_mark(self, helpers: list[WalkHelper], changes: int) -> bool:
+        """Verify, then write the marker unless a change at the source was counted since
+        ``changes``. True when ended (verified, or stopped); False when cancelled."""
         # Verification is the final scan: it walks both trees once and compares what a deep
         # scan would (size, mtime, the recorded source stamp), and more. A walk costs seconds
         # on a million files; one walk instead of two is most of the time from the marker to
@@ -1187,7 +1395,7 @@ class CopyEngine:
         # copied twice (forced).
         self._drain()
         for round_ in range(4):
-            if report.ok or self._stop.is_set():
+            if report.ok or self._stop.is_set() or self._source_changed(changes):
                 break
             if round_:
                 if report.fully_listed:
@@ -1207,7 +1415,10 @@ class CopyEngine:
             report = self._walk_and_compare() if rechecked is None else rechecked
             self._report = report
         if self._stop.is_set():
-            return
+            return True
+        if self._source_changed(changes):  # (what differs then is the writer's doing)
+            return self._cancel(changes, "during its verification")
+        walked = time.monotonic()
         with self._lock:
             self._reload_arrays()  # the final metadata: exact expected counts
             self._verification = report.summary()
@@ -1229,7 +1440,10 @@ class CopyEngine:
             raise _Fatal(exc.strerror) from None
         while True:  # a destination that fills up or turns read-only now: wait, as for files
             try:
-                self._write_marker(report)
+                if not self._write_marker(report, changes, walked):
+                    if self._stop.is_set():
+                        return True  # (ends as "stopped")
+                    return self._cancel(changes, "right before its marker")
                 break
             except OSError as exc:
                 if exc.errno not in _DEST_RETRY_ERRNOS:
@@ -1237,7 +1451,7 @@ class CopyEngine:
                 self._dest_error(self.options.marker, exc)
                 self._wait_backoff()
                 if self._stop.is_set():
-                    return
+                    return True
         if self._marker_at is not None:
             self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
         self._set_state(
@@ -1245,11 +1459,22 @@ class CopyEngine:
             f"verified complete: {report.files_checked} files, "
             f"{report.bytes_checked / 2**20:.1f} MiB identical",
         )
+        return True
 
-    def _write_marker(self, report: VerifyReport) -> None:
-        """Flush the copy, then write the marker: it means "verified complete"."""
+    def _write_marker(self, report: VerifyReport, changes: int, walked: float) -> bool:
+        """Flush the copy, then write the marker: it means "verified complete". Unless a
+        change at the source was counted since ``changes``, checked right before the write,
+        or a stop came (False: nothing written); ``walked`` is when the verification ended."""
         dest = self._dest
         dest.flush()
+        if not self._marker_before_walk:
+            # Without the acquisition's marker, the events of a write made just before the
+            # verification ended may still be on their way (they are read in batches): give
+            # them the time the finish gives the events before its walk. (The flush above
+            # usually took longer.)
+            self._stop.wait(max(0.0, walked + SETTLE_S - time.monotonic()))
+        if self._source_changed(changes) or self._stop.is_set():
+            return False
         marker = self.options.marker
         src_marker = self.source / marker
         try:
@@ -1259,7 +1484,12 @@ class CopyEngine:
             summary = report.summary() | {"verified_at": time.time(), "source": self._src}
             data = (json.dumps(summary, indent=1) + "\n").encode()
             mtime_ns = None
+        # The last look, with nothing left to do but the write. (A change from here on is
+        # as late as one just after the write: the marker says what the source was.)
+        if self._source_changed(changes):
+            return False
         write_file(dest, marker, data, mtime_ns=mtime_ns)
+        return True
 
 
 def verify_processes(files: int) -> int:

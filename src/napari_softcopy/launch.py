@@ -2,7 +2,8 @@
 
 The widget never copies a file itself. It starts ``python -m napari_softcopy.cli copy`` as its
 own process in a new session (so closing napari does not end it), reads the engine's JSON
-status file on a timer, and controls it with signals: ``SIGUSR1`` = finish now,
+status file on a timer, and controls it with signals: ``SIGUSR1`` = finish once the source
+is quiet, ``SIGUSR2`` = finish now even if the acquisition may still be writing,
 ``SIGTERM`` = stop (resumable). Copies started elsewhere (a terminal, another napari) are
 found through the job registry (`napari_softcopy.jobs`) and followed the same way.
 """
@@ -139,9 +140,23 @@ class CopyProcess:
             return False
         return True
 
-    def finish(self) -> bool:
-        """Finish now (``SIGUSR1``): copy the rest, verify, write the marker."""
-        return self._signal(signal.SIGUSR1)
+    def finish(self, force: bool = False) -> bool:
+        """Finish: copy the rest, verify, write the marker (`CopyEngine.finish`).
+
+        Parameters
+        ----------
+        force : bool
+            False (``SIGUSR1``): without the acquisition's marker, first wait until the source
+            has been quiet for longer than its pauses so far (the status's ``waiting_for``
+            says what it waits for). True (``SIGUSR2``): no such wait. Either way a change at
+            the source before the marker is written cancels the marker and the copy goes on.
+
+        Returns
+        -------
+        bool
+            False when the process has ended (nothing was sent).
+        """
+        return self._signal(signal.SIGUSR2 if force else signal.SIGUSR1)
 
     def stop(self) -> bool:
         """Stop (``SIGTERM``): promptly, nothing partial left; the same copy resumes later."""

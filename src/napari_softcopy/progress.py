@@ -30,6 +30,7 @@ class Progress:
         self.mode = mode
         self.bars = []
         self._last_line = 0.0
+        self._waiting = [False] * len(engines)  # (a finish's wait is told once, as it begins)
         if mode == "bar":
             from tqdm import tqdm
 
@@ -48,6 +49,10 @@ class Progress:
                 self._print(s.to_json())
             elif self.mode == "bar":
                 bar = self.bars[i]
+                if bool(s.waiting_for) != self._waiting[i]:
+                    self._waiting[i] = bool(s.waiting_for)
+                    if s.waiting_for:  # (the line itself has room for "settling" only)
+                        bar.write(f"{Path(s.source).name}: the finish waits for {s.waiting_for}")
                 bar.total = max(s.chunks_expected, s.chunks_at_destination)
                 bar.n = s.chunks_at_destination
                 # (tqdm measures the terminal again for each line: a resize is followed)
@@ -74,17 +79,19 @@ class Progress:
 def bar_format(s: Status, width: int) -> str:
     """tqdm's ``bar_format`` for one copy's line in ``width`` columns.
 
-    Every figure is always there (chunks, state, bytes copied, rate, lag, files pending,
-    errors); the bar takes what is left and goes first when the terminal is narrow, then the
-    archive's name is shortened in its middle (where dated names differ least).
+    Every figure is always there (chunks, state (``settling`` while a finish waits for the
+    source to stay quiet), bytes copied, rate, lag, files pending, errors); the bar takes what
+    is left and goes first when the terminal is narrow, then the archive's name is shortened
+    in its middle (where dated names differ least).
     """
     done = s.chunks_at_destination
     total = max(s.chunks_expected, done)
+    state = "settling" if s.waiting_for and s.state == "copying" else s.state
     rate, lag = f"{_size(s.rate_bytes_s)}/s", _duration(s.lag_s)
     name = Path(s.source).name
     for pending, errors in (("pending", "errors"), ("pend", "err")):
         figures = (
-            f"{done}/{total} {s.state} {_size(s.bytes_copied)} {rate} lag {lag} "
+            f"{done}/{total} {state} {_size(s.bytes_copied)} {rate} lag {lag} "
             f"{pending} {s.files_pending} {errors} {s.error_count}"
         )
         room = width - len(figures) - 1  # (for the name and a space)
@@ -140,4 +147,5 @@ def _plain(s: Status) -> str:
         f"{s.source}: {s.state}, {s.chunks_at_destination}/{s.chunks_expected} chunks, "
         f"{s.files_copied} files / {mib(s.bytes_copied)} copied, "
         f"{s.rate_bytes_s / 2**20:.1f} MiB/s, lag {s.lag_s:.1f} s, {s.error_count} errors"
+        + (f"; the finish waits for {s.waiting_for}" if s.waiting_for else "")
     )

@@ -56,6 +56,9 @@ class SourceEventHandler(FileSystemEventHandler):
         Called when only a scan can tell what changed (a directory moved in).
     root_gone : callable
         Called when the source root itself was deleted or moved away.
+    touched : callable, optional
+        Called for an event that gives no hint (a writer's temporary file, a folder): the
+        writer is at work all the same (a requested finish waits for the source to be quiet).
     """
 
     def __init__(
@@ -64,6 +67,7 @@ class SourceEventHandler(FileSystemEventHandler):
         hint: Callable[[str, float], None],
         rescan: Callable[[], None],
         root_gone: Callable[[], None],
+        touched: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.root = root.rstrip(os.sep)
@@ -71,6 +75,7 @@ class SourceEventHandler(FileSystemEventHandler):
         self._hint = hint
         self._rescan = rescan
         self._root_gone = root_gone
+        self._touched = touched or (lambda: None)
 
     def _rel(self, path: str | bytes) -> str | None:
         path = os.fsdecode(path)
@@ -82,6 +87,7 @@ class SourceEventHandler(FileSystemEventHandler):
     def dispatch(self, event: FileSystemEvent) -> None:  # hot path: keep it short
         kind = event.event_type
         if event.is_directory:
+            self._touched()
             if kind in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
                 self._root_gone()
             elif kind == "moved":
@@ -97,5 +103,9 @@ class SourceEventHandler(FileSystemEventHandler):
             path = event.src_path
             delay = CREATED_SETTLE_S if kind == "created" else 0.0
         rel = self._rel(path)
-        if rel is not None and not is_temp_name(rel.rpartition("/")[2]):
+        if rel is None:
+            return
+        if is_temp_name(rel.rpartition("/")[2]):
+            self._touched()
+        else:
             self._hint(rel, delay)
