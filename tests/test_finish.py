@@ -372,7 +372,7 @@ def test_the_widgets_copy_process_finishes_when_quiet_or_forced(tmp_path, monkey
     monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, PRESET, rate=1000, timepoints=2, marker=None)
-    extra = ("--normal-priority", "--finish-quiet", "600")
+    extra = ("--normal-priority", "--finish-quiet", "600", "--finish-quiet-max", "600")
     p = start_copy(src, dst, LaunchOptions(extra_args=extra))
     try:
         wait_for(lambda: (s := p.read_status()) and s.scans >= 1, what="first scan")

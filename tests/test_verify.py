@@ -213,7 +213,10 @@ def test_a_part_helper_that_fails_is_walked_by_the_caller(tmp_path, monkeypatch,
     monkeypatch.setattr(verify.WalkHelper, "_MAIN", "import sys; sys.exit('no package here')")
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
     assert "no package here" in caplog.text
-    monkeypatch.setattr(verify.WalkHelper, "_MAIN", "import sys; sys.stdout.write('garbage')")
+    # (it reads its part first, as a real helper does: one that exits before it is told its
+    # part fails on the broken pipe instead, another failure, which made this test flaky)
+    garbage = "import sys; sys.stdin.buffer.readline(); sys.stdout.write('garbage')"
+    monkeypatch.setattr(verify.WalkHelper, "_MAIN", garbage)
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
     assert "unreadable result" in caplog.text
     monkeypatch.setattr(verify.sys, "executable", str(tmp_path / "no-python"))
