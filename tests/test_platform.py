@@ -88,7 +88,7 @@ def test_a_priority_that_cannot_be_lowered_is_said_once_in_the_log_and_the_statu
     source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(source, n_chunks=8)
     with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
-        e = engine(source, dest, low_priority=True, workers=2)
+        e = engine(source, dest, low_priority=True, workers=2, finish_quiet=0.2)
         e.finish()
         assert e.wait(60)
     notices = e.status().notices

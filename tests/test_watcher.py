@@ -234,7 +234,7 @@ def test_watchdogs_observer_is_used_and_said_so_where_inotify_is_not(tmp_path, m
     source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(source, n_chunks=16)
     with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
-        e = engine(source, dest)
+        e = engine(source, dest, finish_quiet=0.2)
         wait_for(lambda: e.status().notices, 10, "a notice")
         (source / "c" / "late").write_bytes(b"written while watched")  # seen by the observer
         e.finish()
@@ -264,7 +264,7 @@ def test_the_cli_json_status_carries_the_notice(tmp_path, monkeypatch):
 def test_the_engines_own_reader_is_used_on_linux(tmp_path):
     source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(source, n_chunks=4)
-    e = engine(source, dest)
+    e = engine(source, dest, finish_quiet=0.2)
     e.finish()
     assert e.wait(60)
     assert e.status().notices == []
