@@ -102,7 +102,7 @@ def main() -> int:
         print("wrote widget-live.png", file=sys.stderr)
 
         writer.join()
-        panel.finish_button.click()
+        panel.finish()
         wait(lambda: panel.status.state == "verified", timeout=120, what="verified")
         settle(2.5)  # last refresh of the layers and the chunk map
         viewer.layers.remove(follower.layer)

@@ -14,6 +14,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -30,6 +31,7 @@ from ..open_zarr import (
     open_layers,
 )
 from ..status import Status
+from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
 
 STATE_COLORS = {
@@ -91,31 +93,35 @@ class JobPanel(QGroupBox):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        # Compact, so that two panels and the form fit napari's default window: the state
+        # sits beside the progress bar, the pid is on the tooltip, empty lines take no room.
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(6, 6, 6, 6)
+        outer.setContentsMargins(6, 4, 6, 6)
+        outer.setSpacing(3)
         top = QHBoxLayout()
         self.state_label = QLabel("starting")
         self.state_label.setObjectName("softcopyState")
         top.addWidget(self.state_label)
-        top.addStretch(1)
-        self.pid_label = QLabel(f"pid {self.process.pid}")
-        self.pid_label.setStyleSheet("color: #9aa0a6;")
-        top.addWidget(self.pid_label)
-        outer.addLayout(top)
-
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setMinimumHeight(18)
-        outer.addWidget(self.progress)
+        self.progress.setMinimumWidth(60)
+        top.addWidget(self.progress, 1)
+        outer.addLayout(top)
         self.bytes_label = QLabel("-")
         self.bytes_label.setWordWrap(True)
         outer.addWidget(self.bytes_label)
 
         grid = QGridLayout()
-        grid.setHorizontalSpacing(12)
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(1)
         self.rate_label, self.lag_label = QLabel("-"), QLabel("-")
         self.backlog_label, self.elapsed_label = QLabel("-"), QLabel("-")
         self.eta_label = QLabel("-")
+        self.eta_label.setToolTip(
+            "time to copy what is pending, once a finish was requested (before that the "
+            "acquisition's end is unknown)"
+        )
         grid.addWidget(QLabel("Rate:"), 0, 0)
         grid.addWidget(self.rate_label, 0, 1, 1, 3)  # the longest value: a row of its own
         cells = [
@@ -142,10 +148,22 @@ class JobPanel(QGroupBox):
             # Changing numbers must not resize the dock (and with it napari's canvas).
             label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
+        # What a requested finish waits for (the engine's `waiting_for`).
+        self.waiting_label = QLabel("")
+        self.waiting_label.setObjectName("softcopyWaiting")
+        self.waiting_label.setWordWrap(True)
+        self.waiting_label.setStyleSheet("color: #d9a441;")
+        # The engine's notices: one short line, every notice on its tooltip.
+        self.notice_label = QLabel("")
+        self.notice_label.setObjectName("softcopyNotices")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setStyleSheet("color: #9aa0a6;")
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        outer.addWidget(self.message_label)
+        for label in (self.waiting_label, self.notice_label, self.message_label):
+            label.hide()
+            outer.addWidget(label)
 
         self.errors_title = QLabel("Errors")
         self.errors_title.setStyleSheet("color: #e0201b; font-weight: bold;")
@@ -160,9 +178,10 @@ class JobPanel(QGroupBox):
         controls = QHBoxLayout()
         self.finish_button = QPushButton("Finish now")
         self.finish_button.setToolTip(
-            "Final scan, copy the rest, verify, then write the marker (SIGUSR1)"
+            "Copy the rest, verify, then write the marker; asks whether to wait until the "
+            "source is quiet"
         )
-        self.finish_button.clicked.connect(self.finish)
+        self.finish_button.clicked.connect(self.finish_clicked)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip(
             "Stop promptly; nothing partial is left and starting again resumes (SIGTERM)"
@@ -196,11 +215,14 @@ class JobPanel(QGroupBox):
         self._show_pickers()
 
         view = QGridLayout()
+        view.setVerticalSpacing(2)
         self.open_button = QPushButton("Open destination")
         self.open_button.setToolTip("Add the copy as lazy layers (refreshed while it runs)")
         self.open_button.clicked.connect(self.open_destination)
-        self.source_button = QPushButton("Open source beside it")
-        self.source_button.setToolTip("Add the source and show both side by side (grid view)")
+        self.source_button = QPushButton("Open source")
+        self.source_button.setToolTip(
+            "Add the source beside the destination: grid view, contrast linked per channel"
+        )
         self.source_button.clicked.connect(self.open_source)
         self.diff_button = QPushButton("Difference")
         self.diff_button.setToolTip("Destination minus source, lazily: zero where identical")
@@ -216,6 +238,7 @@ class JobPanel(QGroupBox):
         self.map_summary = QLabel("")
         self.map_summary.setWordWrap(True)
         self.map_summary.setStyleSheet("color: #9aa0a6;")
+        self.map_summary.hide()
         outer.addWidget(self.map_summary)
 
     def _show_pickers(self) -> None:
@@ -269,10 +292,15 @@ class JobPanel(QGroupBox):
             (self.backlog_label, v.backlog),
             (self.elapsed_label, v.elapsed),
             (self.eta_label, v.eta),
-            (self.message_label, v.message),
         ):
             if label.text() != text:
                 label.setText(text)
+        _set_text(self.waiting_label, v.waiting)
+        _set_text(self.message_label, v.message)
+        _set_text(self.notice_label, v.notice_text)
+        tip = "\n".join(f"• {n}" for n in v.notices)
+        if self.notice_label.toolTip() != tip:
+            self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
             finish=alive and state not in ("finishing", "verifying"), stop=alive, dismiss=not alive
@@ -298,8 +326,8 @@ class JobPanel(QGroupBox):
     def _show_ended_without_status(self) -> None:
         line = self.process.last_log_line()
         self._show_state("failed" if self.process.exit_code() else "ended")
-        if self.message_label.text() != line:
-            self.message_label.setText(line)
+        _set_text(self.message_label, line)
+        _set_text(self.waiting_label, "")
         self._enable(finish=False, stop=False, dismiss=True)
 
     def _show_errors(self, errors: list[str], count: int) -> None:
@@ -316,10 +344,41 @@ class JobPanel(QGroupBox):
         self.errors_list.show()
 
     # ------------------------------------------------------------------ control
-    def finish(self) -> None:
-        """Finish now: the engine copies the rest, verifies and writes the marker."""
-        if self.process.finish():
-            self.message.emit(f"finishing the copy into {self.process.destination}")
+    def finish_clicked(self) -> None:
+        """*Finish now*: ask how (see `finish_dialog`), then ask the engine to finish."""
+        choice = self.ask_finish()
+        if choice is not None:
+            self.finish(force=choice == FINISH_FORCE)
+
+    def finish_dialog(self) -> QMessageBox:
+        """The confirmation *Finish now* shows: what is at risk, and the two ways to finish.
+
+        The default is to finish when the source is quiet; forcing is a second, explicit
+        choice. The buttons are ``box.quiet_button`` and ``box.force_button``.
+        """
+        return finish_dialog(self, self.process.source, self.process.destination)
+
+    def ask_finish(self) -> str | None:
+        """`FINISH_QUIET`, `FINISH_FORCE`, or None when the user cancels."""
+        box = self.finish_dialog()
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is box.force_button:
+            return FINISH_FORCE
+        if clicked is box.quiet_button:
+            return FINISH_QUIET
+        return None
+
+    def finish(self, force: bool = False) -> None:
+        """Ask the engine to finish: copy the rest, verify, write the marker.
+
+        Without ``force`` it waits until the source has stopped changing (``SIGUSR1``);
+        with it, it finishes at once (``SIGUSR2``). Either way, a change seen at the source
+        before the marker is written cancels the marker and the copy goes on.
+        """
+        if self.process.finish(force=force):
+            how = "now" if force else "once the source is quiet"
+            self.message.emit(f"finishing the copy into {self.process.destination} {how}")
 
     def stop(self) -> None:
         """Stop the engine (it resumes when started again with the same paths)."""
@@ -449,7 +508,7 @@ class JobPanel(QGroupBox):
             image,
             finished=lambda: self.ended,
             name=name,
-            on_summary=self.map_summary.setText,
+            on_summary=lambda text: _set_text(self.map_summary, text),
             parent=self,
         )
         self.chunk_maps.append(follower)
@@ -459,6 +518,15 @@ class JobPanel(QGroupBox):
     def close_panel(self) -> None:
         for follower in self.chunk_maps:
             follower.stop()
+
+
+def _set_text(label: QLabel, text: str) -> None:
+    """Set a label's text only when it changed (a repaint costs napari a canvas redraw);
+    an empty label is hidden, so that it takes no room in the panel."""
+    if label.text() != text:
+        label.setText(text)
+    if label.isHidden() == bool(text):
+        label.setVisible(bool(text))
 
 
 def _inspect_either(source: str, destination: str) -> ArchiveInfo:

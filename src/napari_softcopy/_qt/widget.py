@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -26,6 +27,8 @@ from qtpy.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSpinBox,
+    QStyle,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
@@ -40,7 +43,9 @@ from ..launch import (
     CopyProcess,
     LaunchOptions,
     apply_close_decision,
+    background_message,
     running_copies,
+    split_by_origin,
     start_copy,
 )
 from .job_panel import JobPanel
@@ -75,6 +80,67 @@ def validate(
     return os.fspath(src), os.fspath(dst)
 
 
+# Fields never narrower than their longest value (a squeezed spin box shows "o cap" for
+# "no cap"): their row wraps under its label, or the dock is wider, instead. napari's style
+# sheet sets a smaller min-width (which beats any minimumSizeHint) and changes the size
+# hint, so the minimum is set again whenever the style changes or the field is shown.
+class _Whole:
+    def _fit_minimum(self) -> None:
+        self.setMinimumWidth(self.sizeHint().width())
+
+    def showEvent(self, event) -> None:
+        self._fit_minimum()
+        super().showEvent(event)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
+            self._fit_minimum()
+
+
+class _WholeSpinBox(_Whole, QSpinBox):
+    pass
+
+
+class _WholeDoubleSpinBox(_Whole, QDoubleSpinBox):
+    pass
+
+
+class _WholeComboBox(_Whole, QComboBox):
+    pass
+
+
+def _form(parent: QWidget) -> QFormLayout:
+    """A form whose fields go under their labels when the dock is narrow."""
+    form = QFormLayout(parent)
+    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
+    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+    form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
+    return form
+
+
+def _legend() -> QGroupBox:
+    """The chunk map's colors in two columns; each meaning in full on its tooltip."""
+    box = QGroupBox("Chunk map legend")
+    grid = QGridLayout(box)
+    grid.setContentsMargins(6, 4, 6, 4)
+    grid.setVerticalSpacing(2)
+    for i, (value, (name, meaning, color)) in enumerate(LEGEND.items()):
+        swatch = QLabel(f"{value}")
+        swatch.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        swatch.setFixedSize(18, 18)
+        swatch.setStyleSheet(f"background: {color}; color: black; border-radius: 3px;")
+        text = QLabel(name)
+        for w in (swatch, text):
+            w.setToolTip(f"{value} = {name}: {meaning}")
+        row, col = divmod(i, 2)
+        grid.addWidget(swatch, row, 2 * col)
+        grid.addWidget(text, row, 2 * col + 1)
+    grid.setColumnStretch(1, 1)
+    grid.setColumnStretch(3, 1)
+    return box
+
+
 class SoftcopyWidget(QWidget):
     """Copy Zarr archives while they are written; follow and verify the copies.
 
@@ -96,6 +162,11 @@ class SoftcopyWidget(QWidget):
         self._validation_generation = 0
         self._start_requested = False
         self.last_validation: str = ""
+        # Engines this widget started: the only ones closing napari may stop. Copies it
+        # re-attached to (a terminal's, another napari's) are not napari's to end.
+        self.launched: set[int] = set()
+        #: What closing napari said about copies that keep running ("" when none did).
+        self.close_message: str = ""
         self._build()
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(STATUS_MS)
@@ -112,65 +183,53 @@ class SoftcopyWidget(QWidget):
         self._message_timer = QTimer(self)
         self._message_timer.setSingleShot(True)
         self._message_timer.setInterval(30_000)
-        self._message_timer.timeout.connect(self.status_line.clear)
+        self._message_timer.timeout.connect(lambda: self.show_message(""))
         # Docking parents this widget after __init__: look for napari's window then.
         QTimer.singleShot(0, self._install_close_filter)
         self.attach_running()
 
     # ------------------------------------------------------------------ layout
+    # The dock must fit napari's default window (1280 x 800) without a horizontal scrollbar
+    # and with two copy panels in view: short labels, form rows that wrap when narrow, the
+    # less used options folded away, and no field squeezed until its text is cut off.
     def _build(self) -> None:
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        body = QWidget()
-        self._body = QVBoxLayout(body)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.body = QWidget()
+        self._body = QVBoxLayout(self.body)
         self._body.setContentsMargins(0, 0, 0, 0)
-        scroll.setWidget(body)
-        outer.addWidget(scroll)
+        self._body.setSpacing(6)
+        self.scroll.setWidget(self.body)
+        outer.addWidget(self.scroll)
 
         form_box = QGroupBox("New copy")
-        form = QFormLayout(form_box)
+        form = _form(form_box)
+        # Paths under their labels: a path needs the dock's whole width more than a label.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        form.setVerticalSpacing(3)
         self.source_edit = QLineEdit()
-        self.source_edit.setPlaceholderText("the Zarr archive being acquired")
+        self.source_edit.setPlaceholderText("the Zarr archive being written")
+        self.source_edit.setToolTip("the Zarr archive being acquired (the folder)")
         self.destination_edit = QLineEdit()
-        self.destination_edit.setPlaceholderText("where the copy goes (e.g. on the cluster)")
-        form.addRow("Source:", self._with_browse(self.source_edit, "Choose the source"))
-        form.addRow(
-            "Destination:", self._with_browse(self.destination_edit, "Choose the destination")
+        self.destination_edit.setPlaceholderText("where the copy goes")
+        self.destination_edit.setToolTip(
+            "where the copy goes: a new folder, or an earlier copy of the same archive (resumes)"
         )
-        self.workers_spin = QSpinBox()
-        self.workers_spin.setRange(0, 64)
-        self.workers_spin.setSpecialValueText("auto")
-        self.workers_spin.setValue(0)
-        self.workers_spin.setToolTip(
-            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
+        row, self.source_browse = self._with_browse(self.source_edit, "Choose the source")
+        form.addRow("Source:", row)
+        row, self.destination_browse = self._with_browse(
+            self.destination_edit, "Choose the destination"
         )
-        self.bandwidth_spin = QDoubleSpinBox()
-        self.bandwidth_spin.setRange(0.0, 100_000.0)
-        self.bandwidth_spin.setDecimals(0)
-        self.bandwidth_spin.setSuffix(" MB/s")
-        self.bandwidth_spin.setSpecialValueText("no cap")
-        self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
-        row = QHBoxLayout()
-        row.addWidget(self.workers_spin)
-        row.addWidget(QLabel("Bandwidth:"))
-        row.addWidget(self.bandwidth_spin, 1)
-        form.addRow("Workers:", row)
-        self.verify_combo = QComboBox()
-        self.verify_combo.addItem("size + mtime", "size")
-        self.verify_combo.addItem("checksum (reads both)", "checksum")
-        self.verify_combo.setToolTip("final verification")
-        self.marker_edit = QLineEdit("complete")
-        self.marker_edit.setToolTip("the file the acquisition writes in the source root when done")
-        row = QHBoxLayout()
-        row.addWidget(self.verify_combo, 1)
-        row.addWidget(QLabel("Marker:"))
-        row.addWidget(self.marker_edit, 1)
-        form.addRow("Verify:", row)
-        self.wait_check = QCheckBox("Wait for the source to appear")
-        form.addRow("", self.wait_check)
+        form.addRow("Destination:", row)
+        # Visible, not under Options: a missing source's message points to it.
+        self.wait_check = QCheckBox("Wait for the source")
+        self.wait_check.setToolTip(
+            "start before the acquisition does: wait for the source folder to appear"
+        )
+        self._build_options(form)
         self.validation_label = QLabel("Choose a source and a destination.")
         self.validation_label.setObjectName("softcopyValidation")
         self.validation_label.setWordWrap(True)
@@ -184,38 +243,122 @@ class SoftcopyWidget(QWidget):
             edit.textChanged.connect(self._schedule_validation)
         self.wait_check.toggled.connect(self._schedule_validation)
 
-        self.copies_box = QGroupBox("Copies")
+        # No frame around the copies: each panel has its own, and height is scarce.
+        self.copies_box = QWidget()
         self._copies = QVBoxLayout(self.copies_box)
+        self._copies.setContentsMargins(0, 0, 0, 0)
+        self._copies.setSpacing(6)
         self.no_copies_label = QLabel("No copy running. Copies started elsewhere appear here.")
         self.no_copies_label.setWordWrap(True)
         self.no_copies_label.setStyleSheet("color: #9aa0a6;")
         self._copies.addWidget(self.no_copies_label)
         self._body.addWidget(self.copies_box)
 
-        legend = QGroupBox("Chunk map legend")
-        grid = QVBoxLayout(legend)
-        for value, (name, meaning, color) in LEGEND.items():
-            swatch = QLabel(f"{value}")
-            swatch.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            swatch.setFixedSize(18, 18)
-            swatch.setStyleSheet(f"background: {color}; color: black; border-radius: 3px;")
-            text = QLabel(f"<b>{name}</b>: {meaning}")
-            text.setWordWrap(True)
-            line = QHBoxLayout()
-            line.addWidget(swatch)
-            line.addWidget(text, 1)
-            grid.addLayout(line)
-        self._body.addWidget(legend)
+        self._body.addWidget(_legend())
         self.status_line = QLabel("")
         self.status_line.setWordWrap(True)
         self.status_line.setStyleSheet("color: #9aa0a6;")
+        self.status_line.hide()
         self._body.addWidget(self.status_line)
         self._body.addStretch(1)
 
-    def _with_browse(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+    def _build_options(self, form: QFormLayout) -> None:
+        """The engine options, folded under a toggle that summarises what is not default."""
+        self.options_toggle = QToolButton()
+        self.options_toggle.setText("Options")
+        self.options_toggle.setCheckable(True)
+        self.options_toggle.setAutoRaise(True)
+        self.options_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.options_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.options_toggle.setToolTip("workers, bandwidth cap, verification, marker name")
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self.wait_check)
+        header.addStretch(1)
+        header.addWidget(self.options_toggle)
+        form.addRow(header)
+        self.options_summary = QLabel("")
+        self.options_summary.setStyleSheet("color: #9aa0a6;")
+        self.options_summary.setWordWrap(True)
+        form.addRow(self.options_summary)
+
+        self.options_box = QWidget()
+        options = _form(self.options_box)
+        options.setContentsMargins(12, 0, 0, 0)
+        options.setVerticalSpacing(3)
+        self.workers_spin = _WholeSpinBox()
+        self.workers_spin.setRange(0, 64)
+        self.workers_spin.setSpecialValueText("auto")
+        self.workers_spin.setValue(0)
+        self.workers_spin.setToolTip(
+            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
+        )
+        self.bandwidth_spin = _WholeDoubleSpinBox()
+        self.bandwidth_spin.setRange(0.0, 10_000.0)
+        self.bandwidth_spin.setDecimals(0)
+        self.bandwidth_spin.setSuffix(" MB/s")
+        self.bandwidth_spin.setSpecialValueText("no cap")
+        self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
+        self.verify_combo = _WholeComboBox()
+        self.verify_combo.addItem("size + mtime", "size")
+        self.verify_combo.addItem("checksum (reads both)", "checksum")
+        self.verify_combo.setToolTip(
+            "the final check: size and mtime (metadata by content), or hashes of both trees"
+        )
+        self.marker_edit = QLineEdit("complete")
+        self.marker_edit.setToolTip("the file the acquisition writes in the source root when done")
+        options.addRow("Workers:", self.workers_spin)
+        options.addRow("Bandwidth:", self.bandwidth_spin)
+        options.addRow("Verify:", self.verify_combo)
+        options.addRow("Marker:", self.marker_edit)
+        form.addRow(self.options_box)
+        self.options_box.setVisible(False)
+        self.options_toggle.toggled.connect(self.show_options)
+        for signal in (
+            self.workers_spin.valueChanged,
+            self.bandwidth_spin.valueChanged,
+            self.verify_combo.currentIndexChanged,
+            self.marker_edit.textChanged,
+        ):
+            signal.connect(self._summarise_options)
+        self._summarise_options()
+
+    def show_options(self, shown: bool = True) -> None:
+        """Unfold (or fold) the engine options."""
+        if self.options_toggle.isChecked() != shown:
+            self.options_toggle.setChecked(shown)  # comes back here through `toggled`
+            return
+        self.options_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
+        self.options_box.setVisible(shown)
+        self._summarise_options()
+        self.updateGeometry()  # napari's dock follows a wider minimum
+
+    def _summarise_options(self, *_args) -> None:
+        # Folded options must not hide a choice that changes the copy: name what is not default.
+        o = self.launch_options()
+        parts = []
+        if o.workers:
+            parts.append(f"{o.workers} workers")
+        if o.bandwidth_mb_s:
+            parts.append(f"{o.bandwidth_mb_s:g} MB/s cap")
+        if o.verify != "size":
+            parts.append(o.verify)
+        if o.marker != "complete":
+            parts.append(f"marker {o.marker}")
+        text = f"Options: {', '.join(parts)}" if parts else ""
+        self.options_summary.setText(text)
+        # Hidden while unfolded (the fields say it) or at the defaults (nothing to say).
+        self.options_summary.setVisible(bool(text) and not self.options_toggle.isChecked())
+
+    def _with_browse(self, edit: QLineEdit, title: str) -> tuple[QHBoxLayout, QToolButton]:
         row = QHBoxLayout()
+        row.setSpacing(2)
         row.addWidget(edit, 1)
-        button = QPushButton("Browse…")
+        button = QToolButton()
+        button.setText("…")
+        button.setToolTip(title)
 
         def browse() -> None:
             start = edit.text() or os.path.expanduser("~")
@@ -225,7 +368,7 @@ class SoftcopyWidget(QWidget):
 
         button.clicked.connect(browse)
         row.addWidget(button)
-        return row
+        return row, button
 
     # ------------------------------------------------------------------ options
     def launch_options(self) -> LaunchOptions:
@@ -274,12 +417,13 @@ class SoftcopyWidget(QWidget):
             self._show_validation(text, ok=False)
             return
         src, dst = paths
-        self._show_validation(f"Ready: {src} → {dst}", ok=True)
+        self._show_validation(f"Ready: {pair_text(src, dst)}", ok=True, tip=f"{src}\n→ {dst}")
         if start:
             self._launch(src, dst)
 
-    def _show_validation(self, text: str, ok: bool | None) -> None:
+    def _show_validation(self, text: str, ok: bool | None, tip: str = "") -> None:
         self.last_validation = text
+        self.validation_label.setToolTip(tip)
         color = {True: "#3fae49", False: "#e0201b", None: "#9aa0a6"}[ok]
         self.validation_label.setStyleSheet(f"color: {color};")
         self.validation_label.setText(text)
@@ -298,7 +442,10 @@ class SoftcopyWidget(QWidget):
         except OSError as exc:
             self._show_validation(f"cannot start the engine: {exc}", ok=False)
             return None
-        self._show_validation(f"Started: {src} → {dst} (pid {process.pid})", ok=True)
+        self.launched.add(process.pid)
+        self._show_validation(
+            f"Started: {pair_text(src, dst)} (pid {process.pid})", ok=True, tip=f"{src}\n→ {dst}"
+        )
         return self.add_process(process)
 
     def add_process(self, process: CopyProcess) -> JobPanel:
@@ -316,12 +463,15 @@ class SoftcopyWidget(QWidget):
         self.panels[process.key] = panel
         self._copies.insertWidget(0, panel)
         self.no_copies_label.hide()
+        self.updateGeometry()  # napari's dock follows a wider minimum
         return panel
 
     def show_message(self, text: str) -> None:
         """One line under the copies (what a button did, why it failed); fades after 30 s."""
         self.status_line.setText(text)
-        self._message_timer.start()
+        self.status_line.setVisible(bool(text))  # an empty line must not take a row
+        if text:
+            self._message_timer.start()
 
     def _remove_panel(self, panel: JobPanel) -> None:
         panel.close_panel()
@@ -361,6 +511,23 @@ class SoftcopyWidget(QWidget):
             parent.installEventFilter(self)
             self._main_window = parent
 
+    # napari sizes its dock area by these: the form's and the panels' minimum width plus the
+    # vertical scrollbar, so the dock never starts narrower than its content (which would
+    # hide the right edge of every field behind a horizontal scrollbar).
+    def minimumSizeHint(self) -> QSize:
+        return self._fit(self.body.minimumSizeHint(), super().minimumSizeHint())
+
+    def sizeHint(self) -> QSize:
+        return self._fit(self.body.sizeHint(), super().sizeHint())
+
+    def _fit(self, body: QSize, own: QSize) -> QSize:
+        margins = self.layout().contentsMargins()
+        bar = self.scroll.verticalScrollBar()
+        extent = bar.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, bar)
+        reserve = max(bar.sizeHint().width(), extent) + 2 * self.scroll.frameWidth()
+        width = body.width() + reserve + margins.left() + margins.right()
+        return QSize(max(width, own.width()), own.height())
+
     def showEvent(self, event) -> None:
         self._install_close_filter()
         super().showEvent(event)
@@ -377,35 +544,50 @@ class SoftcopyWidget(QWidget):
         return False
 
     def handle_close(self, interactive: bool = False) -> bool:
-        """napari is closing: ask what to do with running copies. True lets it close."""
-        running = self.running_processes()
-        if not running:
-            return True
-        answer = self.ask_keep_copying(running, interactive)
-        allowed = apply_close_decision(answer, running)
-        if allowed:
-            self._stop_timers()
-        return allowed
+        """napari is closing; True lets it close.
 
-    def ask_keep_copying(self, running: list[CopyProcess], interactive: bool) -> str:
-        """The question; returns `KEEP`, `STOP` or `CANCEL` (only when it can be honoured).
+        Only the copies this widget started are the user's to decide about here (keep them or
+        stop them); every other copy keeps running, and the widget says how many do.
+        """
+        own, others = split_by_origin(self.running_processes(), self.launched)
+        kept = len(others)
+        if own:
+            answer = self.ask_keep_copying(own, others, interactive)
+            if not apply_close_decision(answer, own):
+                return False
+            if answer == KEEP:
+                kept += len(own)
+        self._stop_timers()
+        self.close_message = background_message(kept)
+        if self.close_message:
+            # Non-blocking: napari's notification (also printed to its log/terminal).
+            from napari.utils.notifications import show_info
 
+            show_info(self.close_message)
+        return True
+
+    def ask_keep_copying(
+        self, own: list[CopyProcess], others: list[CopyProcess], interactive: bool
+    ) -> str:
+        """The question about the copies started here; `KEEP`, `STOP` or `CANCEL`.
+
+        ``CANCEL`` only when it can be honoured (``interactive``). ``others`` (copies this
+        widget did not start) are only mentioned: they keep running whatever the answer.
         Tests replace this method; the message box appears only here.
         """
-        names = "\n".join(f"  {p.source} → {p.destination}" for p in running)
         box = QMessageBox(self)
         box.setIcon(QMessageBox.Icon.Question)
         box.setWindowTitle("Copies are running")
-        box.setText(
-            f"{len(running)} cop{'y is' if len(running) == 1 else 'ies are'} "
-            f"running:\n{names}\n\nKeep copying after napari closes?"
-        )
+        box.setText(close_question(own, others))
         box.setInformativeText(
-            "A copy kept running is listed again when you reopen this "
-            "widget. A stopped copy resumes when started again."
+            "A copy you keep goes on in the background; reopen the widget to follow it. "
+            "A stopped copy leaves nothing partial and resumes when started again."
         )
         keep = box.addButton("Keep copying", QMessageBox.ButtonRole.AcceptRole)
-        stop = box.addButton("Stop copies", QMessageBox.ButtonRole.DestructiveRole)
+        what = "copy" if len(own) == 1 else f"{len(own)} copies"
+        stop = box.addButton(
+            f"Stop the {what} started here", QMessageBox.ButtonRole.DestructiveRole
+        )
         cancel = None
         if interactive:
             cancel = box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
@@ -438,3 +620,29 @@ class SoftcopyWidget(QWidget):
     @staticmethod
     def short(path: str) -> str:
         return Path(path).name
+
+
+def pair_text(source: str, destination: str) -> str:
+    """``acq.zarr → copy.zarr`` (the parent too when both names are equal): paths without
+    spaces cannot wrap, and a label the width of two full paths would widen the dock."""
+    src, dst = Path(source), Path(destination)
+    target = dst.name if dst.name != src.name else f"{dst.parent.name}/{dst.name}"
+    return f"{src.name} → {target}"
+
+
+def close_question(own: list[CopyProcess], others: list[CopyProcess]) -> str:
+    """The close prompt's question: the copies started here, and what happens to the rest."""
+    names = "\n".join(f"  {p.source} → {p.destination}" for p in own)
+    n = len(own)
+    text = (
+        f"{'This copy was' if n == 1 else f'These {n} copies were'} started here and "
+        f"{'is' if n == 1 else 'are'} still running:\n{names}\n\nKeep copying after napari "
+        "closes?"
+    )
+    if others:
+        m = len(others)
+        text += (
+            f"\n\n{m} other cop{'y' if m == 1 else 'ies'} (started in a terminal or another "
+            f"napari) keep{'s' if m == 1 else ''} running either way."
+        )
+    return text
