@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 from qtpy.QtCore import Qt, Signal
@@ -25,14 +23,12 @@ from qtpy.QtWidgets import (
 from ..launch import CopyProcess, StatusView, is_final, status_view
 from ..open_zarr import (
     ArchiveInfo,
-    OpenError,
     difference_layers,
-    inspect_archive,
-    open_layers,
 )
 from ..status import Status
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
+from .opening import archive_name, inspect_either, link_channels, open_image
 
 STATE_COLORS = {
     "starting": "#9aa0a6",
@@ -44,10 +40,6 @@ STATE_COLORS = {
     "stopped": "#9aa0a6",
     "failed": "#e0201b",
 }
-
-
-def _name(path: str) -> str:
-    return Path(path).name.removesuffix(".zarr") or path
 
 
 def viewer_grid(viewer):
@@ -391,7 +383,7 @@ class JobPanel(QGroupBox):
             return
         self._inspecting = True
         run_in_thread(
-            _inspect_either,
+            inspect_either,
             self.process.source,
             self.process.destination,
             on_done=self._inspected,
@@ -451,7 +443,7 @@ class JobPanel(QGroupBox):
         """Add the destination as lazy layers; they refresh while the copy runs."""
         image = self.selected_image()
         run_in_thread(
-            _open_image,
+            open_image,
             self.process.destination,
             image,
             "destination",
@@ -463,7 +455,7 @@ class JobPanel(QGroupBox):
         """Add the source beside the destination (grid view, linked contrast)."""
         image = self.selected_image()
         run_in_thread(
-            _open_image,
+            open_image,
             self.process.source,
             image,
             "source",
@@ -479,7 +471,7 @@ class JobPanel(QGroupBox):
         grid.stride = len(added)
         grid.enabled = True
         self.viewer.reset_view()
-        _link_channels(self.viewer, self.process.destination, self.process.source)
+        link_channels(self.viewer, self.process.destination, self.process.source)
 
     def open_difference(self) -> None:
         """Add destination minus source (signed, lazy): zero where the copy is identical."""
@@ -500,7 +492,9 @@ class JobPanel(QGroupBox):
             if follower.image == image:
                 follower.start()
                 return follower
-        name = f"chunk map {_name(self.process.destination)}" + (f"/{image}" if image else "")
+        name = f"chunk map {archive_name(self.process.destination)}" + (
+            f"/{image}" if image else ""
+        )
         follower = ChunkMapFollower(
             self.viewer,
             self.process.source,
@@ -527,56 +521,3 @@ def _set_text(label: QLabel, text: str) -> None:
         label.setText(text)
     if label.isHidden() == bool(text):
         label.setVisible(bool(text))
-
-
-def _inspect_either(source: str, destination: str) -> ArchiveInfo:
-    info = ArchiveInfo("missing")
-    for root in (source, destination):
-        if not os.path.isdir(root):
-            continue
-        try:
-            info = inspect_archive(root)
-        except OpenError:
-            continue
-        if info.kind != "missing":
-            return info
-    return info
-
-
-def _open_image(root: str, image: str, role: str) -> list:
-    from ..open_zarr import image_layers, read_image_spec
-
-    if not os.path.isdir(root):
-        raise OpenError(f"{root} does not exist yet")
-    if image == "" and inspect_archive(root).kind not in ("array", "multiscale"):
-        return open_layers(root, role=role, name=_label(root, role))
-    return image_layers(
-        read_image_spec(root, image),
-        role=role,
-        name=_label(root, role) + (f"/{image}" if image else ""),
-    )
-
-
-def _label(root: str, role: str) -> str:
-    return f"{role} {_name(root)}"
-
-
-def _link_channels(viewer, destination: str, source: str) -> None:
-    """Link contrast and gamma of each destination channel with the same source channel."""
-    from napari.experimental import link_layers
-
-    from .layers import source_of
-
-    by_key: dict[tuple, dict[str, object]] = {}
-    for layer in viewer.layers:
-        src = source_of(layer)
-        if src is None or src.role not in ("destination", "source"):
-            continue
-        root = {destination: "destination", source: "source"}.get(src.root)
-        if root is None:
-            continue
-        by_key.setdefault((src.image, src.channel), {})[root] = layer
-    for pair in by_key.values():
-        if len(pair) == 2:
-            with contextlib.suppress(Exception):  # already linked
-                link_layers(list(pair.values()), ("contrast_limits", "gamma"))

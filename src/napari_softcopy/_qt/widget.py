@@ -13,20 +13,15 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMessageBox,
     QPushButton,
     QScrollArea,
-    QSpinBox,
     QStyle,
     QToolButton,
     QVBoxLayout,
@@ -34,12 +29,9 @@ from qtpy.QtWidgets import (
 )
 
 from ..checks import InputError, check_pair
-from ..chunkmap import LEGEND
 from ..jobs import list_jobs
 from ..launch import (
-    CANCEL,
     KEEP,
-    STOP,
     CopyProcess,
     LaunchOptions,
     apply_close_decision,
@@ -48,8 +40,17 @@ from ..launch import (
     split_by_origin,
     start_copy,
 )
+from .closing import ask_keep_copying
 from .job_panel import JobPanel
 from .layers import LayerFollower, run_in_thread
+from .parts import (
+    WholeComboBox,
+    WholeDoubleSpinBox,
+    WholeSpinBox,
+    form_layout,
+    legend,
+    pair_text,
+)
 
 STATUS_MS = 1000
 JOBS_MS = 2000
@@ -78,67 +79,6 @@ def validate(
                 "stop it first or choose another destination"
             )
     return os.fspath(src), os.fspath(dst)
-
-
-# Fields never narrower than their longest value (a squeezed spin box shows "o cap" for
-# "no cap"): their row wraps under its label, or the dock is wider, instead. napari's style
-# sheet sets a smaller min-width (which beats any minimumSizeHint) and changes the size
-# hint, so the minimum is set again whenever the style changes or the field is shown.
-class _Whole:
-    def _fit_minimum(self) -> None:
-        self.setMinimumWidth(self.sizeHint().width())
-
-    def showEvent(self, event) -> None:
-        self._fit_minimum()
-        super().showEvent(event)
-
-    def changeEvent(self, event) -> None:
-        super().changeEvent(event)
-        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
-            self._fit_minimum()
-
-
-class _WholeSpinBox(_Whole, QSpinBox):
-    pass
-
-
-class _WholeDoubleSpinBox(_Whole, QDoubleSpinBox):
-    pass
-
-
-class _WholeComboBox(_Whole, QComboBox):
-    pass
-
-
-def _form(parent: QWidget) -> QFormLayout:
-    """A form whose fields go under their labels when the dock is narrow."""
-    form = QFormLayout(parent)
-    form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
-    form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-    form.setLabelAlignment(Qt.AlignmentFlag.AlignLeft)
-    return form
-
-
-def _legend() -> QGroupBox:
-    """The chunk map's colors in two columns; each meaning in full on its tooltip."""
-    box = QGroupBox("Chunk map legend")
-    grid = QGridLayout(box)
-    grid.setContentsMargins(6, 4, 6, 4)
-    grid.setVerticalSpacing(2)
-    for i, (value, (name, meaning, color)) in enumerate(LEGEND.items()):
-        swatch = QLabel(f"{value}")
-        swatch.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        swatch.setFixedSize(18, 18)
-        swatch.setStyleSheet(f"background: {color}; color: black; border-radius: 3px;")
-        text = QLabel(name)
-        for w in (swatch, text):
-            w.setToolTip(f"{value} = {name}: {meaning}")
-        row, col = divmod(i, 2)
-        grid.addWidget(swatch, row, 2 * col)
-        grid.addWidget(text, row, 2 * col + 1)
-    grid.setColumnStretch(1, 1)
-    grid.setColumnStretch(3, 1)
-    return box
 
 
 class SoftcopyWidget(QWidget):
@@ -206,7 +146,7 @@ class SoftcopyWidget(QWidget):
         outer.addWidget(self.scroll)
 
         form_box = QGroupBox("New copy")
-        form = _form(form_box)
+        form = form_layout(form_box)
         # Paths under their labels: a path needs the dock's whole width more than a label.
         form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
         form.setVerticalSpacing(3)
@@ -254,7 +194,7 @@ class SoftcopyWidget(QWidget):
         self._copies.addWidget(self.no_copies_label)
         self._body.addWidget(self.copies_box)
 
-        self._body.addWidget(_legend())
+        self._body.addWidget(legend())
         self.status_line = QLabel("")
         self.status_line.setWordWrap(True)
         self.status_line.setStyleSheet("color: #9aa0a6;")
@@ -283,23 +223,23 @@ class SoftcopyWidget(QWidget):
         form.addRow(self.options_summary)
 
         self.options_box = QWidget()
-        options = _form(self.options_box)
+        options = form_layout(self.options_box)
         options.setContentsMargins(12, 0, 0, 0)
         options.setVerticalSpacing(3)
-        self.workers_spin = _WholeSpinBox()
+        self.workers_spin = WholeSpinBox()
         self.workers_spin.setRange(0, 64)
         self.workers_spin.setSpecialValueText("auto")
         self.workers_spin.setValue(0)
         self.workers_spin.setToolTip(
             "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
         )
-        self.bandwidth_spin = _WholeDoubleSpinBox()
+        self.bandwidth_spin = WholeDoubleSpinBox()
         self.bandwidth_spin.setRange(0.0, 10_000.0)
         self.bandwidth_spin.setDecimals(0)
         self.bandwidth_spin.setSuffix(" MB/s")
         self.bandwidth_spin.setSpecialValueText("no cap")
         self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
-        self.verify_combo = _WholeComboBox()
+        self.verify_combo = WholeComboBox()
         self.verify_combo.addItem("size + mtime", "size")
         self.verify_combo.addItem("checksum (reads both)", "checksum")
         self.verify_combo.setToolTip(
@@ -575,30 +515,7 @@ class SoftcopyWidget(QWidget):
         widget did not start) are only mentioned: they keep running whatever the answer.
         Tests replace this method; the message box appears only here.
         """
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Copies are running")
-        box.setText(close_question(own, others))
-        box.setInformativeText(
-            "A copy you keep goes on in the background; reopen the widget to follow it. "
-            "A stopped copy leaves nothing partial and resumes when started again."
-        )
-        keep = box.addButton("Keep copying", QMessageBox.ButtonRole.AcceptRole)
-        what = "copy" if len(own) == 1 else f"{len(own)} copies"
-        stop = box.addButton(
-            f"Stop the {what} started here", QMessageBox.ButtonRole.DestructiveRole
-        )
-        cancel = None
-        if interactive:
-            cancel = box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(keep)
-        box.exec()
-        clicked = box.clickedButton()
-        if clicked is stop:
-            return STOP
-        if cancel is not None and clicked is cancel:
-            return CANCEL
-        return KEEP
+        return ask_keep_copying(self, own, others, interactive)
 
     def _stop_timers(self) -> None:
         for timer in (
@@ -620,29 +537,3 @@ class SoftcopyWidget(QWidget):
     @staticmethod
     def short(path: str) -> str:
         return Path(path).name
-
-
-def pair_text(source: str, destination: str) -> str:
-    """``acq.zarr → copy.zarr`` (the parent too when both names are equal): paths without
-    spaces cannot wrap, and a label the width of two full paths would widen the dock."""
-    src, dst = Path(source), Path(destination)
-    target = dst.name if dst.name != src.name else f"{dst.parent.name}/{dst.name}"
-    return f"{src.name} → {target}"
-
-
-def close_question(own: list[CopyProcess], others: list[CopyProcess]) -> str:
-    """The close prompt's question: the copies started here, and what happens to the rest."""
-    names = "\n".join(f"  {p.source} → {p.destination}" for p in own)
-    n = len(own)
-    text = (
-        f"{'This copy was' if n == 1 else f'These {n} copies were'} started here and "
-        f"{'is' if n == 1 else 'are'} still running:\n{names}\n\nKeep copying after napari "
-        "closes?"
-    )
-    if others:
-        m = len(others)
-        text += (
-            f"\n\n{m} other cop{'y' if m == 1 else 'ies'} (started in a terminal or another "
-            f"napari) keep{'s' if m == 1 else ''} running either way."
-        )
-    return text
