@@ -346,19 +346,24 @@ def answer_finish(qtbot, panel, respond):
     Returns what the question showed, or {} when no question was asked.
     """
     seen = {}
+    clicked = []
 
     def on_modal():
         box = QApplication.activeModalWidget()
-        if isinstance(box, QMessageBox):
-            seen.update(
-                text=f"{box.text()}\n{box.informativeText()}",
-                default=box.defaultButton().text(),
-                buttons=[b.text() for b in box.buttons()],
-            )
-            respond(box)
+        if not isinstance(box, QMessageBox):
+            if not clicked:  # the click has not returned: the question may be on its way
+                QTimer.singleShot(20, on_modal)
+            return
+        seen.update(
+            text=f"{box.text()}\n{box.informativeText()}",
+            default=box.defaultButton().text(),
+            buttons=[b.text() for b in box.buttons()],
+        )
+        respond(box)
 
     QTimer.singleShot(0, on_modal)
     panel.finish_button.click()  # returns once the question is answered
+    clicked.append(True)
     qtbot.wait(50)  # when no question was asked, let the timer fire before returning
     return seen
 
