@@ -363,7 +363,8 @@ class SoftcopyWidget(QWidget):
 
     def _show_validation(self, text: str, ok: bool | None, tip: str = "") -> None:
         self.last_validation = text
-        self.validation_label.setToolTip(tip)
+        # An error's path may be longer than the dock is wide: readable in full on hover.
+        self.validation_label.setToolTip(tip or (text if ok is False else ""))
         color = {True: "#3fae49", False: "#e0201b", None: "#9aa0a6"}[ok]
         self.validation_label.setStyleSheet(f"color: {color};")
         self.validation_label.setText(text)
