@@ -156,7 +156,11 @@ def views() -> int:
         seen = follower.updates
         wait(lambda: follower.updates > seen, what="a fresh chunk map")
         values = follower.last_map.values
-        front = [t for t in range(values.shape[0]) if (values[t] == 2).any()]
+        # The copy's front: the timepoint most copied (the image shows) that still has pending
+        # chunks (the map shows them); else the first with pending chunks.
+        pending = [t for t in range(values.shape[0]) if (values[t] == 2).any()]
+        mixed = [t for t in pending if (values[t] == 1).any()]
+        front = [max(mixed, key=lambda t: (values[t] == 1).sum())] if mixed else pending
         viewer.dims.set_current_step(0, front[0] if front else 0)
         # A map and an image refreshed at the same moment (both refresh on timers).
         maps, images = follower.updates, widget.follower.refreshes
