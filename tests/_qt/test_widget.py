@@ -381,7 +381,7 @@ def test_eta_appears_after_finish_now(make_napari_viewer, engines, acquisition, 
     panel = start_copy(qtbot, widget, acq.path, tmp_path / "slow-copy.zarr")
     assert "--bandwidth" in " ".join(panel.process.popen.args)
     qtbot.waitUntil(lambda: state(panel) == "copying", timeout=15_000)
-    assert panel.eta_label.text() == "-"
+    assert panel.eta_label.text() == "-" and panel.eta_label.isHidden()  # no ETA yet
     # Finish now asks first; its default finishes when the source is quiet (SIGUSR1).
     asked = answer_finish(qtbot, panel, press_enter)
     assert asked["default"] == "Finish when the source is quiet"
@@ -391,6 +391,7 @@ def test_eta_appears_after_finish_now(make_napari_viewer, engines, acquisition, 
     qtbot.waitUntil(
         lambda: state(panel) == "finishing" and panel.eta_label.text() != "-", timeout=10_000
     )
+    assert not panel.eta_label.isHidden()
     assert panel.status.files_pending > 0  # the ETA is about the backlog still to copy
     qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
     assert panel.status.finish_reason == "request"
@@ -577,6 +578,14 @@ def test_the_dock_fits_napari_default_window(
     for edit in (widget.marker_edit, widget.source_edit, widget.destination_edit):
         text = edit.text() if edit is widget.marker_edit else edit.placeholderText()
         assert edit.fontMetrics().horizontalAdvance(text) < edit.contentsRect().width() - 8
-    for panel in panels:  # the numbers of a copy fit their line
-        for label in (panel.rate_label, panel.lag_label, panel.backlog_label, panel.bytes_label):
-            assert label.fontMetrics().horizontalAdvance(label.text()) <= label.width()
+    for panel in panels:  # the numbers of a copy fit their line, now and when they grow
+        worst = {
+            panel.rate_label: "999.9 MiB/s, 9,999 files/s",
+            panel.backlog_label: "99,999 files, 999.9 GiB",
+            panel.lag_label: "9999.9 s",
+            panel.elapsed_label: "99:59:59",
+            panel.bytes_label: "999.9 GiB at destination",
+        }
+        for label, longest in worst.items():
+            for text in (label.text(), longest):
+                assert label.fontMetrics().horizontalAdvance(text) <= label.width(), text

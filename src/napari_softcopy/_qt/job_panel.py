@@ -15,7 +15,6 @@ from qtpy.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -29,6 +28,7 @@ from ..status import Status
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
 from .opening import archive_name, inspect_either, link_channels, open_image
+from .parts import Figure
 
 STATE_COLORS = {
     "starting": "#9aa0a6",
@@ -100,45 +100,42 @@ class JobPanel(QGroupBox):
         self.progress.setMinimumWidth(60)
         top.addWidget(self.progress, 1)
         outer.addLayout(top)
-        self.bytes_label = QLabel("-")
-        self.bytes_label.setWordWrap(True)
+        # Figures: as wide as their longest value; changing numbers must not resize the
+        # dock (and with it napari's canvas), nor be cut off.
+        self.bytes_label = Figure("999.9 GiB at destination")
+        self.bytes_label.setWordWrap(True)  # a resumed copy's second part may wrap
         outer.addWidget(self.bytes_label)
 
         grid = QGridLayout()
         grid.setHorizontalSpacing(8)
         grid.setVerticalSpacing(1)
-        self.rate_label, self.lag_label = QLabel("-"), QLabel("-")
-        self.backlog_label, self.elapsed_label = QLabel("-"), QLabel("-")
-        self.eta_label = QLabel("-")
+        self.rate_label = Figure("999.9 MiB/s, 9,999 files/s")
+        self.backlog_label = Figure("99,999 files, 999.9 GiB")
+        self.lag_label = Figure("9999.9 s")
+        self.elapsed_label = Figure("99:59:59")
+        self.eta_label = Figure("99:59:59")
         self.eta_label.setToolTip(
             "time to copy what is pending, once a finish was requested (before that the "
             "acquisition's end is unknown)"
         )
+        # The long values (rate; backlog with its bytes) get a row each; the short ones share
+        # one. The ETA's row shows only once there is an ETA (after a finish request).
         grid.addWidget(QLabel("Rate:"), 0, 0)
-        grid.addWidget(self.rate_label, 0, 1, 1, 3)  # the longest value: a row of its own
-        cells = [
-            ("Lag", self.lag_label),
-            ("Backlog", self.backlog_label),
-            ("Elapsed", self.elapsed_label),
-            ("ETA", self.eta_label),
-        ]
-        for i, (title, label) in enumerate(cells):
-            row, col = divmod(i, 2)
-            grid.addWidget(QLabel(f"{title}:"), row + 1, 2 * col)
-            grid.addWidget(label, row + 1, 2 * col + 1)
+        grid.addWidget(self.rate_label, 0, 1, 1, 3)
+        grid.addWidget(QLabel("Backlog:"), 1, 0)
+        grid.addWidget(self.backlog_label, 1, 1, 1, 3)
+        grid.addWidget(QLabel("Lag:"), 2, 0)
+        grid.addWidget(self.lag_label, 2, 1)
+        grid.addWidget(QLabel("Elapsed:"), 2, 2)
+        grid.addWidget(self.elapsed_label, 2, 3)
+        self.eta_title = QLabel("ETA:")
+        grid.addWidget(self.eta_title, 3, 0)
+        grid.addWidget(self.eta_label, 3, 1, 1, 3)
+        self.eta_title.hide()
+        self.eta_label.hide()
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         outer.addLayout(grid)
-        for label in (
-            self.bytes_label,
-            self.rate_label,
-            self.lag_label,
-            self.backlog_label,
-            self.elapsed_label,
-            self.eta_label,
-        ):
-            # Changing numbers must not resize the dock (and with it napari's canvas).
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
         # What a requested finish waits for (the engine's `waiting_for`).
         self.waiting_label = QLabel("")
@@ -287,6 +284,10 @@ class JobPanel(QGroupBox):
         ):
             if label.text() != text:
                 label.setText(text)
+        eta_known = v.eta != "-"
+        if self.eta_label.isHidden() == eta_known:
+            self.eta_title.setVisible(eta_known)
+            self.eta_label.setVisible(eta_known)
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)

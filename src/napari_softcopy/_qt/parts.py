@@ -12,6 +12,7 @@ from qtpy.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QLabel,
+    QSizePolicy,
     QSpinBox,
     QWidget,
 )
@@ -49,6 +50,37 @@ class WholeDoubleSpinBox(Whole, QDoubleSpinBox):
 
 class WholeComboBox(Whole, QComboBox):
     """A QComboBox never squeezed below its longest value."""
+
+
+class Figure(QLabel):
+    """A label for a changing number: as wide as its longest expected text, whatever it
+    shows now, so that neither a longer number is cut off nor the dock (and with it napari's
+    canvas) changes width as the numbers change.
+
+    Parameters
+    ----------
+    longest : str
+        The widest text it should show in full (e.g. ``"99:59:59"``).
+    """
+
+    def __init__(self, longest: str, parent: QWidget | None = None) -> None:
+        super().__init__("-", parent)
+        self.longest = longest
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self._fit_minimum()
+
+    def _fit_minimum(self) -> None:
+        # An explicit minimum: layouts ignore the size hints of an Ignored policy.
+        self.setMinimumWidth(self.fontMetrics().horizontalAdvance(self.longest) + 2)
+
+    def showEvent(self, event) -> None:
+        self._fit_minimum()
+        super().showEvent(event)
+
+    def changeEvent(self, event) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
+            self._fit_minimum()
 
 
 def form_layout(parent: QWidget) -> QFormLayout:
