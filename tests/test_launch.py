@@ -15,10 +15,12 @@ from napari_softcopy.launch import (
     CopyProcess,
     LaunchOptions,
     apply_close_decision,
+    background_message,
     copy_command,
     eta_s,
     human_bytes,
     human_duration,
+    split_by_origin,
     status_view,
 )
 from napari_softcopy.status import Status, write_status_file
@@ -102,3 +104,40 @@ def test_close_decision_keeps_stops_or_cancels():
     finally:
         child.kill()
         child.wait()
+
+
+def test_status_view_shows_what_a_finish_waits_for_and_the_notices():
+    s = Status("/a", "/b", state="copying", finish_reason="request")
+    v = status_view(s, now=s.updated_at)
+    assert (v.waiting, v.notice_text, v.notices) == ("", "", [])
+    s.waiting_for = "the source to stay quiet for 42 s (last change 3 s ago)"
+    s.notices = ["no copy helper under --bandwidth", "", "mtimes kept to the microsecond"]
+    v = status_view(s, now=s.updated_at)
+    assert v.waiting == "Waiting for the source to stay quiet for 42 s (last change 3 s ago)"
+    assert v.notice_text == "Note: no copy helper under --bandwidth (+1 more)"
+    assert v.notices == ["no copy helper under --bandwidth", "mtimes kept to the microsecond"]
+    s.state = "verified"  # an ended copy waits for nothing, whatever its last field said
+    assert status_view(s).waiting == ""
+    s.notices = None  # a status file with "notices": null
+    assert status_view(s).notice_text == ""
+
+
+def test_status_view_counts_fit_one_line():
+    s = Status("/a", "/b", state="copying", bytes_at_destination=2**30, bytes_copied=2**30)
+    s.files_pending, s.bytes_pending = 1, 3 * 2**20
+    v = status_view(s, now=s.updated_at)
+    assert v.bytes_text == "1.0 GiB at destination"
+    assert v.backlog == "1 file, 3.0 MiB"
+    s.bytes_copied = 2**28  # a resumed copy: most was there before this run
+    assert status_view(s).bytes_text == "1.0 GiB at destination, 256.0 MiB copied this run"
+
+
+def test_only_copies_started_here_are_the_closing_napari_s_to_stop():
+    a = CopyProcess(10, "/a", "/x", "/s1.json")
+    b = CopyProcess(11, "/b", "/y", "/s2.json")
+    assert split_by_origin([a, b], {11}) == ([b], [a])
+    assert background_message(0) == ""
+    assert background_message(1) == (
+        "1 copy keeps running in the background; reopen the widget to follow them"
+    )
+    assert background_message(3).startswith("3 copies keep running in the background")

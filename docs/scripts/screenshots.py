@@ -7,7 +7,9 @@ Run it on a display, or headless under Xvfb (napari's canvas needs OpenGL, so no
 
 It simulates an acquisition, copies it live with the widget (a bandwidth cap makes the copy
 lag so the chunk map has something to show), then verifies it in the viewer, and writes
-``docs/images/widget-live.png``, ``verify-side-by-side.png`` and ``chunk-map.png``.
+``docs/images/widget-live.png``, ``verify-side-by-side.png`` and ``chunk-map.png``; then
+napari at its default size (1280 x 800) with two copies running: ``widget-dock.png``.
+``--only dock`` makes only that last one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,70 @@ OUT = Path(__file__).resolve().parents[1] / "images"
 
 
 def main() -> int:
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else "all"
+    if only == "dock":
+        return dock_at_default_size()
+    status = views()
+    return status or dock_at_default_size()
+
+
+def dock_at_default_size() -> int:
+    """napari at 1280 x 800 with the dock following two live copies."""
+    tmp = Path(tempfile.mkdtemp(prefix="softcopy-screenshots-"))
+    os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = os.fspath(tmp / "state")
+    import napari
+
+    from napari_softcopy.simulate import simulate
+
+    app = napari.qt.get_qapp()
+    stop = threading.Event()
+    sources = []
+    for name, preset in (("embryo", "demo"), ("plate", "nested-v2")):
+        path = tmp / f"{name}.zarr"
+        kwargs = {"timepoints": 400, "rate": 3.0, "stop": stop}
+        threading.Thread(target=simulate, args=(path, preset), kwargs=kwargs, daemon=True).start()
+        sources.append(path)
+    viewer = napari.Viewer(title="napari-softcopy", show=True)
+    viewer.window.resize(1280, 800)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
+
+    def wait(predicate, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {predicate}")
+            app.processEvents()
+            time.sleep(0.02)
+
+    try:
+        for path in sources:
+            wait(lambda p=path: any((p / n).exists() for n in ("zarr.json", ".zgroup", ".zarray")))
+            widget.source_edit.setText(os.fspath(path))
+            widget.destination_edit.setText(os.fspath(tmp / "cluster" / path.name))
+            (tmp / "cluster").mkdir(exist_ok=True)
+            count = len(widget.panels)
+            widget.start_clicked()
+            wait(lambda n=count: len(widget.panels) > n)
+        wait(
+            lambda: all(
+                p.status is not None and p.status.files_copied > 100 for p in widget.panels.values()
+            )
+        )
+        viewer.screenshot(os.fspath(OUT / "widget-dock.png"), canvas_only=False, flash=False)
+        print("wrote widget-dock.png", file=sys.stderr)
+    finally:
+        stop.set()
+        for panel in widget.panels.values():
+            panel.process.stop()
+            if panel.process.popen is not None:
+                panel.process.popen.wait(10)
+        viewer.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+def views() -> int:
+    """The live copy, the side-by-side check and a damaged copy's chunk map."""
     tmp = Path(tempfile.mkdtemp(prefix="softcopy-screenshots-"))
     os.environ["NAPARI_SOFTCOPY_STATE_DIR"] = os.fspath(tmp / "state")
     import napari
@@ -90,7 +156,11 @@ def main() -> int:
         seen = follower.updates
         wait(lambda: follower.updates > seen, what="a fresh chunk map")
         values = follower.last_map.values
-        front = [t for t in range(values.shape[0]) if (values[t] == 2).any()]
+        # The copy's front: the timepoint most copied (the image shows) that still has pending
+        # chunks (the map shows them); else the first with pending chunks.
+        pending = [t for t in range(values.shape[0]) if (values[t] == 2).any()]
+        mixed = [t for t in pending if (values[t] == 1).any()]
+        front = [max(mixed, key=lambda t: (values[t] == 1).sum())] if mixed else pending
         viewer.dims.set_current_step(0, front[0] if front else 0)
         # A map and an image refreshed at the same moment (both refresh on timers).
         maps, images = follower.updates, widget.follower.refreshes
@@ -102,7 +172,7 @@ def main() -> int:
         print("wrote widget-live.png", file=sys.stderr)
 
         writer.join()
-        panel.finish_button.click()
+        panel.finish()
         wait(lambda: panel.status.state == "verified", timeout=120, what="verified")
         settle(2.5)  # last refresh of the layers and the chunk map
         viewer.layers.remove(follower.layer)

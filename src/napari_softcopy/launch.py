@@ -232,6 +232,10 @@ def apply_close_decision(answer: str, processes: list[CopyProcess]) -> bool:
 
     ``KEEP`` leaves them running (they are their own processes and the widget re-attaches
     to them next time), ``STOP`` stops them (resumable), ``CANCEL`` keeps napari open.
+
+    Pass only the copies the user decides about: the widget passes those it started itself,
+    never copies it merely re-attached to (a terminal's or another napari's copy is not the
+    closing napari's to stop).
     """
     if answer == CANCEL:
         return False
@@ -239,6 +243,24 @@ def apply_close_decision(answer: str, processes: list[CopyProcess]) -> bool:
         for p in processes:
             p.stop()
     return True
+
+
+def split_by_origin(
+    processes: list[CopyProcess], launched: set[int]
+) -> tuple[list[CopyProcess], list[CopyProcess]]:
+    """``(started here, started elsewhere)``: ``launched`` holds the pids this widget started."""
+    own = [p for p in processes if p.pid in launched]
+    return own, [p for p in processes if p.pid not in launched]
+
+
+def background_message(count: int) -> str:
+    """What the widget says about copies that outlive napari (empty when there are none)."""
+    if count <= 0:
+        return ""
+    return (
+        f"{count} cop{'y keeps' if count == 1 else 'ies keep'} running in the background; "
+        "reopen the widget to follow them"
+    )
 
 
 def logs_dir() -> Path:
@@ -302,6 +324,30 @@ class StatusView:
     eta: str
     message: str
     errors: list[str]
+    #: What a requested finish still waits for ("" when nothing), as a sentence.
+    waiting: str = ""
+    #: One short line about the notices ("" when none); ``notices`` holds them all.
+    notice_text: str = ""
+    notices: list[str] = field(default_factory=list)
+
+
+def waiting_text(waiting_for: str | None) -> str:
+    """The engine's ``waiting_for`` as a sentence for the panel ("" when it waits for nothing)."""
+    if not waiting_for:
+        return ""
+    text = waiting_for.strip()
+    if not text.lower().startswith("waiting"):
+        text = f"waiting for {text}"
+    return text[0].upper() + text[1:]
+
+
+def notice_text(notices: list[str]) -> str:
+    """One line for the engine's notices: the first in full, and how many more there are."""
+    notices = [n for n in notices if n]
+    if not notices:
+        return ""
+    more = f" (+{len(notices) - 1} more)" if len(notices) > 1 else ""
+    return f"Note: {notices[0]}{more}"
 
 
 def status_view(status: Status | None, *, now: float | None = None) -> StatusView:
@@ -330,12 +376,15 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
         now = time.time() if now is None else now
         elapsed += max(0.0, min(now - status.updated_at, 5.0))
     eta = eta_s(status)
-    bytes_text = (
-        f"{human_bytes(status.bytes_at_destination)} at destination, "
-        f"{human_bytes(status.bytes_copied)} copied"
-    )
+    # Short enough for one line of a narrow dock: "copied this run" only for a resumed copy
+    # (the two counters are taken at different moments, so a fresh copy's differ a little),
+    # the pending bytes beside the pending files.
+    bytes_text = f"{human_bytes(status.bytes_at_destination)} at destination"
+    if status.bytes_copied < 0.99 * status.bytes_at_destination:
+        bytes_text += f", {human_bytes(status.bytes_copied)} copied this run"
+    backlog = f"{status.files_pending:,} file{'' if status.files_pending == 1 else 's'}"
     if status.bytes_pending:  # unknown (0) for files only announced by an event so far
-        bytes_text += f", {human_bytes(status.bytes_pending)} pending"
+        backlog += f", {human_bytes(status.bytes_pending)}"
     errors = [f"{e.get('path') or '-'}: {e.get('message', '')}" for e in status.errors]
     return StatusView(
         state=status.state,
@@ -345,11 +394,15 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
         bytes_text=bytes_text,
         rate=(f"{human_bytes(status.rate_bytes_s)}/s, {status.rate_files_s:.0f} files/s"),
         lag=f"{status.lag_s:.1f} s",
-        backlog=f"{status.files_pending:,} files",
+        backlog=backlog,
         elapsed=human_duration(elapsed),
         eta=human_duration(eta) if eta is not None else "-",
         message=status.message,
         errors=errors,
+        # A finished engine waits for nothing: an old field must not linger on the panel.
+        waiting="" if status.done else waiting_text(status.waiting_for),
+        notice_text=notice_text(status.notices or []),
+        notices=[n for n in status.notices or [] if n],
     )
 
 

@@ -15,14 +15,28 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from qtpy.QtCore import QPoint, Qt, QTimer
+from qtpy.QtTest import QTest
+from qtpy.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QComboBox,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+)
 
 from napari_softcopy import jobs
 from napari_softcopy._qt.job_panel import viewer_grid
 from napari_softcopy._qt.layers import source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, MISMATCHED
-from napari_softcopy.launch import KEEP, STOP
+from napari_softcopy.launch import KEEP, STOP, CopyProcess
 from napari_softcopy.simulate import frame, simulate
+from napari_softcopy.status import Status, read_status_file, write_status_file
 
 TEST_ENGINE_ARGS = ("--normal-priority", "--rescan-interval", "2")
 T = 12  # timepoints of the live acquisition
@@ -41,8 +55,8 @@ def asked(monkeypatch):
     """Closing napari never shows a modal question in tests: record it, answer "keep"."""
     calls = []
 
-    def ask(self, running, interactive):
-        calls.append([p.pid for p in running])
+    def ask(self, own, *_rest):
+        calls.append([p.pid for p in own])
         return KEEP
 
     monkeypatch.setattr(SoftcopyWidget, "ask_keep_copying", ask)
@@ -97,10 +111,12 @@ def acquisition(tmp_path):
         out.thread.join(20)
 
 
-def dock(viewer, engines):
+def dock(viewer, engines, qtbot=None):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
     widget.extra_args = TEST_ENGINE_ARGS
     engines.widgets.append(widget)
+    if qtbot is not None:  # the close filter is installed once the event loop has run
+        qtbot.waitUntil(lambda: widget._main_window is not None, timeout=5000)
     return widget
 
 
@@ -307,14 +323,55 @@ def test_closing_napari_keeps_the_copies_the_user_keeps(
         timeout=5000,
     )  # still copying after napari closed
 
-    # A new napari lists both again; closing it with "stop" stops them (resumable).
+    # A new napari lists both again. It did not start them: closing it asks nothing and
+    # stops nothing, whatever "stop" would answer; each panel's Stop (an explicit pick) does.
     viewer2 = make_napari_viewer()
     widget2 = dock(viewer2, engines)
     assert sorted(p.process.pid for p in widget2.panels.values()) == pids
-    widget2.ask_keep_copying = lambda running, interactive: STOP
+    del asked[:]
+    widget2.ask_keep_copying = lambda own, *_: asked.append(own) or STOP
     assert widget2.handle_close(interactive=False)
+    assert asked == []
+    assert all(panel.process.alive() for panel in panels)
+    assert widget2.close_message == (
+        "2 copies keep running in the background; reopen the widget to follow them"
+    )
+    for panel in widget2.panels.values():
+        panel.stop_button.click()
     for panel in panels:
         assert panel.process.popen.wait(10) == 143
+
+
+def answer_finish(qtbot, panel, respond):
+    """Click *Finish now*; ``respond(box)`` answers the confirmation (a real QMessageBox).
+
+    Returns what the question showed, or {} when no question was asked.
+    """
+    seen = {}
+    clicked = []
+
+    def on_modal():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox):
+            if not clicked:  # the click has not returned: the question may be on its way
+                QTimer.singleShot(20, on_modal)
+            return
+        seen.update(
+            text=f"{box.text()}\n{box.informativeText()}",
+            default=box.defaultButton().text(),
+            buttons=[b.text() for b in box.buttons()],
+        )
+        respond(box)
+
+    QTimer.singleShot(0, on_modal)
+    panel.finish_button.click()  # returns once the question is answered
+    clicked.append(True)
+    qtbot.wait(50)  # when no question was asked, let the timer fire before returning
+    return seen
+
+
+def press_enter(box):
+    QTest.keyClick(box, Qt.Key.Key_Return)  # the default button, as a user in a hurry would
 
 
 def test_eta_appears_after_finish_now(make_napari_viewer, engines, acquisition, tmp_path, qtbot):
@@ -326,12 +383,211 @@ def test_eta_appears_after_finish_now(make_napari_viewer, engines, acquisition, 
     panel = start_copy(qtbot, widget, acq.path, tmp_path / "slow-copy.zarr")
     assert "--bandwidth" in " ".join(panel.process.popen.args)
     qtbot.waitUntil(lambda: state(panel) == "copying", timeout=15_000)
-    assert panel.eta_label.text() == "-"
-    panel.finish_button.click()
+    assert panel.eta_label.text() == "-" and panel.eta_label.isHidden()  # no ETA yet
+    # Finish now asks first; its default finishes when the source is quiet (SIGUSR1).
+    asked = answer_finish(qtbot, panel, press_enter)
+    assert asked["default"] == "Finish when the source is quiet"
+    assert "Finish now anyway" in asked["buttons"]
+    assert "nothing is marked complete until the source has stopped changing" in asked["text"]
     qtbot.waitUntil(lambda: state(panel) in ("finishing", "verifying", "verified"), timeout=10_000)
     qtbot.waitUntil(
         lambda: state(panel) == "finishing" and panel.eta_label.text() != "-", timeout=10_000
     )
+    assert not panel.eta_label.isHidden()
     assert panel.status.files_pending > 0  # the ETA is about the backlog still to copy
     qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
     assert panel.status.finish_reason == "request"
+
+
+def test_closing_napari_stops_only_the_copies_it_started(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot, state_dir, asked
+):
+    mine = acquisition("mine", "demo", timepoints=200, rate=5.0)
+    theirs = acquisition("theirs", "demo", timepoints=200, rate=5.0)
+    wait_for_metadata(qtbot, mine.path)
+    wait_for_metadata(qtbot, theirs.path)
+    external = _external_copy(theirs.path, tmp_path / "theirs-copy.zarr", state_dir)
+    engines.popens.append(external)
+    qtbot.waitUntil(lambda: any(j.pid == external.pid for j in jobs.list_jobs()), timeout=15_000)
+
+    # Only a copy started in a terminal: closing napari asks nothing and leaves it running.
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines, qtbot)
+    [attached] = widget.panels.values()
+    assert attached.process.pid == external.pid
+    viewer.close()
+    assert asked == []
+    assert external.poll() is None
+    assert widget.close_message == (
+        "1 copy keeps running in the background; reopen the widget to follow them"
+    )
+
+    # One copy started here, one re-attached: "stop" stops the one started here only.
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines, qtbot)
+    panel = start_copy(qtbot, widget, mine.path, tmp_path / "mine-copy.zarr")
+    assert len(widget.panels) == 2
+    qtbot.waitUntil(lambda: state(panel) == "copying", timeout=15_000)
+    widget.ask_keep_copying = lambda own, *_: asked.append([p.pid for p in own]) or STOP
+    viewer.close()
+    assert asked == [[panel.process.pid]]  # the question names only the copy started here
+    assert panel.process.popen.wait(10) == 143  # stopped as chosen (resumable)
+    assert external.poll() is None
+    ext_status = jobs.list_jobs()[0].status_file
+    before = read_status_file(ext_status).updated_at
+    qtbot.waitUntil(lambda: read_status_file(ext_status).updated_at > before, timeout=5000)
+    assert read_status_file(ext_status).state == "copying"  # still copying after napari
+    assert widget.close_message.startswith("1 copy keeps running")
+
+
+SIGNAL_RECORDER = """
+import signal, sys, time
+out = open(sys.argv[1], "a", buffering=1)
+for sig in (signal.SIGUSR1, signal.SIGUSR2):
+    signal.signal(sig, lambda n, _f: out.write(signal.Signals(n).name + "\\n"))
+print("ready", file=out)
+time.sleep(60)
+"""
+
+
+def test_finish_now_anyway_is_an_explicit_second_choice(
+    make_napari_viewer, engines, tmp_path, qtbot
+):
+    """The panel sends "finish now, even while the source changes" only when chosen."""
+    record = tmp_path / "signals.txt"
+    child = subprocess.Popen(  # its own session, like an engine (the fixture kills its group)
+        [sys.executable, "-c", SIGNAL_RECORDER, os.fspath(record)], start_new_session=True
+    )
+    engines.popens.append(child)
+    qtbot.waitUntil(lambda: record.exists() and "ready" in record.read_text(), timeout=10_000)
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    process = CopyProcess(
+        child.pid, "/data/acq.zarr", "/mnt/acq.zarr", os.fspath(tmp_path / "s.json"), popen=child
+    )
+    panel = widget.add_process(process)
+
+    def received():
+        return record.read_text().split()[1:]
+
+    asked = answer_finish(
+        qtbot, panel, lambda box: box.button(QMessageBox.StandardButton.Cancel).click()
+    )
+    assert asked, "Finish now must ask first"
+    qtbot.wait(200)
+    assert received() == []  # cancelled: nothing sent
+
+    answer_finish(qtbot, panel, lambda box: box.force_button.click())
+    qtbot.waitUntil(lambda: received() == ["SIGUSR2"], timeout=5000)
+    answer_finish(qtbot, panel, press_enter)
+    qtbot.waitUntil(lambda: received() == ["SIGUSR2", "SIGUSR1"], timeout=5000)
+
+
+def test_panel_shows_what_a_finish_waits_for_and_the_notices(
+    make_napari_viewer, engines, tmp_path, qtbot
+):
+    """What the engine writes in its status file (`waiting_for`, `notices`) reaches the panel."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
+    )
+    engines.popens.append(child)
+    status_file = tmp_path / "s.json"
+    notices = [
+        "--bandwidth is shared by one process: no copy helper",
+        "the destination does not keep mtimes to the nanosecond",
+    ]
+    status = Status(
+        "/data/acq.zarr",
+        "/mnt/acq.zarr",
+        state="copying",
+        pid=child.pid,
+        finish_reason="request",
+        waiting_for="the source to stay quiet for 42 s (last change 3 s ago)",
+        notices=notices,
+    )
+    write_status_file(status_file, status)
+    viewer = make_napari_viewer(show=True)
+    widget = dock(viewer, engines)
+    panel = widget.add_process(
+        CopyProcess(
+            child.pid, status.source, status.destination, os.fspath(status_file), popen=child
+        )
+    )
+    panel.refresh()
+
+    def shown():
+        return {lb.text(): lb.toolTip() for lb in panel.findChildren(QLabel) if lb.isVisible()}
+
+    qtbot.waitUntil(lambda: any("42 s" in t for t in shown()), timeout=5000)
+    assert "Waiting for the source to stay quiet for 42 s (last change 3 s ago)" in shown()
+    [(line, tip)] = [(t, tip) for t, tip in shown().items() if notices[0] in t]
+    assert line == f"Note: {notices[0]} (+1 more)"  # once, in one line
+    assert all(n in tip for n in notices)  # every notice on its tooltip
+
+    status.waiting_for = None
+    status.notices = []
+    write_status_file(status_file, status)
+    panel.refresh()
+    assert not any("42 s" in t or notices[0] in t for t in shown())  # gone when the engine says so
+
+
+def test_the_dock_fits_napari_default_window(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot
+):
+    """At 1280 x 800, no horizontal scrollbar, no text cut off, two copies in view."""
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(1280, 800)
+    dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
+    widget.extra_args = TEST_ENGINE_ARGS
+    engines.widgets.append(widget)
+    sources = [acquisition(n, "demo", timepoints=200, rate=5.0) for n in ("one", "two")]
+    for acq in sources:
+        wait_for_metadata(qtbot, acq.path)
+    panels = [
+        start_copy(qtbot, widget, acq.path, tmp_path / f"copy-{i}.zarr")
+        for i, acq in enumerate(sources)
+    ]
+    for panel in panels:
+        qtbot.waitUntil(lambda p=panel: state(p) == "copying", timeout=15_000)
+    widget.refresh_status()
+    [scroll] = dock_widget.findChildren(QScrollArea)
+    body, viewport = scroll.widget(), scroll.viewport()
+    qtbot.waitUntil(lambda: body.width() <= viewport.width(), timeout=2000)
+
+    assert widget.minimumSizeHint().width() <= dock_widget.width()
+    assert body.minimumSizeHint().width() <= viewport.width()
+    assert not scroll.horizontalScrollBar().isVisible()
+    # Two copy panels, whole, without scrolling.
+    for panel in panels:
+        top = panel.mapTo(viewport, QPoint(0, 0)).y()
+        assert top >= 0 and top + panel.height() <= viewport.height(), panel.title()
+    # No field squeezed until its text is cut off ("o cap", "omplete"), the options shown.
+    widget.show_options(True)
+    qtbot.waitUntil(lambda: widget.bandwidth_spin.isVisible(), timeout=2000)
+    qtbot.wait(50)
+    assert not scroll.horizontalScrollBar().isVisible()
+    cut = []
+    for w in body.findChildren((QAbstractSpinBox, QComboBox, QPushButton, QToolButton, QLabel)):
+        if not w.isVisible():
+            continue
+        if isinstance(w, QLabel) and (
+            w.wordWrap() or w.sizePolicy().horizontalPolicy() == QSizePolicy.Policy.Ignored
+        ):
+            continue  # wraps, or holds changing numbers (checked below)
+        if w.sizeHint().width() > w.width():
+            cut.append((type(w).__name__, getattr(w, "text", lambda: "")(), w.width()))
+    assert cut == []
+    for edit in (widget.marker_edit, widget.source_edit, widget.destination_edit):
+        text = edit.text() if edit is widget.marker_edit else edit.placeholderText()
+        assert edit.fontMetrics().horizontalAdvance(text) < edit.contentsRect().width() - 8
+    for panel in panels:  # the numbers of a copy fit their line, now and when they grow
+        worst = {
+            panel.rate_label: "999.9 MiB/s, 9,999 files/s",
+            panel.backlog_label: "99,999 files, 999.9 GiB",
+            panel.lag_label: "9999.9 s",
+            panel.elapsed_label: "99:59:59",
+            panel.bytes_label: "999.9 GiB at destination",
+        }
+        for label, longest in worst.items():
+            for text in (label.text(), longest):
+                assert label.fontMetrics().horizontalAdvance(text) <= label.width(), text

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 
 from qtpy.QtCore import Qt, Signal
@@ -14,9 +12,9 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QListWidget,
+    QMessageBox,
     QProgressBar,
     QPushButton,
-    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -24,14 +22,14 @@ from qtpy.QtWidgets import (
 from ..launch import CopyProcess, StatusView, is_final, status_view
 from ..open_zarr import (
     ArchiveInfo,
-    OpenError,
     difference_layers,
-    inspect_archive,
-    open_layers,
 )
 from ..status import Status
 from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
+from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
+from .opening import archive_name, inspect_either, link_channels, open_image
+from .parts import Figure
 
 STATE_COLORS = {
     "starting": "#9aa0a6",
@@ -43,10 +41,6 @@ STATE_COLORS = {
     "stopped": "#9aa0a6",
     "failed": "#e0201b",
 }
-
-
-def _name(path: str) -> str:
-    return Path(path).name.removesuffix(".zarr") or path
 
 
 class JobPanel(QGroupBox):
@@ -86,61 +80,74 @@ class JobPanel(QGroupBox):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
+        # Compact, so that two panels and the form fit napari's default window: the state
+        # sits beside the progress bar, the pid is on the tooltip, empty lines take no room.
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(6, 6, 6, 6)
+        outer.setContentsMargins(6, 4, 6, 6)
+        outer.setSpacing(3)
         top = QHBoxLayout()
         self.state_label = QLabel("starting")
         self.state_label.setObjectName("softcopyState")
         top.addWidget(self.state_label)
-        top.addStretch(1)
-        self.pid_label = QLabel(f"pid {self.process.pid}")
-        self.pid_label.setStyleSheet("color: #9aa0a6;")
-        top.addWidget(self.pid_label)
-        outer.addLayout(top)
-
         self.progress = QProgressBar()
         self.progress.setTextVisible(True)
         self.progress.setMinimumHeight(18)
-        outer.addWidget(self.progress)
-        self.bytes_label = QLabel("-")
-        self.bytes_label.setWordWrap(True)
+        self.progress.setMinimumWidth(60)
+        top.addWidget(self.progress, 1)
+        outer.addLayout(top)
+        # Figures: as wide as their longest value; changing numbers must not resize the
+        # dock (and with it napari's canvas), nor be cut off.
+        self.bytes_label = Figure("999.9 GiB at destination")
+        self.bytes_label.setWordWrap(True)  # a resumed copy's second part may wrap
         outer.addWidget(self.bytes_label)
 
         grid = QGridLayout()
-        grid.setHorizontalSpacing(12)
-        self.rate_label, self.lag_label = QLabel("-"), QLabel("-")
-        self.backlog_label, self.elapsed_label = QLabel("-"), QLabel("-")
-        self.eta_label = QLabel("-")
+        grid.setHorizontalSpacing(8)
+        grid.setVerticalSpacing(1)
+        self.rate_label = Figure("999.9 MiB/s, 9,999 files/s")
+        self.backlog_label = Figure("99,999 files, 999.9 GiB")
+        self.lag_label = Figure("9999.9 s")
+        self.elapsed_label = Figure("99:59:59")
+        self.eta_label = Figure("99:59:59")
+        self.eta_label.setToolTip(
+            "time to copy what is pending, once a finish was requested (before that the "
+            "acquisition's end is unknown)"
+        )
+        # The long values (rate; backlog with its bytes) get a row each; the short ones share
+        # one. The ETA's row shows only once there is an ETA (after a finish request).
         grid.addWidget(QLabel("Rate:"), 0, 0)
-        grid.addWidget(self.rate_label, 0, 1, 1, 3)  # the longest value: a row of its own
-        cells = [
-            ("Lag", self.lag_label),
-            ("Backlog", self.backlog_label),
-            ("Elapsed", self.elapsed_label),
-            ("ETA", self.eta_label),
-        ]
-        for i, (title, label) in enumerate(cells):
-            row, col = divmod(i, 2)
-            grid.addWidget(QLabel(f"{title}:"), row + 1, 2 * col)
-            grid.addWidget(label, row + 1, 2 * col + 1)
+        grid.addWidget(self.rate_label, 0, 1, 1, 3)
+        grid.addWidget(QLabel("Backlog:"), 1, 0)
+        grid.addWidget(self.backlog_label, 1, 1, 1, 3)
+        grid.addWidget(QLabel("Lag:"), 2, 0)
+        grid.addWidget(self.lag_label, 2, 1)
+        grid.addWidget(QLabel("Elapsed:"), 2, 2)
+        grid.addWidget(self.elapsed_label, 2, 3)
+        self.eta_title = QLabel("ETA:")
+        grid.addWidget(self.eta_title, 3, 0)
+        grid.addWidget(self.eta_label, 3, 1, 1, 3)
+        self.eta_title.hide()
+        self.eta_label.hide()
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         outer.addLayout(grid)
-        for label in (
-            self.bytes_label,
-            self.rate_label,
-            self.lag_label,
-            self.backlog_label,
-            self.elapsed_label,
-            self.eta_label,
-        ):
-            # Changing numbers must not resize the dock (and with it napari's canvas).
-            label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
 
+        # What a requested finish waits for (the engine's `waiting_for`).
+        self.waiting_label = QLabel("")
+        self.waiting_label.setObjectName("softcopyWaiting")
+        self.waiting_label.setWordWrap(True)
+        self.waiting_label.setStyleSheet("color: #d9a441;")
+        # The engine's notices: one short line, every notice on its tooltip.
+        self.notice_label = QLabel("")
+        self.notice_label.setObjectName("softcopyNotices")
+        self.notice_label.setWordWrap(True)
+        self.notice_label.setStyleSheet("color: #9aa0a6;")
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        outer.addWidget(self.message_label)
+        for label in (self.waiting_label, self.notice_label, self.message_label):
+            label.hide()
+            outer.addWidget(label)
 
         self.errors_title = QLabel("Errors")
         self.errors_title.setStyleSheet("color: #e0201b; font-weight: bold;")
@@ -155,9 +162,10 @@ class JobPanel(QGroupBox):
         controls = QHBoxLayout()
         self.finish_button = QPushButton("Finish now")
         self.finish_button.setToolTip(
-            "Final scan, copy the rest, verify, then write the marker (SIGUSR1)"
+            "Copy the rest, verify, then write the marker; asks whether to wait until the "
+            "source is quiet"
         )
-        self.finish_button.clicked.connect(self.finish)
+        self.finish_button.clicked.connect(self.finish_clicked)
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip(
             "Stop promptly; nothing partial is left and starting again resumes (SIGTERM)"
@@ -191,11 +199,14 @@ class JobPanel(QGroupBox):
         self._show_pickers()
 
         view = QGridLayout()
+        view.setVerticalSpacing(2)
         self.open_button = QPushButton("Open destination")
         self.open_button.setToolTip("Add the copy as lazy layers (refreshed while it runs)")
         self.open_button.clicked.connect(self.open_destination)
-        self.source_button = QPushButton("Open source beside it")
-        self.source_button.setToolTip("Add the source and show both side by side")
+        self.source_button = QPushButton("Open source")
+        self.source_button.setToolTip(
+            "Add the source to the right of the copy (contrast linked per channel)"
+        )
         self.source_button.clicked.connect(self.open_source)
         self.diff_button = QPushButton("Difference")
         self.diff_button.setToolTip("Destination minus source, lazily: zero where identical")
@@ -211,6 +222,7 @@ class JobPanel(QGroupBox):
         self.map_summary = QLabel("")
         self.map_summary.setWordWrap(True)
         self.map_summary.setStyleSheet("color: #9aa0a6;")
+        self.map_summary.hide()
         outer.addWidget(self.map_summary)
 
     def _show_pickers(self) -> None:
@@ -264,10 +276,19 @@ class JobPanel(QGroupBox):
             (self.backlog_label, v.backlog),
             (self.elapsed_label, v.elapsed),
             (self.eta_label, v.eta),
-            (self.message_label, v.message),
         ):
             if label.text() != text:
                 label.setText(text)
+        eta_known = v.eta != "-"
+        if self.eta_label.isHidden() == eta_known:
+            self.eta_title.setVisible(eta_known)
+            self.eta_label.setVisible(eta_known)
+        _set_text(self.waiting_label, v.waiting)
+        _set_text(self.message_label, v.message)
+        _set_text(self.notice_label, v.notice_text)
+        tip = "\n".join(f"• {n}" for n in v.notices)
+        if self.notice_label.toolTip() != tip:
+            self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
             finish=alive and state not in ("finishing", "verifying"), stop=alive, dismiss=not alive
@@ -293,8 +314,8 @@ class JobPanel(QGroupBox):
     def _show_ended_without_status(self) -> None:
         line = self.process.last_log_line()
         self._show_state("failed" if self.process.exit_code() else "ended")
-        if self.message_label.text() != line:
-            self.message_label.setText(line)
+        _set_text(self.message_label, line)
+        _set_text(self.waiting_label, "")
         self._enable(finish=False, stop=False, dismiss=True)
 
     def _show_errors(self, errors: list[str], count: int) -> None:
@@ -311,10 +332,41 @@ class JobPanel(QGroupBox):
         self.errors_list.show()
 
     # ------------------------------------------------------------------ control
-    def finish(self) -> None:
-        """Finish now: the engine copies the rest, verifies and writes the marker."""
-        if self.process.finish():
-            self.message.emit(f"finishing the copy into {self.process.destination}")
+    def finish_clicked(self) -> None:
+        """*Finish now*: ask how (see `finish_dialog`), then ask the engine to finish."""
+        choice = self.ask_finish()
+        if choice is not None:
+            self.finish(force=choice == FINISH_FORCE)
+
+    def finish_dialog(self) -> QMessageBox:
+        """The confirmation *Finish now* shows: what is at risk, and the two ways to finish.
+
+        The default is to finish when the source is quiet; forcing is a second, explicit
+        choice. The buttons are ``box.quiet_button`` and ``box.force_button``.
+        """
+        return finish_dialog(self, self.process.source, self.process.destination)
+
+    def ask_finish(self) -> str | None:
+        """`FINISH_QUIET`, `FINISH_FORCE`, or None when the user cancels."""
+        box = self.finish_dialog()
+        box.exec()
+        clicked = box.clickedButton()
+        if clicked is box.force_button:
+            return FINISH_FORCE
+        if clicked is box.quiet_button:
+            return FINISH_QUIET
+        return None
+
+    def finish(self, force: bool = False) -> None:
+        """Ask the engine to finish: copy the rest, verify, write the marker.
+
+        Without ``force`` it waits until the source has stopped changing (``SIGUSR1``);
+        with it, it finishes at once (``SIGUSR2``). Either way, a change seen at the source
+        before the marker is written cancels the marker and the copy goes on.
+        """
+        if self.process.finish(force=force):
+            how = "now" if force else "once the source is quiet"
+            self.message.emit(f"finishing the copy into {self.process.destination} {how}")
 
     def stop(self) -> None:
         """Stop the engine (it resumes when started again with the same paths)."""
@@ -327,7 +379,7 @@ class JobPanel(QGroupBox):
             return
         self._inspecting = True
         run_in_thread(
-            _inspect_either,
+            inspect_either,
             self.process.source,
             self.process.destination,
             on_done=self._inspected,
@@ -389,7 +441,7 @@ class JobPanel(QGroupBox):
         """Add the destination as lazy layers; they refresh while the copy runs."""
         image = self.selected_image()
         run_in_thread(
-            _open_image,
+            open_image,
             self.process.destination,
             image,
             "destination",
@@ -401,7 +453,7 @@ class JobPanel(QGroupBox):
         """Add the source beside the destination (side by side, linked contrast)."""
         image = self.selected_image()
         run_in_thread(
-            _open_image,
+            open_image,
             self.process.source,
             image,
             "source",
@@ -411,7 +463,7 @@ class JobPanel(QGroupBox):
 
     def _add_source(self, layers: list) -> None:
         if self._add(layers, self.process.source):
-            _link_channels(self.viewer, self.process.destination, self.process.source)
+            link_channels(self.viewer, self.process.destination, self.process.source)
 
     def open_difference(self) -> None:
         """Add destination minus source (signed, lazy): zero where the copy is identical."""
@@ -432,7 +484,9 @@ class JobPanel(QGroupBox):
             if follower.image == image:
                 follower.start()
                 return follower
-        name = f"chunk map {_name(self.process.destination)}" + (f"/{image}" if image else "")
+        name = f"chunk map {archive_name(self.process.destination)}" + (
+            f"/{image}" if image else ""
+        )
         follower = ChunkMapFollower(
             self.viewer,
             self.process.source,
@@ -440,7 +494,7 @@ class JobPanel(QGroupBox):
             image,
             finished=lambda: self.ended,
             name=name,
-            on_summary=self.map_summary.setText,
+            on_summary=lambda text: _set_text(self.map_summary, text),
             parent=self,
         )
         self.chunk_maps.append(follower)
@@ -452,54 +506,10 @@ class JobPanel(QGroupBox):
             follower.stop()
 
 
-def _inspect_either(source: str, destination: str) -> ArchiveInfo:
-    info = ArchiveInfo("missing")
-    for root in (source, destination):
-        if not os.path.isdir(root):
-            continue
-        try:
-            info = inspect_archive(root)
-        except OpenError:
-            continue
-        if info.kind != "missing":
-            return info
-    return info
-
-
-def _open_image(root: str, image: str, role: str) -> list:
-    from ..open_zarr import image_layers, read_image_spec
-
-    if not os.path.isdir(root):
-        raise OpenError(f"{root} does not exist yet")
-    if image == "" and inspect_archive(root).kind not in ("array", "multiscale"):
-        return open_layers(root, role=role, name=_label(root, role))
-    return image_layers(
-        read_image_spec(root, image),
-        role=role,
-        name=_label(root, role) + (f"/{image}" if image else ""),
-    )
-
-
-def _label(root: str, role: str) -> str:
-    return f"{role} {_name(root)}"
-
-
-def _link_channels(viewer, destination: str, source: str) -> None:
-    """Link contrast and gamma of each destination channel with the same source channel."""
-    from napari.experimental import link_layers
-
-    from .layers import source_of
-
-    by_key: dict[tuple, dict[str, object]] = {}
-    for layer in viewer.layers:
-        src = source_of(layer)
-        if src is None or src.role not in ("destination", "source"):
-            continue
-        root = {destination: "destination", source: "source"}.get(src.root)
-        if root is None:
-            continue
-        by_key.setdefault((src.image, src.channel), {})[root] = layer
-    for pair in by_key.values():
-        if len(pair) == 2:
-            with contextlib.suppress(Exception):  # already linked
-                link_layers(list(pair.values()), ("contrast_limits", "gamma"))
+def _set_text(label: QLabel, text: str) -> None:
+    """Set a label's text only when it changed (a repaint costs napari a canvas redraw);
+    an empty label is hidden, so that it takes no room in the panel."""
+    if label.text() != text:
+        label.setText(text)
+    if label.isHidden() == bool(text):
+        label.setVisible(bool(text))

@@ -10,11 +10,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qtpy.QtCore import QEvent, QObject, Qt, QTimer
+from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QGroupBox,
@@ -22,29 +20,37 @@ from qtpy.QtWidgets import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMessageBox,
     QPushButton,
     QScrollArea,
-    QSpinBox,
+    QStyle,
+    QToolButton,
     QVBoxLayout,
     QWidget,
 )
 
 from ..checks import InputError, check_pair
-from ..chunkmap import LEGEND
 from ..jobs import list_jobs
 from ..launch import (
-    CANCEL,
     KEEP,
-    STOP,
     CopyProcess,
     LaunchOptions,
     apply_close_decision,
+    background_message,
     running_copies,
+    split_by_origin,
     start_copy,
 )
+from .closing import ask_keep_copying
 from .job_panel import JobPanel
 from .layers import LayerFollower, run_in_thread
+from .parts import (
+    WholeComboBox,
+    WholeDoubleSpinBox,
+    WholeSpinBox,
+    form_layout,
+    legend,
+    pair_text,
+)
 
 STATUS_MS = 1000
 JOBS_MS = 2000
@@ -96,6 +102,11 @@ class SoftcopyWidget(QWidget):
         self._validation_generation = 0
         self._start_requested = False
         self.last_validation: str = ""
+        # Engines this widget started: the only ones closing napari may stop. Copies it
+        # re-attached to (a terminal's, another napari's) are not napari's to end.
+        self.launched: set[int] = set()
+        #: What closing napari said about copies that keep running ("" when none did).
+        self.close_message: str = ""
         self._build()
         self._status_timer = QTimer(self)
         self._status_timer.setInterval(STATUS_MS)
@@ -112,65 +123,53 @@ class SoftcopyWidget(QWidget):
         self._message_timer = QTimer(self)
         self._message_timer.setSingleShot(True)
         self._message_timer.setInterval(30_000)
-        self._message_timer.timeout.connect(self.status_line.clear)
+        self._message_timer.timeout.connect(lambda: self.show_message(""))
         # Docking parents this widget after __init__: look for napari's window then.
         QTimer.singleShot(0, self._install_close_filter)
         self.attach_running()
 
     # ------------------------------------------------------------------ layout
+    # The dock must fit napari's default window (1280 x 800) without a horizontal scrollbar
+    # and with two copy panels in view: short labels, form rows that wrap when narrow, the
+    # less used options folded away, and no field squeezed until its text is cut off.
     def _build(self) -> None:
         outer = QVBoxLayout(self)
         outer.setContentsMargins(4, 4, 4, 4)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
-        body = QWidget()
-        self._body = QVBoxLayout(body)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.body = QWidget()
+        self._body = QVBoxLayout(self.body)
         self._body.setContentsMargins(0, 0, 0, 0)
-        scroll.setWidget(body)
-        outer.addWidget(scroll)
+        self._body.setSpacing(6)
+        self.scroll.setWidget(self.body)
+        outer.addWidget(self.scroll)
 
         form_box = QGroupBox("New copy")
-        form = QFormLayout(form_box)
+        form = form_layout(form_box)
+        # Paths under their labels: a path needs the dock's whole width more than a label.
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapAllRows)
+        form.setVerticalSpacing(3)
         self.source_edit = QLineEdit()
-        self.source_edit.setPlaceholderText("the Zarr archive being acquired")
+        self.source_edit.setPlaceholderText("the Zarr archive being written")
+        self.source_edit.setToolTip("the Zarr archive being acquired (the folder)")
         self.destination_edit = QLineEdit()
-        self.destination_edit.setPlaceholderText("where the copy goes (e.g. on the cluster)")
-        form.addRow("Source:", self._with_browse(self.source_edit, "Choose the source"))
-        form.addRow(
-            "Destination:", self._with_browse(self.destination_edit, "Choose the destination")
+        self.destination_edit.setPlaceholderText("where the copy goes")
+        self.destination_edit.setToolTip(
+            "where the copy goes: a new folder, or an earlier copy of the same archive (resumes)"
         )
-        self.workers_spin = QSpinBox()
-        self.workers_spin.setRange(0, 64)
-        self.workers_spin.setSpecialValueText("auto")
-        self.workers_spin.setValue(0)
-        self.workers_spin.setToolTip(
-            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
+        row, self.source_browse = self._with_browse(self.source_edit, "Choose the source")
+        form.addRow("Source:", row)
+        row, self.destination_browse = self._with_browse(
+            self.destination_edit, "Choose the destination"
         )
-        self.bandwidth_spin = QDoubleSpinBox()
-        self.bandwidth_spin.setRange(0.0, 100_000.0)
-        self.bandwidth_spin.setDecimals(0)
-        self.bandwidth_spin.setSuffix(" MB/s")
-        self.bandwidth_spin.setSpecialValueText("no cap")
-        self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
-        row = QHBoxLayout()
-        row.addWidget(self.workers_spin)
-        row.addWidget(QLabel("Bandwidth:"))
-        row.addWidget(self.bandwidth_spin, 1)
-        form.addRow("Workers:", row)
-        self.verify_combo = QComboBox()
-        self.verify_combo.addItem("size + mtime", "size")
-        self.verify_combo.addItem("checksum (reads both)", "checksum")
-        self.verify_combo.setToolTip("final verification")
-        self.marker_edit = QLineEdit("complete")
-        self.marker_edit.setToolTip("the file the acquisition writes in the source root when done")
-        row = QHBoxLayout()
-        row.addWidget(self.verify_combo, 1)
-        row.addWidget(QLabel("Marker:"))
-        row.addWidget(self.marker_edit, 1)
-        form.addRow("Verify:", row)
-        self.wait_check = QCheckBox("Wait for the source to appear")
-        form.addRow("", self.wait_check)
+        form.addRow("Destination:", row)
+        # Visible, not under Options: a missing source's message points to it.
+        self.wait_check = QCheckBox("Wait for the source")
+        self.wait_check.setToolTip(
+            "start before the acquisition does: wait for the source folder to appear"
+        )
+        self._build_options(form)
         self.validation_label = QLabel("Choose a source and a destination.")
         self.validation_label.setObjectName("softcopyValidation")
         self.validation_label.setWordWrap(True)
@@ -184,38 +183,122 @@ class SoftcopyWidget(QWidget):
             edit.textChanged.connect(self._schedule_validation)
         self.wait_check.toggled.connect(self._schedule_validation)
 
-        self.copies_box = QGroupBox("Copies")
+        # No frame around the copies: each panel has its own, and height is scarce.
+        self.copies_box = QWidget()
         self._copies = QVBoxLayout(self.copies_box)
+        self._copies.setContentsMargins(0, 0, 0, 0)
+        self._copies.setSpacing(6)
         self.no_copies_label = QLabel("No copy running. Copies started elsewhere appear here.")
         self.no_copies_label.setWordWrap(True)
         self.no_copies_label.setStyleSheet("color: #9aa0a6;")
         self._copies.addWidget(self.no_copies_label)
         self._body.addWidget(self.copies_box)
 
-        legend = QGroupBox("Chunk map legend")
-        grid = QVBoxLayout(legend)
-        for value, (name, meaning, color) in LEGEND.items():
-            swatch = QLabel(f"{value}")
-            swatch.setAlignment(Qt.AlignmentFlag.AlignCenter)
-            swatch.setFixedSize(18, 18)
-            swatch.setStyleSheet(f"background: {color}; color: black; border-radius: 3px;")
-            text = QLabel(f"<b>{name}</b>: {meaning}")
-            text.setWordWrap(True)
-            line = QHBoxLayout()
-            line.addWidget(swatch)
-            line.addWidget(text, 1)
-            grid.addLayout(line)
-        self._body.addWidget(legend)
+        self._body.addWidget(legend())
         self.status_line = QLabel("")
         self.status_line.setWordWrap(True)
         self.status_line.setStyleSheet("color: #9aa0a6;")
+        self.status_line.hide()
         self._body.addWidget(self.status_line)
         self._body.addStretch(1)
 
-    def _with_browse(self, edit: QLineEdit, title: str) -> QHBoxLayout:
+    def _build_options(self, form: QFormLayout) -> None:
+        """The engine options, folded under a toggle that summarises what is not default."""
+        self.options_toggle = QToolButton()
+        self.options_toggle.setText("Options")
+        self.options_toggle.setCheckable(True)
+        self.options_toggle.setAutoRaise(True)
+        self.options_toggle.setArrowType(Qt.ArrowType.RightArrow)
+        self.options_toggle.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.options_toggle.setToolTip("workers, bandwidth cap, verification, marker name")
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self.wait_check)
+        header.addStretch(1)
+        header.addWidget(self.options_toggle)
+        form.addRow(header)
+        self.options_summary = QLabel("")
+        self.options_summary.setStyleSheet("color: #9aa0a6;")
+        self.options_summary.setWordWrap(True)
+        form.addRow(self.options_summary)
+
+        self.options_box = QWidget()
+        options = form_layout(self.options_box)
+        options.setContentsMargins(12, 0, 0, 0)
+        options.setVerticalSpacing(3)
+        self.workers_spin = WholeSpinBox()
+        self.workers_spin.setRange(0, 64)
+        self.workers_spin.setSpecialValueText("auto")
+        self.workers_spin.setValue(0)
+        self.workers_spin.setToolTip(
+            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
+        )
+        self.bandwidth_spin = WholeDoubleSpinBox()
+        self.bandwidth_spin.setRange(0.0, 10_000.0)
+        self.bandwidth_spin.setDecimals(0)
+        self.bandwidth_spin.setSuffix(" MB/s")
+        self.bandwidth_spin.setSpecialValueText("no cap")
+        self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
+        self.verify_combo = WholeComboBox()
+        self.verify_combo.addItem("size + mtime", "size")
+        self.verify_combo.addItem("checksum (reads both)", "checksum")
+        self.verify_combo.setToolTip(
+            "the final check: size and mtime (metadata by content), or hashes of both trees"
+        )
+        self.marker_edit = QLineEdit("complete")
+        self.marker_edit.setToolTip("the file the acquisition writes in the source root when done")
+        options.addRow("Workers:", self.workers_spin)
+        options.addRow("Bandwidth:", self.bandwidth_spin)
+        options.addRow("Verify:", self.verify_combo)
+        options.addRow("Marker:", self.marker_edit)
+        form.addRow(self.options_box)
+        self.options_box.setVisible(False)
+        self.options_toggle.toggled.connect(self.show_options)
+        for signal in (
+            self.workers_spin.valueChanged,
+            self.bandwidth_spin.valueChanged,
+            self.verify_combo.currentIndexChanged,
+            self.marker_edit.textChanged,
+        ):
+            signal.connect(self._summarise_options)
+        self._summarise_options()
+
+    def show_options(self, shown: bool = True) -> None:
+        """Unfold (or fold) the engine options."""
+        if self.options_toggle.isChecked() != shown:
+            self.options_toggle.setChecked(shown)  # comes back here through `toggled`
+            return
+        self.options_toggle.setArrowType(
+            Qt.ArrowType.DownArrow if shown else Qt.ArrowType.RightArrow
+        )
+        self.options_box.setVisible(shown)
+        self._summarise_options()
+        self.updateGeometry()  # napari's dock follows a wider minimum
+
+    def _summarise_options(self, *_args) -> None:
+        # Folded options must not hide a choice that changes the copy: name what is not default.
+        o = self.launch_options()
+        parts = []
+        if o.workers:
+            parts.append(f"{o.workers} workers")
+        if o.bandwidth_mb_s:
+            parts.append(f"{o.bandwidth_mb_s:g} MB/s cap")
+        if o.verify != "size":
+            parts.append(o.verify)
+        if o.marker != "complete":
+            parts.append(f"marker {o.marker}")
+        text = f"Options: {', '.join(parts)}" if parts else ""
+        self.options_summary.setText(text)
+        # Hidden while unfolded (the fields say it) or at the defaults (nothing to say).
+        self.options_summary.setVisible(bool(text) and not self.options_toggle.isChecked())
+
+    def _with_browse(self, edit: QLineEdit, title: str) -> tuple[QHBoxLayout, QToolButton]:
         row = QHBoxLayout()
+        row.setSpacing(2)
         row.addWidget(edit, 1)
-        button = QPushButton("Browse…")
+        button = QToolButton()
+        button.setText("…")
+        button.setToolTip(title)
 
         def browse() -> None:
             start = edit.text() or os.path.expanduser("~")
@@ -225,7 +308,7 @@ class SoftcopyWidget(QWidget):
 
         button.clicked.connect(browse)
         row.addWidget(button)
-        return row
+        return row, button
 
     # ------------------------------------------------------------------ options
     def launch_options(self) -> LaunchOptions:
@@ -274,12 +357,14 @@ class SoftcopyWidget(QWidget):
             self._show_validation(text, ok=False)
             return
         src, dst = paths
-        self._show_validation(f"Ready: {src} → {dst}", ok=True)
+        self._show_validation(f"Ready: {pair_text(src, dst)}", ok=True, tip=f"{src}\n→ {dst}")
         if start:
             self._launch(src, dst)
 
-    def _show_validation(self, text: str, ok: bool | None) -> None:
+    def _show_validation(self, text: str, ok: bool | None, tip: str = "") -> None:
         self.last_validation = text
+        # An error's path may be longer than the dock is wide: readable in full on hover.
+        self.validation_label.setToolTip(tip or (text if ok is False else ""))
         color = {True: "#3fae49", False: "#e0201b", None: "#9aa0a6"}[ok]
         self.validation_label.setStyleSheet(f"color: {color};")
         self.validation_label.setText(text)
@@ -298,7 +383,10 @@ class SoftcopyWidget(QWidget):
         except OSError as exc:
             self._show_validation(f"cannot start the engine: {exc}", ok=False)
             return None
-        self._show_validation(f"Started: {src} → {dst} (pid {process.pid})", ok=True)
+        self.launched.add(process.pid)
+        self._show_validation(
+            f"Started: {pair_text(src, dst)} (pid {process.pid})", ok=True, tip=f"{src}\n→ {dst}"
+        )
         return self.add_process(process)
 
     def add_process(self, process: CopyProcess) -> JobPanel:
@@ -316,12 +404,15 @@ class SoftcopyWidget(QWidget):
         self.panels[process.key] = panel
         self._copies.insertWidget(0, panel)
         self.no_copies_label.hide()
+        self.updateGeometry()  # napari's dock follows a wider minimum
         return panel
 
     def show_message(self, text: str) -> None:
         """One line under the copies (what a button did, why it failed); fades after 30 s."""
         self.status_line.setText(text)
-        self._message_timer.start()
+        self.status_line.setVisible(bool(text))  # an empty line must not take a row
+        if text:
+            self._message_timer.start()
 
     def _remove_panel(self, panel: JobPanel) -> None:
         panel.close_panel()
@@ -361,6 +452,23 @@ class SoftcopyWidget(QWidget):
             parent.installEventFilter(self)
             self._main_window = parent
 
+    # napari sizes its dock area by these: the form's and the panels' minimum width plus the
+    # vertical scrollbar, so the dock never starts narrower than its content (which would
+    # hide the right edge of every field behind a horizontal scrollbar).
+    def minimumSizeHint(self) -> QSize:
+        return self._fit(self.body.minimumSizeHint(), super().minimumSizeHint())
+
+    def sizeHint(self) -> QSize:
+        return self._fit(self.body.sizeHint(), super().sizeHint())
+
+    def _fit(self, body: QSize, own: QSize) -> QSize:
+        margins = self.layout().contentsMargins()
+        bar = self.scroll.verticalScrollBar()
+        extent = bar.style().pixelMetric(QStyle.PixelMetric.PM_ScrollBarExtent, None, bar)
+        reserve = max(bar.sizeHint().width(), extent) + 2 * self.scroll.frameWidth()
+        width = body.width() + reserve + margins.left() + margins.right()
+        return QSize(max(width, own.width()), own.height())
+
     def showEvent(self, event) -> None:
         self._install_close_filter()
         super().showEvent(event)
@@ -377,46 +485,38 @@ class SoftcopyWidget(QWidget):
         return False
 
     def handle_close(self, interactive: bool = False) -> bool:
-        """napari is closing: ask what to do with running copies. True lets it close."""
-        running = self.running_processes()
-        if not running:
-            return True
-        answer = self.ask_keep_copying(running, interactive)
-        allowed = apply_close_decision(answer, running)
-        if allowed:
-            self._stop_timers()
-        return allowed
+        """napari is closing; True lets it close.
 
-    def ask_keep_copying(self, running: list[CopyProcess], interactive: bool) -> str:
-        """The question; returns `KEEP`, `STOP` or `CANCEL` (only when it can be honoured).
+        Only the copies this widget started are the user's to decide about here (keep them or
+        stop them); every other copy keeps running, and the widget says how many do.
+        """
+        own, others = split_by_origin(self.running_processes(), self.launched)
+        kept = len(others)
+        if own:
+            answer = self.ask_keep_copying(own, others, interactive)
+            if not apply_close_decision(answer, own):
+                return False
+            if answer == KEEP:
+                kept += len(own)
+        self._stop_timers()
+        self.close_message = background_message(kept)
+        if self.close_message:
+            # Non-blocking: napari's notification (also printed to its log/terminal).
+            from napari.utils.notifications import show_info
 
+            show_info(self.close_message)
+        return True
+
+    def ask_keep_copying(
+        self, own: list[CopyProcess], others: list[CopyProcess], interactive: bool
+    ) -> str:
+        """The question about the copies started here; `KEEP`, `STOP` or `CANCEL`.
+
+        ``CANCEL`` only when it can be honoured (``interactive``). ``others`` (copies this
+        widget did not start) are only mentioned: they keep running whatever the answer.
         Tests replace this method; the message box appears only here.
         """
-        names = "\n".join(f"  {p.source} → {p.destination}" for p in running)
-        box = QMessageBox(self)
-        box.setIcon(QMessageBox.Icon.Question)
-        box.setWindowTitle("Copies are running")
-        box.setText(
-            f"{len(running)} cop{'y is' if len(running) == 1 else 'ies are'} "
-            f"running:\n{names}\n\nKeep copying after napari closes?"
-        )
-        box.setInformativeText(
-            "A copy kept running is listed again when you reopen this "
-            "widget. A stopped copy resumes when started again."
-        )
-        keep = box.addButton("Keep copying", QMessageBox.ButtonRole.AcceptRole)
-        stop = box.addButton("Stop copies", QMessageBox.ButtonRole.DestructiveRole)
-        cancel = None
-        if interactive:
-            cancel = box.addButton("Don't close", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(keep)
-        box.exec()
-        clicked = box.clickedButton()
-        if clicked is stop:
-            return STOP
-        if cancel is not None and clicked is cancel:
-            return CANCEL
-        return KEEP
+        return ask_keep_copying(self, own, others, interactive)
 
     def _stop_timers(self) -> None:
         for timer in (
