@@ -591,3 +591,27 @@ def test_the_dock_fits_napari_default_window(
         for label, longest in worst.items():
             for text in (label.text(), longest):
                 assert label.fontMetrics().horizontalAdvance(text) <= label.width(), text
+
+
+def test_a_tuning_that_does_not_apply_is_noted_in_the_panel(
+    make_napari_viewer, engines, tmp_path, qtbot, monkeypatch
+):
+    """A real engine started by the widget, following its source through watchdog's observer
+    (as where the engine's own inotify reader cannot run): the panel says so, in one line."""
+    from napari_softcopy.watcher import WATCHER_ENV
+
+    monkeypatch.setenv(WATCHER_ENV, "watchdog")  # (inherited by the engine process)
+    source = tmp_path / "acq.zarr"
+    simulate(source, "demo", rate=1000, timepoints=2)
+    viewer = make_napari_viewer(show=True)
+    widget = dock(viewer, engines, qtbot)
+    panel = start_copy(qtbot, widget, source, tmp_path / "copy.zarr")
+
+    def note() -> str:
+        panel.refresh()
+        shown = [lb for lb in panel.findChildren(QLabel) if lb.isVisible()]
+        return next((lb.text() for lb in shown if "batched event reads" in lb.text()), "")
+
+    qtbot.waitUntil(lambda: bool(note()), timeout=20_000)
+    assert note().startswith("Note: batched event reads and quick rename pairing are off")
+    qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
