@@ -25,7 +25,8 @@ from ..chunkmap import LEGEND
 # sheet sets a smaller min-width (which beats any minimumSizeHint) and changes the size
 # hint, so the minimum is set again whenever the style changes or the field is shown.
 class Whole:
-    """Mixin: a field whose minimum width is its size hint (its longest value in full)."""
+    """Mixin: a field whose minimum width is its size hint (its longest value in full);
+    `_fit_minimum` is set again whenever the field is shown or its style or font changes."""
 
     def _fit_minimum(self) -> None:
         self.setMinimumWidth(self.sizeHint().width())
@@ -52,7 +53,7 @@ class WholeComboBox(Whole, QComboBox):
     """A QComboBox never squeezed below its longest value."""
 
 
-class Figure(QLabel):
+class Figure(Whole, QLabel):
     """A label for a changing number: as wide as its longest expected text, whatever it
     shows now, so that neither a longer number is cut off nor the dock (and with it napari's
     canvas) changes width as the numbers change.
@@ -72,15 +73,6 @@ class Figure(QLabel):
     def _fit_minimum(self) -> None:
         # An explicit minimum: layouts ignore the size hints of an Ignored policy.
         self.setMinimumWidth(self.fontMetrics().horizontalAdvance(self.longest) + 2)
-
-    def showEvent(self, event) -> None:
-        self._fit_minimum()
-        super().showEvent(event)
-
-    def changeEvent(self, event) -> None:
-        super().changeEvent(event)
-        if event.type() in (QEvent.Type.StyleChange, QEvent.Type.FontChange):
-            self._fit_minimum()
 
 
 def form_layout(parent: QWidget) -> QFormLayout:
