@@ -9,17 +9,15 @@ import dask.array as da
 import numpy as np
 import pytest
 
-from napari_softcopy.open_zarr import (
+from napari_softcopy.layer_data import (
     LayerSource,
-    OpenError,
-    dask_chunks,
     difference_dtype,
     difference_layers,
-    inspect_archive,
     open_layers,
-    read_image_spec,
     reopen_data,
+    view_signature,
 )
+from napari_softcopy.open_zarr import OpenError, dask_chunks, inspect_archive, read_image_spec
 from napari_softcopy.simulate import frame, simulate
 
 
@@ -174,8 +172,6 @@ def test_reader_claims_a_zarr_folder_with_corrupt_metadata_and_says_what_is_wron
 
 
 def test_view_signature_changes_only_with_the_displayed_chunks(tmp_path):
-    from napari_softcopy.open_zarr import view_signature
-
     report = simulate(tmp_path / "m.zarr", "multiscale", rate=float("inf"), timepoints=2)
     [(_, kwargs, _), _] = open_layers(report.path)
     source = LayerSource.from_metadata(kwargs["metadata"])  # channel 0

@@ -15,7 +15,6 @@ import pytest
 import tensorstore as ts
 import zarr
 
-from napari_softcopy import simulate as simulate_module
 from napari_softcopy.simulate import (
     PRESETS,
     Preset,
@@ -25,6 +24,7 @@ from napari_softcopy.simulate import (
     resolve_preset,
     simulate,
 )
+from napari_softcopy.simulate import data as simulate_data
 
 FAST = float("inf")  # rate: no waiting between timepoints
 
@@ -296,8 +296,8 @@ def test_frame_is_deterministic_and_cheap() -> None:
         assert big.shape == (64, 512, 512)
         assert elapsed < 0.5, f"one lightsheet timepoint took {elapsed:.2f} s"
     finally:
-        simulate_module._structure.cache_clear()
-        simulate_module._noise_bank.cache_clear()
+        simulate_data.structure.cache_clear()
+        simulate_data.noise_bank.cache_clear()
 
 
 def test_stop_from_on_timepoint_ends_early_without_marker(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """npe2 reader: Zarr archives (plain arrays, OME-NGFF images, one field of an HCS plate).
 
-Thin on purpose: `napari_softcopy.open_zarr.open_layers` does the work, Qt-free.
+Thin on purpose: `napari_softcopy.layer_data.open_layers` does the work, Qt-free.
 
 The manifest claims ``*.zarr`` and directories only: napari asks "Choose reader" whenever
 two plugins claim a path, so a broader pattern would put that question in front of every
@@ -14,8 +14,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from .layer_data import LayerData, open_layers
 from .layout import NODE_NAMES
-from .open_zarr import LayerData, OpenError, open_layers
+from .open_zarr import OpenError
 
 
 def _zarr_root(path) -> str | None:

@@ -16,7 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from .open_zarr import LayerData, OpenError, open_layers
+from .layer_data import LayerData, open_layers
+from .open_zarr import OpenError
 
 log = logging.getLogger(__name__)
 

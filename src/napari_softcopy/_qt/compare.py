@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from ..open_zarr import LayerSource
+from ..layer_data import LayerSource
 
 
 def viewer_grid(viewer):

@@ -20,10 +20,8 @@ from qtpy.QtWidgets import (
 )
 
 from ..launch import CopyProcess, StatusView, is_final, status_view
-from ..open_zarr import (
-    ArchiveInfo,
-    difference_layers,
-)
+from ..layer_data import difference_layers
+from ..open_zarr import ArchiveInfo
 from ..status import Status
 from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog

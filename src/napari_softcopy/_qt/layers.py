@@ -17,15 +17,9 @@ import numpy as np
 from qtpy.QtCore import QObject, QTimer
 
 from ..chunkmap import ABSENT, COPIED, LEGEND, MISMATCHED, PENDING, compute_chunk_map
+from ..layer_data import LayerSource, napari_units, reopen_data, view_signature
 from ..layout import LayoutError
-from ..open_zarr import (
-    LayerSource,
-    OpenError,
-    napari_units,
-    read_image_spec,
-    reopen_data,
-    view_signature,
-)
+from ..open_zarr import OpenError, read_image_spec
 from .compare import arrange_side_by_side, side_by_side_offset
 
 log = logging.getLogger(__name__)

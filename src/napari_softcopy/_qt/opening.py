@@ -9,7 +9,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from ..open_zarr import ArchiveInfo, OpenError, inspect_archive, open_layers
+from ..layer_data import open_layers
+from ..open_zarr import ArchiveInfo, OpenError, inspect_archive
 
 
 def archive_name(path: str) -> str:
@@ -35,7 +36,8 @@ def inspect_either(source: str, destination: str) -> ArchiveInfo:
 
 def open_image(root: str, image: str, role: str) -> list:
     """Layer data for ``image`` of the archive at ``root``, named after its ``role``."""
-    from ..open_zarr import image_layers, read_image_spec
+    from ..layer_data import image_layers
+    from ..open_zarr import read_image_spec
 
     if not os.path.isdir(root):
         raise OpenError(f"{root} does not exist yet")
