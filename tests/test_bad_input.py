@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,8 @@ from faults_support import (
     tree_state,
 )
 from napari_softcopy import CopyOptions, InputError
+from napari_softcopy.cli import build_parser
+from napari_softcopy.options import Choice, FileName, Number, option_of, schema
 
 
 @pytest.fixture
@@ -429,6 +432,40 @@ def test_engine_options_in_range_are_taken():
     CopyOptions()  # every default
     CopyOptions(workers=1, rescan_interval=0.5, finish_when_idle=0.1, bandwidth_mb_s=0.5)
     CopyOptions(workers=256, marker="acquisition.done", verify="checksum", fsync="each")
+
+
+def _out_of_range(rule) -> str:
+    """A flag's text just outside ``rule``."""
+    if isinstance(rule, Number):
+        edge = rule.minimum if rule.exclusive else rule.minimum - 1
+        return str(int(edge)) if rule.whole else str(float(edge))
+    if isinstance(rule, FileName):
+        return "sub/name"
+    return "bogus"  # (a Choice: argparse's own "invalid choice" line)
+
+
+@pytest.mark.parametrize(
+    "name", [name for name, _default, option in schema() if option.rule is not None]
+)
+def test_the_command_line_and_the_api_refuse_an_option_by_the_same_rule(name, capsys):
+    """Every option with a range: just outside it, the ``copy`` flag and `CopyOptions` say
+    the same sentence (the flags are made from the options' rules, not written twice)."""
+    option = option_of(name)
+    text = _out_of_range(option.rule)
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(["copy", "/a", "/b", option.flag, text])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    if isinstance(option.rule, Choice):
+        assert error.startswith(f"napari-softcopy copy: error: argument {option.flag}: invalid")
+        value = text
+    else:
+        value = option.parse(text)
+        assert error == f"napari-softcopy copy: error: argument {option.flag}: must be " + (
+            f"{option.rule.text}, not {value!r}"
+        )
+    with pytest.raises(InputError, match=rf"^option {name} must be {re.escape(option.rule.text)}"):
+        CopyOptions(**{name: value})
 
 
 # ---------------------------------------------------------------------------- warnings

@@ -7,6 +7,7 @@ import os
 import queue
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 import pytest
 import zarr
 
+from napari_softcopy.cli import build_parser, resume_command
+from napari_softcopy.options import arg_text, options_from_args, schema
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
 from napari_softcopy.progress import bar_format
 from napari_softcopy.simulate import PRESETS, simulate
@@ -73,6 +76,53 @@ def test_verify_reports_differences(tmp_path, archive):
         f.write(b"x")
     result = run("verify", archive, dst)
     assert result.returncode == 1 and "mismatched" in result.stdout and "size" in result.stdout
+
+
+def test_verify_leaves_out_the_marker_named_like_copys_option(tmp_path, archive):
+    dst = tmp_path / "copy.zarr"
+    shutil.copytree(archive, dst)  # (copy2: the same mtimes)
+    (dst / "complete").unlink()  # a copy that has not been marked complete
+    result = run("verify", archive, dst)
+    assert result.returncode == 1 and "missing" in result.stdout  # compared like any file
+    result = run("verify", archive, dst, "--marker", "complete")
+    assert result.returncode == 0 and result.stderr == "", result.stdout + result.stderr
+    # the option's old name still works, and says which to use
+    result = run("verify", archive, dst, "--ignore-marker", "complete")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stderr.strip() == (
+        "napari-softcopy verify: warning: --ignore-marker is deprecated; use --marker complete"
+    )
+    assert "--ignore-marker" not in run("verify", "--help").stdout
+
+
+def test_the_resume_command_gives_every_option_that_is_not_its_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    words = ["copy", "--targets", "t.yaml", "--bandwidth", "2", "--status-file", "s.json"]
+    args = build_parser().parse_args([*words, "--workers", "4", "--keep-cache", "--json"])
+    command = resume_command(args, options_from_args(args))
+    here = Path.cwd()  # (tmp_path itself may be reached through a symlink)
+    assert shlex.split(command) == [
+        *("napari-softcopy", "copy", "--targets", str(here / "t.yaml")),
+        *("--workers", "4", "--bandwidth", "2", "--keep-cache"),
+        *("--status-file", str(here / "s.json"), "--json"),
+    ]
+
+
+def test_the_options_table_lists_every_option_with_its_default():
+    """docs/cli.md's table of `copy` options: one row per flag of `CopyOptions` (hidden ones
+    excepted), and a default written there is the option's own."""
+    text = (Path(__file__).parents[1] / "docs" / "cli.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", text, re.M)
+    table = dict(rows)
+    flags = {option.flag for _name, _default, option in schema() if not option.hidden}
+    assert set(table) == flags | {"--json"}, "docs/cli.md's options table and the options differ"
+    for _name, default, option in schema():
+        if option.hidden:
+            continue
+        if default is None or isinstance(default, bool):
+            continue  # (off, or picked at run time: said in words)
+        written = table[option.flag].strip()
+        assert written.strip("`") == arg_text(default), (option.flag, written)
 
 
 def _bad_input_cases(tmp_path, archive):

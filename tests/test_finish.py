@@ -367,13 +367,14 @@ def test_sigusr1_waits_for_quiet_and_sigusr2_finishes_now(tmp_path):
 
 def test_the_widgets_copy_process_finishes_when_quiet_or_forced(tmp_path, monkeypatch):
     """`CopyProcess.finish` (the widget's *Finish now*) on an engine process it started."""
-    from napari_softcopy.launch import LaunchOptions, start_copy
+    from napari_softcopy.launch import start_copy
+    from napari_softcopy.options import CopyOptions
 
     monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, PRESET, rate=1000, timepoints=2, marker=None)
-    extra = ("--normal-priority", "--finish-quiet", "600", "--finish-quiet-max", "600")
-    p = start_copy(src, dst, LaunchOptions(extra_args=extra))
+    options = CopyOptions(low_priority=False, finish_quiet=600, finish_quiet_max=600)
+    p = start_copy(src, dst, options)
     try:
         wait_for(lambda: (s := p.read_status()) and s.scans >= 1, what="first scan")
         assert p.finish()

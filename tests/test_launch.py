@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import argparse
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from napari_softcopy.cli import build_parser
 from napari_softcopy.launch import (
     CANCEL,
     KEEP,
     STOP,
     CopyProcess,
-    LaunchOptions,
     apply_close_decision,
     background_message,
     copy_command,
@@ -23,37 +25,113 @@ from napari_softcopy.launch import (
     split_by_origin,
     status_view,
 )
+from napari_softcopy.options import (
+    DEFAULT_MARKER,
+    Choice,
+    CopyOptions,
+    FileName,
+    Number,
+    Option,
+    options_from_args,
+    schema,
+)
 from napari_softcopy.status import Status, write_status_file
 
 
-def test_copy_command_passes_the_widget_options():
-    cmd = copy_command(
-        "/a.zarr",
-        "/b.zarr",
-        "/s.json",
-        LaunchOptions(
-            workers=2,
-            bandwidth_mb_s=50,
-            verify="checksum",
-            marker="done",
-            wait_for_source=True,
-            extra_args=("--normal-priority",),
-        ),
+def test_copy_command_gives_the_options_that_are_not_their_default():
+    options = CopyOptions(
+        workers=2,
+        bandwidth_mb_s=50,
+        verify="checksum",
+        marker="done",
+        wait_for_source=True,
+        low_priority=False,
+        rescan_interval=2.5,
+        status_file="/s.json",
     )
-    assert cmd[:4] == [sys.executable, "-m", "napari_softcopy.cli", "copy"]
-    joined = " ".join(cmd)
-    for part in (
-        "/a.zarr /b.zarr",
-        "--status-file /s.json",
-        "--workers 2",
-        "--bandwidth 50",
-        "--verify checksum",
-        "--marker done",
-        "--wait-for-source",
-        "--normal-priority",
-    ):
-        assert part in joined
-    assert "--bandwidth" not in copy_command("/a", "/b", "/s", LaunchOptions())
+    cmd = copy_command("/a.zarr", "/b.zarr", options)
+    assert cmd == [
+        *(sys.executable, "-m", "napari_softcopy.cli", "copy", "/a.zarr", "/b.zarr"),
+        *("--workers", "2", "--marker", "done", "--rescan-interval", "2.5"),
+        *("--verify", "checksum", "--bandwidth", "50", "--normal-priority"),
+        *("--wait-for-source", "--status-file", "/s.json"),
+    ]
+    assert copy_command("/a", "/b", CopyOptions())[4:] == ["/a", "/b"]  # every default
+
+
+def _parse_copy(words: list[str]) -> tuple[argparse.Namespace, CopyOptions]:
+    args = build_parser().parse_args(words)
+    assert args.command == "copy"
+    return args, options_from_args(args)
+
+
+def _other_value(name: str, default: object, option: Option) -> object:
+    """A value of the option ``name`` that is allowed and is not its default."""
+    rule = option.rule
+    if option.parse is None:
+        return not default
+    if isinstance(rule, Choice):
+        return next(v for v in rule.values if v != default)
+    if isinstance(rule, Number):
+        value = (default or rule.minimum) + (1 if rule.whole else 0.25)
+        return int(value) if rule.whole else float(value)
+    if isinstance(rule, FileName):
+        return f"{default}.done"
+    if option.parse is Path:
+        return Path(f"/tmp/{name}.json")
+    pytest.fail(f"no sample value for option {name}: teach _other_value its kind of value")
+
+
+def test_every_option_has_a_flag_and_reaches_the_engine_process_unchanged():
+    """An option added to `CopyOptions` is on the command line and in `copy_command` (the
+    widget's own share is checked by the widget's tests): each non-default value on its own
+    goes to the command and comes back from the parser as it was."""
+    copy_parser = build_parser().parse_args(["copy"]).parser
+    flags = {a.dest: a.option_strings for a in copy_parser._actions}
+    missing = [
+        f"{name} ({option.flag})"
+        for name, _d, option in schema()
+        if flags.get(name) != [option.flag]
+    ]
+    assert missing == [], f"options without their flag in `copy`: {missing}"
+    for name, default, option in schema():
+        value = _other_value(name, default, option)
+        options = CopyOptions(**{name: value})
+        words = copy_command("/a", "/b", options)[3:]
+        assert option.flag in words, f"copy_command leaves out {name}={value!r}"
+        _args, parsed = _parse_copy(words)
+        assert parsed == options, f"{name}={value!r} came back as {getattr(parsed, name)!r}"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {},
+        {"workers": 256, "verify": "checksum", "fsync": "each", "force": True},
+        {"marker": "acquisition.done", "finish_when_idle": 0.1, "bandwidth_mb_s": 1234567.0},
+        {"finish_quiet": 0.0, "finish_quiet_max": 0.0, "drop_cache": False},
+        {"rescan_interval": 1 / 3, "status_interval": 0.05, "status_file": Path("/x y/s.json")},
+        {
+            "low_priority": False,
+            "wait_for_source": True,
+            "workers": 1,
+            "finish_quiet": 600.0,
+            "finish_quiet_max": 600.0,
+        },
+    ],
+)
+def test_copy_command_parsed_by_the_cli_gives_the_same_options(changes):
+    options = CopyOptions(**changes)
+    args, parsed = _parse_copy(copy_command("/a b", "/c", options)[3:])
+    assert (args.source, args.destination) == ("/a b", "/c")
+    assert parsed == options
+
+
+def test_the_marker_default_is_spelled_once():
+    assert CopyOptions().marker == DEFAULT_MARKER == "complete"
+    _args, options = _parse_copy(["copy", "/a", "/b"])
+    assert options == CopyOptions()
+    assert build_parser().parse_args(["simulate", "/a"]).marker == DEFAULT_MARKER
 
 
 def test_status_view_and_eta():

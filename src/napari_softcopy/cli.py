@@ -18,12 +18,20 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .checks import InputError
-from .engine import CopyEngine, CopyOptions
+from .engine import CopyEngine
 from .jobs import default_status_file, register_job, unregister_job
+from .options import (
+    DEFAULT_MARKER,
+    CopyOptions,
+    add_copy_arguments,
+    option_args,
+    options_from_args,
+)
 from .platform import (
     autogroup_scheduling,
     available_cores,
@@ -36,131 +44,6 @@ from .verify import verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
 EXIT_BROKEN_PIPE = 141  # (128 + SIGPIPE: what a shell reports for a tool whose reader left)
-
-
-def option_type(name: str, convert: Callable[[str], object]) -> Callable[[str], object]:
-    """An argparse ``type`` for the `CopyOptions` field ``name``, by that field's own rule
-    (`CopyOptions.problem`): argparse's usual "argument --workers: must be ..." and exit 2."""
-
-    def parse(text: str) -> object:
-        value = convert(text)  # (a ValueError: argparse's "invalid int value: 'x'")
-        problem = CopyOptions.problem(name, value)
-        if problem is not None:
-            raise argparse.ArgumentTypeError(problem)
-        return value
-
-    parse.__name__ = convert.__name__
-    return parse
-
-
-def _add_copy_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--workers",
-        type=option_type("workers", int),
-        default=None,
-        help="copy threads (default: 1 on a local disk, 4 on a network or FUSE filesystem)",
-    )
-    p.add_argument(
-        "--marker",
-        type=option_type("marker", str),
-        default="complete",
-        help="name of the 'acquisition complete' file in the source root",
-    )
-    p.add_argument(
-        "--rescan-interval",
-        type=option_type("rescan_interval", float),
-        default=30.0,
-        metavar="S",
-        help="seconds between full rescans (default 30)",
-    )
-    p.add_argument(
-        "--finish-when-idle",
-        type=option_type("finish_when_idle", float),
-        default=None,
-        metavar="S",
-        help="finish after S seconds without changes or writers' temp files",
-    )
-    p.add_argument(
-        "--finish-quiet",
-        type=option_type("finish_quiet", float),
-        default=5.0,
-        metavar="S",
-        help="a finish asked for by SIGUSR1 (or the widget) without the marker waits until "
-        "the source has been quiet for longer than its longest pause between writes so far, "
-        "and at least S seconds (default 5)",
-    )
-    p.add_argument(
-        "--finish-quiet-max",
-        type=option_type("finish_quiet_max", float),
-        default=300.0,
-        metavar="S",
-        help="the longest quiet that wait asks for (default 300); SIGUSR2 finishes without it",
-    )
-    p.add_argument(
-        "--verify",
-        choices=["size", "checksum"],
-        default="size",
-        help="final verification: size+mtime (+metadata content) or checksums",
-    )
-    p.add_argument(
-        "--bandwidth",
-        type=option_type("bandwidth_mb_s", float),
-        default=None,
-        metavar="MB/S",
-        help="cap the copy at this many MB/s (all workers together)",
-    )
-    p.add_argument(
-        "--normal-priority", action="store_true", help="do not lower IO and CPU priority"
-    )
-    p.add_argument(
-        "--keep-cache", action="store_true", help="do not drop copied pages from the page cache"
-    )
-    p.add_argument(
-        "--fsync",
-        choices=["finish", "each"],
-        default="finish",
-        help="flush the destination once before the marker (default) or every file",
-    )
-    p.add_argument(
-        "--wait-for-source",
-        action="store_true",
-        help="wait for the source to appear instead of failing",
-    )
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="copy into a destination that does not look like a copy of the source",
-    )
-    p.add_argument(
-        "--status-file",
-        type=Path,
-        default=None,
-        help="where to write the JSON status file (default: the state directory)",
-    )
-    p.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON status line per second instead of a progress bar",
-    )
-
-
-def _options(args: argparse.Namespace, status_file: Path | None) -> CopyOptions:
-    return CopyOptions(
-        workers=args.workers,
-        marker=args.marker,
-        rescan_interval=args.rescan_interval,
-        finish_when_idle=args.finish_when_idle,
-        finish_quiet=args.finish_quiet,
-        finish_quiet_max=args.finish_quiet_max,
-        verify=args.verify,
-        bandwidth_mb_s=args.bandwidth,
-        low_priority=not args.normal_priority,
-        drop_cache=not args.keep_cache,
-        fsync=args.fsync,
-        wait_for_source=args.wait_for_source,
-        force=args.force,
-        status_file=status_file,
-    )
 
 
 def _copy_in_own_session() -> int | None:
@@ -199,7 +82,9 @@ def _copy_in_own_session() -> int | None:
     return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
 
 
-def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
+def _run_engines(
+    pairs: list[tuple[str, str]], options: CopyOptions, args: argparse.Namespace
+) -> int:
     engines = []
     records = []
     # Validate every pair before creating any engine (an engine creates its lock and status
@@ -207,16 +92,18 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
     from .checks import check_pair
 
     for source, destination in pairs:
-        check_pair(source, destination, force=args.force, wait_for_source=args.wait_for_source)
-    if not args.normal_priority:
+        check_pair(
+            source, destination, force=options.force, wait_for_source=options.wait_for_source
+        )
+    if options.low_priority:
         if args.own_session and (code := _copy_in_own_session()) is not None:
             return code  # (the parent: the copy ran in the child, which reported everything)
         lower_session_priority()
     for source, destination in pairs:
-        status_file = args.status_file if len(pairs) == 1 else None
+        status_file = options.status_file if len(pairs) == 1 else None
         if status_file is None:
             status_file = default_status_file(destination)
-        engines.append(CopyEngine(source, destination, _options(args, status_file)))
+        engines.append(CopyEngine(source, destination, replace(options, status_file=status_file)))
     stop_signal: list[int] = []
 
     def on_stop(signum, _frame):
@@ -275,31 +162,32 @@ def _run_engines(pairs: list[tuple[str, str]], args: argparse.Namespace) -> int:
         if s.state != "verified":
             code = EXIT_FAILED
     if stop_signal:
-        print(f"Resume with: {resume_command(args)}", file=sys.stderr)
+        print(f"Resume with: {resume_command(args, options)}", file=sys.stderr)
         return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
     return code
 
 
-def resume_command(args: argparse.Namespace) -> str:
-    """The command line that resumes the copy ``args`` describe: every option as given, the
-    paths absolute (the resume may be typed in another folder), quoted for a shell."""
+def resume_command(args: argparse.Namespace, options: CopyOptions) -> str:
+    """The command line that resumes the copy ``args`` describe, with ``options``: every
+    option that is not its default (`option_args`), the paths absolute (the resume may be
+    typed in another folder), quoted for a shell."""
     words = ["napari-softcopy", "copy"]
-    for action in args.parser._actions:
-        value = getattr(args, action.dest, None)
-        if value is None or value == action.default:
-            continue  # (not given, or given as its default: the same copy)
-        if isinstance(value, Path) or action.dest in ("source", "destination"):
-            value = os.path.abspath(value)
-        if not action.option_strings:
-            words.append(str(value))
-        elif action.nargs == 0:  # a flag
-            words.append(action.option_strings[0])
-        else:
-            words += [action.option_strings[0], str(value)]
+    if args.targets is not None:
+        words += ["--targets", os.path.abspath(args.targets)]
+    else:
+        words += [os.path.abspath(args.source), os.path.abspath(args.destination)]
+    if options.status_file is not None:
+        options = replace(options, status_file=os.path.abspath(options.status_file))
+    words += option_args(options)
+    if args.json:
+        words.append("--json")
     return shlex.join(words)
 
 
 def cmd_copy(args: argparse.Namespace) -> int:
+    # The options first: a rule between two of them (finish_quiet above finish_quiet_max)
+    # is bad input like a path, refused before anything is looked at or written.
+    options = options_from_args(args)
     if args.targets is not None:
         if args.source or args.destination:
             raise InputError("give either SOURCE DEST or --targets FILE, not both")
@@ -308,7 +196,7 @@ def cmd_copy(args: argparse.Namespace) -> int:
         if not (args.source and args.destination):
             raise InputError("copy needs SOURCE and DEST (or --targets FILE)")
         pairs = [(args.source, args.destination)]
-    return _run_engines(pairs, args)
+    return _run_engines(pairs, options, args)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -320,7 +208,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         src,
         dst,
         checksum=args.checksum,
-        marker=args.ignore_marker,
+        marker=args.marker,
         processes=min(2, available_cores()),
     )
     if args.json:
@@ -388,7 +276,7 @@ def _demo(folder: Path, args: argparse.Namespace) -> int:
     print(f"demo: simulating a {args.preset!r} acquisition into {source}", file=sys.stderr)
     writer = threading.Thread(target=acquire, daemon=True)
     writer.start()
-    engine = CopyEngine(source, destination, CopyOptions(wait_for_source=True, status_file=None))
+    engine = CopyEngine(source, destination, CopyOptions(wait_for_source=True))
     t0 = time.monotonic()
     engine.start()
     stopped: list[int] = []
@@ -429,6 +317,21 @@ def _demo(folder: Path, args: argparse.Namespace) -> int:
     if stopped:
         return EXIT_SIGINT
     return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
+
+
+class _DeprecatedAlias(argparse.Action):
+    """An option's old name: stores its value like the new one and says which to use."""
+
+    def __init__(self, option_strings, dest, **kwargs) -> None:
+        super().__init__(option_strings, dest, metavar="NAME", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        new = next(a.option_strings[0] for a in parser._actions if a.dest == self.dest)
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {new} {values}",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
 
 
 def _add_preset_option(p: argparse.ArgumentParser) -> None:
@@ -477,7 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("source", nargs="?", help="the Zarr archive being acquired")
     p.add_argument("destination", nargs="?", help="where the copy goes")
     p.add_argument("--targets", type=Path, help="a targets.yaml listing several pairs")
-    _add_copy_options(p)
+    add_copy_arguments(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON status line per second instead of a progress bar",
+    )
     p.set_defaults(func=cmd_copy, parser=p)
 
     p = sub.add_parser(
@@ -491,10 +399,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("destination")
     p.add_argument("--checksum", action="store_true", help="compare the content of every file")
     p.add_argument(
-        "--ignore-marker",
+        "--marker",
         metavar="NAME",
         default=None,
-        help="leave the finish marker NAME out of the comparison",
+        help="leave the finish marker NAME out of the comparison (copy's --marker)",
+    )
+    # The old name of --marker, kept so that scripts written for it go on working.
+    p.add_argument(
+        "--ignore-marker", dest="marker", action=_DeprecatedAlias, help=argparse.SUPPRESS
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify, parser=p)
@@ -516,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--rate", type=float, default=None, help="timepoints per second")
     p.add_argument("--grow", action="store_true", help="grow the time axis as it goes")
-    p.add_argument("--marker", default="complete")
+    p.add_argument("--marker", default=DEFAULT_MARKER)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(func=cmd_simulate, parser=p)
 

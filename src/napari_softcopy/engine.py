@@ -28,10 +28,8 @@ import stat
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from .checks import InputError, check_pair, free_space_warning
 from .copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper
@@ -47,6 +45,7 @@ from .layout import (
     is_temp_name,
     node_kind,
 )
+from .options import CopyOptions
 from .pending import PendingSet
 from .platform import (
     available_cores,
@@ -108,147 +107,6 @@ _CONFIRM_BY_SCAN = "scan"
 #: Seconds a source file must stay deleted (its directory still there) before the delete is
 #: mirrored at the destination.
 DELETE_GRACE_S = 2.0
-
-
-@dataclass
-class CopyOptions:
-    """How an engine copies. Every field has a sensible default.
-
-    Attributes
-    ----------
-    workers : int or None
-        Copy threads; None picks by destination: 1 on a local disk, 4 on a network or
-        FUSE filesystem (`platform.default_workers`). A large backlog at a finish is also
-        copied by a helper process (`copy_helper`, `COPY_HELPER_FILES`).
-    marker : str
-        Name of the file in the source root that says "acquisition complete"; at the
-        destination it is written last and means "verified complete".
-    rescan_interval : float
-        Seconds between periodic full scans (events are hints; scans are the truth).
-    finish_when_idle : float or None
-        Finish after this many seconds without any change and without writers' temp files.
-    finish_quiet : float
-        A finish requested while the acquisition may still be going on (`CopyEngine.finish`,
-        ``SIGUSR1``) waits until the source has been quiet for longer than its longest pause
-        between writes so far (`quiet.PAUSE_FACTOR` times it), and for at least this many
-        seconds, before it verifies and writes the marker. Not for a finish on the marker,
-        on `finish_when_idle`, or a forced one.
-    finish_quiet_max : float
-        The longest quiet that wait asks for, in seconds (an acquisition that pauses longer
-        between timepoints needs its own marker, or a higher value here).
-    verify : {"size", "checksum"}
-        Final verification: size + mtime (+ metadata content), or content hashes of all files.
-    bandwidth_mb_s : float or None
-        Cap shared by all workers, in MB/s.
-    low_priority : bool
-        Idle IO class and nice 10 for every engine thread. (The command line also lowers
-        the engine process's session: `platform.lower_session_priority`.)
-    drop_cache : bool
-        Drop copied pages from the page cache (the acquisition keeps its cache).
-    fsync : {"finish", "each"}
-        Flush the destination once before the marker, or every file before its rename.
-    wait_for_source : bool
-        Wait for the source to appear instead of failing.
-    force : bool
-        Copy into a destination that does not look like a copy of this source.
-    status_file : path or None
-        Where to keep the JSON status file.
-    status_interval : float
-        Seconds between status file writes.
-    """
-
-    workers: int | None = None
-    marker: str = "complete"
-    rescan_interval: float = 30.0
-    finish_when_idle: float | None = None
-    finish_quiet: float = 5.0
-    finish_quiet_max: float = 300.0
-    verify: Literal["size", "checksum"] = "size"
-    bandwidth_mb_s: float | None = None
-    low_priority: bool = True
-    drop_cache: bool = True
-    fsync: Literal["finish", "each"] = "finish"
-    wait_for_source: bool = False
-    force: bool = False
-    status_file: str | os.PathLike | None = None
-    status_interval: float = 0.5
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Check every option against its allowed range (`problem`).
-
-        Called at construction; call it again after changing a field.
-
-        Raises
-        ------
-        InputError
-            One line naming the first option out of range and the range.
-        """
-        for f in fields(self):
-            problem = self.problem(f.name, getattr(self, f.name))
-            if problem is not None:
-                raise InputError(f"option {f.name} {problem}")
-        if self.finish_quiet > self.finish_quiet_max:
-            raise InputError(
-                f"option finish_quiet ({self.finish_quiet:g} s) must not exceed "
-                f"finish_quiet_max ({self.finish_quiet_max:g} s)"
-            )
-
-    @staticmethod
-    def problem(name: str, value: object) -> str | None:
-        """What is wrong with ``value`` for the option ``name``, or None when it is allowed.
-
-        The one rule for every way in: the engine API (`validate`), the command line (its
-        argument types are built on it, `cli.option_type`) and so targets files, the widget.
-
-        Returns
-        -------
-        str or None
-            ``"must be <the allowed range>, not <value>"``.
-        """
-
-        def number(v: object) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-        def positive(v: object) -> bool:
-            return number(v) and 0 < v < math.inf  # (NaN is not)
-
-        def file_name(v: object) -> bool:
-            return isinstance(v, str) and v not in ("", ".", "..") and not {"/", "\0"} & set(v)
-
-        def not_negative(v: object) -> bool:
-            return number(v) and 0 <= v < math.inf
-
-        seconds = "a number of seconds greater than 0"
-        # name: (the allowed range, its test, None allowed: the option off or picked by default)
-        rules: dict[str, tuple[str, Callable[[object], bool], bool]] = {
-            "workers": (
-                "a whole number from 1 to 256",
-                lambda v: number(v) and isinstance(v, int) and 1 <= v <= 256,
-                True,
-            ),
-            "marker": ("a file name (not empty, without '/')", file_name, False),
-            "rescan_interval": (seconds, positive, False),
-            "finish_when_idle": (seconds, positive, True),
-            "verify": ("'size' or 'checksum'", lambda v: v in ("size", "checksum"), False),
-            "bandwidth_mb_s": (
-                "a number of MB/s greater than 0 (leave it out for no cap)",
-                positive,
-                True,
-            ),
-            "fsync": ("'finish' or 'each'", lambda v: v in ("finish", "each"), False),
-            "status_interval": (seconds, positive, False),
-            "finish_quiet": ("a number of seconds, 0 or more", not_negative, False),
-            "finish_quiet_max": ("a number of seconds, 0 or more", not_negative, False),
-        }
-        if name not in rules:
-            return None
-        allowed, test, optional = rules[name]
-        if (value is None and optional) or (value is not None and test(value)):
-            return None
-        return f"must be {allowed}, not {value!r}"
 
 
 class _Fatal(Exception):

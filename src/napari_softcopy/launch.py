@@ -16,77 +16,31 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .jobs import JobRecord, default_status_file, job_id, list_jobs, state_dir
+from .options import CopyOptions, option_args
 from .status import FINAL_STATES, Status, read_status_file
 
 KEEP, STOP, CANCEL = "keep", "stop", "cancel"
 
 
-@dataclass
-class LaunchOptions:
-    """The engine options the widget offers (the rest keep the CLI's defaults).
-
-    Attributes
-    ----------
-    workers : int or None
-        Copy threads (None: the engine picks by destination).
-    bandwidth_mb_s : float or None
-        Cap in MB/s (None or 0: no cap).
-    verify : {"size", "checksum"}
-        Final verification.
-    marker : str
-        Name of the "acquisition complete" file.
-    wait_for_source : bool
-        Wait for the source to appear.
-    force : bool
-        Copy into a destination that does not look like a copy of the source.
-    extra_args : tuple of str
-        More CLI arguments (tests use ``--normal-priority``, ``--rescan-interval``).
-    """
-
-    workers: int | None = None
-    bandwidth_mb_s: float | None = None
-    verify: str = "size"
-    marker: str = "complete"
-    wait_for_source: bool = False
-    force: bool = False
-    extra_args: tuple[str, ...] = ()
-
-
 def copy_command(
-    source: str | os.PathLike,
-    destination: str | os.PathLike,
-    status_file: str | os.PathLike,
-    options: LaunchOptions,
+    source: str | os.PathLike, destination: str | os.PathLike, options: CopyOptions
 ) -> list[str]:
-    """The command line of an engine process."""
-    cmd = [
+    """The command line of an engine process copying ``source`` to ``destination`` with
+    ``options``: only the options that are not their default (`options.option_args`), so
+    the ``copy`` command parses it back into ``options``."""
+    return [
         sys.executable,
         "-m",
         "napari_softcopy.cli",
         "copy",
         os.fspath(source),
         os.fspath(destination),
-        "--status-file",
-        os.fspath(status_file),
-        "--verify",
-        options.verify,
-        "--marker",
-        options.marker,
+        *option_args(options),
     ]
-    if options.workers:
-        cmd += ["--workers", str(int(options.workers))]
-    if options.bandwidth_mb_s:
-        cmd += ["--bandwidth", f"{float(options.bandwidth_mb_s):g}"]
-    if options.wait_for_source:
-        cmd.append("--wait-for-source")
-    if options.force:
-        cmd.append("--force")
-    cmd += list(options.extra_args)
-    return cmd
 
 
 @dataclass
@@ -179,22 +133,26 @@ class CopyProcess:
 def start_copy(
     source: str | os.PathLike,
     destination: str | os.PathLike,
-    options: LaunchOptions | None = None,
+    options: CopyOptions | None = None,
     *,
     env: dict[str, str] | None = None,
 ) -> CopyProcess:
-    """Start an engine process copying ``source`` to ``destination``.
+    """Start an engine process copying ``source`` to ``destination`` with ``options``.
 
     The process runs in its own session (closing napari does not end it); its output goes to
-    a log file beside its status file. Validate the input first (`checks.check_pair`): this
-    only starts the process.
+    a log file beside its status file (``options.status_file``, by default the state
+    directory's file for this destination, where other napari sessions find it). Validate
+    the input first (`checks.check_pair`): this only starts the process.
     """
-    options = options or LaunchOptions()
+    options = options or CopyOptions()
     src = os.path.abspath(os.fspath(source))
     dst = os.path.abspath(os.fspath(destination))
-    status_file = default_status_file(dst)
+    if options.status_file is None:
+        status_file = default_status_file(dst)
+    else:
+        status_file = Path(os.path.abspath(options.status_file))
     log_file = status_file.with_suffix(".log")
-    cmd = copy_command(src, dst, status_file, options)
+    cmd = copy_command(src, dst, replace(options, status_file=status_file))
     with open(log_file, "wb") as log:
         popen = subprocess.Popen(
             cmd,

@@ -32,7 +32,7 @@ def verified_copy(make_napari_viewer, qtbot, tmp_path, monkeypatch):
     src = simulate(tmp_path / "acq.zarr", "multiscale", rate=float("inf"), timepoints=2).path
     viewer = make_napari_viewer()
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
-    widget.extra_args = ("--normal-priority", "--rescan-interval", "2")
+    widget.engine_options = {"low_priority": False, "rescan_interval": 2.0}
     widget.source_edit.setText(os.fspath(src))
     widget.destination_edit.setText(os.fspath(tmp_path / "copy.zarr"))
     widget.start_clicked()

@@ -35,10 +35,13 @@ from napari_softcopy._qt.layers import source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, MISMATCHED
 from napari_softcopy.launch import KEEP, STOP, CopyProcess
+from napari_softcopy.options import CopyOptions, default_of, help_text, option_args, schema
 from napari_softcopy.simulate import frame, simulate
 from napari_softcopy.status import Status, read_status_file, write_status_file
 
-TEST_ENGINE_ARGS = ("--normal-priority", "--rescan-interval", "2")
+#: What the widget's copies change for tests: normal priority, quicker rescans.
+TEST_ENGINE_OPTIONS = {"low_priority": False, "rescan_interval": 2.0}
+TEST_ENGINE_ARGS = option_args(CopyOptions(**TEST_ENGINE_OPTIONS))
 T = 12  # timepoints of the live acquisition
 
 
@@ -113,7 +116,7 @@ def acquisition(tmp_path):
 
 def dock(viewer, engines, qtbot=None):
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
-    widget.extra_args = TEST_ENGINE_ARGS
+    widget.engine_options = TEST_ENGINE_OPTIONS
     engines.widgets.append(widget)
     if qtbot is not None:  # the close filter is installed once the event loop has run
         qtbot.waitUntil(lambda: widget._main_window is not None, timeout=5000)
@@ -150,8 +153,60 @@ def test_widget_docks_from_the_manifest(make_napari_viewer, engines):
     assert widget.start_button.text() == "Start copy"
     assert widget.verify_combo.currentData() == "size"
     assert widget.panels == {}
-    options = widget.launch_options()
-    assert (options.workers, options.marker, options.bandwidth_mb_s) == (None, "complete", None)
+    assert widget.copy_options() == CopyOptions(**TEST_ENGINE_OPTIONS)  # the rest: defaults
+
+
+def test_the_form_offers_the_options_marked_for_it_with_their_defaults_and_help(
+    make_napari_viewer, engines
+):
+    """An option added to `CopyOptions` says whether the widget offers it (`Option.widget`);
+    the form has a field for exactly those, starting at the default, with the option's help
+    as its tooltip, and each field's change reaches the engine's options."""
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    offered = {name for name, _default, option in schema() if option.widget}
+    assert set(widget.option_fields) == offered, "the form and `Option.widget` disagree"
+    widget.engine_options = {}
+    assert widget.copy_options() == CopyOptions()
+    for name, editor in widget.option_fields.items():
+        assert editor.toolTip() == help_text(name), name
+    widget.workers_spin.setValue(widget.workers_spin.maximum())
+    widget.bandwidth_spin.setValue(25)
+    widget.verify_combo.setCurrentIndex(widget.verify_combo.findData("checksum"))
+    widget.marker_edit.setText("acquisition.done")
+    widget.wait_check.setChecked(not default_of("wait_for_source"))
+    changed = {
+        "workers": 256,
+        "bandwidth_mb_s": 25.0,
+        "verify": "checksum",
+        "marker": "acquisition.done",
+        "wait_for_source": not default_of("wait_for_source"),
+    }
+    assert set(changed) == offered  # (a field added to the form: change it here too)
+    assert widget.copy_options() == CopyOptions(**changed)
+    assert widget.options_summary.text() == (
+        "Options: 256 workers, 25 MB/s cap, checksum, marker acquisition.done"
+    )
+
+
+def test_a_marker_that_is_no_file_name_is_refused_in_the_form_and_starts_nothing(
+    make_napari_viewer, engines, tmp_path, qtbot
+):
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    src = simulate(tmp_path / "src.zarr", "demo", rate=float("inf"), timepoints=1).path
+    widget.source_edit.setText(os.fspath(src))
+    widget.destination_edit.setText(os.fspath(tmp_path / "copy.zarr"))
+    qtbot.waitUntil(lambda: widget.last_validation.startswith("Ready"), timeout=5000)
+    widget.marker_edit.setText("done/now")
+    expected = "option marker must be a file name (not empty, without '/'), not 'done/now'"
+    qtbot.waitUntil(lambda: widget.last_validation == expected, timeout=5000)
+    widget.start_clicked()
+    qtbot.waitUntil(lambda: widget.last_validation == expected, timeout=5000)
+    qtbot.wait(200)
+    assert widget.validation_label.text() == expected
+    assert widget.panels == {} and jobs.list_jobs(alive_only=False) == []
+    assert not (tmp_path / "copy.zarr").exists()
 
 
 def test_invalid_input_shows_the_cli_message_and_starts_nothing(
@@ -538,7 +593,7 @@ def test_the_dock_fits_napari_default_window(
     viewer = make_napari_viewer(show=True)
     viewer.window.resize(1280, 800)
     dock_widget, widget = viewer.window.add_plugin_dock_widget("napari-softcopy", "Live copy")
-    widget.extra_args = TEST_ENGINE_ARGS
+    widget.engine_options = TEST_ENGINE_OPTIONS
     engines.widgets.append(widget)
     sources = [acquisition(n, "demo", timepoints=200, rate=5.0) for n in ("one", "two")]
     for acq in sources:

@@ -8,7 +8,9 @@ engines' JSON status files on a timer.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from qtpy.QtCore import QEvent, QObject, QSize, Qt, QTimer
 from qtpy.QtWidgets import (
@@ -33,13 +35,13 @@ from ..jobs import list_jobs
 from ..launch import (
     KEEP,
     CopyProcess,
-    LaunchOptions,
     apply_close_decision,
     background_message,
     running_copies,
     split_by_origin,
     start_copy,
 )
+from ..options import CopyOptions, default_of, help_text, option_of
 from .closing import ask_keep_copying
 from .job_panel import JobPanel
 from .layers import LayerFollower, run_in_thread
@@ -55,6 +57,12 @@ from .parts import (
 STATUS_MS = 1000
 JOBS_MS = 2000
 VALIDATE_DELAY_MS = 300
+#: The bandwidth field's largest value (the option itself has no cap): a spin box is as wide
+#: as its largest value and the dock must fit napari's window; 10 GB/s is beyond any disk or
+#: network a copy goes to.
+BANDWIDTH_FIELD_MAX = 10_000.0
+#: The verification choices as the form names them (a choice without a name shows as is).
+VERIFY_TEXT = {"size": "size + mtime", "checksum": "checksum (reads both)"}
 
 
 def validate(
@@ -90,8 +98,9 @@ class SoftcopyWidget(QWidget):
         The viewer (injected by napari).
     """
 
-    #: Extra engine arguments for every copy started here (tests speed up rescans).
-    extra_args: tuple[str, ...] = ()
+    #: `CopyOptions` fields the form does not show, for every copy started here (tests ask
+    #: for normal priority and quicker rescans).
+    engine_options: Mapping[str, object] = MappingProxyType({})
 
     def __init__(self, napari_viewer, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -166,9 +175,8 @@ class SoftcopyWidget(QWidget):
         form.addRow("Destination:", row)
         # Visible, not under Options: a missing source's message points to it.
         self.wait_check = QCheckBox("Wait for the source")
-        self.wait_check.setToolTip(
-            "start before the acquisition does: wait for the source folder to appear"
-        )
+        self.wait_check.setChecked(default_of("wait_for_source"))
+        self.wait_check.setToolTip(help_text("wait_for_source"))
         self._build_options(form)
         self.validation_label = QLabel("Choose a source and a destination.")
         self.validation_label.setObjectName("softcopyValidation")
@@ -182,6 +190,7 @@ class SoftcopyWidget(QWidget):
         for edit in (self.source_edit, self.destination_edit):
             edit.textChanged.connect(self._schedule_validation)
         self.wait_check.toggled.connect(self._schedule_validation)
+        self.marker_edit.textChanged.connect(self._schedule_validation)  # (may be no name)
 
         # No frame around the copies: each panel has its own, and height is scarce.
         self.copies_box = QWidget()
@@ -226,27 +235,37 @@ class SoftcopyWidget(QWidget):
         options = form_layout(self.options_box)
         options.setContentsMargins(12, 0, 0, 0)
         options.setVerticalSpacing(3)
+        # Ranges, defaults and tooltips are the options' own (`options.CopyOptions`); 0 in a
+        # spin box is the option's None: the engine picks (workers), no cap (bandwidth).
+        workers = option_of("workers").rule
         self.workers_spin = WholeSpinBox()
-        self.workers_spin.setRange(0, 64)
+        self.workers_spin.setRange(int(workers.minimum) - 1, int(workers.maximum))
         self.workers_spin.setSpecialValueText("auto")
-        self.workers_spin.setValue(0)
-        self.workers_spin.setToolTip(
-            "copy threads; auto: 1 on a local disk, 4 on a network or FUSE filesystem"
-        )
+        self.workers_spin.setValue(default_of("workers") or 0)
+        self.workers_spin.setToolTip(help_text("workers"))
+        bandwidth = option_of("bandwidth_mb_s").rule
         self.bandwidth_spin = WholeDoubleSpinBox()
-        self.bandwidth_spin.setRange(0.0, 10_000.0)
+        self.bandwidth_spin.setRange(bandwidth.minimum, min(bandwidth.maximum, BANDWIDTH_FIELD_MAX))
         self.bandwidth_spin.setDecimals(0)
         self.bandwidth_spin.setSuffix(" MB/s")
         self.bandwidth_spin.setSpecialValueText("no cap")
-        self.bandwidth_spin.setToolTip("cap the copy's bandwidth (all workers together)")
+        self.bandwidth_spin.setValue(default_of("bandwidth_mb_s") or 0.0)
+        self.bandwidth_spin.setToolTip(help_text("bandwidth_mb_s"))
         self.verify_combo = WholeComboBox()
-        self.verify_combo.addItem("size + mtime", "size")
-        self.verify_combo.addItem("checksum (reads both)", "checksum")
-        self.verify_combo.setToolTip(
-            "the final check: size and mtime (metadata by content), or hashes of both trees"
-        )
-        self.marker_edit = QLineEdit("complete")
-        self.marker_edit.setToolTip("the file the acquisition writes in the source root when done")
+        for choice in option_of("verify").rule.values:
+            self.verify_combo.addItem(VERIFY_TEXT.get(choice, choice), choice)
+        self.verify_combo.setCurrentIndex(self.verify_combo.findData(default_of("verify")))
+        self.verify_combo.setToolTip(help_text("verify"))
+        self.marker_edit = QLineEdit(default_of("marker"))
+        self.marker_edit.setToolTip(help_text("marker"))
+        #: The form's field for each `CopyOptions` field it offers.
+        self.option_fields: dict[str, QWidget] = {
+            "workers": self.workers_spin,
+            "bandwidth_mb_s": self.bandwidth_spin,
+            "verify": self.verify_combo,
+            "marker": self.marker_edit,
+            "wait_for_source": self.wait_check,
+        }
         options.addRow("Workers:", self.workers_spin)
         options.addRow("Bandwidth:", self.bandwidth_spin)
         options.addRow("Verify:", self.verify_combo)
@@ -277,16 +296,16 @@ class SoftcopyWidget(QWidget):
 
     def _summarise_options(self, *_args) -> None:
         # Folded options must not hide a choice that changes the copy: name what is not default.
-        o = self.launch_options()
+        o = self._form_values()  # (not checked: a bad marker is the validation line's)
         parts = []
-        if o.workers:
-            parts.append(f"{o.workers} workers")
-        if o.bandwidth_mb_s:
-            parts.append(f"{o.bandwidth_mb_s:g} MB/s cap")
-        if o.verify != "size":
-            parts.append(o.verify)
-        if o.marker != "complete":
-            parts.append(f"marker {o.marker}")
+        if o["workers"] != default_of("workers"):
+            parts.append(f"{o['workers']} workers")
+        if o["bandwidth_mb_s"] != default_of("bandwidth_mb_s"):
+            parts.append(f"{o['bandwidth_mb_s']:g} MB/s cap")
+        if o["verify"] != default_of("verify"):
+            parts.append(o["verify"])
+        if o["marker"] != default_of("marker"):
+            parts.append(f"marker {o['marker']}")
         text = f"Options: {', '.join(parts)}" if parts else ""
         self.options_summary.setText(text)
         # Hidden while unfolded (the fields say it) or at the defaults (nothing to say).
@@ -311,16 +330,26 @@ class SoftcopyWidget(QWidget):
         return row, button
 
     # ------------------------------------------------------------------ options
-    def launch_options(self) -> LaunchOptions:
-        """The engine options chosen in the form."""
-        return LaunchOptions(
-            workers=self.workers_spin.value() or None,
-            bandwidth_mb_s=self.bandwidth_spin.value() or None,
-            verify=self.verify_combo.currentData(),
-            marker=self.marker_edit.text().strip() or "complete",
-            wait_for_source=self.wait_check.isChecked(),
-            extra_args=tuple(self.extra_args),
-        )
+    def _form_values(self) -> dict[str, object]:
+        """The form's option fields as `CopyOptions` values, by field name (unchecked)."""
+        return {
+            "workers": self.workers_spin.value() or None,
+            "bandwidth_mb_s": self.bandwidth_spin.value() or None,
+            "verify": self.verify_combo.currentData(),
+            "marker": self.marker_edit.text().strip() or default_of("marker"),
+            "wait_for_source": self.wait_check.isChecked(),
+        }
+
+    def copy_options(self) -> CopyOptions:
+        """The engine options chosen in the form, on top of `engine_options`.
+
+        Raises
+        ------
+        InputError
+            A field breaks its option's rule (a marker name with a ``/``), in the words of
+            the command line and the engine.
+        """
+        return CopyOptions(**{**self.engine_options, **self._form_values()})
 
     # ------------------------------------------------------------------ validation
     def _schedule_validation(self) -> None:
@@ -337,6 +366,12 @@ class SoftcopyWidget(QWidget):
         if not src.strip() and not dst.strip():
             self._start_requested = False
             self._show_validation("Choose a source and a destination.", ok=None)
+            return
+        try:
+            self.copy_options()  # (the same rule the engine process would refuse them by)
+        except InputError as exc:
+            self._start_requested = False
+            self._show_validation(str(exc), ok=False)
             return
         run_in_thread(
             validate,
@@ -379,7 +414,10 @@ class SoftcopyWidget(QWidget):
 
     def _launch(self, src: str, dst: str) -> JobPanel | None:
         try:
-            process = start_copy(src, dst, self.launch_options())
+            process = start_copy(src, dst, self.copy_options())
+        except InputError as exc:
+            self._show_validation(str(exc), ok=False)
+            return None
         except OSError as exc:
             self._show_validation(f"cannot start the engine: {exc}", ok=False)
             return None
