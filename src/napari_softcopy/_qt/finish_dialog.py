@@ -23,7 +23,7 @@ RISK = (
 DETAILS = (
     f"{QUIET_TEXT} (recommended): the copy waits until the source has stayed quiet for "
     "longer than the acquisition's own pauses so far, then copies the rest, verifies it and "
-    "writes the 'complete' marker at the destination.\n\n"
+    "writes the finish marker at the destination.\n\n"
     f"{FORCE_TEXT}: no waiting for a quiet source; verify and write the marker as soon as "
     "the rest is copied. Choose it only when the acquisition has surely ended (for example "
     "its software crashed before writing its marker): a change seen before the marker is "

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..options import DEFAULT_MARKER
 from .data import downsample, frame, noise_bank, structure
 from .presets import Preset, n_images, resolve_preset
 from .writers import LOCKING_MODES, WRITERS, array_specs, groups, open_writer
@@ -124,7 +125,7 @@ def simulate(
     timepoints: int | None = None,
     shape: tuple[int, ...] | None = None,
     grow: bool = False,
-    marker: str | None = "complete",
+    marker: str | None = DEFAULT_MARKER,
     overwrite: bool = False,
     seed: int = 0,
     stop: threading.Event | None = None,
