@@ -10,8 +10,9 @@ import time
 import pytest
 
 from napari_softcopy import engine as engine_module
+from napari_softcopy import transfer
 from napari_softcopy.copy_helper import COPIED, CURRENT, ENGINE, UNTRIED, CopyHelper
-from napari_softcopy.destination import SOURCE_STAMP
+from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination
 from napari_softcopy.platform import available_cores
 from napari_softcopy.simulate import simulate
 from support import assert_identical, engine, wait_for
@@ -48,13 +49,13 @@ class RecordedHelpers:
 def slow_engine_copies(monkeypatch):
     """The engine's own copies take 5 ms each (the helper's do not): a small archive then
     lasts until the helper has started and taken its batches."""
-    copy_file = engine_module.copy_file
+    copy_file = transfer.copy_file
 
     def slow(*args, **kwargs):
         time.sleep(0.005)
         return copy_file(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "copy_file", slow)
+    monkeypatch.setattr(transfer, "copy_file", slow)  # (the helper process's are not)
 
 
 def helper_copied(caplog) -> int:
@@ -108,7 +109,7 @@ FAILING_HELPERS = {
         "import os, sys, json\n"
         "from napari_softcopy import copy_helper as h\n"
         "opts = json.loads(sys.stdin.readline())\n"
-        "dest = h.Destination(opts['destination'], fd=opts['destination_fd'])\n"
+        "dest = h.LocalDestination(opts['destination'], fd=opts['destination_fd'])\n"
         "for rel, force in json.loads(sys.stdin.readline()):\n"
         "    h.sync_common_case(rel, force, opts['source_fd'], dest, h.threading.Event(),\n"
         "                       settle_s=0.03, fsync=False, uncache=True)\n"
@@ -176,12 +177,13 @@ def test_a_helper_ends_with_the_thread_that_started_it(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
     dst.mkdir()
-    fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, dst)]
+    src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    dest = LocalDestination(dst)
     started = []
-    options = {"stamps": True, "settle_s": 0.03, "fsync": False, "uncache": True}
+    options = {"settle_s": 0.03, "fsync": False, "uncache": True}
 
     def start_and_leave():
-        helper = CopyHelper(*fds, str(dst), **options)
+        helper = CopyHelper(src_fd, dest, **options)
         started.append(helper)
         assert helper.submit([]) and helper.outcomes(0) == []  # (it is up and listening)
 
@@ -193,8 +195,8 @@ def test_a_helper_ends_with_the_thread_that_started_it(tmp_path):
         assert proc.wait(10) == 0  # SIGTERM from the kernel: the thread is gone
     finally:
         started[0].close()
-        for fd in fds:
-            os.close(fd)
+        os.close(src_fd)
+        dest.close()
 
 
 def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
@@ -214,9 +216,10 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
     os.setxattr(dst / "rewritten", SOURCE_STAMP, b"1:1")
     (src / "young").write_bytes(b"y")  # written just now: maybe not finished
     os.symlink("new", src / "link")
-    fds = [os.open(p, os.O_RDONLY | os.O_DIRECTORY) for p in (src, dst)]
-    options = {"stamps": True, "settle_s": 1.0, "fsync": False, "uncache": True}
-    helper = CopyHelper(*fds, str(dst), **options)
+    src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    dest = LocalDestination(dst)
+    options = {"settle_s": 1.0, "fsync": False, "uncache": True}
+    helper = CopyHelper(src_fd, dest, **options)
     try:
         batches = [
             [("new", False), ("stale", False), ("same", False), ("forced", True)],
@@ -229,8 +232,8 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
         first, restamped, second, third = (helper.outcomes(len(b)) for b in batches)
     finally:
         helper.close()
-        for fd in fds:
-            os.close(fd)
+        os.close(src_fd)
+        dest.close()
     size_mtime = [
         (os.stat(src / n).st_size, os.stat(src / n).st_mtime_ns) for n in ("new", "stale")
     ]

@@ -290,10 +290,11 @@ def test_a_stop_during_the_first_copy_of_the_root_metadata_is_a_stop(tmp_path, m
     that lands during that copy (Ctrl-C right after the start, on a slow disk) ends the
     copy as "stopped", never as an internal error."""
     from napari_softcopy import engine as engine_module
+    from napari_softcopy import transfer
 
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=2, marker=None)
-    copy_file = engine_module.copy_file
+    copy_file = transfer.copy_file  # (the engine's workers copy through transfer.sync_file)
     engines = []
 
     def stopped_meanwhile(rel, *args, **kwargs):  # (the stop arrives while it copies)
@@ -301,7 +302,7 @@ def test_a_stop_during_the_first_copy_of_the_root_metadata_is_a_stop(tmp_path, m
             engines[0].stop()
         return copy_file(rel, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "copy_file", stopped_meanwhile)
+    monkeypatch.setattr(transfer, "copy_file", stopped_meanwhile)
     e = CopyEngine(src, dst, engine_module.CopyOptions(low_priority=False))
     engines.append(e)
     e.start()

@@ -4,13 +4,13 @@ import threading
 import pytest
 
 from napari_softcopy import transfer
-from napari_softcopy.destination import Destination
+from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.transfer import RateLimiter, Stopped, copy_file
 
 
 @pytest.fixture
 def dest(tmp_path):
-    d = Destination(tmp_path / "dst")
+    d = LocalDestination(tmp_path / "dst")
     yield d
     d.close()
 

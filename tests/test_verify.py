@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 import threading
 import time
 
@@ -219,7 +220,7 @@ def test_a_part_helper_that_fails_is_walked_by_the_caller(tmp_path, monkeypatch,
     monkeypatch.setattr(verify.WalkHelper, "_MAIN", garbage)
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
     assert "unreadable result" in caplog.text
-    monkeypatch.setattr(verify.sys, "executable", str(tmp_path / "no-python"))
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
 
 

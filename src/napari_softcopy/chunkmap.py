@@ -14,10 +14,11 @@ Values:
  4    mismatched  after the finish: missing, stale or extra at the destination
 ====  ==========  =====================================================================
 
-A file counts as copied by the engine's own rule (`Destination.holds_copy_of`): size and
+A file counts as copied by the engine's own rule (`destinations.is_copy_of`): size and
 mtime equal, and the source stamp the engine recorded on the copy (the source file's inode
 and ctime, `SOURCE_STAMP`) names this version of the source file, so a source chunk
-rewritten with its size and mtime put back is not shown green. Metadata content and
+rewritten with its size and mtime put back is not shown green. The destination is read
+through `LocalDestination` (its listing, with the stamps). Metadata content and
 checksums are the engine's business, not the map's.
 """
 
@@ -31,9 +32,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .destination import SOURCE_STAMP, copied_from_another_version
+from .destinations import Capabilities, FileInfo, LocalDestination, is_copy_of
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
-from .platform import get_xattr
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
 
@@ -104,8 +104,9 @@ def layer_transform(chunk_shape, scale, translate) -> tuple[list[float], list[fl
 
 
 class ChunkFile(NamedTuple):
-    """What the map needs of a chunk file's lstat, under the same names (`source_stamp`
-    reads them): for 50,000 files, 16 MiB where keeping each ``os.stat_result`` took 36."""
+    """What the map needs of a source chunk file's lstat, under the same names (the rule,
+    `destinations.is_copy_of`, reads them): for 50,000 files, 16 MiB where keeping each
+    ``os.stat_result`` took 36."""
 
     st_size: int
     st_mtime_ns: int
@@ -148,36 +149,28 @@ def chunk_files(root: str | os.PathLike, array: ArrayLayout) -> dict[tuple[int, 
     return found
 
 
-def holds_copy(
-    destination: str | os.PathLike,
-    array: ArrayLayout,
-    index: tuple[int, ...],
-    copy: ChunkFile | None,
-    st: ChunkFile,
-) -> bool:
-    """True when the destination's chunk file is a copy of the source's, by the engine's rule.
-
-    Same size and mtime, and no stamp of another version of the source file recorded on the
-    copy (`Destination.holds_copy_of`; none recorded, e.g. no xattrs there: size and mtime
-    decide).
-
-    Parameters
-    ----------
-    destination : path
-        The destination archive root.
-    array : ArrayLayout
-        The array the chunk belongs to.
-    index : tuple of int
-        The chunk's grid index.
-    copy : ChunkFile or None
-        The chunk file at the destination (None: not there).
-    st : ChunkFile
-        The chunk file at the source.
-    """
-    if copy is None or copy.st_size != st.st_size or copy.st_mtime_ns != st.st_mtime_ns:
-        return False
-    stamp = get_xattr(os.path.join(destination, array.chunk_key(index)), SOURCE_STAMP)
-    return not copied_from_another_version(stamp, st)
+def copied_chunk_files(
+    dest: LocalDestination, array: ArrayLayout
+) -> dict[tuple[int, ...], FileInfo]:
+    """``{grid index: FileInfo}`` of every chunk file of ``array`` at the destination ``dest``,
+    with the source stamps recorded on them (temporary files are skipped)."""
+    found: dict[tuple[int, ...], FileInfo] = {}
+    stack = [array.path]
+    while stack:
+        rel_dir = stack.pop()
+        try:
+            listed = dest.listdir(rel_dir, stamps=True) or {}
+        except PermissionError:
+            continue  # (as at the source: the map shows what can be seen)
+        for name, info in listed.items():
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if info.is_dir:
+                stack.append(rel)
+            elif info.is_file and not is_temp_name(name):
+                index = array.chunk_index(rel)
+                if index is not None:
+                    found[index] = info
+    return found
 
 
 def _layout(source: Path, destination: Path, array_path: str) -> ArrayLayout:
@@ -223,11 +216,19 @@ def compute_chunk_map(
     array = _layout(src, dst, array_path)
     grid = array.grid
     at_source = chunk_files(src, array)
-    at_destination = chunk_files(dst, array)
+    try:
+        dest = LocalDestination(dst, create=False)
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        at_destination, capabilities = {}, Capabilities()
+    else:
+        try:
+            at_destination, capabilities = copied_chunk_files(dest, array), dest.capabilities
+        finally:
+            dest.close()
     values = np.full(grid, ABSENT, dtype=np.uint8)
     not_there = MISMATCHED if finished else PENDING
     for index, st in at_source.items():
-        copied = holds_copy(dst, array, index, at_destination.get(index), st)
+        copied = is_copy_of(st, at_destination.get(index), capabilities)
         values[index] = COPIED if copied else not_there
     for index in at_destination.keys() - at_source.keys():
         values[index] = not_there  # deleted by the writer; the engine mirrors the delete

@@ -8,7 +8,7 @@ archive, or a backlog at the marker) on a machine with two cores or more, and ha
 batches of paths from its pending set.
 
 The helper does only the common case: a regular, settled source file whose copy is missing
-or stale is copied by `transfer.copy_file`, the same call the engine makes. Everything else
+or stale is copied by `transfer.sync_file`, the same call the engine makes. Everything else
 (a source that vanished or is not a regular file, a write in progress, a destination error,
 a source that changed while it was read) is handed back for the engine to sync itself, with
 its error handling, retries and messages. A helper that cannot start, dies or answers
@@ -31,11 +31,10 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 
-from .destination import Destination
+from .destinations import LocalDestination
 from .platform import end_with_parent
-from .transfer import Stopped, copy_file
+from .transfer import Stopped, settle_left, sync_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,7 @@ def sync_common_case(
     rel: str,
     force: bool,
     src_dir_fd: int,
-    dest: Destination,
+    dest: LocalDestination,
     stop: threading.Event,
     *,
     settle_s: float,
@@ -66,25 +65,24 @@ def sync_common_case(
     An ``OSError`` raised here is the engine's too, for the same reason.
     """
     st = os.stat(rel, dir_fd=src_dir_fd, follow_symlinks=False)
-    if not stat.S_ISREG(st.st_mode) or 0 <= time.time() - st.st_mtime_ns / 1e9 < settle_s:
+    if not stat.S_ISREG(st.st_mode) or settle_left(st.st_mtime_ns, settle_s):
         return (ENGINE,)
-    old = dest.stat(rel)
-    if not force and dest.holds_copy_of(rel, old, st):
-        return (CURRENT,)
-    result = copy_file(
+    result, old = sync_file(
         rel,
+        st,
         dest,
-        rel,
+        force=force,
         stop=stop,
+        src_dir_fd=src_dir_fd,
         fsync=fsync,
         uncache=uncache,
-        src_dir_fd=src_dir_fd,
         settle_s=settle_s,
-        dest_exists=old is not None,
     )
+    if result is None:
+        return (CURRENT,)
     if not result.committed:
         return (ENGINE,)
-    return (COPIED, result.size, result.mtime_ns, None if old is None else old.st_size)
+    return (COPIED, result.size, result.mtime_ns, None if old is None else old.size)
 
 
 class CopyHelper:
@@ -92,13 +90,14 @@ class CopyHelper:
 
     Parameters
     ----------
-    src_dir_fd, dest_dir_fd : int
-        The engine's open directories of the source and destination roots.
-    destination : str
-        The destination root's path (for messages only).
-    stamps, settle_s, fsync, uncache
-        As the engine copies: record source stamps, the age a source file must have, flush
-        each file, drop copied pages.
+    src_dir_fd : int
+        The engine's open directory of the source root.
+    dest : LocalDestination
+        The engine's destination: its root descriptor is passed on (the helper then reaches
+        exactly the tree the engine does), with whether it records source stamps.
+    settle_s, fsync, uncache
+        As the engine copies: the age a source file must have, flush each file, drop copied
+        pages.
     """
 
     _MAIN = "from napari_softcopy.copy_helper import _helper_main; _helper_main()"
@@ -106,21 +105,20 @@ class CopyHelper:
     def __init__(
         self,
         src_dir_fd: int,
-        dest_dir_fd: int,
-        destination: str,
+        dest: LocalDestination,
         *,
-        stamps: bool,
         settle_s: float,
         fsync: bool,
         uncache: bool,
     ) -> None:
         self._proc: subprocess.Popen | None = None
         self._interrupted = False
+        dest_dir_fd = dest.fileno()
         options = {
             "source_fd": src_dir_fd,
             "destination_fd": dest_dir_fd,
-            "destination": destination,
-            "stamps": stamps,
+            "destination": str(dest.path),
+            "stamps": dest.capabilities.xattrs,
             "settle_s": settle_s,
             "fsync": fsync,
             "uncache": uncache,
@@ -246,8 +244,9 @@ def _helper_main() -> None:
         return
     options = json.loads(line)
     src_fd = options["source_fd"]
-    dest = Destination(options["destination"], fd=options["destination_fd"])
-    dest.stamps = options["stamps"]
+    dest = LocalDestination(
+        options["destination"], fd=options["destination_fd"], xattrs=options["stamps"]
+    )
     copy_options = {k: options[k] for k in ("settle_s", "fsync", "uncache")}
     while not stop.is_set():
         line = sys.stdin.buffer.readline()

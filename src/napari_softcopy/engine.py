@@ -29,11 +29,12 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from .checks import InputError, check_pair, free_space_warning
 from .copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper
-from .destination import Destination, DestinationChanged, copied_from_another_version
+from .destinations import Destination, DestinationChanged, LocalDestination, is_copy_of
 from .jobs import DestinationLock
 from .layout import (
     NODE_NAMES,
@@ -47,25 +48,25 @@ from .layout import (
 )
 from .options import CopyOptions
 from .pending import PendingSet
-from .platform import (
-    available_cores,
-    default_workers,
-    degraded,
-    lower_thread_priority,
-    syncfs,
-)
+from .platform import available_cores, degraded, lower_thread_priority
 from .quiet import PAUSE_FACTOR, SourceActivity
 from .readiness import SourceEventHandler
 from .status import FINAL_STATES, Status, write_status_file
-from .transfer import CopyResult, NotRegularFile, RateLimiter, Stopped, copy_file, write_file
+from .transfer import (
+    RACY_S,
+    CopyResult,
+    NotRegularFile,
+    RateLimiter,
+    Stopped,
+    settle_left,
+    sync_file,
+    write_file,
+)
 from .verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
 from .watcher import start_watching
 
 log = logging.getLogger(__name__)
 
-#: A file modified less than this long ago is copied a moment later: a second write in the
-#: same kernel clock tick would leave size and mtime unchanged and go unnoticed.
-RACY_S = 0.03
 #: Scans stop adding work while this many paths are pending (bounded memory on huge trees).
 PENDING_LIMIT = 20_000
 #: Errors that mean "the destination cannot take data right now": retried with backoff.
@@ -500,7 +501,7 @@ class CopyEngine:
             self._src_fd = os.open(self._src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
-            self._dest = Destination(self.destination)
+            self._dest = LocalDestination(self.destination)
             self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()
@@ -516,7 +517,7 @@ class CopyEngine:
             with self._lock:
                 self._notices.extend(watching.notices)
             self._copy_root_metadata()
-            workers = self.options.workers or default_workers(self._dest.fd)
+            workers = self.options.workers or self._dest.suggested_workers()
             log.info("copying with %d worker thread(s)", workers)
             for i in range(max(1, workers)):
                 t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
@@ -703,6 +704,8 @@ class CopyEngine:
         self._copy_helper_decided = True
         if self._limiter is not None or available_cores() < 2:
             return  # (a bandwidth cap is shared by this process's threads only)
+        if not isinstance(self._dest, LocalDestination):
+            return  # (the helper is handed the root's descriptor)
         t = threading.Thread(target=self._helper_worker, name="softcopy-worker-h", daemon=True)
         t.start()
         self._threads.append(t)
@@ -716,9 +719,7 @@ class CopyEngine:
             lower_thread_priority()  # (the helper inherits this thread's priority)
         helper = CopyHelper(
             self._src_fd,
-            self._dest.fd,
-            str(self.destination),
-            stamps=self._dest.stamps,
+            self._dest,
             settle_s=RACY_S,
             fsync=self.options.fsync == "each",
             uncache=self.options.drop_cache,
@@ -806,11 +807,6 @@ class CopyEngine:
         except OSError:
             return False
 
-    def _changed_since_copy(self, rel: str, st: os.stat_result) -> bool:
-        """True when the source changed after ``rel`` was copied although its size and mtime
-        did not (a rewrite with the mtime put back): its recorded inode/ctime stamp differs."""
-        return copied_from_another_version(self._dest.source_stamp(rel), st)
-
     def _sync(self, rel: str, force: bool) -> float | None:
         """Make the destination's ``rel`` match the source's. Returns a retry delay or None."""
         self._wait_backoff()
@@ -831,24 +827,20 @@ class CopyEngine:
             return None
         if not stat.S_ISREG(st.st_mode):
             return None
-        age = time.time() - st.st_mtime_ns / 1e9
-        if 0 <= age < RACY_S:
-            return RACY_S - age
-        old = dest.stat(rel)
-        if not force and dest.holds_copy_of(rel, old, st):
-            return None
+        left = settle_left(st.st_mtime_ns)
+        if left:
+            return left
         try:
-            result = copy_file(
+            result, old = sync_file(
                 rel,
+                st,
                 dest,
-                rel,
+                force=force,
                 stop=self._stop,
+                src_dir_fd=self._src_fd,
                 limiter=self._limiter,
                 fsync=self.options.fsync == "each",
                 uncache=self.options.drop_cache,
-                src_dir_fd=self._src_fd,
-                settle_s=RACY_S,  # re-checked on the opened file: it may have changed since
-                dest_exists=old is not None,  # only this engine writes there (it holds the lock)
             )
         except FileNotFoundError as exc:
             if self._src_lstat(rel) is None:
@@ -864,9 +856,11 @@ class CopyEngine:
             return self._dest_error(rel, exc)
         except OSError as exc:
             return self._dest_error(rel, exc)
+        if result is None:
+            return None  # the copy is current
         if not result.committed:
             return 0.0  # changed while we read it: copy the new version
-        self._copied(rel, result, None if old is None else old.st_size)
+        self._copied(rel, result, None if old is None else old.size)
         return None
 
     def _copied(self, rel: str, result: CopyResult, old_size: int | None) -> None:
@@ -950,13 +944,13 @@ class CopyEngine:
         ):
             return None
         old = self._dest.stat(rel)
-        if old is None or not stat.S_ISREG(old.st_mode):
+        if old is None or not old.is_file:
             return None
         if self._dest.unlink(rel):
             with self._lock:
                 self._c.files_deleted += 1
                 self._c.files_at_destination -= 1
-                self._c.bytes_at_destination -= old.st_size
+                self._c.bytes_at_destination -= old.size
                 if self._is_chunk(rel):
                     self._c.chunks_at_destination -= 1
         return None
@@ -974,19 +968,15 @@ class CopyEngine:
         """
         t0 = time.monotonic()
         dest = self._dest
+        capabilities = dest.capabilities
+        stamp_of = dest.source_stamp
         marker = self.options.marker
         temp = files_dst = bytes_dst = chunks_dst = 0
         to_copy = 0
         newest = 0  # the latest ctime of a source folder or file: a change events missed?
         # At the first scan, warn as soon as more is found to copy than the destination has
         # free: before it fills up, not after the scan of a huge tree.
-        free = None
-        if initial:
-            try:
-                sv = os.statvfs(dest.fd)
-                free = sv.f_bavail * sv.f_frsize
-            except OSError:
-                pass
+        free = dest.free_space() if initial else None
         # A periodic scan gives way to a finish, whose verification walks everything again
         # anyway: on a large archive the scan running at the marker would delay it.
         periodic = not (initial or deep)
@@ -1059,10 +1049,11 @@ class CopyEngine:
                             files_dst += 1
                             bytes_dst += existing_info.size
                             chunks_dst += not is_metadata_name(name)
-                            if (
-                                existing_info.size == st.st_size
-                                and existing_info.mtime_ns == st.st_mtime_ns
-                                and not (deep and self._changed_since_copy(rel, st))
+                            if is_copy_of(
+                                st,
+                                existing_info,
+                                capabilities,
+                                partial(stamp_of, rel) if deep else None,
                             ):
                                 continue
                         to_copy += st.st_size
@@ -1221,7 +1212,7 @@ class CopyEngine:
 
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
-            syncfs(self._dest.fd)
+            self._dest.flush()
 
     def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
         self._report = verify_tree(

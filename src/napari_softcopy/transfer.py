@@ -3,11 +3,16 @@
 The final name only ever appears by an atomic rename of a complete temporary file, so a crash
 at any moment leaves either the previous version or the new one, never a truncated file. A
 source that changes while it is read is not committed (the caller copies it again).
+
+This module moves the bytes (``copy_file_range``, ``sendfile`` or read/write, the bandwidth
+cap, dropping cached pages) into the temporary file the `Destination` hands out; the
+destination names, stamps, flushes and publishes it (`Destination.publish`). `sync_file`
+decides by the one rule (`destinations.is_copy_of`) whether a copy is needed at all, and
+`settle_left` is the one settle check.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -15,8 +20,12 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .destination import SOURCE_STAMP, Destination, source_stamp
+from .destinations import Destination, FileInfo, is_copy_of, source_stamp
 from .platform import drop_cache
+
+#: A file modified less than this long ago is copied a moment later: a second write in the
+#: same kernel clock tick would leave size and mtime unchanged and go unnoticed.
+RACY_S = 0.03
 
 BLOCK = 8 * 1024 * 1024  # bytes per copy call: the granularity of stop checks and the cap
 
@@ -82,6 +91,16 @@ class CopyResult:
     created: bool
 
 
+def settle_left(mtime_ns: int, settle_s: float = RACY_S) -> float:
+    """The one settle check: seconds until a source file last modified at ``mtime_ns`` is
+    old enough to copy (0.0: now). A write landing in place while it is read may leave size
+    and mtime as they were when we looked, so only its age shows that it could be torn. An
+    mtime in the future (a skewed clock) counts as settled, as it always did: waiting for it
+    could take forever."""
+    age = time.time() - mtime_ns / 1e9
+    return settle_s - age if 0 <= age < settle_s else 0.0
+
+
 def identity(st: os.stat_result) -> tuple[int, int, int, int]:
     """What must not change while a file is copied: inode, size, mtime and ctime."""
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
@@ -122,7 +141,8 @@ def copy_file(
     settle_s: float = 0.0,
     dest_exists: bool | None = None,
 ) -> CopyResult:
-    """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime.
+    """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime
+    and its stamp (`destinations.source_stamp`, where the destination keeps xattrs).
 
     With ``src_dir_fd``, ``source_path`` is relative to that open directory (the source root
     as it was when the copy started: an archive re-created at the same path is never read).
@@ -149,16 +169,16 @@ def copy_file(
         if exc.errno == errno.ELOOP:
             raise NotRegularFile(errno.ELOOP, "symbolic link not followed", source_path) from exc
         raise
-    temp_rel = None
-    fd_out = -1
+    temp = None
     try:
         before = os.fstat(fd_in)
         if not stat.S_ISREG(before.st_mode):
             raise NotRegularFile(errno.EINVAL, "not a regular file", source_path)
-        if settle_s and 0 <= time.time() - before.st_mtime_ns / 1e9 < settle_s:
+        if settle_s and settle_left(before.st_mtime_ns, settle_s):
             return CopyResult(False, before.st_size, before.st_mtime_ns, False)
         size = before.st_size
-        fd_out, temp_rel = dest.open_temp(rel)
+        temp = dest.create_temp(rel)
+        fd_out = temp.fileno()
         offset = 0
         while offset < size:
             if stop.is_set():
@@ -173,48 +193,69 @@ def copy_file(
         after = os.fstat(fd_in)
         if offset != size or identity(after) != identity(before):
             return CopyResult(False, size, before.st_mtime_ns, False)
-        os.utime(fd_out, ns=(before.st_atime_ns, before.st_mtime_ns))
-        if dest.stamps:
-            try:
-                os.setxattr(fd_out, SOURCE_STAMP, source_stamp(before))
-            except OSError as exc:
-                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
-                    raise  # e.g. ENOSPC: the caller retries like any destination error
-                dest.stamps = False  # this filesystem keeps no xattrs: size + mtime only
-        if fsync:
-            os.fsync(fd_out)
         if dest_exists is None:
             dest_exists = dest.stat(rel) is not None
-        dest.commit(temp_rel, rel)
-        temp_rel = None
+        dest.publish(
+            temp,
+            mtime_ns=before.st_mtime_ns,
+            atime_ns=before.st_atime_ns,
+            stamp=source_stamp(before),
+            fsync=fsync,
+        )
         return CopyResult(True, size, before.st_mtime_ns, not dest_exists)
     finally:
-        if fd_out >= 0:
-            if uncache:
-                drop_cache(fd_out)
-            os.close(fd_out)
-        if temp_rel is not None:
-            with contextlib.suppress(OSError):
-                dest.unlink(temp_rel)
+        if temp is not None:
+            dest.release(temp, uncache=uncache)  # (removed unless published)
         if uncache:
             drop_cache(fd_in)
         os.close(fd_in)
 
 
+def sync_file(
+    rel: str,
+    st: os.stat_result,
+    dest: Destination,
+    *,
+    force: bool,
+    stop: threading.Event,
+    src_dir_fd: int,
+    limiter: RateLimiter | None = None,
+    fsync: bool = False,
+    uncache: bool = True,
+    settle_s: float = RACY_S,
+) -> tuple[CopyResult | None, FileInfo | None]:
+    """Copy the settled regular source file ``rel`` (``st``, its lstat below ``src_dir_fd``)
+    unless its copy is current by the one rule (`destinations.is_copy_of`; ``force``: copy
+    anyway). The engine's workers and the copy helper both sync through this.
+
+    Returns
+    -------
+    (CopyResult or None, FileInfo or None)
+        The copy's outcome (None: the copy was current, nothing copied) and what was at the
+        destination before.
+
+    Raises
+    ------
+    As `copy_file`.
+    """
+    old = dest.stat(rel)
+    if not force and is_copy_of(st, old, dest.capabilities, lambda: dest.source_stamp(rel)):
+        return None, old
+    result = copy_file(
+        rel,
+        dest,
+        rel,
+        stop=stop,
+        limiter=limiter,
+        fsync=fsync,
+        uncache=uncache,
+        src_dir_fd=src_dir_fd,
+        settle_s=settle_s,  # re-checked on the opened file: it may have changed since
+        dest_exists=old is not None,  # only this engine writes there (it holds the lock)
+    )
+    return result, old
+
+
 def write_file(dest: Destination, rel: str, data: bytes, *, mtime_ns: int | None = None) -> None:
     """Write small ``data`` to ``rel`` atomically and durably (used for the marker)."""
-    fd, temp_rel = dest.open_temp(rel)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if mtime_ns is not None:
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        dest.unlink(temp_rel)
-        raise
-    os.close(fd)
-    dest.commit(temp_rel, rel)
-    dest.fsync_dir(rel.rpartition("/")[0])
+    dest.write_file(rel, data, mtime_ns=mtime_ns)

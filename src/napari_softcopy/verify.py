@@ -1,34 +1,33 @@
 """Verification: does the destination hold every source file, identical?
 
-Every source file (writers' temporary files excluded) must exist at the destination with the
-same size and mtime; Zarr metadata files are compared by content; with ``checksum=True`` every
+Every source file (writers' temporary files excluded) must have a copy at the destination by
+the one rule (`destinations.copy_difference`: same size and mtime, and with ``stamps`` no stamp
+of another version of the source file); the destination is read through `LocalDestination`
+only. Zarr metadata files are compared by content; with ``checksum=True`` every
 file's content is compared by an xxh3-128 hash. Files at the destination that the source does
 not have are reported too.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import pickle
-import signal
 import stat
-import subprocess
-import sys
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import xxhash
 
 from .checks import InputError, check_apart
-from .destination import SOURCE_STAMP, copied_from_another_version
+from .destinations import Capabilities, FileInfo, LocalDestination, copy_difference
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
-from .platform import end_with_parent, get_xattr
+from .verify_helpers import WalkHelper, start_helpers
+
+__all__ = ["MAX_LISTED", "VerifyReport", "WalkHelper", "recheck", "start_helpers", "verify_tree"]
 
 log = logging.getLogger(__name__)
 
@@ -142,17 +141,23 @@ class VerifyReport:
 def file_digest(path: str | os.PathLike, *, dir_fd: int | None = None) -> bytes:
     """xxh3-128 digest of a file's content (symlinks are not followed)."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        return _digest(f)
+
+
+def _digest(f: BinaryIO) -> bytes:
     h = xxhash.xxh3_128()
-    try:
-        while block := os.read(fd, 4 * 1024 * 1024):
-            h.update(block)
-    finally:
-        os.close(fd)
+    while block := f.read(4 * 1024 * 1024):
+        h.update(block)
     return h.digest()
 
 
-def _same_content(a: str, b: str) -> bool:
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+def _same_content(src_path: str, dest: LocalDestination, rel: str, checksum: bool) -> bool:
+    """Whether the source file ``src_path`` and the destination's ``rel`` hold the same bytes
+    (by their xxh3-128 digests with ``checksum``; small metadata files are compared whole)."""
+    with open(src_path, "rb") as fa, dest.read(rel) as fb:
+        if checksum:
+            return _digest(fa) == _digest(fb)
         return fa.read() == fb.read()
 
 
@@ -257,95 +262,6 @@ def _walk_part(
     return report
 
 
-def start_helpers(count: int) -> list[WalkHelper]:
-    """Start ``count`` helper processes for a parallel `verify_tree`.
-
-    An interpreter takes about 0.1 s to start: the engine starts them when its finish
-    begins, so that they are ready when the last files are copied. A folder of 50,000 files
-    takes 0.6-0.8 s in one process, 0.4-0.5 s in two (2 cores; benchmarks/notes.md).
-    Each inherits the calling thread's CPU and IO priority and its session.
-    """
-    return [WalkHelper() for _ in range(max(0, count))]
-
-
-class WalkHelper:
-    """One helper process: it waits for its part's options on stdin, walks that part and
-    writes its pickled `VerifyReport` to stdout. One that fails (cannot start, dies, writes
-    something unreadable) is logged and its part walked by the caller: a helper can make a
-    walk faster, never make it pass."""
-
-    _MAIN = "from napari_softcopy.verify import _helper_main; _helper_main()"
-
-    def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", self._MAIN],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            self._failed(str(exc))
-
-    def send(self, options: dict) -> None:
-        """Start walking the part ``options`` describe."""
-        if self._proc is None:
-            return
-        try:
-            self._proc.stdin.write(json.dumps(options).encode() + b"\n")
-            self._proc.stdin.flush()  # (closed by communicate)
-        except OSError as exc:
-            self._failed(f"could not be told its part: {exc}")
-
-    def result(self, stop: threading.Event | None = None) -> VerifyReport | None:
-        """Wait for the helper's report (None where it failed, or ``stop`` was set)."""
-        if self._proc is None:
-            return None
-        while True:  # (a helper stuck on a hung mount must not hold up a stop)
-            try:
-                out, err = self._proc.communicate(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                if stop is not None and stop.is_set():
-                    self.close()
-                    return None
-        if self._proc.returncode == 0:
-            try:
-                report = pickle.loads(out)
-            except Exception as exc:  # (truncated or foreign output: never trusted)
-                err = f"unreadable result: {exc}".encode()
-            else:
-                if isinstance(report, VerifyReport):
-                    self._proc = None
-                    return report
-                err = b"no report"
-        lines = err.decode(errors="replace").strip().splitlines()
-        self._failed(lines[-1] if lines else f"exit code {self._proc.returncode}")
-        return None
-
-    def close(self) -> None:
-        """End the process if it still runs (an unused or abandoned helper)."""
-        if self._proc is not None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
-            self._proc.communicate()
-            self._proc = None
-
-    def _failed(self, why: str) -> None:
-        log.warning("verification helper failed (%s): its part is walked here", why)
-        self.close()
-
-
-def _helper_main() -> None:
-    """Body of a `WalkHelper` process."""
-    end_with_parent(signal.SIGKILL)  # (an orphan's result has no reader)
-    line = sys.stdin.buffer.readline()
-    if not line:
-        return  # not used
-    sys.stdout.buffer.write(pickle.dumps(_walk_part(json.loads(line), None)))
-
-
 def recheck(
     report: VerifyReport,
     *,
@@ -377,32 +293,43 @@ def recheck(
         metadata_files=report.metadata_files - sum(_is_metadata(rel) for rel in counted),
     )
     comparison = _Comparison(new, report.checksum, marker, None, stamps)
-    for rel in report.problem_paths():
-        if stop is not None and stop.is_set():
-            new._add("unreadable", _INTERRUPTED)
-            break
-        src_path, dst_path = f"{report.source}/{rel}", f"{report.destination}/{rel}"
-        try:
-            st = os.lstat(src_path)
-        except FileNotFoundError:
-            st = None
-        except OSError as exc:
-            new._add("unreadable", (rel, exc.strerror or str(exc)))
-            continue
-        try:
-            dst_st = os.lstat(dst_path)
-        except FileNotFoundError:
-            dst_st = None
-        if any(s is not None and stat.S_ISDIR(s.st_mode) for s in (st, dst_st)):
-            return None
-        if st is None:
-            if dst_st is not None:
-                new._add("extra", rel)
-        elif not stat.S_ISREG(st.st_mode):
-            new._add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
-        else:
-            comparison._compare(rel, st, dst_st, src_path, dst_path)
+    comparison.dest = _open_destination(report.destination)
+    try:
+        for rel in report.problem_paths():
+            if stop is not None and stop.is_set():
+                new._add("unreadable", _INTERRUPTED)
+                break
+            src_path = f"{report.source}/{rel}"
+            try:
+                st = os.lstat(src_path)
+            except FileNotFoundError:
+                st = None
+            except OSError as exc:
+                new._add("unreadable", (rel, exc.strerror or str(exc)))
+                continue
+            dest = comparison.dest
+            info = None if dest is None else dest.stat(rel, stamp=stamps)
+            if (st is not None and stat.S_ISDIR(st.st_mode)) or (info is not None and info.is_dir):
+                return None
+            if st is None:
+                if info is not None:
+                    new._add("extra", rel)
+            elif not stat.S_ISREG(st.st_mode):
+                new._add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
+            else:
+                comparison._compare(rel, st, info, src_path)
+    finally:
+        if comparison.dest is not None:
+            comparison.dest.close()
     return new
+
+
+def _open_destination(path: str) -> LocalDestination | None:
+    """The destination tree to compare, never created (None: it does not exist)."""
+    try:
+        return LocalDestination(path, create=False)
+    except FileNotFoundError:
+        return None
 
 
 def _is_metadata(rel: str) -> bool:
@@ -411,15 +338,18 @@ def _is_metadata(rel: str) -> bool:
 
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the roots as the user named them
 _DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
+#: Where the destination does not exist (every file missing): the rule needs none of these.
+_NO_CAPABILITIES = Capabilities()
 
 
 @dataclass
 class _Comparison:
     """One `verify_tree` walk: the options, and the report it fills.
 
-    Folders are opened below the roots' descriptors and listed by descriptor, so every stat
-    is an fstatat of a name in its folder, not a walk of its whole path (a folder of 50,000
-    chunks: 0.84 s -> 0.60 s), and no link at the destination is followed.
+    Source folders are opened below the root's descriptor and listed by descriptor, so every
+    stat is an fstatat of a name in its folder, not a walk of its whole path (a folder of
+    50,000 chunks: 0.84 s -> 0.60 s); the destination is listed the same way through
+    `LocalDestination.listdir`, which follows no link.
 
     Split in ``parts``, each walk lists every folder but compares only the entries whose
     name hashes to its ``part`` (`_mine`). What concerns a folder as a whole is reported by
@@ -434,6 +364,7 @@ class _Comparison:
     stamps: bool
     part: int = 0
     parts: int = 1
+    dest: LocalDestination | None = field(default=None, repr=False)
 
     def _mine(self, name: str) -> bool:
         """Whether this part compares the file ``name`` (crc32: the same in every process)."""
@@ -455,9 +386,7 @@ class _Comparison:
             self._add_folder_problem("unreadable", (".", exc.strerror or str(exc)))
             return
         try:
-            dst_fd = os.open(report.destination, _ROOT_FLAGS)
-        except FileNotFoundError:
-            dst_fd = -1
+            self.dest = _open_destination(report.destination)
         except BaseException:
             os.close(src_fd)
             raise
@@ -467,20 +396,20 @@ class _Comparison:
                 if stop is not None and stop.is_set():
                     self._add_folder_problem("unreadable", _INTERRUPTED)
                     break
-                self._folder(stack.pop(), src_fd, dst_fd, stack)
+                self._folder(stack.pop(), src_fd, stack)
         finally:
             os.close(src_fd)
-            if dst_fd >= 0:
-                os.close(dst_fd)
+            if self.dest is not None:
+                self.dest.close()
+                self.dest = None
 
-    def _folder(self, rel_dir: str, src_root_fd: int, dst_root_fd: int, stack: list[str]) -> None:
+    def _folder(self, rel_dir: str, src_root_fd: int, stack: list[str]) -> None:
         """Compare the folder ``rel_dir``; push its subfolders on ``stack``."""
         try:
             src_dir_fd = os.open(rel_dir or ".", _DIR_FLAGS, dir_fd=src_root_fd)
         except OSError as exc:
             self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
             return
-        dst_dir_fd = -1
         mine = self._mine
         try:
             # A part keeps only the entries it looks at: its own names, and every folder of
@@ -492,38 +421,19 @@ class _Comparison:
                 else:
                     src_entries = [e for e in it if e.is_dir(follow_symlinks=False) or mine(e.name)]
                     folders = {e.name for e in src_entries if e.is_dir(follow_symlinks=False)}
-            dst_entries: dict[str, os.DirEntry] = {}
-            if dst_root_fd >= 0:
-                try:
-                    dst_dir_fd = os.open(rel_dir or ".", _DIR_FLAGS, dir_fd=dst_root_fd)
-                except (FileNotFoundError, NotADirectoryError):
-                    pass
-                else:
-                    with os.scandir(dst_dir_fd) as it:
-                        if self.parts == 1:
-                            dst_entries = {e.name: e for e in it}
-                        else:
-                            dst_entries = {
-                                e.name: e for e in it if e.name in folders or mine(e.name)
-                            }
-            self._entries(rel_dir, src_entries, dst_entries, stack, src_dir_fd, dst_dir_fd)
+            dst_entries: dict[str, FileInfo] = {}
+            if self.dest is not None:
+                keep = None if self.parts == 1 else (lambda n: n in folders or mine(n))
+                dst_entries = self.dest.listdir(rel_dir, keep=keep, stamps=self.stamps) or {}
+            self._entries(rel_dir, src_entries, dst_entries, stack, src_dir_fd)
         except OSError as exc:
             self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
         finally:
-            os.close(src_dir_fd)  # (the entries stat through these: closed only now)
-            if dst_dir_fd >= 0:
-                os.close(dst_dir_fd)
+            os.close(src_dir_fd)  # (the entries stat through it: closed only now)
 
-    def _compare(
-        self,
-        rel: str,
-        st: os.stat_result,
-        dst_st: os.stat_result | None,
-        src_path: str,
-        dst_path: str,
-    ) -> None:
-        """Count the source file ``rel`` (``st``) and compare its copy (``dst_st``, None when
-        there is none)."""
+    def _compare(self, rel: str, st: os.stat_result, copy: FileInfo | None, src_path: str) -> None:
+        """Count the source file ``rel`` (``st``) and compare its copy (``copy``, None when
+        there is none) by the one rule, then by content where asked."""
         report = self.report
         add = report._add
         report.files_checked += 1
@@ -533,23 +443,16 @@ class _Comparison:
         if self.progress is not None and report.files_checked % 1000 == 0:
             self.progress(report.files_checked, report.bytes_checked)
         problems = report.n_missing + report.n_mismatched
-        if dst_st is None:
+        dest = self.dest
+        # (the stamps, where compared, were read with the listing: `FileInfo.stamp`)
+        why = copy_difference(st, copy, _NO_CAPABILITIES if dest is None else dest.capabilities)
+        if copy is None:
             add("missing", rel)
-        elif not stat.S_ISREG(dst_st.st_mode):
-            add("mismatched", (rel, "not a regular file at the destination"))
-        elif dst_st.st_size != st.st_size:
-            add("mismatched", (rel, f"size {dst_st.st_size} != {st.st_size}"))
-        elif dst_st.st_mtime_ns != st.st_mtime_ns:
-            add("mismatched", (rel, "modification time differs"))
-        elif self.stamps and copied_from_another_version(get_xattr(dst_path, SOURCE_STAMP), st):
-            add("mismatched", (rel, "source rewritten after it was copied"))
+        elif why is not None:
+            add("mismatched", (rel, why))
         elif self.checksum or metadata:
             try:
-                same = (
-                    file_digest(src_path) == file_digest(dst_path)
-                    if self.checksum
-                    else _same_content(src_path, dst_path)
-                )
+                same = _same_content(src_path, dest, rel, self.checksum)
             except OSError as exc:
                 add("unreadable", (rel, exc.strerror or str(exc)))
                 return
@@ -565,25 +468,23 @@ class _Comparison:
         self,
         rel_dir: str,
         src_entries: list[os.DirEntry],
-        dst_entries: dict[str, os.DirEntry],
+        dst_entries: dict[str, FileInfo],
         stack: list[str],
         src_dir_fd: int,
-        dst_dir_fd: int,
     ) -> None:
-        # Files are stat-ed by name in their folder, not through their entry: an entry keeps
-        # its stat result, and a folder's entries are kept until its last file is compared
-        # (50,000 files: 65 -> 40 MiB).
+        # Source files are stat-ed by name in their folder, not through their entry: an entry
+        # keeps its stat result, and a folder's entries are kept until its last file is
+        # compared (50,000 files: 65 -> 40 MiB).
         report, marker = self.report, self.marker
         add = report._add
         prefix = f"{rel_dir}/" if rel_dir else ""
         src_prefix = f"{report.source}/{prefix}"
-        dst_prefix = f"{report.destination}/{prefix}"  # stamps are read by path (no fgetxattrat)
         for entry in src_entries:
             name = entry.name
             rel = prefix + name
             if entry.is_dir(follow_symlinks=False):
                 other = dst_entries.pop(name, None)
-                if other is not None and not other.is_dir(follow_symlinks=False):
+                if other is not None and not other.is_dir:
                     # a link (or file) where the source has a folder: never looked through
                     self._add_folder_problem("mismatched", (rel, "not a folder at the destination"))
                     continue
@@ -598,31 +499,27 @@ class _Comparison:
             if not stat.S_ISREG(st.st_mode):
                 add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
                 continue
-            other = dst_entries.pop(name, None)
-            try:
-                dst_st = (
-                    None
-                    if other is None
-                    else os.stat(name, dir_fd=dst_dir_fd, follow_symlinks=False)
-                )
-            except FileNotFoundError:
-                dst_st = None
-            self._compare(rel, st, dst_st, src_prefix + name, dst_prefix + name)
+            self._compare(rel, st, dst_entries.pop(name, None), src_prefix + name)
         for name, other in dst_entries.items():
             rel = prefix + name
             if is_own_temp_name(name) or (marker and rel == marker):
                 continue
-            if other.is_dir(follow_symlinks=False):
-                for path in _files_below(Path(dst_prefix + name)):
-                    add("extra", f"{rel}/{path}")
+            if other.is_dir:
+                for path in _files_below(self.dest, rel):
+                    add("extra", path)
                 continue
             add("extra", rel)
 
 
-def _files_below(root: Path) -> Iterator[str]:
-    """Relative paths of the files below ``root`` (our own temp files excluded)."""
-    for dirpath, _dirs, files in os.walk(root):
-        base = os.path.relpath(dirpath, root)
-        for name in files:
-            if not is_own_temp_name(name):
-                yield name if base == "." else f"{base}/{name}"
+def _files_below(dest: LocalDestination, rel_dir: str) -> Iterator[str]:
+    """Paths of the files below the destination's folder ``rel_dir`` (our own temp files
+    excluded; links are neither followed nor listed as folders)."""
+    stack = [rel_dir]
+    while stack:
+        folder = stack.pop()
+        for name, info in sorted((dest.listdir(folder) or {}).items(), reverse=True):
+            rel = f"{folder}/{name}"
+            if info.is_dir:
+                stack.append(rel)
+            elif not is_own_temp_name(name):
+                yield rel

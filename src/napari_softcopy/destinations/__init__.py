@@ -1,0 +1,36 @@
+"""Destinations: the interface the engine writes through (`Destination`, `Capabilities`,
+`FileInfo`), the one rule "this file is a copy of that one" (`copy_difference`), and the
+local filesystem as its implementation (`LocalDestination`)."""
+
+from .base import (
+    SOURCE_STAMP,
+    Capabilities,
+    Destination,
+    DestinationChanged,
+    FileInfo,
+    SourceStat,
+    TempFile,
+    copied_from_another_version,
+    copy_difference,
+    is_copy_of,
+    mtime_matches,
+    source_stamp,
+)
+from .local import LocalDestination, LocalTempFile
+
+__all__ = [
+    "SOURCE_STAMP",
+    "Capabilities",
+    "Destination",
+    "DestinationChanged",
+    "FileInfo",
+    "LocalDestination",
+    "LocalTempFile",
+    "SourceStat",
+    "TempFile",
+    "copied_from_another_version",
+    "copy_difference",
+    "is_copy_of",
+    "mtime_matches",
+    "source_stamp",
+]

@@ -1,0 +1,349 @@
+"""The local filesystem (or any mounted one) as a `Destination`, reached through one open
+directory descriptor.
+
+A network mount that drops leaves an empty local mount point at the same path; filling the
+local disk there is the classic disaster. Every operation here is relative to the directory
+fd opened at start, so it keeps acting on the filesystem that was mounted then (or fails), and
+`LocalDestination.check` notices when the path no longer leads to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import itertools
+import os
+import secrets
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import BinaryIO
+
+from ..layout import OWN_TEMP_SUFFIX
+from ..platform import IS_LINUX, default_workers, drop_cache, get_xattr, syncfs
+from .base import SOURCE_STAMP, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
+#: suffix (the counter counted to 8 hex digits: 4 billion files in one process).
+_TEMP_NAME_OVERHEAD = 2 + 8 + 8 + len(OWN_TEMP_SUFFIX)
+
+
+@dataclass(slots=True)
+class LocalTempFile(TempFile):
+    """A temporary file of a `LocalDestination`: its descriptor and both names."""
+
+    rel: str
+    temp_rel: str
+    fd: int
+    published: bool = False
+
+    def fileno(self) -> int:
+        return self.fd
+
+
+class LocalDestination(Destination):
+    """Operations below a destination root, all relative to one directory fd.
+
+    Parameters
+    ----------
+    root : path
+        Destination root; created (one level only) when missing and ``create``.
+    fd : int, optional
+        The root, already open (another process's, passed on): used instead of opening
+        ``root``, which then only names it in messages. Closed by `close`.
+    create : bool
+        Create a missing root (a copy does; a verification does not: FileNotFoundError).
+    xattrs : bool
+        Whether to record and read source stamps (False: the caller knows there are none).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        *,
+        fd: int | None = None,
+        create: bool = True,
+        xattrs: bool = True,
+    ) -> None:
+        self.path = Path(root)
+        if fd is None:
+            if create:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(self.path)
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.fd = fd
+        st = os.fstat(self.fd)
+        self.identity = (st.st_dev, st.st_ino)
+        self._known_dirs: set[str] = {""}
+        try:
+            namemax = os.fstatvfs(fd).f_namemax or 255
+        except OSError:
+            namemax = 255
+        # Linux filesystems mounted here keep mtimes to the nanosecond as set, rename over a
+        # file atomically and tell case apart; the coarse, case-folding ones (FAT, exFAT,
+        # NTFS, SMB) are issue 19's: there the rule's precision comes from here.
+        self.capabilities = Capabilities(
+            mtime_precision_ns=1,
+            xattrs=xattrs,
+            max_name_bytes=namemax - _TEMP_NAME_OVERHEAD,  # (its temporary name must fit)
+            copy_file_range=hasattr(os, "copy_file_range"),
+        )
+        # Temporary names: a random part drawn once (unique across runs and processes) and a
+        # counter (unique within this one), instead of a getrandom call per file.
+        self._temp_prefix = secrets.token_hex(4)
+        self._temp_counter = itertools.count()
+
+    @property
+    def stamps(self) -> bool:
+        """Whether source stamps are recorded and read (`Capabilities.xattrs`)."""
+        return self.capabilities.xattrs
+
+    def fileno(self) -> int:
+        """The root's descriptor, to pass to another process (`copy_helper`) only."""
+        return self.fd
+
+    def close(self) -> None:
+        """Close the root descriptor."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def check(self) -> None:
+        """Raise `DestinationChanged` when the root path leads elsewhere (unmounted, replaced)."""
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise DestinationChanged(
+                exc.errno or errno.ENOENT,
+                f"destination {self.path} is gone ({exc.strerror}); nothing was written there. "
+                "Remount or restore it and run the same command again",
+            ) from exc
+        if (st.st_dev, st.st_ino) != self.identity:
+            raise DestinationChanged(
+                errno.ESTALE,
+                f"destination {self.path} is no longer the folder the copy started in "
+                "(unmounted network drive?); nothing was written there. Remount it and run "
+                "the same command again",
+            )
+
+    def free_space(self) -> int | None:
+        """Bytes an unprivileged writer may still write on the root's filesystem."""
+        try:
+            sv = os.fstatvfs(self.fd)
+        except OSError:
+            return None
+        return sv.f_bavail * sv.f_frsize
+
+    def suggested_workers(self) -> int:
+        """4 on a network or FUSE filesystem, 1 on a local one (`platform.default_workers`)."""
+        return default_workers(self.fd)
+
+    # -- reading -------------------------------------------------------------------------
+    def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
+        """The entry ``rel`` (lstat), None when it does not exist."""
+        try:
+            st = os.stat(rel or ".", dir_fd=self.fd, follow_symlinks=False)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        is_file = stat.S_ISREG(st.st_mode)
+        return FileInfo(
+            stat.S_ISDIR(st.st_mode),
+            is_file,
+            st.st_size,
+            st.st_mtime_ns,
+            self.source_stamp(rel) if stamp and is_file else None,
+        )
+
+    def source_stamp(self, rel: str) -> bytes | None:
+        """The `SOURCE_STAMP` recorded on ``rel`` when it was copied (None: none recorded)."""
+        if not self.capabilities.xattrs:
+            return None
+        return get_xattr(rel, SOURCE_STAMP, dir_fd=self.fd)
+
+    def _open_dir(self, rel_dir: str) -> int:
+        """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
+        (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached."""
+        fd = os.open(".", _DIR_FLAGS, dir_fd=self.fd)
+        try:
+            for part in rel_dir.split("/") if rel_dir else ():
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def listdir(
+        self,
+        rel_dir: str,
+        cancelled: Callable[[], bool] | None = None,
+        *,
+        keep: Callable[[str], bool] | None = None,
+        stamps: bool = False,
+    ) -> dict[str, FileInfo] | None:
+        """Entries of the directory ``rel_dir`` (empty when it does not exist or is reached
+        only through a symbolic link); None when ``cancelled()`` turned true meanwhile (it is
+        asked every 1,000 entries: one folder may hold a million).
+
+        ``keep(name)`` false: the entry is skipped unstat-ed (a part of a split walk).
+        ``stamps``: each file's recorded source stamp is read too (one ``lgetxattr`` by its
+        name in the open folder, through ``/proc/self/fd``).
+        """
+        try:
+            fd = self._open_dir(rel_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return {}
+            raise
+        stamps = stamps and self.capabilities.xattrs
+        in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
+        out: dict[str, FileInfo] = {}
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if cancelled is not None and len(out) % 1000 == 999 and cancelled():
+                        return None
+                    name = entry.name
+                    if keep is not None and not keep(name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    is_file = stat.S_ISREG(st.st_mode)
+                    stamp = None
+                    if stamps and is_file:
+                        stamp = (
+                            get_xattr(in_dir + name, SOURCE_STAMP)
+                            if in_dir is not None
+                            else get_xattr(name, SOURCE_STAMP, dir_fd=fd)
+                        )
+                    out[name] = FileInfo(
+                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp
+                    )
+        finally:
+            os.close(fd)
+        return out
+
+    def read(self, rel: str) -> BinaryIO:
+        """Open ``rel`` for reading (no symlinks followed, not below the root either)."""
+        parent, _, name = rel.rpartition("/")
+        dir_fd = self._open_dir(parent)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        return os.fdopen(fd, "rb", buffering=0)
+
+    # -- writing -------------------------------------------------------------------------
+    def makedirs(self, rel_dir: str) -> None:
+        """Create ``rel_dir`` and its parents below the root."""
+        if rel_dir in self._known_dirs:
+            return
+        parent = rel_dir.rpartition("/")[0]
+        if parent not in self._known_dirs:
+            self.makedirs(parent)
+        try:
+            os.mkdir(rel_dir, dir_fd=self.fd)
+        except FileExistsError:
+            st = os.stat(rel_dir, dir_fd=self.fd, follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode):  # never write through a link to elsewhere
+                raise DestinationChanged(
+                    errno.ENOTDIR,
+                    f"destination {self.path / rel_dir} is a symbolic link or a file where "
+                    "the archive has a folder; links are not followed. Remove it and run the "
+                    "same command again",
+                ) from None
+        if len(self._known_dirs) > 100_000:  # bounded memory on huge trees
+            self._known_dirs = {""}
+        self._known_dirs.add(rel_dir)
+
+    def create_temp(self, rel: str) -> LocalTempFile:
+        """Create a fresh temporary file beside ``rel`` (a name `layout.is_own_temp_name`
+        recognises, so a killed run's are removed at the next start)."""
+        parent, _, name = rel.rpartition("/")
+        self.makedirs(parent)
+        temp_name = f".{name}.{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
+        temp_rel = f"{parent}/{temp_name}" if parent else temp_name
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
+        except FileNotFoundError:
+            self._known_dirs.discard(parent)  # removed behind our back: create it again
+            self.makedirs(parent)
+            fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
+        return LocalTempFile(rel, temp_rel, fd)
+
+    def publish(
+        self,
+        temp: TempFile,
+        *,
+        mtime_ns: int | None = None,
+        atime_ns: int | None = None,
+        stamp: bytes | None = None,
+        fsync: bool = False,
+    ) -> None:
+        """Set times and stamp on the open file, fsync it if asked, rename it into place."""
+        assert isinstance(temp, LocalTempFile)
+        fd = temp.fd
+        if mtime_ns is not None:
+            os.utime(fd, ns=(mtime_ns if atime_ns is None else atime_ns, mtime_ns))
+        if stamp is not None and self.capabilities.xattrs:
+            try:
+                os.setxattr(fd, SOURCE_STAMP, stamp)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
+                    raise  # e.g. ENOSPC: the caller retries like any destination error
+                # This filesystem keeps no xattrs: size and mtime decide from now on.
+                self.capabilities = replace(self.capabilities, xattrs=False)
+        if fsync:
+            os.fsync(fd)
+        os.rename(temp.temp_rel, temp.rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        temp.published = True
+
+    def release(self, temp: TempFile, *, uncache: bool = False) -> None:
+        """Drop the file's cached pages (``uncache``), close it, remove it if unpublished."""
+        assert isinstance(temp, LocalTempFile)
+        if temp.fd >= 0:
+            if uncache:
+                drop_cache(temp.fd)
+            os.close(temp.fd)
+            temp.fd = -1
+        if not temp.published:
+            with contextlib.suppress(OSError):
+                self.unlink(temp.temp_rel)
+
+    def unlink(self, rel: str) -> bool:
+        """Remove a file; False when it was not there (or is reached only through a link)."""
+        parent, _, name = rel.rpartition("/")
+        try:
+            fd = self._open_dir(parent)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
+                return False
+            raise
+        try:
+            os.unlink(name, dir_fd=fd)
+            return True
+        except FileNotFoundError:
+            return False
+        finally:
+            os.close(fd)
+
+    def fsync_dir(self, rel_dir: str = "") -> None:
+        """Make the directory entries of ``rel_dir`` durable."""
+        fd = self._open_dir(rel_dir)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def flush(self) -> None:
+        """Make everything written to the destination filesystem durable."""
+        syncfs(self.fd)
+        self.fsync_dir()

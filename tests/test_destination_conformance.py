@@ -1,0 +1,100 @@
+"""`LocalDestination` keeps the `Destination` contract (`DestinationTests`) on real
+filesystems: the test's own folder, a tmpfs and an ext4 image, each mounted for its class
+(skipped with the reason where mounting is refused)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from destination_tests import DestinationTests
+from faults_support import require_mounts, tmpfs, unmount_all
+from napari_softcopy.destinations import Destination, LocalDestination
+
+_roots = itertools.count()
+
+
+def _replace_local_root(dest: Destination) -> None:
+    """Move the root away and create an empty folder in its place: what a dropped mount or
+    a folder re-created by hand looks like from the path."""
+    root = Path(dest.path)
+    root.rename(root.with_name(root.name + ".moved"))
+    root.mkdir()
+
+
+class LocalDestinationTests(DestinationTests):
+    """`DestinationTests` for a `LocalDestination` below the folder ``base`` gives."""
+
+    @pytest.fixture
+    def base(self, tmp_path) -> Path:
+        return tmp_path
+
+    @pytest.fixture
+    def destination(self, base) -> Iterator[LocalDestination]:
+        dest = LocalDestination(base / f"dest {next(_roots)}")
+        yield dest
+        dest.close()
+
+    @pytest.fixture
+    def replace_root(self) -> Callable[[Destination], None]:
+        return _replace_local_root
+
+
+class TestLocalDestinationInTmpPath(LocalDestinationTests):
+    """Wherever the test's temporary folder is."""
+
+
+@pytest.fixture(scope="module")
+def tmpfs_disk(tmp_path_factory) -> Iterator[Path]:
+    with tmpfs(tmp_path_factory.mktemp("tmpfs"), "64m") as disk:
+        yield disk
+
+
+class TestLocalDestinationOnTmpfs(LocalDestinationTests):
+    @pytest.fixture
+    def base(self, tmpfs_disk) -> Path:
+        return tmpfs_disk
+
+
+@contextlib.contextmanager
+def loop_filesystem(path: Path, mkfs: list[str], size_mb: int) -> Iterator[Path]:
+    """A real filesystem made by ``mkfs`` (``["mkfs.ext4", "-q", "-F"]``) on an image file,
+    loop-mounted at ``path``; skipped with the reason where that is refused."""
+    require_mounts()
+    image = path.with_suffix(".img")
+    with open(image, "wb") as f:
+        f.truncate(size_mb * 2**20)
+    made = subprocess.run([*mkfs, str(image)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"cannot make the filesystem ({made.stderr.strip() or made.returncode})")
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-o", "loop", str(image), str(path)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot loop-mount an image here ({mounted.stderr.strip()})")
+    try:
+        os.chmod(path, 0o755)
+        yield path
+    finally:
+        unmount_all(path)
+        image.unlink()
+
+
+@pytest.fixture(scope="module")
+def ext4_disk(tmp_path_factory) -> Iterator[Path]:
+    disk = tmp_path_factory.mktemp("ext4") / "disk"
+    with loop_filesystem(disk, ["mkfs.ext4", "-q", "-F"], 32) as mounted:
+        yield mounted
+
+
+class TestLocalDestinationOnExt4(LocalDestinationTests):
+    @pytest.fixture
+    def base(self, ext4_disk) -> Path:
+        return ext4_disk
