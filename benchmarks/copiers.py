@@ -5,6 +5,9 @@
 - ``ourswatchdog`` (live only, a reference): ``ours`` with ``NAPARI_SOFTCOPY_WATCHER=watchdog``,
   following the source with watchdog's observer instead of the engine's own inotify reader:
   what its batched reads and rename pairing are worth, in the same invocation.
+- ``baseline`` (a reference, when ``$BENCH_BASELINE_SRC`` names another checkout's ``src``
+  folder): ``ours`` run from that code (``PYTHONPATH``), live and bulk: a change measured
+  before and after, side by side in one invocation.
 - ``softcopy``: ``softcopy SRC DST --nprocs 4 --sleep-time 0`` (PyPI ``softcopy==0.0.13``, in
   a venv of its own, ``benchmarks/.venv-softcopy``, created on first use).
 - ``cp``: ``cp -r SRC DST``. Live, it is started when the marker appears (it cannot follow
@@ -41,6 +44,8 @@ FLOOR_EXE = HERE / ".build" / "floor"
 REFERENCES = ("cpsync", "floor", "floorsafe")
 #: Live references added beside ``ours``.
 LIVE_REFERENCES = ("ourswatchdog",)
+#: Another checkout's ``src`` to measure beside ``ours`` (before/after a change).
+BASELINE_SRC = os.environ.get("BENCH_BASELINE_SRC", "")
 
 _RSYNC_LIVE = """\
 while [ ! -e "$1/complete" ]; do
@@ -94,6 +99,12 @@ def copiers() -> dict[str, Copier]:
             "napari-softcopy on watchdog's observer",
             (),
             ("env", "NAPARI_SOFTCOPY_WATCHER=watchdog", ours, "copy", "{src}", "{dst}", *EXTRA),
+        ),
+        "baseline": Copier(
+            "baseline",
+            f"napari-softcopy baseline ({BASELINE_SRC})",
+            ("env", f"PYTHONPATH={BASELINE_SRC}", ours, "copy", "{src}", "{dst}", *EXTRA),
+            ("env", f"PYTHONPATH={BASELINE_SRC}", ours, "copy", "{src}", "{dst}", *EXTRA),
         ),
         "softcopy": Copier(
             "softcopy",
@@ -194,7 +205,9 @@ def ensure(names: list[str], log=print) -> list[str]:
             continue
         if name in ("floor", "floorsafe") and not build_floor(log):
             continue
-        if name in ("ours", "ourswatchdog"):
+        if name == "baseline" and not BASELINE_SRC:
+            continue  # (only where a baseline checkout is named)
+        if name in ("ours", "ourswatchdog", "baseline"):
             if not os.path.exists(ours_executable()):
                 log("napari-softcopy is not installed in this environment; left out")
                 continue

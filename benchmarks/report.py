@@ -13,10 +13,21 @@ from pathlib import Path
 from .common import REPO
 
 MIB = 2**20
-ORDER = ("ours", "ourswatchdog", "softcopy", "cp", "rsync", "cpsync", "floor", "floorsafe")
+ORDER = (
+    "ours",
+    "baseline",
+    "ourswatchdog",
+    "softcopy",
+    "cp",
+    "rsync",
+    "cpsync",
+    "floor",
+    "floorsafe",
+)
 LABELS = {
     "ours": "napari-softcopy",
     "ourswatchdog": "napari-softcopy on watchdog's observer",
+    "baseline": "napari-softcopy baseline (before the change)",
     "softcopy": "softcopy 0.0.13",
     "cp": "cp -r",
     "rsync": "rsync -a",

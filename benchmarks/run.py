@@ -82,8 +82,9 @@ def _timepoints(wl_name: str, quick: bool, override: int | None) -> int | None:
 def run_live(names, workloads, reps, workdir, quick, timepoints=None, log=_log) -> dict:
     tools = copiers()
     runs = []
-    if "ours" in names:  # (the reference: ours on watchdog's observer)
-        names = [*names, *ensure([n for n in LIVE_REFERENCES if n not in names], log=log)]
+    if "ours" in names:  # (the references: ours on watchdog's observer, a baseline)
+        more = [*LIVE_REFERENCES, "baseline"]
+        names = [*names, *ensure([n for n in more if n not in names], log=log)]
     for rep in range(reps):
         for wl_name in workloads:
             wl = live.WORKLOADS[wl_name]
@@ -167,6 +168,8 @@ def run_bulk(names, workloads, reps, workdir, quick, timepoints=None, log=_log) 
     runs = []
     if "cp" in names:  # (the references: cp made durable, and the C floors)
         names = [*names, *ensure([n for n in REFERENCES if n not in names], log=log)]
+    if "ours" in names and "baseline" not in names:  # (a baseline checkout, if named)
+        names = [*names, *ensure(["baseline"], log=log)]
     for wl_name in workloads:
         wl = live.WORKLOADS[wl_name]
         src = bulk.make_source(wl, workdir, _timepoints(wl_name, quick, timepoints))
