@@ -206,7 +206,7 @@ class Destination(abc.ABC):
     chunk map do below it goes through these calls (no path or descriptor of it elsewhere).
 
     Paths ``rel`` are relative to the root, ``/``-separated, never ``..``; ``""`` is the root.
-    A backend states what it can do in `capabilities`; `tests/destinations` holds the
+    A backend states what it can do in `capabilities`; `tests/destination_tests.py` holds the
     conformance tests every backend passes (`DestinationTests`).
     """
 
