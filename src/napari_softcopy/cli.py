@@ -334,7 +334,8 @@ class _DeprecatedAlias(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def _add_preset_option(p: argparse.ArgumentParser) -> None:
+def _add_simulation_options(p: argparse.ArgumentParser) -> None:
+    """What ``simulate`` and ``demo`` both take: the preset, the writer, the pace."""
     p.add_argument(
         "--preset",
         choices=_PresetNames(),
@@ -342,6 +343,8 @@ def _add_preset_option(p: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="what to simulate: %(choices)s (default: %(default)s)",
     )
+    p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
+    p.add_argument("--rate", type=float, default=None, help="timepoints per second")
 
 
 class _PresetNames(Sequence[str]):
@@ -418,15 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
         "timepoint by timepoint, then the marker: try a copy without a microscope.",
     )
     p.add_argument("destination")
-    _add_preset_option(p)
-    p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
+    _add_simulation_options(p)
     p.add_argument(
         "--locking",
         choices=["lockfile", "os", "none", "non_atomic"],
         default="lockfile",
         help="tensorstore's file locking mode",
     )
-    p.add_argument("--rate", type=float, default=None, help="timepoints per second")
     p.add_argument("--grow", action="store_true", help="grow the time axis as it goes")
     p.add_argument("--marker", default=DEFAULT_MARKER)
     p.add_argument("--overwrite", action="store_true")
@@ -439,9 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the same folder, verify the copy by checksums and print a summary. The folder is "
         "removed at the end unless --keep.",
     )
-    _add_preset_option(p)
-    p.add_argument("--writer", choices=["tensorstore", "zarr-python"], default="tensorstore")
-    p.add_argument("--rate", type=float, default=None, help="timepoints per second")
+    _add_simulation_options(p)
     p.add_argument(
         "--keep",
         action="store_true",
