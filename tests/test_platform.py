@@ -97,3 +97,31 @@ def test_a_priority_that_cannot_be_lowered_is_said_once_in_the_log_and_the_statu
     ], notices
     assert caplog.text.count("idle IO priority is off") == 1  # three threads, one line
     assert_identical(source, dest)
+
+
+def test_a_destination_without_extended_attributes_is_said_once_in_the_status(
+    tmp_path, monkeypatch, caplog
+):
+    """Where the destination refuses the source stamp (ENOTSUP, as exFAT or SMB mounts do;
+    none of those mounts here, so the refusal is injected), size and mtime decide alone, the
+    copy is still complete, and the log and the status's notices say so once."""
+    import errno
+
+    from napari_softcopy import platform
+
+    def refuse(*_args, **_kwargs):
+        raise OSError(errno.ENOTSUP, "Operation not supported")
+
+    monkeypatch.setattr(platform, "_degraded", {})
+    monkeypatch.setattr(os, "setxattr", refuse)
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(source, n_chunks=8)
+    with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
+        e = engine(source, dest, workers=2, finish_quiet=0.2)
+        e.finish()
+        assert e.wait(60), e.status().message
+    notices = [n for n in e.status().notices if n.startswith("source stamps")]
+    assert len(notices) == 1 and "keeps no extended attributes" in notices[0], notices
+    assert str(dest) in notices[0]
+    assert caplog.text.count("source stamps at the destination is off") == 1
+    assert_identical(source, dest)

@@ -32,8 +32,8 @@ _libc = ctypes.CDLL(None, use_errno=True) if IS_LINUX else None
 _degraded: dict[str, str] = {}  # feature -> why it is off here
 
 
-def _degrade(feature: str, why: str) -> None:
-    """Record, and log once, that ``feature`` does not apply in this process."""
+def degrade(feature: str, why: str) -> None:
+    """Record, and log once, that ``feature`` does not apply in this process (`degraded`)."""
     if feature not in _degraded:
         _degraded[feature] = why
         log.warning("%s is off: %s", feature, why)
@@ -55,21 +55,21 @@ def lower_thread_priority(nice: int = 10) -> None:
     is recorded once (`degraded`).
     """
     if not IS_LINUX:
-        _degrade("idle IO priority", f"not supported on {sys.platform}")
+        degrade("idle IO priority", f"not supported on {sys.platform}")
         return
     nr = _SYS_IOPRIO_SET.get(os.uname().machine)
     tid = threading.get_native_id()
     if nr is not None and _libc is not None:
         if _libc.syscall(nr, _IOPRIO_WHO_PROCESS, tid, _IOPRIO_CLASS_IDLE << _IOPRIO_CLASS_SHIFT):
-            _degrade("idle IO priority", f"ioprio_set: {os.strerror(ctypes.get_errno())}")
+            degrade("idle IO priority", f"ioprio_set: {os.strerror(ctypes.get_errno())}")
     else:
-        _degrade("idle IO priority", f"unknown ioprio_set syscall on {os.uname().machine}")
+        degrade("idle IO priority", f"unknown ioprio_set syscall on {os.uname().machine}")
     try:
         current = os.getpriority(os.PRIO_PROCESS, tid)
         if current < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
     except OSError as exc:
-        _degrade("lower CPU priority", f"setpriority: {exc.strerror or exc}")
+        degrade("lower CPU priority", f"setpriority: {exc.strerror or exc}")
 
 
 def available_cores() -> int:

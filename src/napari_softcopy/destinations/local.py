@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
-from ..platform import IS_LINUX, default_workers, drop_cache, get_xattr, syncfs
+from ..platform import IS_LINUX, default_workers, degrade, drop_cache, get_xattr, syncfs
 from .base import SOURCE_STAMP, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -299,8 +299,15 @@ class LocalDestination(Destination):
             except OSError as exc:
                 if exc.errno not in (errno.ENOTSUP, errno.EOPNOTSUPP):
                     raise  # e.g. ENOSPC: the caller retries like any destination error
-                # This filesystem keeps no xattrs: size and mtime decide from now on.
+                # This filesystem keeps no xattrs: size and mtime decide from now on, and the
+                # status says so (`platform.degraded`): a weaker rule, never a silent one.
                 self.capabilities = replace(self.capabilities, xattrs=False)
+                degrade(
+                    "source stamps at the destination",
+                    f"{self.path} keeps no extended attributes, so size and mtime alone "
+                    "decide what is already copied (a source file rewritten with its size "
+                    "and mtime put back is not seen)",
+                )
         if fsync:
             os.fsync(fd)
         os.rename(temp.temp_rel, temp.rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
