@@ -4,6 +4,7 @@ local filesystem as its implementation (`LocalDestination`)."""
 
 from .base import (
     SOURCE_STAMP,
+    STATE_DIR,
     Capabilities,
     Destination,
     DestinationChanged,
@@ -20,6 +21,7 @@ from .local import LocalDestination, LocalTempFile
 
 __all__ = [
     "SOURCE_STAMP",
+    "STATE_DIR",
     "Capabilities",
     "Destination",
     "DestinationChanged",

@@ -32,6 +32,12 @@ from typing import BinaryIO, Protocol
 #: still changes the ctime, which no user call can set; so resume sees it.
 SOURCE_STAMP = "user.softcopy.source"
 
+#: The folder at the destination root that holds napari-softcopy's own records (the manifest
+#: of a verified copy, per-file records where the destination keeps no usable mtime or xattrs).
+#: It is not part of the copy: walks and verification skip it, readers of the Zarr never look
+#: there (no Zarr key starts with a dot).
+STATE_DIR = ".softcopy"
+
 
 class SourceStat(Protocol):
     """What the rule reads of a source file: an ``os.stat_result`` has it, so does
