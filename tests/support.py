@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.engine import Tuning
 from napari_softcopy.layout import is_own_temp_name, is_temp_name
 
 
@@ -53,10 +54,10 @@ def assert_identical(source: str | os.PathLike, destination: str | os.PathLike) 
     return len(src)
 
 
-def engine(source, destination, **options) -> CopyEngine:
+def engine(source, destination, *, tuning: Tuning | None = None, **options) -> CopyEngine:
     """A started engine with test-friendly defaults (normal priority, quick rescans)."""
     options.setdefault("low_priority", False)
     options.setdefault("rescan_interval", 2.0)
-    e = CopyEngine(source, destination, CopyOptions(**options))
+    e = CopyEngine(source, destination, CopyOptions(**options), tuning)
     e.start()
     return e

@@ -9,15 +9,18 @@ import time
 
 import pytest
 
-from napari_softcopy import engine as engine_module
 from napari_softcopy import transfer
 from napari_softcopy.copy_helper import COPIED, CURRENT, ENGINE, UNTRIED, CopyHelper
 from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination
+from napari_softcopy.engine import CopyEngine, Tuning
+from napari_softcopy.engine import helpers as helpers_module
 from napari_softcopy.platform import available_cores
 from napari_softcopy.simulate import simulate
 from support import assert_identical, engine, wait_for
 
 needs_two_cores = pytest.mark.skipif(available_cores() < 2, reason="a helper needs two cores")
+#: A helper for a backlog of ten files: these archives are small.
+SMALL = Tuning(copy_helper_files=10)
 
 
 def finished_archive(tmp_path, timepoints=3):
@@ -42,7 +45,7 @@ class RecordedHelpers:
                     recorded.pids.append(self._proc.pid)
                     recorded.nice.append(os.getpriority(os.PRIO_PROCESS, self._proc.pid))
 
-        monkeypatch.setattr(engine_module, "CopyHelper", Recorded)
+        monkeypatch.setattr(helpers_module, "CopyHelper", Recorded)
 
 
 @pytest.fixture
@@ -70,9 +73,8 @@ def test_a_finished_archive_is_copied_by_the_engine_and_a_helper_process(
 ):
     caplog.set_level("INFO")
     src, dst, files = finished_archive(tmp_path)
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)  # (this archive is small)
     helpers = RecordedHelpers(monkeypatch)
-    e = engine(src, dst, low_priority=True)
+    e = engine(src, dst, low_priority=True, tuning=SMALL)
     assert e.wait(60) and e.state == "verified", e.status().message
     assert len(helpers.pids) == 1 and helpers.nice[0] >= 10  # at the engine's priority
     # Both copied, and every file was booked once: the counts are the engine's own.
@@ -86,11 +88,9 @@ def test_a_finished_archive_is_copied_by_the_engine_and_a_helper_process(
 def test_a_small_backlog_or_a_bandwidth_cap_starts_no_helper(tmp_path, monkeypatch):
     src, dst, files = finished_archive(tmp_path, timepoints=2)
     helpers = RecordedHelpers(monkeypatch)
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", len(files) + 1)
-    e = engine(src, dst)
+    e = engine(src, dst, tuning=Tuning(copy_helper_files=len(files) + 1))
     assert e.wait(60) and e.state == "verified", e.status().message
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
-    e = engine(src, tmp_path / "capped.zarr", bandwidth_mb_s=1000.0)
+    e = engine(src, tmp_path / "capped.zarr", bandwidth_mb_s=1000.0, tuning=SMALL)
     assert e.wait(60) and e.state == "verified", e.status().message
     assert helpers.pids == []
 
@@ -124,9 +124,8 @@ def test_a_helper_that_fails_changes_nothing(
     tmp_path, monkeypatch, caplog, slow_engine_copies, failure
 ):
     src, dst, files = finished_archive(tmp_path)
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
     monkeypatch.setattr(CopyHelper, "_MAIN", FAILING_HELPERS[failure])
-    e = engine(src, dst)
+    e = engine(src, dst, tuning=SMALL)
     assert e.wait(60) and e.state == "verified", e.status().message
     assert "copy helper process failed" in caplog.text
     if failure == "cannot start":
@@ -141,7 +140,6 @@ def test_a_stop_ends_the_helper_at_once_and_leaves_no_temporary_file(
     tmp_path, monkeypatch, slow_engine_copies
 ):
     src, dst, _files = finished_archive(tmp_path, timepoints=8)
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
     # The helper copies a file every 10 ms: the stop comes in the middle of its batch.
     monkeypatch.setattr(
         CopyHelper,
@@ -153,7 +151,7 @@ def test_a_stop_ends_the_helper_at_once_and_leaves_no_temporary_file(
         "h._helper_main()\n",
     )
     helpers = RecordedHelpers(monkeypatch)
-    e = engine(src, dst)
+    e = engine(src, dst, tuning=SMALL)
 
     def copied_by_the_helper_unbooked() -> int:  # (booked when its batch is answered)
         at_destination = sum(1 for p in dst.rglob("*") if p.is_file())
@@ -167,7 +165,7 @@ def test_a_stop_ends_the_helper_at_once_and_leaves_no_temporary_file(
     assert time.monotonic() - t0 < 3.0
     assert not os.path.exists(f"/proc/{helpers.pids[0]}")
     assert not list(dst.rglob("*softcopy-tmp"))
-    again = engine(src, dst)
+    again = engine(src, dst, tuning=SMALL)
     assert again.wait(60) and again.state == "verified", again.status().message
     assert_identical(src, dst)
 
@@ -264,20 +262,19 @@ def test_a_full_destination_is_waited_for_and_the_copy_completes_when_space_is_f
 
     src = tmp_path / "acq.zarr"
     versions = make_archive(src, n_chunks=48, chunk_bytes=128 * 1024)  # 6 MiB
-    monkeypatch.setattr(engine_module, "COPY_HELPER_FILES", 10)
     helpers = RecordedHelpers(monkeypatch)
     handed_back = []  # files the helper gave the engine to sync (its refused writes)
-    sync = engine_module.CopyEngine._sync
+    sync = CopyEngine._sync
 
     def recorded_sync(self, rel, force):
         if threading.current_thread().name == "softcopy-worker-h":
             handed_back.append(rel)
         return sync(self, rel, force)
 
-    monkeypatch.setattr(engine_module.CopyEngine, "_sync", recorded_sync)
+    monkeypatch.setattr(CopyEngine, "_sync", recorded_sync)
     with tmpfs(tmp_path / "disk", "2m") as disk:
         dst = disk / "copy.zarr"
-        e = engine(src, dst)
+        e = engine(src, dst, tuning=SMALL)
         try:
 
             def full_reported():

@@ -14,7 +14,8 @@ import pytest
 import tensorstore as ts
 import zarr
 
-from napari_softcopy.engine import SETTLE_MAX_S, CopyEngine
+from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
+from napari_softcopy.engine import finish as finish_module
 from napari_softcopy.layout import find_arrays
 from napari_softcopy.platform import available_cores, io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
@@ -22,11 +23,11 @@ from napari_softcopy.status import read_status_file
 from support import assert_identical, engine, wait_for
 
 
-def live_copy(tmp_path, preset, *, timeout=120.0, options=None, **sim):
+def live_copy(tmp_path, preset, *, timeout=120.0, options=None, tuning=None, **sim):
     """Start the engine before the writer creates anything; write; wait for "verified"."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     options = {"wait_for_source": True, "status_file": tmp_path / "status.json"} | (options or {})
-    e = engine(src, dst, **options)
+    e = engine(src, dst, tuning=tuning, **options)
     errors = []
 
     def write():
@@ -289,7 +290,6 @@ def test_a_stop_during_the_first_copy_of_the_root_metadata_is_a_stop(tmp_path, m
     """The root's metadata is copied by the engine's own thread before any chunk; a stop
     that lands during that copy (Ctrl-C right after the start, on a slow disk) ends the
     copy as "stopped", never as an internal error."""
-    from napari_softcopy import engine as engine_module
     from napari_softcopy import transfer
 
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
@@ -303,7 +303,7 @@ def test_a_stop_during_the_first_copy_of_the_root_metadata_is_a_stop(tmp_path, m
         return copy_file(rel, *args, **kwargs)
 
     monkeypatch.setattr(transfer, "copy_file", stopped_meanwhile)
-    e = CopyEngine(src, dst, engine_module.CopyOptions(low_priority=False))
+    e = CopyEngine(src, dst, CopyOptions(low_priority=False))
     engines.append(e)
     e.start()
     assert not e.wait(10)
@@ -386,7 +386,7 @@ def test_the_marker_event_ends_the_wait_for_quiet(tmp_path):
     """Before verifying, the finish waits for the event stream to go quiet (the writer's
     last events may still be queued) unless the marker's own event has been delivered:
     the events queued before it have been handled by then. With events that never stop,
-    the wait ends only by that (or by its `SETTLE_MAX_S` limit)."""
+    the wait ends only by that (or by its `Tuning.settle_max_s` limit)."""
     e = CopyEngine(tmp_path / "acq.zarr", tmp_path / "copy.zarr")
     flowing = threading.Event()
     flowing.set()
@@ -405,11 +405,11 @@ def test_the_marker_event_ends_the_wait_for_quiet(tmp_path):
     stream.start()
     try:
         e._marker_event_seen = True
-        assert drain_in_background().wait(SETTLE_MAX_S / 2)
+        assert drain_in_background().wait(Tuning().settle_max_s / 2)
         e._marker_event_seen = False
         done = drain_in_background()
         e._marker_event_seen = True  # the marker's event arrives while it waits
-        assert done.wait(SETTLE_MAX_S / 2)
+        assert done.wait(Tuning().settle_max_s / 2)
     finally:
         flowing.clear()
         stream.join()
@@ -419,18 +419,16 @@ def test_verification_walks_once_beside_the_last_copies(tmp_path, monkeypatch):
     """The finish does not wait for the last copies before it walks both trees: what the
     walk finds missing (still being copied) is compared again once copied, without a
     second walk of the tree."""
-    from napari_softcopy import engine as engine_module
-
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=3)  # complete: the finish starts at once
     pending_at_walks = []
-    walk = engine_module.verify_tree
+    walk = finish_module.verify_tree
 
     def counted_walk(*args, **kwargs):
         pending_at_walks.append(len(e._pending))
         return walk(*args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "verify_tree", counted_walk)
+    monkeypatch.setattr(finish_module, "verify_tree", counted_walk)
     e = engine(src, dst, bandwidth_mb_s=10.0)  # copies slow enough to outlast a walk
     assert e.wait(60) and e.state == "verified", e.status().message
     assert len(pending_at_walks) == 1 and pending_at_walks[0] > 0
@@ -446,20 +444,20 @@ def test_a_large_archive_is_verified_by_two_processes_started_beside_the_last_co
 ):
     """The helper starts when the finish does (its interpreter's start-up then overlaps the
     last copies), at the engine's low priority, and its part of the walk counts."""
-    from napari_softcopy import engine as engine_module
-
-    monkeypatch.setattr(engine_module, "PARALLEL_VERIFY_FILES", 0)  # (this archive is small)
     started = []
-    start = engine_module.start_helpers
+    start = finish_module.start_helpers
 
     def recorded(count):
         helpers = start(count)
         started.extend(os.getpriority(os.PRIO_PROCESS, h._proc.pid) for h in helpers)
         return helpers
 
-    monkeypatch.setattr(engine_module, "start_helpers", recorded)
+    monkeypatch.setattr(finish_module, "start_helpers", recorded)
     preset = small("demo", shape=(3, 8, 128, 128))
-    src, dst, e = live_copy(tmp_path, preset, rate=20, options={"low_priority": True})
+    tuning = Tuning(parallel_verify_files=0)  # (this archive is small)
+    src, dst, e = live_copy(
+        tmp_path, preset, rate=20, options={"low_priority": True}, tuning=tuning
+    )
     assert e.state == "verified", e.status().message
     assert started and all(nice >= 10 for nice in started)
     assert "verification helper failed" not in caplog.text
@@ -472,17 +470,15 @@ def test_a_large_archive_is_verified_by_two_processes_started_beside_the_last_co
 def test_a_bulk_copy_of_a_large_archive_splits_its_walk_too(tmp_path, monkeypatch):
     """A complete archive starts its finish at once, with nearly nothing at the destination
     yet: what is pending counts towards the archive's size."""
-    from napari_softcopy import engine as engine_module
-
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=3)
     files = len([p for p in src.rglob("*") if p.is_file()])
     # (half: files being copied at that moment are neither pending nor at the destination)
-    monkeypatch.setattr(engine_module, "PARALLEL_VERIFY_FILES", files // 2)
+    tuning = Tuning(parallel_verify_files=files // 2)
     counts = []
-    start = engine_module.start_helpers
-    monkeypatch.setattr(engine_module, "start_helpers", lambda n: counts.append(n) or start(n))
-    e = engine(src, dst, bandwidth_mb_s=10.0)  # (the copies outlast the finish's start)
+    start = finish_module.start_helpers
+    monkeypatch.setattr(finish_module, "start_helpers", lambda n: counts.append(n) or start(n))
+    e = engine(src, dst, tuning=tuning, bandwidth_mb_s=10.0)  # (copies outlast the finish's start)
     assert e.wait(60) and e.state == "verified", e.status().message
     assert counts == [1]
     assert_identical(src, dst)

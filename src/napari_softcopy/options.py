@@ -170,7 +170,7 @@ class CopyOptions:
     workers : int or None
         Copy threads; None picks by destination: 1 on a local disk, 4 on a network or
         FUSE filesystem (`platform.default_workers`). A large backlog at a finish is also
-        copied by a helper process (`copy_helper`, `engine.COPY_HELPER_FILES`).
+        copied by a helper process (`copy_helper`, `engine.Tuning.copy_helper_files`).
     marker : str
         Name of the file in the source root that says "acquisition complete"; at the
         destination it is written last and means "verified complete".

@@ -1,0 +1,311 @@
+"""The finish: wait for a quiet source, drain, verify (re-copying what differs), write the
+marker, or cancel it when the source changed meanwhile."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+
+from ..destinations import DestinationChanged
+from ..platform import available_cores
+from ..quiet import PAUSE_FACTOR
+from ..transfer import write_file
+from ..verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
+from .live import DEST_RETRY_ERRNOS
+from .state import EngineState, _Fatal
+from .tuning import Tuning
+
+log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
+
+#: `CopyEngine._finish_wait`'s answer "quiet by the events: a scan must confirm it".
+_CONFIRM_BY_SCAN = "scan"
+
+
+class Finish(EngineState):
+    """When a finish may begin, and the finish itself up to the marker."""
+
+    def _finish_needs_quiet(self) -> bool:
+        """True while a requested finish must first see the source quiet: the acquisition may
+        still be going on. Not on the acquisition's marker, not when forced, not for the
+        first try of a finish on `CopyOptions.finish_when_idle` (a quiet rule already)."""
+        if self._marker_seen or self._force_finish:
+            return False
+        if self._finish_reason in ("idle", "marker", "already-complete"):
+            return self._finish_cancelled
+        return self._finish_reason is not None
+
+    def _finish_wait(self) -> str | None:
+        """What a requested finish still waits for (one line), `_CONFIRM_BY_SCAN`, or None
+        when it may begin.
+
+        The source must have been quiet for longer than the longest pause between two of
+        its changes so far (`quiet.PAUSE_FACTOR` times it, at least `finish_quiet`, at most
+        `finish_quiet_max` s; after a cancelled marker of a finish on `finish_when_idle`,
+        at least that long), and a whole scan started after its last change must have found
+        no writer's temporary file.
+        """
+        if not self._finish_needs_quiet():
+            return None
+        opts = self.options
+        activity = self._activity
+        needed = activity.quiet_needed(opts.finish_quiet, opts.finish_quiet_max)
+        capped = needed < PAUSE_FACTOR * activity.longest_pause
+        if self._finish_reason == "idle" and opts.finish_when_idle is not None:
+            needed = max(needed, opts.finish_when_idle)
+        now = time.monotonic()
+        if activity.quiet_for(now) < needed:
+            return activity.describe_wait(needed, capped=capped, now=now)
+        if self._last_scan_started <= activity.last_change:
+            return _CONFIRM_BY_SCAN
+        temp = self._c.temp_files
+        if temp:
+            return (
+                f"the writers' temporary files in the source to go ({temp} at the last scan; "
+                "a finish forced by SIGUSR2 does not wait for them)"
+            )
+        return None
+
+    def _set_waiting(self, waiting: str | None) -> None:
+        """Publish what the finish waits for; log it when that changes (not its seconds)."""
+        previous = self._waiting_for
+        with self._lock:
+            self._waiting_for = waiting
+        if waiting is not None and (previous or "")[:24] != waiting[:24]:
+            log.info("finish requested; waiting for %s", waiting)
+
+    # ------------------------------------------------------------------ finishing
+    def _drain(self, *, settle: bool = False, leave: int = 0) -> None:
+        """Wait until at most ``leave`` paths are pending; with ``settle``, also until no
+        event has arrived for `Tuning.settle_s` (at most `Tuning.settle_max_s`), unless the
+        marker's own event has: when the marker is noticed by looking for it, events for the
+        writer's last files may still wait in the queue, and verifying before they are copied
+        would only cost another verification round. Once the marker's event is delivered, all
+        those before it are."""
+        deadline = time.monotonic() + self.tuning.settle_max_s
+        while True:
+            self._pending.wait_for_room(leave, self._stop)
+            if self._stop.is_set():
+                return
+            quiet = time.monotonic() - self._last_event
+            if (
+                not settle
+                or self._marker_event_seen
+                or quiet >= self.tuning.settle_s
+                or time.monotonic() >= deadline
+            ):
+                return
+            # (or until the marker's event)
+            self._stop.wait(min(self.tuning.settle_s - quiet, 0.02))
+
+    def _finish(self) -> bool:
+        """Copy the rest, verify, write the marker. True when the engine has ended (verified,
+        or stopped); False when a change at the source cancelled the marker (`_cancel`):
+        copying goes on and the finish is tried again."""
+        self._set_state("finishing")
+        # Changes counted from here on cancel the marker. On the marker, from the end of the
+        # settling below: the writer's last events, queued before its marker, may still come
+        # (and from the marker's own event once it has come: `_source_changed`).
+        changes = self._activity.changes
+        self._marker_before_walk = False
+        self._start_copy_helper_if_worth_it()
+        # The walk's helper processes start beside the last copies: ready when it begins.
+        helpers = start_helpers(self._verify_processes() - 1)
+        try:
+            self._drain(settle=True, leave=self.tuning.verify_beside_pending)
+            if self._marker_seen:
+                changes = self._activity.changes
+                self._marker_before_walk = True
+            self._final_walk = True
+            if self._stop.is_set():
+                return True
+            if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
+                self._set_state("verifying")
+            # The last copies are written back while the walk below reads both trees (the
+            # walk reads, it does not write): the flush before the marker has little left.
+            flushing = threading.Thread(
+                target=self._flush_early, name="softcopy-flush", daemon=True
+            )
+            flushing.start()
+            try:
+                return self._verify_and_mark(helpers, changes)
+            finally:
+                flushing.join()
+        finally:
+            for helper in helpers:
+                helper.close()
+
+    def _source_changed(self, since: int) -> bool:
+        """True when a change at the source was counted after the count ``since``.
+
+        When the acquisition's marker was there before the verification walk began, what was
+        changed before it was there for the walk to see: the events of its last files that
+        come after ``since`` but before the marker's own event (the marker may have been
+        found by looking for it) are no sign of an acquisition going on, and do not count.
+        """
+        if self._marker_before_walk and self._marker_event_changes is not None:
+            since = max(since, self._marker_event_changes)
+        return self._activity.changes != since
+
+    def _cancel(self, since: int, when: str) -> bool:
+        """A change at the source cancels the marker: back to copying, the finish still
+        requested, no longer forced (the acquisition is evidently going on). Returns False
+        (`_finish`'s "not ended")."""
+        n = max(1, self._activity.changes - since)
+        message = (
+            f"finish cancelled {when}: the source changed ({n} change{'s' * (n != 1)} seen), "
+            "so the acquisition may still be going on and no marker was written; copying on, "
+            "the finish is tried again once the source is quiet (or on its marker)"
+        )
+        log.warning("%s: %s", self.source, message)
+        with self._lock:
+            self._force_finish = False
+            self._finish_cancelled = True
+            self._verification = None
+        self._final_walk = False
+        self._set_state("copying", message)
+        return False
+
+    def _verify_processes(self) -> int:
+        known = self._c.files_at_destination + len(self._pending)  # (pending: a bulk copy)
+        return verify_processes(known, self.tuning)
+
+    def _flush_early(self) -> None:
+        with contextlib.suppress(OSError):  # the flush before the marker reports errors
+            self._dest.flush()
+
+    def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
+        self._report = verify_tree(
+            self.source,
+            self.destination,
+            checksum=self.options.verify == "checksum",
+            marker=self.options.marker,
+            stop=self._stop,
+            stamps=True,
+            processes=self._verify_processes(),
+            helpers=helpers,
+        )
+        return self._report
+
+    def _verify_and_mark(self, helpers: list[WalkHelper], changes: int) -> bool:
+        """Verify, then write the marker unless a change at the source was counted since
+        ``changes``. True when ended (verified, or stopped); False when cancelled."""
+        # Verification is the final scan: it walks both trees once and compares what a deep
+        # scan would (size, mtime, the recorded source stamp), and more. A walk costs seconds
+        # on a million files; one walk instead of two is most of the time from the marker to
+        # "verified". It starts beside the last copies (`Tuning.verify_beside_pending`); whatever it
+        # finds (those copies, lost events, a late rewrite, a chunk deleted at the source) is
+        # synced, then compared again: only those files where the report lists them all, the
+        # whole tree otherwise.
+        report = self._walk_and_compare(helpers)
+        # The copies the walk ran beside finish first (none may still be in flight when the
+        # counts and the marker are written). What the walk saw before its copy was done is
+        # only compared again: queued again while in flight, a mismatched file would be
+        # copied twice (forced).
+        self._drain()
+        for round_ in range(4):
+            if report.ok or self._stop.is_set() or self._source_changed(changes):
+                break
+            if round_:
+                if report.fully_listed:
+                    for rel in report.missing:
+                        self._pending.add(rel)
+                    for rel, _why in report.mismatched:  # (size and mtime may match: forced)
+                        self._pending.add(rel, force=True)
+                    for rel in report.extra:
+                        self._pending.add(rel)
+                else:  # more problems than a report lists: let a scan queue them all
+                    self._scan(deep=True)
+                self._drain()
+            if self._stop.is_set():
+                break
+            self._set_state("verifying")
+            rechecked = recheck(report, marker=self.options.marker, stop=self._stop, stamps=True)
+            report = self._walk_and_compare() if rechecked is None else rechecked
+            self._report = report
+        if self._stop.is_set():
+            return True
+        if self._source_changed(changes):  # (what differs then is the writer's doing)
+            return self._cancel(changes, "during its verification")
+        walked = time.monotonic()
+        with self._lock:
+            self._reload_arrays()  # the final metadata: exact expected counts
+            self._verification = report.summary()
+            if report.ok:  # exact figures, where the live counts were kept approximately
+                self._c.files_at_destination = report.files_checked
+                self._c.bytes_at_destination = report.bytes_checked
+                self._c.chunks_at_destination = report.files_checked - report.metadata_files
+        if not report.ok:
+            first = next(report.lines(), "")
+            raise _Fatal(
+                f"verification failed: {report.n_missing} missing, {report.n_mismatched} "
+                f"mismatched, {report.n_extra} extra, {report.n_unreadable} unreadable (first: "
+                f"{first.strip()}); run `napari-softcopy verify {self.source} "
+                f"{self.destination}` for the list, fix the cause and run the copy again"
+            )
+        try:  # verification read the path: it must still lead to the tree we wrote
+            self._dest.check()
+        except DestinationChanged as exc:
+            raise _Fatal(exc.strerror) from None
+        while True:  # a destination that fills up or turns read-only now: wait, as for files
+            try:
+                if not self._write_marker(report, changes, walked):
+                    if self._stop.is_set():
+                        return True  # (ends as "stopped")
+                    return self._cancel(changes, "right before its marker")
+                break
+            except OSError as exc:
+                if exc.errno not in DEST_RETRY_ERRNOS:
+                    raise
+                self._dest_error(self.options.marker, exc)
+                self._wait_backoff()
+                if self._stop.is_set():
+                    return True
+        if self._marker_at is not None:
+            self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
+        self._set_state(
+            "verified",
+            f"verified complete: {report.files_checked} files, "
+            f"{report.bytes_checked / 2**20:.1f} MiB identical",
+        )
+        return True
+
+    def _write_marker(self, report: VerifyReport, changes: int, walked: float) -> bool:
+        """Flush the copy, then write the marker: it means "verified complete". Unless a
+        change at the source was counted since ``changes``, checked right before the write,
+        or a stop came (False: nothing written); ``walked`` is when the verification ended."""
+        dest = self._dest
+        dest.flush()
+        if not self._marker_before_walk:
+            # Without the acquisition's marker, the events of a write made just before the
+            # verification ended may still be on their way (they are read in batches): give
+            # them the time the finish gives the events before its walk. (The flush above
+            # usually took longer.)
+            self._stop.wait(max(0.0, walked + self.tuning.settle_s - time.monotonic()))
+        if self._source_changed(changes) or self._stop.is_set():
+            return False
+        marker = self.options.marker
+        src_marker = self.source / marker
+        try:
+            data = src_marker.read_bytes()
+            mtime_ns = os.stat(src_marker).st_mtime_ns
+        except FileNotFoundError:
+            summary = report.summary() | {"verified_at": time.time(), "source": self._src}
+            data = (json.dumps(summary, indent=1) + "\n").encode()
+            mtime_ns = None
+        # The last look, with nothing left to do but the write. (A change from here on is
+        # as late as one just after the write: the marker says what the source was.)
+        if self._source_changed(changes):
+            return False
+        write_file(dest, marker, data, mtime_ns=mtime_ns)
+        return True
+
+
+def verify_processes(files: int, tuning: Tuning | None = None) -> int:
+    """Processes for the final verification walk of ``files`` files: two for a large
+    archive where two cores are available (`Tuning.parallel_verify_files`), else one."""
+    threshold = (tuning or Tuning()).parallel_verify_files
+    return 2 if files >= threshold and available_cores() >= 2 else 1

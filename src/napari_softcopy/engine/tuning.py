@@ -1,0 +1,64 @@
+"""`Tuning`: the engine's numeric trade-offs, passed in instead of module globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the engine trades memory, latency and CPU; today's measured values by default.
+
+    Give a `CopyEngine` one (``CopyEngine(src, dst, tuning=Tuning(copy_helper_files=10))``)
+    to change a threshold for one copy, as tests and benchmarks do; nothing else reads them.
+
+    Attributes
+    ----------
+    pending_limit : int
+        Scans stop adding work while this many paths are pending: bounded memory on huge
+        trees, against a scan that runs ahead of the copies.
+    max_backoff_s : float
+        Longest wait between two tries at a destination that cannot take data (full,
+        read-only, gone): longer spares a failing server, shorter resumes sooner once fixed.
+    rescan_spacing_s : float
+        Least seconds between two rescans requested by lost events (and at least three
+        times the last scan's duration): under a storm of lost events, back-to-back full
+        scans would take the CPU from the writer.
+    settle_s : float
+        Before verifying, the finish waits until no event has come for this long (events
+        are delivered at thousands per second while a backlog lasts): verifying before the
+        writer's last files are copied only costs another verification round.
+    settle_max_s : float
+        The longest that settling waits, however busy the events.
+    verify_beside_pending : int
+        The verification walk starts while this many files are still being copied: it finds
+        them missing, and only they are compared again once copied (`verify.recheck`). The
+        walk then overlaps the writer's last copies instead of following them; more means
+        more files compared twice.
+    parallel_verify_files : int
+        From this many files on, the verification walk is split between two processes where
+        two cores are available (`verify.start_helpers`); below it, starting one costs more
+        than it saves.
+    copy_helper_files : int
+        From this many files pending at a finish (a finished archive, a backlog at the
+        marker), a second process copies beside the engine's workers where two cores are
+        available (`copy_helper`); below it, starting one costs more than it saves.
+    marker_poll_s : float
+        Seconds between two looks for the marker (one ``fstatat``): its event may wait
+        behind thousands of others, or be lost. Each wait is added to the drain at a finish.
+    delete_grace_s : float
+        Seconds a source file must stay deleted (its directory still there) before the
+        delete is mirrored at the destination: removing a whole tree deletes its files
+        before their directories, and must delete nothing at the destination.
+    """
+
+    pending_limit: int = 20_000
+    max_backoff_s: float = 30.0
+    rescan_spacing_s: float = 1.0
+    settle_s: float = 0.1
+    settle_max_s: float = 5.0
+    verify_beside_pending: int = 1000
+    parallel_verify_files: int = 10_000
+    copy_helper_files: int = 2_000
+    marker_poll_s: float = 0.1
+    delete_grace_s: float = 2.0
