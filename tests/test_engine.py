@@ -19,7 +19,7 @@ from napari_softcopy.engine import finish as finish_module
 from napari_softcopy.layout import find_arrays
 from napari_softcopy.platform import available_cores, io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
-from napari_softcopy.status import read_status_file
+from napari_softcopy.status import JobState, read_status_file
 from support import assert_identical, engine, wait_for
 
 
@@ -266,6 +266,10 @@ def test_finish_request_and_status_file(tmp_path):
     final = wait_for(lambda: (s := read_status_file(status_file)) and s.done and s)
     assert final.state == "verified" and final.finish_reason == "request"
     assert final.verification["ok"]
+    # Typed in Python, its plain value in the file and in messages.
+    assert e.state is JobState.VERIFIED and final.state is JobState.VERIFIED
+    assert json.loads(status_file.read_text())["state"] == "verified"
+    assert f"{e.state}" == str(final.state) == "verified"
 
 
 def test_stop_is_prompt_and_resumable(tmp_path):

@@ -5,7 +5,7 @@ The package is Qt-free; the napari widget lives in ``napari_softcopy._qt``.
 
 from .checks import InputError
 from .engine import CopyEngine, CopyOptions, copy
-from .status import Status, read_status_file
+from .status import JobState, Status, read_status_file
 from .verify import VerifyReport, verify_tree
 
 __version__ = "0.1.0"
@@ -14,6 +14,7 @@ __all__ = [
     "CopyEngine",
     "CopyOptions",
     "InputError",
+    "JobState",
     "Status",
     "VerifyReport",
     "__version__",

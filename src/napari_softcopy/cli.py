@@ -39,6 +39,7 @@ from .platform import (
     lower_session_priority,
 )
 from .progress import Progress, mib, stdout_to_devnull
+from .status import JobState
 from .targets import read_targets
 from .verify import verify_tree
 
@@ -159,7 +160,7 @@ def _run_engines(
         print(f"{engine.destination}: {s.state}. {message}", file=sys.stderr)
         for err in s.errors[-5:]:
             print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
-        if s.state != "verified":
+        if s.state != JobState.VERIFIED:
             code = EXIT_FAILED
     if stop_signal:
         print(f"Resume with: {resume_command(args, options)}", file=sys.stderr)
@@ -316,7 +317,7 @@ def _demo(folder: Path, args: argparse.Namespace) -> int:
     )
     if stopped:
         return EXIT_SIGINT
-    return EXIT_OK if s.state == "verified" and report.ok else EXIT_FAILED
+    return EXIT_OK if s.state == JobState.VERIFIED and report.ok else EXIT_FAILED
 
 
 class _DeprecatedAlias(argparse.Action):

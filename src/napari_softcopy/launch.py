@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .jobs import JobRecord, default_status_file, job_id, list_jobs, state_dir
 from .options import CopyOptions, option_args
-from .status import FINAL_STATES, Status, read_status_file
+from .status import FINAL_STATES, JobState, Status, read_status_file
 
 KEEP, STOP, CANCEL = "keep", "stop", "cancel"
 
@@ -255,7 +255,7 @@ def eta_s(status: Status) -> float | None:
     """
     if status.done or status.finish_reason is None:
         return None
-    if status.state == "verifying":
+    if status.state == JobState.VERIFYING:
         return None
     if status.files_pending == 0:
         return 0.0
@@ -312,7 +312,7 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
     """What the widget shows for ``status`` (None: the engine has not written one yet)."""
     if status is None:
         return StatusView(
-            "starting",
+            JobState.STARTING,
             0,
             0,
             "waiting for the engine's first status",
@@ -326,7 +326,7 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
             [],
         )
     expected = max(status.chunks_expected, status.chunks_at_destination)
-    if status.state == "verified":
+    if status.state == JobState.VERIFIED:
         expected = max(status.chunks_at_destination, 1)
     pct = f" ({100 * status.chunks_at_destination / expected:.0f}%)" if expected else ""
     elapsed = status.elapsed_s

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .engine import CopyEngine
-from .status import Status
+from .status import JobState, Status
 
 
 class Progress:
@@ -86,7 +86,7 @@ def bar_format(s: Status, width: int) -> str:
     """
     done = s.chunks_at_destination
     total = max(s.chunks_expected, done)
-    state = "settling" if s.waiting_for and s.state == "copying" else s.state
+    state = "settling" if s.waiting_for and s.state == JobState.COPYING else s.state
     rate, lag = f"{_size(s.rate_bytes_s)}/s", _duration(s.lag_s)
     name = Path(s.source).name
     for pending, errors in (("pending", "errors"), ("pend", "err")):

@@ -12,13 +12,34 @@ import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 SCHEMA = 1
 
+
+class JobState(str, Enum):
+    """A copy's state (``docs/status.md``). A `str`: it is its value in the JSON status and
+    equal to it (``JobState.VERIFIED == "verified"``), so readers of the file need no enum."""
+
+    STARTING = "starting"
+    WAITING = "waiting"  # for the source to appear
+    COPYING = "copying"  # also while a requested finish waits for the source to stay quiet
+    FINISHING = "finishing"  # the last copies of a finish
+    VERIFYING = "verifying"
+    VERIFIED = "verified"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+    # (`str` and `format` of a str-mixin Enum name the member, e.g. "JobState.VERIFIED", in
+    # Python 3.11 and later: messages and the widget show the value)
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
 #: States in which the engine has ended.
-FINAL_STATES = frozenset({"verified", "stopped", "failed"})
+FINAL_STATES = frozenset({JobState.VERIFIED, JobState.STOPPED, JobState.FAILED})
 
 
 @dataclass
@@ -27,7 +48,7 @@ class Status:
 
     source: str
     destination: str
-    state: str = "starting"
+    state: JobState = JobState.STARTING
     pid: int = field(default_factory=os.getpid)
     schema: int = SCHEMA
     started_at: float = 0.0
@@ -72,6 +93,8 @@ class Status:
     def from_dict(cls, data: dict[str, Any]) -> Status:
         """Build a snapshot from parsed JSON, ignoring fields a newer engine added."""
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        with contextlib.suppress(KeyError, ValueError):  # (a newer engine's state stays a str)
+            known["state"] = JobState(known["state"])
         return cls(**known)
 
 

@@ -22,7 +22,7 @@ from qtpy.QtWidgets import (
 from ..launch import CopyProcess, StatusView, is_final, status_view
 from ..layer_data import difference_layers
 from ..open_zarr import ArchiveInfo
-from ..status import Status
+from ..status import JobState, Status
 from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
@@ -30,14 +30,14 @@ from .opening import archive_name, inspect_either, link_channels, open_image
 from .parts import Figure
 
 STATE_COLORS = {
-    "starting": "#9aa0a6",
-    "waiting": "#9aa0a6",
-    "copying": "#4a90d9",
-    "finishing": "#d9a441",
-    "verifying": "#d9a441",
-    "verified": "#3fae49",
-    "stopped": "#9aa0a6",
-    "failed": "#e0201b",
+    JobState.STARTING: "#9aa0a6",
+    JobState.WAITING: "#9aa0a6",
+    JobState.COPYING: "#4a90d9",
+    JobState.FINISHING: "#d9a441",
+    JobState.VERIFYING: "#d9a441",
+    JobState.VERIFIED: "#3fae49",
+    JobState.STOPPED: "#9aa0a6",
+    JobState.FAILED: "#e0201b",
 }
 
 
@@ -84,7 +84,7 @@ class JobPanel(QGroupBox):
         outer.setContentsMargins(6, 4, 6, 6)
         outer.setSpacing(3)
         top = QHBoxLayout()
-        self.state_label = QLabel("starting")
+        self.state_label = QLabel(str(JobState.STARTING))
         self.state_label.setObjectName("softcopyState")
         top.addWidget(self.state_label)
         self.progress = QProgressBar()
@@ -255,7 +255,7 @@ class JobPanel(QGroupBox):
         self.status = status
         v = status_view(status)
         self.view = v
-        state = v.state if alive or status is None or status.done else "stopped"
+        state = v.state if alive or status is None or status.done else JobState.STOPPED
         self._show_state(state)
         # Only what changed: every repaint of napari's window costs a redraw of its canvas.
         # (QProgressBar repaints synchronously on setValue; with updates off it is queued.)
@@ -289,7 +289,9 @@ class JobPanel(QGroupBox):
             self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
-            finish=alive and state not in ("finishing", "verifying"), stop=alive, dismiss=not alive
+            finish=alive and state not in (JobState.FINISHING, JobState.VERIFYING),
+            stop=alive,
+            dismiss=not alive,
         )
         if self.info is None or self.info.kind == "missing":
             self._inspect()
@@ -297,7 +299,7 @@ class JobPanel(QGroupBox):
     def _show_state(self, state: str) -> None:
         if self.state_label.text() != state:
             color = STATE_COLORS.get(state, "#9aa0a6")
-            self.state_label.setText(state)
+            self.state_label.setText(str(state))
             self.state_label.setStyleSheet(f"color: {color}; font-weight: bold;")
 
     def _enable(self, *, finish: bool, stop: bool, dismiss: bool) -> None:
@@ -311,7 +313,7 @@ class JobPanel(QGroupBox):
 
     def _show_ended_without_status(self) -> None:
         line = self.process.last_log_line()
-        self._show_state("failed" if self.process.exit_code() else "ended")
+        self._show_state(JobState.FAILED if self.process.exit_code() else "ended")
         _set_text(self.message_label, line)
         _set_text(self.waiting_label, "")
         self._enable(finish=False, stop=False, dismiss=True)

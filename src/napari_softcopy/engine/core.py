@@ -16,7 +16,7 @@ from ..options import CopyOptions
 from ..platform import lower_thread_priority
 from ..quiet import SourceActivity
 from ..readiness import SourceEventHandler
-from ..status import FINAL_STATES, write_status_file
+from ..status import FINAL_STATES, JobState, write_status_file
 from ..watcher import start_watching
 from .finish import _CONFIRM_BY_SCAN, Finish
 from .helpers import HelperPump
@@ -120,7 +120,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             return False
         for thread in self._threads:
             thread.join(5.0)
-        return self._state == "verified"
+        return self._state == JobState.VERIFIED
 
     # ------------------------------------------------------------------ threads
     def _status_loop(self) -> None:
@@ -130,7 +130,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             ended = self._control is not None and not self._control.is_alive()
             now = time.monotonic()
             due = ended or now >= next_status
-            if not ended and self._state not in ("starting", "waiting"):
+            if not ended and self._state not in (JobState.STARTING, JobState.WAITING):
                 if due:
                     try:
                         self._check_roots()
@@ -184,11 +184,11 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
         watching = None
         try:
             if not self.source.exists():
-                self._set_state("waiting", f"waiting for {self.source} to appear")
+                self._set_state(JobState.WAITING, f"waiting for {self.source} to appear")
                 while not self._stop.is_set() and not _is_ready_source(self.source):
                     self._stop.wait(0.05)
                 if self._stop.is_set():
-                    self._set_state("stopped", "stopped while waiting for the source")
+                    self._set_state(JobState.STOPPED, "stopped while waiting for the source")
                     return
                 check_pair(self.source, self.destination, force=self.options.force)
             self._src_fd = os.open(self._src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -201,7 +201,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             # Before "copying": from then on the status thread may see the marker too.
             if (self.source / self.options.marker).exists():
                 self.finish("already-complete")
-            self._set_state("copying")
+            self._set_state(JobState.COPYING)
             # Watch before the first scan so nothing written meanwhile is missed.
             handler = SourceEventHandler(
                 self._src, self._hint, self._request_rescan, self._root_gone, self._touched
@@ -244,7 +244,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 watching.join(2.0)
             if self._state not in FINAL_STATES:
                 self._set_state(
-                    "stopped",
+                    JobState.STOPPED,
                     f"stopped; nothing partial was left. Resume with: napari-softcopy copy "
                     f"{self.source} {self.destination}",
                 )

@@ -13,6 +13,7 @@ import time
 from ..destinations import DestinationChanged
 from ..platform import available_cores
 from ..quiet import PAUSE_FACTOR
+from ..status import JobState
 from ..transfer import write_file
 from ..verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
 from .live import DEST_RETRY_ERRNOS
@@ -105,7 +106,7 @@ class Finish(EngineState):
         """Copy the rest, verify, write the marker. True when the engine has ended (verified,
         or stopped); False when a change at the source cancelled the marker (`_cancel`):
         copying goes on and the finish is tried again."""
-        self._set_state("finishing")
+        self._set_state(JobState.FINISHING)
         # Changes counted from here on cancel the marker. On the marker, from the end of the
         # settling below: the writer's last events, queued before its marker, may still come
         # (and from the marker's own event once it has come: `_source_changed`).
@@ -123,7 +124,7 @@ class Finish(EngineState):
             if self._stop.is_set():
                 return True
             if len(self._pending) == 0:  # (else "finishing" until the last copies are done)
-                self._set_state("verifying")
+                self._set_state(JobState.VERIFYING)
             # The last copies are written back while the walk below reads both trees (the
             # walk reads, it does not write): the flush before the marker has little left.
             flushing = threading.Thread(
@@ -166,7 +167,7 @@ class Finish(EngineState):
             self._finish_cancelled = True
             self._verification = None
         self._final_walk = False
-        self._set_state("copying", message)
+        self._set_state(JobState.COPYING, message)
         return False
 
     def _verify_processes(self) -> int:
@@ -222,7 +223,7 @@ class Finish(EngineState):
                 self._drain()
             if self._stop.is_set():
                 break
-            self._set_state("verifying")
+            self._set_state(JobState.VERIFYING)
             rechecked = recheck(report, marker=self.options.marker, stop=self._stop, stamps=True)
             report = self._walk_and_compare() if rechecked is None else rechecked
             self._report = report
@@ -267,7 +268,7 @@ class Finish(EngineState):
         if self._marker_at is not None:
             self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
         self._set_state(
-            "verified",
+            JobState.VERIFIED,
             f"verified complete: {report.files_checked} files, "
             f"{report.bytes_checked / 2**20:.1f} MiB identical",
         )

@@ -14,6 +14,7 @@ import time
 from ..destinations import DestinationChanged
 from ..layout import NODE_NAMES, array_at, is_metadata_name
 from ..platform import lower_thread_priority
+from ..status import JobState
 from ..transfer import RACY_S, CopyResult, NotRegularFile, Stopped, settle_left, sync_file
 from .state import EngineState
 
@@ -248,7 +249,7 @@ class LiveCopy(EngineState):
         the delete is mirrored only after `Tuning.delete_grace_s`: removing a whole tree deletes its
         files before their directories, and must delete nothing at the destination.
         """
-        if self._state not in ("finishing", "verifying"):
+        if self._state not in (JobState.FINISHING, JobState.VERIFYING):
             first = self._deletes_seen.setdefault(rel, time.monotonic())
             wait = first + self.tuning.delete_grace_s - time.monotonic()
             if wait > 0:

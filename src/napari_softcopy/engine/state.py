@@ -20,7 +20,7 @@ from ..options import CopyOptions
 from ..pending import PendingSet
 from ..platform import degraded
 from ..quiet import SourceActivity
-from ..status import FINAL_STATES, Status
+from ..status import FINAL_STATES, JobState, Status
 from ..transfer import RateLimiter
 from ..verify import VerifyReport
 from .tuning import Tuning
@@ -78,7 +78,7 @@ class EngineState:
         self._rescan_requested = False
         self._lock = threading.Lock()
         self._c = _Counters()
-        self._state = "starting"
+        self._state = JobState.STARTING
         self._message = ""
         self._started_at = 0.0
         self._t0 = 0.0
@@ -125,7 +125,7 @@ class EngineState:
         self._last_scan_started = -math.inf  # monotonic start of the last whole scan
 
     @property
-    def state(self) -> str:
+    def state(self) -> JobState:
         """Current state (see `Status`)."""
         return self._state
 
@@ -184,7 +184,7 @@ class EngineState:
         return snap
 
     # ------------------------------------------------------------------ bookkeeping
-    def _set_state(self, state: str, message: str | None = None) -> None:
+    def _set_state(self, state: JobState, message: str | None = None) -> None:
         with self._lock:
             if self._state in FINAL_STATES:
                 return  # (a failure found by another thread stands)
@@ -215,7 +215,7 @@ class EngineState:
         with self._lock:
             if self._state in FINAL_STATES:
                 return
-            self._state = "failed"
+            self._state = JobState.FAILED
             self._message = message
         self._error("", message)
         self._stop.set()
