@@ -10,7 +10,14 @@ import time
 import pytest
 
 from napari_softcopy import transfer
-from napari_softcopy.copy_helper import COPIED, CURRENT, ENGINE, UNTRIED, CopyHelper
+from napari_softcopy.copy_helper import (
+    COPIED,
+    CURRENT_OUTCOME,
+    ENGINE_OUTCOME,
+    UNTRIED_OUTCOME,
+    CopyHelper,
+    HelperOutcome,
+)
 from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination
 from napari_softcopy.engine import CopyEngine, Tuning
 from napari_softcopy.engine import helpers as helpers_module
@@ -41,9 +48,9 @@ class RecordedHelpers:
         class Recorded(CopyHelper):
             def __init__(self, *args, **kwargs):
                 super().__init__(*args, **kwargs)
-                if self._proc is not None:
-                    recorded.pids.append(self._proc.pid)
-                    recorded.nice.append(os.getpriority(os.PRIO_PROCESS, self._proc.pid))
+                if self.process.running:
+                    recorded.pids.append(self.process.pid)
+                    recorded.nice.append(os.getpriority(os.PRIO_PROCESS, self.process.pid))
 
         monkeypatch.setattr(helpers_module, "CopyHelper", Recorded)
 
@@ -97,23 +104,31 @@ def test_a_small_backlog_or_a_bandwidth_cap_starts_no_helper(tmp_path, monkeypat
 
 FAILING_HELPERS = {
     "cannot start": "import sys; sys.exit('no package here')",
-    "writes garbage": "import sys; sys.stdin.readline(); print('garbage', flush=True)",
+    "writes garbage": "import sys; sys.stdin.buffer.read(1); print('garbage', flush=True)",
     "answers another count": (
-        "import sys\nsys.stdin.readline()\nfor line in sys.stdin:\n    print('[]', flush=True)"
+        "import signal\nfrom napari_softcopy.helper_process import serve\n"
+        "serve(lambda batch, stop: [], parent_death=signal.SIGTERM)"
     ),
     "answers nonsense": (
-        "import json, sys\nsys.stdin.readline()\nfor line in sys.stdin:\n"
-        "    print(json.dumps([['copied', 'big', 1, None]] * len(json.loads(line))), flush=True)"
+        "import signal\nfrom napari_softcopy import copy_helper as h\n"
+        "nonsense = h.HelperOutcome(h.COPIED, 'big', 1)\n"
+        "h.serve(lambda batch, stop: [nonsense] * len(batch), parent_death=signal.SIGTERM)"
+    ),
+    "answers something else": (
+        "import signal\nfrom napari_softcopy import copy_helper as h\n"
+        "h.serve(lambda batch, stop: {'copied': batch}, parent_death=signal.SIGTERM)"
     ),
     "copies, then dies": (
-        "import os, sys, json\n"
+        "import os, signal\n"
         "from napari_softcopy import copy_helper as h\n"
-        "opts = json.loads(sys.stdin.readline())\n"
+        "opts = h.setup_argument()\n"
         "dest = h.LocalDestination(opts['destination'], fd=opts['destination_fd'])\n"
-        "for rel, force in json.loads(sys.stdin.readline()):\n"
-        "    h.sync_common_case(rel, force, opts['source_fd'], dest, h.threading.Event(),\n"
-        "                       settle_s=0.03, fsync=False, uncache=True)\n"
-        "os._exit(3)\n"
+        "def copy_and_die(batch, stop):\n"
+        "    for rel, force in batch:\n"
+        "        h.sync_common_case(rel, force, opts['source_fd'], dest, stop,\n"
+        "                           settle_s=0.03, fsync=False, uncache=True)\n"
+        "    os._exit(3)\n"
+        "h.serve(copy_and_die, parent_death=signal.SIGTERM)\n"
     ),
 }
 
@@ -189,8 +204,7 @@ def test_a_helper_ends_with_the_thread_that_started_it(tmp_path):
     thread.start()
     thread.join()
     try:
-        proc = started[0]._proc
-        assert proc.wait(10) == 0  # SIGTERM from the kernel: the thread is gone
+        assert started[0].process.wait(10) == 0  # SIGTERM from the kernel: the thread is gone
     finally:
         started[0].close()
         os.close(src_fd)
@@ -236,16 +250,17 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
         (os.stat(src / n).st_size, os.stat(src / n).st_mtime_ns) for n in ("new", "stale")
     ]
     assert first == [
-        (COPIED, *size_mtime[0], None),
-        (COPIED, *size_mtime[1], 3),
-        (CURRENT,),
-        (COPIED, 1, os.stat(src / "forced").st_mtime_ns, 1),
+        HelperOutcome(COPIED, *size_mtime[0], replaced_size=None),
+        HelperOutcome(COPIED, *size_mtime[1], replaced_size=3),
+        CURRENT_OUTCOME,
+        HelperOutcome(COPIED, 1, os.stat(src / "forced").st_mtime_ns, replaced_size=1),
     ]
-    assert restamped == [(COPIED, 1, os.stat(src / "rewritten").st_mtime_ns, 1)]
-    assert second == [(ENGINE,), (ENGINE,)]
+    assert restamped == [HelperOutcome(COPIED, 1, os.stat(src / "rewritten").st_mtime_ns, 1)]
+    assert second == [ENGINE_OUTCOME, ENGINE_OUTCOME]
     # A source that vanished is the engine's (it may mirror a delete); the batch's rest is
     # left untried, as after any error.
-    assert third == [(ENGINE,), (UNTRIED,), (UNTRIED,)]
+    assert third == [ENGINE_OUTCOME, UNTRIED_OUTCOME, UNTRIED_OUTCOME]
+    assert all(type(o) is HelperOutcome for o in first + restamped + second + third)
     copied = {n: (dst / n).read_bytes() for n in ("new", "stale", "forced", "rewritten")}
     assert copied == {n: (src / n).read_bytes() for n in copied}
     assert not (dst / "young").exists() and not (dst / "link").exists()

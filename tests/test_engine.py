@@ -453,7 +453,7 @@ def test_a_large_archive_is_verified_by_two_processes_started_beside_the_last_co
 
     def recorded(count):
         helpers = start(count)
-        started.extend(os.getpriority(os.PRIO_PROCESS, h._proc.pid) for h in helpers)
+        started.extend(os.getpriority(os.PRIO_PROCESS, h.process.pid) for h in helpers)
         return helpers
 
     monkeypatch.setattr(finish_module, "start_helpers", recorded)

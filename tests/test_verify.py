@@ -203,7 +203,7 @@ def test_a_walk_split_between_processes_reports_what_one_process_does(tmp_path):
     assert 0 < part.files_checked < one.files_checked  # (a real share of the work)
     helpers = verify.start_helpers(1)  # started ahead, as the engine does
     assert _as_sets(verify_tree(src, dst, helpers=helpers)) == _as_sets(one)
-    assert all(h._proc is None for h in helpers)  # (their report was used, and they ended)
+    assert not any(h.process.running for h in helpers)  # (their report was used, they ended)
 
 
 def test_a_part_helper_that_fails_is_walked_by_the_caller(tmp_path, monkeypatch, caplog):
@@ -216,10 +216,10 @@ def test_a_part_helper_that_fails_is_walked_by_the_caller(tmp_path, monkeypatch,
     assert "no package here" in caplog.text
     # (it reads its part first, as a real helper does: one that exits before it is told its
     # part fails on the broken pipe instead, another failure, which made this test flaky)
-    garbage = "import sys; sys.stdin.buffer.readline(); sys.stdout.write('garbage')"
+    garbage = "import sys; sys.stdin.buffer.read(1); sys.stdout.write('garbage, not a frame')"
     monkeypatch.setattr(verify.WalkHelper, "_MAIN", garbage)
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
-    assert "unreadable result" in caplog.text
+    assert "unreadable answer" in caplog.text
     monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
     assert _as_sets(verify_tree(src, dst, processes=2)) == expected
 
@@ -260,4 +260,4 @@ def test_a_stop_while_a_helper_walks_ends_the_walk_at_once_and_not_ok(tmp_path, 
     report = verify_tree(tmp_path / "s", tmp_path / "d", stop=stop, helpers=helpers)
     assert time.monotonic() - began < 10
     assert not report.ok and report.unreadable == [("", "verification interrupted")]
-    assert helpers[0]._proc is None  # ended, not left behind
+    assert not helpers[0].process.running  # ended, not left behind

@@ -17,23 +17,22 @@ never change what is copied.
 
 The helper works on the engine's own open directories of both roots (passed as
 descriptors), so it reaches exactly the trees the engine does, and runs at the engine's
-priority (it inherits the starting thread's nice value and IO class).
+priority (it inherits the starting thread's nice value and IO class). It speaks the
+protocol of `helper_process`: a batch of ``(path, force)`` per request, a list of
+`HelperOutcome` per answer.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
 import signal
 import stat
-import subprocess
-import sys
 import threading
+from typing import NamedTuple
 
 from .destinations import LocalDestination
-from .platform import end_with_parent
+from .helper_process import HelperProcess, serve, setup_argument
 from .transfer import Stopped, settle_left, sync_file
 
 log = logging.getLogger(__name__)
@@ -42,10 +41,28 @@ log = logging.getLogger(__name__)
 #: small enough that the last batch does not keep the engine's own workers waiting.
 BATCH = 32
 
-# A file's outcome in the helper: ("copied", size, mtime_ns, size of the copy it replaced
-# or None), ("current",) (the copy was up to date), ("engine",) (the engine syncs it) or
-# ("untried",) (not looked at: the helper stopped, or gave up the batch after an error).
+#: What the helper did with a path: copied it, found its copy current, handed it back for
+#: the engine to sync (`ENGINE`), or did not look at it (`UNTRIED`: it stopped, or gave up
+#: the batch after an error).
 COPIED, CURRENT, ENGINE, UNTRIED = "copied", "current", "engine", "untried"
+
+
+class HelperOutcome(NamedTuple):
+    """What the helper did with one path of a batch. (A named tuple: thousands cross the
+    process boundary a second, and it pickles as small and fast as a tuple.)"""
+
+    kind: str  # COPIED, CURRENT, ENGINE or UNTRIED
+    #: `COPIED`: the copy's size and mtime (the source's, as copied).
+    size: int = 0
+    mtime_ns: int = 0
+    #: `COPIED`: the size of the copy it replaced; None where there was none.
+    replaced_size: int | None = None
+
+
+# (one object each: a batch's answer pickles them once)
+CURRENT_OUTCOME = HelperOutcome(CURRENT)
+ENGINE_OUTCOME = HelperOutcome(ENGINE)
+UNTRIED_OUTCOME = HelperOutcome(UNTRIED)
 
 
 def sync_common_case(
@@ -58,15 +75,15 @@ def sync_common_case(
     settle_s: float,
     fsync: bool,
     uncache: bool,
-) -> tuple:
+) -> HelperOutcome:
     """Copy ``rel`` if its copy is missing or stale, where nothing unusual happens.
 
-    Returns one of the outcomes above; ``ENGINE`` for anything the engine must see itself.
-    An ``OSError`` raised here is the engine's too, for the same reason.
+    Returns what it did; `ENGINE` for anything the engine must see itself. An ``OSError``
+    raised here is the engine's too, for the same reason.
     """
     st = os.stat(rel, dir_fd=src_dir_fd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode) or settle_left(st.st_mtime_ns, settle_s):
-        return (ENGINE,)
+        return ENGINE_OUTCOME
     result, old = sync_file(
         rel,
         st,
@@ -79,10 +96,10 @@ def sync_common_case(
         settle_s=settle_s,
     )
     if result is None:
-        return (CURRENT,)
+        return CURRENT_OUTCOME
     if not result.committed:
-        return (ENGINE,)
-    return (COPIED, result.size, result.mtime_ns, None if old is None else old.size)
+        return ENGINE_OUTCOME
+    return HelperOutcome(COPIED, result.size, result.mtime_ns, None if old is None else old.size)
 
 
 class CopyHelper:
@@ -111,10 +128,8 @@ class CopyHelper:
         fsync: bool,
         uncache: bool,
     ) -> None:
-        self._proc: subprocess.Popen | None = None
-        self._interrupted = False
         dest_dir_fd = dest.fileno()
-        options = {
+        setup = {
             "source_fd": src_dir_fd,
             "destination_fd": dest_dir_fd,
             "destination": str(dest.path),
@@ -123,151 +138,91 @@ class CopyHelper:
             "fsync": fsync,
             "uncache": uncache,
         }
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", self._MAIN],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,  # (read once it has ended: why it failed)
-                pass_fds=(src_dir_fd, dest_dir_fd),
-            )
-        except OSError as exc:
-            self._failed(f"cannot start: {exc}")
-            return
-        self._send(options)
+        self.process = HelperProcess(
+            self._MAIN,
+            name="copy helper process",
+            fallback="the engine copies its files",
+            setup=setup,
+            pass_fds=(src_dir_fd, dest_dir_fd),
+            logger=log,
+        )
 
     @property
     def running(self) -> bool:
         """False once the helper failed or was closed."""
-        return self._proc is not None
+        return self.process.running
 
     def submit(self, batch: list[tuple[str, bool]]) -> bool:
         """Send a batch of ``(path, force)``; False when the helper is gone."""
-        return self._send(batch)
+        return self.process.send(batch)
 
-    def outcomes(self, count: int) -> list[tuple] | None:
+    def outcomes(self, count: int) -> list[HelperOutcome] | None:
         """The outcomes of the oldest batch submitted (``count`` paths); None where the
         helper failed (it is then closed; every path of every batch in flight is the
         engine's)."""
-        if self._proc is None:
+        ok, outcomes = self.process.receive()
+        if not ok:
             return None
-        try:
-            line = self._proc.stdout.readline()
-        except OSError as exc:
-            self._failed(f"unreadable answer: {exc}")
-            return None
-        try:
-            outcomes = [tuple(item) for item in json.loads(line)]
-        except (ValueError, TypeError) as exc:
-            self._failed("it ended" if not line else f"unreadable answer: {exc}")
-            return None
-        if len(outcomes) != count or not all(map(_well_formed, outcomes)):
-            self._failed("answer does not match the batch")
+        if (
+            not isinstance(outcomes, list)
+            or len(outcomes) != count
+            or not all(map(_well_formed, outcomes))
+        ):
+            self.process.fail("answer does not match the batch")
             return None
         return outcomes
 
     def interrupt(self) -> None:
         """Ask the helper to stop (from any thread): it abandons a copy in progress, answers
         the batch it was working on (the rest untried) and exits."""
-        self._interrupted = True
-        proc = self._proc
-        if proc is not None:
-            with contextlib.suppress(OSError):
-                proc.send_signal(signal.SIGTERM)
+        self.process.interrupt()
 
     def close(self, timeout: float = 2.0) -> str:
         """Let the helper end: it abandons a copy in progress (removing its temporary file)
         and exits; killed if it has not within ``timeout`` (e.g. stuck on a hung mount).
         Returns the last line it wrote to stderr (a traceback's last line says why)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return ""
-        with contextlib.suppress(OSError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(OSError):
-            proc.stdin.close()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        err = b""
-        with contextlib.suppress(OSError):
-            proc.stdout.close()
-            err = proc.stderr.read()
-            proc.stderr.close()
-        lines = err.decode(errors="replace").strip().splitlines()
-        return lines[-1] if lines else ""
-
-    def _send(self, message) -> bool:
-        if self._proc is None:
-            return False
-        try:
-            self._proc.stdin.write(json.dumps(message).encode() + b"\n")
-            self._proc.stdin.flush()
-            return True
-        except OSError as exc:
-            self._failed(f"cannot be reached: {exc}")
-            return False
-
-    def _failed(self, why: str) -> None:
-        last_words = self.close(timeout=0.5)
-        if not self._interrupted:  # (an interrupted one may end before it answers)
-            why = f"{why}: {last_words}" if last_words else why
-            log.warning("copy helper process failed (%s): the engine copies its files", why)
+        return self.process.close(timeout)
 
 
-def _well_formed(outcome: tuple) -> bool:
-    if outcome[:1] == (COPIED,) and len(outcome) == 4:
-        _, size, mtime_ns, old_size = outcome
-        return all(isinstance(n, int) for n in (size, mtime_ns)) and (
-            old_size is None or isinstance(old_size, int)
+def _well_formed(outcome: object) -> bool:
+    if not isinstance(outcome, HelperOutcome):
+        return False
+    if outcome.kind == COPIED:
+        return (
+            type(outcome.size) is int
+            and type(outcome.mtime_ns) is int
+            and (outcome.replaced_size is None or type(outcome.replaced_size) is int)
         )
-    return outcome in ((CURRENT,), (ENGINE,), (UNTRIED,))
+    return outcome in (CURRENT_OUTCOME, ENGINE_OUTCOME, UNTRIED_OUTCOME)
 
 
 def _helper_main() -> None:
-    """Body of a `CopyHelper` process: one batch per line on stdin, its outcomes per line on
-    stdout, until stdin closes or SIGTERM (also sent when the engine's thread ends)."""
-    stop = threading.Event()
-    busy = False
-
-    def on_sigterm(*_) -> None:
-        stop.set()  # a copy in progress is abandoned, its temporary file removed
-        if not busy:
-            raise SystemExit(0)  # waiting for a batch: nothing to abandon
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    end_with_parent(signal.SIGTERM)
-    line = sys.stdin.buffer.readline()
-    if not line:
-        return
-    options = json.loads(line)
-    src_fd = options["source_fd"]
+    """Body of a `CopyHelper` process (`helper_process.serve`): a batch per request, its
+    outcomes per answer. SIGTERM (also sent when the engine's thread ends) abandons a copy
+    in progress, removing its temporary file."""
+    setup = setup_argument()
+    src_fd = setup["source_fd"]
     dest = LocalDestination(
-        options["destination"], fd=options["destination_fd"], xattrs=options["stamps"]
+        setup["destination"], fd=setup["destination_fd"], xattrs=setup["stamps"]
     )
-    copy_options = {k: options[k] for k in ("settle_s", "fsync", "uncache")}
-    while not stop.is_set():
-        line = sys.stdin.buffer.readline()
-        busy = True
-        if not line:
-            return
+    copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache")}
+
+    def copy_batch(batch: list[tuple[str, bool]], stop: threading.Event) -> list[HelperOutcome]:
         outcomes = []
         give_up = False
-        for rel, force in json.loads(line):
+        for rel, force in batch:
             if give_up or stop.is_set():
-                outcomes.append((UNTRIED,))
+                outcomes.append(UNTRIED_OUTCOME)
                 continue
             try:
                 outcome = sync_common_case(rel, force, src_fd, dest, stop, **copy_options)
             except Stopped:
-                outcome = (UNTRIED,)
+                outcome = UNTRIED_OUTCOME
             except OSError:
                 # The engine syncs it and reports what went wrong; the rest of the batch is
                 # left alone (a full disk would refuse every file of it, once each).
-                outcome, give_up = (ENGINE,), True
+                outcome, give_up = ENGINE_OUTCOME, True
             outcomes.append(outcome)
-        sys.stdout.buffer.write(json.dumps(outcomes).encode() + b"\n")
-        sys.stdout.buffer.flush()
-        busy = False
+        return outcomes
+
+    serve(copy_batch, parent_death=signal.SIGTERM)

@@ -7,17 +7,12 @@ threads only slow it down, processes do not.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import pickle
 import signal
-import subprocess
-import sys
 import threading
 from typing import TYPE_CHECKING
 
-from .platform import end_with_parent
+from .helper_process import HelperProcess, serve
 
 if TYPE_CHECKING:
     from .verify import VerifyReport
@@ -37,82 +32,51 @@ def start_helpers(count: int) -> list[WalkHelper]:
 
 
 class WalkHelper:
-    """One helper process: it waits for its part's options on stdin, walks that part and
-    writes its pickled `VerifyReport` to stdout. One that fails (cannot start, dies, writes
+    """One helper process (`helper_process`): it waits for its part's options, walks that
+    part and answers with its `VerifyReport`. One that fails (cannot start, dies, answers
     something unreadable) is logged and its part walked by the caller: a helper can make a
     walk faster, never make it pass."""
 
     _MAIN = "from napari_softcopy.verify_helpers import _helper_main; _helper_main()"
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen | None = None
-        try:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-c", self._MAIN],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-            )
-        except OSError as exc:
-            self._failed(str(exc))
+        self.process = HelperProcess(
+            self._MAIN,
+            name="verification helper",
+            fallback="its part is walked here",
+            logger=log,
+        )
 
     def send(self, options: dict) -> None:
         """Start walking the part ``options`` describe."""
-        if self._proc is None:
-            return
-        try:
-            self._proc.stdin.write(json.dumps(options).encode() + b"\n")
-            self._proc.stdin.flush()  # (closed by communicate)
-        except OSError as exc:
-            self._failed(f"could not be told its part: {exc}")
+        self.process.send(options)
 
     def result(self, stop: threading.Event | None = None) -> VerifyReport | None:
         """Wait for the helper's report (None where it failed, or ``stop`` was set)."""
-        if self._proc is None:
+        ok, report = self.process.receive(stop)
+        if not ok:
             return None
-        while True:  # (a helper stuck on a hung mount must not hold up a stop)
-            try:
-                out, err = self._proc.communicate(timeout=0.1)
-                break
-            except subprocess.TimeoutExpired:
-                if stop is not None and stop.is_set():
-                    self.close()
-                    return None
-        if self._proc.returncode == 0:
-            try:
-                report = pickle.loads(out)
-            except Exception as exc:  # (truncated or foreign output: never trusted)
-                err = f"unreadable result: {exc}".encode()
-            else:
-                from .verify import VerifyReport
+        from .verify import VerifyReport
 
-                if isinstance(report, VerifyReport):
-                    self._proc = None
-                    return report
-                err = b"no report"
-        lines = err.decode(errors="replace").strip().splitlines()
-        self._failed(lines[-1] if lines else f"exit code {self._proc.returncode}")
-        return None
+        if not isinstance(report, VerifyReport):
+            self.process.fail(f"no report: {type(report).__name__}")
+            return None
+        self.process.close()
+        return report
 
     def close(self) -> None:
         """End the process if it still runs (an unused or abandoned helper)."""
-        if self._proc is not None:
-            with contextlib.suppress(OSError):
-                self._proc.kill()
-            self._proc.communicate()
-            self._proc = None
-
-    def _failed(self, why: str) -> None:
-        log.warning("verification helper failed (%s): its part is walked here", why)
-        self.close()
+        self.process.close()
 
 
 def _helper_main() -> None:
-    """Body of a `WalkHelper` process."""
-    end_with_parent(signal.SIGKILL)  # (an orphan's result has no reader)
+    """Body of a `WalkHelper` process: one part walked, its report the answer."""
     from .verify import _walk_part  # (verify imports this module)
 
-    line = sys.stdin.buffer.readline()
-    if not line:
-        return  # not used
-    sys.stdout.buffer.write(pickle.dumps(_walk_part(json.loads(line), None)))
+    # (a walk cut short must never look like a whole one: SIGTERM ends the process; an
+    # orphan's report has no reader, so it is killed with its parent)
+    serve(
+        lambda options, _stop: _walk_part(options, None),
+        parent_death=signal.SIGKILL,
+        interruptible=False,
+    )

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections import deque
 
-from ..copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper
+from ..copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper, HelperOutcome
 from ..destinations import LocalDestination
 from ..platform import available_cores, lower_thread_priority
 from ..transfer import RACY_S, CopyResult, Stopped
@@ -73,7 +73,7 @@ class HelperPump(EngineState):
                 if outcomes is None:
                     in_flight.appendleft(batch)
                     return
-                copied += self._book(batch, outcomes)
+                copied += self._book_helper_outcomes(batch, outcomes)
         finally:
             for batch in in_flight:  # (never answered: the engine's workers copy them)
                 for rel, force in batch:
@@ -82,18 +82,20 @@ class HelperPump(EngineState):
             helper.close()
             log.info("copy helper process copied %d files", copied)
 
-    def _book(self, batch: list[tuple[str, bool]], outcomes: list[tuple]) -> int:
+    def _book_helper_outcomes(
+        self, batch: list[tuple[str, bool]], outcomes: list[HelperOutcome]
+    ) -> int:
         """Book a helper's outcomes for ``batch``; sync here what it handed back. Every path
         is done once, whatever happens (a path never done would hold up the finish)."""
         copied = 0
         for (rel, force), outcome in zip(batch, outcomes, strict=True):
-            kind = outcome[0]
+            kind = outcome.kind
             retry_after = None
             try:
                 if kind == COPIED:
-                    _, size, mtime_ns, old_size = outcome
-                    result = CopyResult(True, size, mtime_ns, old_size is None)
-                    self._copied(rel, result, old_size)
+                    replaced = outcome.replaced_size
+                    result = CopyResult(True, outcome.size, outcome.mtime_ns, replaced is None)
+                    self._copied(rel, result, replaced)
                     copied += 1
                 elif kind == UNTRIED:
                     self._pending.add(rel, force=force)  # (in flight: it goes again when done)

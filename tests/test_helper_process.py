@@ -1,0 +1,159 @@
+"""The one helper-process protocol (`helper_process`), with real child processes: answers in
+order, large ones whole, a child that dies mid-answer or writes garbage is a failure said
+once (never a message), an interrupt cuts an answer short, a stop ends a wait."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+import pytest
+
+from napari_softcopy.helper_process import HelperProcess
+from support import wait_for
+
+#: A child that answers each request by `answer` below, run through `serve`.
+SERVE = """
+import os, signal, sys
+from napari_softcopy.helper_process import serve, setup_argument
+setup = setup_argument()
+
+def answer(request, stop):
+    kind, value = request
+    if kind == "echo":
+        return value
+    if kind == "size":
+        return len(value)
+    if kind == "print":  # (a stray print must not reach the frames)
+        print("chatter from a library", flush=True)
+        return value
+    if kind == "stderr":  # (more than a pipe holds, before the answer)
+        sys.stderr.write("e" * value + "\\nlast words\\n")
+        sys.stderr.flush()
+        return "written"
+    if kind == "until stopped":
+        open(setup["started"], "w").close()
+        stopped = stop.wait(60)
+        return "stopped early" if stopped else "not stopped"
+    if kind == "exit":
+        os._exit(value)
+
+serve(answer, parent_death=signal.SIGTERM)
+"""
+
+
+@pytest.fixture
+def helpers():
+    started: list[HelperProcess] = []
+
+    def start(main: str = SERVE, **setup) -> HelperProcess:
+        process = HelperProcess(main, name="test helper", fallback="done here", setup=setup)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.close()
+
+
+def test_answers_come_in_order_and_large_ones_whole(helpers):
+    helper = helpers()
+    big = os.urandom(24 * 2**20)  # (hundreds of pipe buffers each way)
+    assert helper.send(("echo", [("a", True), ("b", False)]))
+    assert helper.send(("echo", {"n": 1}))
+    assert helper.receive() == (True, [("a", True), ("b", False)])
+    assert helper.receive() == (True, {"n": 1})
+    assert helper.send(("size", big)) and helper.receive() == (True, len(big))
+    assert helper.send(("echo", big)) and helper.receive() == (True, big)
+    assert helper.send(("print", "clean")) and helper.receive() == (True, "clean")
+    assert helper.running
+
+
+def test_a_child_writing_much_to_stderr_is_not_blocked_and_its_last_line_is_kept(helpers):
+    helper = helpers()
+    assert helper.send(("stderr", 4 * 2**20))
+    assert helper.receive() == (True, "written")
+    assert helper.close() == "last words"
+
+
+def test_a_child_that_dies_mid_answer_is_a_failure_said_once(helpers, caplog):
+    main = (
+        "import os, sys\n"
+        "from napari_softcopy.helper_process import encode, read_message\n"
+        "read_message(0)\n"
+        "frame = encode(b'x' * 100_000)\n"
+        "os.write(1, frame[:5000])\n"
+        "sys.stderr.write('dying\\n'); sys.stderr.flush()\n"
+        "os._exit(3)\n"
+    )
+    helper = helpers(main)
+    assert helper.send(("echo", "anything"))
+    assert helper.receive() == (False, None)
+    assert not helper.running and not helper.send(("echo", 1))
+    failures = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(failures) == 1, failures
+    assert "test helper failed (it ended after 4988 of" in failures[0]
+    assert failures[0].endswith("dying): done here")
+
+
+@pytest.mark.parametrize(
+    ("main", "why"),
+    [
+        (
+            "import sys; sys.stdin.buffer.read(1); print('not a frame at all', flush=True)",
+            "unreadable answer",
+        ),
+        ("import sys; sys.exit('no package here')", "no package here"),
+        ("import os; os._exit(0)", "it ended"),
+    ],
+)
+def test_garbage_or_no_answer_is_a_failure_never_a_message(helpers, caplog, main, why):
+    helper = helpers(main)
+    helper.send(("echo", 1))  # (may find the pipe closed already: a failure too)
+    assert helper.receive() == (False, None)
+    assert why in caplog.text and "test helper failed" in caplog.text
+
+
+def test_an_interrupt_cuts_the_answer_in_work_short_and_ends_an_idle_child(helpers, tmp_path):
+    started = tmp_path / "started"
+    helper = helpers(started=str(started))
+    assert helper.send(("until stopped", None))
+    wait_for(started.exists, what="the child at work")
+    helper.interrupt()
+    assert helper.receive() == (True, "stopped early")
+    assert helper.wait(10) == 0  # (then idle: the loop ends)
+
+    idle = helpers()
+    assert idle.send(("echo", 1)) and idle.receive() == (True, 1)
+    idle.interrupt()
+    assert idle.wait(10) == 0
+
+
+def test_an_interrupted_helper_that_ends_unanswered_is_not_a_failure(helpers, caplog):
+    helper = helpers()
+    helper.interrupt()  # (before it reads its request: it exits unanswered)
+    helper.wait(10)
+    helper.send(("echo", 1))
+    assert helper.receive() == (False, None)
+    assert "test helper failed" not in caplog.text
+
+
+def test_a_stop_ends_the_wait_for_an_answer_that_never_comes(helpers, caplog):
+    helper = helpers("import time; time.sleep(120)")
+    pid = helper.pid
+    stop = threading.Event()
+    threading.Timer(0.3, stop.set).start()
+    began = time.monotonic()
+    assert helper.receive(stop) == (False, None)
+    assert time.monotonic() - began < 5
+    assert not helper.running and not os.path.exists(f"/proc/{pid}")  # ended and reaped
+    assert "test helper failed" not in caplog.text  # (a stop is no failure)
+
+
+def test_a_helper_that_cannot_start_is_a_failure_said_once(caplog, monkeypatch, tmp_path):
+    monkeypatch.setattr("sys.executable", str(tmp_path / "no-python"))
+    helper = HelperProcess("pass", name="test helper", fallback="done here")
+    assert not helper.running and not helper.send(1) and helper.receive() == (False, None)
+    assert caplog.text.count("test helper failed (cannot start") == 1
