@@ -1,7 +1,7 @@
 import threading
 import time
 
-from napari_softcopy.pending import PendingSet
+from napari_softcopy.pending import PendingSet, PendingSnapshot, Ready
 
 
 def test_one_entry_per_path_and_no_second_worker():
@@ -78,6 +78,16 @@ def test_lag_is_age_of_oldest_entry():
     count, nbytes, lag = p.snapshot()
     assert (count, nbytes) == (2, 15)
     assert lag >= 0.05
+    assert type(p.snapshot()) is PendingSnapshot and p.snapshot().known_bytes == 15
+
+
+def test_paths_are_handed_out_named():
+    p = PendingSet()
+    p.add("a", force=True)
+    p.add("b")
+    first = p.take(timeout=1)
+    assert type(first) is Ready and first == Ready(path="a", force=True)
+    assert p.take_many(5, timeout=1) == [Ready(path="b", force=False)]
 
 
 def test_take_many_hands_out_a_batch_of_ready_paths_once():

@@ -5,7 +5,7 @@ import pytest
 
 from napari_softcopy import transfer
 from napari_softcopy.destinations import LocalDestination
-from napari_softcopy.transfer import RateLimiter, Stopped, copy_file
+from napari_softcopy.transfer import RateLimiter, Stopped, SyncOutcome, copy_file, sync_file
 
 
 @pytest.fixture
@@ -25,6 +25,27 @@ def test_copy_is_atomic_with_mtime(tmp_path, dest):
     assert out.read_bytes() == src.read_bytes()
     assert out.stat().st_mtime_ns == 1_600_000_000_123_456_789
     assert os.listdir(out.parent) == ["c"]  # no temporary file left
+
+
+def test_sync_file_says_what_it_copied_and_what_was_there(tmp_path, dest):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_bytes(b"abc")
+    os.utime(src / "f", ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+
+        def sync(force=False):
+            st = os.stat("f", dir_fd=fd)
+            return sync_file("f", st, dest, force=force, stop=threading.Event(), src_dir_fd=fd)
+
+        first, again, forced = sync(), sync(), sync(force=True)
+    finally:
+        os.close(fd)
+    assert type(first) is SyncOutcome and first.previous is None
+    assert first.copy.committed and first.copy.created and first.copy.size == 3
+    assert again.copy is None and again.previous.size == 3  # current: nothing copied
+    assert forced.copy.committed and not forced.copy.created and forced.previous.size == 3
 
 
 def test_stop_leaves_nothing(tmp_path, dest, monkeypatch):

@@ -33,6 +33,7 @@ from typing import NamedTuple
 
 from .destinations import LocalDestination
 from .helper_process import HelperProcess, serve, setup_argument
+from .pending import Ready
 from .transfer import Stopped, settle_left, sync_file
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def sync_common_case(
     st = os.stat(rel, dir_fd=src_dir_fd, follow_symlinks=False)
     if not stat.S_ISREG(st.st_mode) or settle_left(st.st_mtime_ns, settle_s):
         return ENGINE_OUTCOME
-    result, old = sync_file(
+    synced = sync_file(
         rel,
         st,
         dest,
@@ -95,6 +96,7 @@ def sync_common_case(
         uncache=uncache,
         settle_s=settle_s,
     )
+    result, old = synced.copy, synced.previous
     if result is None:
         return CURRENT_OUTCOME
     if not result.committed:
@@ -152,7 +154,7 @@ class CopyHelper:
         """False once the helper failed or was closed."""
         return self.process.running
 
-    def submit(self, batch: list[tuple[str, bool]]) -> bool:
+    def submit(self, batch: list[Ready] | list[tuple[str, bool]]) -> bool:
         """Send a batch of ``(path, force)``; False when the helper is gone."""
         return self.process.send(batch)
 
@@ -207,7 +209,7 @@ def _helper_main() -> None:
     )
     copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache")}
 
-    def copy_batch(batch: list[tuple[str, bool]], stop: threading.Event) -> list[HelperOutcome]:
+    def copy_batch(batch: list[Ready], stop: threading.Event) -> list[HelperOutcome]:
         outcomes = []
         give_up = False
         for rel, force in batch:

@@ -13,8 +13,24 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import NamedTuple
 
 QUEUED, DELAYED, IN_FLIGHT = 0, 1, 2
+
+
+class Ready(NamedTuple):
+    """A path handed to a worker (or in a helper's batch: a tuple, it pickles small)."""
+
+    path: str
+    force: bool  # copy even where the copy looks current (a scan found it stale by its stamp)
+
+
+class PendingSnapshot(NamedTuple):
+    """The pending set at a glance (`PendingSet.snapshot`)."""
+
+    count: int
+    known_bytes: int
+    oldest_age_s: float  # how long the oldest ready path has waited: the copy's lag
 
 
 @dataclass(slots=True)
@@ -70,8 +86,8 @@ class PendingSet:
             heapq.heappush(self._delayed, (due, next(self._seq), path))
             self._cond.notify_all()
 
-    def take(self, timeout: float | None = None) -> tuple[str, bool] | None:
-        """Hand the next ready path to a worker as ``(path, force)``; None on close/timeout."""
+    def take(self, timeout: float | None = None) -> Ready | None:
+        """Hand the next ready path to a worker; None on close/timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
             while True:
@@ -97,7 +113,7 @@ class PendingSet:
                     continue
                 self._cond.wait(wait)
 
-    def take_many(self, limit: int, timeout: float | None = None) -> list[tuple[str, bool]]:
+    def take_many(self, limit: int, timeout: float | None = None) -> list[Ready]:
         """Up to ``limit`` ready paths at once, handed out as `take` hands out one (a batch
         for a helper process); waits up to ``timeout`` for the first. Empty on timeout or
         close."""
@@ -110,8 +126,8 @@ class PendingSet:
                 batch.append(item)
         return batch
 
-    def _next_ready(self) -> tuple[str, bool] | None:
-        """Hand out the next queued path as ``(path, force)``, skipping stale queue entries
+    def _next_ready(self) -> Ready | None:
+        """Hand out the next queued path, skipping stale queue entries
         (called with the lock held); None when none is ready."""
         while self._ready:
             path = self._ready.popleft()
@@ -119,7 +135,7 @@ class PendingSet:
             if entry is not None and entry.state == QUEUED:
                 entry.state = IN_FLIGHT
                 force, entry.force = entry.force, False
-                return path, force
+                return Ready(path, force)
         return None
 
     @property
@@ -146,13 +162,13 @@ class PendingSet:
             while len(self._entries) > limit and not stop.is_set() and not self._closed:
                 self._cond.wait(0.1)
 
-    def snapshot(self) -> tuple[int, int, float]:
-        """``(count, known bytes, age in s of the oldest ready entry)``."""
+    def snapshot(self) -> PendingSnapshot:
+        """How many paths, their known bytes, and the age of the oldest entry."""
         now = time.monotonic()
         with self._cond:
             entries = list(self._entries.values())
         oldest = min((e.since for e in entries), default=now)
-        return len(entries), sum(e.size for e in entries), max(0.0, now - oldest)
+        return PendingSnapshot(len(entries), sum(e.size for e in entries), max(0.0, now - oldest))
 
     def close(self) -> None:
         """Wake every waiting worker with None."""

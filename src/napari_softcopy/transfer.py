@@ -78,6 +78,16 @@ class RateLimiter:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncOutcome:
+    """What `sync_file` did with one path."""
+
+    #: The copy's outcome; None where the copy was current (nothing copied).
+    copy: CopyResult | None
+    #: What was at the destination before (None: nothing).
+    previous: FileInfo | None
+
+
+@dataclass(frozen=True, slots=True)
 class CopyResult:
     """Outcome of `copy_file`.
 
@@ -223,14 +233,14 @@ def sync_file(
     fsync: bool = False,
     uncache: bool = True,
     settle_s: float = RACY_S,
-) -> tuple[CopyResult | None, FileInfo | None]:
+) -> SyncOutcome:
     """Copy the settled regular source file ``rel`` (``st``, its lstat below ``src_dir_fd``)
     unless its copy is current by the one rule (`destinations.is_copy_of`; ``force``: copy
     anyway). The engine's workers and the copy helper both sync through this.
 
     Returns
     -------
-    (CopyResult or None, FileInfo or None)
+    SyncOutcome
         The copy's outcome (None: the copy was current, nothing copied) and what was at the
         destination before.
 
@@ -240,7 +250,7 @@ def sync_file(
     """
     old = dest.stat(rel)
     if not force and is_copy_of(st, old, dest.capabilities, lambda: dest.source_stamp(rel)):
-        return None, old
+        return SyncOutcome(None, old)
     result = copy_file(
         rel,
         dest,
@@ -253,7 +263,7 @@ def sync_file(
         settle_s=settle_s,  # re-checked on the opened file: it may have changed since
         dest_exists=old is not None,  # only this engine writes there (it holds the lock)
     )
-    return result, old
+    return SyncOutcome(result, old)
 
 
 def write_file(dest: Destination, rel: str, data: bytes, *, mtime_ns: int | None = None) -> None:

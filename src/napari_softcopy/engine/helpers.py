@@ -9,6 +9,7 @@ from collections import deque
 
 from ..copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper, HelperOutcome
 from ..destinations import LocalDestination
+from ..pending import Ready
 from ..platform import available_cores, lower_thread_priority
 from ..transfer import RACY_S, CopyResult, Stopped
 from .state import EngineState
@@ -48,7 +49,7 @@ class HelperPump(EngineState):
             uncache=self.options.drop_cache,
         )
         self._copy_helper = helper
-        in_flight: deque[list[tuple[str, bool]]] = deque()
+        in_flight: deque[list[Ready]] = deque()
         copied = 0
         try:
             while helper.running and not self._stop.is_set():
@@ -82,9 +83,7 @@ class HelperPump(EngineState):
             helper.close()
             log.info("copy helper process copied %d files", copied)
 
-    def _book_helper_outcomes(
-        self, batch: list[tuple[str, bool]], outcomes: list[HelperOutcome]
-    ) -> int:
+    def _book_helper_outcomes(self, batch: list[Ready], outcomes: list[HelperOutcome]) -> int:
         """Book a helper's outcomes for ``batch``; sync here what it handed back. Every path
         is done once, whatever happens (a path never done would hold up the finish)."""
         copied = 0

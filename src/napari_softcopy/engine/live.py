@@ -161,7 +161,7 @@ class LiveCopy(EngineState):
         if left:
             return left
         try:
-            result, old = sync_file(
+            synced = sync_file(
                 rel,
                 st,
                 dest,
@@ -186,6 +186,7 @@ class LiveCopy(EngineState):
             return self._dest_error(rel, exc)
         except OSError as exc:
             return self._dest_error(rel, exc)
+        result, old = synced.copy, synced.previous
         if result is None:
             return None  # the copy is current
         if not result.committed:
