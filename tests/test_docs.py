@@ -46,3 +46,15 @@ def test_nav_lists_only_existing_pages():
     assert listed[0] == "index.md"
     for page in listed:
         assert (ROOT / "docs" / page).is_file(), f"mkdocs.yml lists docs/{page}, which is missing"
+
+
+def test_the_sources_state_facts_instead_of_citing_notes_outside_the_repository():
+    """A comment saying "measured in FIELD-NOTES" sends a reader to a document they do not
+    have: the fact itself belongs in the docstring or in docs/."""
+    citing = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "src").rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "FIELD-NOTES" in line or "FIELD_NOTES" in line
+    ]
+    assert not citing, citing

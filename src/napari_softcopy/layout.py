@@ -21,10 +21,12 @@ METADATA_NAMES = frozenset({"zarr.json", ".zarray", ".zgroup", ".zattrs", ".zmet
 #: Files whose presence makes a directory a Zarr node.
 NODE_NAMES = ("zarr.json", ".zarray", ".zgroup")
 
-# Writers' temporary names, measured in FIELD-NOTES:
-#   tensorstore: `K.__lock` (os, lockfile locking) and `K_<hex>.__lock` (no locking);
+# Writers' temporary names (seen in their inotify events; each is renamed onto the key `K`):
+#   tensorstore: `K.__lock` (file_io_locking "os", the default, and "lockfile") and
+#     `K_<hex>.__lock` ("none"); its metadata alike (`zarr.json.__lock`, `.zarray.__lock`);
 #   zarr-python 3 LocalStore: `K.<32 hex>.partial` (`zarr.json` -> `zarr.<hex>.partial`);
 #   napari-softcopy itself: `.K.<hex>.softcopy-tmp` (so a copy of a live copy works too).
+# (acquire-zarr and tensorstore's "non_atomic" write in place: no temporary name.)
 _TEMP_RE = re.compile(r"(\.__lock|\.[0-9a-f]{32}\.partial|\.softcopy-tmp)$")
 OWN_TEMP_SUFFIX = ".softcopy-tmp"
 

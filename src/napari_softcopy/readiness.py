@@ -1,7 +1,9 @@
 """Turning watchdog events into hints: "look at this path now" or "look at it soon".
 
-What completes a file differs per writer (FIELD-NOTES): a rename into place (tensorstore,
-zarr-python), or a close after writing in place (acquire-zarr, tensorstore ``non_atomic``).
+What completes a file differs per writer: a rename into place (tensorstore, zarr-python;
+the final name comes only from the move's destination, zarr-python never closes it), or a
+close after writing in place (acquire-zarr's shards and its ``zarr.json``, rewritten in place;
+tensorstore ``non_atomic``, which a reader can see partial before the close).
 Both are reported at once. A file that merely appeared (watchdog walks a brand-new directory
 and reports what is already in it as created) may still be written in place, so it is looked
 at after a short settle delay; if it changes during the copy, it is copied again anyway.
@@ -28,7 +30,9 @@ from watchdog.events import (
 from .layout import is_temp_name
 
 #: The kernel event mask we ask for. Dropping OPEN and MODIFY keeps the inotify queue from
-#: overflowing under tens of thousands of quick writes (FIELD-NOTES: 0 lost in 4 of 4 runs).
+#: overflowing under tens of thousands of quick writes: with watchdog's default mask, 50,000
+#: quick file creations lost up to 80% of the events (the queue holds 16,384 by default);
+#: with this one, none in 4 of 4 runs. A scan stays the truth.
 EVENT_FILTER = [
     FileCreatedEvent,
     FileMovedEvent,

@@ -294,7 +294,9 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 self._scan()
                 end = time.monotonic()
                 next_scan = end + self.options.rescan_interval
-                earliest_rescan = end + max(self.tuning.rescan_spacing_s, 3 * self._c.last_scan_s)
+                earliest_rescan = end + max(
+                    self.tuning.rescan_spacing_s, 3 * self._counters.last_scan_s
+                )
             if (
                 idle is not None
                 and self._finish_reason is None
@@ -302,7 +304,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 and len(self._pending) == 0
             ):
                 self._scan()
-                if self._c.temp_files == 0 and len(self._pending) == 0:
+                if self._counters.temp_files == 0 and len(self._pending) == 0:
                     self.finish("idle")
                 else:
                     self._last_activity = time.monotonic()

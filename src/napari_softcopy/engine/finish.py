@@ -62,7 +62,7 @@ class Finish(EngineState):
             return activity.describe_wait(needed, capped=capped, now=now)
         if self._last_scan_started <= activity.last_change:
             return _CONFIRM_BY_SCAN
-        temp = self._c.temp_files
+        temp = self._counters.temp_files
         if temp:
             return (
                 f"the writers' temporary files in the source to go ({temp} at the last scan; "
@@ -171,7 +171,7 @@ class Finish(EngineState):
         return False
 
     def _verify_processes(self) -> int:
-        known = self._c.files_at_destination + len(self._pending)  # (pending: a bulk copy)
+        known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
         return verify_processes(known, self.tuning)
 
     def _flush_early(self) -> None:
@@ -236,9 +236,9 @@ class Finish(EngineState):
             self._reload_arrays()  # the final metadata: exact expected counts
             self._verification = report.summary()
             if report.ok:  # exact figures, where the live counts were kept approximately
-                self._c.files_at_destination = report.files_checked
-                self._c.bytes_at_destination = report.bytes_checked
-                self._c.chunks_at_destination = report.files_checked - report.metadata_files
+                self._counters.files_at_destination = report.files_checked
+                self._counters.bytes_at_destination = report.bytes_checked
+                self._counters.chunks_at_destination = report.files_checked - report.metadata_files
         if not report.ok:
             first = next(report.lines(), "")
             raise _Fatal(

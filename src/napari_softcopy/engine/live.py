@@ -63,7 +63,7 @@ class LiveCopy(EngineState):
 
     def _on_overflow(self) -> None:
         with self._lock:
-            self._c.event_overflows += 1
+            self._counters.event_overflows += 1
         self._request_rescan()
 
     def _request_rescan(self) -> None:
@@ -200,7 +200,7 @@ class LiveCopy(EngineState):
         if self._backoff:
             self._backoff = 0.0
         with self._lock:
-            c = self._c
+            c = self._counters
             c.files_copied += 1
             c.bytes_copied += result.size
             second = float(int(now))
@@ -279,9 +279,9 @@ class LiveCopy(EngineState):
             return None
         if self._dest.unlink(rel):
             with self._lock:
-                self._c.files_deleted += 1
-                self._c.files_at_destination -= 1
-                self._c.bytes_at_destination -= old.size
+                self._counters.files_deleted += 1
+                self._counters.files_at_destination -= 1
+                self._counters.bytes_at_destination -= old.size
                 if self._is_chunk(rel):
-                    self._c.chunks_at_destination -= 1
+                    self._counters.chunks_at_destination -= 1
         return None

@@ -52,7 +52,7 @@ class _Counters:
 
 class EngineState:
     """What the engine's parts share: the roots, the options and `Tuning`, the pending set,
-    the stop and wake events, the counters (`_c`, under `_lock`), the state and its message,
+    the stop and wake events, the counters (`_counters`, under `_lock`), the state and its message,
     what is known of the marker, of the source's activity and of the finish.
 
     The parts (`live`, `scan`, `helpers`, `finish`, and the control of `core.CopyEngine`)
@@ -77,7 +77,7 @@ class EngineState:
         self._finish_reason: str | None = None
         self._rescan_requested = False
         self._lock = threading.Lock()
-        self._c = _Counters()
+        self._counters = _Counters()
         self._state = JobState.STARTING
         self._message = ""
         self._started_at = 0.0
@@ -125,6 +125,12 @@ class EngineState:
         self._last_scan_started = -math.inf  # monotonic start of the last whole scan
 
     @property
+    def _c(self) -> _Counters:
+        # The counters' former name, for `engine.scan` alone, which its walker rework
+        # rewrites: it then reads `_counters` and this alias goes.
+        return self._counters
+
+    @property
     def state(self) -> JobState:
         """Current state (see `Status`)."""
         return self._state
@@ -139,7 +145,7 @@ class EngineState:
         n_pending, bytes_pending, lag = self._pending.snapshot()
         now = time.monotonic()
         with self._lock:
-            c = self._c
+            c = self._counters
             window = list(c.rate_window)
             if self._arrays_dirty and self._state not in FINAL_STATES:
                 self._reload_arrays()
@@ -195,8 +201,8 @@ class EngineState:
     def _error(self, path: str, message: str) -> None:
         log.warning("%s: %s", path or self.source, message)
         with self._lock:
-            self._c.error_count += 1
-            self._c.errors.append({"path": path, "message": message, "time": time.time()})
+            self._counters.error_count += 1
+            self._counters.errors.append({"path": path, "message": message, "time": time.time()})
 
     def _reload_arrays(self) -> None:
         # Called with self._lock held. A metadata file may be mid-rewrite by an in-place

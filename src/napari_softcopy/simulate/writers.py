@@ -136,7 +136,7 @@ class TensorstoreWriter:
         self._context = ts.Context({"file_io_locking": {"mode": locking}})
         self._kvstore: Any = None
 
-    def _kv(self) -> Any:
+    def _root_kvstore(self) -> Any:
         if self._kvstore is None:
             spec = {"driver": "file", "path": str(self._root) + "/"}
             self._kvstore = self._ts.KvStore.open(spec, context=self._context).result()
@@ -150,7 +150,7 @@ class TensorstoreWriter:
             group = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
             documents = {"zarr.json": group}
         for name, doc in documents.items():
-            self._kv().write(prefix + name, json.dumps(doc, indent=2).encode()).result()
+            self._root_kvstore().write(prefix + name, json.dumps(doc, indent=2).encode()).result()
 
     def _metadata(self, spec: ArraySpec, shape: tuple[int, ...]) -> dict[str, Any]:
         p = self._p
