@@ -132,7 +132,7 @@ class TensorstoreWriter:
 
         self._ts = ts
         self._root = root
-        self._p = p
+        self._preset = p
         self._context = ts.Context({"file_io_locking": {"mode": locking}})
         self._kvstore: Any = None
 
@@ -144,7 +144,7 @@ class TensorstoreWriter:
 
     def create_group(self, path: str, attributes: dict[str, Any]) -> None:
         prefix = f"{path}/" if path else ""
-        if self._p.zarr_format == 2:
+        if self._preset.zarr_format == 2:
             documents = {".zgroup": {"zarr_format": 2}, ".zattrs": attributes}
         else:
             group = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
@@ -153,7 +153,7 @@ class TensorstoreWriter:
             self._root_kvstore().write(prefix + name, json.dumps(doc, indent=2).encode()).result()
 
     def _metadata(self, spec: ArraySpec, shape: tuple[int, ...]) -> dict[str, Any]:
-        p = self._p
+        p = self._preset
         if p.zarr_format == 2:
             return {
                 "zarr_format": 2,
@@ -201,7 +201,7 @@ class TensorstoreWriter:
     def create_array(self, spec: ArraySpec, shape: tuple[int, ...]) -> Any:
         path = self._root / spec.path if spec.path else self._root
         ts_spec = {
-            "driver": "zarr" if self._p.zarr_format == 2 else "zarr3",
+            "driver": "zarr" if self._preset.zarr_format == 2 else "zarr3",
             "kvstore": {"driver": "file", "path": str(path) + "/"},
             "metadata": self._metadata(spec, shape),
         }
@@ -225,19 +225,19 @@ class ZarrPythonWriter:
         from zarr.storage import LocalStore
 
         self._zarr = zarr
-        self._p = p
+        self._preset = p
         self._store = LocalStore(str(root))
 
     def create_group(self, path: str, attributes: dict[str, Any]) -> None:
         self._zarr.create_group(
             store=self._store,
             path=path or None,
-            zarr_format=self._p.zarr_format,
+            zarr_format=self._preset.zarr_format,
             attributes=attributes,
         )
 
     def create_array(self, spec: ArraySpec, shape: tuple[int, ...]) -> Any:
-        p = self._p
+        p = self._preset
         if p.zarr_format == 2:
             from numcodecs import Blosc
 
