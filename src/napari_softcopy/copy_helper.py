@@ -156,7 +156,9 @@ class CopyHelper:
 
     def submit(self, batch: list[Ready] | list[tuple[str, bool]]) -> bool:
         """Send a batch of ``(path, force)``; False when the helper is gone."""
-        return self.process.send(batch)
+        # As plain tuples: a named tuple costs the child about 0.7 us more to unpickle, which
+        # made a batch's round trip 60 us instead of 31 (2 cores, 32 paths).
+        return self.process.send(list(map(tuple, batch)))
 
     def outcomes(self, count: int) -> list[HelperOutcome] | None:
         """The outcomes of the oldest batch submitted (``count`` paths); None where the
@@ -209,7 +211,7 @@ def _helper_main() -> None:
     )
     copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache")}
 
-    def copy_batch(batch: list[Ready], stop: threading.Event) -> list[HelperOutcome]:
+    def copy_batch(batch: list[tuple[str, bool]], stop: threading.Event) -> list[HelperOutcome]:
         outcomes = []
         give_up = False
         for rel, force in batch:

@@ -19,7 +19,7 @@ QUEUED, DELAYED, IN_FLIGHT = 0, 1, 2
 
 
 class Ready(NamedTuple):
-    """A path handed to a worker (or in a helper's batch: a tuple, it pickles small)."""
+    """A path handed to a worker, or put in a copy helper's batch."""
 
     path: str
     force: bool  # copy even where the copy looks current (a scan found it stale by its stamp)
