@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import threading
 import time
 
@@ -150,6 +151,22 @@ def test_a_stop_ends_the_wait_for_an_answer_that_never_comes(helpers, caplog):
     assert time.monotonic() - began < 5
     assert not helper.running and not os.path.exists(f"/proc/{pid}")  # ended and reaped
     assert "test helper failed" not in caplog.text  # (a stop is no failure)
+
+
+def test_a_wait_with_a_stop_works_for_descriptors_above_1024(helpers):
+    """select() cannot watch a descriptor above 1024; a long-running engine may hold that
+    many (folders, files being copied) when it starts a verification's helper."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if min(soft, hard) < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, max(hard, 1200)))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1030)]
+    try:
+        helper = helpers()
+        assert helper.send(("echo", "far")) and helper.receive(threading.Event()) == (True, "far")
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
 
 def test_a_helper_that_cannot_start_is_a_failure_said_once(caplog, monkeypatch, tmp_path):

@@ -52,8 +52,8 @@ _MAGIC = b"scp1"
 _STOP_POLL_S = 0.1
 
 
-class _Ended(Exception):
-    """The other side closed its end (mid-message or between two)."""
+class ChannelClosed(Exception):
+    """The other side closed its end (mid-message, or between two)."""
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -62,22 +62,26 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _read_exact(fd: int, size: int, stop: threading.Event | None = None) -> bytes:
-    """``size`` bytes from ``fd`` (`_Ended` at its end). With ``stop``, waits for data in
-    steps of `_STOP_POLL_S` and returns b"" once ``stop`` is set."""
+def _read_exact(fd: int, size: int, stop: threading.Event | None = None) -> bytearray:
+    """``size`` bytes from ``fd`` (`ChannelClosed` at its end). With ``stop``, waits for data
+    in steps of `_STOP_POLL_S` and returns nothing once ``stop`` is set."""
     buf = bytearray(size)
     view = memoryview(buf)
     got = 0
+    waiting = None
+    if stop is not None:
+        waiting = select.poll()  # (not select(): a descriptor may be above 1024)
+        waiting.register(fd, select.POLLIN)
     while got < size:
-        if stop is not None:
-            while not select.select([fd], [], [], _STOP_POLL_S)[0]:
+        if waiting is not None:
+            while not waiting.poll(_STOP_POLL_S * 1000):
                 if stop.is_set():
-                    return b""
+                    return bytearray()
         n = os.readv(fd, [view[got:]])
         if n == 0:
-            raise _Ended(f"it ended after {got} of {size} bytes" if got else "it ended")
+            raise ChannelClosed(f"it ended after {got} of {size} bytes" if got else "it ended")
         got += n
-    return bytes(buf)
+    return buf
 
 
 def encode(message: Any) -> bytes:
@@ -88,7 +92,7 @@ def encode(message: Any) -> bytes:
 
 def read_message(fd: int, stop: threading.Event | None = None) -> tuple[bool, Any]:
     """Read one frame from ``fd``: ``(True, message)``, or ``(False, None)`` when ``stop``
-    was set first. Raises `_Ended` at end of file, ValueError for anything not a frame."""
+    was set first. Raises `ChannelClosed` at end of file, ValueError for anything not a frame."""
     header = _read_exact(fd, _HEADER.size, stop)
     if not header:
         return False, None
@@ -179,7 +183,7 @@ class HelperProcess:
             return False, None
         try:
             ok, message = read_message(self._proc.stdout.fileno(), stop)
-        except _Ended as exc:
+        except ChannelClosed as exc:
             self.fail(str(exc))
             return False, None
         except Exception as exc:  # (unpickling foreign bytes can raise almost anything)
@@ -271,7 +275,7 @@ def serve(
     while not stop.is_set():
         try:
             _, request = read_message(0)
-        except _Ended:
+        except ChannelClosed:
             return
         busy = True
         reply = encode(answer(request, stop))
