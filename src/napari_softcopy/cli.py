@@ -200,6 +200,10 @@ def cmd_copy(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.destination is None:  # `verify DEST`: the copy against its own manifest
+        from .manifest import verify_against_manifest
+
+        return EXIT_OK if verify_against_manifest(args.source, json_out=args.json) else EXIT_FAILED
     src, dst = Path(args.source), Path(args.destination)
     for path, what in ((src, "source"), (dst, "destination")):
         if not path.is_dir():
@@ -393,13 +397,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify",
-        help="compare DEST with SOURCE",
+        help="compare DEST with SOURCE, or DEST alone with its manifest",
         description="Compare DEST with SOURCE: every source file must be at DEST with the "
         "same size and mtime, Zarr metadata with the same content (--checksum: every file's "
-        "content). Lists each difference; exit 0 identical, 1 different, 2 bad input.",
+        "content). With DEST alone: check the copy against the manifest written with it "
+        "(every file there, of its size and BLAKE3 hash, no other file; docs/move.md). "
+        "Lists each difference; exit 0 identical, 1 different, 2 bad input.",
     )
-    p.add_argument("source")
-    p.add_argument("destination")
+    p.add_argument("source", metavar="SOURCE_OR_DEST")
+    p.add_argument("destination", nargs="?", metavar="DEST")
     p.add_argument("--checksum", action="store_true", help="compare the content of every file")
     p.add_argument(
         "--marker",
