@@ -295,6 +295,8 @@ class ManifestCheck:
     of another size, or of other content; each list is cut at `MAX_LISTED`, counts are exact."""
 
     destination: str
+    marker: str | None = None
+    marker_present: bool = True
     files_checked: int = 0
     bytes_checked: int = 0
     missing: list[str] = field(default_factory=list)
@@ -316,8 +318,9 @@ class ManifestCheck:
 
     @property
     def ok(self) -> bool:
-        """True when the destination holds exactly what the manifest lists."""
-        return not any(self.counts.values())
+        """True when the destination holds exactly what the manifest lists, and its marker
+        (a manifest without its marker belongs to a copy never verified complete)."""
+        return self.marker_present and not any(self.counts.values())
 
     def lines(self) -> Iterator[str]:
         """One line per listed problem."""
@@ -331,12 +334,15 @@ class ManifestCheck:
                 yield f"{why}: {rel}"
         for rel, why in self.unreadable:
             yield f"unreadable: {rel}: {why}"
+        if not self.marker_present:
+            yield f"no marker {self.marker!r}: the copy was never verified complete"
 
     def to_dict(self) -> dict:
         """The report as JSON-ready data (``counts`` by kind, ``listed`` paths by kind)."""
         return {
             "destination": self.destination,
             "ok": self.ok,
+            "marker": self.marker_present,
             "files_checked": self.files_checked,
             "bytes_checked": self.bytes_checked,
             "counts": dict(self.counts),
@@ -347,6 +353,8 @@ class ManifestCheck:
         """The one-line verdict."""
         c = self.counts
         verdict = "intact" if self.ok else "DIFFERENT"
+        if not self.marker_present:
+            verdict = "NOT VERIFIED"
         return (
             f"{verdict}: {self.destination}: {self.files_checked} files, "
             f"{self.bytes_checked / 2**20:.1f} MiB checked against its manifest (BLAKE3); "
@@ -372,7 +380,9 @@ def check_manifest(
     """
     if manifest is None:
         manifest = read_manifest(dest)
-    report = ManifestCheck(str(dest.path))
+    report = ManifestCheck(str(dest.path), manifest.marker)
+    if manifest.marker:
+        report.marker_present = dest.stat(manifest.marker) is not None
     present = dict(destination_files(dest, manifest.marker, stop))
     to_read = []
     for rel, entry in manifest.entries.items():
@@ -434,19 +444,12 @@ def verify_against_manifest(path: str | os.PathLike, *, json_out: bool = False) 
             print(f"DIFFERENT: {exc}")
             return False
         report = check_manifest(dest, manifest)
-        marker = manifest.marker
-        no_marker = bool(marker) and dest.stat(marker) is None
     finally:
         dest.close()
-    ok = report.ok and not no_marker
     if json_out:
-        print(json.dumps(report.to_dict() | {"ok": ok, "marker": not no_marker}))
-        return ok
-    for line in report.lines():
-        print(line)
-    summary = report.summary()
-    if no_marker:
-        print(f"no marker {marker!r}: the copy was never verified complete")
-        summary = summary.replace("intact", "NOT VERIFIED", 1)
-    print(summary)
-    return ok
+        print(json.dumps(report.to_dict()))
+    else:
+        for line in report.lines():
+            print(line)
+        print(report.summary())
+    return report.ok

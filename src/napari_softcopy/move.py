@@ -50,6 +50,7 @@ __all__ = [
     "MoveRefused",
     "free_source",
     "move_in_progress",
+    "tree_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -465,3 +466,19 @@ def _unlink_one(fd: int, cand: _Candidate, report: FreeReport, log_file: TextIO 
     log.info("deleted %s", cand.rel)
     if log_file is not None:
         log_file.write(f"{cand.rel}\n")
+
+
+def tree_size(root: str | os.PathLike) -> tuple[int, int]:
+    """``(files, bytes)`` of the regular files below ``root`` (links not followed): what a
+    confirmation names before the user agrees to free it."""
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    return files, size
