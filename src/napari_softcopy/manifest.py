@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -62,6 +63,8 @@ __all__ = [
     "verify_against_manifest",
     "write_manifest",
 ]
+
+log = logging.getLogger(__name__)
 
 #: The manifest's path below the destination root.
 MANIFEST = f"{STATE_DIR}/manifest.jsonl"
@@ -411,12 +414,27 @@ def check_manifest(
     return report
 
 
-def manifest_for_copy(dest: Destination, *, source: str, marker: str | None) -> Manifest:
-    """Build and write the manifest of a verified copy (the engine's step before the
-    marker); returns it."""
-    manifest = build_manifest(dest, source=source, marker=marker)
-    assert manifest is not None  # (no stop: runs to its end)
+def manifest_for_copy(
+    dest: Destination,
+    *,
+    source: str,
+    marker: str | None,
+    stop: threading.Event | None = None,
+) -> Manifest | None:
+    """Build and write the manifest of a verified copy (the engine's step after the flush,
+    before the marker); returns it, or None when ``stop`` was set (nothing written)."""
+    t0 = time.monotonic()
+    manifest = build_manifest(dest, source=source, marker=marker, stop=stop)
+    if manifest is None:
+        return None
     write_manifest(dest, manifest)
+    log.info(
+        "%s: manifest of %d files, %.1f MiB hashed in %.2f s",
+        dest.path,
+        len(manifest.entries),
+        manifest.bytes / 2**20,
+        time.monotonic() - t0,
+    )
     return manifest
 
 

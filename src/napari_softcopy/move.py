@@ -118,6 +118,7 @@ class FreeReport:
             "files_freed": self.files_freed,
             "bytes_freed": self.bytes_freed,
             "folders_removed": self.folders_removed,
+            "files_checked": self.files_checked,
             "files_kept": self.n_kept,
             "kept": [list(k) for k in self.kept[:20]],
             "seconds": round(self.seconds, 3),
