@@ -44,8 +44,7 @@ def copied(tmp_path: Path, n_chunks: int = 12) -> tuple[Path, Path]:
     engine.start()
     assert engine.wait(60)
     assert engine.status().state == "verified"
-    if not (dst / MANIFEST).exists():  # TEMPORARY until the engine writes it
-        manifest_for_copy(LocalDestination(dst, create=False), source=str(src), marker="complete")
+    assert (dst / MANIFEST).exists()  # (written by the engine, before its marker)
     return src, dst
 
 

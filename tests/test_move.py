@@ -18,7 +18,7 @@ import pytest
 from faults_support import bind_mount, make_archive, tree_state
 from napari_softcopy import CopyEngine, CopyOptions
 from napari_softcopy.destinations import LocalDestination
-from napari_softcopy.manifest import MANIFEST, check_manifest, manifest_for_copy
+from napari_softcopy.manifest import MANIFEST, check_manifest
 from napari_softcopy.move import JOURNAL, MoveRefused, free_source, move_in_progress
 
 
@@ -34,10 +34,8 @@ def copy_verified(src: Path, dst: Path) -> LocalDestination:
     engine.start()
     assert engine.wait(120)
     assert engine.status().state == "verified", engine.status().message
-    dest = LocalDestination(dst, create=False)
-    if not (dst / MANIFEST).exists():  # TEMPORARY until the engine writes it
-        manifest_for_copy(dest, source=str(src), marker="complete")
-    return dest
+    assert (dst / MANIFEST).exists()  # (written by the engine, before its marker)
+    return LocalDestination(dst, create=False)
 
 
 def archive(tmp_path: Path, n_chunks: int = 24) -> tuple[Path, Path, dict[str, bytes]]:

@@ -1,7 +1,9 @@
 """The ``napari-softcopy`` command line: copy, verify, simulate, demo.
 
 Exit codes: 0 verified complete / identical; 1 not verified (errors, differences); 2 bad
-input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (resumable).
+input (nothing written); 3 / 4 ``--move``: verified, but a copy read back differently
+(nothing deleted) / the source not freed whole (`move_step`); 130 / 143 stopped by SIGINT /
+SIGTERM (resumable).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 from .checks import InputError
 from .engine import CopyEngine
 from .jobs import default_status_file, register_job, unregister_job
+from .move_step import exit_code as move_exit_code
 from .options import (
     DEFAULT_MARKER,
     CopyOptions,
@@ -161,6 +164,8 @@ def _run_engines(
             print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
         if s.state != "verified":
             code = EXIT_FAILED
+        elif (freed_code := move_exit_code(s.freed)) is not None and code == EXIT_OK:
+            code = freed_code  # (verified, but the source not freed whole: docs/move.md)
     if stop_signal:
         print(f"Resume with: {resume_command(args, options)}", file=sys.stderr)
         return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
