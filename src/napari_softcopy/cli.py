@@ -28,6 +28,7 @@ from .checks import InputError
 from .engine import CopyEngine
 from .jobs import default_status_file, register_job, unregister_job
 from .move_step import exit_code as move_exit_code
+from .move_step import resuming
 from .options import (
     DEFAULT_MARKER,
     CopyOptions,
@@ -95,6 +96,8 @@ def _run_engines(
     from .checks import check_pair
 
     for source, destination in pairs:
+        if options.move and resuming(source, destination):
+            continue  # (a killed --move: the source may be half deleted; the copy is verified)
         check_pair(
             source, destination, force=options.force, wait_for_source=options.wait_for_source
         )

@@ -41,7 +41,7 @@ from typing import TextIO
 
 import blake3
 
-from .destinations import STATE_DIR, Destination
+from .destinations import STATE_DIR, Destination, copy_difference
 from .manifest import Manifest, hash_workers, read_back, read_manifest
 
 __all__ = [
@@ -377,6 +377,16 @@ def _check_content(
             report.keep(cand.rel, f"cannot be checked: {exc}")
             return
         if digest != expected:
+            copy = None if is_marker else dest.stat(cand.rel)
+            if copy is not None and copy_difference(st, copy, dest.capabilities) is None:
+                # Same size and mtime as its copy (and no other version's stamp), other
+                # content: the copy is wrong, not the source changed. The verification by
+                # size and mtime passed it, so the manifest vouches for it: nothing goes.
+                bad_copies.append(
+                    f"{cand.rel} (its content differs from the source's, with the same size "
+                    "and mtime: the copy was damaged after it was written)"
+                )
+                return
             report.keep(cand.rel, "differs from its verified copy (changed after the copy)")
             return
         cand.identity = _identity(st)
@@ -390,8 +400,9 @@ def _check_content(
             "destination",
             f"the copy at {dest.path} fails the content check for {len(bad_copies)} file"
             f"{'s' * (len(bad_copies) != 1)} (first: {sorted(bad_copies)[0]}), so nothing was "
-            f"deleted from {report.source}; run `napari-softcopy verify {dest.path}` for the "
-            "list, and copy again",
+            f"deleted from {report.source}; `napari-softcopy verify --checksum "
+            f"{report.source} {dest.path}` lists them: delete them at the destination and run "
+            "the copy again",
         )
 
 

@@ -742,12 +742,14 @@ def test_a_confirmed_move_frees_the_source_and_says_so(
     qtbot.waitUntil(lambda: len(widget.panels) == 1, timeout=10_000)
     panel = next(iter(widget.panels.values()))
     assert "--move" in panel.process.popen.args
-    qtbot.waitUntil(lambda: state(panel) == "verified" and panel.status.freed, timeout=60_000)
+    qtbot.waitUntil(
+        lambda: state(panel) == "verified" and panel.status.freed is not None, timeout=60_000
+    )
     assert acq.error is None and acq.report.completed
     assert os.listdir(acq.path) == []
     assert panel.freed_label.text().startswith("freed ")
     assert panel.freed_label.text().split(" from ")[1].startswith(f"{acq.path} (")
-    assert panel.freed_label.isVisible()
+    assert not panel.freed_label.isHidden()
     panel.check_button.click()
     qtbot.waitUntil(lambda: widget.status_line.text().startswith("intact: "), timeout=20_000)
     chunk = next(p for p in dst.rglob("*") if p.is_file() and p.parent.name.isdigit())
