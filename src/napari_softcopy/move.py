@@ -88,6 +88,7 @@ class FreeReport:
     kept: list[tuple[str, str]] = field(default_factory=list)
     n_kept: int = 0
     seconds: float = 0.0
+    check_s: float = 0.0  # (of `seconds`: reading both sides, before the first deletion)
 
     def keep(self, rel: str, why: str) -> None:
         self.n_kept += 1
@@ -122,6 +123,7 @@ class FreeReport:
             "files_kept": self.n_kept,
             "kept": [list(k) for k in self.kept[:20]],
             "seconds": round(self.seconds, 3),
+            "check_s": round(self.check_s, 3),
         }
 
 
@@ -297,6 +299,7 @@ def free_source(
             )
         candidates, marker_cand, folders = _survey(root_fd, manifest, report)
         _check_content(root_fd, dest, manifest, candidates, marker_cand, report, stop)
+        report.check_s = time.monotonic() - t0
         if stop is not None and stop.is_set():
             return report
         _write_journal(dest, state="freeing", source=src, started=time.time())
