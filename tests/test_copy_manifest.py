@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,7 @@ from napari_softcopy.manifest import (
     build_manifest,
     check_manifest,
     manifest_for_copy,
+    read_back,
     read_manifest,
 )
 
@@ -187,3 +189,32 @@ def test_manifest_is_published_atomically(tmp_path):
     assert (dst / MANIFEST).stat().st_ino != first  # (a rename, not an overwrite in place)
     assert sorted(read_manifest(dest).entries) == ["a", "b"]
     assert os.listdir(dst / STATE_DIR) == ["manifest.jsonl"]
+
+
+@pytest.mark.skipif(shutil.which("fincore") is None, reason="needs util-linux's fincore")
+def test_reading_back_leaves_no_page_of_the_copy_in_the_cache(tmp_path):
+    """`read_back` drops the file's cached pages (`posix_fadvise(DONTNEED)`) before it reads
+    and again after: checking a copy neither reads the copy's own writes from memory nor
+    pushes the acquisition's data out of the cache. (tmp_path is on a disk, not a tmpfs,
+    where the cache is the storage.)"""
+    dst = tmp_path / "d"
+    dst.mkdir()
+    data = os.urandom(4 << 20)
+    (dst / "chunk").write_bytes(data)
+    os.sync()  # (clean pages: only those can be dropped)
+
+    def resident() -> int:
+        out = subprocess.run(
+            ["fincore", "--bytes", "--noheadings", "--output", "RES", str(dst / "chunk")],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip())
+
+    (dst / "chunk").read_bytes()
+    if resident() == 0:
+        pytest.skip(f"{tmp_path} keeps no page cache here")
+    size, digest = read_back(LocalDestination(dst, create=False), "chunk")
+    assert (size, digest) == (len(data), blake3.blake3(data).hexdigest())
+    assert resident() == 0
