@@ -100,24 +100,20 @@ def test_a_source_file_rewritten_after_the_copy_is_kept_and_reported(tmp_path):
 
 def test_a_source_file_changed_after_its_check_is_kept(tmp_path):
     """A write between the content check and the deletion: the file's ctime (and here its
-    mtime) moved, so it is kept, whatever its content."""
+    mtime) moved, so it is kept, whatever its content. (``on_progress`` is called once every
+    file is checked, before the first deletion.)"""
     src, dst, _chunks = archive(tmp_path)
-    (src / "d").mkdir()
-    (src / "d" / "late").write_bytes(b"x")  # (a folder freed after c/ ...)
     dest = copy_verified(src, dst)
-    folders_done: list[str] = []
+    survivor = src / "c" / "23"
 
-    def touch_after_first_folder(report):
-        folders_done.append(report.files_freed)
-        if len(folders_done) == 1:
-            survivor = next(p for p in (src / "d" / "late", src / "c" / "23") if p.exists())
-            os.utime(survivor)  # (content unchanged: the ctime and mtime move)
-            touched.append(survivor.relative_to(src).as_posix())
+    def touch_when_checked(report):
+        assert report.files_checked == 25 and report.files_freed == 0  # (and the marker)
+        os.utime(survivor)  # (content unchanged: the ctime and mtime move)
 
-    touched: list[str] = []
-    report = free_source(src, dest, on_progress=touch_after_first_folder)
-    assert files_below(src) == touched
-    assert report.kept == [(touched[0], "changed after it was verified (size, mtime or ctime)")]
+    report = free_source(src, dest, on_progress=touch_when_checked)
+    assert files_below(src) == ["c/23"]
+    assert report.kept == [("c/23", "changed after it was verified (size, mtime or ctime)")]
+    assert report.files_freed == 25
 
 
 def test_files_the_copy_does_not_have_and_links_are_kept(tmp_path):
@@ -216,7 +212,7 @@ def test_a_rerun_checks_again_what_is_left(tmp_path):
     free_source(src, dest, stop=stop, on_progress=lambda _r: stop.set())
     assert move_in_progress(dest, src)
     left = [rel for rel in files_below(src) if rel.startswith("c/")]
-    assert left, "stopped before the chunks"
+    assert len(left) == 24, "stopped once checked, before any deletion"
     with open(dst / left[0], "r+b") as f:
         f.write(b"\0\1\2")
     before = tree_state(src)

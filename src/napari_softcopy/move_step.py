@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ __all__ = [
     "exit_code",
     "free_after_copy",
     "resuming",
+    "tree_size",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,3 +125,19 @@ def exit_code(freed: dict[str, Any] | None) -> int | None:
     if freed.get("refused") or freed.get("files_kept") or freed.get("stopped"):
         return EXIT_NOT_FREED
     return None
+
+
+def tree_size(root: str | os.PathLike) -> tuple[int, int]:
+    """``(files, bytes)`` of the regular files below ``root`` (links not followed): what a
+    confirmation names before the user agrees to free it."""
+    files = size = 0
+    for dirpath, _dirs, names in os.walk(root):
+        for name in names:
+            try:
+                st = os.lstat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                files += 1
+                size += st.st_size
+    return files, size

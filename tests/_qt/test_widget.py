@@ -704,7 +704,7 @@ def test_freeing_the_source_asks_first_naming_the_folder_and_its_size(
     make_napari_viewer, engines, tmp_path, qtbot
 ):
     from napari_softcopy._qt.free_dialog import MOVE_TEXT, size_text
-    from napari_softcopy.move import tree_size
+    from napari_softcopy.move_step import tree_size
 
     viewer = make_napari_viewer()
     widget = dock(viewer, engines)

@@ -41,7 +41,7 @@ from ..launch import (
     split_by_origin,
     start_copy,
 )
-from ..move import tree_size
+from ..move_step import tree_size
 from ..options import CopyOptions, default_of, help_text, option_of
 from .closing import ask_keep_copying
 from .free_dialog import MOVE_TEXT, free_dialog
