@@ -219,3 +219,21 @@ def test_a_rerun_checks_again_what_is_left(tmp_path):
     with pytest.raises(MoveRefused, match=f"first: {left[0]} "):
         free_source(src, dest)
     assert tree_state(src) == before
+
+
+def test_a_forced_finish_without_the_marker_frees_nothing(tmp_path):
+    """SIGUSR2 (``finish(force=True)``) without the acquisition's marker: the acquisition may
+    still be going on, and writers read their chunks back; the copy is verified and stands,
+    the source stays whole."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(src, n_chunks=6, chunk_bytes=4096, marker=False)
+    before = tree_state(src)
+    engine = CopyEngine(src, dst, CopyOptions(low_priority=False, move=True))
+    engine.start()
+    engine.finish(force=True)
+    assert engine.wait(60)
+    freed = engine.status().freed
+    assert freed["refused"] == "not-ended" and freed["files_freed"] == 0
+    assert "the finish was forced (SIGUSR2) without the acquisition's marker" in freed["message"]
+    assert tree_state(src) == before
+    assert check_manifest(LocalDestination(dst, create=False)).ok

@@ -6,22 +6,21 @@ was proven identical to its copy (``copy --move``; docs/move.md says exactly whe
 chunk is read, merged and rewritten; a shard grows), so a file that looks finished may be
 needed again until the acquisition's end.
 
-1. Every source file is read and hashed, and its copy is read back from the destination with
-   the page cache dropped (`manifest.read_back`); both must match the manifest. A copy that
-   does not (corrupted, missing, unreadable) stops everything: `MoveRefused`, nothing
-   deleted. A source file that does not (changed after the copy) or that the manifest does
-   not list (written after the finish) is kept and reported.
-2. The journal ``.softcopy/move.json`` at the destination says "freeing" (a rerun after a
-   crash finishes the deletion instead of copying again, `move_in_progress`).
-3. Each verified file is deleted unless its inode, size, mtime or ctime changed since it was
-   hashed (kept and reported); then the folders left empty, the source's marker last. All of
-   it through directory descriptors opened without following links (``unlink(name,
-   dir_fd=)``): nothing outside the source tree is reached.
+1. Every source file is hashed, and its copy read back from the destination with the page
+   cache dropped (`manifest.read_back`); both must match the manifest. A copy that does not
+   (damaged, missing, unreadable), or a source file of its copy's size and mtime but other
+   content (the copy was damaged before the manifest vouched for it), stops everything:
+   `MoveRefused`, nothing deleted. A source file changed after the copy, or not listed
+   (written after the finish), is kept and reported.
+2. The journal ``.softcopy/move.json`` at the destination says "freeing": a rerun after a
+   crash finishes the deletion instead of copying again (`move_in_progress`).
+3. Each checked file is deleted unless its inode, size, mtime or ctime changed since it was
+   hashed (kept, reported); then the folders left empty, the source's marker last; all of it
+   through directory descriptors opened without following links (``unlink(name, dir_fd=)``).
 4. The journal says "freed", with the counts.
 
 A rerun after ``kill -9`` repeats step 1 for what is left (nothing unverified is deleted) and
-ends where an uninterrupted run would. The source's root folder itself stays (empty): the
-acquisition software may expect it, and it is the user's to remove.
+ends where an uninterrupted run would. The source's root folder stays, empty.
 """
 
 from __future__ import annotations

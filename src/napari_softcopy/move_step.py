@@ -74,20 +74,26 @@ def free_after_copy(
     stop: threading.Event | None = None,
     deleted_log: str | os.PathLike | None = None,
     marker_at: float | None = None,
+    not_ended: str | None = None,
 ) -> dict[str, Any]:
     """Free the source of the verified copy at ``dest``; never raises for a refusal.
+
+    ``not_ended``: why the acquisition may not have ended (a finish forced without its
+    marker): nothing is deleted, and the status says so (``refused`` ``"not-ended"``).
 
     Returns
     -------
     dict
         The status's ``freed``: the `FreeReport`'s figures, ``marker_to_freed_s`` (from
         ``marker_at``, a ``time.monotonic()``), ``refused`` (None, ``"destination"``,
-        ``"source"``, ``"unverified"``), ``stopped`` (a stop came while deleting) and
-        ``message`` (one line).
+        ``"source"``, ``"unverified"``, ``"not-ended"``), ``stopped`` (a stop came while
+        deleting) and ``message`` (one line).
     """
     src = os.path.abspath(source)
     refused = None
     try:
+        if not_ended is not None:
+            raise MoveRefused("not-ended", f"{not_ended}; nothing was deleted from {src}")
         report = free_source(src, dest, stop=stop, deleted_log=deleted_log)
         message = report.summary()
         if stop is not None and stop.is_set():

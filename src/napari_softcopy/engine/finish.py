@@ -282,12 +282,22 @@ class Finish(EngineState):
         """``--move``: free the source of the verified copy (`move_step.free_after_copy`),
         here in the engine's process, so that a copy the widget started frees it too."""
         self._set_state("freeing", f"{verified}; checking every file before deleting it")
+        not_ended = None
+        if self._force_finish and not (self.source / self.options.marker).exists():
+            # Forced without the acquisition's marker or a quiet source: it may go on, and
+            # writers read their chunks back. The copy stands; the source stays.
+            not_ended = (
+                "the finish was forced (SIGUSR2) without the acquisition's marker "
+                f"{self.options.marker!r}, so the acquisition may still be going on; once it "
+                "has surely ended, run the same command again to free the source"
+            )
         self._freed = free_after_copy(
             self.source,
             self._dest,
             stop=self._stop,
             deleted_log=deleted_log_for(self.options.status_file),
             marker_at=self._marker_at,
+            not_ended=not_ended,
         )
         self._set_state("verified", f"{verified}; {self._freed['message']}")
 
