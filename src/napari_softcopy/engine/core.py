@@ -185,6 +185,10 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             lower_thread_priority()
         watching = None
         try:
+            if self.options.move and resuming(self.source, self.destination):
+                self._dest = LocalDestination(self.destination)  # (a killed move's rerun)
+                self._free_source("verified complete earlier")
+                return
             if not self.source.exists():
                 self._set_state("waiting", f"waiting for {self.source} to appear")
                 while not self._stop.is_set() and not _is_ready_source(self.source):
@@ -197,9 +201,6 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
             self._dest = LocalDestination(self.destination)
-            if self.options.move and resuming(self.source, self.destination):
-                self._free_source("verified complete earlier")  # (a killed move's rerun)
-                return
             self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()
