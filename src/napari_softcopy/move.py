@@ -87,11 +87,14 @@ class FreeReport:
     n_kept: int = 0
     seconds: float = 0.0
     check_s: float = 0.0  # (of `seconds`: reading both sides, before the first deletion)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def keep(self, rel: str, why: str) -> None:
-        self.n_kept += 1
-        if len(self.kept) < MAX_LISTED:
-            self.kept.append((rel, why))
+        """Note a source file left in place, and why (called from the checking threads)."""
+        with self._lock:
+            self.n_kept += 1
+            if len(self.kept) < MAX_LISTED:
+                self.kept.append((rel, why))
         log.warning("%s: kept %s: %s", self.source, rel, why)
 
     @property
