@@ -158,3 +158,32 @@ def test_move_is_in_the_resume_command():
 
     args = build_parser().parse_args(["copy", "a", "b", "--move"])
     assert "--move" in resume_command(args, options_from_args(args)).split()
+
+
+def test_a_target_frees_its_source_when_its_entry_says_move(tmp_path):
+    """``move: true`` in one targets.yaml entry: that source is freed, the other kept."""
+    state = tmp_path / "state"
+    for name in ("a", "b"):
+        make_archive(tmp_path / f"{name}.zarr", n_chunks=4, chunk_bytes=4096, seed=ord(name))
+    (tmp_path / "targets.yaml").write_text(
+        "targets:\n"
+        "  - {source: a.zarr, destination: copies/a.zarr, move: true}\n"
+        "  - {source: b.zarr, destination: copies/b.zarr}\n"
+    )
+    (tmp_path / "copies").mkdir()
+    before = tree_state(tmp_path / "b.zarr")
+    result = run_cli("copy", "--targets", tmp_path / "targets.yaml", *FAST, state_dir=state)
+    assert result.returncode == 0, result.stderr
+    assert os.listdir(tmp_path / "a.zarr") == []
+    assert f"freed 0.0 MiB from {tmp_path / 'a.zarr'} (6 files" in result.stderr
+    assert tree_state(tmp_path / "b.zarr") == before
+    for name in ("a", "b"):
+        assert (
+            run_cli("verify", tmp_path / "copies" / f"{name}.zarr", state_dir=state).returncode == 0
+        )
+    (tmp_path / "targets.yaml").write_text(
+        "targets:\n  - {source: b.zarr, destination: copies/b.zarr, move: sure}\n"
+    )
+    bad = run_cli("copy", "--targets", tmp_path / "targets.yaml", *FAST, state_dir=state)
+    assert bad.returncode == 2
+    assert "entry 1 has `move: sure`; write `move: true` or false" in bad.stderr

@@ -43,7 +43,7 @@ from .platform import (
     lower_session_priority,
 )
 from .progress import Progress, mib, stdout_to_devnull
-from .targets import read_targets
+from .targets import read_targets_with_options
 from .verify import verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
@@ -87,16 +87,21 @@ def _copy_in_own_session() -> int | None:
 
 
 def _run_engines(
-    pairs: list[tuple[str, str]], options: CopyOptions, args: argparse.Namespace
+    pairs: list[tuple[str, str]],
+    options: CopyOptions,
+    args: argparse.Namespace,
+    own: list[dict] | None = None,
 ) -> int:
     engines = []
     records = []
+    # Each pair's options: the command line's, with what its targets.yaml entry sets.
+    per_pair = [replace(options, **(own[i] if own else {})) for i in range(len(pairs))]
     # Validate every pair before creating any engine (an engine creates its lock and status
     # file in the state directory), so bad input writes nothing anywhere.
     from .checks import check_pair
 
-    for source, destination in pairs:
-        if options.move and resuming(source, destination):
+    for (source, destination), pair_options in zip(pairs, per_pair, strict=True):
+        if pair_options.move and resuming(source, destination):
             continue  # (a killed --move: the source may be half deleted; the copy is verified)
         check_pair(
             source, destination, force=options.force, wait_for_source=options.wait_for_source
@@ -105,11 +110,13 @@ def _run_engines(
         if args.own_session and (code := _copy_in_own_session()) is not None:
             return code  # (the parent: the copy ran in the child, which reported everything)
         lower_session_priority()
-    for source, destination in pairs:
+    for (source, destination), pair_options in zip(pairs, per_pair, strict=True):
         status_file = options.status_file if len(pairs) == 1 else None
         if status_file is None:
             status_file = default_status_file(destination)
-        engines.append(CopyEngine(source, destination, replace(options, status_file=status_file)))
+        engines.append(
+            CopyEngine(source, destination, replace(pair_options, status_file=status_file))
+        )
     stop_signal: list[int] = []
 
     def on_stop(signum, _frame):
@@ -199,12 +206,14 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if args.targets is not None:
         if args.source or args.destination:
             raise InputError("give either SOURCE DEST or --targets FILE, not both")
-        pairs = read_targets(args.targets)
+        targets = read_targets_with_options(args.targets)
+        pairs = [(source, destination) for source, destination, _ in targets]
+        own = [entry for _, _, entry in targets]
     else:
         if not (args.source and args.destination):
             raise InputError("copy needs SOURCE and DEST (or --targets FILE)")
-        pairs = [(args.source, args.destination)]
-    return _run_engines(pairs, options, args)
+        pairs, own = [(args.source, args.destination)], None
+    return _run_engines(pairs, options, args, own)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
