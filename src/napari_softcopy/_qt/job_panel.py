@@ -36,6 +36,7 @@ STATE_COLORS = {
     "copying": "#4a90d9",
     "finishing": "#d9a441",
     "verifying": "#d9a441",
+    "freeing": "#d9a441",
     "verified": "#3fae49",
     "stopped": "#9aa0a6",
     "failed": "#e0201b",
@@ -304,7 +305,9 @@ class JobPanel(QGroupBox):
             self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
-            finish=alive and state not in ("finishing", "verifying"), stop=alive, dismiss=not alive
+            finish=alive and state not in ("finishing", "verifying", "freeing"),
+            stop=alive,
+            dismiss=not alive,
         )
         if self.info is None or self.info.kind == "missing":
             self._inspect()
