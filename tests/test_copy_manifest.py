@@ -218,3 +218,20 @@ def test_reading_back_leaves_no_page_of_the_copy_in_the_cache(tmp_path):
     size, digest = read_back(LocalDestination(dst, create=False), "chunk")
     assert (size, digest) == (len(data), blake3.blake3(data).hexdigest())
     assert resident() == 0
+
+
+def test_no_marker_without_its_manifest(tmp_path):
+    """The manifest is written before the marker: where it cannot be written (here a file
+    squats the private folder's name), the copy does not end verified and no marker appears."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(src, n_chunks=4, chunk_bytes=4096)
+    dst.mkdir()
+    (dst / STATE_DIR).write_bytes(b"not a folder")
+    engine = CopyEngine(src, dst, CopyOptions(low_priority=False, force=True))
+    engine.start()
+    assert engine.wait(60) is False
+    status = engine.status()
+    assert status.state == "failed"
+    assert f"destination {dst / STATE_DIR} is a symbolic link or a file" in status.message
+    assert "internal error" not in status.message
+    assert not (dst / "complete").exists()

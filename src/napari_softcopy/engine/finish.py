@@ -326,8 +326,18 @@ class Finish(EngineState):
             mtime_ns = None
         # The manifest of what is now at the destination (read back after the flush), just
         # before the marker: a marker always has its manifest beside it (docs/move.md).
-        if manifest_for_copy(dest, source=self._src, marker=marker, stop=self._stop) is None:
-            return False  # (stopped)
+        try:
+            if manifest_for_copy(dest, source=self._src, marker=marker, stop=self._stop) is None:
+                return False  # (stopped)
+        except DestinationChanged as exc:
+            raise _Fatal(exc.strerror) from None
+        except OSError as exc:
+            if exc.errno in DEST_RETRY_ERRNOS:
+                raise  # (full, read-only: waited for like the marker)
+            raise _Fatal(
+                f"the manifest could not be made at {self.destination} ({exc.strerror or exc}), "
+                "so no marker was written; fix the destination and run the same command again"
+            ) from None
         # The last look, with nothing left to do but the write. (A change from here on is
         # as late as one just after the write: the marker says what the source was.)
         if self._source_changed(changes):
