@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
+from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.layout import is_own_temp_name, is_temp_name
+from napari_softcopy.manifest import MANIFEST, Manifest, ManifestError
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
 
@@ -271,6 +273,14 @@ def poll(
 
 
 # ---------------------------------------------------------------------------- observer
+def _whole_manifest(content: bytes) -> bool:
+    try:
+        Manifest.from_bytes(content)
+    except ManifestError:
+        return False
+    return True
+
+
 class FinalPathObserver(threading.Thread):
     """Watches a destination tree during a whole test and checks every final-name file.
 
@@ -318,6 +328,10 @@ class FinalPathObserver(threading.Thread):
                     os.close(fd)
                 self._seen[rel] = key
                 self.files_checked += 1
+                if rel.startswith(f"{STATE_DIR}/"):  # our own records: never seen partial
+                    if rel == MANIFEST and not _whole_manifest(content):
+                        self.violations.append(f"{rel}: {len(content)} bytes, a partial manifest")
+                    continue
                 if not self.valid(rel, content):
                     self.violations.append(f"{rel}: {len(content)} bytes, not a complete version")
 

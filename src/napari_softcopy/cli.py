@@ -1,7 +1,9 @@
 """The ``napari-softcopy`` command line: copy, verify, simulate, demo.
 
 Exit codes: 0 verified complete / identical; 1 not verified (errors, differences); 2 bad
-input (nothing written); 130 / 143 stopped by SIGINT / SIGTERM (resumable).
+input (nothing written); 3 / 4 ``--move``: verified, but a copy read back differently
+(nothing deleted) / the source not freed whole (`move_step`); 130 / 143 stopped by SIGINT /
+SIGTERM (resumable).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 from .checks import InputError
 from .engine import CopyEngine
 from .jobs import default_status_file, register_job, unregister_job
+from .move_step import exit_code as move_exit_code
+from .move_step import resuming
 from .options import (
     DEFAULT_MARKER,
     CopyOptions,
@@ -40,7 +44,7 @@ from .platform import (
 )
 from .progress import Progress, mib, stdout_to_devnull
 from .status import JobState
-from .targets import read_targets
+from .targets import read_targets_with_options
 from .verify import verify_tree
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
@@ -84,15 +88,22 @@ def _copy_in_own_session() -> int | None:
 
 
 def _run_engines(
-    pairs: list[tuple[str, str]], options: CopyOptions, args: argparse.Namespace
+    pairs: list[tuple[str, str]],
+    options: CopyOptions,
+    args: argparse.Namespace,
+    own: list[dict] | None = None,
 ) -> int:
     engines = []
     records = []
+    # Each pair's options: the command line's, with what its targets.yaml entry sets.
+    per_pair = [replace(options, **(own[i] if own else {})) for i in range(len(pairs))]
     # Validate every pair before creating any engine (an engine creates its lock and status
     # file in the state directory), so bad input writes nothing anywhere.
     from .checks import check_pair
 
-    for source, destination in pairs:
+    for (source, destination), pair_options in zip(pairs, per_pair, strict=True):
+        if pair_options.move and resuming(source, destination):
+            continue  # (a killed --move: the source may be half deleted; the copy is verified)
         check_pair(
             source, destination, force=options.force, wait_for_source=options.wait_for_source
         )
@@ -100,11 +111,13 @@ def _run_engines(
         if args.own_session and (code := _copy_in_own_session()) is not None:
             return code  # (the parent: the copy ran in the child, which reported everything)
         lower_session_priority()
-    for source, destination in pairs:
+    for (source, destination), pair_options in zip(pairs, per_pair, strict=True):
         status_file = options.status_file if len(pairs) == 1 else None
         if status_file is None:
             status_file = default_status_file(destination)
-        engines.append(CopyEngine(source, destination, replace(options, status_file=status_file)))
+        engines.append(
+            CopyEngine(source, destination, replace(pair_options, status_file=status_file))
+        )
     stop_signal: list[int] = []
 
     def on_stop(signum, _frame):
@@ -162,6 +175,8 @@ def _run_engines(
             print(f"  error: {err['path'] or '-'}: {err['message']}", file=sys.stderr)
         if s.state != JobState.VERIFIED:
             code = EXIT_FAILED
+        elif (freed_code := move_exit_code(s.freed)) is not None and code == EXIT_OK:
+            code = freed_code  # (verified, but the source not freed whole: docs/move.md)
     if stop_signal:
         print(f"Resume with: {resume_command(args, options)}", file=sys.stderr)
         return EXIT_SIGINT if stop_signal[0] == signal.SIGINT else EXIT_SIGTERM
@@ -192,15 +207,21 @@ def cmd_copy(args: argparse.Namespace) -> int:
     if args.targets is not None:
         if args.source or args.destination:
             raise InputError("give either SOURCE DEST or --targets FILE, not both")
-        pairs = read_targets(args.targets)
+        targets = read_targets_with_options(args.targets)
+        pairs = [(source, destination) for source, destination, _ in targets]
+        own = [entry for _, _, entry in targets]
     else:
         if not (args.source and args.destination):
             raise InputError("copy needs SOURCE and DEST (or --targets FILE)")
-        pairs = [(args.source, args.destination)]
-    return _run_engines(pairs, options, args)
+        pairs, own = [(args.source, args.destination)], None
+    return _run_engines(pairs, options, args, own)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.destination is None:  # `verify DEST`: the copy against its own manifest
+        from .manifest import verify_against_manifest
+
+        return EXIT_OK if verify_against_manifest(args.source, json_out=args.json) else EXIT_FAILED
     src, dst = Path(args.source), Path(args.destination)
     for path, what in ((src, "source"), (dst, "destination")):
         if not path.is_dir():
@@ -394,13 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "verify",
-        help="compare DEST with SOURCE",
+        help="compare DEST with SOURCE, or DEST alone with its manifest",
         description="Compare DEST with SOURCE: every source file must be at DEST with the "
         "same size and mtime, Zarr metadata with the same content (--checksum: every file's "
-        "content). Lists each difference; exit 0 identical, 1 different, 2 bad input.",
+        "content). With DEST alone: check the copy against the manifest written with it "
+        "(every file there, of its size and BLAKE3 hash, no other file; docs/move.md). "
+        "Lists each difference; exit 0 identical, 1 different, 2 bad input.",
     )
-    p.add_argument("source")
-    p.add_argument("destination")
+    p.add_argument("source", metavar="SOURCE_OR_DEST")
+    p.add_argument("destination", nargs="?", metavar="DEST")
     p.add_argument("--checksum", action="store_true", help="compare the content of every file")
     p.add_argument(
         "--marker",

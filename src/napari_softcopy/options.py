@@ -202,6 +202,10 @@ class CopyOptions:
         Wait for the source to appear instead of failing.
     force : bool
         Copy into a destination that does not look like a copy of this source.
+    move : bool
+        After the copy is verified, free the acquisition disk: delete each source file whose
+        content equals its copy's, read back from the destination (`move.free_source`;
+        docs/move.md says exactly when a file is deleted).
     status_file : path or None
         Where to keep the JSON status file (None: none; the command line's default is a
         file in the state directory, `jobs.default_status_file`).
@@ -338,6 +342,15 @@ class CopyOptions:
             flag="--force",
             help="copy into a destination that does not look like a copy of the source",
             widget=False,
+        ),
+    )
+    move: bool = field(
+        default=False,
+        metadata=_option(
+            flag="--move",
+            help="once the copy is verified, delete the source files whose content equals "
+            "their copy's (read back from DEST), then their empty folders, the marker last",
+            widget=True,
         ),
     )
     status_file: str | os.PathLike | None = field(

@@ -28,6 +28,7 @@ class JobState(str, Enum):
     COPYING = "copying"  # also while a requested finish waits for the source to stay quiet
     FINISHING = "finishing"  # the last copies of a finish
     VERIFYING = "verifying"
+    FREEING = "freeing"  # --move: the verified copy's source being checked and deleted
     VERIFIED = "verified"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -79,6 +80,7 @@ class Status:
     message: str = ""
     waiting_for: str | None = None
     notices: list[str] = field(default_factory=list)
+    freed: dict[str, Any] | None = None
 
     @property
     def done(self) -> bool:

@@ -6,21 +6,35 @@ targets:
     destination: /mnt/cluster/acq1.zarr
   - source: /data/acq2.zarr
     destination: /mnt/cluster/acq2.zarr
+    move: true   # free this acquisition's disk once its copy is verified (docs/move.md)
 ```
+
+``move`` (optional, true or false) overrides the command line's ``--move`` for that entry.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .checks import InputError
 
+#: The options an entry may set for itself, and their type.
+ENTRY_OPTIONS = {"move": bool}
+
 
 def read_targets(path: str | os.PathLike) -> list[tuple[str, str]]:
-    """Parse a targets file into ``(source, destination)`` pairs.
+    """Parse a targets file into ``(source, destination)`` pairs (`read_targets_with_options`
+    without the entries' own options)."""
+    return [(source, destination) for source, destination, _ in read_targets_with_options(path)]
+
+
+def read_targets_with_options(path: str | os.PathLike) -> list[tuple[str, str, dict[str, Any]]]:
+    """Parse a targets file into ``(source, destination, options)``: ``options`` holds what
+    the entry sets for itself (`ENTRY_OPTIONS`), to override the command line's.
 
     Raises
     ------
@@ -41,13 +55,13 @@ def read_targets(path: str | os.PathLike) -> list[tuple[str, str]]:
         raise InputError(f"targets file {path} has no `targets` list; {fix}")
     if not data["targets"]:
         raise InputError(f"targets file {path} lists no targets; {fix}")
-    pairs: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str, dict[str, Any]]] = []
     seen: dict[str, int] = {}
     for number, entry in enumerate(data["targets"], start=1):
         where = f"targets file {path}, entry {number}"
         if not isinstance(entry, dict):
             raise InputError(f"{where} is not a `source`/`destination` map; {fix}")
-        unknown = set(entry) - {"source", "destination"}
+        unknown = set(entry) - {"source", "destination", *ENTRY_OPTIONS}
         if unknown:
             raise InputError(f"{where} has unknown key(s) {', '.join(sorted(unknown))}; {fix}")
         source, destination = entry.get("source"), entry.get("destination")
@@ -55,6 +69,10 @@ def read_targets(path: str | os.PathLike) -> list[tuple[str, str]]:
             raise InputError(f"{where} has no `source` path; {fix}")
         if not isinstance(destination, str) or not destination:
             raise InputError(f"{where} has no `destination` path; {fix}")
+        own = {key: entry[key] for key in ENTRY_OPTIONS if key in entry}
+        for key, value in own.items():
+            if not isinstance(value, ENTRY_OPTIONS[key]):
+                raise InputError(f"{where} has `{key}: {value}`; write `{key}: true` or false")
         base = path.parent
         source = os.fspath(base / os.path.expanduser(source))
         destination = os.fspath(base / os.path.expanduser(destination))
@@ -65,5 +83,5 @@ def read_targets(path: str | os.PathLike) -> list[tuple[str, str]]:
                 "give every target its own destination"
             )
         seen[real] = number
-        pairs.append((source, destination))
+        pairs.append((source, destination, own))
     return pairs

@@ -23,7 +23,13 @@ from typing import BinaryIO
 import xxhash
 
 from .checks import InputError, check_apart
-from .destinations import Capabilities, FileInfo, LocalDestination, copy_difference
+from .destinations import (
+    STATE_DIR,
+    Capabilities,
+    FileInfo,
+    LocalDestination,
+    copy_difference,
+)
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
 from .verify_helpers import WalkHelper, start_helpers
 
@@ -502,8 +508,8 @@ class _Comparison:
             self._compare(rel, st, dst_entries.pop(name, None), src_prefix + name)
         for name, other in dst_entries.items():
             rel = prefix + name
-            if is_own_temp_name(name) or (marker and rel == marker):
-                continue
+            if is_own_temp_name(name) or (marker and rel == marker) or rel == STATE_DIR:
+                continue  # (STATE_DIR: the destination's own records, not part of the copy)
             if other.is_dir:
                 for path in _files_below(self.dest, rel):
                     add("extra", path)

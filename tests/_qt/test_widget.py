@@ -175,12 +175,14 @@ def test_the_form_offers_the_options_marked_for_it_with_their_defaults_and_help(
     widget.verify_combo.setCurrentIndex(widget.verify_combo.findData("checksum"))
     widget.marker_edit.setText("acquisition.done")
     widget.wait_check.setChecked(not default_of("wait_for_source"))
+    widget.move_check.setChecked(not default_of("move"))
     changed = {
         "workers": 256,
         "bandwidth_mb_s": 25.0,
         "verify": "checksum",
         "marker": "acquisition.done",
         "wait_for_source": not default_of("wait_for_source"),
+        "move": not default_of("move"),
     }
     assert set(changed) == offered  # (a field added to the form: change it here too)
     assert widget.copy_options() == CopyOptions(**changed)
@@ -670,3 +672,89 @@ def test_a_tuning_that_does_not_apply_is_noted_in_the_panel(
     qtbot.waitUntil(lambda: bool(note()), timeout=20_000)
     assert note().startswith("Note: batched event reads and quick rename pairing are off")
     qtbot.waitUntil(lambda: state(panel) == "verified", timeout=30_000)
+
+
+# ---------------------------------------------------------------------------- freeing
+def answer_free(qtbot, widget, respond) -> dict:
+    """Click *Start copy*; ``respond(box)`` answers the question a copy that frees its source
+    asks once its input is checked (a real QMessageBox). Returns what the question showed."""
+    from napari_softcopy._qt.free_dialog import DELETE_TEXT
+
+    seen = {}
+
+    def on_modal():
+        box = QApplication.activeModalWidget()
+        if not isinstance(box, QMessageBox) or DELETE_TEXT not in [b.text() for b in box.buttons()]:
+            QTimer.singleShot(20, on_modal)  # (the input is checked in a worker first)
+            return
+        seen.update(
+            text=box.text(),
+            default=box.defaultButton().text(),
+            buttons=[b.text() for b in box.buttons()],
+        )
+        respond(box)
+
+    QTimer.singleShot(0, on_modal)
+    widget.start_clicked()
+    qtbot.waitUntil(lambda: bool(seen), timeout=10_000)
+    return seen
+
+
+def test_freeing_the_source_asks_first_naming_the_folder_and_its_size(
+    make_napari_viewer, engines, tmp_path, qtbot
+):
+    from napari_softcopy._qt.free_dialog import MOVE_TEXT, size_text
+    from napari_softcopy.move_step import tree_size
+
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    src = simulate(tmp_path / "src.zarr", "demo", rate=float("inf"), timepoints=3).path
+    before = sorted(p.relative_to(src) for p in src.rglob("*"))
+    dst = tmp_path / "copy.zarr"
+    assert widget.move_check.text() == MOVE_TEXT and not widget.move_check.isChecked()
+    widget.source_edit.setText(os.fspath(src))
+    widget.destination_edit.setText(os.fspath(dst))
+    widget.move_check.setChecked(True)
+    files, nbytes = tree_size(src)
+    seen = answer_free(qtbot, widget, lambda box: box.cancel_button.click())
+    assert f"delete the acquisition {src} ({size_text(nbytes)} in {files:,} files" in seen["text"]
+    assert seen["default"] == "Cancel"  # (Enter does not delete)
+    qtbot.waitUntil(lambda: widget.last_validation.startswith("Not started"), timeout=5000)
+    assert widget.panels == {} and jobs.list_jobs(alive_only=False) == []
+    assert not dst.exists()
+    assert sorted(p.relative_to(src) for p in src.rglob("*")) == before
+
+
+def test_a_confirmed_move_frees_the_source_and_says_so(
+    make_napari_viewer, engines, acquisition, tmp_path, qtbot
+):
+    """Copied live from a tensorstore writer, verified, the source freed by the engine the
+    widget started; the panel says "freed ...", and *Check copy* vouches for the copy."""
+    viewer = make_napari_viewer()
+    widget = dock(viewer, engines)
+    acq = acquisition("live", "demo", writer="tensorstore", timepoints=6, rate=4.0)
+    wait_for_metadata(qtbot, acq.path)
+    dst = tmp_path / "copy.zarr"
+    widget.source_edit.setText(os.fspath(acq.path))
+    widget.destination_edit.setText(os.fspath(dst))
+    widget.move_check.setChecked(True)
+    answer_free(qtbot, widget, lambda box: box.delete_button.click())
+    qtbot.waitUntil(lambda: len(widget.panels) == 1, timeout=10_000)
+    panel = next(iter(widget.panels.values()))
+    assert "--move" in panel.process.popen.args
+    qtbot.waitUntil(
+        lambda: state(panel) == "verified" and panel.status.freed is not None, timeout=60_000
+    )
+    assert acq.error is None and acq.report.completed
+    assert os.listdir(acq.path) == []
+    assert panel.freed_label.text().startswith("freed ")
+    assert panel.freed_label.text().split(" from ")[1].startswith(f"{acq.path} (")
+    assert not panel.freed_label.isHidden()
+    panel.check_button.click()
+    qtbot.waitUntil(lambda: widget.status_line.text().startswith("intact: "), timeout=20_000)
+    chunk = next(p for p in dst.rglob("*") if p.is_file() and p.parent.name.isdigit())
+    data = bytearray(chunk.read_bytes())
+    data[0] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    panel.check_button.click()
+    qtbot.waitUntil(lambda: widget.status_line.text().startswith("DIFFERENT: "), timeout=20_000)

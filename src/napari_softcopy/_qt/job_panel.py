@@ -25,6 +25,7 @@ from ..open_zarr import ArchiveInfo
 from ..status import JobState, Status
 from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
+from .free_dialog import CHECK_TIP, check_line, freed_line
 from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
 from .opening import archive_name, inspect_either, link_channels, open_image
 from .parts import Figure
@@ -35,6 +36,7 @@ STATE_COLORS = {
     JobState.COPYING: "#4a90d9",
     JobState.FINISHING: "#d9a441",
     JobState.VERIFYING: "#d9a441",
+    JobState.FREEING: "#d9a441",
     JobState.VERIFIED: "#3fae49",
     JobState.STOPPED: "#9aa0a6",
     JobState.FAILED: "#e0201b",
@@ -143,7 +145,13 @@ class JobPanel(QGroupBox):
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for label in (self.waiting_label, self.notice_label, self.message_label):
+        # "freed 281.0 MiB from /data/acq.zarr" (the status's `freed`, with --move).
+        self.freed_label = QLabel("")
+        self.freed_label.setObjectName("softcopyFreed")
+        self.freed_label.setWordWrap(True)
+        self.freed_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        labels = (self.waiting_label, self.notice_label, self.message_label, self.freed_label)
+        for label in labels:
             label.hide()
             outer.addWidget(label)
 
@@ -216,6 +224,10 @@ class JobPanel(QGroupBox):
         view.addWidget(self.source_button, 0, 1)
         view.addWidget(self.diff_button, 1, 0)
         view.addWidget(self.map_button, 1, 1)
+        self.check_button = QPushButton("Check copy")
+        self.check_button.setToolTip(CHECK_TIP)
+        self.check_button.clicked.connect(self.check_copy)
+        view.addWidget(self.check_button, 2, 0, 1, 2)
         outer.addLayout(view)
         self.map_summary = QLabel("")
         self.map_summary.setWordWrap(True)
@@ -284,12 +296,17 @@ class JobPanel(QGroupBox):
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)
+        freed = freed_line(status.freed if status else None)
+        if freed is not None:
+            self.freed_label.setStyleSheet(f"color: {'#e0201b' if freed[1] else '#3fae49'};")
+        _set_text(self.freed_label, freed[0] if freed else "")
         tip = "\n".join(f"• {n}" for n in v.notices)
         if self.notice_label.toolTip() != tip:
             self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
-            finish=alive and state not in (JobState.FINISHING, JobState.VERIFYING),
+            finish=alive
+            and state not in (JobState.FINISHING, JobState.VERIFYING, JobState.FREEING),
             stop=alive,
             dismiss=not alive,
         )
@@ -500,6 +517,18 @@ class JobPanel(QGroupBox):
         self.chunk_maps.append(follower)
         follower.start()
         return follower
+
+    def check_copy(self) -> None:
+        """*Check copy*: the copy against its manifest, in a worker; the verdict's one line
+        goes to the widget's message line."""
+        dest = self.process.destination
+        self.message.emit(f"Checking {dest} against its manifest…")
+        run_in_thread(
+            check_line,
+            dest,
+            on_done=self.message.emit,
+            on_error=lambda exc: self.message.emit(f"cannot check {dest}: {exc}"),
+        )
 
     def close_panel(self) -> None:
         for follower in self.chunk_maps:

@@ -41,8 +41,10 @@ from ..launch import (
     split_by_origin,
     start_copy,
 )
+from ..move_step import tree_size
 from ..options import CopyOptions, default_of, help_text, option_of
 from .closing import ask_keep_copying
+from .free_dialog import MOVE_TEXT, free_dialog
 from .job_panel import JobPanel
 from .layers import LayerFollower, run_in_thread
 from .parts import (
@@ -177,7 +179,13 @@ class SoftcopyWidget(QWidget):
         self.wait_check = QCheckBox("Wait for the source")
         self.wait_check.setChecked(default_of("wait_for_source"))
         self.wait_check.setToolTip(help_text("wait_for_source"))
+        # Visible, not under Options: it deletes the acquisition (after asking, `_launch`).
+        self.move_check = QCheckBox(MOVE_TEXT)
+        self.move_check.setChecked(default_of("move"))
+        self.move_check.setToolTip(help_text("move"))
         self._build_options(form)
+        form.addRow(self.move_check)
+        self.option_fields["move"] = self.move_check
         self.validation_label = QLabel("Choose a source and a destination.")
         self.validation_label.setObjectName("softcopyValidation")
         self.validation_label.setWordWrap(True)
@@ -338,6 +346,7 @@ class SoftcopyWidget(QWidget):
             "verify": self.verify_combo.currentData(),
             "marker": self.marker_edit.text().strip() or default_of("marker"),
             "wait_for_source": self.wait_check.isChecked(),
+            "move": self.move_check.isChecked(),
         }
 
     def copy_options(self) -> CopyOptions:
@@ -373,16 +382,21 @@ class SoftcopyWidget(QWidget):
             self._start_requested = False
             self._show_validation(str(exc), ok=False)
             return
+        # A copy that will free its source asks first, naming its size: measured here, in
+        # the worker, and only for a click (a large tree takes a while to add up).
+        measure = self._start_requested and self.move_check.isChecked()
+
+        def check() -> tuple[tuple[str, str], tuple[int, int] | None]:
+            paths = validate(src, dst, wait_for_source=wait)
+            return paths, (tree_size(paths[0]) if measure else None)
+
         run_in_thread(
-            validate,
-            src,
-            dst,
-            wait_for_source=wait,
-            on_done=lambda paths: self._validated(generation, paths, None),
+            check,
+            on_done=lambda checked: self._validated(generation, checked, None),
             on_error=lambda exc: self._validated(generation, None, exc),
         )
 
-    def _validated(self, generation: int, paths, exc) -> None:
+    def _validated(self, generation: int, checked, exc) -> None:
         if generation != self._validation_generation:
             return  # the fields changed meanwhile; a newer check is on its way
         start = self._start_requested
@@ -391,10 +405,10 @@ class SoftcopyWidget(QWidget):
             text = str(exc) if isinstance(exc, InputError) else f"cannot check: {exc!r}"
             self._show_validation(text, ok=False)
             return
-        src, dst = paths
+        (src, dst), size = checked
         self._show_validation(f"Ready: {pair_text(src, dst)}", ok=True, tip=f"{src}\n→ {dst}")
         if start:
-            self._launch(src, dst)
+            self._launch(src, dst, size)
 
     def _show_validation(self, text: str, ok: bool | None, tip: str = "") -> None:
         self.last_validation = text
@@ -412,9 +426,20 @@ class SoftcopyWidget(QWidget):
         self._show_validation("Checking…", ok=None)
         self.validate_inputs()
 
-    def _launch(self, src: str, dst: str) -> JobPanel | None:
+    def _launch(self, src: str, dst: str, size: tuple[int, int] | None = None) -> JobPanel | None:
         try:
-            process = start_copy(src, dst, self.copy_options())
+            options = self.copy_options()
+        except InputError as exc:
+            self._show_validation(str(exc), ok=False)
+            return None
+        if options.move and not self.confirm_free(src, *(size or tree_size(src))):
+            self._show_validation(
+                f"Not started: {pair_text(src, dst)} (freeing the source not confirmed)",
+                ok=None,
+            )
+            return None
+        try:
+            process = start_copy(src, dst, options)
         except InputError as exc:
             self._show_validation(str(exc), ok=False)
             return None
@@ -426,6 +451,12 @@ class SoftcopyWidget(QWidget):
             f"Started: {pair_text(src, dst)} (pid {process.pid})", ok=True, tip=f"{src}\n→ {dst}"
         )
         return self.add_process(process)
+
+    def confirm_free(self, src: str, files: int, nbytes: int) -> bool:
+        """Ask before a copy that frees its source starts (`free_dialog`): True to go on."""
+        box = free_dialog(self, src, files, nbytes)
+        box.exec()
+        return box.clickedButton() is box.delete_button
 
     def add_process(self, process: CopyProcess) -> JobPanel:
         """Show a copy (started here or found in the job registry)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..checks import InputError, check_pair
 from ..destinations import DestinationChanged, LocalDestination
 from ..layout import node_kind
+from ..move_step import resuming
 from ..options import CopyOptions
 from ..platform import lower_thread_priority
 from ..quiet import SourceActivity
@@ -57,12 +58,13 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
         """
         if self._control is not None:
             raise RuntimeError("engine already started")
-        check_pair(
-            self.source,
-            self.destination,
-            force=self.options.force,
-            wait_for_source=self.options.wait_for_source,
-        )
+        if not (self.options.move and resuming(self.source, self.destination)):
+            check_pair(
+                self.source,
+                self.destination,
+                force=self.options.force,
+                wait_for_source=self.options.wait_for_source,
+            )
         self._dest_lock.acquire()
         self._started_at = time.time()
         self._t0 = time.monotonic()
@@ -183,6 +185,10 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             lower_thread_priority()
         watching = None
         try:
+            if self.options.move and resuming(self.source, self.destination):
+                self._dest = LocalDestination(self.destination)  # (a killed move's rerun)
+                self._free_source("verified complete earlier")
+                return
             if not self.source.exists():
                 self._set_state(JobState.WAITING, f"waiting for {self.source} to appear")
                 while not self._stop.is_set() and not _is_ready_source(self.source):

@@ -11,6 +11,8 @@ import threading
 import time
 
 from ..destinations import DestinationChanged
+from ..manifest import manifest_for_copy
+from ..move_step import deleted_log_for, free_after_copy
 from ..platform import available_cores
 from ..quiet import PAUSE_FACTOR
 from ..status import JobState
@@ -267,12 +269,38 @@ class Finish(EngineState):
                     return True
         if self._marker_at is not None:
             self._marker_to_verified = round(time.monotonic() - self._marker_at, 3)
-        self._set_state(
-            JobState.VERIFIED,
+        verified = (
             f"verified complete: {report.files_checked} files, "
-            f"{report.bytes_checked / 2**20:.1f} MiB identical",
+            f"{report.bytes_checked / 2**20:.1f} MiB identical"
         )
+        if self.options.move:
+            self._free_source(verified)
+        else:
+            self._set_state(JobState.VERIFIED, verified)
         return True
+
+    def _free_source(self, verified: str) -> None:
+        """``--move``: free the source of the verified copy (`move_step.free_after_copy`),
+        here in the engine's process, so that a copy the widget started frees it too."""
+        self._set_state(JobState.FREEING, f"{verified}; checking every file before deleting it")
+        not_ended = None
+        if self._force_finish and not (self.source / self.options.marker).exists():
+            # Forced without the acquisition's marker or a quiet source: it may go on, and
+            # writers read their chunks back. The copy stands; the source stays.
+            not_ended = (
+                "the finish was forced (SIGUSR2) without the acquisition's marker "
+                f"{self.options.marker!r}, so the acquisition may still be going on; once it "
+                "has surely ended, run the same command again to free the source"
+            )
+        self._freed = free_after_copy(
+            self.source,
+            self._dest,
+            stop=self._stop,
+            deleted_log=deleted_log_for(self.options.status_file),
+            marker_at=self._marker_at,
+            not_ended=not_ended,
+        )
+        self._set_state(JobState.VERIFIED, f"{verified}; {self._freed['message']}")
 
     def _write_marker(self, report: VerifyReport, changes: int, walked: float) -> bool:
         """Flush the copy, then write the marker: it means "verified complete". Unless a
@@ -297,6 +325,20 @@ class Finish(EngineState):
             summary = report.summary() | {"verified_at": time.time(), "source": self._src}
             data = (json.dumps(summary, indent=1) + "\n").encode()
             mtime_ns = None
+        # The manifest of what is now at the destination (read back after the flush), just
+        # before the marker: a marker always has its manifest beside it (docs/move.md).
+        try:
+            if manifest_for_copy(dest, source=self._src, marker=marker, stop=self._stop) is None:
+                return False  # (stopped)
+        except DestinationChanged as exc:
+            raise _Fatal(exc.strerror) from None
+        except OSError as exc:
+            if exc.errno in DEST_RETRY_ERRNOS:
+                raise  # (full, read-only: waited for like the marker)
+            raise _Fatal(
+                f"the manifest could not be made at {self.destination} ({exc.strerror or exc}), "
+                "so no marker was written; fix the destination and run the same command again"
+            ) from None
         # The last look, with nothing left to do but the write. (A change from here on is
         # as late as one just after the write: the marker says what the source was.)
         if self._source_changed(changes):

@@ -123,6 +123,7 @@ class EngineState:
         self._marker_event_changes: int | None = None  # changes counted at the marker's event
         self._marker_before_walk = False  # the marker was seen before this finish's walk
         self._last_scan_started = -math.inf  # monotonic start of the last whole scan
+        self._freed: dict | None = None  # --move: what freeing the source did (Status.freed)
 
     @property
     def _c(self) -> _Counters:
@@ -180,6 +181,7 @@ class EngineState:
                 verification=self._verification,
                 message=self._message,
                 notices=self._notices + degraded(),
+                freed=self._freed,
                 waiting_for=self._waiting_for,
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
