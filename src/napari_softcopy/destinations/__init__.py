@@ -3,12 +3,14 @@
 local filesystem as its implementation (`LocalDestination`)."""
 
 from .base import (
+    NO_MTIME_NS,
     SOURCE_STAMP,
     STATE_DIR,
     Capabilities,
     Destination,
     DestinationChanged,
     FileInfo,
+    SourceRecord,
     SourceStat,
     TempFile,
     copied_from_another_version,
@@ -20,6 +22,7 @@ from .base import (
 from .local import LocalDestination, LocalTempFile
 
 __all__ = [
+    "NO_MTIME_NS",
     "SOURCE_STAMP",
     "STATE_DIR",
     "Capabilities",
@@ -28,6 +31,7 @@ __all__ = [
     "FileInfo",
     "LocalDestination",
     "LocalTempFile",
+    "SourceRecord",
     "SourceStat",
     "TempFile",
     "copied_from_another_version",

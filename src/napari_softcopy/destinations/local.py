@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
+import logging
 import os
 import secrets
 import stat
@@ -22,7 +23,20 @@ from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
 from ..platform import IS_LINUX, default_workers, degrade, drop_cache, get_xattr, syncfs
-from .base import SOURCE_STAMP, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
+from .base import (
+    SOURCE_STAMP,
+    STATE_DIR,
+    Destination,
+    DestinationChanged,
+    FileInfo,
+    SourceRecord,
+    TempFile,
+)
+from .names import CaseFolds, UnholdableName, name_problem, unholdable_message
+from .probe import DestinationProbe, precision_label, probe, read_record, write_record
+from .records import SourceRecords
+
+log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
@@ -57,6 +71,13 @@ class LocalDestination(Destination):
         Create a missing root (a copy does; a verification does not: FileNotFoundError).
     xattrs : bool
         Whether to record and read source stamps (False: the caller knows there are none).
+    probing : bool, optional
+        Probe the destination (`probe.probe`) and record what was found at it, so that a
+        verification judges by the same capabilities. Default: when ``create`` and no ``fd``
+        is given (a copy starting). Otherwise the recorded probe is used; where there is
+        none, the destination is probed without recording, and where that is refused
+        (read-only), nanosecond mtimes are assumed (a coarser destination then shows
+        differences: never a false all-clear).
     """
 
     def __init__(
@@ -66,8 +87,11 @@ class LocalDestination(Destination):
         fd: int | None = None,
         create: bool = True,
         xattrs: bool = True,
+        probing: bool | None = None,
     ) -> None:
         self.path = Path(root)
+        if probing is None:  # (a copy starting: not a verification, not the copy helper)
+            probing = create and fd is None
         if fd is None:
             if create:
                 with contextlib.suppress(FileExistsError):
@@ -77,23 +101,74 @@ class LocalDestination(Destination):
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
-        try:
-            namemax = os.fstatvfs(fd).f_namemax or 255
-        except OSError:
-            namemax = 255
-        # Linux filesystems mounted here keep mtimes to the nanosecond as set, rename over a
-        # file atomically and tell case apart; the coarse, case-folding ones (FAT, exFAT,
-        # NTFS, SMB) are issue 19's: there the rule's precision comes from here.
-        self.capabilities = Capabilities(
-            mtime_precision_ns=1,
-            xattrs=xattrs,
-            max_name_bytes=namemax - _TEMP_NAME_OVERHEAD,  # (its temporary name must fit)
-            copy_file_range=hasattr(os, "copy_file_range"),
-        )
+        self.probed = self._probe(probing)
+        self.capabilities = self.probed.capabilities(_TEMP_NAME_OVERHEAD)
+        if not xattrs:
+            self.capabilities = replace(self.capabilities, xattrs=False)
+        self._records = SourceRecords(self.fd, writable=create or probing)
+        self._case_folds = None if self.capabilities.case_sensitive else CaseFolds()
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
         self._temp_counter = itertools.count()
+
+    def _probe(self, probing: bool) -> DestinationProbe:
+        """Probe (and record) the destination, or read the recorded probe (see the class)."""
+        recorded = None if probing else read_record(self.fd)
+        if recorded is not None:
+            return recorded
+        try:
+            found = probe(self.fd)
+        except OSError as exc:
+            try:
+                namemax = os.fstatvfs(self.fd).f_namemax or 255
+            except OSError:
+                namemax = 255
+            degrade(
+                "probing the destination",
+                f"{self.path} takes no probe file ({exc.strerror}); nanosecond mtimes, "
+                "xattrs and case-sensitive names are assumed",
+            )
+            return DestinationProbe(max_name_bytes=namemax)
+        if probing:
+            log.info("destination: %s", found.summary())
+            self._say_degraded(found)
+            # Only what the rule depends on differs from a nanosecond, xattr-keeping disk
+            # is recorded: a plain local disk is left with nothing of ours on it.
+            if found.mtime_precision_ns != 1 or not found.xattrs:
+                write_record(self.fd, found)
+        return found
+
+    def _say_degraded(self, found: DestinationProbe) -> None:
+        where = f"{self.path} ({found.fs_type or 'unknown filesystem'})"
+        if not found.xattrs:
+            degrade(
+                "source stamps as extended attributes",
+                f"{where} keeps no extended attributes ({found.xattrs_error}); what each file "
+                f"was copied from is recorded in {STATE_DIR}/ at the destination instead",
+            )
+        if found.mtime_precision_ns != 1:
+            degrade(
+                "nanosecond modification times at the destination",
+                f"{where} keeps mtimes to {precision_label(found.mtime_precision_ns)}; "
+                + (
+                    f"what each file was copied from is recorded in {STATE_DIR}/ there"
+                    if found.capabilities().records
+                    else "they are compared within that precision"
+                ),
+            )
+        if not found.copy_file_range:
+            degrade(
+                "zero-copy into the destination",
+                f"{where} refuses copy_file_range; bytes are copied through sendfile or read/write",
+            )
+        if not found.fsync:
+            degrade("fsync at the destination", f"{where} refuses fsync; only syncfs flushes")
+
+    @property
+    def summary(self) -> str:
+        """One line: ``fuse.sshfs, mtime to 1 s, no xattrs (ENOTSUP), case-sensitive``."""
+        return self.probed.summary()
 
     @property
     def stamps(self) -> bool:
@@ -105,8 +180,10 @@ class LocalDestination(Destination):
         return self.fd
 
     def close(self) -> None:
-        """Close the root descriptor."""
+        """Write the records still pending, close the root descriptor."""
         if self.fd >= 0:
+            with contextlib.suppress(OSError):  # (lost records: judged by size and mtime)
+                self._records.flush()
             os.close(self.fd)
             self.fd = -1
 
@@ -148,12 +225,14 @@ class LocalDestination(Destination):
         except (FileNotFoundError, NotADirectoryError):
             return None
         is_file = stat.S_ISREG(st.st_mode)
+        records = is_file and self.capabilities.records
         return FileInfo(
             stat.S_ISDIR(st.st_mode),
             is_file,
             st.st_size,
             st.st_mtime_ns,
             self.source_stamp(rel) if stamp and is_file else None,
+            self._records.lookup(rel, st.st_ino, st.st_mtime_ns) if records else None,
         )
 
     def source_stamp(self, rel: str) -> bytes | None:
@@ -202,6 +281,7 @@ class LocalDestination(Destination):
             raise
         stamps = stamps and self.capabilities.xattrs
         in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
+        records = self._records.get(rel_dir) if self.capabilities.records else None
         out: dict[str, FileInfo] = {}
         try:
             with os.scandir(fd) as it:
@@ -211,6 +291,8 @@ class LocalDestination(Destination):
                     name = entry.name
                     if keep is not None and not keep(name):
                         continue
+                    if not rel_dir and name == STATE_DIR:
+                        continue  # (ours, not part of the copy)
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -223,8 +305,13 @@ class LocalDestination(Destination):
                             if in_dir is not None
                             else get_xattr(name, SOURCE_STAMP, dir_fd=fd)
                         )
+                    record = None
+                    if records and is_file:
+                        found = records.get(name)
+                        if found is not None and found[1:] == (st.st_ino, st.st_mtime_ns):
+                            record = found[0]
                     out[name] = FileInfo(
-                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp
+                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
                     )
         finally:
             os.close(fd)
@@ -267,6 +354,7 @@ class LocalDestination(Destination):
         """Create a fresh temporary file beside ``rel`` (a name `layout.is_own_temp_name`
         recognises, so a killed run's are removed at the next start)."""
         parent, _, name = rel.rpartition("/")
+        self._check_name(rel, parent, name)
         self.makedirs(parent)
         temp_name = f".{name}.{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
         temp_rel = f"{parent}/{temp_name}" if parent else temp_name
@@ -278,6 +366,20 @@ class LocalDestination(Destination):
             self.makedirs(parent)
             fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
         return LocalTempFile(rel, temp_rel, fd)
+
+    def _check_name(self, rel: str, parent: str, name: str) -> None:
+        """Raise `UnholdableName` for a name the destination cannot hold, or one that lands
+        on another source file's copy there (case folded)."""
+        reason = name_problem(name, self.capabilities)
+        if reason is None and self._case_folds is not None:
+            other = self._case_folds.claim(rel, lambda: (self.listdir(parent) or {}).keys())
+            if other is not None:
+                reason = (
+                    f"differs from {other!r} in the same folder only by case, and the "
+                    "destination does not tell case apart"
+                )
+        if reason is not None:
+            raise UnholdableName(errno.EINVAL, unholdable_message(rel, reason, self.path), rel)
 
     def publish(
         self,
@@ -308,10 +410,16 @@ class LocalDestination(Destination):
                     "decide what is already copied (a source file rewritten with its size "
                     "and mtime put back is not seen)",
                 )
-        if fsync:
+        if fsync and self.capabilities.fsync:
             os.fsync(fd)
         os.rename(temp.temp_rel, temp.rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         temp.published = True
+        if mtime_ns is not None and self.capabilities.records:
+            # After the rename, never before: a crash loses a record, never leaves one that
+            # claims a file not yet there. Read back by name: what a later stat will see.
+            st = os.stat(temp.rel, dir_fd=self.fd, follow_symlinks=False)
+            record = SourceRecord(st.st_size, mtime_ns, stamp)
+            self._records.add(temp.rel, record, st.st_ino, st.st_mtime_ns)
 
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """Drop the file's cached pages (``uncache``), close it, remove it if unpublished."""
@@ -336,6 +444,9 @@ class LocalDestination(Destination):
             raise
         try:
             os.unlink(name, dir_fd=fd)
+            self._records.forget(rel)
+            if self._case_folds is not None:
+                self._case_folds.release(rel)
             return True
         except FileNotFoundError:
             return False
@@ -351,6 +462,8 @@ class LocalDestination(Destination):
             os.close(fd)
 
     def flush(self) -> None:
-        """Make everything written to the destination filesystem durable."""
+        """Make everything written to the destination filesystem durable (the records of
+        what each file was copied from included)."""
+        self._records.flush()
         syncfs(self.fd)
         self.fsync_dir()
