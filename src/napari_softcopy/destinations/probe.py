@@ -25,7 +25,7 @@ import secrets
 from dataclasses import asdict, dataclass, field
 
 from ..layout import OWN_TEMP_SUFFIX
-from ..platform import filesystem_type
+from ..platform import filesystem_type as platform_filesystem_type
 from .base import NO_MTIME_NS, STATE_DIR, Capabilities
 
 #: The record of the probe at the destination, below `STATE_DIR`.
@@ -37,9 +37,10 @@ PROBE_RECORD = "destination.json"
 PROBE_MTIME_NS = 1_600_000_001_123_456_789
 
 #: The granularities destinations keep, finest first: 1 ns (ext4, xfs, btrfs, tmpfs), 100 ns
-#: (NTFS, SMB), 1 us (SMB through rclone, NFSv3 servers on some filesystems), 10 ms (exFAT),
-#: 1 s (SFTP v3, Lustre, ext3), 2 s (FAT).
-PRECISIONS_NS = (1, 100, 1_000, 10_000_000, 1_000_000_000, 2_000_000_000)
+#: (NTFS, SMB), 1 us (NFSv3 servers on some filesystems), 1 ms (SMB through ``rclone mount``,
+#: whose cache keeps milliseconds), 10 ms (exFAT), 1 s (SFTP v3 and exFAT through FUSE,
+#: Lustre, ext3), 2 s (FAT).
+PRECISIONS_NS = (1, 100, 1_000, 1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000)
 
 #: Characters Windows filesystems (exFAT, NTFS in Win32 names, FAT, SMB) refuse in a name.
 WINDOWS_INVALID = ':*?"<>|\\'
@@ -114,7 +115,10 @@ class DestinationProbe:
         if not self.fsync:
             parts.append("no fsync")
         if self.free_bytes is not None:
-            parts.append(f"{self.free_bytes / 2**30:.1f} GiB free")
+            free = self.free_bytes
+            parts.append(
+                f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.0f} MiB free"
+            )
         return ", ".join(parts)
 
     def capabilities(self, name_overhead: int = 0) -> Capabilities:
@@ -162,6 +166,40 @@ def _remove(name: str, dir_fd: int) -> None:
         os.unlink(name, dir_fd=dir_fd)
 
 
+def _listdir(dir_fd: int) -> set[str]:
+    """The names in the folder, listed through a new descriptor: btrfs lists, through a
+    descriptor opened earlier, only what existed when it was opened."""
+    fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        return set(os.listdir(fd))
+    finally:
+        os.close(fd)
+
+
+def filesystem_type(dir_fd: int) -> str | None:
+    """The type of the filesystem holding ``dir_fd`` (`platform.filesystem_type`; where the
+    device number matches no mount, as on btrfs, whose subvolumes have their own, the mount
+    whose mount point holds the folder's path)."""
+    found = platform_filesystem_type(dir_fd)
+    if found is not None:
+        return found
+    try:
+        path = os.readlink(f"/proc/self/fd/{dir_fd}")
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            mounts = [line.split() for line in f]
+    except OSError:
+        return None
+    best, best_len = None, -1
+    for fields in mounts:
+        if len(fields) < 5 or "-" not in fields:
+            continue
+        point = fields[4].replace("\\040", " ").replace("\\011", "\t").replace("\\134", "\\")
+        inside = path == point or path.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= best_len:  # (the last of equal ones is on top)
+            best, best_len = fields[fields.index("-") + 1], len(point)
+    return best
+
+
 def _names_kept(names: list[str], dir_fd: int, prefix: str) -> set[str]:
     """Create each of ``names``, and return those listed under exactly that name afterwards
     (a name refused, or stored as another, is not held); all are removed again."""
@@ -173,12 +211,12 @@ def _names_kept(names: list[str], dir_fd: int, prefix: str) -> set[str]:
             continue
         made.append(name)
     try:
-        listed = set(os.listdir(dir_fd)) if made else set()
+        listed = _listdir(dir_fd) if made else set()
     finally:
         for name in made:
             _remove(name, dir_fd)
         # (a name stored as another one: removed by the name it was stored as)
-        for name in set(os.listdir(dir_fd)) if made else ():
+        for name in _listdir(dir_fd) if made else ():
             if name.startswith(prefix):
                 _remove(name, dir_fd)
     return {name for name in made if name in listed}
