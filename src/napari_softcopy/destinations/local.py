@@ -232,7 +232,7 @@ class LocalDestination(Destination):
             st.st_size,
             st.st_mtime_ns,
             self.source_stamp(rel) if stamp and is_file else None,
-            self._records.lookup(rel, st.st_ino, st.st_mtime_ns) if records else None,
+            self._records.lookup(rel, st.st_mtime_ns) if records else None,
         )
 
     def source_stamp(self, rel: str) -> bytes | None:
@@ -308,7 +308,7 @@ class LocalDestination(Destination):
                     record = None
                     if records and is_file:
                         found = records.get(name)
-                        if found is not None and found[1:] == (st.st_ino, st.st_mtime_ns):
+                        if found is not None and found[1] == st.st_mtime_ns:
                             record = found[0]
                     out[name] = FileInfo(
                         stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
@@ -419,7 +419,7 @@ class LocalDestination(Destination):
             # claims a file not yet there. Read back by name: what a later stat will see.
             st = os.stat(temp.rel, dir_fd=self.fd, follow_symlinks=False)
             record = SourceRecord(st.st_size, mtime_ns, stamp)
-            self._records.add(temp.rel, record, st.st_ino, st.st_mtime_ns)
+            self._records.add(temp.rel, record, st.st_mtime_ns)
 
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """Drop the file's cached pages (``uncache``), close it, remove it if unpublished."""

@@ -4,9 +4,10 @@ SFTP and exFAT through FUSE keep whole seconds, FAT two, and Samba behind ``rclo
 keeps no extended attributes: there a chunk rewritten with its size unchanged within the
 same second, or rewritten with its size and mtime put back, looks copied. So such a
 destination keeps, below ``STATE_DIR/records/``, one small file per destination folder with a
-line per published file: the source's size, nanosecond mtime and stamp, and what the
-destination file was right after publishing (its inode and mtime). The rule
-(`base.copy_difference`) trusts a record only while the destination file is still that file.
+line per published file: the source's size, nanosecond mtime and stamp, and the
+destination file's mtime right after publishing. The rule (`base.copy_difference`) trusts a
+record only while the destination file still has that mtime and the source's size. (Not its
+inode number: FUSE mounts such as ``rclone mount`` hand out new ones for the same file.)
 
 Chosen for a day's scale (a million files in a thousand folders):
 
@@ -45,8 +46,8 @@ FLUSH_LINES = 1024
 #: Folders whose records are held in memory at once (a live copy writes to a few at a time).
 CACHED_FOLDERS = 64
 
-# name -> (what the source was, the destination file's inode and mtime when published)
-Entries = dict[str, tuple[SourceRecord, int, int]]
+# name -> (what the source was, the destination file's mtime when published)
+Entries = dict[str, tuple[SourceRecord, int]]
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
@@ -65,9 +66,9 @@ def _unescape(text: str) -> str:
     return "".join(out)
 
 
-def _line(name: str, record: SourceRecord, ino: int, mtime_ns: int) -> str:
+def _line(name: str, record: SourceRecord, mtime_ns: int) -> str:
     stamp = record.stamp.decode("ascii", "replace") if record.stamp else "-"
-    body = f"{_escape(name)}\t{record.size}\t{record.mtime_ns}\t{stamp}\t{ino}\t{mtime_ns}"
+    body = f"{_escape(name)}\t{record.size}\t{record.mtime_ns}\t{stamp}\t{mtime_ns}"
     return f"{body}\t{zlib.crc32(body.encode()):08x}\n"
 
 
@@ -80,12 +81,12 @@ def _parse(text: str) -> tuple[Entries, int]:
         if not body or len(crc) != 8 or f"{zlib.crc32(body.encode()):08x}" != crc:
             continue  # torn or glued by a crash: dropped (the file is judged without it)
         fields = body.split("\t")
-        if len(fields) != 6:
+        if len(fields) != 5:
             continue
-        name, size, mtime, stamp, ino, dst_mtime = fields
+        name, size, mtime, stamp, dst_mtime = fields
         try:
             record = SourceRecord(int(size), int(mtime), None if stamp == "-" else stamp.encode())
-            entries[_unescape(name)] = (record, int(ino), int(dst_mtime))
+            entries[_unescape(name)] = (record, int(dst_mtime))
         except ValueError:
             continue
         lines += 1
@@ -120,7 +121,7 @@ class SourceRecords:
         self._made_dir = False
 
     def get(self, rel_dir: str) -> Entries:
-        """The records of the folder ``rel_dir`` (name -> record, inode, mtime)."""
+        """The records of the folder ``rel_dir`` (name -> record, destination mtime)."""
         with self._lock:
             entries = self._cache.get(rel_dir)
             if entries is not None:
@@ -132,24 +133,24 @@ class SourceRecords:
                 self._cache.popitem(last=False)
             return entries
 
-    def lookup(self, rel: str, ino: int, mtime_ns: int) -> SourceRecord | None:
-        """The record of the file ``rel`` if the destination file is still the one it was
-        written for (same inode and mtime), else None."""
+    def lookup(self, rel: str, mtime_ns: int) -> SourceRecord | None:
+        """The record of the file ``rel`` if the destination file still has the mtime it was
+        published with (``mtime_ns``: its mtime now), else None."""
         parent, _, name = rel.rpartition("/")
         found = self.get(parent).get(name)
-        if found is None or found[1] != ino or found[2] != mtime_ns:
+        if found is None or found[1] != mtime_ns:
             return None
         return found[0]
 
-    def add(self, rel: str, record: SourceRecord, ino: int, mtime_ns: int) -> None:
-        """Record that ``rel`` (now inode ``ino``, mtime ``mtime_ns``) was published from
-        ``record``; written with the next batch."""
+    def add(self, rel: str, record: SourceRecord, mtime_ns: int) -> None:
+        """Record that ``rel`` (its mtime now ``mtime_ns``) was published from ``record``;
+        written with the next batch."""
         parent, _, name = rel.rpartition("/")
         with self._lock:
             cached = self._cache.get(parent)
             if cached is not None:
-                cached[name] = (record, ino, mtime_ns)
-            self._pending.setdefault(parent, []).append(_line(name, record, ino, mtime_ns))
+                cached[name] = (record, mtime_ns)
+            self._pending.setdefault(parent, []).append(_line(name, record, mtime_ns))
             self._n_pending += 1
             due = (
                 self._n_pending >= FLUSH_LINES
@@ -199,24 +200,25 @@ class SourceRecords:
 
     def _load(self, rel_dir: str) -> Entries:
         path = record_file(rel_dir)
+        pending = self._pending.get(rel_dir, ())
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
         except OSError:
-            return {}
-        with os.fdopen(fd, "rb") as f:
-            text = f.read().decode("utf-8", "surrogateescape")
-        entries, lines = _parse(text)
-        pending = len(self._pending.get(rel_dir, ()))
-        if self._writable and not pending and lines > 2 * len(entries) + 64:
-            self._compact(path, entries)
-        for line in self._pending.get(rel_dir, ()):  # (not flushed yet: newer than the file)
-            entries.update(_parse(line)[0])
+            entries = {}
+        else:
+            with os.fdopen(fd, "rb") as f:
+                text = f.read().decode("utf-8", "surrogateescape")
+            entries, lines = _parse(text)
+            if self._writable and not pending and lines > 2 * len(entries) + 64:
+                self._compact(path, entries)
+        if pending:  # (not written yet: newer than the file)
+            entries.update(_parse("".join(pending))[0])
         return entries
 
     def _compact(self, path: str, entries: Entries) -> None:
         """Rewrite a record file with its live lines only (temporary name, then rename)."""
         temp = f"{path}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
-        data = "".join(_line(n, r, i, m) for n, (r, i, m) in entries.items())
+        data = "".join(_line(n, r, m) for n, (r, m) in entries.items())
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self._root)
             try:
