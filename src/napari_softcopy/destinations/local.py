@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
 #: suffix (the counter counted to 8 hex digits: 4 billion files in one process).
-_TEMP_NAME_OVERHEAD = 2 + 8 + 8 + len(OWN_TEMP_SUFFIX)
+TEMP_NAME_OVERHEAD = 2 + 8 + 8 + len(OWN_TEMP_SUFFIX)
 
 
 @dataclass(slots=True)
@@ -102,7 +102,7 @@ class LocalDestination(Destination):
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
         self.probed = self._probe(probing)
-        self.capabilities = self.probed.capabilities(_TEMP_NAME_OVERHEAD)
+        self.capabilities = self.probed.capabilities(TEMP_NAME_OVERHEAD)
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
         self._records = SourceRecords(self.fd, writable=create or probing)
@@ -219,7 +219,13 @@ class LocalDestination(Destination):
 
     # -- reading -------------------------------------------------------------------------
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
-        """The entry ``rel`` (lstat), None when it does not exist."""
+        """The entry ``rel`` (lstat), None when it does not exist (under exactly that name:
+        where case folds, ``A`` is not the entry of ``a``)."""
+        if self._case_folds is not None and rel:
+            parent, _, name = rel.rpartition("/")
+            owner = self._case_folds.owner(rel, self._names_in(parent))
+            if owner is not None and owner != name:
+                return None
         try:
             st = os.stat(rel or ".", dir_fd=self.fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -367,12 +373,27 @@ class LocalDestination(Destination):
             fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
         return LocalTempFile(rel, temp_rel, fd)
 
+    def _names_in(self, rel_dir: str) -> Callable[[], list[str]]:
+        """The names in the folder ``rel_dir``, when called (none where it does not exist)."""
+
+        def names() -> list[str]:
+            try:
+                fd = self._open_dir(rel_dir)
+            except OSError:
+                return []
+            try:
+                return os.listdir(fd)
+            finally:
+                os.close(fd)
+
+        return names
+
     def _check_name(self, rel: str, parent: str, name: str) -> None:
         """Raise `UnholdableName` for a name the destination cannot hold, or one that lands
         on another source file's copy there (case folded)."""
         reason = name_problem(name, self.capabilities)
         if reason is None and self._case_folds is not None:
-            other = self._case_folds.claim(rel, lambda: (self.listdir(parent) or {}).keys())
+            other = self._case_folds.claim(rel, self._names_in(parent))
             if other is not None:
                 reason = (
                     f"differs from {other!r} in the same folder only by case, and the "

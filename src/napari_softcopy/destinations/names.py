@@ -59,22 +59,30 @@ class CaseFolds:
         self._lock = threading.Lock()
         self._folders: dict[str, dict[str, str]] = {}
 
+    def _names(self, parent: str, listing: Callable[[], Iterable[str]]) -> dict[str, str]:
+        names = self._folders.get(parent)
+        if names is None:
+            names = {}
+            for other in listing():
+                names.setdefault(other.casefold(), other)
+            if len(self._folders) > 10_000:  # bounded memory on huge trees
+                self._folders.clear()
+            self._folders[parent] = names
+        return names
+
+    def owner(self, rel: str, listing: Callable[[], Iterable[str]]) -> str | None:
+        """The name in ``rel``'s folder holding its folded form (None: none known)."""
+        parent, _, name = rel.rpartition("/")
+        with self._lock:
+            return self._names(parent, listing).get(name.casefold())
+
     def claim(self, rel: str, listing: Callable[[], Iterable[str]]) -> str | None:
         """Claim the name of ``rel`` in its folder; returns the other name already holding
         its folded form (None: claimed). ``listing()``: the folder's names at the
         destination, asked for when the folder is new here."""
         parent, _, name = rel.rpartition("/")
-        folded = name.casefold()
         with self._lock:
-            names = self._folders.get(parent)
-            if names is None:
-                names = {}
-                for other in listing():
-                    names.setdefault(other.casefold(), other)
-                if len(self._folders) > 10_000:  # bounded memory on huge trees
-                    self._folders.clear()
-                self._folders[parent] = names
-            holder = names.setdefault(folded, name)
+            holder = self._names(parent, listing).setdefault(name.casefold(), name)
         return None if holder == name else holder
 
     def release(self, rel: str) -> None:
