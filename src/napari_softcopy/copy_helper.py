@@ -268,6 +268,8 @@ def _helper_main() -> None:
                 # left alone (a full disk would refuse every file of it, once each).
                 outcome, give_up = (ENGINE,), True
             outcomes.append(outcome)
+        with contextlib.suppress(OSError):  # (a record lost: that file is judged by mtime)
+            dest.save_records()  # before the engine, or its verification, looks
         sys.stdout.buffer.write(json.dumps(outcomes).encode() + b"\n")
         sys.stdout.buffer.flush()
         busy = False

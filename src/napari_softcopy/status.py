@@ -58,6 +58,7 @@ class Status:
     message: str = ""
     waiting_for: str | None = None
     notices: list[str] = field(default_factory=list)
+    destination_info: str | None = None
 
     @property
     def done(self) -> bool:

@@ -130,6 +130,11 @@ class JobPanel(QGroupBox):
         grid.setColumnStretch(3, 1)
         outer.addLayout(grid)
 
+        # What the destination keeps, as the engine's probe found it (`destination_info`).
+        self.destination_label = QLabel("")
+        self.destination_label.setObjectName("softcopyDestination")
+        self.destination_label.setWordWrap(True)
+        self.destination_label.setStyleSheet("color: #9aa0a6;")
         # What a requested finish waits for (the engine's `waiting_for`).
         self.waiting_label = QLabel("")
         self.waiting_label.setObjectName("softcopyWaiting")
@@ -143,7 +148,12 @@ class JobPanel(QGroupBox):
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        for label in (self.waiting_label, self.notice_label, self.message_label):
+        for label in (
+            self.destination_label,
+            self.waiting_label,
+            self.notice_label,
+            self.message_label,
+        ):
             label.hide()
             outer.addWidget(label)
 
@@ -281,6 +291,8 @@ class JobPanel(QGroupBox):
         if self.eta_label.isHidden() == eta_known:
             self.eta_title.setVisible(eta_known)
             self.eta_label.setVisible(eta_known)
+        info = status.destination_info if status is not None else None
+        _set_text(self.destination_label, f"Destination: {info}" if info else "")
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)

@@ -20,6 +20,7 @@ from .base import (
     source_stamp,
 )
 from .local import LocalDestination, LocalTempFile
+from .names import UnholdableName
 
 __all__ = [
     "NO_MTIME_NS",
@@ -34,6 +35,7 @@ __all__ = [
     "SourceRecord",
     "SourceStat",
     "TempFile",
+    "UnholdableName",
     "copied_from_another_version",
     "copy_difference",
     "is_copy_of",

@@ -287,6 +287,21 @@ class Destination(abc.ABC):
     def flush(self) -> None:
         """Make everything written so far durable (before the marker)."""
 
+    @property
+    def summary(self) -> str:
+        """One line saying what the destination keeps (``fuse.sshfs, mtime to 1 s, no
+        xattrs, case-sensitive``), for the log, the CLI, the status and the widget."""
+        c = self.capabilities
+        return (
+            f"mtime to {c.mtime_precision_ns} ns, {'xattrs' if c.xattrs else 'no xattrs'}, "
+            f"{'case-sensitive' if c.case_sensitive else 'case-insensitive'}"
+        )
+
+    def save_records(self) -> None:
+        """Write down what is held in memory about the files copied (where the destination
+        keeps records), so that another reader of the destination sees it."""
+        return None  # (a destination that keeps none has nothing to write)
+
     def suggested_workers(self) -> int:
         """Copy threads worth running against this destination (more where each call waits
         on a network)."""

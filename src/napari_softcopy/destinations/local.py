@@ -482,6 +482,10 @@ class LocalDestination(Destination):
         finally:
             os.close(fd)
 
+    def save_records(self) -> None:
+        """Write the records of the files published so far (`SourceRecords.flush`)."""
+        self._records.flush()
+
     def flush(self) -> None:
         """Make everything written to the destination filesystem durable (the records of
         what each file was copied from included)."""
