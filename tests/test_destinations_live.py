@@ -21,7 +21,7 @@ from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.simulate import simulate
 from napari_softcopy.simulate.presets import PRESETS
 from napari_softcopy.verify import verify_tree
-from support import engine, tree_bytes
+from support import engine, tree_bytes, wait_for
 
 PRESET = dataclasses.replace(PRESETS["demo"], shape=(6, 8, 128, 128))
 
@@ -73,10 +73,16 @@ def test_a_live_copy_is_written_once_and_a_rerun_writes_nothing(mount, tmp_path)
     assert s.bytes_copied <= 1.05 * archive, (s.bytes_copied, archive)
     assert verify_tree(src, dst).ok
 
-    # Seen where the bytes are (a share's server folder: FUSE clients make inodes up).
+    # Seen where the bytes are (a share's server folder: FUSE clients make inodes up), once
+    # they are all there (rclone mount uploads what it cached a few seconds later).
     backing = mount.backing / dst.relative_to(mount.path)
-    before = _snapshot(backing)
-    assert set(source) <= set(before) and "complete" in before  # (the tree, seen there)
+    sizes = {rel: len(data) for rel, data in source.items()}
+
+    def uploaded() -> dict | None:
+        seen = _snapshot(backing)
+        return seen if {rel: seen.get(rel, (0, -1))[1] for rel in sizes} == sizes else None
+
+    before = wait_for(uploaded, 60, "the copy to reach the share's server")
     t0 = time.monotonic()
     again = engine(src, dst)
     assert again.wait(60), f"rerun ended {again.state}: {again.status().message}"
