@@ -143,7 +143,7 @@ class LocalDestination(Destination):
         where = f"{self.path} ({found.fs_type or 'unknown filesystem'})"
         if not found.xattrs:
             degrade(
-                "source stamps as extended attributes",
+                "source stamps at the destination",
                 f"{where} keeps no extended attributes ({found.xattrs_error}); what each file "
                 f"was copied from is recorded in {STATE_DIR}/ at the destination instead",
             )
