@@ -74,15 +74,21 @@ def test_a_live_copy_is_written_once_and_a_rerun_writes_nothing(mount, tmp_path)
     assert verify_tree(src, dst).ok
 
     # Seen where the bytes are (a share's server folder: FUSE clients make inodes up), once
-    # they are all there (rclone mount uploads what it cached a few seconds later).
+    # everything the client shows is there (rclone mount uploads what it cached seconds
+    # after the writes, then sets the mtime).
     backing = mount.backing / dst.relative_to(mount.path)
-    sizes = {rel: len(data) for rel, data in source.items()}
+    precision = mount.facts.mtime_precision_ns
 
     def uploaded() -> dict | None:
-        seen = _snapshot(backing)
-        return seen if {rel: seen.get(rel, (0, -1))[1] for rel in sizes} == sizes else None
+        client, server = _snapshot(dst), _snapshot(backing)
+        for rel, (_ino, size, mtime, _ctime) in client.items():
+            there = server.get(rel)
+            if there is None or there[1] != size or abs(there[2] - mtime) >= precision:
+                return None
+        return server
 
     before = wait_for(uploaded, 60, "the copy to reach the share's server")
+    assert set(source) <= set(before)
     t0 = time.monotonic()
     again = engine(src, dst)
     assert again.wait(60), f"rerun ended {again.state}: {again.status().message}"

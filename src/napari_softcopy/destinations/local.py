@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import itertools
-import logging
 import os
 import secrets
 import stat
@@ -33,10 +32,8 @@ from .base import (
     TempFile,
 )
 from .names import CaseFolds, UnholdableName, name_problem, unholdable_message
-from .probe import DestinationProbe, precision_label, probe, read_record, write_record
+from .probe import probe_destination
 from .records import SourceRecords
-
-log = logging.getLogger(__name__)
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
@@ -101,7 +98,7 @@ class LocalDestination(Destination):
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
-        self.probed = self._probe(probing)
+        self.probed = probe_destination(self.fd, self.path, probing=probing)
         self.capabilities = self.probed.capabilities(TEMP_NAME_OVERHEAD)
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
@@ -111,59 +108,6 @@ class LocalDestination(Destination):
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
         self._temp_counter = itertools.count()
-
-    def _probe(self, probing: bool) -> DestinationProbe:
-        """Probe (and record) the destination, or read the recorded probe (see the class)."""
-        recorded = None if probing else read_record(self.fd)
-        if recorded is not None:
-            return recorded
-        try:
-            found = probe(self.fd)
-        except OSError as exc:
-            try:
-                namemax = os.fstatvfs(self.fd).f_namemax or 255
-            except OSError:
-                namemax = 255
-            degrade(
-                "probing the destination",
-                f"{self.path} takes no probe file ({exc.strerror}); nanosecond mtimes, "
-                "xattrs and case-sensitive names are assumed",
-            )
-            return DestinationProbe(max_name_bytes=namemax)
-        if probing:
-            log.info("destination: %s", found.summary())
-            self._say_degraded(found)
-            # Only what the rule depends on differs from a nanosecond, xattr-keeping disk
-            # is recorded: a plain local disk is left with nothing of ours on it.
-            if found.mtime_precision_ns != 1 or not found.xattrs:
-                write_record(self.fd, found)
-        return found
-
-    def _say_degraded(self, found: DestinationProbe) -> None:
-        where = f"{self.path} ({found.fs_type or 'unknown filesystem'})"
-        if not found.xattrs:
-            degrade(
-                "source stamps at the destination",
-                f"{where} keeps no extended attributes ({found.xattrs_error}); what each file "
-                f"was copied from is recorded in {STATE_DIR}/ at the destination instead",
-            )
-        if found.mtime_precision_ns != 1:
-            degrade(
-                "nanosecond modification times at the destination",
-                f"{where} keeps mtimes to {precision_label(found.mtime_precision_ns)}; "
-                + (
-                    f"what each file was copied from is recorded in {STATE_DIR}/ there"
-                    if found.capabilities().records
-                    else "they are compared within that precision"
-                ),
-            )
-        if not found.copy_file_range:
-            degrade(
-                "zero-copy into the destination",
-                f"{where} refuses copy_file_range; bytes are copied through sendfile or read/write",
-            )
-        if not found.fsync:
-            degrade("fsync at the destination", f"{where} refuses fsync; only syncfs flushes")
 
     @property
     def summary(self) -> str:

@@ -20,13 +20,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import secrets
 from dataclasses import asdict, dataclass, field
 
 from ..layout import OWN_TEMP_SUFFIX
+from ..platform import degrade
 from ..platform import filesystem_type as platform_filesystem_type
 from .base import NO_MTIME_NS, STATE_DIR, Capabilities
+
+log = logging.getLogger(__name__)
 
 #: The record of the probe at the destination, below `STATE_DIR`.
 PROBE_RECORD = "destination.json"
@@ -372,3 +376,76 @@ def write_record(dir_fd: int, found: DestinationProbe) -> bool:
         _remove(temp, dir_fd)
         raise
     return True
+
+
+#: What readers of a destination without a record (verification, chunk map) probed, by the
+#: root's device and inode: a chunk map refreshed every second probes once per process.
+_probed: dict[tuple[int, int], DestinationProbe] = {}
+
+
+def probe_destination(dir_fd: int, path: object, *, probing: bool) -> DestinationProbe:
+    """What the destination root ``dir_fd`` (named ``path`` in messages) keeps.
+
+    ``probing`` (a copy starting): probe, log the summary, say what does not apply
+    (`platform.degrade`) and record it at the destination where it matters for the rule.
+    Otherwise (a verification, the copy helper, the chunk map): the recorded probe, else a
+    probe of its own (once per process), else, where the destination takes no file,
+    nanoseconds and xattrs assumed (a coarser destination then shows differences: never a
+    false all-clear), said once.
+    """
+    st = os.fstat(dir_fd)
+    key = (st.st_dev, st.st_ino)
+    if not probing:
+        recorded = read_record(dir_fd) or _probed.get(key)
+        if recorded is not None:
+            return recorded
+    try:
+        found = probe(dir_fd)
+    except OSError as exc:
+        try:
+            namemax = os.fstatvfs(dir_fd).f_namemax or 255
+        except OSError:
+            namemax = 255
+        degrade(
+            "probing the destination",
+            f"{path} takes no probe file ({exc.strerror}); nanosecond mtimes, xattrs and "
+            "case-sensitive names are assumed",
+        )
+        return DestinationProbe(max_name_bytes=namemax)
+    if not probing:
+        _probed[key] = found
+        return found
+    log.info("destination: %s", found.summary())
+    _say_degraded(found, path)
+    # Only what the rule depends on differs from a nanosecond, xattr-keeping disk is
+    # recorded: a plain local disk is left with nothing of ours on it.
+    if found.mtime_precision_ns != 1 or not found.xattrs:
+        write_record(dir_fd, found)
+    return found
+
+
+def _say_degraded(found: DestinationProbe, path: object) -> None:
+    where = f"{path} ({found.fs_type or 'unknown filesystem'})"
+    if not found.xattrs:
+        degrade(
+            "source stamps at the destination",
+            f"{where} keeps no extended attributes ({found.xattrs_error}); what each file "
+            f"was copied from is recorded in {STATE_DIR}/ at the destination instead",
+        )
+    if found.mtime_precision_ns != 1:
+        degrade(
+            "nanosecond modification times at the destination",
+            f"{where} keeps mtimes to {precision_label(found.mtime_precision_ns)}; "
+            + (
+                f"what each file was copied from is recorded in {STATE_DIR}/ there"
+                if found.capabilities().records
+                else "they are compared within that precision"
+            ),
+        )
+    if not found.copy_file_range:
+        degrade(
+            "zero-copy into the destination",
+            f"{where} refuses copy_file_range; bytes are copied through sendfile or read/write",
+        )
+    if not found.fsync:
+        degrade("fsync at the destination", f"{where} refuses fsync; only syncfs flushes")
