@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.layout import is_own_temp_name, is_temp_name
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
@@ -185,9 +186,12 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 def final_files(root: Path) -> dict[str, bytes]:
-    """Final-name files below ``root`` (our temporary files and writers' temps left out)."""
+    """Final-name files below ``root`` (our temporary files and writers' temps left out, and
+    the destination's own records, `destinations.STATE_DIR`: not part of the copy)."""
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == Path(root) and STATE_DIR in dirs:
+            dirs.remove(STATE_DIR)
         for name in files:
             if is_own_temp_name(name) or is_temp_name(name):
                 continue
