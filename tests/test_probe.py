@@ -62,30 +62,31 @@ def test_the_probe_finds_what_the_destination_keeps_and_leaves_nothing(mount, ro
     assert ("no xattrs" in summary) != facts.xattrs
 
 
-def test_a_copy_records_the_probe_where_it_matters_and_verify_reads_it(mount, root):
+def test_a_copy_records_the_probe_and_verify_reads_it(mount, root):
     platform._degraded.clear()
     dest = LocalDestination(root)
     dest.close()
-    plain = mount.facts.mtime_precision_ns == 1 and mount.facts.xattrs
     record = root / STATE_DIR / PROBE_RECORD
-    # A plain local disk is left with nothing of ours; any other keeps the record.
-    assert record.exists() != plain
-    assert os.listdir(root) == ([] if plain else [STATE_DIR])
-    if not plain:
-        assert DestinationProbe.from_json(record.read_text()) == dest.probed
-        assert any(
-            "modification times" in n or "extended attributes" in n for n in platform.degraded()
-        )
-    # A verification (no probe of its own where one is recorded) judges alike.
+    assert os.listdir(root) == [STATE_DIR]
+    assert os.listdir(root / STATE_DIR) == [PROBE_RECORD]  # (no probe folder left)
+    assert DestinationProbe.from_json(record.read_text()) == dest.probed
+    plain = mount.facts.mtime_precision_ns == 1 and mount.facts.xattrs
+    said = any("modification times" in n or "extended attributes" in n for n in platform.degraded())
+    assert said != plain
+    # A verification judges alike, from the record: it probes nothing (a probe file would
+    # change the root folder's mtime).
+    root_mtime = os.stat(root).st_mtime_ns
     again = LocalDestination(root, create=False)
     try:
         assert again.capabilities == dest.capabilities
     finally:
         again.close()
-    # A rerun of the copy finds the same and writes nothing.
-    before = record.stat().st_mtime_ns if record.exists() else None
+    assert os.stat(root).st_mtime_ns == root_mtime
+    # A rerun of the copy finds the same and leaves the record as it was.
+    before = os.stat(record)
     LocalDestination(root).close()
-    assert (record.stat().st_mtime_ns if record.exists() else None) == before
+    after = os.stat(record)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_a_destination_that_takes_no_file_is_said_once_and_assumed_exact(tmp_path):

@@ -14,7 +14,6 @@ import tempfile
 from pathlib import Path
 
 from .destinations import STATE_DIR
-from .destinations.local import TEMP_NAME_OVERHEAD
 from .destinations.names import check_names
 from .destinations.probe import probe
 from .layout import OWN_TEMP_SUFFIX, LayoutError, find_arrays, is_own_temp_name, node_kind
@@ -124,7 +123,7 @@ def _check_names(src: Path, dst: Path, folder: Path) -> None:
         return  # a full disk: the copy waits for space, and checks each name as it goes
     finally:
         os.close(fd)
-    problem = check_names(src, found.capabilities(TEMP_NAME_OVERHEAD), dst)
+    problem = check_names(src, found.capabilities(), dst)
     if problem is not None:
         raise InputError(problem)
 

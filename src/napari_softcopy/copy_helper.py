@@ -33,6 +33,7 @@ import sys
 import threading
 
 from .destinations import LocalDestination
+from .destinations.probe import DestinationProbe
 from .platform import end_with_parent
 from .transfer import Stopped, settle_left, sync_file
 
@@ -119,6 +120,7 @@ class CopyHelper:
             "destination_fd": dest_dir_fd,
             "destination": str(dest.path),
             "stamps": dest.capabilities.xattrs,
+            "probed": dest.probed.to_json(),  # (what the engine's probe found: not again)
             "settle_s": settle_s,
             "fsync": fsync,
             "uncache": uncache,
@@ -245,7 +247,10 @@ def _helper_main() -> None:
     options = json.loads(line)
     src_fd = options["source_fd"]
     dest = LocalDestination(
-        options["destination"], fd=options["destination_fd"], xattrs=options["stamps"]
+        options["destination"],
+        fd=options["destination_fd"],
+        xattrs=options["stamps"],
+        probed=DestinationProbe.from_json(options["probed"]),
     )
     copy_options = {k: options[k] for k in ("settle_s", "fsync", "uncache")}
     while not stop.is_set():

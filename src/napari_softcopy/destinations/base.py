@@ -140,8 +140,8 @@ class Capabilities:
     case_sensitive : bool
         ``a`` and ``A`` are two names.
     max_name_bytes : int
-        The longest name of one file that can be published, in bytes (its temporary name
-        must fit the filesystem's limit too).
+        The longest name of a file or folder, in bytes (a file's temporary name leaves the
+        final name out where both would not fit).
     copy_file_range : bool
         Bytes can be copied in the kernel (``copy_file_range``/``sendfile``) into its files.
     fsync : bool

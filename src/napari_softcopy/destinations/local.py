@@ -32,13 +32,10 @@ from .base import (
     TempFile,
 )
 from .names import CaseFolds, UnholdableName, name_problem, unholdable_message
-from .probe import probe_destination
+from .probe import DestinationProbe, probe_destination
 from .records import SourceRecords
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
-#: suffix (the counter counted to 8 hex digits: 4 billion files in one process).
-TEMP_NAME_OVERHEAD = 2 + 8 + 8 + len(OWN_TEMP_SUFFIX)
 
 
 @dataclass(slots=True)
@@ -75,6 +72,9 @@ class LocalDestination(Destination):
         none, the destination is probed without recording, and where that is refused
         (read-only), nanosecond mtimes are assumed (a coarser destination then shows
         differences: never a false all-clear).
+    probed : DestinationProbe, optional
+        What a probe of this destination found already (the copy helper gets the engine's):
+        no probing, no record read.
     """
 
     def __init__(
@@ -85,6 +85,7 @@ class LocalDestination(Destination):
         create: bool = True,
         xattrs: bool = True,
         probing: bool | None = None,
+        probed: DestinationProbe | None = None,
     ) -> None:
         self.path = Path(root)
         if probing is None:  # (a copy starting: not a verification, not the copy helper)
@@ -98,8 +99,11 @@ class LocalDestination(Destination):
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
-        self.probed = probe_destination(self.fd, self.path, probing=probing)
-        self.capabilities = self.probed.capabilities(TEMP_NAME_OVERHEAD)
+        if probed is None:
+            probed = probe_destination(self.fd, self.path, probing=probing)
+        self.probed = probed
+        self.capabilities = self.probed.capabilities()
+        self._namemax = self.probed.max_name_bytes
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
         self._records = SourceRecords(self.fd, writable=create or probing)
@@ -306,7 +310,10 @@ class LocalDestination(Destination):
         parent, _, name = rel.rpartition("/")
         self._check_name(rel, parent, name)
         self.makedirs(parent)
-        temp_name = f".{name}.{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
+        unique = f"{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
+        temp_name = f".{name}.{unique}"
+        if len(temp_name.encode("utf-8", "surrogateescape")) > self._namemax:
+            temp_name = f".{unique}"  # (a name near the limit: the temporary one without it)
         temp_rel = f"{parent}/{temp_name}" if parent else temp_name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:

@@ -125,15 +125,14 @@ class DestinationProbe:
             )
         return ", ".join(parts)
 
-    def capabilities(self, name_overhead: int = 0) -> Capabilities:
-        """The `Capabilities` this probe shows (``name_overhead``: what a temporary name adds
-        to a final one, which must fit as well)."""
+    def capabilities(self) -> Capabilities:
+        """The `Capabilities` this probe shows."""
         return Capabilities(
             mtime_precision_ns=self.mtime_precision_ns,
             xattrs=self.xattrs,
             atomic_replace=self.atomic_replace,
             case_sensitive=self.case_sensitive,
-            max_name_bytes=max(1, self.max_name_bytes - name_overhead),
+            max_name_bytes=self.max_name_bytes,
             copy_file_range=self.copy_file_range,
             fsync=self.fsync,
             invalid_chars=self.invalid_chars,
@@ -239,19 +238,64 @@ def _mtime_precision(name: str, dir_fd: int) -> int:
 
 
 def _longest_name(prefix: str, dir_fd: int, limit: int) -> int:
-    """The longest ASCII name (up to ``limit`` bytes) that can be created, by bisection."""
-    lo, hi = 0, limit  # lo: known to work (0: none tried), hi: the largest still possible
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        name = (prefix + "x" * mid)[:mid] if mid > len(prefix) else prefix[:mid]
+    """The longest ASCII name (up to ``limit`` bytes) that can be created: ``limit`` itself
+    where it can (one try), else by bisection. Every name tried has the engine's own
+    temporary suffix, so one left by a killed process is removed by the next start."""
+    base = len(prefix) + len(OWN_TEMP_SUFFIX)
+
+    def fits(n: int) -> bool:
+        name = prefix + "x" * (n - base) + OWN_TEMP_SUFFIX
         try:
             os.close(_create(name, dir_fd))
         except OSError:
-            hi = mid - 1
-            continue
+            return False
         _remove(name, dir_fd)
-        lo = mid
+        return True
+
+    if fits(limit):
+        return limit
+    lo, hi = base, limit - 1  # lo: assumed to fit (the probe's own names do)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
     return lo
+
+
+def _names(tag: str, dir_fd: int) -> tuple[str, bool, int]:
+    """Which names the destination holds: the characters of `WINDOWS_INVALID` it refuses, a
+    trailing dot or space kept, the longest name. Tried in a folder of their own below
+    `STATE_DIR` (a name ending in a dot cannot carry the engine's temporary suffix: one left
+    by a killed process must not stand beside the copy), removed afterwards."""
+    made_state = False
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(STATE_DIR, dir_fd=dir_fd)
+        made_state = True
+    folder = f"{STATE_DIR}/{tag}"
+    os.mkdir(folder, dir_fd=dir_fd)
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        odd = {c: f"{tag}-{c}x" for c in WINDOWS_INVALID}
+        kept = _names_kept([*odd.values(), f"{tag}-x.", f"{tag}-x "], fd, tag)
+        invalid = "".join(c for c, name in odd.items() if name not in kept)
+        trailing = {f"{tag}-x.", f"{tag}-x "} <= kept
+        try:
+            limit = os.fstatvfs(fd).f_namemax or 255
+        except OSError:
+            limit = 255
+        longest = _longest_name(tag, fd, min(limit, 1024))
+    finally:
+        for name in _listdir(fd):
+            _remove(name, fd)
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.rmdir(folder, dir_fd=dir_fd)
+        if made_state:
+            with contextlib.suppress(OSError):  # (not empty: something of ours is there)
+                os.rmdir(STATE_DIR, dir_fd=dir_fd)
+    return invalid, trailing, longest
 
 
 def probe(dir_fd: int) -> DestinationProbe:
@@ -310,15 +354,7 @@ def probe(dir_fd: int) -> DestinationProbe:
             case_sensitive = False
         except OSError:
             case_sensitive = True
-        odd = {c: f"{tag}-{c}x" for c in WINDOWS_INVALID}
-        kept = _names_kept([*odd.values(), f"{tag}-x.", f"{tag}-x "], dir_fd, tag)
-        invalid = "".join(c for c, name in odd.items() if name not in kept)
-        trailing = {f"{tag}-x.", f"{tag}-x "} <= kept
-        try:
-            limit = os.fstatvfs(dir_fd).f_namemax or 255
-        except OSError:
-            limit = 255
-        longest = _longest_name(tag, dir_fd, min(limit, 1024))
+        invalid, trailing, longest = _names(tag, dir_fd)
     finally:
         _remove(main, dir_fd)
         _remove(other, dir_fd)
@@ -378,25 +414,18 @@ def write_record(dir_fd: int, found: DestinationProbe) -> bool:
     return True
 
 
-#: What readers of a destination without a record (verification, chunk map) probed, by the
-#: root's device and inode: a chunk map refreshed every second probes once per process.
-_probed: dict[tuple[int, int], DestinationProbe] = {}
-
-
 def probe_destination(dir_fd: int, path: object, *, probing: bool) -> DestinationProbe:
     """What the destination root ``dir_fd`` (named ``path`` in messages) keeps.
 
     ``probing`` (a copy starting): probe, log the summary, say what does not apply
     (`platform.degrade`) and record it at the destination where it matters for the rule.
-    Otherwise (a verification, the copy helper, the chunk map): the recorded probe, else a
-    probe of its own (once per process), else, where the destination takes no file,
-    nanoseconds and xattrs assumed (a coarser destination then shows differences: never a
-    false all-clear), said once.
+    Otherwise (a verification, a verification's helper processes, the chunk map): the
+    recorded probe, else (a tree another tool copied) a probe of its own, else, where the
+    destination takes no file, nanoseconds and xattrs assumed (a coarser destination then
+    shows differences: never a false all-clear), said once.
     """
-    st = os.fstat(dir_fd)
-    key = (st.st_dev, st.st_ino)
     if not probing:
-        recorded = read_record(dir_fd) or _probed.get(key)
+        recorded = read_record(dir_fd)
         if recorded is not None:
             return recorded
     try:
@@ -413,14 +442,12 @@ def probe_destination(dir_fd: int, path: object, *, probing: bool) -> Destinatio
         )
         return DestinationProbe(max_name_bytes=namemax)
     if not probing:
-        _probed[key] = found
         return found
     log.info("destination: %s", found.summary())
     _say_degraded(found, path)
-    # Only what the rule depends on differs from a nanosecond, xattr-keeping disk is
-    # recorded: a plain local disk is left with nothing of ours on it.
-    if found.mtime_precision_ns != 1 or not found.xattrs:
-        write_record(dir_fd, found)
+    # Recorded (where it changed: a rerun writes nothing), so that everything reading this
+    # destination later judges with what the copy found, without probing it again.
+    write_record(dir_fd, found)
     return found
 
 
