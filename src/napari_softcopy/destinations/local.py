@@ -31,7 +31,7 @@ from .base import (
     SourceRecord,
     TempFile,
 )
-from .names import CaseFolds, UnholdableName, name_problem, unholdable_message
+from .names import NameGuard
 from .probe import DestinationProbe, probe_destination
 from .records import SourceRecords
 
@@ -107,7 +107,7 @@ class LocalDestination(Destination):
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
         self._records = SourceRecords(self.fd, writable=create or probing)
-        self._case_folds = None if self.capabilities.case_sensitive else CaseFolds()
+        self._names = NameGuard(self.capabilities, self.path, self._names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
@@ -169,11 +169,8 @@ class LocalDestination(Destination):
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
         """The entry ``rel`` (lstat), None when it does not exist (under exactly that name:
         where case folds, ``A`` is not the entry of ``a``)."""
-        if self._case_folds is not None and rel:
-            parent, _, name = rel.rpartition("/")
-            owner = self._case_folds.owner(rel, self._names_in(parent))
-            if owner is not None and owner != name:
-                return None
+        if rel and self._names.held_by_another(rel):
+            return None
         try:
             st = os.stat(rel or ".", dir_fd=self.fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
@@ -194,6 +191,17 @@ class LocalDestination(Destination):
         if not self.capabilities.xattrs:
             return None
         return get_xattr(rel, SOURCE_STAMP, dir_fd=self.fd)
+
+    def _names_in(self, rel_dir: str) -> list[str]:
+        """The names in the folder ``rel_dir`` (none where it does not exist)."""
+        try:
+            fd = self._open_dir(rel_dir)
+        except OSError:
+            return []
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
 
     def _open_dir(self, rel_dir: str) -> int:
         """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
@@ -308,7 +316,7 @@ class LocalDestination(Destination):
         """Create a fresh temporary file beside ``rel`` (a name `layout.is_own_temp_name`
         recognises, so a killed run's are removed at the next start)."""
         parent, _, name = rel.rpartition("/")
-        self._check_name(rel, parent, name)
+        self._names.check(rel)
         self.makedirs(parent)
         unique = f"{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
         temp_name = f".{name}.{unique}"
@@ -323,35 +331,6 @@ class LocalDestination(Destination):
             self.makedirs(parent)
             fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
         return LocalTempFile(rel, temp_rel, fd)
-
-    def _names_in(self, rel_dir: str) -> Callable[[], list[str]]:
-        """The names in the folder ``rel_dir``, when called (none where it does not exist)."""
-
-        def names() -> list[str]:
-            try:
-                fd = self._open_dir(rel_dir)
-            except OSError:
-                return []
-            try:
-                return os.listdir(fd)
-            finally:
-                os.close(fd)
-
-        return names
-
-    def _check_name(self, rel: str, parent: str, name: str) -> None:
-        """Raise `UnholdableName` for a name the destination cannot hold, or one that lands
-        on another source file's copy there (case folded)."""
-        reason = name_problem(name, self.capabilities)
-        if reason is None and self._case_folds is not None:
-            other = self._case_folds.claim(rel, self._names_in(parent))
-            if other is not None:
-                reason = (
-                    f"differs from {other!r} in the same folder only by case, and the "
-                    "destination does not tell case apart"
-                )
-        if reason is not None:
-            raise UnholdableName(errno.EINVAL, unholdable_message(rel, reason, self.path), rel)
 
     def publish(
         self,
@@ -417,8 +396,7 @@ class LocalDestination(Destination):
         try:
             os.unlink(name, dir_fd=fd)
             self._records.forget(rel)
-            if self._case_folds is not None:
-                self._case_folds.release(rel)
+            self._names.removed(rel)
             return True
         except FileNotFoundError:
             return False

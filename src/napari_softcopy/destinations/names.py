@@ -11,6 +11,7 @@ copy starts: the pre-flight that makes the CLI exit 2 with one line naming the f
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -92,6 +93,61 @@ class CaseFolds:
             names = self._folders.get(parent)
             if names is not None and names.get(name.casefold()) == name:
                 del names[name.casefold()]
+
+
+class NameGuard:
+    """The names of one destination: each checked before its file is copied there.
+
+    Parameters
+    ----------
+    capabilities : Capabilities
+        The destination's (what the probe found).
+    destination : object
+        The destination, as messages name it.
+    names_in : callable
+        The names in a folder of the destination (``""``: the root), read once a folder.
+    """
+
+    def __init__(
+        self,
+        capabilities: Capabilities,
+        destination: object,
+        names_in: Callable[[str], Iterable[str]],
+    ) -> None:
+        self._capabilities = capabilities
+        self._destination = destination
+        self._names_in = names_in
+        self._folds = None if capabilities.case_sensitive else CaseFolds()
+
+    def check(self, rel: str) -> None:
+        """Raise `UnholdableName` when the destination cannot hold the name of ``rel``, or
+        it would land on another file's copy there (case folded); else claim it."""
+        parent, _, name = rel.rpartition("/")
+        reason = name_problem(name, self._capabilities)
+        if reason is None and self._folds is not None:
+            other = self._folds.claim(rel, lambda: self._names_in(parent))
+            if other is not None:
+                reason = (
+                    f"differs from {other!r} in the same folder only by case, and the "
+                    "destination does not tell case apart"
+                )
+        if reason is not None:
+            message = unholdable_message(rel, reason, self._destination)
+            raise UnholdableName(errno.EINVAL, message, rel)
+
+    def held_by_another(self, rel: str) -> bool:
+        """Whether, where case folds, another spelling holds the name of ``rel`` (what the
+        destination finds by that name is then not its entry)."""
+        if self._folds is None:
+            return False
+        parent, _, name = rel.rpartition("/")
+        owner = self._folds.owner(rel, lambda: self._names_in(parent))
+        return owner is not None and owner != name
+
+    def removed(self, rel: str) -> None:
+        """The file ``rel`` was removed at the destination: its name is free again."""
+        if self._folds is not None:
+            self._folds.release(rel)
 
 
 def check_names(
