@@ -300,7 +300,9 @@ class FinalPathObserver(threading.Thread):
             self.passes += 1
 
     def check_once(self) -> None:
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
+            if dirpath == os.fspath(self.root) and STATE_DIR in dirs:
+                dirs.remove(STATE_DIR)  # (the destination's own records: not the copy)
             for name in files:
                 if is_own_temp_name(name):
                     continue

@@ -66,12 +66,11 @@ class LocalDestination(Destination):
     xattrs : bool
         Whether to record and read source stamps (False: the caller knows there are none).
     probing : bool, optional
-        Probe the destination (`probe.probe`) and record what was found at it, so that a
-        verification judges by the same capabilities. Default: when ``create`` and no ``fd``
-        is given (a copy starting). Otherwise the recorded probe is used; where there is
-        none, the destination is probed without recording, and where that is refused
-        (read-only), nanosecond mtimes are assumed (a coarser destination then shows
-        differences: never a false all-clear).
+        Probe the destination (`probe.probe_destination`) and record what was found at it,
+        so that a verification judges by the same capabilities. Default: when ``create`` and
+        no ``fd`` is given (a copy starting). Otherwise the recorded probe is used, and
+        where there is none, nanosecond mtimes and xattrs (what the copy found where it
+        recorded nothing).
     probed : DestinationProbe, optional
         What a probe of this destination found already (the copy helper gets the engine's):
         no probing, no record read.

@@ -419,36 +419,38 @@ def probe_destination(dir_fd: int, path: object, *, probing: bool) -> Destinatio
 
     ``probing`` (a copy starting): probe, log the summary, say what does not apply
     (`platform.degrade`) and record it at the destination where it matters for the rule.
-    Otherwise (a verification, a verification's helper processes, the chunk map): the
-    recorded probe, else (a tree another tool copied) a probe of its own, else, where the
-    destination takes no file, nanoseconds and xattrs assumed (a coarser destination then
-    shows differences: never a false all-clear), said once.
+    Otherwise (a verification, its helper processes, the chunk map): the recorded probe,
+    else nanoseconds and xattrs, what the copy found where it recorded nothing (a tree
+    another tool copied to a coarser destination then shows differences: never a false
+    all-clear). Readers never probe: they run beside a copy, in processes that may be killed
+    at any moment.
     """
     if not probing:
-        recorded = read_record(dir_fd)
-        if recorded is not None:
-            return recorded
+        return read_record(dir_fd) or DestinationProbe(max_name_bytes=_namemax(dir_fd))
     try:
         found = probe(dir_fd)
     except OSError as exc:
-        try:
-            namemax = os.fstatvfs(dir_fd).f_namemax or 255
-        except OSError:
-            namemax = 255
         degrade(
             "probing the destination",
             f"{path} takes no probe file ({exc.strerror}); nanosecond mtimes, xattrs and "
             "case-sensitive names are assumed",
         )
-        return DestinationProbe(max_name_bytes=namemax)
-    if not probing:
-        return found
+        return DestinationProbe(max_name_bytes=_namemax(dir_fd))
     log.info("destination: %s", found.summary())
     _say_degraded(found, path)
-    # Recorded (where it changed: a rerun writes nothing), so that everything reading this
-    # destination later judges with what the copy found, without probing it again.
-    write_record(dir_fd, found)
+    # Recorded where the rule depends on it (a plain local disk, nanoseconds and xattrs, is
+    # left with nothing of ours on it; readers assume that), and only when it changed (a
+    # rerun writes nothing): what reads this destination later judges alike.
+    if found.mtime_precision_ns != 1 or not found.xattrs:
+        write_record(dir_fd, found)
     return found
+
+
+def _namemax(dir_fd: int) -> int:
+    try:
+        return os.fstatvfs(dir_fd).f_namemax or 255
+    except OSError:
+        return 255
 
 
 def _say_degraded(found: DestinationProbe, path: object) -> None:
