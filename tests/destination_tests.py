@@ -26,6 +26,8 @@ from napari_softcopy.destinations import (
     DestinationChanged,
     FileInfo,
     TempFile,
+    UnholdableName,
+    copy_difference,
     is_copy_of,
     mtime_matches,
 )
@@ -105,6 +107,19 @@ class DestinationTests:
         if caps.xattrs:
             other = _Source(len(data), MTIME_NS, b"1234:1600000000987654322")
             assert not is_copy_of(other, info, caps)
+
+    def test_a_same_size_rewrite_within_the_precision_is_not_a_copy(self, destination):
+        """What the destination keeps (mtime precision, xattrs, records where neither does)
+        tells two versions of a source file apart, even where its mtimes cannot."""
+        caps = destination.capabilities
+        publish(destination, "c/0", b"version 1")
+        first = _Source(9, MTIME_NS)
+        assert copy_difference(first, destination.stat("c/0", stamp=True), caps) is None
+        # Rewritten within the destination's precision, size unchanged (a new ctime).
+        second = _Source(9, MTIME_NS + max(1, caps.mtime_precision_ns // 2), b"1234:1700000000")
+        assert copy_difference(second, destination.stat("c/0", stamp=True), caps) is not None
+        listed = (destination.listdir("c", stamps=True) or {}).get("0")
+        assert copy_difference(second, listed, caps) is not None
 
     def test_the_final_name_appears_only_when_published(self, destination):
         temp = destination.create_temp("dir/chunk")
@@ -196,12 +211,24 @@ class DestinationTests:
 
     def test_case_sensitivity_is_as_stated(self, destination):
         publish(destination, "Chunk", b"upper")
-        publish(destination, "chunk", b"lower")
         if destination.capabilities.case_sensitive:
+            publish(destination, "chunk", b"lower")
             assert set(destination.listdir("")) == {"Chunk", "chunk"}
-            assert read_back(destination, "Chunk") == b"upper"
         else:
-            assert len(destination.listdir("")) == 1
+            # Where case folds, a case twin is refused before a byte is written: two source
+            # files never land on one destination file, nor is one taken for the other's copy.
+            with pytest.raises(UnholdableName, match="only by case"):
+                publish(destination, "chunk", b"lower")
+            assert destination.stat("chunk") is None
+            assert set(destination.listdir("")) == {"Chunk"}
+        assert read_back(destination, "Chunk") == b"upper"
+
+    def test_a_name_the_destination_cannot_hold_is_refused_before_writing(self, destination):
+        caps = destination.capabilities
+        for name in [f"a{c}b" for c in caps.invalid_chars] + ["x" * (caps.max_name_bytes + 1)]:
+            with pytest.raises(UnholdableName, match="rename it in the source"):
+                publish(destination, f"d/{name}", b"data")
+        assert not destination.listdir("d")  # (nothing, not even a temporary file)
 
     # -- deleting, flushing, the root ------------------------------------------------------
     def test_delete(self, destination):

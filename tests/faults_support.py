@@ -187,9 +187,12 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 def final_files(root: Path) -> dict[str, bytes]:
-    """Final-name files below ``root`` (our temporary files and writers' temps left out)."""
+    """Final-name files below ``root`` (our temporary files and writers' temps left out, and
+    the destination's own records, `destinations.STATE_DIR`: not part of the copy)."""
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == Path(root) and STATE_DIR in dirs:
+            dirs.remove(STATE_DIR)
         for name in files:
             if is_own_temp_name(name) or is_temp_name(name):
                 continue
@@ -306,7 +309,9 @@ class FinalPathObserver(threading.Thread):
             self.passes += 1
 
     def check_once(self) -> None:
-        for dirpath, _dirs, files in os.walk(self.root):
+        for dirpath, dirs, files in os.walk(self.root):
+            if dirpath == os.fspath(self.root) and STATE_DIR in dirs:
+                dirs.remove(STATE_DIR)  # (the destination's own records: not the copy)
             for name in files:
                 if is_own_temp_name(name):
                     continue

@@ -42,7 +42,8 @@ def assert_identical(source: str | os.PathLike, destination: str | os.PathLike) 
     """Assert byte-identical trees (writers' temp files excluded) with equal mtimes, and no
     temporary file of ours at the destination. Returns the number of files compared."""
     src, dst = tree_bytes(source), tree_bytes(destination, skip_temp=False)
-    # (the destination's own records, such as the manifest, are not part of the copy)
+    # (the destination's own records, `destinations.STATE_DIR` such as the manifest, are not
+    # part of the copy)
     dst = {rel: data for rel, data in dst.items() if not rel.startswith(f"{STATE_DIR}/")}
     own = [p for p in dst if is_own_temp_name(p.rpartition("/")[2])]
     assert not own, f"temporary files left at the destination: {own[:5]}"

@@ -13,7 +13,10 @@ import os
 import tempfile
 from pathlib import Path
 
-from .layout import OWN_TEMP_SUFFIX, LayoutError, find_arrays, node_kind
+from .destinations import STATE_DIR
+from .destinations.names import check_names
+from .destinations.probe import probe
+from .layout import OWN_TEMP_SUFFIX, LayoutError, find_arrays, is_own_temp_name, node_kind
 from .platform import filesystem_type
 
 
@@ -101,7 +104,28 @@ def check_pair(
     _check_writable(dst if dst.is_dir() else parent)
     if dst.is_dir() and not force:
         _check_is_copy(src, dst)
+    if src.is_dir():
+        _check_names(src, dst, dst if dst.is_dir() else parent)
     return src, dst
+
+
+def _check_names(src: Path, dst: Path, folder: Path) -> None:
+    """Every name of the source must be one the destination can hold: probed there (the
+    copy probes again, and records it), the source's names read (no stat). A name found
+    later, in a live acquisition, is refused by the copy before that file is copied."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return  # (`_check_writable` said what is wrong with it)
+    try:
+        found = probe(fd)
+    except OSError:
+        return  # a full disk: the copy waits for space, and checks each name as it goes
+    finally:
+        os.close(fd)
+    problem = check_names(src, found.capabilities(), dst)
+    if problem is not None:
+        raise InputError(problem)
 
 
 def check_apart(
@@ -237,7 +261,8 @@ def _check_is_copy(src: Path, dst: Path) -> None:
     """An existing, non-empty destination must look like a copy of this archive."""
     try:
         with os.scandir(dst) as it:
-            names = {e.name for e in it}
+            # (a copy killed early may have left only its own records and temporary files)
+            names = {e.name for e in it if e.name != STATE_DIR and not is_own_temp_name(e.name)}
     except OSError as exc:
         raise InputError(f"destination {dst} cannot be listed ({exc.strerror}); fix it") from None
     if not names:

@@ -24,6 +24,7 @@ protocol of `helper_process`: a batch of ``(path, force)`` per request, a list o
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -32,6 +33,7 @@ import threading
 from typing import NamedTuple
 
 from .destinations import LocalDestination
+from .destinations.probe import DestinationProbe
 from .helper_process import HelperProcess, serve, setup_argument
 from .pending import Ready
 from .transfer import Stopped, settle_left, sync_file
@@ -136,6 +138,7 @@ class CopyHelper:
             "destination_fd": dest_dir_fd,
             "destination": str(dest.path),
             "stamps": dest.capabilities.xattrs,
+            "probed": dest.probed.to_json(),  # (what the engine's probe found: not again)
             "settle_s": settle_s,
             "fsync": fsync,
             "uncache": uncache,
@@ -207,7 +210,10 @@ def _helper_main() -> None:
     setup = setup_argument()
     src_fd = setup["source_fd"]
     dest = LocalDestination(
-        setup["destination"], fd=setup["destination_fd"], xattrs=setup["stamps"]
+        setup["destination"],
+        fd=setup["destination_fd"],
+        xattrs=setup["stamps"],
+        probed=DestinationProbe.from_json(setup["probed"]),
     )
     copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache")}
 
@@ -227,6 +233,8 @@ def _helper_main() -> None:
                 # left alone (a full disk would refuse every file of it, once each).
                 outcome, give_up = ENGINE_OUTCOME, True
             outcomes.append(outcome)
+        with contextlib.suppress(OSError):  # (a record lost: that file is judged by mtime)
+            dest.save_records()  # before the engine, or its verification, looks
         return outcomes
 
     serve(copy_batch, parent_death=signal.SIGTERM)

@@ -31,6 +31,7 @@ class Progress:
         self.bars = []
         self._last_line = 0.0
         self._waiting = [False] * len(engines)  # (a finish's wait is told once, as it begins)
+        self._told_destination = [False] * len(engines)  # (what the probe found: once)
         if mode == "bar":
             from tqdm import tqdm
 
@@ -45,6 +46,13 @@ class Progress:
         now = time.monotonic()
         for i, engine in enumerate(self.engines):
             s = engine.status()
+            if s.destination_info and not self._told_destination[i] and self.mode != "json":
+                self._told_destination[i] = True  # (a JSON reader has it in every line)
+                line = f"{s.destination}: destination: {s.destination_info}"
+                if self.bars:
+                    self.bars[i].write(line, file=sys.stderr)
+                elif self.mode == "plain":
+                    print(line, file=sys.stderr, flush=True)
             if self.mode == "json":
                 self._print(s.to_json())
             elif self.mode == "bar":

@@ -81,6 +81,7 @@ class Status:
     waiting_for: str | None = None
     notices: list[str] = field(default_factory=list)
     freed: dict[str, Any] | None = None
+    destination_info: str | None = None
 
     @property
     def done(self) -> bool:

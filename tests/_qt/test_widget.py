@@ -543,7 +543,8 @@ def test_finish_now_anyway_is_an_explicit_second_choice(
 def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     make_napari_viewer, engines, tmp_path, qtbot
 ):
-    """What the engine writes in its status file (`waiting_for`, `notices`) reaches the panel."""
+    """What the engine writes in its status file (`waiting_for`, `notices`,
+    `destination_info`) reaches the panel."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
     )
@@ -561,6 +562,7 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
         finish_reason="request",
         waiting_for="the source to stay quiet for 42 s (last change 3 s ago)",
         notices=notices,
+        destination_info="fuse.sshfs, mtime to 1 s, no xattrs (ENOTSUP), case-sensitive",
     )
     write_status_file(status_file, status)
     viewer = make_napari_viewer(show=True)
@@ -580,6 +582,7 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     [(line, tip)] = [(t, tip) for t, tip in shown().items() if notices[0] in t]
     assert line == f"Note: {notices[0]} (+1 more)"  # once, in one line
     assert all(n in tip for n in notices)  # every notice on its tooltip
+    assert f"Destination: {status.destination_info}" in shown()  # what the probe found
 
     status.waiting_for = None
     status.notices = []

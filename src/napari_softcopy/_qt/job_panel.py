@@ -132,6 +132,11 @@ class JobPanel(QGroupBox):
         grid.setColumnStretch(3, 1)
         outer.addLayout(grid)
 
+        # What the destination keeps, as the engine's probe found it (`destination_info`).
+        self.destination_label = QLabel("")
+        self.destination_label.setObjectName("softcopyDestination")
+        self.destination_label.setWordWrap(True)
+        self.destination_label.setStyleSheet("color: #9aa0a6;")
         # What a requested finish waits for (the engine's `waiting_for`).
         self.waiting_label = QLabel("")
         self.waiting_label.setObjectName("softcopyWaiting")
@@ -150,7 +155,13 @@ class JobPanel(QGroupBox):
         self.freed_label.setObjectName("softcopyFreed")
         self.freed_label.setWordWrap(True)
         self.freed_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        labels = (self.waiting_label, self.notice_label, self.message_label, self.freed_label)
+        labels = (
+            self.destination_label,
+            self.waiting_label,
+            self.notice_label,
+            self.message_label,
+            self.freed_label,
+        )
         for label in labels:
             label.hide()
             outer.addWidget(label)
@@ -293,6 +304,8 @@ class JobPanel(QGroupBox):
         if self.eta_label.isHidden() == eta_known:
             self.eta_title.setVisible(eta_known)
             self.eta_label.setVisible(eta_known)
+        info = status.destination_info if status is not None else None
+        _set_text(self.destination_label, f"Destination: {info}" if info else "")
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)

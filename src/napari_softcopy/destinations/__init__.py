@@ -3,12 +3,14 @@
 local filesystem as its implementation (`LocalDestination`)."""
 
 from .base import (
+    NO_MTIME_NS,
     SOURCE_STAMP,
     STATE_DIR,
     Capabilities,
     Destination,
     DestinationChanged,
     FileInfo,
+    SourceRecord,
     SourceStat,
     TempFile,
     copied_from_another_version,
@@ -18,8 +20,10 @@ from .base import (
     source_stamp,
 )
 from .local import LocalDestination, LocalTempFile
+from .names import UnholdableName
 
 __all__ = [
+    "NO_MTIME_NS",
     "SOURCE_STAMP",
     "STATE_DIR",
     "Capabilities",
@@ -28,8 +32,10 @@ __all__ = [
     "FileInfo",
     "LocalDestination",
     "LocalTempFile",
+    "SourceRecord",
     "SourceStat",
     "TempFile",
+    "UnholdableName",
     "copied_from_another_version",
     "copy_difference",
     "is_copy_of",

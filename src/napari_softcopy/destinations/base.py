@@ -13,7 +13,13 @@ Facts the rule depends on
   and mtime put back (``os.utime``). That rewrite still changes the source's ctime, which no
   user call can set: the stamp recorded on the copy (`SOURCE_STAMP`, inode and ctime) tells
   it apart, where the destination keeps extended attributes.
-- A destination without extended attributes records no stamps: size and mtime decide there.
+- A destination without extended attributes, or keeping mtimes coarser than 1 us (SFTP and
+  exFAT through FUSE: 1 s; FAT: 2 s), keeps a record of what it was copied from instead
+  (`SourceRecord`, see `destinations.records`): with it the rule compares the source's own
+  size, nanosecond mtime and stamp, so a same-size rewrite within the destination's
+  granularity is still seen. A file without a record (copied by another tool, or the last
+  records of a killed run) is compared by size and mtime within the precision, as rclone's
+  per-backend precision and rsync's ``--modify-window`` do.
 - A write landing in the same kernel clock tick as the previous one may leave size and mtime
   as they were: only a file older than the settle age (`transfer.RACY_S`) is copied.
 """
@@ -37,6 +43,14 @@ SOURCE_STAMP = "user.softcopy.source"
 #: It is not part of the copy: walks and verification skip it, readers of the Zarr never look
 #: there (no Zarr key starts with a dot).
 STATE_DIR = ".softcopy"
+
+#: `Capabilities.mtime_precision_ns` of a destination that keeps no mtime it is given: there
+#: its mtimes say nothing about the source, and only a record can.
+NO_MTIME_NS = 1 << 62
+
+#: Coarser mtimes than this keep records (`Capabilities.records`): two writes of one chunk
+#: are further apart than this (the settle age, `transfer.RACY_S`, is 30 ms), not than 1 s.
+RECORDS_ABOVE_NS = 1_000
 
 
 class SourceStat(Protocol):
@@ -69,6 +83,16 @@ class DestinationChanged(OSError):
     """The destination path no longer leads to the directory the copy started in."""
 
 
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """What a destination recorded of the source version a file was copied from (where its
+    own mtimes and xattrs cannot say it): the source's size, nanosecond mtime and stamp."""
+
+    size: int
+    mtime_ns: int
+    stamp: bytes | None = None
+
+
 # Not frozen: a frozen dataclass sets each field through object.__setattr__, and a listing
 # or a verification walk makes one of these per file (50,000 in one folder).
 @dataclass(slots=True)
@@ -86,6 +110,9 @@ class FileInfo:
     stamp : bytes or None
         The `SOURCE_STAMP` recorded on the file, where it was asked for and is recorded
         (reading it costs a system call or a request: it is read only where it decides).
+    record : SourceRecord or None
+        The destination's record of the source version this file was copied from, where it
+        keeps records (`Capabilities.records`) and the file is still as it was published.
     """
 
     is_dir: bool
@@ -93,6 +120,7 @@ class FileInfo:
     size: int
     mtime_ns: int
     stamp: bytes | None = None
+    record: SourceRecord | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,13 +140,17 @@ class Capabilities:
     case_sensitive : bool
         ``a`` and ``A`` are two names.
     max_name_bytes : int
-        The longest name of one file that can be published, in bytes (its temporary name
-        must fit the filesystem's limit too).
+        The longest name of a file or folder, in bytes (a file's temporary name leaves the
+        final name out where both would not fit).
     copy_file_range : bool
         Bytes can be copied in the kernel (``copy_file_range``/``sendfile``) into its files.
     fsync : bool
         A file can be made durable on its own (`Destination.publish` with ``fsync``); False
         where only `Destination.flush` makes anything durable.
+    invalid_chars : str
+        Characters a name cannot hold there (``:*?"<>|\\`` on exFAT, NTFS, FAT, SMB).
+    trailing_dot_space : bool
+        A name may end in a dot or a space (False where Windows drops them).
     """
 
     mtime_precision_ns: int = 1
@@ -128,6 +160,14 @@ class Capabilities:
     max_name_bytes: int = 255
     copy_file_range: bool = True
     fsync: bool = True
+    invalid_chars: str = ""
+    trailing_dot_space: bool = True
+
+    @property
+    def records(self) -> bool:
+        """Whether it keeps a `SourceRecord` per copied file: without xattrs, or with mtimes
+        coarser than `RECORDS_ABOVE_NS` (a rewrite within them would go unseen)."""
+        return not self.xattrs or self.mtime_precision_ns > RECORDS_ABOVE_NS
 
 
 def mtime_matches(copy_mtime_ns: int, source_mtime_ns: int, precision_ns: int) -> bool:
@@ -145,8 +185,9 @@ def copy_difference(
 
     A copy is a regular file of the source's size, with its mtime (within the destination's
     `Capabilities.mtime_precision_ns`), and no stamp of another version of the source file
-    recorded on it (`copied_from_another_version`). Used by the live copy, the resume scan,
-    the verification and the chunk map.
+    recorded on it (`copied_from_another_version`). Where the destination recorded the source
+    version it was copied from (`FileInfo.record`), that record decides instead, to the
+    nanosecond. Used by the live copy, the resume scan, the verification and the chunk map.
 
     Parameters
     ----------
@@ -172,6 +213,15 @@ def copy_difference(
         return "not a regular file at the destination"
     if copy.size != source.st_size:
         return f"size {copy.size} != {source.st_size}"
+    record = copy.record
+    if record is not None:
+        if record.size != source.st_size or record.mtime_ns != source.st_mtime_ns:
+            return "source changed since it was copied (recorded size and mtime differ)"
+        if copied_from_another_version(record.stamp, source):
+            return "source rewritten after it was copied"
+        return None
+    if capabilities.mtime_precision_ns >= NO_MTIME_NS:
+        return "no record of the source version it was copied from"
     if not mtime_matches(copy.mtime_ns, source.st_mtime_ns, capabilities.mtime_precision_ns):
         return "modification time differs"
     stamp = copy.stamp
@@ -236,6 +286,21 @@ class Destination(abc.ABC):
     @abc.abstractmethod
     def flush(self) -> None:
         """Make everything written so far durable (before the marker)."""
+
+    @property
+    def summary(self) -> str:
+        """One line saying what the destination keeps (``fuse.sshfs, mtime to 1 s, no
+        xattrs, case-sensitive``), for the log, the CLI, the status and the widget."""
+        c = self.capabilities
+        return (
+            f"mtime to {c.mtime_precision_ns} ns, {'xattrs' if c.xattrs else 'no xattrs'}, "
+            f"{'case-sensitive' if c.case_sensitive else 'case-insensitive'}"
+        )
+
+    def save_records(self) -> None:
+        """Write down what is held in memory about the files copied (where the destination
+        keeps records), so that another reader of the destination sees it."""
+        return None  # (a destination that keeps none has nothing to write)
 
     def suggested_workers(self) -> int:
         """Copy threads worth running against this destination (more where each call waits

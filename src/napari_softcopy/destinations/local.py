@@ -22,12 +22,20 @@ from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
 from ..platform import IS_LINUX, default_workers, degrade, drop_cache, get_xattr, syncfs
-from .base import SOURCE_STAMP, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
+from .base import (
+    SOURCE_STAMP,
+    STATE_DIR,
+    Destination,
+    DestinationChanged,
+    FileInfo,
+    SourceRecord,
+    TempFile,
+)
+from .names import NameGuard
+from .probe import DestinationProbe, probe_destination
+from .records import SourceRecords
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-#: What a temporary name adds to its final name: ``.<name>.<8 hex><counter, hex>`` and the
-#: suffix (the counter counted to 8 hex digits: 4 billion files in one process).
-_TEMP_NAME_OVERHEAD = 2 + 8 + 8 + len(OWN_TEMP_SUFFIX)
 
 
 @dataclass(slots=True)
@@ -57,6 +65,15 @@ class LocalDestination(Destination):
         Create a missing root (a copy does; a verification does not: FileNotFoundError).
     xattrs : bool
         Whether to record and read source stamps (False: the caller knows there are none).
+    probing : bool, optional
+        Probe the destination (`probe.probe_destination`) and record what was found at it,
+        so that a verification judges by the same capabilities. Default: when ``create`` and
+        no ``fd`` is given (a copy starting). Otherwise the recorded probe is used, and
+        where there is none, nanosecond mtimes and xattrs (what the copy found where it
+        recorded nothing).
+    probed : DestinationProbe, optional
+        What a probe of this destination found already (the copy helper gets the engine's):
+        no probing, no record read.
     """
 
     def __init__(
@@ -66,8 +83,12 @@ class LocalDestination(Destination):
         fd: int | None = None,
         create: bool = True,
         xattrs: bool = True,
+        probing: bool | None = None,
+        probed: DestinationProbe | None = None,
     ) -> None:
         self.path = Path(root)
+        if probing is None:  # (a copy starting: not a verification, not the copy helper)
+            probing = create and fd is None
         if fd is None:
             if create:
                 with contextlib.suppress(FileExistsError):
@@ -77,23 +98,24 @@ class LocalDestination(Destination):
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
         self._known_dirs: set[str] = {""}
-        try:
-            namemax = os.fstatvfs(fd).f_namemax or 255
-        except OSError:
-            namemax = 255
-        # Linux filesystems mounted here keep mtimes to the nanosecond as set, rename over a
-        # file atomically and tell case apart; the coarse, case-folding ones (FAT, exFAT,
-        # NTFS, SMB) are issue 19's: there the rule's precision comes from here.
-        self.capabilities = Capabilities(
-            mtime_precision_ns=1,
-            xattrs=xattrs,
-            max_name_bytes=namemax - _TEMP_NAME_OVERHEAD,  # (its temporary name must fit)
-            copy_file_range=hasattr(os, "copy_file_range"),
-        )
+        if probed is None:
+            probed = probe_destination(self.fd, self.path, probing=probing)
+        self.probed = probed
+        self.capabilities = self.probed.capabilities()
+        self._namemax = self.probed.max_name_bytes
+        if not xattrs:
+            self.capabilities = replace(self.capabilities, xattrs=False)
+        self._records = SourceRecords(self.fd, writable=create or probing)
+        self._names = NameGuard(self.capabilities, self.path, self._names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
         self._temp_counter = itertools.count()
+
+    @property
+    def summary(self) -> str:
+        """One line: ``fuse.sshfs, mtime to 1 s, no xattrs (ENOTSUP), case-sensitive``."""
+        return self.probed.summary()
 
     @property
     def stamps(self) -> bool:
@@ -105,8 +127,10 @@ class LocalDestination(Destination):
         return self.fd
 
     def close(self) -> None:
-        """Close the root descriptor."""
+        """Write the records still pending, close the root descriptor."""
         if self.fd >= 0:
+            with contextlib.suppress(OSError):  # (lost records: judged by size and mtime)
+                self._records.flush()
             os.close(self.fd)
             self.fd = -1
 
@@ -142,18 +166,23 @@ class LocalDestination(Destination):
 
     # -- reading -------------------------------------------------------------------------
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
-        """The entry ``rel`` (lstat), None when it does not exist."""
+        """The entry ``rel`` (lstat), None when it does not exist (under exactly that name:
+        where case folds, ``A`` is not the entry of ``a``)."""
+        if rel and self._names.held_by_another(rel):
+            return None
         try:
             st = os.stat(rel or ".", dir_fd=self.fd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):
             return None
         is_file = stat.S_ISREG(st.st_mode)
+        records = is_file and self.capabilities.records
         return FileInfo(
             stat.S_ISDIR(st.st_mode),
             is_file,
             st.st_size,
             st.st_mtime_ns,
             self.source_stamp(rel) if stamp and is_file else None,
+            self._records.lookup(rel, st.st_mtime_ns) if records else None,
         )
 
     def source_stamp(self, rel: str) -> bytes | None:
@@ -161,6 +190,17 @@ class LocalDestination(Destination):
         if not self.capabilities.xattrs:
             return None
         return get_xattr(rel, SOURCE_STAMP, dir_fd=self.fd)
+
+    def _names_in(self, rel_dir: str) -> list[str]:
+        """The names in the folder ``rel_dir`` (none where it does not exist)."""
+        try:
+            fd = self._open_dir(rel_dir)
+        except OSError:
+            return []
+        try:
+            return os.listdir(fd)
+        finally:
+            os.close(fd)
 
     def _open_dir(self, rel_dir: str) -> int:
         """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
@@ -202,6 +242,7 @@ class LocalDestination(Destination):
             raise
         stamps = stamps and self.capabilities.xattrs
         in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
+        records = self._records.get(rel_dir) if self.capabilities.records else None
         out: dict[str, FileInfo] = {}
         try:
             with os.scandir(fd) as it:
@@ -211,6 +252,8 @@ class LocalDestination(Destination):
                     name = entry.name
                     if keep is not None and not keep(name):
                         continue
+                    if not rel_dir and name == STATE_DIR:
+                        continue  # (ours, not part of the copy)
                     try:
                         st = entry.stat(follow_symlinks=False)
                     except FileNotFoundError:
@@ -223,8 +266,13 @@ class LocalDestination(Destination):
                             if in_dir is not None
                             else get_xattr(name, SOURCE_STAMP, dir_fd=fd)
                         )
+                    record = None
+                    if records and is_file:
+                        found = records.get(name)
+                        if found is not None and found[1] == st.st_mtime_ns:
+                            record = found[0]
                     out[name] = FileInfo(
-                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp
+                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
                     )
         finally:
             os.close(fd)
@@ -267,8 +315,12 @@ class LocalDestination(Destination):
         """Create a fresh temporary file beside ``rel`` (a name `layout.is_own_temp_name`
         recognises, so a killed run's are removed at the next start)."""
         parent, _, name = rel.rpartition("/")
+        self._names.check(rel)
         self.makedirs(parent)
-        temp_name = f".{name}.{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
+        unique = f"{self._temp_prefix}{next(self._temp_counter):x}{OWN_TEMP_SUFFIX}"
+        temp_name = f".{name}.{unique}"
+        if len(temp_name.encode("utf-8", "surrogateescape")) > self._namemax:
+            temp_name = f".{unique}"  # (a name near the limit: the temporary one without it)
         temp_rel = f"{parent}/{temp_name}" if parent else temp_name
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         try:
@@ -308,10 +360,16 @@ class LocalDestination(Destination):
                     "decide what is already copied (a source file rewritten with its size "
                     "and mtime put back is not seen)",
                 )
-        if fsync:
+        if fsync and self.capabilities.fsync:
             os.fsync(fd)
         os.rename(temp.temp_rel, temp.rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         temp.published = True
+        if mtime_ns is not None and self.capabilities.records:
+            # After the rename, never before: a crash loses a record, never leaves one that
+            # claims a file not yet there. Read back by name: what a later stat will see.
+            st = os.stat(temp.rel, dir_fd=self.fd, follow_symlinks=False)
+            record = SourceRecord(st.st_size, mtime_ns, stamp)
+            self._records.add(temp.rel, record, st.st_mtime_ns)
 
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """Drop the file's cached pages (``uncache``), close it, remove it if unpublished."""
@@ -336,6 +394,8 @@ class LocalDestination(Destination):
             raise
         try:
             os.unlink(name, dir_fd=fd)
+            self._records.forget(rel)
+            self._names.removed(rel)
             return True
         except FileNotFoundError:
             return False
@@ -350,7 +410,13 @@ class LocalDestination(Destination):
         finally:
             os.close(fd)
 
+    def save_records(self) -> None:
+        """Write the records of the files published so far (`SourceRecords.flush`)."""
+        self._records.flush()
+
     def flush(self) -> None:
-        """Make everything written to the destination filesystem durable."""
+        """Make everything written to the destination filesystem durable (the records of
+        what each file was copied from included)."""
+        self._records.flush()
         syncfs(self.fd)
         self.fsync_dir()

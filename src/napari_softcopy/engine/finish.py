@@ -10,7 +10,7 @@ import os
 import threading
 import time
 
-from ..destinations import DestinationChanged
+from ..destinations import Destination, DestinationChanged
 from ..manifest import manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
 from ..platform import available_cores
@@ -181,6 +181,9 @@ class Finish(EngineState):
             self._dest.flush()
 
     def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
+        # The verification opens the destination anew: what this one still holds in memory
+        # about the files it copied (records, where the destination cannot say) goes first.
+        self._dest.save_records()
         self._report = verify_tree(
             self.source,
             self.destination,
@@ -343,8 +346,38 @@ class Finish(EngineState):
         # as late as one just after the write: the marker says what the source was.)
         if self._source_changed(changes):
             return False
-        write_file(dest, marker, data, mtime_ns=mtime_ns)
+        if not _marker_is_current(dest, marker, data, mtime_ns, self._src):
+            write_file(dest, marker, data, mtime_ns=mtime_ns)
         return True
+
+
+def _marker_is_current(
+    dest: Destination, marker: str, data: bytes, mtime_ns: int | None, source: str
+) -> bool:
+    """Whether the destination's marker already says what ``data`` says, so that a rerun on
+    a finished, verified pair writes nothing: the source's marker copied (same bytes and
+    mtime), or our summary of a verification of the same source with the same counts."""
+    info = dest.stat(marker)
+    if info is None or not info.is_file or info.size > 1 << 20:
+        return False
+    try:
+        with dest.read(marker) as f:
+            there = f.read()
+    except OSError:
+        return False
+    if mtime_ns is not None:
+        precision = dest.capabilities.mtime_precision_ns
+        return there == data and abs(info.mtime_ns - mtime_ns) < precision
+    try:
+        old, new = json.loads(there), json.loads(data)
+    except ValueError:
+        return False
+    same = ("source", "files_checked", "bytes_checked", "missing", "mismatched", "extra")
+    return (
+        isinstance(old, dict)
+        and old.get("source") == source
+        and all(old.get(k) == new.get(k) for k in same)
+    )
 
 
 def verify_processes(files: int, tuning: Tuning | None = None) -> int:

@@ -11,7 +11,7 @@ import os
 import stat
 import time
 
-from ..destinations import DestinationChanged
+from ..destinations import DestinationChanged, UnholdableName
 from ..layout import NODE_NAMES, array_at, is_metadata_name
 from ..platform import lower_thread_priority
 from ..status import JobState
@@ -178,6 +178,11 @@ class LiveCopy(EngineState):
             return self._dest_error(rel, exc)
         except NotRegularFile as exc:
             self._error(rel, f"{exc.strerror}; not copied")
+            return None
+        except UnholdableName as exc:  # (refused before a byte was written; said once)
+            if rel not in self._unholdable:
+                self._unholdable.add(rel)
+                self._error(rel, exc.strerror)
             return None
         except PermissionError as exc:
             if exc.filename == rel and not self._src_readable(rel):

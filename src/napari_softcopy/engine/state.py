@@ -113,6 +113,7 @@ class EngineState:
         self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
         self._notices: list[str] = []  # what does not apply here (status, log: once each)
+        self._unholdable: set[str] = set()  # names the destination cannot hold (said once)
         # What the writer does: a requested finish waits for the source to stay quiet, and
         # any change between the verification and the marker cancels the marker.
         self._activity = SourceActivity()
@@ -182,6 +183,7 @@ class EngineState:
                 message=self._message,
                 notices=self._notices + degraded(),
                 freed=self._freed,
+                destination_info=None if self._dest is None else self._dest.summary,
                 waiting_for=self._waiting_for,
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]

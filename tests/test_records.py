@@ -1,0 +1,208 @@
+"""The one rule on destinations that keep coarse mtimes or no xattrs: a record at the
+destination of what each file was copied from (`destinations.records`) keeps it exact, so a
+file is written once unless its source changed, a rerun writes nothing, and verify says
+what the copy says. On real mounts: exFAT (1 s, no xattrs, case-insensitive), SFTP through
+sshfs (1 s, no xattrs), SMB through rclone mount (1 ms, setxattr EIO)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mounts import Mount, mounted
+from napari_softcopy.destinations import STATE_DIR, LocalDestination, SourceRecord, mtime_matches
+from napari_softcopy.destinations.records import (
+    RECORDS_DIR,
+    SourceRecords,
+    _parse,
+    record_file,
+)
+from napari_softcopy.transfer import sync_file
+from napari_softcopy.verify import verify_tree
+
+COARSE = ("exfat", "sftp", "smb")
+#: A source mtime within a second, far enough from its edges that a rewrite 1 us later is
+#: in the same second (and the same millisecond) at the destination.
+T0 = 1_700_000_000_250_000_000
+_roots = itertools.count()
+
+
+@pytest.fixture(scope="module", params=COARSE)
+def mount(request, tmp_path_factory) -> Iterator[Mount]:
+    with mounted(request.param, tmp_path_factory.mktemp(request.param), size_mb=64) as m:
+        yield m
+
+
+@pytest.fixture
+def pair(mount, tmp_path) -> tuple[Path, Path]:
+    source = tmp_path / "src"
+    (source / "c" / "0").mkdir(parents=True)
+    return source, mount.path / f"dest{next(_roots)}"
+
+
+def _write(path: Path, data: bytes, mtime_ns: int) -> os.stat_result:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+    return os.lstat(path)
+
+
+def _sync(source: Path, dest: LocalDestination, rel: str):
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
+        result, _ = sync_file(
+            rel, st, dest, force=False, stop=threading.Event(), src_dir_fd=fd, settle_s=0.0
+        )
+    finally:
+        os.close(fd)
+    return result
+
+
+def test_each_file_is_written_once_and_a_same_size_rewrite_within_the_precision_is_copied(pair):
+    source, root = pair
+    dest = LocalDestination(root)
+    assert dest.capabilities.records, dest.summary
+    rel = "c/0/0"
+    _write(source / rel, b"version 1", T0)
+    assert _sync(source, dest, rel).committed
+    assert _sync(source, dest, rel) is None  # unchanged: not written again
+    # Rewritten 1 us later with its size unchanged: the copy's mtime there is the new
+    # version's too, to the destination's precision (size and mtime cannot tell them apart).
+    _write(source / rel, b"version 2", T0 + 1_000)
+    precision = dest.capabilities.mtime_precision_ns
+    assert mtime_matches(dest.stat(rel).mtime_ns, T0 + 1_000, precision)
+    result = _sync(source, dest, rel)
+    assert result is not None and result.committed
+    with dest.read(rel) as f:
+        assert f.read() == b"version 2"
+    assert _sync(source, dest, rel) is None
+    dest.close()
+
+
+def test_a_rewrite_with_size_and_mtime_put_back_is_copied_without_xattrs(pair):
+    """No xattrs there: the source stamp (inode, ctime) lives in the record."""
+    source, root = pair
+    dest = LocalDestination(root)
+    rel = "c/0/1"
+    _write(source / rel, b"aaaa", T0)
+    assert _sync(source, dest, rel).committed
+    _write(source / rel, b"bbbb", T0)  # same size, mtime put back; the ctime moved
+    assert _sync(source, dest, rel).committed
+    with dest.read(rel) as f:
+        assert f.read() == b"bbbb"
+    dest.close()
+
+
+def test_verify_says_what_the_copy_says_and_a_rerun_writes_nothing(pair):
+    source, root = pair
+    dest = LocalDestination(root)
+    names = [f"c/0/{i}" for i in range(20)]
+    for i, rel in enumerate(names):
+        _write(source / rel, b"x" * (i + 1), T0 + i * 7_919)
+        assert _sync(source, dest, rel).committed
+    dest.close()  # (records written)
+    report = verify_tree(source, root)
+    assert report.ok, list(report.lines())
+    # A second run (a new destination object, as a rerun makes) copies nothing.
+    again = LocalDestination(root)
+    assert [rel for rel in names if _sync(source, again, rel) is not None] == []
+    # A same-size rewrite within the precision is a difference for verify too.
+    _write(source / names[3], b"y" * 4, T0 + 3 * 7_919 + 1)
+    report = verify_tree(source, root)
+    assert not report.ok
+    assert [rel for rel, _ in report.mismatched] == [names[3]]
+    again.close()
+
+
+def test_a_file_without_a_record_is_compared_within_the_precision(pair):
+    """Copied by another tool (or its record lost with a killed run): size and mtime within
+    the destination's precision decide, as rclone and rsync --modify-window do."""
+    source, root = pair
+    dest = LocalDestination(root)
+    rel = "c/0/2"
+    _write(source / rel, b"data", T0)
+    assert _sync(source, dest, rel).committed
+    dest.close()
+    for name in os.listdir(root / RECORDS_DIR):
+        os.unlink(root / RECORDS_DIR / name)
+    again = LocalDestination(root)
+    assert again.stat(rel).record is None
+    assert _sync(source, again, rel) is None
+    assert verify_tree(source, root).ok
+    again.close()
+
+
+# -- the record files themselves (any filesystem) --------------------------------------------
+@pytest.fixture
+def root_fd(tmp_path) -> Iterator[int]:
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    yield fd
+    os.close(fd)
+
+
+def test_records_are_batched_per_folder_and_read_back(tmp_path, root_fd):
+    records = SourceRecords(root_fd)
+    record = SourceRecord(10, T0, b"12:34")
+    for i in range(100):
+        records.add(f"a/b/{i}", record, T0)
+    records.add("top", record, T0)
+    assert records.lookup("a/b/5", T0) == record  # (held in memory until written)
+    records.flush()
+    files = sorted(os.listdir(tmp_path / RECORDS_DIR))
+    assert files == sorted(Path(record_file(d)).name for d in ("a/b", ""))
+    fresh = SourceRecords(root_fd, writable=False)
+    assert fresh.lookup("a/b/99", T0) == record
+    assert fresh.lookup("a/b/99", T0 + 1) is None  # changed there since: not trusted
+    assert fresh.lookup("top", T0) == record
+
+
+def test_a_torn_or_glued_line_is_dropped_not_misread(tmp_path, root_fd):
+    records = SourceRecords(root_fd)
+    records.add("d/x", SourceRecord(1, T0), T0)
+    records.add("d/y", SourceRecord(2, T0), T0)
+    records.flush()
+    path = tmp_path / record_file("d")
+    text = path.read_text()
+    # A crash tore the last line; the next run appended after the torn part.
+    path.write_text(text[:-9])
+    records = SourceRecords(root_fd)
+    records.add("d/z", SourceRecord(3, T0), T0)
+    records.flush()
+    assert set(_parse(path.read_text())[0]) == {"x"}  # y torn, z glued to it: both dropped
+    records.add("d/z", SourceRecord(3, T0), T0)
+    records.flush()
+    assert set(_parse(path.read_text())[0]) == {"x", "z"}
+
+
+def test_names_with_tabs_and_newlines_round_trip(root_fd):
+    records = SourceRecords(root_fd)
+    odd = "a\tb\nc\\d"
+    records.add(f"f/{odd}", SourceRecord(1, T0), T0)
+    records.flush()
+    assert SourceRecords(root_fd).lookup(f"f/{odd}", T0) == SourceRecord(1, T0)
+
+
+def test_a_record_file_of_rewrites_is_compacted_when_read(tmp_path, root_fd):
+    records = SourceRecords(root_fd)
+    for version in range(500):  # a shard rewritten 500 times
+        records.add("s/shard", SourceRecord(version, T0 + version), T0)
+    records.flush()
+    path = tmp_path / record_file("s")
+    assert path.read_text().count("\n") == 500
+    fresh = SourceRecords(root_fd)
+    assert fresh.lookup("s/shard", T0) == SourceRecord(499, T0 + 499)
+    assert path.read_text().count("\n") == 1
+    assert [n for n in os.listdir(tmp_path / RECORDS_DIR)] == [path.name]  # no temp left
+
+
+def test_the_records_folder_is_not_part_of_the_copy(tmp_path):
+    dest = LocalDestination(tmp_path / "d")
+    (tmp_path / "d" / STATE_DIR).mkdir(exist_ok=True)  # (the copy's record of its probe)
+    (tmp_path / "d" / "zarr.json").write_text("{}")
+    assert set(dest.listdir("")) == {"zarr.json"}
+    dest.close()
