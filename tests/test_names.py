@@ -95,7 +95,7 @@ def test_a_name_appearing_midway_is_refused_before_its_file_is_copied(exfat, tmp
         return sync_file(rel, st, dest, force=False, stop=stop, src_dir_fd=fd, settle_s=0.0)
 
     try:
-        assert sync("c/a", b"lower")[0].committed
+        assert sync("c/a", b"lower").copy.committed
         with pytest.raises(UnholdableName, match=r"cannot copy c/A: .*'a'.* only by case"):
             sync("c/A", b"UPPER")
         with pytest.raises(UnholdableName, match=r"cannot copy c/x:y: its name holds :"):

@@ -55,9 +55,9 @@ def _sync(source: Path, dest: LocalDestination, rel: str):
     fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
     try:
         st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
-        result, _ = sync_file(
+        result = sync_file(
             rel, st, dest, force=False, stop=threading.Event(), src_dir_fd=fd, settle_s=0.0
-        )
+        ).copy
     finally:
         os.close(fd)
     return result
