@@ -85,6 +85,9 @@ def check_pair(
         One line naming the path and the fix.
     """
     src = check_source(source, wait_for_source=wait_for_source)
+    if _is_s3_url(destination):
+        check_s3_destination(src, str(destination), force=force)
+        return src, destination  # type: ignore[return-value] (a URL stays a URL)
     dst = _resolve(destination)
     check_apart(src, dst)
     if dst.exists() and not dst.is_dir():
@@ -253,6 +256,41 @@ def _check_is_copy(src: Path, dst: Path) -> None:
         raise InputError(f"destination {dst} holds corrupt Zarr metadata; {hint}") from None
     if dst_kind is None or dst_kind != src_kind:
         raise InputError(f"destination {dst} holds something that is not a copy of {src}; {hint}")
+
+
+def _is_s3_url(target: str | os.PathLike) -> bool:
+    from .destinations.s3_settings import is_s3_url
+
+    return is_s3_url(target)
+
+
+def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
+    """Check an ``s3://bucket/prefix`` destination: the URL, the settings, the server, the
+    bucket and the credentials (by listing the prefix: nothing is written), and, where the
+    prefix holds objects already, that they look like a copy of ``src``."""
+    from .destinations.s3 import S3Destination
+    from .destinations.s3_settings import S3SettingsError
+
+    try:
+        dest = S3Destination(url, create=False)
+    except S3SettingsError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        names = set(dest.listdir("") or {})
+    finally:
+        dest.close()
+    if not names or force:
+        return
+    hint = "choose an empty or new prefix, or pass --force to copy into it anyway"
+    if not src.exists():
+        raise InputError(
+            f"destination {url} is not empty and the source does not exist yet; {hint}"
+        )
+    metadata = {".zgroup", ".zarray", "zarr.json"}
+    if not (names & metadata) or (names & metadata) != {
+        e.name for e in os.scandir(src) if e.name in metadata
+    }:
+        raise InputError(f"destination {url} holds something that is not a copy of {src}; {hint}")
 
 
 def free_space_warning(dst: Path, needed_bytes: int) -> str | None:

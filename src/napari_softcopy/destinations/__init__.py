@@ -1,6 +1,7 @@
 """Destinations: the interface the engine writes through (`Destination`, `Capabilities`,
 `FileInfo`), the one rule "this file is a copy of that one" (`copy_difference`), and the
-local filesystem as its implementation (`LocalDestination`)."""
+local filesystem and S3 as its implementations (`LocalDestination`, `s3.S3Destination`), and
+the one factory that opens either from what the user typed (`open_destination`)."""
 
 from .base import (
     SOURCE_STAMP,
@@ -18,6 +19,8 @@ from .base import (
     source_stamp,
 )
 from .local import LocalDestination, LocalTempFile
+from .open import destination_name, open_destination
+from .s3_settings import S3SettingsError, is_s3_url
 
 __all__ = [
     "SOURCE_STAMP",
@@ -28,11 +31,15 @@ __all__ = [
     "FileInfo",
     "LocalDestination",
     "LocalTempFile",
+    "S3SettingsError",
     "SourceStat",
     "TempFile",
     "copied_from_another_version",
     "copy_difference",
+    "destination_name",
     "is_copy_of",
+    "is_s3_url",
     "mtime_matches",
+    "open_destination",
     "source_stamp",
 ]
