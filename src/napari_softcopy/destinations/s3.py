@@ -107,14 +107,16 @@ class S3Destination(Destination):
             prefix=prefix,
             config=config,
             client_options={**client_options, "connect_timeout": "5s", "timeout": "120s"},
+            # A few quick retries of each request here; longer outages are the engine's
+            # (backoff with a visible "retrying in N s", `_io_error`).
             retry_config={
-                "max_retries": 10,
+                "max_retries": 4,
                 "backoff": {
                     "init_backoff": timedelta(milliseconds=100),
                     "max_backoff": timedelta(seconds=15),
                     "base": 2,
                 },
-                "retry_timeout": timedelta(minutes=3),
+                "retry_timeout": timedelta(seconds=15),
             },
             **kwargs,
         )
@@ -151,6 +153,15 @@ class S3Destination(Destination):
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> S3SettingsError:
         return S3SettingsError(describe_error(exc, self.location, self.endpoint))
+
+    def _io_error(self, exc: BaseException) -> OSError:
+        """An obstore error as the OSError the engine retries with backoff (EIO: "cannot
+        write to the destination (...); retrying in N s"), in one line without a secret.
+        obstore retries each request itself first (`retry_config`), briefly, so that a
+        server away for longer shows as a waiting copy rather than a hung one."""
+        if isinstance(exc, OSError):
+            return exc
+        return OSError(errno.EIO, describe_error(exc, self.location, self.endpoint))
 
     def _list_all(self) -> None:
         """List every object below the prefix and take what the index knows of them."""
@@ -257,9 +268,9 @@ class S3Destination(Destination):
         data = zlib.compress(json.dumps({"version": 1, "objects": entries}).encode(), 1)
         try:
             obstore.put(self._store, INDEX, data)
-        except Exception:
+        except Exception as exc:
             self._dirty = True
-            raise
+            raise self._io_error(exc) from None
 
     # -- the tree in memory --------------------------------------------------------------
     def _add(self, rel: str, obj: ObjectInfo) -> None:
@@ -296,6 +307,8 @@ class S3Destination(Destination):
                 result = obstore.get(self._store, rel, options={"head": True})
             except FileNotFoundError:
                 return
+            except Exception as exc:
+                raise self._io_error(exc) from None
             attrs, meta = result.attributes, result.meta
             obj = self._objects.get(rel)
             if obj is None:
@@ -368,7 +381,11 @@ class S3Destination(Destination):
     def read(self, rel: str) -> BinaryIO:
         import obstore
 
-        return io.BufferedReader(ObjectReader(obstore.open_reader(self._store, rel)), 4 << 20)
+        try:
+            reader = obstore.open_reader(self._store, rel)
+        except Exception as exc:
+            raise self._io_error(exc) from None
+        return io.BufferedReader(ObjectReader(reader), 4 << 20)
 
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:
@@ -399,24 +416,27 @@ class S3Destination(Destination):
         }
         if stamp is not None:
             attributes[META_STAMP] = stamp.decode()
-        if temp.spill is not None:
-            temp.spill.seek(0)
-            result = obstore.put(
-                self._store,
-                temp.rel,
-                temp.spill,
-                attributes=attributes,
-                chunk_size=PART_BYTES,
-                max_concurrency=PART_CONCURRENCY,
-            )
-        else:
-            result = obstore.put(
-                self._store,
-                temp.rel,
-                bytes(temp.buffer),
-                attributes=attributes,
-                use_multipart=False,
-            )
+        try:
+            if temp.spill is not None:
+                temp.spill.seek(0)
+                result = obstore.put(
+                    self._store,
+                    temp.rel,
+                    temp.spill,
+                    attributes=attributes,
+                    chunk_size=PART_BYTES,
+                    max_concurrency=PART_CONCURRENCY,
+                )
+            else:
+                result = obstore.put(
+                    self._store,
+                    temp.rel,
+                    bytes(temp.buffer),
+                    attributes=attributes,
+                    use_multipart=False,
+                )
+        except Exception as exc:
+            raise self._io_error(exc) from None
         temp.published = True
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, time.time_ns())
         with self._lock:
@@ -441,7 +461,10 @@ class S3Destination(Destination):
             known = rel in self._objects
         if not known:
             return False
-        obstore.delete(self._store, rel)
+        try:
+            obstore.delete(self._store, rel)
+        except Exception as exc:
+            raise self._io_error(exc) from None
         with self._lock:
             self._remove(rel)
             self._dirty = True
