@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -267,18 +270,31 @@ def _is_s3_url(target: str | os.PathLike) -> bool:
 def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
     """Check an ``s3://bucket/prefix`` destination: the URL, the settings, the server, the
     bucket and the credentials (by listing the prefix: nothing is written), and, where the
-    prefix holds objects already, that they look like a copy of ``src``."""
-    from .destinations.s3 import S3Destination
-    from .destinations.s3_settings import S3SettingsError
+    prefix holds objects already, that they look like a copy of ``src``.
+
+    The listing runs in a child process: obstore starts its thread pool on first use, and
+    the CLI forks after these checks (`cli._copy_in_own_session`), which a process running
+    threads must not do (the child would wait forever on threads that are not there).
+    """
+    from .destinations.s3_settings import S3SettingsError, parse_s3_url
 
     try:
-        dest = S3Destination(url, create=False)
+        parse_s3_url(url)
     except S3SettingsError as exc:
         raise InputError(str(exc)) from None
+    probe = "from napari_softcopy.checks import _s3_names_main; _s3_names_main()"
     try:
-        names = set(dest.listdir("") or {})
-    finally:
-        dest.close()
+        done = subprocess.run(
+            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"destination {url} did not answer in 120 s; check the endpoint") from None
+    if done.returncode == 2:
+        raise InputError(done.stdout.strip())
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise InputError(f"destination {url} cannot be checked ({last}); check the settings")
+    names = set(json.loads(done.stdout))
     if not names or force:
         return
     hint = "choose an empty or new prefix, or pass --force to copy into it anyway"
@@ -291,6 +307,23 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
         e.name for e in os.scandir(src) if e.name in metadata
     }:
         raise InputError(f"destination {url} holds something that is not a copy of {src}; {hint}")
+
+
+def _s3_names_main() -> None:
+    """`check_s3_destination`'s child: the names at the prefix's top as JSON, or the one-line
+    error and exit code 2."""
+    from .destinations.s3 import S3Destination
+    from .destinations.s3_settings import S3SettingsError
+
+    try:
+        dest = S3Destination(sys.argv[1], create=False)
+    except S3SettingsError as exc:
+        print(exc)
+        raise SystemExit(2) from None
+    try:
+        print(json.dumps(sorted(dest.listdir("") or {})))
+    finally:
+        dest.close()
 
 
 def free_space_warning(dst: Path, needed_bytes: int) -> str | None:
