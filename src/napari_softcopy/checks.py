@@ -317,8 +317,8 @@ def _s3_names_main() -> None:
 
     try:
         dest = S3Destination(sys.argv[1], create=False)
-    except S3SettingsError as exc:
-        print(exc)
+    except (S3SettingsError, OSError) as exc:
+        print(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
         raise SystemExit(2) from None
     try:
         print(json.dumps(sorted(dest.listdir("") or {})))

@@ -151,8 +151,14 @@ class S3Destination(Destination):
             self._root_id = self._own_root()
 
     # -- the root ------------------------------------------------------------------------
-    def _fail(self, exc: BaseException) -> S3SettingsError:
-        return S3SettingsError(describe_error(exc, self.location, self.endpoint))
+    def _fail(self, exc: BaseException) -> Exception:
+        """Bad settings (no bucket, refused keys) are the user's to fix: `S3SettingsError`.
+        A server that does not answer may come back: OSError EIO, which the engine waits
+        for (a verification opening the destination again meanwhile, say)."""
+        message = describe_error(exc, self.location, self.endpoint)
+        if message.startswith("cannot reach"):
+            return OSError(errno.EIO, message)
+        return S3SettingsError(message)
 
     def _io_error(self, exc: BaseException) -> OSError:
         """An obstore error as the OSError the engine retries with backoff (EIO: "cannot
@@ -228,8 +234,10 @@ class S3Destination(Destination):
             now = bytes(obstore.get(self._probe, ROOT_ID).bytes())
         except FileNotFoundError:
             now = None
-        except Exception as exc:
-            raise OSError(errno.EIO, describe_error(exc, self.location, self.endpoint)) from None
+        except Exception:
+            # A server that does not answer has not changed: the copies fail meanwhile, and
+            # the engine waits for it with a visible "retrying in N s".
+            return
         if now != self._root_id:
             raise DestinationChanged(
                 errno.ESTALE,
