@@ -26,6 +26,8 @@ from pathlib import Path
 
 import pytest
 
+from napari_softcopy.platform import end_with_parent
+
 _PORTS = (
     "master.port",
     "master.port.grpc",
@@ -126,7 +128,13 @@ class SeaweedS3:
         ]
         out = open(self.logs / "stdout.txt", "ab")  # noqa: SIM115 (closed with the process)
         self.proc = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, cwd=self.base, start_new_session=True
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+            start_new_session=True,
+            # Stopped by the kernel if the test process dies without its teardown.
+            preexec_fn=lambda: end_with_parent(signal.SIGTERM),
         )
         out.close()
         deadline = time.monotonic() + timeout

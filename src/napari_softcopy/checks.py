@@ -282,6 +282,8 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
         parse_s3_url(url)
     except S3SettingsError as exc:
         raise InputError(str(exc)) from None
+    if (url, force) in _S3_CHECKED:  # (the CLI checks, then its engine: one listing will do)
+        return
     probe = "from napari_softcopy.checks import _s3_names_main; _s3_names_main()"
     try:
         done = subprocess.run(
@@ -296,6 +298,7 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
         raise InputError(f"destination {url} cannot be checked ({last}); check the settings")
     names = set(json.loads(done.stdout))
     if not names or force:
+        _S3_CHECKED.add((url, force))
         return
     hint = "choose an empty or new prefix, or pass --force to copy into it anyway"
     if not src.exists():
@@ -307,6 +310,11 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
         e.name for e in os.scandir(src) if e.name in metadata
     }:
         raise InputError(f"destination {url} holds something that is not a copy of {src}; {hint}")
+    _S3_CHECKED.add((url, force))
+
+
+#: S3 destinations this process found usable (`check_s3_destination`), with ``force``.
+_S3_CHECKED: set[tuple[str, bool]] = set()
 
 
 def _s3_names_main() -> None:
