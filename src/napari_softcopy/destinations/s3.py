@@ -439,7 +439,7 @@ class S3Destination(Destination):
                 result = obstore.put(
                     self._store,
                     temp.rel,
-                    bytes(temp.buffer),
+                    temp.buffer,  # (a buffer: no copy of it)
                     attributes=attributes,
                     use_multipart=False,
                 )
