@@ -256,8 +256,11 @@ class S3Destination(Destination):
         """Nothing to do: an object store has no folder entries."""
 
     def suggested_workers(self) -> int:
-        """Uploads in flight: each waits on the network, and obstore releases the GIL."""
-        return 16
+        """Uploads in flight: each waits on the network, and obstore releases the GIL. 32:
+        2,001 files of 70 kB to SeaweedFS took 5.4-5.6 s with 32, 6.5-8.9 s with 16, 5.9 s
+        with 64 (s5cmd: 5.0 s), in one run; memory stays bounded by
+        `s3_objects.SPILL_BYTES` per upload (32 x 4 MiB)."""
+        return 32
 
     # -- the index -----------------------------------------------------------------------
     def _write_index(self) -> None:

@@ -14,9 +14,10 @@ import xxhash
 
 from .base import TempFile
 
-#: A file up to this size is kept in memory until its PUT (transfer.BLOCK: a chunk or a
-#: small shard); a larger one is spilled to an unnamed local file and sent in parts.
-SPILL_BYTES = 8 * 1024 * 1024
+#: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
+#: one is spilled to an unnamed local file and sent in parts. With 32 uploads in flight
+#: (`S3Destination.suggested_workers`) that bounds the bytes held to 128 MiB.
+SPILL_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(slots=True)
