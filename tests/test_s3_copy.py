@@ -106,3 +106,25 @@ def test_bad_s3_destinations_are_one_line_exit_2_and_nothing_is_written(
         assert "wrong" not in lines[0]
     assert keys(s3_env, prefix) == set()
     assert not (tmp_path / "state").exists() or not any((tmp_path / "state").rglob("*.lock"))
+
+
+def test_the_copy_helper_process_that_cannot_serve_s3_is_said_once(s3_env, tmp_path, monkeypatch):
+    """A finished archive's backlog would get a second copy process on a local disk; an
+    object store has no descriptor to hand it, and the status says so (never silently)."""
+    from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
+    from napari_softcopy.platform import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("the copy helper is only considered with two cores or more")
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "finished.zarr"
+    make_archive(src, n_chunks=30, chunk_bytes=10_000)
+    url = f"s3://softcopy/helper/{next(_prefixes)}/finished.zarr"
+    engine = CopyEngine(
+        src, url, CopyOptions(low_priority=False), tuning=Tuning(copy_helper_files=10)
+    )
+    engine.start()
+    engine.wait()
+    status = engine.status()
+    assert status.state == "verified", status.message
+    assert any(n.startswith("the copy helper process is off") for n in status.notices)
