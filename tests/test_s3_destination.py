@@ -186,3 +186,27 @@ def test_keys_from_a_profile_in_the_shared_files(s3_env, monkeypatch, tmp_path):
     publish(dest, "f", b"by profile")
     assert read_back(dest, "f") == b"by profile"
     dest.close()
+
+
+def test_multipart_uploads_left_by_a_killed_copy_are_aborted_at_the_next_start(s3_env):
+    """A copier killed while it sent a large file leaves an upload in progress, its parts
+    stored and billed for ever: the next copy into the prefix aborts it (and only there)."""
+    from napari_softcopy.destinations.s3_uploads import signed_request, unfinished_uploads
+
+    prefix = f"orphans/{next(_prefixes)}"
+    creds = {"key": s3_env.key, "secret": s3_env.secret}
+    for key in (f"{prefix}/c/0", f"{prefix}/c/1", "elsewhere/shard"):
+        signed_request(
+            "POST", s3_env.endpoint, "softcopy", key, {"uploads": ""}, creds, "us-east-1"
+        )
+
+    def left(below: str) -> list[str]:
+        found = unfinished_uploads(s3_env.endpoint, "softcopy", below, creds, "us-east-1")
+        return sorted(k for k, _ in found)
+
+    assert left(f"{prefix}/") == [f"{prefix}/c/0", f"{prefix}/c/1"]
+    S3Destination(f"s3://softcopy/{prefix}", create=False).close()  # (a verification: reads)
+    assert len(left(f"{prefix}/")) == 2
+    S3Destination(f"s3://softcopy/{prefix}").close()  # (a copy starts)
+    assert left(f"{prefix}/") == []
+    assert left("elsewhere/") == ["elsewhere/shard"]  # (not below the copy's prefix)

@@ -26,8 +26,10 @@ unnamed local temporary file and sent as a multipart upload of `PART_BYTES` part
 `PART_CONCURRENCY` at a time (memory stays bounded whatever the file size). A file never
 published leaves nothing at the destination.
 
-The engine is the only writer below the prefix while it copies (as on a disk): `stat` and
-`listdir` answer from the listing made at the start and the objects published since.
+Multipart uploads a killed copy left below the prefix are aborted when a copy starts
+(`s3_uploads`). The engine is the only writer below the prefix while it copies (as on a
+disk): `stat` and `listdir` answer from the listing made at the start and the objects
+published since.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from .s3_settings import (
     parse_s3_url,
     store_config,
 )
+from .s3_uploads import abort_left_behind
 
 META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
@@ -149,6 +152,8 @@ class S3Destination(Destination):
         self._list_all()
         if create:
             self._root_id = self._own_root()
+            # Only this copy writes below the prefix: what a killed one left is aborted.
+            abort_left_behind(self.location, str(self.path), self.endpoint, config, env)
 
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
