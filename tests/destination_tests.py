@@ -47,9 +47,7 @@ class _Source:
 
 
 def _write(temp: TempFile, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(temp.fileno(), view) :]
+    temp.write(data)
 
 
 def publish(

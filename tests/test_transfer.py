@@ -4,7 +4,7 @@ import threading
 import pytest
 
 from napari_softcopy import transfer
-from napari_softcopy.destinations import LocalDestination
+from napari_softcopy.destinations import LocalDestination, LocalTempFile
 from napari_softcopy.transfer import RateLimiter, Stopped, SyncOutcome, copy_file, sync_file
 
 
@@ -104,3 +104,44 @@ def test_rate_limiter_paces_bytes():
         limiter.take(1_000_000, stop)
     # 6 MB at 10 MB/s, less the 0.2 s burst allowance
     assert time.monotonic() - t0 >= 0.35
+
+
+class _StreamTemp(LocalTempFile):
+    """A temporary file that offers no descriptor, as an object store's does: the bytes
+    can only come through `TempFile.write`."""
+
+    def fileno(self):
+        return None
+
+    def write(self, data) -> None:
+        self.writes += 1
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view) :]
+
+
+class _StreamOnlyDestination(LocalDestination):
+    def create_temp(self, rel):
+        temp = super().create_temp(rel)
+        stream = _StreamTemp(temp.rel, temp.temp_rel, temp.fd)
+        stream.writes = 0
+        self.temps.append(stream)
+        return stream
+
+
+def test_a_destination_without_a_descriptor_gets_the_bytes_through_write(tmp_path, monkeypatch):
+    monkeypatch.setattr(transfer, "BLOCK", 1024 * 1024)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+    os.utime(src, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    dest = _StreamOnlyDestination(tmp_path / "dst")
+    dest.temps = []
+    try:
+        result = copy_file(str(src), dest, "a/c", stop=threading.Event())
+    finally:
+        dest.close()
+    out = tmp_path / "dst" / "a" / "c"
+    assert result.committed
+    assert out.read_bytes() == src.read_bytes()
+    assert out.stat().st_mtime_ns == 1_600_000_000_123_456_789
+    assert [t.writes for t in dest.temps] == [4]  # (one write per block)

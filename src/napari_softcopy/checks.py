@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -88,6 +91,9 @@ def check_pair(
         One line naming the path and the fix.
     """
     src = check_source(source, wait_for_source=wait_for_source)
+    if _is_s3_url(destination):
+        check_s3_destination(src, str(destination), force=force)
+        return src, destination  # type: ignore[return-value] (a URL stays a URL)
     dst = _resolve(destination)
     check_apart(src, dst)
     if dst.exists() and not dst.is_dir():
@@ -278,6 +284,79 @@ def _check_is_copy(src: Path, dst: Path) -> None:
         raise InputError(f"destination {dst} holds corrupt Zarr metadata; {hint}") from None
     if dst_kind is None or dst_kind != src_kind:
         raise InputError(f"destination {dst} holds something that is not a copy of {src}; {hint}")
+
+
+def _is_s3_url(target: str | os.PathLike) -> bool:
+    from .destinations.s3_settings import is_s3_url
+
+    return is_s3_url(target)
+
+
+def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
+    """Check an ``s3://bucket/prefix`` destination: the URL, the settings, the server, the
+    bucket and the credentials (by listing the prefix: nothing is written), and, where the
+    prefix holds objects already, that they look like a copy of ``src``.
+
+    The listing runs in a child process: obstore starts its thread pool on first use, and
+    the CLI forks after these checks (`cli._copy_in_own_session`), which a process running
+    threads must not do (the child would wait forever on threads that are not there).
+    """
+    from .destinations.s3_settings import S3SettingsError, parse_s3_url
+
+    try:
+        parse_s3_url(url)
+    except S3SettingsError as exc:
+        raise InputError(str(exc)) from None
+    if (url, force) in _S3_CHECKED:  # (the CLI checks, then its engine: one listing will do)
+        return
+    probe = "from napari_softcopy.checks import _s3_names_main; _s3_names_main()"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"destination {url} did not answer in 120 s; check the endpoint") from None
+    if done.returncode == 2:
+        raise InputError(done.stdout.strip())
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise InputError(f"destination {url} cannot be checked ({last}); check the settings")
+    names = set(json.loads(done.stdout))
+    if not names or force:
+        _S3_CHECKED.add((url, force))
+        return
+    hint = "choose an empty or new prefix, or pass --force to copy into it anyway"
+    if not src.exists():
+        raise InputError(
+            f"destination {url} is not empty and the source does not exist yet; {hint}"
+        )
+    metadata = {".zgroup", ".zarray", "zarr.json"}
+    if not (names & metadata) or (names & metadata) != {
+        e.name for e in os.scandir(src) if e.name in metadata
+    }:
+        raise InputError(f"destination {url} holds something that is not a copy of {src}; {hint}")
+    _S3_CHECKED.add((url, force))
+
+
+#: S3 destinations this process found usable (`check_s3_destination`), with ``force``.
+_S3_CHECKED: set[tuple[str, bool]] = set()
+
+
+def _s3_names_main() -> None:
+    """`check_s3_destination`'s child: the names at the prefix's top as JSON, or the one-line
+    error and exit code 2."""
+    from .destinations.s3 import S3Destination
+    from .destinations.s3_settings import S3SettingsError
+
+    try:
+        dest = S3Destination(sys.argv[1], create=False)
+    except (S3SettingsError, OSError) as exc:
+        print(exc.strerror if isinstance(exc, OSError) and exc.strerror else exc)
+        raise SystemExit(2) from None
+    try:
+        print(json.dumps(sorted(dest.listdir("") or {})))
+    finally:
+        dest.close()
 
 
 def free_space_warning(dst: Path, needed_bytes: int) -> str | None:

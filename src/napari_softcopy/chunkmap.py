@@ -32,7 +32,13 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .destinations import Capabilities, FileInfo, LocalDestination, is_copy_of
+from .destinations import (
+    Capabilities,
+    Destination,
+    FileInfo,
+    is_copy_of,
+    open_destination,
+)
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
@@ -149,9 +155,7 @@ def chunk_files(root: str | os.PathLike, array: ArrayLayout) -> dict[tuple[int, 
     return found
 
 
-def copied_chunk_files(
-    dest: LocalDestination, array: ArrayLayout
-) -> dict[tuple[int, ...], FileInfo]:
+def copied_chunk_files(dest: Destination, array: ArrayLayout) -> dict[tuple[int, ...], FileInfo]:
     """``{grid index: FileInfo}`` of every chunk file of ``array`` at the destination ``dest``,
     with the source stamps recorded on them (temporary files are skipped)."""
     found: dict[tuple[int, ...], FileInfo] = {}
@@ -217,7 +221,7 @@ def compute_chunk_map(
     grid = array.grid
     at_source = chunk_files(src, array)
     try:
-        dest = LocalDestination(dst, create=False)
+        dest = open_destination(destination, create=False)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
         at_destination, capabilities = {}, Capabilities()
     else:

@@ -223,9 +223,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
         return EXIT_OK if verify_against_manifest(args.source, json_out=args.json) else EXIT_FAILED
     src, dst = Path(args.source), Path(args.destination)
-    for path, what in ((src, "source"), (dst, "destination")):
+    remote = args.destination.startswith("s3://")  # (checked by opening it, below)
+    for path, what in ((src, "source"), *(() if remote else ((dst, "destination"),))):
         if not path.is_dir():
             raise InputError(f"{what} {path} is not a folder; check the path")
+    if remote:
+        dst = args.destination
+        from .checks import check_s3_destination
+
+        check_s3_destination(src, dst, force=True)  # (bucket, keys, server: one line)
     report = verify_tree(
         src,
         dst,

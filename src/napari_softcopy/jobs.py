@@ -36,7 +36,9 @@ def state_dir() -> Path:
 
 def job_id(destination: str | os.PathLike) -> str:
     """A short stable id for a destination path."""
-    real = os.path.realpath(os.fspath(destination))
+    real = os.fspath(destination)
+    if not real.startswith("s3://"):  # (a URL names the same place from any folder)
+        real = os.path.realpath(real)
     return hashlib.sha1(real.encode()).hexdigest()[:12]
 
 

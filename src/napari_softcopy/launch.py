@@ -146,7 +146,9 @@ def start_copy(
     """
     options = options or CopyOptions()
     src = os.path.abspath(os.fspath(source))
-    dst = os.path.abspath(os.fspath(destination))
+    dst = os.fspath(destination)
+    if not dst.startswith("s3://"):  # (an s3:// URL is not a path)
+        dst = os.path.abspath(dst)
     if options.status_file is None:
         status_file = default_status_file(dst)
     else:

@@ -448,11 +448,11 @@ def verify_against_manifest(path: str | os.PathLike, *, json_out: bool = False) 
         ``path`` is not a folder, or holds no manifest (the message names the fix).
     """
     from .checks import InputError
-    from .destinations import LocalDestination
+    from .destinations import is_s3_url, open_destination
 
-    if not os.path.isdir(path):
+    if not is_s3_url(path) and not os.path.isdir(path):
         raise InputError(f"destination {path} is not a folder; check the path")
-    dest = LocalDestination(path, create=False)
+    dest = open_destination(path, create=False)
     try:
         try:
             manifest = read_manifest(dest)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .destinations import Destination, LocalDestination
+from .destinations import Destination, S3SettingsError, is_s3_url, open_destination
 from .manifest import MANIFEST
 from .move import FreeReport, MoveRefused, free_source, move_in_progress
 
@@ -55,14 +55,14 @@ def resuming(source: str | os.PathLike, destination: str | os.PathLike) -> bool:
     """True when a copy of ``source`` into ``destination`` with ``--move`` was verified and
     began deleting, and did not end: the rerun goes straight to the deletion (the source may
     no longer look like an archive: its metadata may be deleted already)."""
-    if not os.path.isfile(os.path.join(destination, MANIFEST)):
+    if not is_s3_url(destination) and not os.path.isfile(os.path.join(destination, MANIFEST)):
+        return False  # (the common case, without opening anything)
+    try:
+        dest = open_destination(destination, create=False)
+    except (OSError, S3SettingsError):
         return False
     try:
-        dest = LocalDestination(destination, create=False)
-    except OSError:
-        return False
-    try:
-        return move_in_progress(dest, source)
+        return dest.stat(MANIFEST) is not None and move_in_progress(dest, source)
     finally:
         dest.close()
 

@@ -75,7 +75,8 @@ def read_targets_with_options(path: str | os.PathLike) -> list[tuple[str, str, d
                 raise InputError(f"{where} has `{key}: {value}`; write `{key}: true` or false")
         base = path.parent
         source = os.fspath(base / os.path.expanduser(source))
-        destination = os.fspath(base / os.path.expanduser(destination))
+        if not destination.startswith("s3://"):  # (an s3:// URL is not a path)
+            destination = os.fspath(base / os.path.expanduser(destination))
         real = os.path.realpath(destination)
         if real in seen:
             raise InputError(

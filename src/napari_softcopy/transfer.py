@@ -5,7 +5,8 @@ at any moment leaves either the previous version or the new one, never a truncat
 source that changes while it is read is not committed (the caller copies it again).
 
 This module moves the bytes (``copy_file_range``, ``sendfile`` or read/write, the bandwidth
-cap, dropping cached pages) into the temporary file the `Destination` hands out; the
+cap, dropping cached pages) into the temporary file the `Destination` hands out (into its
+descriptor; where it has none, an object store, through `TempFile.write`); the
 destination names, stamps, flushes and publishes it (`Destination.publish`). `sync_file`
 decides by the one rule (`destinations.is_copy_of`) whether a copy is needed at all, and
 `settle_left` is the one settle check.
@@ -20,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .destinations import Destination, FileInfo, is_copy_of, source_stamp
+from .destinations import Destination, FileInfo, TempFile, is_copy_of, source_stamp
 from .platform import drop_cache
 
 #: A file modified less than this long ago is copied a moment later: a second write in the
@@ -138,6 +139,14 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
             raise
 
 
+def _stream_range(fd_in: int, temp: TempFile, offset: int, count: int) -> int:
+    """Read ``count`` bytes at ``offset`` and hand them to ``temp`` (`TempFile.write`)."""
+    data = os.pread(fd_in, count, offset)
+    if data:
+        temp.write(data)
+    return len(data)
+
+
 def copy_file(
     source_path: str,
     dest: Destination,
@@ -196,7 +205,10 @@ def copy_file(
             count = min(BLOCK, size - offset)
             if limiter is not None:
                 limiter.take(count, stop)
-            done = _copy_range(fd_in, fd_out, offset, count)
+            if fd_out is None:  # (no descriptor: an object store takes a byte stream)
+                done = _stream_range(fd_in, temp, offset, count)
+            else:
+                done = _copy_range(fd_in, fd_out, offset, count)
             if done == 0:
                 break  # the source shrank under us; caught below
             offset += done

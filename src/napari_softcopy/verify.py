@@ -26,9 +26,11 @@ from .checks import InputError, check_apart
 from .destinations import (
     STATE_DIR,
     Capabilities,
+    Destination,
     FileInfo,
-    LocalDestination,
     copy_difference,
+    is_s3_url,
+    open_destination,
 )
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
 from .verify_helpers import WalkHelper, start_helpers
@@ -158,7 +160,7 @@ def _digest(f: BinaryIO) -> bytes:
     return h.digest()
 
 
-def _same_content(src_path: str, dest: LocalDestination, rel: str, checksum: bool) -> bool:
+def _same_content(src_path: str, dest: Destination, rel: str, checksum: bool) -> bool:
     """Whether the source file ``src_path`` and the destination's ``rel`` hold the same bytes
     (by their xxh3-128 digests with ``checksum``; small metadata files are compared whole)."""
     with open(src_path, "rb") as fa, dest.read(rel) as fb:
@@ -224,7 +226,8 @@ def verify_tree(
         helpers = start_helpers(processes - 1)
     options = {
         "source": os.fspath(Path(source)),
-        "destination": os.fspath(Path(destination)),
+        # (pathlib would make s3://b/p s3:/b/p)
+        "destination": str(destination) if is_s3_url(destination) else os.fspath(Path(destination)),
         "checksum": checksum,
         "marker": marker,
         "stamps": stamps,
@@ -330,10 +333,10 @@ def recheck(
     return new
 
 
-def _open_destination(path: str) -> LocalDestination | None:
+def _open_destination(path: str) -> Destination | None:
     """The destination tree to compare, never created (None: it does not exist)."""
     try:
-        return LocalDestination(path, create=False)
+        return open_destination(path, create=False)
     except FileNotFoundError:
         return None
 
@@ -370,7 +373,7 @@ class _Comparison:
     stamps: bool
     part: int = 0
     parts: int = 1
-    dest: LocalDestination | None = field(default=None, repr=False)
+    dest: Destination | None = field(default=None, repr=False)
 
     def _mine(self, name: str) -> bool:
         """Whether this part compares the file ``name`` (crc32: the same in every process)."""
@@ -517,7 +520,7 @@ class _Comparison:
             add("extra", rel)
 
 
-def _files_below(dest: LocalDestination, rel_dir: str) -> Iterator[str]:
+def _files_below(dest: Destination, rel_dir: str) -> Iterator[str]:
     """Paths of the files below the destination's folder ``rel_dir`` (our own temp files
     excluded; links are neither followed nor listed as folders)."""
     stack = [rel_dir]

@@ -71,11 +71,11 @@ CHECK_TIP = (
 
 def check_line(destination: str) -> str:
     """The one-line verdict of ``napari-softcopy verify DEST`` (run in a worker thread)."""
-    from ..destinations import LocalDestination
+    from ..destinations import open_destination
     from ..manifest import ManifestError, check_manifest
 
     try:
-        dest = LocalDestination(destination, create=False)
+        dest = open_destination(destination, create=False)
     except OSError as exc:
         return f"cannot check {destination}: {exc.strerror or exc}"
     try:

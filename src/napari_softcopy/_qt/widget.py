@@ -31,6 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..checks import InputError, check_pair
+from ..destinations.s3_settings import endpoint_of, is_s3_url
 from ..jobs import list_jobs
 from ..launch import (
     KEEP,
@@ -81,9 +82,10 @@ def validate(
     src, dst = check_pair(
         source.strip(), destination.strip(), force=force, wait_for_source=wait_for_source
     )
-    real = os.path.realpath(dst)
+    remote = is_s3_url(dst)  # (a URL names one place from anywhere: compared as written)
+    real = dst if remote else os.path.realpath(dst)
     for job in list_jobs():
-        if os.path.realpath(job.destination) == real:
+        if (job.destination if remote else os.path.realpath(job.destination)) == real:
             raise InputError(
                 f"another napari-softcopy (pid {job.pid}) is already copying into {dst}; "
                 "stop it first or choose another destination"
@@ -406,7 +408,10 @@ class SoftcopyWidget(QWidget):
             self._show_validation(text, ok=False)
             return
         (src, dst), size = checked
-        self._show_validation(f"Ready: {pair_text(src, dst)}", ok=True, tip=f"{src}\n→ {dst}")
+        text, tip = f"Ready: {pair_text(src, dst)}", f"{src}\n→ {dst}"
+        if is_s3_url(dst):  # which server: the endpoint comes from the environment
+            text, tip = f"{text} at {endpoint_of()}", f"{tip}\nat {endpoint_of()}"
+        self._show_validation(text, ok=True, tip=tip)
         if start:
             self._launch(src, dst, size)
 

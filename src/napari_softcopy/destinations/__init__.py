@@ -1,6 +1,7 @@
 """Destinations: the interface the engine writes through (`Destination`, `Capabilities`,
 `FileInfo`), the one rule "this file is a copy of that one" (`copy_difference`), and the
-local filesystem as its implementation (`LocalDestination`)."""
+local filesystem and S3 as its implementations (`LocalDestination`, `s3.S3Destination`), and
+the one factory that opens either from what the user typed (`open_destination`)."""
 
 from .base import (
     NO_MTIME_NS,
@@ -21,6 +22,8 @@ from .base import (
 )
 from .local import LocalDestination, LocalTempFile
 from .names import UnholdableName
+from .open import destination_name, open_destination
+from .s3_settings import S3SettingsError, is_s3_url
 
 __all__ = [
     "NO_MTIME_NS",
@@ -32,13 +35,17 @@ __all__ = [
     "FileInfo",
     "LocalDestination",
     "LocalTempFile",
+    "S3SettingsError",
     "SourceRecord",
     "SourceStat",
     "TempFile",
     "UnholdableName",
     "copied_from_another_version",
     "copy_difference",
+    "destination_name",
     "is_copy_of",
+    "is_s3_url",
     "mtime_matches",
+    "open_destination",
     "source_stamp",
 ]

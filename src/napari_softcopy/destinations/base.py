@@ -247,14 +247,24 @@ class TempFile(abc.ABC):
 
     Created by `Destination.create_temp`; ended by `Destination.publish` (the final name
     appears, complete) and in every case by `Destination.release` (a file never published
-    is removed). ``fileno()`` is what `transfer` writes the bytes into.
+    is removed). Bytes go in through `write`, or straight into ``fileno()`` where the
+    destination has a descriptor (`transfer` then copies in the kernel: ``copy_file_range``).
     """
 
     rel: str
 
     @abc.abstractmethod
-    def fileno(self) -> int:
-        """The descriptor the bytes are written to."""
+    def fileno(self) -> int | None:
+        """The descriptor the bytes can be written to; None where there is none (an object
+        store: everything goes through `write`)."""
+
+    def write(self, data: bytes | memoryview) -> None:
+        """Append all of ``data`` (the byte-stream path, for any destination)."""
+        fd = self.fileno()
+        assert fd is not None, "a temporary file without a descriptor overrides write"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
 
 
 class Destination(abc.ABC):
@@ -378,9 +388,7 @@ class Destination(abc.ABC):
         """Publish small ``data`` as ``rel`` atomically and durably (the marker)."""
         temp = self.create_temp(rel)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(temp.fileno(), view) :]
+            temp.write(data)
             self.publish(temp, mtime_ns=mtime_ns, atime_ns=mtime_ns, fsync=True)
         finally:
             self.release(temp)

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from ..checks import InputError, check_pair
-from ..destinations import DestinationChanged, LocalDestination
+from ..destinations import DestinationChanged, S3SettingsError, open_destination
 from ..layout import node_kind
 from ..move_step import resuming
 from ..options import CopyOptions
@@ -186,7 +186,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
         watching = None
         try:
             if self.options.move and resuming(self.source, self.destination):
-                self._dest = LocalDestination(self.destination)  # (a killed move's rerun)
+                self._dest = open_destination(self.destination)  # (a killed move's rerun)
                 self._free_source("verified complete earlier")
                 return
             if not self.source.exists():
@@ -200,7 +200,10 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             self._src_fd = os.open(self._src, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
             st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
-            self._dest = LocalDestination(self.destination)
+            try:
+                self._dest = open_destination(self.destination)
+            except S3SettingsError as exc:  # (the server went away since the checks)
+                raise InputError(str(exc)) from None
             self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()

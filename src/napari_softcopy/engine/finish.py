@@ -184,17 +184,39 @@ class Finish(EngineState):
         # The verification opens the destination anew: what this one still holds in memory
         # about the files it copied (records, where the destination cannot say) goes first.
         self._dest.save_records()
-        self._report = verify_tree(
-            self.source,
-            self.destination,
-            checksum=self.options.verify == "checksum",
-            marker=self.options.marker,
-            stop=self._stop,
-            stamps=True,
-            processes=self._verify_processes(),
-            helpers=helpers,
-        )
+        given = [helpers]
+
+        def walk() -> VerifyReport:
+            helpers, given[0] = given[0], None  # (a walk that failed used them up)
+            return verify_tree(
+                self.source,
+                self.destination,
+                checksum=self.options.verify == "checksum",
+                marker=self.options.marker,
+                stop=self._stop,
+                stamps=True,
+                processes=self._verify_processes(),
+                helpers=helpers,
+            )
+
+        self._report = self._until_destination_answers(walk)
         return self._report
+
+    def _until_destination_answers(self, walk) -> VerifyReport | None:
+        """``walk()``, again after a wait where the destination does not answer now (an
+        object store's server away: OSError EIO), waited for as copies are, with a visible
+        "retrying in N s". Stopped meanwhile: a report that is not ok (never an all-clear)."""
+        while True:
+            try:
+                return walk()
+            except OSError as exc:
+                if exc.errno not in DEST_RETRY_ERRNOS:
+                    raise
+                self._stop.wait(self._dest_error("", exc))
+                if self._stop.is_set():
+                    report = VerifyReport(os.fspath(self.source), str(self.destination), False)
+                    report._add("unreadable", ("", exc.strerror or str(exc)))
+                    return report
 
     def _verify_and_mark(self, helpers: list[WalkHelper], changes: int) -> bool:
         """Verify, then write the marker unless a change at the source was counted since
@@ -229,7 +251,11 @@ class Finish(EngineState):
             if self._stop.is_set():
                 break
             self._set_state(JobState.VERIFYING)
-            rechecked = recheck(report, marker=self.options.marker, stop=self._stop, stamps=True)
+            rechecked = self._until_destination_answers(
+                lambda report=report: recheck(
+                    report, marker=self.options.marker, stop=self._stop, stamps=True
+                )
+            )
             report = self._walk_and_compare() if rechecked is None else rechecked
             self._report = report
         if self._stop.is_set():

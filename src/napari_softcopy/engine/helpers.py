@@ -10,7 +10,7 @@ from collections import deque
 from ..copy_helper import BATCH, COPIED, CURRENT, UNTRIED, CopyHelper, HelperOutcome
 from ..destinations import LocalDestination
 from ..pending import Ready
-from ..platform import available_cores, lower_thread_priority
+from ..platform import available_cores, degrade, lower_thread_priority
 from ..transfer import RACY_S, CopyResult, Stopped
 from .state import EngineState
 
@@ -29,7 +29,13 @@ class HelperPump(EngineState):
         if self._limiter is not None or available_cores() < 2:
             return  # (a bandwidth cap is shared by this process's threads only)
         if not isinstance(self._dest, LocalDestination):
-            return  # (the helper is handed the root's descriptor)
+            # (the helper is handed the root's descriptor; an object store has none)
+            degrade(
+                "the copy helper process",
+                f"{self.destination} is not a folder: its backlog is uploaded by this "
+                "process's threads alone (obstore releases the interpreter lock)",
+            )
+            return
         t = threading.Thread(target=self._helper_worker, name="softcopy-worker-h", daemon=True)
         t.start()
         self._threads.append(t)

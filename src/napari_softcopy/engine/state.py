@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..copy_helper import CopyHelper
-from ..destinations import Destination
+from ..destinations import Destination, is_s3_url
 from ..jobs import DestinationLock
 from ..layout import ArrayLayout, find_arrays, is_metadata_name
 from ..options import CopyOptions
@@ -69,7 +69,10 @@ class EngineState:
         self.options = options or CopyOptions()
         self.tuning = tuning or Tuning()
         self.source = Path(os.path.abspath(os.fspath(source)))
-        self.destination = Path(os.path.abspath(os.fspath(destination)))
+        # A folder as an absolute path; an s3:// URL as given (`destinations.open_destination`).
+        self.destination: Path | str = (
+            destination if is_s3_url(destination) else Path(os.path.abspath(os.fspath(destination)))
+        )
         self._src = os.fspath(self.source)
         self._pending = PendingSet()
         self._stop = threading.Event()

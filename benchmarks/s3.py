@@ -1,0 +1,196 @@
+"""The S3 target: napari-softcopy, ``s5cmd cp`` and ``rclone copy --transfers 8`` copying the
+finished light-sheet and many-files archives into SeaweedFS on 127.0.0.1, in one run (A B C,
+A B C ...), plus napari-softcopy's live drain (the acquisition's marker to the copy's exit).
+
+    python -m benchmarks.s3 [--workloads lightsheet manyfiles] [--reps 1] [--json FILE]
+
+The server is the tests' own (`tests/s3_server.py`: free ports, its data in the run's
+folder, stopped at the end). Each copy goes to a fresh prefix; a copy counts only when the
+prefix then holds as many objects as the source has files (and for napari-softcopy, when
+it exited 0: verified). Wall time runs from the start of the process to its exit; peak RSS
+is the largest of the copier's processes (``getrusage(RUSAGE_CHILDREN)``, per run in a
+process of its own).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import bulk
+from .common import REPO, Workdir, python, warm
+from .live import WORKLOADS
+
+sys.path.insert(0, str(REPO / "tests"))
+from s3_server import SeaweedS3
+
+BUCKET = "softcopy"
+#: ``ours`` with its defaults (idle IO and CPU priority: on a busy machine it yields, by
+#: design), ``oursnormal`` with ``--normal-priority`` (as s5cmd and rclone run).
+TOOLS = ("ours", "oursnormal", "s5cmd", "rclone")
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[str], dict]:
+    """The command line and environment that copy ``src`` to ``prefix`` with ``tool``."""
+    env = os.environ | server.env()
+    if tool in ("ours", "oursnormal"):
+        extra = ["--normal-priority"] if tool == "oursnormal" else []
+        return [
+            python(),
+            "-m",
+            "napari_softcopy.cli",
+            "copy",
+            *extra,
+            str(src),
+            f"s3://{BUCKET}/{prefix}",
+        ], env | {"PYTHONPATH": str(REPO / "src")}
+    if tool == "s5cmd":
+        return [
+            _bin("s5cmd"),
+            "--endpoint-url",
+            server.endpoint,
+            "cp",
+            f"{src}/",
+            f"s3://{BUCKET}/{prefix}/",
+        ], env
+    if tool == "rclone":
+        remote = {
+            "RCLONE_CONFIG_BENCH_TYPE": "s3",
+            "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": server.endpoint,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": server.key,
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": server.secret,
+        }
+        return [
+            _bin("rclone"),
+            "copy",
+            "--transfers",
+            "8",
+            str(src),
+            f"bench:{BUCKET}/{prefix}",
+        ], env | remote
+    raise ValueError(tool)
+
+
+def objects(server: SeaweedS3, prefix: str) -> int:
+    """Objects below ``prefix`` (napari-softcopy's own records under .softcopy excluded)."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(
+        BUCKET,
+        prefix=prefix,
+        endpoint=server.endpoint,
+        access_key_id=server.key,
+        secret_access_key=server.secret,
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+    return sum(
+        1 for batch in obstore.list(store) for m in batch if not m["path"].startswith(".softcopy/")
+    )
+
+
+def run_one(argv: list[str], env: dict, log: Path) -> dict:
+    """Run one copy in a process of its own (so RUSAGE_CHILDREN is this copy's alone)."""
+    probe = (
+        "import resource, subprocess, sys, time, json;"
+        "t = time.monotonic();"
+        f"code = subprocess.run({argv!r}, stdout=open({str(log)!r}, 'wb'),"
+        " stderr=subprocess.STDOUT).returncode;"
+        "wall = time.monotonic() - t;"
+        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024;"
+        "print(json.dumps({'code': code, 'wall_s': round(wall, 2), 'peak_rss_mib': round(rss)}))"
+    )
+    out = subprocess.run(
+        [python(), "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout)
+
+
+def live_drain(workload, server: SeaweedS3, workdir: Workdir, n: int) -> dict:
+    """napari-softcopy (``--normal-priority``) following the acquisition as it is written
+    (the preset's rate): the seconds from the source's marker to the copy's verified exit."""
+    run_dir = workdir.fresh(f"s3-live-{workload.name}")
+    src = run_dir / "acquisition.zarr"
+    argv, env = command("oursnormal", src, f"live-{workload.name}-{n}", server)
+    argv.insert(argv.index("copy") + 1, "--wait-for-source")
+    with open(run_dir / "ours.log", "wb") as log:
+        copier = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        writer = [python(), "-m", "benchmarks.writer", str(src), "--preset", workload.preset]
+        subprocess.run(writer, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        marker = (src / "complete").stat().st_mtime
+        code = copier.wait(900)
+    return {
+        "code": code,
+        "drain_s": round(time.time() - marker, 2),
+        "objects": objects(server, f"live-{workload.name}-{n}"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workloads", nargs="+", default=["lightsheet", "manyfiles"])
+    p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--tools", nargs="+", default=list(TOOLS))
+    p.add_argument("--no-live", action="store_true")
+    p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--timepoints",
+        nargs="*",
+        default=[],
+        help="WORKLOAD=N: fewer timepoints than the preset's (manyfiles=5: 10,000 files)",
+    )
+    args = p.parse_args(argv)
+    args.timepoints = {k: int(v) for k, v in (item.split("=") for item in args.timepoints)}
+    raw = REPO / "benchmarks" / "results" / "raw"  # (not committed: .gitignore)
+    raw.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="s3-", dir=raw))
+    workdir = Workdir(root / "runs")
+    server = SeaweedS3(root / "seaweed", buckets=(BUCKET,))
+    results: dict = {"bulk": [], "live": []}
+    server.start()
+    try:
+        for wl_name in args.workloads:
+            workload = WORKLOADS[wl_name]
+            src = bulk.make_source(workload, workdir, args.timepoints.get(wl_name))
+            files = sum(len(names) for _d, _s, names in os.walk(src))
+            for rep in range(args.reps):
+                for tool in args.tools:
+                    warm(src)
+                    prefix = f"bulk-{wl_name}-{tool}-{rep}"
+                    cmd, env = command(tool, src, prefix, server)
+                    r = run_one(cmd, env, root / f"{prefix}.log")
+                    r |= {
+                        "workload": wl_name,
+                        "tool": tool,
+                        "rep": rep,
+                        "files": files,
+                        "objects": objects(server, prefix),
+                    }
+                    r["complete"] = r["code"] == 0 and r["objects"] == files
+                    results["bulk"].append(r)
+                    print(json.dumps(r), flush=True)
+            if not args.no_live:
+                r = live_drain(workload, server, workdir, 0) | {"workload": wl_name}
+                results["live"].append(r)
+                print(json.dumps(r), flush=True)
+    finally:
+        server.stop()
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

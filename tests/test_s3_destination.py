@@ -1,0 +1,212 @@
+"""`S3Destination` keeps the `Destination` contract (`DestinationTests`) against a real S3
+server (SeaweedFS on 127.0.0.1, `s3_server`), and says what is wrong at the start in one line
+(no bucket, refused credentials, no server) without writing anything."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+from collections.abc import Callable, Iterator
+
+import obstore
+import pytest
+from obstore.store import S3Store
+
+from destination_tests import MTIME_NS, STAMP, DestinationTests, publish, read_back
+from napari_softcopy.destinations import Destination, is_copy_of
+from napari_softcopy.destinations.s3 import INDEX, META_MTIME, META_STAMP, S3Destination
+from napari_softcopy.destinations.s3_settings import S3SettingsError, parse_s3_url
+from s3_server import free_ports
+
+pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
+_prefixes = itertools.count()
+
+
+def raw_store(server, prefix: str = "") -> S3Store:
+    """The test's own view of the bucket, past the code under test."""
+    return S3Store(
+        "softcopy",
+        prefix=prefix or None,
+        endpoint=server.endpoint,
+        access_key_id=server.key,
+        secret_access_key=server.secret,
+        region="us-east-1",
+        client_options={"allow_http": True},
+    )
+
+
+def keys(server, prefix: str) -> set[str]:
+    return {m["path"] for batch in obstore.list(raw_store(server, prefix)) for m in batch}
+
+
+def _empty_the_prefix(dest: S3Destination) -> None:
+    """Remove every object below the destination's prefix, as someone emptying it (or
+    re-creating the bucket) behind the copy's back does."""
+    store = dest._store
+    for batch in obstore.list(store):
+        obstore.delete(store, [m["path"] for m in batch])
+
+
+class TestS3Destination(DestinationTests):
+    @pytest.fixture
+    def destination(self, s3_env) -> Iterator[S3Destination]:
+        dest = S3Destination(f"s3://softcopy/conformance/{os.getpid()}-{next(_prefixes)}")
+        yield dest
+        dest.close()
+
+    @pytest.fixture
+    def replace_root(self) -> Callable[[Destination], None]:
+        return _empty_the_prefix
+
+
+def test_the_source_mtime_and_stamp_are_the_object_s_metadata(s3_env):
+    prefix = f"meta/{next(_prefixes)}"
+    dest = S3Destination(f"s3://softcopy/{prefix}")
+    publish(dest, "0/0", b"chunk bytes")
+    dest.close()
+    head = obstore.get(raw_store(s3_env, prefix), "0/0", options={"head": True})
+    assert head.attributes[META_MTIME] == str(MTIME_NS)
+    assert head.attributes[META_STAMP] == STAMP.decode()
+
+
+def test_a_new_run_knows_the_copies_from_the_index_and_without_it(s3_env):
+    prefix = f"index/{next(_prefixes)}"
+    url = f"s3://softcopy/{prefix}"
+    dest = S3Destination(url)
+    for i in range(20):
+        publish(dest, f"c/{i}", b"x" * i)
+    dest.close()
+    assert INDEX in keys(s3_env, prefix)
+
+    class Source:
+        st_mtime_ns, st_ino, st_ctime_ns = MTIME_NS, 1234, 1600000000987654321
+
+    def all_copies(d: S3Destination) -> bool:
+        listed = d.listdir("c", stamps=True)
+        return len(listed) == 20 and all(
+            is_copy_of(_source(i), listed[str(i)], d.capabilities) for i in range(20)
+        )
+
+    def _source(i):
+        s = Source()
+        s.st_size = i
+        return s
+
+    again = S3Destination(url, create=False)
+    known = [o.mtime_ns is not None for rel, o in again._objects.items() if rel.startswith("c/")]
+    assert len(known) == 20 and all(known), "the index was not used"
+    assert all_copies(again)
+    # Without the index (a run killed before writing it): the metadata on the objects.
+    obstore.delete(raw_store(s3_env, prefix), INDEX)
+    blind = S3Destination(url, create=False)
+    assert all_copies(blind)
+
+
+def test_an_object_rewritten_by_another_tool_is_not_taken_for_a_copy(s3_env):
+    prefix = f"foreign/{next(_prefixes)}"
+    url = f"s3://softcopy/{prefix}"
+    dest = S3Destination(url)
+    publish(dest, "f", b"12345")
+    dest.close()
+    obstore.put(raw_store(s3_env, prefix), "f", b"54321")  # (same size, no metadata)
+
+    class Source:
+        st_size, st_mtime_ns, st_ino, st_ctime_ns = 5, MTIME_NS, 1234, 1600000000987654321
+
+    again = S3Destination(url, create=False)
+    assert not is_copy_of(Source(), again.stat("f"), again.capabilities)
+    assert read_back(again, "f") == b"54321"
+
+
+def test_a_large_file_goes_as_a_multipart_upload_and_reads_back(s3_env, monkeypatch):
+    from napari_softcopy.destinations import s3, s3_objects
+
+    monkeypatch.setattr(s3_objects, "SPILL_BYTES", 1024 * 1024)
+    monkeypatch.setattr(s3, "PART_BYTES", 5 * 1024 * 1024)
+    dest = S3Destination(f"s3://softcopy/large/{next(_prefixes)}")
+    data = os.urandom(11 * 1024 * 1024 + 3)
+    publish(dest, "shard", data)
+    assert read_back(dest, "shard") == data
+    assert obstore.head(dest._store, "shard")["e_tag"].strip('"').endswith("-3")  # 3 parts
+    dest.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("s3://ab/x", "not a valid bucket name"),
+        ("s3://softcopy/a//b", "empty"),
+        ("s3://softcopy/../b", "'..'"),
+    ],
+)
+def test_malformed_urls_are_refused_in_one_line(url, message):
+    with pytest.raises(S3SettingsError, match=message) as err:
+        parse_s3_url(url)
+    assert "\n" not in str(err.value)
+
+
+def test_a_missing_bucket_is_said_in_one_line_and_nothing_is_written(s3_env):
+    with pytest.raises(S3SettingsError, match="bucket no-such-bucket does not exist") as err:
+        S3Destination("s3://no-such-bucket/acq.zarr")
+    assert "\n" not in str(err.value)
+
+
+def test_refused_credentials_are_said_without_the_secret(s3_env, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret-1234")
+    prefix = f"refused/{next(_prefixes)}"
+    with pytest.raises(S3SettingsError, match="refused the credentials") as err:
+        S3Destination(f"s3://softcopy/{prefix}")
+    assert "wrong-secret-1234" not in str(err.value) and "\n" not in str(err.value)
+    assert keys(s3_env, prefix) == set()
+
+
+def test_an_unreachable_endpoint_is_said_in_one_line(s3_env, monkeypatch):
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_ports(1)[0]}")
+    # An OSError (EIO): a server that may come back is waited for, not bad settings.
+    with pytest.raises(OSError, match="cannot reach") as err:
+        S3Destination("s3://softcopy/acq.zarr")
+    assert err.value.errno == errno.EIO and "\n" not in str(err.value)
+
+
+def test_keys_from_a_profile_in_the_shared_files(s3_env, monkeypatch, tmp_path):
+    """obstore reads no ~/.aws files: a profile's keys, region and endpoint come from ours."""
+    creds, config = tmp_path / "credentials", tmp_path / "config"
+    creds.write_text(
+        f"[lab]\naws_access_key_id = {s3_env.key}\naws_secret_access_key = {s3_env.secret}\n"
+    )
+    config.write_text(f"[profile lab]\nregion = us-east-1\nendpoint_url = {s3_env.endpoint}\n")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(creds))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(config))
+    monkeypatch.setenv("AWS_PROFILE", "lab")
+    dest = S3Destination(f"s3://softcopy/profile/{next(_prefixes)}")
+    publish(dest, "f", b"by profile")
+    assert read_back(dest, "f") == b"by profile"
+    dest.close()
+
+
+def test_multipart_uploads_left_by_a_killed_copy_are_aborted_at_the_next_start(s3_env):
+    """A copier killed while it sent a large file leaves an upload in progress, its parts
+    stored and billed for ever: the next copy into the prefix aborts it (and only there)."""
+    from napari_softcopy.destinations.s3_uploads import signed_request, unfinished_uploads
+
+    prefix = f"orphans/{next(_prefixes)}"
+    creds = {"key": s3_env.key, "secret": s3_env.secret}
+    for key in (f"{prefix}/c/0", f"{prefix}/c/1", "elsewhere/shard"):
+        signed_request(
+            "POST", s3_env.endpoint, "softcopy", key, {"uploads": ""}, creds, "us-east-1"
+        )
+
+    def left(below: str) -> list[str]:
+        found = unfinished_uploads(s3_env.endpoint, "softcopy", below, creds, "us-east-1")
+        return sorted(k for k, _ in found)
+
+    assert left(f"{prefix}/") == [f"{prefix}/c/0", f"{prefix}/c/1"]
+    S3Destination(f"s3://softcopy/{prefix}", create=False).close()  # (a verification: reads)
+    assert len(left(f"{prefix}/")) == 2
+    S3Destination(f"s3://softcopy/{prefix}").close()  # (a copy starts)
+    assert left(f"{prefix}/") == []
+    assert left("elsewhere/") == ["elsewhere/shard"]  # (not below the copy's prefix)
