@@ -31,9 +31,9 @@ def _sync_tree(src: Path, url: str) -> int:
         for path in sorted(p for p in src.rglob("*") if p.is_file()):
             rel = path.relative_to(src).as_posix()
             st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
-            result, _ = sync_file(
+            result = sync_file(
                 rel, st, dest, force=False, stop=threading.Event(), src_dir_fd=fd, settle_s=0
-            )
+            ).copy
             copied += result is not None and result.committed
         dest.flush()
     finally:

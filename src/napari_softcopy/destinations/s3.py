@@ -408,6 +408,12 @@ class S3Destination(Destination):
         """Nothing to make: a folder exists in an object store while something is below it."""
 
     def create_temp(self, rel: str) -> S3TempFile:
+        from .names import UnholdableName, name_problem, unholdable_message
+
+        # (as on a disk, a name is refused before anything is uploaded, never retried)
+        reason = name_problem(rel.rpartition("/")[2], self.capabilities)
+        if reason is not None:
+            raise UnholdableName(errno.ENAMETOOLONG, unholdable_message(rel, reason, self.path))
         return S3TempFile(rel)
 
     def publish(
