@@ -270,14 +270,19 @@ class Mount:
         What this kind keeps.
     work : Path
         The mount's private folder (images, keys, server state).
+    backing : Path
+        Where the bytes really are, as a local filesystem sees them: the server's folder of a
+        network share (true inodes and ctimes, whatever the client shows), else `path`.
     """
 
     kind: str
     path: Path
     facts: Facts
     work: Path
+    backing: Path = Path()
     _mount: Callable[[], None] = field(repr=False, default=lambda: None)
     _vanish: Callable[[], None] = field(repr=False, default=lambda: None)
+    _stop_servers: Callable[[], None] = field(repr=False, default=lambda: None)
     _cleanup: list[Callable[[], None]] = field(repr=False, default_factory=list)
 
     def vanish(self) -> None:
@@ -289,6 +294,7 @@ class Mount:
         """Mount again after `vanish` (servers restarted), over the same backing storage:
         what was copied before is there again."""
         _unmount(self.path)
+        self._stop_servers()  # (also when they did not die: `restore` follows any fault)
         self.path.mkdir(exist_ok=True)
         self._mount()
         wait_until(lambda: is_mounted(self.path), _TIMEOUT, f"{self.kind} mounted at {self.path}")
@@ -375,7 +381,7 @@ def _setup_fuse_block(m: Mount, size_mb: int) -> None:
 
 def _setup_sftp(m: Mount, size_mb: int) -> None:
     del size_mb  # (the share is a folder of the test's disk)
-    remote = m.work / "remote"
+    remote = m.backing = m.work / "remote"
     remote.mkdir()
     host_key, user_key = m.work / "host_key", m.work / "user_key"
     for key in (host_key, user_key):
@@ -437,15 +443,16 @@ def _setup_sftp(m: Mount, size_mb: int) -> None:
     def kill_server() -> None:
         for proc in server:
             _kill_tree(proc)
+        server.clear()
 
-    m._mount, m._vanish = mount, kill_server
+    m._mount, m._vanish, m._stop_servers = mount, kill_server, kill_server
     m._cleanup.append(kill_server)
     mount()
 
 
 def _setup_smb(m: Mount, size_mb: int) -> None:
     del size_mb
-    share = m.work / "share"
+    share = m.backing = m.work / "share"
     share.mkdir()
     dirs = {d: m.work / "samba" / d for d in ("pid", "lock", "state", "cache", "private", "rpc")}
     for d in dirs.values():
@@ -521,13 +528,15 @@ def _setup_smb(m: Mount, size_mb: int) -> None:
     def kill_server() -> None:
         for proc in server:
             _kill_tree(proc)
+        server.clear()
 
-    def stop_client() -> None:
+    def stop_all() -> None:
+        kill_server()
         for proc in client:
             _stop(proc)
 
-    m._mount, m._vanish = mount, kill_server
-    m._cleanup += [kill_server, stop_client]
+    m._mount, m._vanish, m._stop_servers = mount, kill_server, stop_all
+    m._cleanup.append(stop_all)
     mount()
 
 
@@ -560,7 +569,7 @@ def mounted(kind: str, work: str | os.PathLike, *, size_mb: int = 128) -> Iterat
     require(kind)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    mount = Mount(kind, work / "mnt", FACTS[kind], work)
+    mount = Mount(kind, work / "mnt", FACTS[kind], work, work / "mnt")
     mount.path.mkdir()
     try:
         _SETUP[kind](mount, size_mb)
