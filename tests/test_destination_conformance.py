@@ -11,6 +11,7 @@ import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -111,10 +112,28 @@ sftp_mount = mount_fixture("sftp")
 smb_mount = mount_fixture("smb")
 
 
+_PRECISION = "issue 19: capabilities state 1 ns, this destination keeps {}"
+_SMB = "issue 19: setxattr on Samba through rclone mount is EIO, taken for a broken disk"
+_PUBLISHED = "test_a_published_file_reads_back_with_its_size_mtime_and_stamp"
+_WRITE_FILE = "test_write_file_publishes_small_data_durably"
+
+
 class MountedDestinationTests(LocalDestinationTests):
-    """`DestinationTests` on the `mounts.Mount` the fixture named `mount_name` gives."""
+    """`DestinationTests` on the `mounts.Mount` the fixture named `mount_name` gives.
+
+    ``known_failures`` maps a test to why it fails before issue 19's destination probe (the
+    capabilities `LocalDestination` states are not yet what the destination keeps): marked
+    ``xfail(strict=True)``, so the fix turns each into a failure that says to remove it.
+    """
 
     mount_name = ""
+    known_failures: ClassVar[dict[str, str]] = {}
+
+    @pytest.fixture(autouse=True)
+    def _known_failure(self, request) -> None:
+        reason = self.known_failures.get(request.node.originalname)
+        if reason:
+            request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
 
     @pytest.fixture
     def base(self, request) -> Path:
@@ -133,15 +152,35 @@ class TestLocalDestinationOnBtrfs(MountedDestinationTests):
 
 class TestLocalDestinationOnExfat(MountedDestinationTests):
     mount_name = "exfat_mount"
+    known_failures: ClassVar[dict[str, str]] = {
+        _PUBLISHED: _PRECISION.format("whole seconds and no xattrs"),
+        _WRITE_FILE: _PRECISION.format("whole seconds"),
+        "test_case_sensitivity_is_as_stated": "issue 19: capabilities state case-sensitive "
+        "names, exFAT folds case",
+    }
 
 
 class TestLocalDestinationOnNtfs(MountedDestinationTests):
     mount_name = "ntfs_mount"
+    known_failures: ClassVar[dict[str, str]] = {
+        _PUBLISHED: _PRECISION.format("100 ns"),
+        _WRITE_FILE: _PRECISION.format("100 ns"),
+    }
 
 
 class TestLocalDestinationOnSftp(MountedDestinationTests):
     mount_name = "sftp_mount"
+    known_failures: ClassVar[dict[str, str]] = {
+        _PUBLISHED: _PRECISION.format("whole seconds and no xattrs"),
+        _WRITE_FILE: _PRECISION.format("whole seconds"),
+    }
 
 
 class TestLocalDestinationOnSmb(MountedDestinationTests):
     mount_name = "smb_mount"
+    # Every test that publishes with a source stamp (all but one) meets the EIO.
+    known_failures: ClassVar[dict[str, str]] = {
+        name: _SMB
+        for name in dir(DestinationTests)
+        if name.startswith("test_") and name != "test_the_final_name_appears_only_when_published"
+    }

@@ -38,13 +38,37 @@ from mounts import KINDS, Mount, mounted
 #: A copy may write at most this much more than the archive holds (issue 19: "written once").
 MAX_WRITE_RATIO = 1.05
 #: The longest a CLI run may take on these small archives before it counts as hanging.
-RUN_TIMEOUT = 45.0
+RUN_TIMEOUT = 30.0
 
-_COARSE = "issue 19: the one rule compares mtimes to the nanosecond and this destination keeps "
-_EIO = "issue 19: setxattr on Samba through rclone mount is EIO, taken for a broken disk"
-_RERUN = "issue 19: a rerun on a finished pair rewrites the marker"
-#: (test name, kind) -> why it fails on today's code.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {}
+_COARSE = {
+    "exfat": "issue 19: exfat-fuse keeps whole seconds; the rule compares mtimes to the ns, "
+    "so verification finds every file mismatched (exit 1)",
+    "ntfs": "issue 19: ntfs-3g keeps 100 ns; the rule compares mtimes to the ns, so "
+    "verification finds every file mismatched (exit 1)",
+    "sftp": "issue 19: SFTP v3 keeps whole seconds; the rule compares mtimes to the ns, so "
+    "verification finds every file mismatched (exit 1)",
+    "smb": "issue 19: setxattr on Samba through rclone mount is EIO, taken for a broken disk: "
+    "every file retried, nothing copied, the copy never ends",
+}
+_LIVE = (
+    "test_live_copy_with_a_writer_is_verified_identical_and_written_once",
+    "test_a_copy_killed_midway_resumes_to_a_verified_copy_written_once",
+    "test_after_the_mount_vanished_midway_a_rerun_completes",
+)
+#: (test name, kind) -> why it fails on the code before issue 19's destination probe and
+#: precision-aware rule: each entry must flip to a pass (and be removed) with that fix.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {
+    **{(test, kind): why for test in _LIVE for kind, why in _COARSE.items()},
+    **{
+        ("test_a_rerun_on_a_finished_pair_writes_nothing", kind): _COARSE.get(
+            kind, "issue 19: a rerun on a finished, verified pair writes the marker again"
+        )
+        for kind in KINDS
+    },
+    ("test_the_mount_vanishing_midway_is_one_clear_error_leaving_nothing_partial", "smb"): (
+        _COARSE["smb"]
+    ),
+}
 
 
 @pytest.fixture(autouse=True)
@@ -199,7 +223,7 @@ def test_a_copy_killed_midway_resumes_to_a_verified_copy_written_once(
     writer.start()
     proc = start_cli(*copy_args(src, dst, status, "--wait-for-source"), state_dir=state_dir)
     try:
-        poll(lambda: status_has(status, lambda s: s["files_copied"] >= 20), 30, "20 copies")
+        poll(lambda: status_has(status, lambda s: s["files_copied"] >= 20), 20, "20 copies")
         proc.kill()  # SIGKILL: no chance to tidy up
         proc.wait(10)
         before = read_status(status)["bytes_copied"]
@@ -244,16 +268,17 @@ def test_a_rerun_on_a_finished_pair_writes_nothing(tmp_path, mount, dst, state_d
     assert took < 20, f"the rerun took {took:.1f} s"
 
 
-def test_the_mount_vanishing_midway_is_one_clear_error_and_a_rerun_completes(
-    tmp_path, mount, dst, state_dir
-):
+def _vanish_midway(tmp_path: Path, mount: Mount, dst: Path, state_dir: Path):
+    """Copy a finished archive at 2 MB/s, make the mount vanish after two files, and return
+    (exit code, final status, seconds from the vanishing to the exit, the source's files)
+    once the mount is restored."""
     src, status = tmp_path / "acq.zarr", tmp_path / "status.json"
-    chunks = make_archive(src, n_chunks=24, chunk_bytes=256 * 1024)
+    make_archive(src, n_chunks=24, chunk_bytes=256 * 1024)
     proc = start_cli(
         *copy_args(src, dst, status, "--workers", "2", "--bandwidth", "2"), state_dir=state_dir
     )
     try:
-        poll(lambda: status_has(status, lambda s: s["files_copied"] >= 2), 30, "copies under way")
+        poll(lambda: status_has(status, lambda s: s["files_copied"] >= 2), 20, "copies under way")
         mount.vanish()
         t0 = time.monotonic()
         code = wait(proc, "the copy after the mount vanished")
@@ -264,16 +289,26 @@ def test_the_mount_vanishing_midway_is_one_clear_error_and_a_rerun_completes(
         if proc.poll() is None:
             proc.kill()
         mount.restore()
-    s = read_status(status)
+    return code, read_status(status), stopped_after, src
+
+
+def test_the_mount_vanishing_midway_is_one_clear_error_leaving_nothing_partial(
+    tmp_path, mount, dst, state_dir
+):
+    code, s, stopped_after, src = _vanish_midway(tmp_path, mount, dst, state_dir)
     assert code == 1 and s["state"] == "failed", (code, s["state"], s.get("message"))
     assert str(dst) in s["message"] and "run the same command again" in s["message"], s["message"]
     assert s["error_count"] <= 3, f"one clear error, not an error loop: {s['errors']}"
-    assert stopped_after < 30, f"took {stopped_after:.1f} s to stop"
-    # After the remount: nothing partial at a final path.
-    expected = {**chunks, **{rel: (src / rel).read_bytes() for rel in ("zarr.json", "complete")}}
-    partial = [rel for rel, data in final_files(dst).items() if data != expected.get(rel)]
+    assert stopped_after < 20, f"took {stopped_after:.1f} s to stop"
+    # After the remount: whatever has its final name is a whole copy of its source file.
+    partial = [rel for rel, data in final_files(dst).items() if data != _source(src, rel)]
     assert not partial, f"partial or foreign files at final paths: {partial[:5]}"
+
+
+def test_after_the_mount_vanished_midway_a_rerun_completes(tmp_path, mount, dst, state_dir):
+    *_, src = _vanish_midway(tmp_path, mount, dst, state_dir)
     dst.parent.mkdir(exist_ok=True)  # (a tmpfs comes back empty, as a new drive would)
+    status = tmp_path / "status.json"
     rerun = run_cli(*copy_args(src, dst, status), state_dir=state_dir, timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     assert_copy(src, dst, mount)
