@@ -155,7 +155,9 @@ def summarize(runs: list[dict]) -> dict:
         wl: {
             name: {
                 "wall_s": median(r["wall_s"] for r in rs if r["wall_s"] is not None),
-                "worst_wall_s": max((r["wall_s"] or 0) for r in rs),
+                "worst_wall_s": max(
+                    (r["wall_s"] for r in rs if r["wall_s"] is not None), default=None
+                ),
                 "exit_codes": sorted({r["exit_code"] for r in rs}, key=str),
                 "identical": all(r["correctness"]["ok"] for r in rs),
                 "files": rs[0]["correctness"]["files"],

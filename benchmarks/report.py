@@ -316,7 +316,7 @@ def network_section(path: Path | None = None) -> list[str]:
                 labels.get(name, name),
                 _f(r["wall_s"]),
                 _f(r["worst_wall_s"]),
-                ", ".join(map(str, r["exit_codes"])),
+                ", ".join("timed out" if c is None else str(c) for c in r["exit_codes"]),
                 "yes" if r["identical"] else "**no**",
             ]
             for name, r in by.items()
@@ -332,7 +332,7 @@ def network_section(path: Path | None = None) -> list[str]:
                 labels.get(r["copier"], r["copier"]),
                 f"{r['files']:,}",
                 _f(r["drain_s"]),
-                str(r["exit_code"]),
+                "timed out" if r["exit_code"] is None else str(r["exit_code"]),
                 "yes" if r["correctness"]["ok"] else "**no**",
             ]
             for r in live_runs
