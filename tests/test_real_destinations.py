@@ -34,6 +34,7 @@ from faults_support import (
     status_has,
 )
 from mounts import KINDS, Mount, mounted
+from napari_softcopy.destinations import STATE_DIR
 
 #: A copy may write at most this much more than the archive holds (issue 19: "written once").
 MAX_WRITE_RATIO = 1.05
@@ -65,8 +66,13 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
         )
         for kind in KINDS
     },
+    # Not only issue 19's: once setxattr's EIO is handled, rclone mount's write cache
+    # (--vfs-cache-mode writes) takes every write and fsync while smbd is dead, so the copy
+    # verifies against the cache and exits 0 with nothing on the server (measured with the
+    # probe's branch). A cache that says "durable" when it is not cannot be told from here.
     ("test_the_mount_vanishing_midway_is_one_clear_error_leaving_nothing_partial", "smb"): (
-        _COARSE["smb"]
+        _COARSE["smb"] + "; and with that fixed, rclone mount's write cache accepts every "
+        "write while the server is dead: the copy verifies against the cache and exits 0"
     ),
 }
 
@@ -134,6 +140,14 @@ class Acquisition(threading.Thread):
         assert self.error is None, f"the writer failed: {self.error!r}"
 
 
+def copied_files(dst: Path) -> dict[str, bytes]:
+    """Final-name files at the destination, its private folder (`STATE_DIR`: the probe's and
+    the copy's own records) left out: what must each be a whole copy of a source file."""
+    return {
+        rel: data for rel, data in final_files(dst).items() if rel.partition("/")[0] != STATE_DIR
+    }
+
+
 def tree_bytes(root: Path) -> int:
     return sum(len(data) for data in final_files(root).values())
 
@@ -142,7 +156,7 @@ def assert_copy(src: Path, dst: Path, mount: Mount) -> int:
     """Assert ``dst`` is a copy of ``src``: the same files, byte for byte, each mtime the
     source's to the precision this destination keeps, and no temporary file of ours.
     Returns the number of files."""
-    source, copy = final_files(src), final_files(dst)
+    source, copy = final_files(src), copied_files(dst)
     assert not own_temp_files(dst), f"temporary files left: {own_temp_files(dst)[:5]}"
     copy.pop("complete", None)  # (the marker is the copy's own: compared apart)
     source.pop("complete", None)
@@ -228,7 +242,7 @@ def test_a_copy_killed_midway_resumes_to_a_verified_copy_written_once(
         proc.wait(10)
         before = read_status(status)["bytes_copied"]
         # Nothing partial at a final path: whatever has its final name is a whole copy.
-        partial = [rel for rel, data in final_files(dst).items() if data != _source(src, rel)]
+        partial = [rel for rel, data in copied_files(dst).items() if data != _source(src, rel)]
         assert not partial, f"partial files at final paths after SIGKILL: {partial[:5]}"
         proc = start_cli(*copy_args(src, dst, status), state_dir=state_dir)
         writer.finish()
@@ -301,7 +315,7 @@ def test_the_mount_vanishing_midway_is_one_clear_error_leaving_nothing_partial(
     assert s["error_count"] <= 3, f"one clear error, not an error loop: {s['errors']}"
     assert stopped_after < 20, f"took {stopped_after:.1f} s to stop"
     # After the remount: whatever has its final name is a whole copy of its source file.
-    partial = [rel for rel, data in final_files(dst).items() if data != _source(src, rel)]
+    partial = [rel for rel, data in copied_files(dst).items() if data != _source(src, rel)]
     assert not partial, f"partial or foreign files at final paths: {partial[:5]}"
 
 
