@@ -279,10 +279,71 @@ def render(results: dict, plot_ok: bool) -> str:
         ]
         lines += [*_table(["", "napari-softcopy"], rows), ""]
 
+    lines += network_section()
     notes = REPO / "benchmarks" / "notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     return "\n".join(lines)
+
+
+def network_section(path: Path | None = None) -> list[str]:
+    """The sshfs section, from ``benchmarks/results/network.json`` (`benchmarks.network`,
+    a run of its own: it needs root to mount the share)."""
+    path = path or REPO / "benchmarks" / "results" / "network.json"
+    if not path.exists():
+        return []
+    net = json.loads(path.read_text())
+    meta, summary = net["meta"], net["bulk"].get("summary", {})
+    labels = meta.get("copiers", {})
+    lines = [
+        "## A network share: sshfs",
+        "",
+        f"Measured {meta['date']} with `{meta['command']}` ({meta['reps']} repetition(s), "
+        f"median; {meta.get('rclone', 'rclone ?')}). The share: {meta['share']}, so the "
+        "link is the loopback and the cost is the round trip per file operation (SFTP, "
+        "through FUSE): what a network share adds without a network's bandwidth limit. "
+        f"**The machine is shared** (load average {meta['load_average_at_start']} at the "
+        f"start, {meta['load_average_at_end']} at the end). Each tool copies the finished "
+        "archive onto the mounted share (rclone also through its own sftp backend); "
+        "napari-softcopy's time includes its verification and flush.",
+        "",
+    ]
+    for wl, by in summary.items():
+        some = next(iter(by.values()))
+        lines += [f"### {wl}: {some['files']:,} files, {some['bytes'] / MIB:.0f} MiB", ""]
+        rows = [
+            [
+                labels.get(name, name),
+                _f(r["wall_s"]),
+                _f(r["worst_wall_s"]),
+                ", ".join("timed out" if c is None else str(c) for c in r["exit_codes"]),
+                "yes" if r["identical"] else "**no**",
+            ]
+            for name, r in by.items()
+        ]
+        lines += [
+            *_table(["", "wall (s)", "worst (s)", "exit codes", "byte-identical"], rows),
+            "",
+        ]
+    live_runs = net.get("live", {}).get("runs", [])
+    if live_runs:
+        rows = [
+            [
+                labels.get(r["copier"], r["copier"]),
+                f"{r['files']:,}",
+                _f(r["drain_s"]),
+                "timed out" if r["exit_code"] is None else str(r["exit_code"]),
+                "yes" if r["correctness"]["ok"] else "**no**",
+            ]
+            for r in live_runs
+        ]
+        lines += [
+            "### live: the light-sheet acquisition written locally, copied onto the share",
+            "",
+            *_table(["", "files", "drain after marker (s)", "exit", "byte-identical"], rows),
+            "",
+        ]
+    return lines
 
 
 def _mode(results: dict, mode: str) -> dict:

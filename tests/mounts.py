@@ -273,6 +273,9 @@ class Mount:
     backing : Path
         Where the bytes really are, as a local filesystem sees them: the server's folder of a
         network share (true inodes and ctimes, whatever the client shows), else `path`.
+    address : dict of str
+        How to reach a network share directly (``host``, ``port``, ``user``, ``key_file``,
+        ``path``; for rclone's own sftp backend, say); empty for a local disk.
     """
 
     kind: str
@@ -280,6 +283,7 @@ class Mount:
     facts: Facts
     work: Path
     backing: Path = Path()
+    address: dict[str, str] = field(default_factory=dict)
     _mount: Callable[[], None] = field(repr=False, default=lambda: None)
     _vanish: Callable[[], None] = field(repr=False, default=lambda: None)
     _stop_servers: Callable[[], None] = field(repr=False, default=lambda: None)
@@ -421,6 +425,13 @@ def _setup_sftp(m: Mount, size_mb: int) -> None:
 
     def mount() -> None:
         port = start_sshd()
+        m.address = {
+            "host": "127.0.0.1",
+            "port": str(port),
+            "user": "root",
+            "key_file": str(user_key),
+            "path": str(remote),
+        }
         ssh_options = (
             f"IdentityFile={user_key},StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,"
             "BatchMode=yes,ServerAliveInterval=1,ServerAliveCountMax=2"

@@ -1,6 +1,7 @@
 """`LocalDestination` keeps the `Destination` contract (`DestinationTests`) on real
-filesystems: the test's own folder, a tmpfs and an ext4 image, each mounted for its class
-(skipped with the reason where mounting is refused)."""
+filesystems: the test's own folder, a tmpfs, an ext4 image, and every kind of `mounts.KINDS`
+(xfs, btrfs, exFAT, NTFS, sshfs, SMB), each mounted once for its class (skipped with the
+reason where mounting is refused)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import pytest
 
 from destination_tests import DestinationTests
 from faults_support import require_mounts, tmpfs, unmount_all
+from mounts import Mount, mount_fixture
 from napari_softcopy.destinations import Destination, LocalDestination
 
 _roots = itertools.count()
@@ -98,3 +100,49 @@ class TestLocalDestinationOnExt4(LocalDestinationTests):
     @pytest.fixture
     def base(self, ext4_disk) -> Path:
         return ext4_disk
+
+
+# -- every real destination of mounts.py, one class each -------------------------------------
+xfs_mount = mount_fixture("xfs")
+btrfs_mount = mount_fixture("btrfs")
+exfat_mount = mount_fixture("exfat")
+ntfs_mount = mount_fixture("ntfs")
+sftp_mount = mount_fixture("sftp")
+smb_mount = mount_fixture("smb")
+
+
+class MountedDestinationTests(LocalDestinationTests):
+    """`DestinationTests` on the `mounts.Mount` the fixture named `mount_name` gives (each
+    test of a capability follows what the destination's probe found)."""
+
+    mount_name = ""
+
+    @pytest.fixture
+    def base(self, request) -> Path:
+        mount: Mount = request.getfixturevalue(self.mount_name)
+        assert mount.mounted, f"{mount.kind} is no longer mounted at {mount.path}"
+        return mount.path
+
+
+class TestLocalDestinationOnXfs(MountedDestinationTests):
+    mount_name = "xfs_mount"
+
+
+class TestLocalDestinationOnBtrfs(MountedDestinationTests):
+    mount_name = "btrfs_mount"
+
+
+class TestLocalDestinationOnExfat(MountedDestinationTests):
+    mount_name = "exfat_mount"
+
+
+class TestLocalDestinationOnNtfs(MountedDestinationTests):
+    mount_name = "ntfs_mount"
+
+
+class TestLocalDestinationOnSftp(MountedDestinationTests):
+    mount_name = "sftp_mount"
+
+
+class TestLocalDestinationOnSmb(MountedDestinationTests):
+    mount_name = "smb_mount"

@@ -223,6 +223,13 @@ class LiveCopy(EngineState):
                 self._arrays_dirty = True
 
     def _dest_error(self, rel: str, exc: OSError) -> float:
+        if not isinstance(exc, DestinationChanged) and self._dest is not None:
+            # A share whose server died (sshfs: ENOTCONN) or a dropped mount fails every file
+            # at once: ask the root first, so that is one error that stops, not one per file.
+            try:
+                self._dest.check()
+            except DestinationChanged as gone:
+                exc = gone
         if isinstance(exc, DestinationChanged):  # not a passing condition: stop, say why
             self._fail(exc.strerror)
             return 0.0
