@@ -146,3 +146,12 @@ class TestLocalDestinationOnSftp(MountedDestinationTests):
 
 class TestLocalDestinationOnSmb(MountedDestinationTests):
     mount_name = "smb_mount"
+
+    @pytest.mark.xfail(
+        strict=True,
+        reason="rclone mount numbers a folder's inode by its path, so a folder re-created at "
+        "the root's path looks like the root (docs/destinations.md); a mount that drops is "
+        "still noticed (test_real_destinations)",
+    )
+    def test_check_notices_a_replaced_root(self, destination, replace_root):
+        super().test_check_notices_a_replaced_root(destination, replace_root)
