@@ -25,6 +25,7 @@ import xxhash
 from .checks import InputError, check_apart
 from .destinations import Capabilities, FileInfo, LocalDestination, copy_difference
 from .layout import is_metadata_name, is_own_temp_name, is_temp_name
+from .march import Folder, MarchHandler, march
 from .verify_helpers import WalkHelper, start_helpers
 
 __all__ = ["MAX_LISTED", "VerifyReport", "WalkHelper", "recheck", "start_helpers", "verify_tree"]
@@ -336,25 +337,19 @@ def _is_metadata(rel: str) -> bool:
     return is_metadata_name(rel.rpartition("/")[2])
 
 
-_ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC  # the roots as the user named them
-_DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
 #: Where the destination does not exist (every file missing): the rule needs none of these.
 _NO_CAPABILITIES = Capabilities()
 
 
 @dataclass
-class _Comparison:
-    """One `verify_tree` walk: the options, and the report it fills.
+class _Comparison(MarchHandler):
+    """One `verify_tree` walk (`march.march`): the options, and the report it fills.
 
-    Source folders are opened below the root's descriptor and listed by descriptor, so every
-    stat is an fstatat of a name in its folder, not a walk of its whole path (a folder of
-    50,000 chunks: 0.84 s -> 0.60 s); the destination is listed the same way through
-    `LocalDestination.listdir`, which follows no link.
-
-    Split in ``parts``, each walk lists every folder but compares only the entries whose
-    name hashes to its ``part`` (`_mine`). What concerns a folder as a whole is reported by
-    part 0 and kept aside by every part (`VerifyReport._merge` adds what part 0 did not see:
-    a helper that could not list a folder never leaves its files uncounted unnoticed).
+    Split in ``parts``, each walk enters every source folder but compares only the entries
+    whose name hashes to its ``part`` (`_mine`, the walk's ``keep``). What concerns a folder
+    as a whole is reported by part 0 and kept aside by every part (`VerifyReport._merge` adds
+    what part 0 did not see: a helper that could not list a folder never leaves its files
+    uncounted unnoticed).
     """
 
     report: VerifyReport
@@ -380,56 +375,66 @@ class _Comparison:
 
     def run(self, stop: threading.Event | None) -> None:
         report = self.report
+        self.dest = _open_destination(report.destination)
         try:
-            src_fd = os.open(report.source, _ROOT_FLAGS)
-        except OSError as exc:
-            self._add_folder_problem("unreadable", (".", exc.strerror or str(exc)))
-            return
-        try:
-            self.dest = _open_destination(report.destination)
-        except BaseException:
-            os.close(src_fd)
-            raise
-        try:
-            stack = [""]
-            while stack:
-                if stop is not None and stop.is_set():
-                    self._add_folder_problem("unreadable", _INTERRUPTED)
-                    break
-                self._folder(stack.pop(), src_fd, stack)
+            done = march(
+                report.source,
+                self.dest,
+                self,
+                keep=None if self.parts == 1 else self._mine,
+                stamps=self.stamps,
+                cancelled=None if stop is None else stop.is_set,
+            )
         finally:
-            os.close(src_fd)
             if self.dest is not None:
                 self.dest.close()
                 self.dest = None
+        if not done:
+            self._add_folder_problem("unreadable", _INTERRUPTED)
 
-    def _folder(self, rel_dir: str, src_root_fd: int, stack: list[str]) -> None:
-        """Compare the folder ``rel_dir``; push its subfolders on ``stack``."""
-        try:
-            src_dir_fd = os.open(rel_dir or ".", _DIR_FLAGS, dir_fd=src_root_fd)
-        except OSError as exc:
-            self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
-            return
-        mine = self._mine
-        try:
-            # A part keeps only the entries it looks at: its own names, and every folder of
-            # the source (every part walks them) with what stands at the destination in its
-            # place. A folder only at the destination is its name's part's.
-            with os.scandir(src_dir_fd) as it:
-                if self.parts == 1:
-                    src_entries = list(it)
-                else:
-                    src_entries = [e for e in it if e.is_dir(follow_symlinks=False) or mine(e.name)]
-                    folders = {e.name for e in src_entries if e.is_dir(follow_symlinks=False)}
-            dst_entries: dict[str, FileInfo] = {}
-            if self.dest is not None:
-                keep = None if self.parts == 1 else (lambda n: n in folders or mine(n))
-                dst_entries = self.dest.listdir(rel_dir, keep=keep, stamps=self.stamps) or {}
-            self._entries(rel_dir, src_entries, dst_entries, stack, src_dir_fd)
-        except OSError as exc:
-            self._add_folder_problem("unreadable", (rel_dir or ".", exc.strerror or str(exc)))
-        finally:
-            os.close(src_dir_fd)  # (the entries stat through it: closed only now)
+    # -- the walk's callbacks ----------------------------------------------------------
+    def folder_error(self, rel: str, exc: OSError) -> None:
+        self._add_folder_problem("unreadable", (rel or ".", exc.strerror or str(exc)))
+
+    def src_only(self, folder: Folder, entry: os.DirEntry) -> bool:
+        return self.match(folder, entry, None)
+
+    def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
+        name = entry.name
+        rel = folder.prefix + name
+        if entry.is_dir(follow_symlinks=False):
+            if info is not None and not info.is_dir:
+                # a link (or file) where the source has a folder: never looked through
+                self._add_folder_problem("mismatched", (rel, "not a folder at the destination"))
+                return False
+            return True
+        skipped = is_temp_name(name) or (self.marker and rel == self.marker)
+        if not skipped:
+            # Stat-ed by name in its folder, not through its entry: a part's folder keeps its
+            # entries until its last file is compared, each with its stat result.
+            try:
+                st = folder.lstat(name)
+            except FileNotFoundError:
+                skipped = True  # deleted by the writer while we looked
+            else:
+                if stat.S_ISREG(st.st_mode):
+                    self._compare(rel, st, info, f"{self.report.source}/{rel}")
+                    return False
+                self.report._add(
+                    "unreadable", (rel, "not a regular file (symlinks are not copied)")
+                )
+        if info is not None:  # (what the source has not as a file is no copy of it)
+            self.dst_only(folder, name, info)
+        return False
+
+    def dst_only(self, folder: Folder, name: str, info: FileInfo) -> bool:
+        rel = folder.prefix + name
+        if is_own_temp_name(name) or (self.marker and rel == self.marker):
+            return False
+        if info.is_dir:
+            return True  # (each file below it is extra)
+        self.report._add("extra", rel)
+        return False
 
     def _compare(self, rel: str, st: os.stat_result, copy: FileInfo | None, src_path: str) -> None:
         """Count the source file ``rel`` (``st``) and compare its copy (``copy``, None when
@@ -463,63 +468,3 @@ class _Comparison:
             and len(report._counted) < 2 * MAX_LISTED
         ):
             report._counted[rel] = st.st_size  # (both kinds listed in full fit)
-
-    def _entries(
-        self,
-        rel_dir: str,
-        src_entries: list[os.DirEntry],
-        dst_entries: dict[str, FileInfo],
-        stack: list[str],
-        src_dir_fd: int,
-    ) -> None:
-        # Source files are stat-ed by name in their folder, not through their entry: an entry
-        # keeps its stat result, and a folder's entries are kept until its last file is
-        # compared (50,000 files: 65 -> 40 MiB).
-        report, marker = self.report, self.marker
-        add = report._add
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        src_prefix = f"{report.source}/{prefix}"
-        for entry in src_entries:
-            name = entry.name
-            rel = prefix + name
-            if entry.is_dir(follow_symlinks=False):
-                other = dst_entries.pop(name, None)
-                if other is not None and not other.is_dir:
-                    # a link (or file) where the source has a folder: never looked through
-                    self._add_folder_problem("mismatched", (rel, "not a folder at the destination"))
-                    continue
-                stack.append(rel)
-                continue
-            if is_temp_name(name) or (marker and rel == marker):
-                continue
-            try:
-                st = os.stat(name, dir_fd=src_dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # deleted by the writer while we looked
-            if not stat.S_ISREG(st.st_mode):
-                add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
-                continue
-            self._compare(rel, st, dst_entries.pop(name, None), src_prefix + name)
-        for name, other in dst_entries.items():
-            rel = prefix + name
-            if is_own_temp_name(name) or (marker and rel == marker):
-                continue
-            if other.is_dir:
-                for path in _files_below(self.dest, rel):
-                    add("extra", path)
-                continue
-            add("extra", rel)
-
-
-def _files_below(dest: LocalDestination, rel_dir: str) -> Iterator[str]:
-    """Paths of the files below the destination's folder ``rel_dir`` (our own temp files
-    excluded; links are neither followed nor listed as folders)."""
-    stack = [rel_dir]
-    while stack:
-        folder = stack.pop()
-        for name, info in sorted((dest.listdir(folder) or {}).items(), reverse=True):
-            rel = f"{folder}/{name}"
-            if info.is_dir:
-                stack.append(rel)
-            elif not is_own_temp_name(name):
-                yield rel
