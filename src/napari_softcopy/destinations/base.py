@@ -40,8 +40,7 @@ STATE_DIR = ".softcopy"
 
 
 class SourceStat(Protocol):
-    """What the rule reads of a source file: an ``os.stat_result`` has it, so does
-    `chunkmap.ChunkFile`."""
+    """What the rule reads of a source file (an ``os.stat_result`` has it)."""
 
     @property
     def st_size(self) -> int: ...
