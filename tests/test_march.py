@@ -11,7 +11,7 @@ import zlib
 import pytest
 
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.march import MarchHandler, march
+from napari_softcopy.march import MarchHandler, is_private, march
 
 
 class Recorder(MarchHandler):
@@ -205,6 +205,9 @@ def test_the_destinations_private_folder_is_skipped_at_the_root_only(tmp_path):
     assert not any(rel.startswith(STATE_DIR) for rel in rels)
     assert {f"a/{STATE_DIR}/0", f"b/{STATE_DIR}/1"} <= rels  # (a Zarr's own, below the root)
     assert ("match", f"a/{STATE_DIR}/0", "file", "file") in walk.calls
+    # (what the live copy asks of a file event's path)
+    assert is_private(STATE_DIR) and is_private(f"{STATE_DIR}/manifest")
+    assert not is_private(f"a/{STATE_DIR}/0") and not is_private(f"{STATE_DIR}x/0")
 
 
 def test_the_parts_of_a_split_walk_share_the_names_and_each_enters_every_source_folder(trees):

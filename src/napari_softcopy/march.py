@@ -38,7 +38,7 @@ from .destinations import STATE_DIR, FileInfo
 if TYPE_CHECKING:
     from .destinations import Destination
 
-__all__ = ["Folder", "MarchHandler", "march"]
+__all__ = ["Folder", "MarchHandler", "is_private", "march"]
 
 #: The source root as the user named it (a link to it is followed, as ``cp -r`` does).
 _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
@@ -46,6 +46,13 @@ _ROOT_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _DIR_FLAGS = _ROOT_FLAGS | os.O_NOFOLLOW
 #: Source entries read between two asks of ``cancelled`` (a folder may hold a million).
 _CANCEL_EVERY = 1000
+_PRIVATE_PREFIX = STATE_DIR + "/"
+
+
+def is_private(rel: str) -> bool:
+    """Whether the path ``rel`` is in `STATE_DIR` at the root: napari-softcopy's own, not
+    part of the archive (the walk skips it; a file event there is no hint either)."""
+    return rel.startswith(_PRIVATE_PREFIX) or rel == STATE_DIR
 
 
 class Folder:
