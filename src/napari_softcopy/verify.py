@@ -361,6 +361,9 @@ class _Comparison(MarchHandler):
     parts: int = 1
     dest: LocalDestination | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        self._src_prefix = f"{self.report.source}/"
+
     def _mine(self, name: str) -> bool:
         """Whether this part compares the file ``name`` (crc32: the same in every process)."""
         return (
@@ -413,12 +416,12 @@ class _Comparison(MarchHandler):
             # Stat-ed by name in its folder, not through its entry: a part's folder keeps its
             # entries until its last file is compared, each with its stat result.
             try:
-                st = folder.lstat(name)
+                st = os.stat(name, dir_fd=folder.fd, follow_symlinks=False)  # (`Folder.lstat`)
             except FileNotFoundError:
                 skipped = True  # deleted by the writer while we looked
             else:
                 if stat.S_ISREG(st.st_mode):
-                    self._compare(rel, st, info, f"{self.report.source}/{rel}")
+                    self._compare(rel, st, info, self._src_prefix + rel)
                     return False
                 self.report._add(
                     "unreadable", (rel, "not a regular file (symlinks are not copied)")
