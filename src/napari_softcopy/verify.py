@@ -23,8 +23,8 @@ from typing import BinaryIO
 import xxhash
 
 from .checks import InputError, check_apart
-from .destinations import Capabilities, FileInfo, LocalDestination, copy_difference
-from .layout import is_metadata_name, is_own_temp_name, is_temp_name
+from .destinations import FileInfo, LocalDestination, copy_difference
+from .layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
 from .march import Folder, MarchHandler, march
 from .verify_helpers import WalkHelper, start_helpers
 
@@ -337,10 +337,6 @@ def _is_metadata(rel: str) -> bool:
     return is_metadata_name(rel.rpartition("/")[2])
 
 
-#: Where the destination does not exist (every file missing): the rule needs none of these.
-_NO_CAPABILITIES = Capabilities()
-
-
 @dataclass
 class _Comparison(MarchHandler):
     """One `verify_tree` walk (`march.march`): the options, and the report it fills.
@@ -442,32 +438,32 @@ class _Comparison(MarchHandler):
     def _compare(self, rel: str, st: os.stat_result, copy: FileInfo | None, src_path: str) -> None:
         """Count the source file ``rel`` (``st``) and compare its copy (``copy``, None when
         there is none) by the one rule, then by content where asked."""
+        # (once a file of every archive, in every walk: kept to the few steps it needs)
         report = self.report
-        add = report._add
         report.files_checked += 1
         report.bytes_checked += st.st_size
-        metadata = _is_metadata(rel)
+        metadata = rel.rpartition("/")[2] in METADATA_NAMES
         report.metadata_files += metadata
         if self.progress is not None and report.files_checked % 1000 == 0:
             self.progress(report.files_checked, report.bytes_checked)
-        problems = report.n_missing + report.n_mismatched
-        dest = self.dest
-        # (the stamps, where compared, were read with the listing: `FileInfo.stamp`)
-        why = copy_difference(st, copy, _NO_CAPABILITIES if dest is None else dest.capabilities)
         if copy is None:
-            add("missing", rel)
-        elif why is not None:
-            add("mismatched", (rel, why))
-        elif self.checksum or metadata:
-            try:
-                same = _same_content(src_path, dest, rel, self.checksum)
-            except OSError as exc:
-                add("unreadable", (rel, exc.strerror or str(exc)))
-                return
-            if not same:
-                add("mismatched", (rel, "content differs"))
-        if (
-            report.n_missing + report.n_mismatched != problems
-            and len(report._counted) < 2 * MAX_LISTED
-        ):
+            kind, item = "missing", rel
+        else:  # (listed at the destination: it exists)
+            # (the stamps, where compared, were read with the listing: `FileInfo.stamp`)
+            why = copy_difference(st, copy, self.dest.capabilities)
+            if why is not None:
+                kind, item = "mismatched", (rel, why)
+            elif not (self.checksum or metadata):
+                return  # a copy
+            else:
+                try:
+                    same = _same_content(src_path, self.dest, rel, self.checksum)
+                except OSError as exc:
+                    report._add("unreadable", (rel, exc.strerror or str(exc)))
+                    return
+                if same:
+                    return
+                kind, item = "mismatched", (rel, "content differs")
+        report._add(kind, item)
+        if len(report._counted) < 2 * MAX_LISTED:
             report._counted[rel] = st.st_size  # (both kinds listed in full fit)
