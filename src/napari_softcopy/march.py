@@ -92,6 +92,8 @@ class MarchHandler:
     `FileInfo`. Returning True for anything but a folder changes nothing.
     """
 
+    __slots__ = ()  # (a handler with slots of its own has no instance dict)
+
     def src_only(self, folder: Folder, entry: os.DirEntry) -> bool:
         """``entry`` is at the source only. Return True to enter it (a folder)."""
         raise NotImplementedError
