@@ -116,3 +116,17 @@ def test_probe_follows_a_copy(tmp_path):
     (dst / "zarr.json").write_bytes(b"{}")
     assert probe.sample()["backlog_bytes"] == 0
     assert probe.first_byte()
+
+
+@pytest.mark.parametrize("what", ["verify", "verify-2", "chunkmap", "scan"])
+def test_each_walk_of_the_walks_benchmark_walks_every_file(tmp_path, what):
+    """`benchmarks.walks` reaches into the engine for its resume scan: this keeps it in step."""
+    from benchmarks.walks import copy_with_stamps, generate_nested, measure
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    files = generate_nested(src, (1, 1, 2, 32))  # (64 chunk files, zarr.json, the marker)
+    (src / "complete").unlink()
+    copy_with_stamps(src, dst)
+    out = measure(what, str(src), str(dst), memory=what == "chunkmap")
+    assert out["files"] == (64 if what == "chunkmap" else files - 1), out
+    assert out["s"] > 0 and out["cpu_s"] > 0

@@ -14,6 +14,7 @@ import pytest
 import tensorstore as ts
 import zarr
 
+from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
 from napari_softcopy.engine import finish as finish_module
 from napari_softcopy.layout import find_arrays
@@ -486,3 +487,25 @@ def test_a_bulk_copy_of_a_large_archive_splits_its_walk_too(tmp_path, monkeypatc
     assert e.wait(60) and e.state == "verified", e.status().message
     assert counts == [1]
     assert_identical(src, dst)
+
+
+def test_the_private_folder_is_neither_copied_nor_compared(tmp_path):
+    """``.softcopy`` at a root is napari-softcopy's own: a copy's records at the destination
+    stay and are no extra files; a source that is itself a copy does not pass its records
+    on, neither by the scan nor by a file event."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, small("demo", shape=(2, 8, 64, 64)), rate=1000, marker=None)
+    (src / STATE_DIR).mkdir()
+    (src / STATE_DIR / "theirs").write_text("the first copy's records")
+    e = engine(src, dst, finish_quiet=0.2)
+    wait_for(lambda: (dst / "zarr.json").exists(), what="the copy under way")
+    (dst / STATE_DIR).mkdir(exist_ok=True)
+    (dst / STATE_DIR / "manifest").write_text("ours")  # (as the move's manifest will be)
+    (src / STATE_DIR / "later").write_text("written while the copy runs")
+    (src / "probe").write_text("an event after the one above")  # (handled after it)
+    wait_for(lambda: (dst / "probe").exists(), what="the probe copied")
+    e.finish()
+    assert e.wait(30), e.status().message
+    assert e.status().verification["ok"]
+    assert sorted(p.name for p in (dst / STATE_DIR).iterdir()) == ["manifest"]
+    assert (dst / STATE_DIR / "manifest").read_text() == "ours"

@@ -9,6 +9,7 @@ import pytest
 import zarr
 
 from napari_softcopy import InputError, verify
+from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.verify import recheck, verify_tree
 
 
@@ -91,6 +92,23 @@ def test_missing_extra_and_marker(tmp_path):
     assert not report.ok
     lines = list(report.lines())
     assert any(line.startswith("missing") and "c/3/1/1" in line for line in lines)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_destinations_private_folder_is_not_part_of_the_copy(tmp_path, processes):
+    """``.softcopy`` at the destination root holds napari-softcopy's own records (the
+    manifest): neither extra nor compared, in any part of a split walk; a folder of that
+    name inside the archive is the archive's, and compared like any other."""
+    make_archive(tmp_path / "s")
+    copy_tree(tmp_path / "s", tmp_path / "d")
+    own = tmp_path / "d" / STATE_DIR
+    own.mkdir()
+    (own / "manifest").write_text("{}")
+    (tmp_path / "s" / "c" / STATE_DIR).mkdir()
+    (tmp_path / "s" / "c" / STATE_DIR / "0").write_text("the archive's")
+    report = verify_tree(tmp_path / "s", tmp_path / "d", processes=processes)
+    assert report.missing == [f"c/{STATE_DIR}/0"] and report.n_extra == 0
+    assert report.files_checked == 18
 
 
 def test_files_in_directories_missing_at_the_source_are_extra(tmp_path):

@@ -18,7 +18,8 @@ A file counts as copied by the engine's own rule (`destinations.is_copy_of`): si
 mtime equal, and the source stamp the engine recorded on the copy (the source file's inode
 and ctime, `SOURCE_STAMP`) names this version of the source file, so a source chunk
 rewritten with its size and mtime put back is not shown green. The destination is read
-through `LocalDestination` (its listing, with the stamps). Metadata content and
+through its `Destination` (its listing, with the stamps), in one walk of both trees
+(`march.march`) that writes each chunk's state as it meets it. Metadata content and
 checksums are the engine's business, not the map's.
 """
 
@@ -28,18 +29,17 @@ import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 
 from .destinations import (
     Capabilities,
-    Destination,
     FileInfo,
     is_copy_of,
     open_destination,
 )
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
+from .march import Folder, MarchHandler, march
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
 
@@ -109,72 +109,56 @@ def layer_transform(chunk_shape, scale, translate) -> tuple[list[float], list[fl
     return out_scale, out_translate
 
 
-class ChunkFile(NamedTuple):
-    """What the map needs of a source chunk file's lstat, under the same names (the rule,
-    `destinations.is_copy_of`, reads them): for 50,000 files, 16 MiB where keeping each
-    ``os.stat_result`` took 36."""
+class _MapWalk(MarchHandler):
+    """The walk of one array's folder at both roots (`march.march`), each chunk file's state
+    written into ``values`` as it is met: neither tree's files are ever held."""
 
-    st_size: int
-    st_mtime_ns: int
-    st_ino: int
-    st_ctime_ns: int
+    def __init__(
+        self, array: ArrayLayout, values: np.ndarray, capabilities: Capabilities, not_there: int
+    ) -> None:
+        self.array = array
+        self.values = values
+        self.capabilities = capabilities
+        self.not_there = not_there
 
+    def folder_error(self, rel: str, exc: OSError) -> None:
+        if not isinstance(exc, (FileNotFoundError, NotADirectoryError, PermissionError)):
+            raise exc  # (gone or closed to us: the map shows what can be seen)
 
-def chunk_files(root: str | os.PathLike, array: ArrayLayout) -> dict[tuple[int, ...], ChunkFile]:
-    """``{grid index: ChunkFile}`` of every chunk file of ``array`` under ``root``.
+    def src_only(self, folder: Folder, entry: os.DirEntry) -> bool:
+        return self.match(folder, entry, None)
 
-    Walks the array's directory only (writers' temporary files are skipped).
-    """
-    root = os.fspath(root)
-    base = os.path.join(root, array.path) if array.path else root
-    found: dict[tuple[int, ...], ChunkFile] = {}
-    stack = [(base, array.path)]
-    while stack:
-        directory, rel_dir = stack.pop()
+    def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
+        name = entry.name
+        if entry.is_dir(follow_symlinks=False):
+            if info is not None and not info.is_dir:
+                self.dst_only(folder, name, info)
+            return True
+        if is_temp_name(name):
+            return False
+        index = self.array.chunk_index(folder.prefix + name)
+        if index is None:
+            return False
         try:
-            with os.scandir(directory) as it:
-                entries = list(it)
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            continue
-        for entry in entries:
-            rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    stack.append((entry.path, rel))
-                    continue
-                if is_temp_name(entry.name):
-                    continue
-                index = array.chunk_index(rel)
-                if index is None:
-                    continue
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue  # replaced or deleted while we looked
-            if stat.S_ISREG(st.st_mode):
-                found[index] = ChunkFile(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
-    return found
+            st = folder.lstat(name)
+        except FileNotFoundError:
+            st = None  # replaced or deleted while we looked
+        if st is None or not stat.S_ISREG(st.st_mode):
+            if info is not None:
+                self.dst_only(folder, name, info)
+            return False
+        copied = is_copy_of(st, info, self.capabilities)
+        self.values[index] = COPIED if copied else self.not_there
+        return False
 
-
-def copied_chunk_files(dest: Destination, array: ArrayLayout) -> dict[tuple[int, ...], FileInfo]:
-    """``{grid index: FileInfo}`` of every chunk file of ``array`` at the destination ``dest``,
-    with the source stamps recorded on them (temporary files are skipped)."""
-    found: dict[tuple[int, ...], FileInfo] = {}
-    stack = [array.path]
-    while stack:
-        rel_dir = stack.pop()
-        try:
-            listed = dest.listdir(rel_dir, stamps=True) or {}
-        except PermissionError:
-            continue  # (as at the source: the map shows what can be seen)
-        for name, info in listed.items():
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if info.is_dir:
-                stack.append(rel)
-            elif info.is_file and not is_temp_name(name):
-                index = array.chunk_index(rel)
-                if index is not None:
-                    found[index] = info
-    return found
+    def dst_only(self, folder: Folder, name: str, info: FileInfo) -> bool:
+        if info.is_dir:
+            return True
+        if info.is_file and not is_temp_name(name):
+            index = self.array.chunk_index(folder.prefix + name)
+            if index is not None:
+                self.values[index] = self.not_there  # deleted by the writer: mirrored soon
+        return False
 
 
 def _layout(source: Path, destination: Path, array_path: str) -> ArrayLayout:
@@ -218,24 +202,21 @@ def compute_chunk_map(
     """
     src, dst = Path(source), Path(destination)
     array = _layout(src, dst, array_path)
-    grid = array.grid
-    at_source = chunk_files(src, array)
+    values = np.full(array.grid, ABSENT, dtype=np.uint8)
+    not_there = MISMATCHED if finished else PENDING
     try:
         dest = open_destination(destination, create=False)
     except (FileNotFoundError, NotADirectoryError, PermissionError):
-        at_destination, capabilities = {}, Capabilities()
-    else:
-        try:
-            at_destination, capabilities = copied_chunk_files(dest, array), dest.capabilities
-        finally:
+        dest = None
+    try:
+        capabilities = Capabilities() if dest is None else dest.capabilities
+        walk = _MapWalk(array, values, capabilities, not_there)
+        # (the array only at the destination: every chunk file there is one the source lost)
+        at_source = (src / array_path).is_dir()
+        march(src if at_source else None, dest, walk, start=array.path, stamps=True)
+    finally:
+        if dest is not None:
             dest.close()
-    values = np.full(grid, ABSENT, dtype=np.uint8)
-    not_there = MISMATCHED if finished else PENDING
-    for index, st in at_source.items():
-        copied = is_copy_of(st, at_destination.get(index), capabilities)
-        values[index] = COPIED if copied else not_there
-    for index in at_destination.keys() - at_source.keys():
-        values[index] = not_there  # deleted by the writer; the engine mirrors the delete
     counts = {int(v): int(n) for v, n in zip(*np.unique(values, return_counts=True), strict=True)}
     chunk_shape = tuple(array.chunks)
     if fold_axis is not None and 0 <= fold_axis < values.ndim:

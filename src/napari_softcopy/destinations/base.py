@@ -54,8 +54,7 @@ RECORDS_ABOVE_NS = 1_000
 
 
 class SourceStat(Protocol):
-    """What the rule reads of a source file: an ``os.stat_result`` has it, so does
-    `chunkmap.ChunkFile`."""
+    """What the rule reads of a source file (an ``os.stat_result`` has it)."""
 
     @property
     def st_size(self) -> int: ...

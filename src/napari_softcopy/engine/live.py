@@ -13,6 +13,7 @@ import time
 
 from ..destinations import DestinationChanged, UnholdableName
 from ..layout import NODE_NAMES, array_at, is_metadata_name
+from ..march import is_private
 from ..platform import lower_thread_priority
 from ..status import JobState
 from ..transfer import RACY_S, CopyResult, NotRegularFile, Stopped, settle_left, sync_file
@@ -39,6 +40,8 @@ class LiveCopy(EngineState):
 
     # ------------------------------------------------------------------ hints
     def _hint(self, rel: str, delay: float) -> None:
+        if is_private(rel):
+            return  # (a copy's records, in a copy copied on: not part of the archive)
         self._last_activity = self._last_event = time.monotonic()
         if rel == self.options.marker:
             if self._marker_event_changes is None:
