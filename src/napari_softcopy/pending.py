@@ -3,6 +3,10 @@
 A path is handed to one worker at a time. A hint that arrives while it is being copied marks
 it dirty, and it is copied again afterwards, so two versions of one file never race and the
 last copy always starts after the last change.
+
+Memory follows the backlog, not the archive: an entry lives from its hint until its copy, and
+the set's tables are made anew once a backlog is gone (a Python dict keeps the size of its
+largest moment otherwise: 4 MiB after a backlog of 70,000 files, for ever).
 """
 
 from __future__ import annotations
@@ -26,12 +30,17 @@ class _Entry:
     force: bool = False
 
 
+#: A set that held at least this many entries is made anew once it is down to a sixteenth.
+_COMPACT_FROM = 1024
+
+
 class PendingSet:
     """Thread-safe, deduplicated work set with delays and in-flight tracking."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._entries: dict[str, _Entry] = {}
+        self._high = 0  # the most entries since the tables were last made anew
         self._ready: deque[str] = deque()
         self._delayed: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
@@ -48,6 +57,7 @@ class PendingSet:
             entry = self._entries.get(path)
             if entry is None:
                 self._entries[path] = entry = _Entry(now + delay, size, force=force)
+                self._high = max(self._high, len(self._entries))
                 self._schedule(path, entry, now + delay)
             elif entry.state == IN_FLIGHT:
                 entry.dirty = True
@@ -136,8 +146,19 @@ class PendingSet:
                 self._schedule(path, entry, time.monotonic() + (retry_after or 0.0))
             else:
                 del self._entries[path]
+                if self._high >= _COMPACT_FROM and len(self._entries) * 16 <= self._high:
+                    self._compact()
                 if not self._entries:
                     self._cond.notify_all()
+
+    def _compact(self) -> None:
+        """Make the tables anew at the size of what they hold (called with the lock held):
+        neither a dict nor a deque gives back the room of a backlog that is gone."""
+        self._entries = dict(self._entries)
+        self._ready = deque(p for p in self._ready if p in self._entries)
+        self._delayed = [d for d in self._delayed if d[2] in self._entries]
+        heapq.heapify(self._delayed)
+        self._high = len(self._entries)
 
     def wait_for_room(self, limit: int, stop: threading.Event) -> None:
         """Block while more than ``limit`` paths are pending (the scans' backpressure; the
