@@ -1,0 +1,119 @@
+"""A day of acquisition, scaled down: memory bound, the watch limit, the last check.
+
+Runs that need a lower inotify watch limit run in a user namespace of their own, whose
+``/proc/sys/user/max_inotify_watches`` is lowered without touching the machine's limit (other
+copies and tests on the machine keep theirs).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify: Linux only")
+
+
+def run_in_namespace(script: str, *args: object, timeout: float = 240) -> dict:
+    """Run ``script`` with ``args`` in a new user namespace (mapped to root); its last line
+    of output, as JSON. Skips where user namespaces are not permitted."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare (util-linux) to make a user namespace")
+    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
+    result = subprocess.run(
+        [unshare, "-U", "-r", sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# Shared by the scripts: which folders an inotify instance of this process watches.
+_WATCHED = """
+import os
+
+def watched_inodes():
+    inodes = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            if os.readlink(f"/proc/self/fd/{fd}") != "anon_inode:inotify":
+                continue
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("inotify wd:"):
+                        inodes.add(int(line.split(" ino:")[1].split()[0], 16))
+        except OSError:
+            continue
+    return inodes
+"""
+
+_REWRITE_BEFORE_THE_MARKER = (
+    _WATCHED
+    + """
+import dataclasses, json, sys, time
+from pathlib import Path
+
+from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.simulate import simulate
+from napari_softcopy.simulate.presets import PRESETS
+
+src, dst, limit = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+Path("/proc/sys/user/max_inotify_watches").write_text(limit)  # this namespace's own
+preset = dataclasses.replace(
+    PRESETS["manyfiles"], shape=(4, 4, 128, 128), separator="/", interval_s=0.05
+)
+options = CopyOptions(low_priority=False, wait_for_source=True, rescan_interval=3600.0)
+engine = CopyEngine(src, dst, options)
+engine.start()
+simulate(src, preset, marker=None)  # a real tensorstore writer, while the engine copies
+
+def copied(rel):
+    try:
+        return (dst / rel).read_bytes() == (src / rel).read_bytes()
+    except OSError:
+        return False
+
+# A chunk already copied, in a folder without a watch: no event tells of its rewrite.
+watched = watched_inodes()
+chunks = sorted(p.relative_to(src).as_posix() for p in src.glob("*/*/*/*"))
+rel = next(c for c in chunks if (src / c).parent.stat().st_ino not in watched)
+deadline = time.monotonic() + 60
+while not copied(rel) and time.monotonic() < deadline:
+    time.sleep(0.02)
+before = (src / rel).stat()
+new = bytes(b ^ 0xFF for b in (src / rel).read_bytes())
+with open(src / rel, "r+b") as f:  # rewritten in place, the same size...
+    f.write(new)
+# ...and its mtime put back: only its change time (the recorded source stamp) differs
+import os
+os.utime(src / rel, ns=(before.st_atime_ns, before.st_mtime_ns))
+(src / "complete").write_bytes(b"")  # the acquisition's marker, right after
+ok = engine.wait(120)
+print(json.dumps({
+    "ok": ok, "state": engine.state, "message": engine.status().message, "rel": rel,
+    "was_copied": copied(rel), "unwatched": (src / rel).parent.stat().st_ino not in watched,
+    "caught": (dst / rel).read_bytes() == new,
+}))
+"""
+)
+
+
+@linux_only
+def test_a_copied_file_rewritten_just_before_the_marker_is_caught(tmp_path):
+    """Issue 22 item 4: a chunk already copied is rewritten in place with its size and mtime
+    put back, in a folder without a watch (no event), with no scan due, right before the
+    marker: the finish's check (the recorded source stamp) catches it, and the marker says
+    "identical" to the finished source."""
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    out = run_in_namespace(_REWRITE_BEFORE_THE_MARKER, source, dest, 8)
+    assert out["unwatched"], out  # (else the event would tell, and this proves nothing)
+    assert out["ok"] and out["state"] == "verified", out
+    assert out["caught"], out
