@@ -58,6 +58,8 @@ class Status:
     message: str = ""
     waiting_for: str | None = None
     notices: list[str] = field(default_factory=list)
+    folders_watched: int | None = None
+    folders_unwatched: int = 0
 
     @property
     def done(self) -> bool:
