@@ -117,3 +117,54 @@ def test_a_copied_file_rewritten_just_before_the_marker_is_caught(tmp_path):
     assert out["unwatched"], out  # (else the event would tell, and this proves nothing)
     assert out["ok"] and out["state"] == "verified", out
     assert out["caught"], out
+
+
+_MORE_FOLDERS_THAN_WATCHES = """
+import dataclasses, json, sys
+from pathlib import Path
+
+from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.engine import Tuning
+from napari_softcopy.simulate import simulate
+from napari_softcopy.simulate.presets import PRESETS
+
+src, dst, limit = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+Path("/proc/sys/user/max_inotify_watches").write_text(limit)  # this namespace's own
+# 64 chunk files in 21 folders per timepoint (t, t/z, t/z/y), 12 timepoints: 253 folders
+preset = dataclasses.replace(
+    PRESETS["manyfiles"], shape=(12, 4, 256, 256), separator="/", interval_s=0.5
+)
+options = CopyOptions(low_priority=False, wait_for_source=True, rescan_interval=3600.0)
+tuning = Tuning(watch_release_idle_s=0.3)  # (a timepoint's folders are idle 0.4 s later)
+engine = CopyEngine(src, dst, options, tuning=tuning)
+engine.start()
+seen = []
+def timepoint(t):
+    s = engine.status()
+    seen.append((s.folders_watched, s.folders_unwatched))
+simulate(src, preset, on_timepoint=timepoint)  # a real tensorstore writer, then its marker
+ok = engine.wait(120)
+s = engine.status()
+print(json.dumps({"ok": ok, "state": s.state, "message": s.message, "scans": s.scans,
+                  "overflows": s.event_overflows, "seen": seen,
+                  "watched": s.folders_watched, "unwatched": s.folders_unwatched}))
+"""
+
+
+@linux_only
+def test_more_folders_than_watches_copy_complete_and_say_so(tmp_path):
+    """Issue 22 item 5: 253 folders against a limit of 40 watches. Finished folders give
+    their watch back to the new ones, so no new folder goes without a watch (no rescan is
+    asked for), the copy is complete and identical, and the status says how many folders
+    are watched and how many are not."""
+    from support import assert_identical
+
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    out = run_in_namespace(_MORE_FOLDERS_THAN_WATCHES, source, dest, 40)
+    assert out["ok"] and out["state"] == "verified", out
+    assert assert_identical(source, dest) == 12 * 64 + 2  # (chunks, metadata, marker)
+    folders = sum(1 for p in source.rglob("*") if p.is_dir()) + 1
+    assert folders > 250
+    assert all(w is not None and w <= 40 for w, _ in out["seen"]), out["seen"]
+    assert out["watched"] <= 40 and out["watched"] + out["unwatched"] == folders, out
+    assert out["scans"] == 1 and out["overflows"] == 0, out  # the first scan only

@@ -438,13 +438,15 @@ def start_watching(
     on_unwatched: Callable[[], None] = lambda: None,
     *,
     max_watches: int | None = MAX_WATCHES,
+    release_idle_s: float = RELEASE_IDLE_S,
 ) -> Watching:
     """Start delivering the file events below ``root`` to ``handler.dispatch``.
 
     The engine's own inotify reader where it can be used; otherwise watchdog's observer,
     with a notice saying what that costs. ``on_overflow`` is called when events were lost,
     ``on_unwatched`` when a folder could not be watched; ``max_watches`` caps the folders
-    watched at once (`InotifyWatcher`).
+    watched at once, ``release_idle_s`` is how long a folder must be idle to give its watch
+    back (`watches.WatchTable`).
     """
     why = None
     if os.environ.get(WATCHER_ENV, "").strip().lower() == "watchdog":
@@ -454,7 +456,12 @@ def start_watching(
     else:
         try:
             watcher = InotifyWatcher(
-                root, handler, on_overflow, on_unwatched, max_watches=max_watches
+                root,
+                handler,
+                on_overflow,
+                on_unwatched,
+                max_watches=max_watches,
+                release_idle_s=release_idle_s,
             )
         except OSError as exc:
             why = f"inotify cannot be used here ({exc.strerror or exc})"
