@@ -121,3 +121,12 @@ def test_memory_follows_the_backlog_not_its_largest_moment():
     names = sys.getsizeof(paths) + sum(map(sys.getsizeof, paths))  # the test's own list
     assert grown - names > 4_000_000, grown  # (the test would prove nothing otherwise)
     assert left - names < 50_000, f"{left - names} bytes kept after the backlog"
+
+
+def test_a_new_path_beyond_the_limit_is_refused_and_said_so():
+    p = PendingSet()
+    assert p.add("a", limit=2) and p.add("b", limit=2)
+    assert not p.add("c", limit=2)  # refused: the caller leaves it to a scan
+    assert p.add("a", limit=2, force=True)  # (one already pending is not new)
+    assert p.add("c")  # (no limit: a scan's own backpressure applies)
+    assert len(p) == 3

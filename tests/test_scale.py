@@ -168,3 +168,39 @@ def test_more_folders_than_watches_copy_complete_and_say_so(tmp_path):
     assert all(w is not None and w <= 40 for w, _ in out["seen"]), out["seen"]
     assert out["watched"] <= 40 and out["watched"] + out["unwatched"] == folders, out
     assert out["scans"] == 1 and out["overflows"] == 0, out  # the first scan only
+
+
+def test_memory_does_not_follow_a_backlog_of_events(tmp_path):
+    """Issue 22 item 2: a writer far ahead of the copy (here a copy held to 1 MB/s) does not
+    make the pending set grow with the backlog: past `Tuning.hint_limit` the events' files
+    are left to a rescan, which adds them as room comes; the copy is complete all the same."""
+    import dataclasses
+
+    from napari_softcopy import CopyEngine, CopyOptions
+    from napari_softcopy.engine import Tuning
+    from napari_softcopy.simulate import simulate
+    from napari_softcopy.simulate.presets import PRESETS
+    from support import assert_identical
+
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    preset = dataclasses.replace(PRESETS["manyfiles"], shape=(8, 4, 256, 256), separator="/")
+    options = CopyOptions(
+        low_priority=False, wait_for_source=True, rescan_interval=3600.0, bandwidth_mb_s=1.0
+    )
+    engine = CopyEngine(source, dest, options, tuning=Tuning(hint_limit=40, pending_limit=40))
+    engine.start()
+    pending = []  # while copying (at the finish, the verification's findings are queued)
+
+    def sample(_t: int = 0) -> None:
+        status = engine.status()
+        if status.state == "copying":
+            pending.append(status.files_pending)
+
+    report = simulate(source, preset, rate=float("inf"), on_timepoint=sample)
+    while not engine.wait(0.05):
+        sample()
+        assert engine.state not in ("failed", "stopped"), engine.status().message
+    assert engine.state == "verified", engine.status().message
+    assert assert_identical(source, dest) == report.files
+    assert report.files > 500 and max(pending) <= 40 + 2, pending  # (+ a scan's last add)
+    assert engine.status().scans >= 2  # the rescan that found what the events left out

@@ -49,12 +49,23 @@ class PendingSet:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def add(self, path: str, *, size: int = 0, delay: float = 0.0, force: bool = False) -> None:
+    def add(
+        self,
+        path: str,
+        *,
+        size: int = 0,
+        delay: float = 0.0,
+        force: bool = False,
+        limit: int | None = None,
+    ) -> bool:
         """Ask for ``path`` to be synced (after ``delay`` seconds); ``force`` copies even when
-        size and mtime already match."""
+        size and mtime already match. False (and nothing added) when ``path`` is new and
+        ``limit`` paths are pending already: the caller must see that a scan finds it."""
         now = time.monotonic()
         with self._cond:
             entry = self._entries.get(path)
+            if entry is None and limit is not None and len(self._entries) >= limit:
+                return False
             if entry is None:
                 self._entries[path] = entry = _Entry(now + delay, size, force=force)
                 self._high = max(self._high, len(self._entries))
@@ -69,6 +80,7 @@ class PendingSet:
                     entry.state = QUEUED  # the heap entry goes stale; `take` skips it
                     self._ready.append(path)
                     self._cond.notify()
+        return True
 
     def _schedule(self, path: str, entry: _Entry, due: float) -> None:
         if due <= time.monotonic():

@@ -48,7 +48,21 @@ class LiveCopy(EngineState):
             self._on_marker()
             return
         self._activity.note()
-        self._pending.add(rel, delay=delay)
+        if not self._pending.add(rel, delay=delay, limit=self.tuning.hint_limit):
+            self._backlog_full()
+
+    def _backlog_full(self) -> None:
+        """An event found the backlog at `Tuning.hint_limit`: its file is left to a rescan,
+        so that memory does not follow the backlog."""
+        if not self._hints_left_to_scans:
+            self._hints_left_to_scans = True
+            log.warning(
+                "%s: %d files are waiting to be copied: the copy is far behind the writer; "
+                "files of further events are found by a rescan (bounded memory)",
+                self.source,
+                self.tuning.hint_limit,
+            )
+        self._request_rescan()
 
     def _touched(self) -> None:
         """An event that is no hint (a writer's temporary file, a folder): still a change."""

@@ -115,6 +115,7 @@ class EngineState:
         self._report: VerifyReport | None = None
         self._notices: list[str] = []  # what does not apply here (status, log: once each)
         self._watching: Watching | None = None  # the source's file events, once started
+        self._hints_left_to_scans = False  # an event found the backlog full (said once)
         # What the writer does: a requested finish waits for the source to stay quiet, and
         # any change between the verification and the marker cancels the marker.
         self._activity = SourceActivity()

@@ -52,6 +52,10 @@ class Tuning:
         Seconds a source file must stay deleted (its directory still there) before the
         delete is mirrored at the destination: removing a whole tree deletes its files
         before their directories, and must delete nothing at the destination.
+    hint_limit : int
+        File events stop adding work while this many paths are pending (a writer far ahead
+        of the copy): each costs about 250 bytes, and memory must not follow the backlog. A
+        rescan finds the files of the events left out.
     max_watches : int or None
         Most source folders with an inotify watch at once (`watches.WatchTable`; None: as
         many as the kernel allows). Past it, finished folders give their watch back and are
@@ -73,5 +77,6 @@ class Tuning:
     copy_helper_files: int = 2_000
     marker_poll_s: float = 0.1
     delete_grace_s: float = 2.0
+    hint_limit: int = 100_000
     max_watches: int | None = MAX_WATCHES
     watch_release_idle_s: float = RELEASE_IDLE_S
