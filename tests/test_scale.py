@@ -204,3 +204,58 @@ def test_memory_does_not_follow_a_backlog_of_events(tmp_path):
     assert assert_identical(source, dest) == report.files
     assert report.files > 500 and max(pending) <= 40 + 2, pending  # (+ a scan's last add)
     assert engine.status().scans >= 2  # the rescan that found what the events left out
+
+
+def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
+    """Issue 22 item 2, scaled down: after a live copy of 10,240 files in 1,281 folders
+    (a tensorstore writer in a process of its own), what the package still holds, caught up
+    and before the marker, is bounded by its caps (watches, the destination's folder cache,
+    the pending set made anew), not by the files and folders: under 250 kB here, where one
+    path kept per folder and a backlog's tables kept 580 kB (and 58 MB at a million files)."""
+    import dataclasses
+    import tracemalloc
+
+    from napari_softcopy import CopyEngine, CopyOptions
+    from napari_softcopy.engine import Tuning
+    from napari_softcopy.simulate.presets import PRESETS  # (imported before measuring)
+    from support import assert_identical, wait_for
+
+    source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    # 256 chunk files in 32 folders (t/z/y) per timepoint, 40 timepoints, 4 per second
+    preset = dataclasses.replace(
+        PRESETS["manyfiles"], shape=(40, 4, 512, 512), separator="/", interval_s=0.25
+    )
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, dataclasses; from napari_softcopy.simulate import simulate; "
+            "from napari_softcopy.simulate.presets import PRESETS; "
+            "simulate(sys.argv[1], dataclasses.replace(PRESETS['manyfiles'], "
+            f"shape={preset.shape}, separator='/', interval_s=0.25), marker=None)",
+            str(source),
+        ]
+    )
+    tracemalloc.start()
+    try:
+        options = CopyOptions(low_priority=False, wait_for_source=True, rescan_interval=3600.0)
+        tuning = Tuning(max_watches=64, watch_release_idle_s=0.5)
+        engine = CopyEngine(source, dest, options, tuning=tuning)
+        engine.start()
+        assert writer.wait(240) == 0
+        files = 40 * 4 * 8 * 8
+        wait_for(lambda: engine.status().files_copied >= files, 240, "the copy to catch up")
+        wait_for(lambda: engine.status().files_pending == 0, 60, "nothing pending")
+        ours = tracemalloc.take_snapshot().filter_traces(
+            [tracemalloc.Filter(True, "*/napari_softcopy/*")]
+        )
+        held = sum(stat.size for stat in ours.statistics("filename"))
+    finally:
+        tracemalloc.stop()
+        if writer.poll() is None:
+            writer.kill()
+    (source / "complete").write_bytes(b"")
+    assert engine.wait(120), engine.status().message
+    assert assert_identical(source, dest) == files + 2  # (and the metadata, the marker)
+    top = "\n".join(map(str, ours.statistics("lineno")[:5]))
+    assert held < 250_000, f"{held} bytes held after {files} files:\n{top}"

@@ -227,8 +227,9 @@ class InotifyWatcher:
         already watched is not entered again. With ``changed_since_ns`` (after lost events,
         when any folder may hold a new one whose creation was among them) every folder is
         entered, and only those changed since then are watched: a folder that gave its watch
-        back stays without one unless it is active again. ``idle``: see `_watch`. Folders are
-        walked in name order (numbers by value), so the latest timepoints are watched last."""
+        back stays without one unless it is active again. ``idle``: see `WatchTable.watch`.
+        Folders are walked in name order (numbers by value), so the latest timepoints are
+        watched last."""
         stack = [top]
         while stack:
             folder = stack.pop()
