@@ -172,7 +172,7 @@ def run(
 ) -> dict:
     """One day run in ``workdir`` (created; removed at the end unless ``keep``); the copier
     runs the package in ``src_code`` (default: this checkout's ``src``)."""
-    workdir.mkdir(parents=True)
+    workdir.mkdir(parents=True, exist_ok=True)
     src, dst = workdir / "acquisition.zarr", workdir / "copy.zarr"
     status_file, log_file = workdir / "status.json", workdir / "copier.log"
     env = dict(os.environ, NAPARI_SOFTCOPY_STATE_DIR=str(workdir / "state"))
@@ -303,6 +303,24 @@ def plot(result: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
+
+
+#: The day runs of `run_all` (timepoints per geometry), and their quick versions.
+DAY_RUNS = {"manyfiles": 500, "lightsheet": 2000}
+QUICK_RUNS = {"manyfiles": 20, "lightsheet": 20}
+
+
+def run_all(workdir, *, quick: bool, images: Path, log=print) -> dict:
+    """The day runs (``python -m benchmarks.run --modes day``): each geometry once, at one
+    timepoint a second, its plot in ``images``. ``workdir`` is a `common.Workdir`."""
+    out = {}
+    for geometry, timepoints in (QUICK_RUNS if quick else DAY_RUNS).items():
+        log(f"day run: {geometry}, {timepoints} timepoints")
+        result = run(workdir.fresh(f"day-{geometry}"), geometry, timepoints)
+        images.mkdir(parents=True, exist_ok=True)
+        plot(result, images / f"day-{geometry}.png")
+        out[geometry] = result
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -259,3 +259,21 @@ def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
     assert assert_identical(source, dest) == files + 2  # (and the metadata, the marker)
     top = "\n".join(map(str, ours.statistics("lineno")[:5]))
     assert held < 250_000, f"{held} bytes held after {files} files:\n{top}"
+
+
+def test_the_day_benchmark_runs_and_reports(tmp_path):
+    """`python -m benchmarks.day` at its smallest: a live run, its figures and its plot."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    sys.path.insert(0, str(repo))  # (benchmarks is a folder of the repository)
+    from benchmarks import day
+
+    result = day.run(tmp_path / "run", "manyfiles", 3, rate=2.0)
+    assert result["exit_code"] == 0 and result["correctness"]["ok"], result
+    assert result["files"] == 3 * 2000 + 2 and result["timepoints"] == 3
+    assert result["drain_s"] is not None and result["peak_rss_mib"] > 0
+    assert len(result["per_timepoint_s"]) == 3 and result["samples"]
+    day.plot(result, tmp_path / "day.png")
+    assert (tmp_path / "day.png").stat().st_size > 10_000
+    assert not (tmp_path / "run").exists()  # (removed, unless kept)
