@@ -283,7 +283,7 @@ def test_past_the_kernels_watch_limit_finished_folders_make_room(tmp_path):
 
 
 @linux_only
-def test_finished_folders_give_their_watch_back_past_the_cap(tmp_path, watch):
+def test_finished_folders_give_their_watch_back_past_the_cap(tmp_path, watch, caplog):
     """A time series written front to back: once the cap is reached, the folders without a
     new entry for longest give their watch back; the folder being written keeps reporting,
     nothing asks for a rescan, and a folder given back reports no more."""
@@ -303,6 +303,11 @@ def test_finished_folders_give_their_watch_back_past_the_cap(tmp_path, watch):
         )
         assert watcher.watched <= 8, watcher.watched
     assert watcher.released >= 30 + 1 - 8 and watcher.unwatched == 0 and not asked
+    said = [r.getMessage() for r in caplog.records if "gives its watch back" in r.getMessage()]
+    assert said == [
+        "watching at most 8 folders at once: a folder without a new entry for 0 s gives its "
+        "watch back, and is covered by the periodic full scan and the final verification"
+    ]
     (tmp_path / "0" / "late").write_bytes(b"x")  # the first folder: its watch was given back
     (tmp_path / "29" / "1").write_bytes(b"chunk")  # events come in order: this one comes last
     wait_for(lambda: recorder.seen("closed", tmp_path / "29" / "1"), 10, "the newest folder")

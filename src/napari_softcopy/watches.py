@@ -147,6 +147,7 @@ class WatchTable:
         self._given_back: dict[int, str] = {}
         self._rearmed: set[int] = set()  # given back, then watched again under a new one
         self._last_active = -1  # the last folder marked active in this read (bursts hit one)
+        self._said = False  # the first watch given back was logged
         #: Folders that could not be watched (the kernel's limit, and none idle enough).
         self.unwatched = 0
         #: Folders whose watch was given back (finished; covered by scans), less re-armed ones.
@@ -239,8 +240,9 @@ class WatchTable:
             self._lib.rm_watch(self._fd, wd)
             self._given_back[wd] = path
             released += 1
-        if released and not self.released:
-            log.info(
+        if released and not self._said:  # (once, at the level a copy's log shows)
+            self._said = True
+            log.warning(
                 "watching at most %d folders at once: a folder without a new entry for %.0f s "
                 "gives its watch back, and is covered by the periodic full scan and the final "
                 "verification",
