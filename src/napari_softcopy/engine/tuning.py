@@ -53,9 +53,13 @@ class Tuning:
         delete is mirrored at the destination: removing a whole tree deletes its files
         before their directories, and must delete nothing at the destination.
     hint_limit : int
-        File events stop adding work while this many paths are pending (a writer far ahead
-        of the copy): each costs about 250 bytes, and memory must not follow the backlog. A
-        rescan finds the files of the events left out.
+        File events stop adding entries to the pending set while this many paths are
+        pending (a writer far ahead of the copy): an entry costs about 250 bytes, and memory
+        must not follow the backlog. Further paths wait in compact form (`hint_spill`).
+    hint_spill : int
+        Paths of file events that wait, beyond `hint_limit`, in compact form (about 60
+        bytes each) to become entries as room comes, oldest first. Beyond it too, a rescan
+        finds the files of the events left out (slower: it walks the whole tree).
     max_watches : int or None
         Most source folders with an inotify watch at once (`watches.WatchTable`; None: as
         many as the kernel allows). Past it, finished folders give their watch back and are
@@ -78,5 +82,6 @@ class Tuning:
     marker_poll_s: float = 0.1
     delete_grace_s: float = 2.0
     hint_limit: int = 100_000
+    hint_spill: int = 1_000_000
     max_watches: int | None = MAX_WATCHES
     watch_release_idle_s: float = RELEASE_IDLE_S
