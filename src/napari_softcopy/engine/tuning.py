@@ -81,7 +81,7 @@ class Tuning:
     copy_helper_files: int = 2_000
     marker_poll_s: float = 0.1
     delete_grace_s: float = 2.0
-    hint_limit: int = 100_000
+    hint_limit: int = 20_000
     hint_spill: int = 1_000_000
     max_watches: int | None = MAX_WATCHES
     watch_release_idle_s: float = RELEASE_IDLE_S
