@@ -290,6 +290,9 @@ def plot(result: dict, path: Path) -> None:
     axes[2].set_ylabel("writer s / timepoint")
     cpf = [1000 * x["cpu_s"] / x["files_copied"] if x["files_copied"] else 0 for x in s]
     axes[3].plot(t, cpf)
+    settled = cpf[len(cpf) // 10 :]  # (the first files carry the start-up's CPU)
+    if settled and max(settled) > 0:
+        axes[3].set_ylim(0, 1.5 * max(settled))
     axes[3].set_ylabel("copier CPU ms / file")
     axes[3].set_xlabel("s since start")
     for a in (axes[0], axes[1], axes[3]):
