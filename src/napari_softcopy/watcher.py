@@ -158,7 +158,11 @@ class InotifyWatcher:
         try:
             #: The folders watched, least recently active first.
             self.watches = WatchTable(
-                fd, on_unwatched, max_watches=max_watches, release_idle_s=release_idle_s
+                fd,
+                on_unwatched,
+                max_watches=max_watches,
+                release_idle_s=release_idle_s,
+                on_rearmed=self._rearmed,
             )
             self.watches.watch_root(self.root)
             # Folders there before the copy count as idle: the oldest give their watch back
@@ -214,6 +218,12 @@ class InotifyWatcher:
         self._fd = self._wake_r = self._wake_w = -1
 
     # ------------------------------------------------------------------ watches
+    def _rearmed(self, folder: str) -> None:
+        """A folder that gave its watch back has it again: what was written there in between
+        had no event, so what it holds is reported (as in a new folder), not left to a
+        rescan of the whole tree."""
+        self._watch_tree(folder, report=True)
+
     def _watch_tree(
         self,
         top: str,

@@ -120,6 +120,9 @@ class WatchTable:
         Most folders watched at once (None: as many as the kernel allows).
     release_idle_s : float
         A folder gives its watch back only after this long without a new entry.
+    on_rearmed : callable, optional
+        Called with a folder watched again after giving its watch back: what was written
+        there in between had no event (by default: ``on_unwatched``, a rescan).
     """
 
     def __init__(
@@ -129,12 +132,14 @@ class WatchTable:
         *,
         max_watches: int | None = MAX_WATCHES,
         release_idle_s: float = RELEASE_IDLE_S,
+        on_rearmed: Callable[[str], None] | None = None,
     ) -> None:
         if max_watches is not None and max_watches < 1:
             raise ValueError(f"max_watches must be at least 1, not {max_watches}")
         self._lib = inotify()
         self._fd = fd
         self._on_unwatched = on_unwatched
+        self._on_rearmed = on_rearmed or (lambda _folder: on_unwatched())
         self._cap = max_watches if max_watches is not None else _NO_CAP
         self._idle_s = release_idle_s
         #: Watch descriptor -> folder path.
@@ -280,11 +285,11 @@ class WatchTable:
             return None
         if mask & CONTENT and wd not in self._rearmed:
             # Queued before its watch was given back: the folder is active again. What was
-            # written between the release and the new watch has no event: a scan finds it.
+            # written between the release and the new watch has no event (`on_rearmed`).
             self._rearmed.add(wd)
             self.released -= 1
-            self.watch(folder)
-            self._on_unwatched()
+            if self.watch(folder) is not None:
+                self._on_rearmed(folder)
         return folder
 
     def forget(self, top: str, *, unwatch: bool) -> None:
