@@ -296,7 +296,7 @@ def watching_text(status: Status) -> str:
     """The folders watched, and how the others are covered, in one short line."""
     if status.folders_watched is None:
         return ""
-    text = f"{status.folders_watched:,} folder{'s' * (status.folders_watched != 1)}"
+    text = f"{status.folders_watched:,} watched"
     if status.folders_unwatched:
         text += f"; {status.folders_unwatched:,} finished: by rescans and the final check"
     return text

@@ -589,10 +589,10 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     status.folders_watched, status.folders_unwatched = 16_384, 83_000
     write_status_file(status_file, status)
     panel.refresh()
-    [(line, tip)] = [(t, tip) for t, tip in shown().items() if "16,384 folders" in t]
-    assert line == "16,384 folders; 83,000 finished: by rescans and the final check"
+    [(line, tip)] = [(t, tip) for t, tip in shown().items() if "16,384 watched" in t]
+    assert line == "16,384 watched; 83,000 finished: by rescans and the final check"
     assert "final verification" in tip and "rescan" in tip
-    assert "Watching:" in shown()
+    assert "Folders:" in shown()
 
 
 def test_the_dock_fits_napari_default_window(

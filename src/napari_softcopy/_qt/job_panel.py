@@ -127,7 +127,7 @@ class JobPanel(QGroupBox):
         self.eta_title.hide()
         self.eta_label.hide()
         # The folders with a file-event watch, and how the finished ones are covered.
-        self.watching_title = QLabel("Watching:")
+        self.watching_title = QLabel("Folders:")  # (no wider than the column's others)
         self.watching_label = QLabel("")
         self.watching_label.setWordWrap(True)
         self.watching_label.setToolTip(
