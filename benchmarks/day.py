@@ -151,6 +151,7 @@ class Sampler(threading.Thread):
             "folders_watched": status.get("folders_watched"),
             "folders_unwatched": status.get("folders_unwatched"),
             "scans": status.get("scans", 0),
+            "event_overflows": status.get("event_overflows", 0),
             "log_bytes": log_bytes,
         }
 
@@ -260,6 +261,7 @@ def summarize(geometry, reader, sampler, code, ended_at, watch_limit) -> dict:
         "cpu_s_total": status_end.get("cpu_s"),
         "log_bytes": status_end.get("log_bytes"),
         "scans": status_end.get("scans"),
+        "event_overflows": status_end.get("event_overflows"),
         "folders_watched_end": status_end.get("folders_watched"),
         "folders_unwatched_end": status_end.get("folders_unwatched"),
         "per_timepoint_s": per_timepoint,
