@@ -165,16 +165,19 @@ def test_more_folders_than_watches_copy_complete_and_say_so(tmp_path):
     assert assert_identical(source, dest) == 12 * 64 + 2  # (chunks, metadata, marker)
     folders = sum(1 for p in source.rglob("*") if p.is_dir()) + 1
     assert folders > 250
-    assert all(w is not None and w <= 40 for w, _ in out["seen"]), out["seen"]
+    # (None before the engine has found the source and started watching it)
+    watched = [w for w, _ in out["seen"] if w is not None]
+    assert len(watched) >= 6 and max(watched) <= 40, out["seen"]
     assert out["watched"] <= 40 and out["watched"] + out["unwatched"] == folders, out
     assert out["scans"] == 1 and out["overflows"] == 0, out  # the first scan only
 
 
 def test_memory_does_not_follow_a_backlog_of_events(tmp_path, caplog):
     """Issue 22 item 2: a writer far ahead of the copy (here a copy held to 1 MB/s) does not
-    make the pending set grow with the backlog: past `Tuning.hint_limit` entries the events'
-    paths wait in compact form, past `Tuning.hint_spill` of those too they are left to a
-    rescan, which adds them as room comes; the copy is complete all the same."""
+    make the pending set grow with the backlog: past `Tuning.hint_limit` entries (and, here
+    none, `Tuning.hint_spill` paths waiting in compact form: see test_pending) the events'
+    files are left to a rescan, which adds them as room comes; the copy is complete all the
+    same."""
     import dataclasses
 
     from napari_softcopy import CopyEngine, CopyOptions
@@ -188,7 +191,7 @@ def test_memory_does_not_follow_a_backlog_of_events(tmp_path, caplog):
     options = CopyOptions(
         low_priority=False, wait_for_source=True, rescan_interval=3600.0, bandwidth_mb_s=1.0
     )
-    tuning = Tuning(hint_limit=40, hint_spill=200, pending_limit=40)
+    tuning = Tuning(hint_limit=40, hint_spill=0, pending_limit=40)
     engine = CopyEngine(source, dest, options, tuning=tuning)
     engine.start()
     pending = []  # while copying (at the finish, the verification's findings are queued)
@@ -204,9 +207,8 @@ def test_memory_does_not_follow_a_backlog_of_events(tmp_path, caplog):
         assert engine.state not in ("failed", "stopped"), engine.status().message
     assert engine.state == "verified", engine.status().message
     assert assert_identical(source, dest) == report.files
-    # (files_pending counts the compact ones too; a few more come from adds of their own
-    # backpressure: a scan's last, the workers' retries)
-    assert report.files > 500 and max(pending) <= 40 + 200 + 10, pending
+    # (a few more come from adds under their own backpressure: a scan's last one)
+    assert report.files > 500 and max(pending) <= 40 + 5, pending
     # the events left to a scan were said once (found by the rescan or the final walk)
     assert caplog.text.count("files of further events are found by a rescan") == 1
 
