@@ -349,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
         return write(args.writer, args.geometry, args.timepoints, args.rate)
     import tempfile
 
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="softcopy-day-")) / "run"
+    made = None if args.workdir else Path(tempfile.mkdtemp(prefix="softcopy-day-"))
+    workdir = args.workdir or made / "run"
     result = run(
         workdir,
         args.geometry,
@@ -360,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         src_code=args.src,
     )
+    if made is not None and not args.keep:
+        shutil.rmtree(made, ignore_errors=True)
     name = args.name or f"day-{args.geometry}-{args.timepoints}" + (
         f"-limit{args.watch_limit}" if args.watch_limit else ""
     )
