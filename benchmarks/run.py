@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import bulk, live, scale
+from . import bulk, day, live, scale
 from .common import REPO, Workdir, create_cost_us, dump, median
 from .copiers import ALL, LIVE_REFERENCES, REFERENCES, SOFTCOPY_VERSION, copiers, ensure
 
@@ -407,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="timepoints of every workload (default: the preset's; quick: a few)",
     )
-    p.add_argument("--modes", default="live,bulk,scale", help="subset of live,bulk,scale")
+    p.add_argument(
+        "--modes", default="live,bulk,scale", help="subset of live,bulk,scale,day (a day: hours)"
+    )
     p.add_argument(
         "--workdir",
         type=Path,
@@ -479,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         if "scale" in modes and "ours" in names:
             _log("scale mode")
             results["scale"] = scale.run(workdir, quick=args.quick, log=_log)
+        if "day" in modes and "ours" in names:
+            _log("day mode")
+            images = args.docs / "images"
+            results["day"] = day.run_all(workdir, quick=args.quick, images=images, log=_log)
     finally:
         results["meta"]["create_cost_us_at_end"] = round(create_cost_us(root), 1)
         results["meta"]["duration_s"] = round(time.monotonic() - t0, 1)

@@ -200,6 +200,16 @@ def test_status_view_shows_what_a_finish_waits_for_and_the_notices():
     assert status_view(s).notice_text == ""
 
 
+def test_status_view_says_how_many_folders_are_watched_and_how_the_rest_are_covered():
+    s = Status("/a", "/b", state="copying")
+    assert status_view(s).watching == ""  # (an engine that does not say: watchdog's observer)
+    s.folders_watched = 16_384
+    assert status_view(s).watching == "16,384 watched"
+    s.folders_unwatched = 83_000
+    v = status_view(s)
+    assert v.watching == "16,384 watched; 83,000 finished: by rescans and the final check"
+
+
 def test_status_view_counts_fit_one_line():
     s = Status("/a", "/b", state="copying", bytes_at_destination=2**30, bytes_copied=2**30)
     s.files_pending, s.bytes_pending = 1, 3 * 2**20

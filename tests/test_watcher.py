@@ -227,6 +227,127 @@ def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path):
     assert {str(tmp_path / f"d{i}") for i in range(4)} <= set(out["seen"]), out
 
 
+_PAST_THE_LIMIT = """
+import json, sys, threading
+from pathlib import Path
+from napari_softcopy.watcher import InotifyWatcher
+
+root = Path(sys.argv[1])
+Path("/proc/sys/user/max_inotify_watches").write_text("4")  # this namespace's own limit
+closed, asked = threading.Condition(), []
+
+class Recorder:
+    def __init__(self):
+        self.seen = set()
+    def dispatch(self, event):
+        with closed:
+            self.seen.add(event.src_path)
+            closed.notify_all()
+
+recorder = Recorder()
+watcher = InotifyWatcher(str(root), recorder, lambda: None, lambda: asked.append(1),
+                         max_watches=None, release_idle_s=0.0)
+watcher.start()
+for t in range(12):
+    (root / str(t)).mkdir()
+    (root / str(t) / "0").write_bytes(b"chunk")
+    with closed:
+        assert closed.wait_for(lambda: str(root / str(t) / "0") in recorder.seen, 10), t
+print(json.dumps({"asked": len(asked), "watched": watcher.watched, "cap": watcher.max_watches,
+                  "released": watcher.released, "unwatched": watcher.unwatched}))
+watcher.stop()
+watcher.join(5)
+"""
+
+
+@linux_only
+def test_past_the_kernels_watch_limit_finished_folders_make_room(tmp_path):
+    """The kernel refuses a watch (``ENOSPC``): its limit becomes the watcher's cap, idle
+    folders give their watch back, and every new folder is watched, without a rescan."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare (util-linux) to make a user namespace")
+    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
+    result = subprocess.run(
+        [unshare, "-U", "-r", sys.executable, "-c", _PAST_THE_LIMIT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert out["asked"] == 0 and out["unwatched"] == 0, out
+    assert out["cap"] == 4 and out["watched"] <= 4 and out["released"] >= 12 + 1 - 4, out
+
+
+@linux_only
+def test_finished_folders_give_their_watch_back_past_the_cap(tmp_path, watch, caplog):
+    """A time series written front to back: once the cap is reached, the folders without a
+    new entry for longest give their watch back; the folder being written keeps reporting,
+    nothing asks for a rescan, and a folder given back reports no more."""
+    asked = []
+    watcher, recorder = watch(
+        tmp_path, on_unwatched=lambda: asked.append(1), max_watches=8, release_idle_s=0.0
+    )
+    for t in range(30):
+        folder = tmp_path / str(t)
+        folder.mkdir()
+        (folder / "0").write_bytes(b"chunk")
+        # (written before the folder's watch came: reported as created)
+        wait_for(
+            lambda f=folder: recorder.seen("closed", f / "0") or recorder.seen("created", f / "0"),
+            10,
+            f"the chunk in {t}",
+        )
+        assert watcher.watched <= 8, watcher.watched
+    assert watcher.released >= 30 + 1 - 8 and watcher.unwatched == 0 and not asked
+    said = [r.getMessage() for r in caplog.records if "gives its watch back" in r.getMessage()]
+    assert said == [
+        "watching at most 8 folders at once: a folder without a new entry for 0 s gives its "
+        "watch back, and is covered by the periodic full scan and the final verification"
+    ]
+    (tmp_path / "0" / "late").write_bytes(b"x")  # the first folder: its watch was given back
+    (tmp_path / "29" / "1").write_bytes(b"chunk")  # events come in order: this one comes last
+    wait_for(lambda: recorder.seen("closed", tmp_path / "29" / "1"), 10, "the newest folder")
+    assert not recorder.seen("closed", tmp_path / "0" / "late")
+
+
+@linux_only
+def test_folders_still_being_written_keep_their_watch_beyond_the_cap(tmp_path, watch):
+    """The cap is soft: a folder is released only once idle, so when every watched folder is
+    still active a new one is watched all the same (only the kernel's limit is hard)."""
+    watcher, recorder = watch(tmp_path, max_watches=4, release_idle_s=3600.0)
+    for t in range(10):
+        (tmp_path / str(t)).mkdir()
+    wait_for(lambda: watcher.watched == 11, 10, "every folder watched")
+    (tmp_path / "0" / "k").write_bytes(b"x")
+    wait_for(lambda: recorder.seen("closed", tmp_path / "0" / "k"), 10, "the first folder")
+    assert watcher.released == 0 and watcher.unwatched == 0
+
+
+@linux_only
+def test_an_existing_tree_keeps_its_latest_folders_watched(tmp_path, watch):
+    """A copy resumed in the middle of an acquisition: the folders already there count as
+    idle, walked in the order of their numbers, so the earliest timepoints give their watch
+    back and the latest (where the writer is) keep it."""
+    for t in range(12):
+        (tmp_path / "c" / str(t) / "0").mkdir(parents=True)
+    watcher, recorder = watch(tmp_path, max_watches=6, release_idle_s=1.0)
+    assert watcher.watched <= 6
+    (tmp_path / "c" / "11" / "0" / "k").write_bytes(b"x")
+    wait_for(lambda: recorder.seen("closed", tmp_path / "c" / "11" / "0" / "k"), 10, "t=11")
+    (tmp_path / "c" / "2" / "0" / "k").write_bytes(b"x")
+    (tmp_path / "c" / "11" / "0" / "j").write_bytes(b"x")
+    wait_for(lambda: recorder.seen("closed", tmp_path / "c" / "11" / "0" / "j"), 10, "t=11")
+    assert not recorder.seen("closed", tmp_path / "c" / "2" / "0" / "k")
+    # the folders above the newest keep their watch: the next timepoint is seen
+    (tmp_path / "c" / "12").mkdir()
+    wait_for(lambda: recorder.seen("created", tmp_path / "c" / "12"), 10, "the next timepoint")
+    assert watcher.released >= 1 + 2 * 12 - 6 and watcher.unwatched == 0
+
+
 def test_watchdogs_observer_is_used_and_said_so_where_inotify_is_not(tmp_path, monkeypatch, caplog):
     """Where the engine's own reader cannot run, watchdog's observer copies as correctly, and
     the log and the status say once what is off."""

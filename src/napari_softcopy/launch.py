@@ -289,6 +289,19 @@ class StatusView:
     #: One short line about the notices ("" when none); ``notices`` holds them all.
     notice_text: str = ""
     notices: list[str] = field(default_factory=list)
+    #: How the source's changes are followed: the folders watched, and how the rest are
+    #: covered ("" where the engine does not say).
+    watching: str = ""
+
+
+def watching_text(status: Status) -> str:
+    """The folders watched, and how the others are covered, in one short line."""
+    if status.folders_watched is None:
+        return ""
+    text = f"{status.folders_watched:,} watched"
+    if status.folders_unwatched:
+        text += f"; {status.folders_unwatched:,} finished: by rescans and the final check"
+    return text
 
 
 def waiting_text(waiting_for: str | None) -> str:
@@ -363,6 +376,7 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
         waiting="" if status.done else waiting_text(status.waiting_for),
         notice_text=notice_text(status.notices or []),
         notices=[n for n in status.notices or [] if n],
+        watching=watching_text(status),
     )
 
 

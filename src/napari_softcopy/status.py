@@ -82,6 +82,8 @@ class Status:
     notices: list[str] = field(default_factory=list)
     freed: dict[str, Any] | None = None
     destination_info: str | None = None
+    folders_watched: int | None = None
+    folders_unwatched: int = 0
 
     @property
     def done(self) -> bool:

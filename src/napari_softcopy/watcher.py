@@ -19,6 +19,9 @@ word):
 - **Lost events are reported, not logged.** ``IN_Q_OVERFLOW`` calls ``on_overflow`` directly
   (watchdog only logs it before 7.1.1), after watching the folders whose creation may have
   been among the lost events.
+- **Finished folders give their watch back** (`napari_softcopy.watches`): a day of
+  acquisition makes more folders than ``fs.inotify.max_user_watches`` allows, and a time
+  series is written front to back.
 
 Events are delivered as watchdog's public event classes, in the kernel's order (a move at the
 place of its ``MOVED_FROM``), to ``handler.dispatch``, from one thread. Elsewhere, or where
@@ -31,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import logging
 import os
 import select
@@ -55,6 +57,23 @@ from watchdog.events import (
 )
 
 from .platform import IS_LINUX, on_event_overflow
+from .watches import (
+    IN_CLOEXEC,
+    IN_CLOSE_WRITE,
+    IN_CREATE,
+    IN_DELETE,
+    IN_DELETE_SELF,
+    IN_ISDIR,
+    IN_MOVE_SELF,
+    IN_MOVED_FROM,
+    IN_MOVED_TO,
+    IN_NONBLOCK,
+    IN_Q_OVERFLOW,
+    MAX_WATCHES,
+    RELEASE_IDLE_S,
+    WatchTable,
+    inotify,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,65 +86,8 @@ MOVE_PAIRING_S = 0.05
 #: ``NAPARI_SOFTCOPY_WATCHER=watchdog`` uses watchdog's observer even where inotify works.
 WATCHER_ENV = "NAPARI_SOFTCOPY_WATCHER"
 
-# <sys/inotify.h>
-_IN_CLOSE_WRITE = 0x8
-_IN_MOVED_FROM = 0x40
-_IN_MOVED_TO = 0x80
-_IN_CREATE = 0x100
-_IN_DELETE = 0x200
-_IN_DELETE_SELF = 0x400
-_IN_MOVE_SELF = 0x800
-_IN_Q_OVERFLOW = 0x4000
-_IN_IGNORED = 0x8000
-_IN_ONLYDIR = 0x01000000
-_IN_DONT_FOLLOW = 0x02000000
-_IN_ISDIR = 0x40000000
-_IN_NONBLOCK = os.O_NONBLOCK
-_IN_CLOEXEC = os.O_CLOEXEC
-# No OPEN, MODIFY or ATTRIB: tens of thousands of quick writes would overflow the queue.
-_MASK = (
-    _IN_CLOSE_WRITE
-    | _IN_MOVED_FROM
-    | _IN_MOVED_TO
-    | _IN_CREATE
-    | _IN_DELETE
-    | _IN_DELETE_SELF
-    | _IN_MOVE_SELF
-    | _IN_ONLYDIR
-    | _IN_DONT_FOLLOW
-)
 _HEADER = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 _READ_SIZE = 256 * 1024
-
-
-class _Libc:
-    """The three inotify calls of the C library, or why they cannot be had."""
-
-    def __init__(self) -> None:
-        self.why_not: str | None = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            self.init1 = libc.inotify_init1
-            self.add_watch = libc.inotify_add_watch
-            self.rm_watch = libc.inotify_rm_watch
-        except (OSError, AttributeError) as exc:
-            self.why_not = f"the C library has no inotify ({exc})"
-            return
-        self.init1.argtypes = [ctypes.c_int]
-        self.add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
-        self.rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
-
-
-_libc: _Libc | None = None
-
-
-def _inotify() -> _Libc:
-    global _libc
-    if _libc is None:
-        _libc = _Libc() if IS_LINUX else None
-    if _libc is None:
-        raise OSError(errno.ENOSYS, "inotify is Linux only")
-    return _libc
 
 
 @dataclass
@@ -151,8 +113,13 @@ class InotifyWatcher:
     on_overflow : callable
         Called when the kernel dropped events (its queue overflowed).
     on_unwatched : callable
-        Called when a new folder could not be watched (the watch limit, ``ENOSPC``): only a
-        scan can find what is written there.
+        Called when a new folder could not be watched (the watch limit, ``ENOSPC``, and no
+        folder idle enough to give its watch back): only a scan can find what is written there.
+    max_watches : int or None
+        Most folders watched at once (`watches.MAX_WATCHES`; None: as many as the kernel
+        allows). Beyond it, idle folders give their watch back (`watches.WatchTable`).
+    release_idle_s : float
+        A folder gives its watch back only after this long without a new entry.
 
     Raises
     ------
@@ -166,19 +133,21 @@ class InotifyWatcher:
         handler,
         on_overflow: Callable[[], None],
         on_unwatched: Callable[[], None] = lambda: None,
+        *,
+        max_watches: int | None = MAX_WATCHES,
+        release_idle_s: float = RELEASE_IDLE_S,
     ) -> None:
         self.root = root.rstrip("/") or "/"
         self._handler = handler
         self._on_overflow = on_overflow
         self._on_unwatched = on_unwatched
-        self._lib = _inotify()
-        fd = self._lib.init1(_IN_NONBLOCK | _IN_CLOEXEC)
+        fd = inotify().init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             err = ctypes.get_errno()
             raise OSError(err, f"inotify_init1: {os.strerror(err)}")
         self._fd = fd
         self._wake_r, self._wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self._paths: dict[int, str] = {}  # watch descriptor -> folder path
+        self._read_wall_ns = time.time_ns()  # wall time of the last read: an overflow's start
         self._moves: dict[int, _Move] = {}  # cookie -> a MOVED_FROM not yet paired
         self._out: deque[FileSystemEvent | _Move] = deque()
         self._stopping = threading.Event()
@@ -186,12 +155,19 @@ class InotifyWatcher:
         #: Reads that returned events, and events read (the batching shows in their ratio).
         self.reads = 0
         self.events = 0
-        #: Folders that could not be watched (beyond ``fs.inotify.max_user_watches``).
-        self.unwatched = 0
         try:
-            if self._watch(self.root) is None:
-                raise OSError(errno.ENOENT, f"cannot watch {self.root}")
-            self._watch_tree(self.root, report=False)
+            #: The folders watched, least recently active first.
+            self.watches = WatchTable(
+                fd,
+                on_unwatched,
+                max_watches=max_watches,
+                release_idle_s=release_idle_s,
+                on_rearmed=self._rearmed,
+            )
+            self.watches.watch_root(self.root)
+            # Folders there before the copy count as idle: the oldest give their watch back
+            # first (they are walked in name order, so the latest timepoints come last).
+            self._watch_tree(self.root, report=False, idle=True)
         except BaseException:
             self._close()
             raise
@@ -199,7 +175,22 @@ class InotifyWatcher:
     @property
     def watched(self) -> int:
         """Folders watched now."""
-        return len(self._paths)
+        return len(self.watches.paths)
+
+    @property
+    def unwatched(self) -> int:
+        """Folders that could not be watched (the kernel's limit; found by rescans)."""
+        return self.watches.unwatched
+
+    @property
+    def released(self) -> int:
+        """Folders whose watch was given back (finished; covered by scans)."""
+        return self.watches.released
+
+    @property
+    def max_watches(self) -> int | None:
+        """Most folders watched at once: the cap given, or the kernel's limit once met."""
+        return self.watches.cap
 
     def start(self) -> None:
         """Start the reader thread."""
@@ -227,34 +218,28 @@ class InotifyWatcher:
         self._fd = self._wake_r = self._wake_w = -1
 
     # ------------------------------------------------------------------ watches
-    def _watch(self, path: str) -> int | None:
-        """Watch one folder; its descriptor, or None when it cannot be watched."""
-        wd = self._lib.add_watch(self._fd, os.fsencode(path), _MASK)
-        if wd < 0:
-            err = ctypes.get_errno()
-            if err == errno.ENOSPC:
-                self.unwatched += 1
-                if self.unwatched == 1:
-                    log.warning(
-                        "cannot watch %s: the inotify watch limit (fs.inotify.max_user_watches) "
-                        "is reached; folders beyond it are found by rescans",
-                        path,
-                    )
-                self._on_unwatched()
-            elif err not in (errno.ENOENT, errno.ENOTDIR):  # gone again: nothing to watch
-                log.warning("cannot watch %s: %s", path, os.strerror(err))
-                self._on_unwatched()
-            return None
-        if self._paths.get(wd) == path:
-            return None  # already watched (its own event and a walk both found it)
-        self._paths[wd] = path
-        return wd
+    def _rearmed(self, folder: str) -> None:
+        """A folder that gave its watch back has it again: what was written there in between
+        had no event, so what it holds is reported (as in a new folder), not left to a
+        rescan of the whole tree."""
+        self._watch_tree(folder, report=True)
 
-    def _watch_tree(self, top: str, *, report: bool, every: bool = False) -> None:
+    def _watch_tree(
+        self,
+        top: str,
+        *,
+        report: bool,
+        idle: bool = False,
+        changed_since_ns: int | None = None,
+    ) -> None:
         """Watch every folder below ``top`` (already watched); with ``report``, say what is in
         them: files written in a new folder before its watch existed have no event. A folder
-        already watched is not entered again, unless ``every`` (after lost events, when any
-        folder may hold a new one whose creation was among them)."""
+        already watched is not entered again. With ``changed_since_ns`` (after lost events,
+        when any folder may hold a new one whose creation was among them) every folder is
+        entered, and only those changed since then are watched: a folder that gave its watch
+        back stays without one unless it is active again. ``idle``: see `WatchTable.watch`.
+        Folders are walked in name order (numbers by value), so the latest timepoints are
+        watched last."""
         stack = [top]
         while stack:
             folder = stack.pop()
@@ -262,36 +247,28 @@ class InotifyWatcher:
                 entries = list(os.scandir(folder))
             except OSError:
                 continue
+            folders = []
             for entry in entries:
                 try:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     continue
                 if is_dir:
-                    if self._watch(entry.path) is not None or every:
-                        stack.append(entry.path)
+                    folders.append(entry)
                     if report:
                         self._out.append(DirCreatedEvent(entry.path))
                 elif report:
                     self._out.append(FileCreatedEvent(entry.path))
-
-    def _forget(self, top: str, *, unwatch: bool) -> None:
-        """Drop the watches of ``top`` and below (moved out of the tree, or deleted)."""
-        prefix = top + "/"
-        for wd, path in list(self._paths.items()):
-            if path == top or path.startswith(prefix):
-                del self._paths[wd]
-                if unwatch:
-                    self._lib.rm_watch(self._fd, wd)
-
-    def _rename(self, src: str, dest: str) -> None:
-        """A watched folder moved within the tree: its watches now name the new place."""
-        prefix = src + "/"
-        for wd, path in list(self._paths.items()):
-            if path == src:
-                self._paths[wd] = dest
-            elif path.startswith(prefix):
-                self._paths[wd] = dest + path[len(src) :]
+            folders.sort(key=lambda e: (len(e.name), e.name))
+            deeper = []
+            for entry in folders:
+                if changed_since_ns is not None:
+                    if _changed_since(entry, changed_since_ns):
+                        self.watches.watch(entry.path)
+                    deeper.append(entry.path)
+                elif self.watches.watch(entry.path, idle=idle) is not None:
+                    deeper.append(entry.path)
+            stack.extend(reversed(deeper))  # (the first in name order is walked first)
 
     # ------------------------------------------------------------------ reading
     def _run(self) -> None:
@@ -318,7 +295,9 @@ class InotifyWatcher:
                     break
             if data:
                 self.reads += 1
+                self.watches.new_read()
                 self._parse(data)
+                self._read_wall_ns = time.time_ns()
             self._deliver()
             if data:
                 self._stopping.wait(EVENT_BATCH_S)
@@ -334,52 +313,52 @@ class InotifyWatcher:
             self._event(wd, mask, cookie, os.fsdecode(name))
 
     def _event(self, wd: int, mask: int, cookie: int, name: str) -> None:
-        if mask & _IN_Q_OVERFLOW:
+        if mask & IN_Q_OVERFLOW:
             # The creations of new folders may be among the lost events: watch them now, or
-            # nothing written there would ever have an event. (The engine rescans files.)
-            self._watch_tree(self.root, report=False, every=True)
+            # nothing written there would ever have an event. (The engine rescans files.) A
+            # folder changed since a second before the last whole read may be one; the margin
+            # covers the coarse clock of a folder's ctime.
+            since = self._read_wall_ns - 1_000_000_000
+            self._watch_tree(self.root, report=False, changed_since_ns=since)
             self._on_overflow()
             return
-        folder = self._paths.get(wd)
+        folder = self.watches.folder_of(wd, mask)
         if folder is None:
-            return  # a watch already dropped
-        if mask & _IN_IGNORED:
-            self._paths.pop(wd, None)  # its folder is gone (or unmounted)
-            return
-        if mask & (_IN_DELETE_SELF | _IN_MOVE_SELF):
+            return  # a watch already dropped, or its last word
+        if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
             if folder == self.root:
                 self._out.append(DirDeletedEvent(self.root))
             return  # any other folder: its parent reports the delete or the move
         path = f"{folder}/{name}"
-        is_dir = bool(mask & _IN_ISDIR)
-        if mask & _IN_MOVED_FROM:
+        is_dir = bool(mask & IN_ISDIR)
+        if mask & IN_MOVED_FROM:
             move = _Move(path, is_dir, cookie, time.monotonic() + MOVE_PAIRING_S)
             self._moves[cookie] = move
             self._out.append(move)
-        elif mask & _IN_MOVED_TO:
+        elif mask & IN_MOVED_TO:
             move = self._moves.pop(cookie, None)
             if move is not None:
                 move.dest = path
                 if is_dir:
-                    self._rename(move.src, path)
+                    self.watches.rename(move.src, path)
             elif is_dir:  # moved in from outside: like a new folder
                 self._new_folder(path)
             else:
                 self._out.append(FileCreatedEvent(path))
-        elif mask & _IN_CREATE:
+        elif mask & IN_CREATE:
             if is_dir:
                 self._new_folder(path)
             else:
                 self._out.append(FileCreatedEvent(path))
-        elif mask & _IN_CLOSE_WRITE:
+        elif mask & IN_CLOSE_WRITE:
             if not is_dir:
                 self._out.append(FileClosedEvent(path))
-        elif mask & _IN_DELETE:
+        elif mask & IN_DELETE:
             self._out.append(DirDeletedEvent(path) if is_dir else FileDeletedEvent(path))
 
     def _new_folder(self, path: str) -> None:
         self._out.append(DirCreatedEvent(path))
-        if self._watch(path) is not None:
+        if self.watches.watch(path) is not None:
             self._watch_tree(path, report=True)
 
     def _deliver(self) -> None:
@@ -406,9 +385,16 @@ class InotifyWatcher:
         # own, so a folder reads as moved (the handler rescans), a file as deleted.
         self._moves.pop(move.cookie, None)
         if move.is_dir:
-            self._forget(move.src, unwatch=True)
+            self.watches.forget(move.src, unwatch=True)
             return DirMovedEvent(move.src, "")
         return FileDeletedEvent(move.src)
+
+
+def _changed_since(entry: os.DirEntry, since_ns: int) -> bool:
+    try:
+        return entry.stat(follow_symlinks=False).st_ctime_ns >= since_ns
+    except OSError:
+        return False
 
 
 @dataclass
@@ -446,8 +432,14 @@ class Watching:
 
     @property
     def unwatched_folders(self) -> int:
-        """Folders beyond the watch limit, found by rescans only."""
-        return getattr(self._watcher, "unwatched", 0)
+        """Folders without a watch: given back (finished) or beyond the watch limit; found by
+        the periodic full scan and the final verification only."""
+        return getattr(self._watcher, "unwatched", 0) + getattr(self._watcher, "released", 0)
+
+    @property
+    def max_watches(self) -> int | None:
+        """Most folders watched at once (None: no cap known, or watchdog's observer)."""
+        return getattr(self._watcher, "max_watches", None)
 
 
 def start_watching(
@@ -455,12 +447,17 @@ def start_watching(
     handler,
     on_overflow: Callable[[], None],
     on_unwatched: Callable[[], None] = lambda: None,
+    *,
+    max_watches: int | None = MAX_WATCHES,
+    release_idle_s: float = RELEASE_IDLE_S,
 ) -> Watching:
     """Start delivering the file events below ``root`` to ``handler.dispatch``.
 
     The engine's own inotify reader where it can be used; otherwise watchdog's observer,
     with a notice saying what that costs. ``on_overflow`` is called when events were lost,
-    ``on_unwatched`` when a folder could not be watched.
+    ``on_unwatched`` when a folder could not be watched; ``max_watches`` caps the folders
+    watched at once, ``release_idle_s`` is how long a folder must be idle to give its watch
+    back (`watches.WatchTable`).
     """
     why = None
     if os.environ.get(WATCHER_ENV, "").strip().lower() == "watchdog":
@@ -469,7 +466,14 @@ def start_watching(
         why = "inotify is Linux only"
     else:
         try:
-            watcher = InotifyWatcher(root, handler, on_overflow, on_unwatched)
+            watcher = InotifyWatcher(
+                root,
+                handler,
+                on_overflow,
+                on_unwatched,
+                max_watches=max_watches,
+                release_idle_s=release_idle_s,
+            )
         except OSError as exc:
             why = f"inotify cannot be used here ({exc.strerror or exc})"
         else:

@@ -590,6 +590,15 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     panel.refresh()
     assert not any("42 s" in t or notices[0] in t for t in shown())  # gone when the engine says so
 
+    # Past the watch limit: how many folders are watched, and how the finished ones are covered.
+    status.folders_watched, status.folders_unwatched = 16_384, 83_000
+    write_status_file(status_file, status)
+    panel.refresh()
+    [(line, tip)] = [(t, tip) for t, tip in shown().items() if "16,384 watched" in t]
+    assert line == "16,384 watched; 83,000 finished: by rescans and the final check"
+    assert "final verification" in tip and "rescan" in tip
+    assert "Folders:" in shown()
+
 
 def test_the_dock_fits_napari_default_window(
     make_napari_viewer, engines, acquisition, tmp_path, qtbot

@@ -128,6 +128,19 @@ class JobPanel(QGroupBox):
         grid.addWidget(self.eta_label, 3, 1, 1, 3)
         self.eta_title.hide()
         self.eta_label.hide()
+        # The folders with a file-event watch, and how the finished ones are covered.
+        self.watching_title = QLabel("Folders:")  # (no wider than the column's others)
+        self.watching_label = QLabel("")
+        self.watching_label.setWordWrap(True)
+        self.watching_label.setToolTip(
+            "source folders followed by file events; past the inotify watch limit, finished "
+            "folders give their watch back, and their files are found by the periodic full "
+            "rescan and by the final verification, which compares every file before the marker"
+        )
+        grid.addWidget(self.watching_title, 4, 0)
+        grid.addWidget(self.watching_label, 4, 1, 1, 3)
+        self.watching_title.hide()
+        self.watching_label.hide()
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         outer.addLayout(grid)
@@ -306,6 +319,10 @@ class JobPanel(QGroupBox):
             self.eta_label.setVisible(eta_known)
         info = status.destination_info if status is not None else None
         _set_text(self.destination_label, f"Destination: {info}" if info else "")
+        if self.watching_label.text() != v.watching:
+            self.watching_label.setText(v.watching)
+            self.watching_title.setVisible(bool(v.watching))
+            self.watching_label.setVisible(bool(v.watching))
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)

@@ -307,7 +307,9 @@ class LocalDestination(Destination):
                     "the archive has a folder; links are not followed. Remove it and run the "
                     "same command again",
                 ) from None
-        if len(self._known_dirs) > 100_000:  # bounded memory on huge trees
+        # Bounded memory on huge trees (about 150 bytes a folder): the folders being written
+        # are few, and a folder forgotten costs one mkdir (EEXIST) and one stat again.
+        if len(self._known_dirs) > 1024:
             self._known_dirs = {""}
         self._known_dirs.add(rel_dir)
 

@@ -215,9 +215,17 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             handler = SourceEventHandler(
                 self._src, self._hint, self._request_rescan, self._root_gone, self._touched
             )
-            watching = start_watching(self._src, handler, self._on_overflow, self._request_rescan)
+            watching = start_watching(
+                self._src,
+                handler,
+                self._on_overflow,
+                self._request_rescan,
+                max_watches=self.tuning.max_watches,
+                release_idle_s=self.tuning.watch_release_idle_s,
+            )
             with self._lock:
                 self._notices.extend(watching.notices)
+                self._watching = watching
             self._copy_root_metadata()
             workers = self.options.workers or self._dest.suggested_workers()
             log.info("copying with %d worker thread(s)", workers)

@@ -52,7 +52,24 @@ class LiveCopy(EngineState):
             self._on_marker()
             return
         self._activity.note()
-        self._pending.add(rel, delay=delay)
+        tuning = self.tuning
+        if not self._pending.add(
+            rel, delay=delay, limit=tuning.hint_limit, spill=tuning.hint_spill
+        ):
+            self._backlog_full()
+
+    def _backlog_full(self) -> None:
+        """An event found the backlog full (`Tuning.hint_limit` entries and `hint_spill`
+        compact paths): its file is left to a rescan, so that memory does not follow it."""
+        if not self._hints_left_to_scans:
+            self._hints_left_to_scans = True
+            log.warning(
+                "%s: %d files are waiting to be copied: the copy is far behind the writer; "
+                "files of further events are found by a rescan (bounded memory)",
+                self.source,
+                self.tuning.hint_limit + self.tuning.hint_spill,
+            )
+        self._request_rescan()
 
     def _touched(self) -> None:
         """An event that is no hint (a writer's temporary file, a folder): still a change."""

@@ -23,6 +23,7 @@ from ..quiet import SourceActivity
 from ..status import FINAL_STATES, JobState, Status
 from ..transfer import RateLimiter
 from ..verify import VerifyReport
+from ..watcher import Watching
 from .tuning import Tuning
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
@@ -117,6 +118,8 @@ class EngineState:
         self._report: VerifyReport | None = None
         self._notices: list[str] = []  # what does not apply here (status, log: once each)
         self._unholdable: set[str] = set()  # names the destination cannot hold (said once)
+        self._watching: Watching | None = None  # the source's file events, once started
+        self._hints_left_to_scans = False  # an event found the backlog full (said once)
         # What the writer does: a requested finish waits for the source to stay quiet, and
         # any change between the verification and the marker cancels the marker.
         self._activity = SourceActivity()
@@ -156,6 +159,7 @@ class EngineState:
                 self._reload_arrays()
             expected = sum(a.n_chunks for a in self._arrays)
             errors = list(c.errors)
+            watching = self._watching
             snap = Status(
                 source=os.fspath(self.source),
                 destination=os.fspath(self.destination),
@@ -188,6 +192,8 @@ class EngineState:
                 freed=self._freed,
                 destination_info=None if self._dest is None else self._dest.summary,
                 waiting_for=self._waiting_for,
+                folders_watched=None if watching is None else watching.watched_folders,
+                folders_unwatched=0 if watching is None else watching.unwatched_folders,
             )
         recent = [(t, f, b) for t, f, b in window if now - t < 5.0]
         if recent:

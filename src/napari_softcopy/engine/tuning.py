@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..watches import MAX_WATCHES, RELEASE_IDLE_S
+
 
 @dataclass(frozen=True)
 class Tuning:
@@ -50,6 +52,23 @@ class Tuning:
         Seconds a source file must stay deleted (its directory still there) before the
         delete is mirrored at the destination: removing a whole tree deletes its files
         before their directories, and must delete nothing at the destination.
+    hint_limit : int
+        File events stop adding entries to the pending set while this many paths are
+        pending (a writer far ahead of the copy): an entry costs about 250 bytes, and memory
+        must not follow the backlog. Further paths wait in compact form (`hint_spill`).
+    hint_spill : int
+        Paths of file events that wait, beyond `hint_limit`, in compact form (about 60
+        bytes each) to become entries as room comes, oldest first. Beyond it too, a rescan
+        finds the files of the events left out (slower: it walks the whole tree).
+    max_watches : int or None
+        Most source folders with an inotify watch at once (`watches.WatchTable`; None: as
+        many as the kernel allows). Past it, finished folders give their watch back and are
+        covered by the periodic rescan and the final verification: more costs memory (about
+        250 bytes a folder here, a pinned inode in the kernel), fewer leaves folders that
+        are written again to the rescan.
+    watch_release_idle_s : float
+        A folder gives its watch back only after this long without a new entry: shorter
+        frees watches sooner, but may take them from folders still being written.
     """
 
     pending_limit: int = 20_000
@@ -62,3 +81,7 @@ class Tuning:
     copy_helper_files: int = 2_000
     marker_poll_s: float = 0.1
     delete_grace_s: float = 2.0
+    hint_limit: int = 20_000
+    hint_spill: int = 1_000_000
+    max_watches: int | None = MAX_WATCHES
+    watch_release_idle_s: float = RELEASE_IDLE_S
