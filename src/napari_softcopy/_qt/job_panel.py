@@ -317,12 +317,20 @@ class JobPanel(QGroupBox):
         if self.eta_label.isHidden() == eta_known:
             self.eta_title.setVisible(eta_known)
             self.eta_label.setVisible(eta_known)
+        # The folders line takes a row only where it tells something: past the watch limit
+        # (every folder watched is the rule; the count is then on the destination's tooltip).
+        watching = v.watching if status is not None and status.folders_unwatched else ""
+        if self.watching_label.text() != watching:
+            self.watching_label.setText(watching)
+            self.watching_title.setVisible(bool(watching))
+            self.watching_label.setVisible(bool(watching))
         info = status.destination_info if status is not None else None
         _set_text(self.destination_label, f"Destination: {info}" if info else "")
-        if self.watching_label.text() != v.watching:
-            self.watching_label.setText(v.watching)
-            self.watching_title.setVisible(bool(v.watching))
-            self.watching_label.setVisible(bool(v.watching))
+        tip = f"What the destination keeps, as probed when the copy started: {info}" if info else ""
+        if tip and v.watching and not watching:
+            tip += f"\nSource folders followed by file events: {v.watching}"
+        if self.destination_label.toolTip() != tip:
+            self.destination_label.setToolTip(tip)
         _set_text(self.waiting_label, v.waiting)
         _set_text(self.message_label, v.message)
         _set_text(self.notice_label, v.notice_text)
