@@ -40,12 +40,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import blake3
 
 from .destinations import STATE_DIR, Destination
 from .layout import is_own_temp_name
 from .platform import drop_cache
+
+if TYPE_CHECKING:
+    from .hashes import Assembled, HashJournal
 
 __all__ = [
     "HASH",
@@ -420,22 +424,27 @@ def manifest_for_copy(
     source: str,
     marker: str | None,
     stop: threading.Event | None = None,
-) -> Manifest | None:
-    """Build and write the manifest of a verified copy (the engine's step after the flush,
-    before the marker); returns it, or None when ``stop`` was set (nothing written)."""
-    t0 = time.monotonic()
-    manifest = build_manifest(dest, source=source, marker=marker, stop=stop)
-    if manifest is None:
-        return None
-    write_manifest(dest, manifest)
-    log.info(
-        "%s: manifest of %d files, %.1f MiB hashed in %.2f s",
-        dest.path,
-        len(manifest.entries),
-        manifest.bytes / 2**20,
-        time.monotonic() - t0,
-    )
-    return manifest
+    journal: HashJournal | None = None,
+) -> Assembled | None:
+    """Write the manifest of a verified copy (the engine's step after the flush, before the
+    marker), taking the hashes the copy recorded in ``journal`` and hashing only the files it
+    holds no hash of (`hashes.assemble`); None when ``stop`` was set (nothing written)."""
+    from .hashes import assemble
+
+    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop)
+    if done is not None:
+        log.info(
+            "%s: manifest of %d files, %.1f MiB: %d hashes from the copy's journal, %d files "
+            "(%.1f MiB) hashed in %.2f s",
+            dest.path,
+            done.files,
+            done.bytes / 2**20,
+            done.from_journal,
+            done.hashed,
+            done.hashed_bytes / 2**20,
+            done.seconds,
+        )
+    return done
 
 
 def verify_against_manifest(path: str | os.PathLike, *, json_out: bool = False) -> bool:
