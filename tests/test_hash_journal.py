@@ -18,7 +18,7 @@ import blake3
 import pytest
 
 from faults_support import make_archive
-from napari_softcopy.destinations import LocalDestination
+from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.hashes import JOURNAL, HashJournal, assemble
 from napari_softcopy.manifest import build_manifest, read_manifest
 from napari_softcopy.simulate import simulate
@@ -71,11 +71,12 @@ def assert_manifest_from_scratch(dst: Path) -> dict:
     return written.entries
 
 
+def segments(dst: Path) -> list[Path]:
+    return sorted(dst.glob(f"{JOURNAL}*.jsonl"))
+
+
 def journal_records(dst: Path) -> list[str]:
-    folder = dst / JOURNAL
-    if not folder.is_dir():
-        return []
-    return [line for p in folder.glob("*.jsonl") for line in p.read_text().splitlines()]
+    return [line for p in segments(dst) for line in p.read_text().splitlines()]
 
 
 def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_log):
@@ -96,7 +97,7 @@ def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_l
     assert files == len(entries) > 100
     assert from_journal + hashed == files
     assert from_journal >= files // 2, "the copy's hashes were not used"
-    assert journal_records(dst) == [], "the journal outlived the manifest"
+    assert os.listdir(dst / STATE_DIR) == ["manifest.jsonl"], "the journal outlived the manifest"
 
 
 def test_a_file_rewritten_after_its_hash_was_recorded_gets_its_new_hash(tmp_path, manifest_log):
@@ -148,7 +149,7 @@ def test_kill_9_then_resume_gives_the_right_manifest(tmp_path, manifest_log):
     (src / same).write_bytes(bytes(b ^ 0x5A for b in chunks[same]))
     os.utime(src / same, ns=(st.st_atime_ns, st.st_mtime_ns))
     (src / grown).write_bytes(chunks[grown] + b"more")
-    segment = sorted((dst / JOURNAL).glob("*.jsonl"))[0]
+    segment = segments(dst)[0]
     with open(segment, "ab") as f:
         f.write(b'{"p": "c/0", "q": 9, "s": 8192, "m": 1, "t": "", "b3": "00')  # (torn)
     e = engine(src, dst)
@@ -218,12 +219,12 @@ def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_pat
             _copy(src, dest, f"f{i % 20:02d}", journal)
             wait_for(lambda n=i + 1: journal.hashed == n, what="the file hashed")
         done = assemble(dest, source=str(src), marker=None, journal=journal)
-        segments = list((dst / JOURNAL).glob("*.jsonl"))
+        merged = segments(dst)
         journal.discard()
     finally:
         dest.close()
     assert (done.files, done.from_journal) == (20, 20)
-    assert len(segments) < 20, "segments were not merged"
-    assert any(p.name.startswith("1-") for p in segments)
+    assert len(merged) < 20, "segments were not merged"
+    assert any(p.name.startswith("hashes-1-") for p in merged)
     assert_manifest_from_scratch(dst)
-    assert list((dst / JOURNAL).glob("*.jsonl")) == []
+    assert segments(dst) == []

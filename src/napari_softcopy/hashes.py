@@ -11,9 +11,10 @@ the read (`manifest.read_back`), so clean pages come from the storage (pages not
 back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
 cold later).
 
-The journal is a folder of segment files below the destination (`JOURNAL`), each one batch of
-records sorted by path and published atomically (a crash leaves whole segments or none; a line
-that does not parse, as after a power cut, is dropped). Nothing grows in memory: the queue and
+The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
+<run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
+atomically (a crash leaves whole segments or none; a line that does not parse, as after a
+power cut, is dropped). Nothing grows in memory: the queue and
 the buffer are bounded, and segments are merged in the background (`FANIN` at a time, keeping
 the latest record per path), so a day of millions of files holds a few dozen segments. At the
 finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
@@ -52,7 +53,9 @@ from .platform import degrade, lower_thread_priority
 log = logging.getLogger(__name__)
 
 #: The journal's folder below the destination root.
-JOURNAL = f"{STATE_DIR}/hashes"
+#: The journal's segments: `STATE_DIR` files of this prefix (flat: a `Destination` removes
+#: files, not folders, and the manifest's folder is left as it was).
+JOURNAL = f"{STATE_DIR}/hashes-"
 BATCH = 4096  # records per segment: a write per this many files, not one per file
 FLUSH_S = 2.0  # a partial batch is written after this long
 QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
@@ -103,12 +106,15 @@ def _parse(line: bytes) -> JournalRecord | None:
 
 
 def _segment_name(level: int, run: int, n: int) -> str:
-    return f"{level}-{run:08d}-{n:08d}.jsonl"
+    return f"{JOURNAL}{level}-{run:08d}-{n:08d}.jsonl".rpartition("/")[2]
 
 
 def _segment_parts(name: str) -> tuple[int, int, int] | None:
     try:
-        level, run, n = name.removesuffix(".jsonl").split("-")
+        prefix = JOURNAL.rpartition("/")[2]
+        if not (name.startswith(prefix) and name.endswith(".jsonl")):
+            return None
+        level, run, n = name[len(prefix) : -len(".jsonl")].split("-")
         return int(level), int(run), int(n)
     except ValueError:
         return None
@@ -237,12 +243,11 @@ class HashJournal:
         except OSError as exc:
             # Records lost: an older hash might then stand for a newer version. The journal
             # is no longer used: the finish hashes every file, as without one.
-            self.broken = f"the hash journal at {self.dest.path / JOURNAL} failed ({exc})"
+            self.broken = f"the hash journal at {self.dest.path / STATE_DIR} failed ({exc})"
             degrade("hashing during the copy", f"{self.broken}; the finish hashes every file")
 
     def _write_segment(self, name: str, records) -> None:
-        self.dest.makedirs(JOURNAL)
-        temp = self.dest.create_temp(f"{JOURNAL}/{name}")
+        temp = self.dest.create_temp(f"{STATE_DIR}/{name}")
         try:
             fd = temp.fileno()
             chunk: list[bytes] = []
@@ -259,7 +264,7 @@ class HashJournal:
             self.dest.release(temp)
 
     def _segments_by_name(self) -> dict[str, tuple[int, int, int]]:
-        entries = self.dest.listdir(JOURNAL) or {}
+        entries = self.dest.listdir(STATE_DIR) or {}
         out = {}
         for name, info in entries.items():
             parts = _segment_parts(name)
@@ -277,7 +282,7 @@ class HashJournal:
             merged = _segment_name(level + 1, self.run, self._segment_n)
             self._write_segment(merged, _latest(self._read_segments(names)))
             for name in names:  # (a crash before these leaves duplicates: harmless)
-                self.dest.unlink(f"{JOURNAL}/{name}")
+                self.dest.unlink(f"{STATE_DIR}/{name}")
             level += 1
 
     def _read_segments(self, names: list[str]) -> Iterator[JournalRecord]:
@@ -285,7 +290,7 @@ class HashJournal:
         return heapq.merge(*streams)
 
     def _records(self, name: str) -> Iterator[JournalRecord]:
-        with self.dest.read(f"{JOURNAL}/{name}") as f:
+        with self.dest.read(f"{STATE_DIR}/{name}") as f:
             for line in f:
                 record = _parse(line)
                 if record is not None:
@@ -333,7 +338,7 @@ class HashJournal:
                 self._buffer = []
             with contextlib.suppress(OSError):
                 for name in self._segments_by_name():
-                    self.dest.unlink(f"{JOURNAL}/{name}")
+                    self.dest.unlink(f"{STATE_DIR}/{name}")
 
 
 def _latest(records: Iterator[JournalRecord]) -> Iterator[JournalRecord]:

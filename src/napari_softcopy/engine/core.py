@@ -202,8 +202,9 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             st = os.fstat(self._src_fd)
             self._source_identity = (st.st_dev, st.st_ino)
             self._dest = LocalDestination(self.destination)
-            self._hashes = HashJournal(self._dest, low_priority=self.options.low_priority)
-            self._hashes.start()
+            if self.tuning.hash_during_copy:
+                self._hashes = HashJournal(self._dest, low_priority=self.options.low_priority)
+                self._hashes.start()
             self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()

@@ -50,6 +50,10 @@ class Tuning:
         Seconds a source file must stay deleted (its directory still there) before the
         delete is mirrored at the destination: removing a whole tree deletes its files
         before their directories, and must delete nothing at the destination.
+    hash_during_copy : bool
+        Hash each copied file in the background for the manifest (`hashes`), so that the
+        finish hashes only what was copied last; False hashes every file at the finish (a
+        benchmark's baseline).
     """
 
     pending_limit: int = 20_000
@@ -62,3 +66,4 @@ class Tuning:
     copy_helper_files: int = 2_000
     marker_poll_s: float = 0.1
     delete_grace_s: float = 2.0
+    hash_during_copy: bool = True
