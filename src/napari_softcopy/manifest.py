@@ -3,16 +3,16 @@ destination so that the copy can be proven intact later without its source.
 
 The file is ``.softcopy/manifest.jsonl`` below the destination root (`STATE_DIR`: no Zarr
 key starts with a dot, so readers of the archive never see it). JSON Lines, UTF-8: a header
-object, then one object per file, sorted by path::
+object, then one object per file, in walk order (each folder listed sorted by name)::
 
     {"napari_softcopy_manifest": 1, "hash": "blake3", "files": 2, "bytes": 7, ...}
     {"path": "0/c/0/0", "size": 4, "blake3": "<64 hex digits>"}
     {"path": "zarr.json", "size": 3, "blake3": "<64 hex digits>"}
 
 The header also names the source, the marker (which is not listed: it is written after the
-manifest) and when the manifest was made. It is written atomically (`Destination.write_file`),
-after the final verification and the flush, just before the marker: a marker at the
-destination always has the manifest of the same copy beside it.
+manifest) and when the manifest was made. It is written atomically and durably (a temporary
+name, fsync, rename), after the final verification and the flush, just before the marker: a
+marker at the destination always has the manifest of the same copy beside it.
 
 Why BLAKE3: on the light-sheet benchmark archive (4,098 files, 291 MiB, cached) one thread
 hashes at about 1.7 GiB/s with ``blake3`` and 2.9 GiB/s with xxh3-128; the read from the
@@ -20,13 +20,10 @@ destination's disk or network dominates either. BLAKE3 is a cryptographic hash (
 checked months later is checked against something no accident or edit can match), and
 ``b3sum`` checks it without napari-softcopy.
 
-Why hashed at the finish, from the destination: the copy moves bytes in the kernel
-(``copy_file_range``), so they never pass through Python; hashing them on the way would cost
-a read through user space on the acquisition machine's few cores while it acquires, and for
-every version of a file rewritten during the acquisition. Read back after the flush with the
-page cache dropped (`read_back`), the hash is of what the destination's storage holds, which
-is what the manifest vouches for. The cost is one read of the copy between the verification
-and the marker (see docs/move.md for the measured figures).
+When hashed: during the copy, by `hashes.HashJournal` (each published file read back from
+the destination at idle priority, `read_back`); the finish assembles the manifest from those
+hashes and hashes only the files they do not cover (`hashes.assemble`; docs/move.md).
+`build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 
 from __future__ import annotations
