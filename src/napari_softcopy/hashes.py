@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import io
 import json
 import logging
 import os
@@ -291,7 +292,9 @@ class HashJournal:
 
     def _records(self, name: str) -> Iterator[JournalRecord]:
         with self.dest.read(f"{STATE_DIR}/{name}") as f:
-            for line in f:
+            # (a destination's reader may be unbuffered: lines read a byte per call there)
+            lines = io.BufferedReader(f, 1 << 16) if isinstance(f, io.RawIOBase) else f
+            for line in lines:
                 record = _parse(line)
                 if record is not None:
                     yield record
