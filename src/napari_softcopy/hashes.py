@@ -53,7 +53,6 @@ from .platform import degrade, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
-#: The journal's folder below the destination root.
 #: The journal's segments: `STATE_DIR` files of this prefix (flat: a `Destination` removes
 #: files, not folders, and the manifest's folder is left as it was).
 JOURNAL = f"{STATE_DIR}/hashes-"
