@@ -228,3 +228,31 @@ def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_pat
     assert any(p.name.startswith("hashes-1-") for p in merged)
     assert_manifest_from_scratch(dst)
     assert segments(dst) == []
+
+
+def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_path):
+    """A killed run may have published a version it never recorded: here a rewrite with size
+    and mtime put back, copied without a record. The stamp on the copy (the source's inode
+    and ctime) is not the recorded one, so the next run hashes the file again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_bytes(os.urandom(2000))
+    dest = LocalDestination(dst)
+    try:
+        first = HashJournal(dest, low_priority=False)
+        first.start()
+        for name in ("a", "b"):
+            _copy(src, dest, name, first)
+        wait_for(lambda: first.hashed == 2, what="both files hashed")
+        st = os.stat(src / "a")
+        (src / "a").write_bytes(os.urandom(st.st_size))
+        os.utime(src / "a", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert copy_file(str(src / "a"), dest, "a", stop=threading.Event()).committed
+        first.close()  # (the record of that copy lost, as in a kill)
+        done = assemble(dest, source=str(src), marker=None, journal=HashJournal(dest))
+    finally:
+        dest.close()
+    assert (done.files, done.from_journal, done.hashed) == (2, 1, 1)
+    entries = assert_manifest_from_scratch(dst)
+    assert entries["a"].digest == blake3.blake3((src / "a").read_bytes()).hexdigest()
