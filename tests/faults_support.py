@@ -187,9 +187,13 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 
 def final_files(root: Path) -> dict[str, bytes]:
-    """Final-name files below ``root`` (our temporary files and writers' temps left out)."""
+    """Final-name files below ``root`` (our temporary files and writers' temps left out, and
+    the destination's own records in `STATE_DIR`, such as the hash journal a stopped copy
+    leaves for its rerun: not part of the copy)."""
     out = {}
-    for dirpath, _dirs, files in os.walk(root):
+    for dirpath, dirs, files in os.walk(root):
+        if Path(dirpath) == root and STATE_DIR in dirs:
+            dirs.remove(STATE_DIR)
         for name in files:
             if is_own_temp_name(name) or is_temp_name(name):
                 continue
