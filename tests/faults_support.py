@@ -188,7 +188,8 @@ def tree_state(root: Path) -> dict[str, tuple]:
 
 def final_files(root: Path) -> dict[str, bytes]:
     """Final-name files below ``root`` (our temporary files and writers' temps left out, and
-    the destination's own records, `destinations.STATE_DIR`: not part of the copy)."""
+    the destination's own records in `STATE_DIR`, such as the hash journal a stopped copy
+    leaves for its rerun: not part of the copy)."""
     out = {}
     for dirpath, dirs, files in os.walk(root):
         if Path(dirpath) == Path(root) and STATE_DIR in dirs:

@@ -76,11 +76,13 @@ def test_manifest_lists_every_file_with_its_size_and_blake3(tmp_path):
         assert (entry.size, entry.digest) == (len(data), blake3.blake3(data).hexdigest()), rel
     assert manifest.marker == "complete"
     assert manifest.source == str(src)
-    # The file is documented JSON Lines: a header, then one object per file, sorted by path.
+    # The file is documented JSON Lines: a header, then one object per file in walk order
+    # (each folder sorted by name).
     lines = (dst / MANIFEST).read_text().splitlines()
     header = json.loads(lines[0])
     assert header["hash"] == "blake3" and header["files"] == len(files)
-    assert [json.loads(line)["path"] for line in lines[1:]] == sorted(files)
+    walk_order = sorted(files, key=lambda rel: rel.split("/"))
+    assert [json.loads(line)["path"] for line in lines[1:]] == walk_order
     # Nothing but the manifest in the private folder, no temporary file left.
     assert os.listdir(dst / STATE_DIR) == ["manifest.jsonl"]
 

@@ -3,16 +3,16 @@ destination so that the copy can be proven intact later without its source.
 
 The file is ``.softcopy/manifest.jsonl`` below the destination root (`STATE_DIR`: no Zarr
 key starts with a dot, so readers of the archive never see it). JSON Lines, UTF-8: a header
-object, then one object per file, sorted by path::
+object, then one object per file, in walk order (each folder listed sorted by name)::
 
     {"napari_softcopy_manifest": 1, "hash": "blake3", "files": 2, "bytes": 7, ...}
     {"path": "0/c/0/0", "size": 4, "blake3": "<64 hex digits>"}
     {"path": "zarr.json", "size": 3, "blake3": "<64 hex digits>"}
 
 The header also names the source, the marker (which is not listed: it is written after the
-manifest) and when the manifest was made. It is written atomically (`Destination.write_file`),
-after the final verification and the flush, just before the marker: a marker at the
-destination always has the manifest of the same copy beside it.
+manifest) and when the manifest was made. It is written atomically and durably (a temporary
+name, fsync, rename), after the final verification and the flush, just before the marker: a
+marker at the destination always has the manifest of the same copy beside it.
 
 Why BLAKE3: on the light-sheet benchmark archive (4,098 files, 291 MiB, cached) one thread
 hashes at about 1.7 GiB/s with ``blake3`` and 2.9 GiB/s with xxh3-128; the read from the
@@ -20,13 +20,10 @@ destination's disk or network dominates either. BLAKE3 is a cryptographic hash (
 checked months later is checked against something no accident or edit can match), and
 ``b3sum`` checks it without napari-softcopy.
 
-Why hashed at the finish, from the destination: the copy moves bytes in the kernel
-(``copy_file_range``), so they never pass through Python; hashing them on the way would cost
-a read through user space on the acquisition machine's few cores while it acquires, and for
-every version of a file rewritten during the acquisition. Read back after the flush with the
-page cache dropped (`read_back`), the hash is of what the destination's storage holds, which
-is what the manifest vouches for. The cost is one read of the copy between the verification
-and the marker (see docs/move.md for the measured figures).
+When hashed: during the copy, by `hashes.HashJournal` (each published file read back from
+the destination at idle priority, `read_back`); the finish assembles the manifest from those
+hashes and hashes only the files they do not cover (`hashes.assemble`; docs/move.md).
+`build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 
 from __future__ import annotations
@@ -40,12 +37,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import blake3
 
 from .destinations import STATE_DIR, Destination
 from .layout import is_own_temp_name
 from .platform import drop_cache
+
+if TYPE_CHECKING:
+    from .hashes import Assembled, HashJournal
 
 __all__ = [
     "HASH",
@@ -420,22 +421,27 @@ def manifest_for_copy(
     source: str,
     marker: str | None,
     stop: threading.Event | None = None,
-) -> Manifest | None:
-    """Build and write the manifest of a verified copy (the engine's step after the flush,
-    before the marker); returns it, or None when ``stop`` was set (nothing written)."""
-    t0 = time.monotonic()
-    manifest = build_manifest(dest, source=source, marker=marker, stop=stop)
-    if manifest is None:
-        return None
-    write_manifest(dest, manifest)
-    log.info(
-        "%s: manifest of %d files, %.1f MiB hashed in %.2f s",
-        dest.path,
-        len(manifest.entries),
-        manifest.bytes / 2**20,
-        time.monotonic() - t0,
-    )
-    return manifest
+    journal: HashJournal | None = None,
+) -> Assembled | None:
+    """Write the manifest of a verified copy (the engine's step after the flush, before the
+    marker), taking the hashes the copy recorded in ``journal`` and hashing only the files it
+    holds no hash of (`hashes.assemble`); None when ``stop`` was set (nothing written)."""
+    from .hashes import assemble
+
+    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop)
+    if done is not None:
+        log.info(
+            "%s: manifest of %d files, %.1f MiB: %d hashes from the copy's journal, %d files "
+            "(%.1f MiB) hashed in %.2f s",
+            dest.path,
+            done.files,
+            done.bytes / 2**20,
+            done.from_journal,
+            done.hashed,
+            done.hashed_bytes / 2**20,
+            done.seconds,
+        )
+    return done
 
 
 def verify_against_manifest(path: str | os.PathLike, *, json_out: bool = False) -> bool:

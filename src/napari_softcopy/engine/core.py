@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..checks import InputError, check_pair
 from ..destinations import DestinationChanged, S3SettingsError, open_destination
+from ..hashes import HashJournal
 from ..layout import node_kind
 from ..move_step import resuming
 from ..options import CopyOptions
@@ -204,6 +205,9 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 self._dest = open_destination(self.destination)
             except S3SettingsError as exc:  # (the server went away since the checks)
                 raise InputError(str(exc)) from None
+            if self.tuning.hash_during_copy:
+                self._hashes = HashJournal(self._dest, low_priority=self.options.low_priority)
+                self._hashes.start()
             self._activity = SourceActivity()  # quiet since now: watching begins below
             with self._lock:
                 self._reload_arrays()
@@ -265,6 +269,8 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                     f"stopped; nothing partial was left. Resume with: napari-softcopy copy "
                     f"{self.source} {self.destination}",
                 )
+            if self._hashes is not None:
+                self._hashes.close()  # (what it had not hashed is recorded as such)
             if self._dest is not None:
                 self._dest.close()
             if self._src_fd >= 0:

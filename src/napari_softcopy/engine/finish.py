@@ -357,7 +357,10 @@ class Finish(EngineState):
         # The manifest of what is now at the destination (read back after the flush), just
         # before the marker: a marker always has its manifest beside it (docs/move.md).
         try:
-            if manifest_for_copy(dest, source=self._src, marker=marker, stop=self._stop) is None:
+            done = manifest_for_copy(
+                dest, source=self._src, marker=marker, stop=self._stop, journal=self._hashes
+            )
+            if done is None:
                 return False  # (stopped)
         except DestinationChanged as exc:
             raise _Fatal(exc.strerror) from None
@@ -374,6 +377,9 @@ class Finish(EngineState):
             return False
         if not _marker_is_current(dest, marker, data, mtime_ns, self._src):
             write_file(dest, marker, data, mtime_ns=mtime_ns)
+        if self._hashes is not None:
+            self._hashes.discard()  # (the manifest holds what it knew)
+            self._hashes = None
         return True
 
 

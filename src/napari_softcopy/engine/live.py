@@ -220,6 +220,11 @@ class LiveCopy(EngineState):
         return None
 
     def _copied(self, rel: str, result: CopyResult, old_size: int | None) -> None:
+        # Every publish (the workers', the copy helper's) is booked here: hashed in the
+        # background for the manifest, and an older hash of the path never reused.
+        hashes = self._hashes
+        if hashes is not None:
+            hashes.published(rel, result.size, result.mtime_ns)
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..copy_helper import CopyHelper
 from ..destinations import Destination, is_s3_url
+from ..hashes import HashJournal
 from ..jobs import DestinationLock
 from ..layout import ArrayLayout, find_arrays, is_metadata_name
 from ..options import CopyOptions
@@ -131,6 +132,9 @@ class EngineState:
         self._marker_before_walk = False  # the marker was seen before this finish's walk
         self._last_scan_started = -math.inf  # monotonic start of the last whole scan
         self._freed: dict | None = None  # --move: what freeing the source did (Status.freed)
+        # Each copied file's hash, computed in the background (`hashes`): the manifest at
+        # the finish hashes only what it holds nothing of.
+        self._hashes: HashJournal | None = None
 
     @property
     def _c(self) -> _Counters:

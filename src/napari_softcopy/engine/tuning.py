@@ -69,6 +69,10 @@ class Tuning:
     watch_release_idle_s : float
         A folder gives its watch back only after this long without a new entry: shorter
         frees watches sooner, but may take them from folders still being written.
+    hash_during_copy : bool
+        Hash each copied file in the background for the manifest (`hashes`), so that the
+        finish hashes only what was copied last; False hashes every file at the finish (a
+        benchmark's baseline).
     """
 
     pending_limit: int = 20_000
@@ -85,3 +89,4 @@ class Tuning:
     hint_spill: int = 1_000_000
     max_watches: int | None = MAX_WATCHES
     watch_release_idle_s: float = RELEASE_IDLE_S
+    hash_during_copy: bool = True

@@ -1,0 +1,509 @@
+"""The hash journal: every copied file's BLAKE3 hash, computed during the copy, so that the
+manifest (`manifest`) is assembled at the finish instead of read from the whole copy again.
+
+Why read back after publishing (not hash while copying): the copy moves bytes in the kernel
+(``copy_file_range``), never through Python; a hash of the destination file read back after
+its publish is of what the destination returns (a network share or FUSE filesystem that
+stores something else is caught), and a version rewritten before the hasher reaches it is
+never hashed at all. One thread at idle priority (nice and idle IO class, as the workers)
+takes the published files from a bounded queue; the file's cached pages are dropped before
+the read (`manifest.read_back`), so clean pages come from the storage (pages not yet written
+back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
+cold later).
+
+The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
+<run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
+atomically (a crash leaves whole segments or none; a line that does not parse, as after a
+power cut, is dropped). Nothing grows in memory: the queue and
+the buffer are bounded, and segments are merged in the background (`FANIN` at a time, keeping
+the latest record per path), so a day of millions of files holds a few dozen segments. At the
+finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
+destination in the same order, streamed (`assemble`).
+
+A record names the file's version by its size, mtime and source stamp at the destination, and
+a sequence number (run, then order of publish; one path is never copied twice at once, so
+per path the sequence is the order of its versions). A file that could not be hashed (queue
+full, changed or gone meanwhile, the engine stopped first) gets an *invalidation* record
+instead: the latest record of a path decides, so an older hash of it is never reused. A hash
+is reused at the finish only when it is its path's latest record and matches the file's
+current size and mtime (and, for a record of an earlier run, which a kill may have cut short
+before it recorded a later version, its stamp, where the destination keeps stamps).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import heapq
+import io
+import json
+import logging
+import os
+import queue
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .destinations import STATE_DIR, Destination, FileInfo
+from .layout import is_own_temp_name
+from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
+from .platform import degrade, lower_thread_priority
+
+log = logging.getLogger(__name__)
+
+#: The journal's segments: `STATE_DIR` files of this prefix (flat: a `Destination` removes
+#: files, not folders, and the manifest's folder is left as it was).
+JOURNAL = f"{STATE_DIR}/hashes-"
+BATCH = 4096  # records per segment: a write per this many files, not one per file
+FLUSH_S = 2.0  # a partial batch is written after this long
+QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
+FANIN = 16  # segments of one level merged into one of the next
+_RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run
+
+
+class JournalRecord(NamedTuple):
+    """One record: the hash of a version of ``rel``, or (``digest`` empty) its invalidation.
+    Tuples order by path (`key`: its components, the order of a sorted walk), then `seq`."""
+
+    key: tuple[str, ...]
+    seq: int
+    rel: str
+    size: int = -1
+    mtime_ns: int = -1
+    stamp: str = ""
+    digest: str = ""
+
+    def line(self) -> bytes:
+        if not self.digest:
+            return json.dumps({"p": self.rel, "q": self.seq}).encode() + b"\n"
+        item = {"p": self.rel, "q": self.seq, "s": self.size, "m": self.mtime_ns}
+        return json.dumps(item | {"t": self.stamp, "b3": self.digest}).encode() + b"\n"
+
+
+def path_key(rel: str) -> tuple[str, ...]:
+    """The order of a walk that lists each folder sorted by name (`sorted_files`)."""
+    return tuple(rel.split("/"))
+
+
+def _parse(line: bytes) -> JournalRecord | None:
+    try:
+        item = json.loads(line)
+        rel, seq = item["p"], item["q"]
+        if not isinstance(rel, str) or type(seq) is not int:
+            return None
+        if "b3" not in item:
+            return JournalRecord(path_key(rel), seq, rel)
+        size, mtime, stamp, digest = item["s"], item["m"], item["t"], item["b3"]
+        if type(size) is not int or type(mtime) is not int or not isinstance(stamp, str):
+            return None
+        if not isinstance(digest, str) or len(digest) != 64:
+            return None
+        return JournalRecord(path_key(rel), seq, rel, size, mtime, stamp, digest)
+    except (ValueError, KeyError, TypeError):
+        return None  # (torn by a crash: dropped)
+
+
+def _segment_name(level: int, run: int, n: int) -> str:
+    return f"{JOURNAL}{level}-{run:08d}-{n:08d}.jsonl".rpartition("/")[2]
+
+
+def _segment_parts(name: str) -> tuple[int, int, int] | None:
+    try:
+        prefix = JOURNAL.rpartition("/")[2]
+        if not (name.startswith(prefix) and name.endswith(".jsonl")):
+            return None
+        level, run, n = name[len(prefix) : -len(".jsonl")].split("-")
+        return int(level), int(run), int(n)
+    except ValueError:
+        return None
+
+
+class HashJournal:
+    """The hasher thread and the journal of one copy at ``dest``.
+
+    Parameters
+    ----------
+    dest : Destination
+        The copy's destination (the engine's: the journal is written through it).
+    low_priority : bool
+        Run the hasher at idle priority (`platform.lower_thread_priority`).
+    flush_s : float
+        A partial batch is written after this long.
+    queue_size : int
+        Files waiting to be hashed at most; a file published beyond it is hashed at the
+        finish.
+    """
+
+    def __init__(
+        self,
+        dest: Destination,
+        *,
+        low_priority: bool = True,
+        flush_s: float = FLUSH_S,
+        queue_size: int = QUEUE,
+    ) -> None:
+        self.dest = dest
+        self.low_priority = low_priority
+        self.flush_s = flush_s
+        self._queue: queue.Queue[tuple[str, int, int, int]] = queue.Queue(queue_size)
+        self._buffer: list[JournalRecord] = []
+        self._buffer_since = 0.0
+        self._lock = threading.Lock()  # the buffer and the sequence
+        self._busy = threading.Lock()  # held while hashing, writing or merging (`paused`)
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._counter = 0
+        self._segment_n = 0
+        self.broken: str | None = None  # why the journal cannot be trusted (then unused)
+        self.hashed = 0  # files hashed by the thread
+        self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
+
+    # -- the copy's side -------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the hasher thread."""
+        self._thread = threading.Thread(target=self._main, name="softcopy-hasher", daemon=True)
+        self._thread.start()
+
+    def published(self, rel: str, size: int, mtime_ns: int) -> None:
+        """``rel`` was just published at the destination with the source's ``size`` and
+        ``mtime_ns``: hash it in the background. Never blocks on the hasher."""
+        with self._lock:
+            self._counter += 1
+            seq = self.run << _RUN_SHIFT | self._counter
+        try:
+            self._queue.put_nowait((rel, size, mtime_ns, seq))
+        except queue.Full:  # (behind: hashed at the finish; no older hash may stand for it)
+            self._add(JournalRecord(path_key(rel), seq, rel))
+
+    def _add(self, record: JournalRecord) -> None:
+        with self._lock:
+            if not self._buffer:
+                self._buffer_since = time.monotonic()
+            self._buffer.append(record)
+
+    # -- the thread --------------------------------------------------------------------------
+    def _main(self) -> None:
+        if self.low_priority:
+            lower_thread_priority()
+        while not self._closing.is_set():
+            try:
+                item = self._queue.get(timeout=max(0.05, min(0.5, self.flush_s)))
+            except queue.Empty:
+                item = None
+            with self._busy:
+                if item is not None:
+                    self._hash(*item)
+                with self._lock:
+                    due = len(self._buffer) >= BATCH or (
+                        self._buffer and time.monotonic() - self._buffer_since >= self.flush_s
+                    )
+                if due:
+                    self._flush_locked()
+
+    def _hash(self, rel: str, size: int, mtime_ns: int, seq: int) -> None:
+        """Hash ``rel`` as the destination returns it, if it is still the version published
+        (its size and mtime, and the same size, mtime and stamp after the read); else, or
+        when it cannot be read, an invalidation."""
+        dest, key = self.dest, path_key(rel)
+        precision = dest.capabilities.mtime_precision_ns
+        try:
+            before = dest.stat(rel, stamp=True)
+            if (
+                before is not None
+                and before.is_file
+                and before.size == size
+                and abs(before.mtime_ns - mtime_ns) < precision
+            ):
+                n, digest = read_back(dest, rel)
+                after = dest.stat(rel, stamp=True)
+                if after == before and n == size:
+                    stamp = (before.stamp or b"").decode("ascii", "replace")
+                    self.hashed += 1
+                    self._add(JournalRecord(key, seq, rel, size, before.mtime_ns, stamp, digest))
+                    return
+        except OSError:
+            pass
+        self._add(JournalRecord(key, seq, rel))
+
+    # -- writing segments ---------------------------------------------------------------------
+    def _flush_locked(self) -> None:
+        """Write the buffer as one segment (called with `_busy` held); merge segments when
+        `FANIN` of one level have gathered."""
+        with self._lock:
+            records, self._buffer = self._buffer, []
+        if not records or self.broken:
+            return
+        records.sort()
+        try:
+            self._segment_n += 1
+            self._write_segment(_segment_name(0, self.run, self._segment_n), records)
+            self._merge_full_levels()
+        except OSError as exc:
+            # Records lost: an older hash might then stand for a newer version. The journal
+            # is no longer used: the finish hashes every file, as without one.
+            self.broken = f"the hash journal at {self.dest.path / STATE_DIR} failed ({exc})"
+            degrade("hashing during the copy", f"{self.broken}; the finish hashes every file")
+
+    def _write_segment(self, name: str, records) -> None:
+        temp = self.dest.create_temp(f"{STATE_DIR}/{name}")
+        try:
+            fd = temp.fileno()
+            # (an object store's temporary file has no descriptor: it takes the bytes)
+            write = temp.write if fd is None else functools.partial(_write_all, fd)
+            chunk: list[bytes] = []
+            for record in records:
+                chunk.append(record.line())
+                if len(chunk) >= 1024:
+                    write(b"".join(chunk))
+                    chunk = []
+            write(b"".join(chunk))
+            # No fsync: a segment lost in a power cut only means those files are hashed at the
+            # finish; one published with lost content reads as torn lines, which are dropped.
+            self.dest.publish(temp)
+        finally:
+            self.dest.release(temp)
+
+    def _segments_by_name(self) -> dict[str, tuple[int, int, int]]:
+        entries = self.dest.listdir(STATE_DIR) or {}
+        out = {}
+        for name, info in entries.items():
+            parts = _segment_parts(name)
+            if info.is_file and not is_own_temp_name(name) and parts is not None:
+                out[name] = parts
+        return out
+
+    def _merge_full_levels(self) -> None:
+        level = 0
+        while True:
+            names = sorted(n for n, p in self._segments_by_name().items() if p[0] == level)
+            if len(names) < FANIN:
+                return
+            self._segment_n += 1
+            merged = _segment_name(level + 1, self.run, self._segment_n)
+            self._write_segment(merged, _latest(self._read_segments(names)))
+            for name in names:  # (a crash before these leaves duplicates: harmless)
+                self.dest.unlink(f"{STATE_DIR}/{name}")
+            level += 1
+
+    def _read_segments(self, names: list[str]) -> Iterator[JournalRecord]:
+        streams = [self._records(name) for name in names]
+        return heapq.merge(*streams)
+
+    def _records(self, name: str) -> Iterator[JournalRecord]:
+        with self.dest.read(f"{STATE_DIR}/{name}") as f:
+            # (a destination's reader may be unbuffered: lines read a byte per call there)
+            lines = io.BufferedReader(f, 1 << 16) if isinstance(f, io.RawIOBase) else f
+            for line in lines:
+                record = _parse(line)
+                if record is not None:
+                    yield record
+
+    # -- the finish ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the hasher (between two files) and write what it has recorded: inside, the
+        segments are complete and none is merged away (`latest` reads them)."""
+        with self._busy:
+            self._flush_locked()
+            yield
+
+    def latest(self) -> Iterator[JournalRecord]:
+        """Each path's latest record, in path order (call it inside `paused`); nothing when
+        the journal is `broken`."""
+        if self.broken:
+            return iter(())
+        return _latest(self._read_segments(sorted(self._segments_by_name())))
+
+    def close(self) -> None:
+        """Stop the thread; what it had not hashed is recorded as invalidated, and written."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        with self._busy:
+            while True:
+                try:
+                    rel, _size, _mtime, seq = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._add(JournalRecord(path_key(rel), seq, rel))
+            with contextlib.suppress(OSError):
+                self._flush_locked()
+
+    def discard(self) -> None:
+        """Stop the thread and delete the journal (once the manifest and marker are written:
+        the manifest holds what it knew)."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(10.0)
+        with self._busy:
+            with self._lock:
+                self._buffer = []
+            with contextlib.suppress(OSError):
+                for name in self._segments_by_name():
+                    self.dest.unlink(f"{STATE_DIR}/{name}")
+
+
+def _latest(records: Iterator[JournalRecord]) -> Iterator[JournalRecord]:
+    """The last record of each run of equal paths (the stream is in (path, seq) order)."""
+    previous = None
+    for record in records:
+        if previous is not None and record.key != previous.key:
+            yield previous
+        previous = record
+    if previous is not None:
+        yield previous
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+# -- the manifest, assembled ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Assembled:
+    """What `assemble` wrote: files and bytes listed, hashes taken from the journal, files
+    hashed at the finish (and their bytes), seconds."""
+
+    files: int
+    bytes: int
+    from_journal: int
+    hashed: int
+    hashed_bytes: int
+    seconds: float
+
+
+def sorted_files(
+    dest: Destination, marker: str | None, stamps: bool, stop: threading.Event | None = None
+) -> Iterator[tuple[str, FileInfo]]:
+    """Every regular file of the copy at ``dest`` (`manifest.destination_files`' selection),
+    each folder listed sorted by name and descended where its name comes: the order of
+    `path_key`. Only the folders on the way down are held."""
+
+    def walk(rel_dir: str) -> Iterator[tuple[str, FileInfo]]:
+        if stop is not None and stop.is_set():
+            return
+        entries = dest.listdir(rel_dir, stamps=stamps) or {}
+        for name in sorted(entries):
+            info = entries[name]
+            if not rel_dir and name in (STATE_DIR, marker):
+                continue
+            rel = f"{rel_dir}/{name}" if rel_dir else name
+            if info.is_dir:
+                yield from walk(rel)
+            elif info.is_file and not is_own_temp_name(name):
+                yield rel, info
+
+    return walk("")
+
+
+def _reusable(record: JournalRecord | None, key: tuple[str, ...], info: FileInfo) -> bool:
+    """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now."""
+    return (
+        record is not None
+        and record.key == key
+        and bool(record.digest)
+        and record.size == info.size
+        and record.mtime_ns == info.mtime_ns
+        and record.stamp == (info.stamp or b"").decode("ascii", "replace")
+    )
+
+
+def assemble(
+    dest: Destination,
+    *,
+    source: str,
+    marker: str | None,
+    journal: HashJournal | None,
+    stop: threading.Event | None = None,
+) -> Assembled | None:
+    """Write the manifest of the copy at ``dest`` (`manifest.MANIFEST`) from a walk of the
+    destination and the ``journal``: a file whose latest record matches its size, mtime and
+    stamp takes that hash; every other file is read back and hashed now. Streamed in walk
+    order, published atomically and durably. None when ``stop`` was set (nothing written).
+
+    Raises
+    ------
+    OSError
+        A file of the copy could not be read back (it names the path), or the manifest
+        could not be written.
+    """
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if journal is not None:
+            stack.enter_context(journal.paused())
+        records = journal.latest() if journal is not None else iter(())
+        stamps = dest.capabilities.xattrs
+        temp = dest.create_temp(MANIFEST)
+        stack.callback(dest.release, temp)
+        fd = temp.fileno()
+        spool = None
+        if fd is None:
+            # An object store's temporary file takes bytes in order only: the manifest is
+            # made in a local temporary file, then sent whole (the header is written last).
+            spool = stack.enter_context(tempfile.TemporaryFile(prefix="softcopy-manifest-"))
+            fd = spool.fileno()
+        # The header first, with counts known only at the end: its place is reserved (JSON
+        # allows the blanks after it) and filled in last.
+        header = {"napari_softcopy_manifest": FORMAT_VERSION, "hash": HASH, "files": 10**18}
+        header |= {"bytes": 10**18, "source": source, "marker": marker, "created": time.time()}
+        width = len(json.dumps(header)) + 16
+        _write_all(fd, b" " * width + b"\n")
+        pool = stack.enter_context(ThreadPoolExecutor(hash_workers(dest), "softcopy-hash"))
+        counts = {"files": 0, "bytes": 0, "journal": 0, "hashed": 0, "hashed_bytes": 0}
+        window: list[tuple[str, int, str | Future]] = []
+
+        def write(window: list[tuple[str, int, str | Future]]) -> None:
+            lines = []
+            for rel, size, digest in window:
+                if isinstance(digest, Future):
+                    try:
+                        size, digest = digest.result()
+                    except OSError as exc:
+                        raise OSError(
+                            exc.errno, f"cannot read back {dest.path / rel} for the manifest: {exc}"
+                        ) from None
+                    counts["hashed"] += 1
+                    counts["hashed_bytes"] += size
+                counts["files"] += 1
+                counts["bytes"] += size
+                lines.append(json.dumps({"path": rel, "size": size, HASH: digest}).encode())
+            _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
+
+        record = next(records, None)
+        for rel, info in sorted_files(dest, marker, stamps, stop):
+            key = path_key(rel)
+            while record is not None and record.key < key:
+                record = next(records, None)
+            if _reusable(record, key, info):
+                counts["journal"] += 1
+                window.append((rel, info.size, record.digest))
+            else:
+                window.append((rel, info.size, pool.submit(read_back, dest, rel)))
+            if len(window) >= 256:  # (bounded: a window of files in flight, in order)
+                write(window)
+                window = []
+        write(window)
+        if stop is not None and stop.is_set():
+            return None
+        header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
+        os.pwrite(fd, json.dumps(header).ljust(width).encode(), 0)
+        if spool is not None:
+            spool.seek(0)
+            while block := spool.read(1 << 20):
+                temp.write(block)
+        dest.publish(temp, fsync=True)
+    dest.fsync_dir(STATE_DIR)
+    return Assembled(
+        counts["files"],
+        counts["bytes"],
+        counts["journal"],
+        counts["hashed"],
+        counts["hashed_bytes"],
+        round(time.monotonic() - t0, 3),
+    )

@@ -1,0 +1,258 @@
+"""The hash journal (`napari_softcopy.hashes`): the manifest's hashes computed during the
+copy, so that the finish hashes only the files the journal holds no current hash of. Real
+writers, the real engine, a real kill -9; every manifest is compared with one computed from
+scratch (every file read back and hashed)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import blake3
+import pytest
+
+from faults_support import make_archive
+from napari_softcopy.destinations import STATE_DIR, LocalDestination
+from napari_softcopy.hashes import JOURNAL, HashJournal, assemble
+from napari_softcopy.manifest import build_manifest, read_manifest
+from napari_softcopy.simulate import simulate
+from napari_softcopy.transfer import copy_file
+from support import engine, wait_for
+
+# The engine alone in a process of its own, killed there (the CLI would run it in another).
+_COPY_IN_CHILD = """
+import sys
+from napari_softcopy import CopyEngine, CopyOptions
+CopyEngine(sys.argv[1], sys.argv[2], CopyOptions(low_priority=False)).start()
+sys.stdin.read()
+"""
+
+
+@pytest.fixture(autouse=True)
+def state_dir(tmp_path, monkeypatch):
+    path = tmp_path / "state"
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(path))
+    return path
+
+
+@pytest.fixture
+def manifest_log(caplog):
+    caplog.set_level(logging.INFO, logger="napari_softcopy.manifest")
+    return caplog
+
+
+def assembled_counts(caplog) -> tuple[int, int, int]:
+    """(files, hashes from the journal, files hashed at the finish) of the last manifest."""
+    for record in reversed(caplog.records):
+        found = re.search(
+            r"manifest of (\d+) files.*: (\d+) hashes from the copy's journal, (\d+) files",
+            record.getMessage(),
+        )
+        if found:
+            return tuple(map(int, found.groups()))
+    raise AssertionError("no manifest was logged")
+
+
+def assert_manifest_from_scratch(dst: Path) -> dict:
+    """The manifest at ``dst`` equals one computed now from every file read back."""
+    dest = LocalDestination(dst, create=False)
+    try:
+        written = read_manifest(dest)
+        scratch = build_manifest(dest, source=written.source, marker=written.marker)
+    finally:
+        dest.close()
+    assert written.entries == scratch.entries
+    return written.entries
+
+
+def segments(dst: Path) -> list[Path]:
+    return sorted(dst.glob(f"{JOURNAL}*.jsonl"))
+
+
+def journal_records(dst: Path) -> list[str]:
+    return [line for p in segments(dst) for line in p.read_text().splitlines()]
+
+
+def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_log):
+    """A tensorstore acquisition copied live: its manifest, made mostly from the journal, is
+    the one every file read back gives; the journal is gone once the marker is written."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    writer = threading.Thread(target=simulate, args=(src, "demo"), daemon=True)
+    writer.start()
+    wait_for(lambda: (src / "zarr.json").exists(), what="the writer to start")
+    e = engine(src, dst, finish_quiet=0.5)
+    try:
+        writer.join(120)
+        assert e.wait(120) and e.status().state == "verified", e.status().message
+    finally:
+        e.stop()
+    entries = assert_manifest_from_scratch(dst)
+    files, from_journal, hashed = assembled_counts(manifest_log)
+    assert files == len(entries) > 100
+    assert from_journal + hashed == files
+    assert from_journal >= files // 4, "the copy's hashes were not used"
+    assert os.listdir(dst / STATE_DIR) == ["manifest.jsonl"], "the journal outlived the manifest"
+
+
+def test_a_file_rewritten_after_its_hash_was_recorded_gets_its_new_hash(tmp_path, manifest_log):
+    """The hardest rewrite: same size, mtime put back (only the stamp differs)."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    chunks = make_archive(src, n_chunks=40, chunk_bytes=8 * 1024, marker=False)
+    rel = sorted(chunks)[3]
+    e = engine(src, dst)
+    try:
+        wait_for(
+            lambda: sum(f'"p": "{rel}"' in line and "b3" in line for line in journal_records(dst)),
+            what="the chunk's hash in the journal",
+        )
+        st = os.stat(src / rel)
+        new = bytes(b ^ 0xFF for b in chunks[rel])
+        (src / rel).write_bytes(new)
+        os.utime(src / rel, ns=(st.st_atime_ns, st.st_mtime_ns))
+        wait_for(lambda: (dst / rel).read_bytes() == new, what="the rewrite's copy")
+        e.finish(force=True)
+        assert e.wait(60) and e.status().state == "verified", e.status().message
+    finally:
+        e.stop()
+    entries = assert_manifest_from_scratch(dst)
+    assert entries[rel].digest == blake3.blake3(new).hexdigest()
+    files, from_journal, _hashed = assembled_counts(manifest_log)
+    assert from_journal >= files // 2, "the copy's hashes were not used"
+
+
+def test_kill_9_then_resume_gives_the_right_manifest(tmp_path, manifest_log):
+    """A copy killed once its journal holds hashes; meanwhile one chunk is rewritten with its
+    size and mtime put back, one grows, and a journal segment ends in a torn line. The
+    resumed copy reuses the earlier run's hashes where they still hold, and only there."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    chunks = make_archive(src, n_chunks=60, chunk_bytes=8 * 1024, marker=False)
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", _COPY_IN_CHILD, str(src), str(dst)], env=env, stdin=subprocess.PIPE
+    )
+    try:
+        wait_for(
+            lambda: sum("b3" in line for line in journal_records(dst)) >= len(chunks),
+            what="the journal to hold every chunk's hash",
+        )
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+    same, grown = sorted(chunks)[5], sorted(chunks)[6]
+    st = os.stat(src / same)
+    (src / same).write_bytes(bytes(b ^ 0x5A for b in chunks[same]))
+    os.utime(src / same, ns=(st.st_atime_ns, st.st_mtime_ns))
+    (src / grown).write_bytes(chunks[grown] + b"more")
+    segment = segments(dst)[0]
+    with open(segment, "ab") as f:
+        f.write(b'{"p": "c/0", "q": 9, "s": 8192, "m": 1, "t": "", "b3": "00')  # (torn)
+    e = engine(src, dst)
+    try:
+        e.finish(force=True)
+        assert e.wait(60) and e.status().state == "verified", e.status().message
+    finally:
+        e.stop()
+    entries = assert_manifest_from_scratch(dst)
+    assert entries[same].digest == blake3.blake3((src / same).read_bytes()).hexdigest()
+    assert entries[grown].size == len(chunks[grown]) + 4
+    _files, from_journal, _hashed = assembled_counts(manifest_log)
+    assert from_journal >= len(chunks) - 2, "the earlier run's hashes were not used"
+
+
+def _copy(src: Path, dest: LocalDestination, rel: str, journal: HashJournal) -> None:
+    result = copy_file(str(src / rel), dest, rel, stop=threading.Event())
+    assert result.committed
+    journal.published(rel, result.size, result.mtime_ns)
+
+
+def test_the_finish_hashes_only_the_files_the_journal_holds_no_current_hash_of(tmp_path):
+    """Counted, not timed. No stamps here (as on a destination without extended attributes):
+    a version rewritten with its size and mtime put back differs from the last one hashed
+    only by the order of publishes, and a publish the hasher could not take (queue full)
+    leaves an invalidation, so the older hash is not reused."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(30):
+        (src / f"f{i:02d}").write_bytes(os.urandom(1000 + i))
+    dest = LocalDestination(dst, xattrs=False)
+    try:
+        first = HashJournal(dest, low_priority=False)
+        first.start()
+        for i in range(30):
+            _copy(src, dest, f"f{i:02d}", first)
+        wait_for(lambda: first.hashed == 30, what="every file hashed")
+        first.close()
+        # A second run whose hasher is behind: its queue holds one file.
+        second = HashJournal(dest, low_priority=False, queue_size=1)
+        assert second.run == first.run + 1
+        (src / "new").write_bytes(b"new file")
+        _copy(src, dest, "new", second)  # (queued, never hashed: no thread runs)
+        st = os.stat(src / "f07")
+        (src / "f07").write_bytes(os.urandom(st.st_size))
+        os.utime(src / "f07", ns=(st.st_atime_ns, st.st_mtime_ns))
+        _copy(src, dest, "f07", second)  # (queue full: invalidated)
+        done = assemble(dest, source=str(src), marker=None, journal=second)
+    finally:
+        dest.close()
+    assert (done.files, done.from_journal, done.hashed) == (31, 29, 2)
+    entries = assert_manifest_from_scratch(dst)
+    assert entries["f07"].digest == blake3.blake3((src / "f07").read_bytes()).hexdigest()
+
+
+def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_path):
+    """Many small batches: the segments are merged as they gather (a bounded number of files
+    however long the copy), and the manifest is still right."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dest = LocalDestination(dst)
+    try:
+        journal = HashJournal(dest, low_priority=False, flush_s=0.0)
+        journal.start()
+        for i in range(80):
+            (src / f"f{i % 20:02d}").write_bytes(os.urandom(500 + i))  # (each copied 4 times)
+            _copy(src, dest, f"f{i % 20:02d}", journal)
+            wait_for(lambda n=i + 1: journal.hashed == n, what="the file hashed")
+        done = assemble(dest, source=str(src), marker=None, journal=journal)
+        merged = segments(dst)
+        journal.discard()
+    finally:
+        dest.close()
+    assert (done.files, done.from_journal) == (20, 20)
+    assert len(merged) < 20, "segments were not merged"
+    assert any(p.name.startswith("hashes-1-") for p in merged)
+    assert_manifest_from_scratch(dst)
+    assert segments(dst) == []
+
+
+def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_path):
+    """A killed run may have published a version it never recorded: here a rewrite with size
+    and mtime put back, copied without a record. The stamp on the copy (the source's inode
+    and ctime) is not the recorded one, so the next run hashes the file again."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for name in ("a", "b"):
+        (src / name).write_bytes(os.urandom(2000))
+    dest = LocalDestination(dst)
+    try:
+        first = HashJournal(dest, low_priority=False)
+        first.start()
+        for name in ("a", "b"):
+            _copy(src, dest, name, first)
+        wait_for(lambda: first.hashed == 2, what="both files hashed")
+        st = os.stat(src / "a")
+        (src / "a").write_bytes(os.urandom(st.st_size))
+        os.utime(src / "a", ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert copy_file(str(src / "a"), dest, "a", stop=threading.Event()).committed
+        first.close()  # (the record of that copy lost, as in a kill)
+        done = assemble(dest, source=str(src), marker=None, journal=HashJournal(dest))
+    finally:
+        dest.close()
+    assert (done.files, done.from_journal, done.hashed) == (2, 1, 1)
+    entries = assert_manifest_from_scratch(dst)
+    assert entries["a"].digest == blake3.blake3((src / "a").read_bytes()).hexdigest()
