@@ -11,7 +11,7 @@ import threading
 import time
 
 from ..destinations import Destination, DestinationChanged
-from ..manifest import manifest_for_copy
+from ..manifest import MANIFEST, manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
 from ..platform import available_cores
 from ..quiet import PAUSE_FACTOR
@@ -354,10 +354,17 @@ class Finish(EngineState):
             summary = report.summary() | {"verified_at": time.time(), "source": self._src}
             data = (json.dumps(summary, indent=1) + "\n").encode()
             mtime_ns = None
+        # A rerun on a finished, verified pair writes nothing: this run wrote and deleted no
+        # file, the marker says what it would say, and the manifest of that verified copy is
+        # there (its hashes are those of what the first run read back, kept as they were).
+        with self._lock:
+            wrote = self._counters.files_copied + self._counters.files_deleted
+        current = _marker_is_current(dest, marker, data, mtime_ns, self._src)
+        unchanged = not wrote and current and dest.stat(MANIFEST) is not None
         # The manifest of what is now at the destination (read back after the flush), just
         # before the marker: a marker always has its manifest beside it (docs/move.md).
         try:
-            done = manifest_for_copy(
+            done = unchanged or manifest_for_copy(
                 dest, source=self._src, marker=marker, stop=self._stop, journal=self._hashes
             )
             if done is None:
@@ -375,7 +382,7 @@ class Finish(EngineState):
         # as late as one just after the write: the marker says what the source was.)
         if self._source_changed(changes):
             return False
-        if not _marker_is_current(dest, marker, data, mtime_ns, self._src):
+        if not (current and _marker_is_current(dest, marker, data, mtime_ns, self._src)):
             write_file(dest, marker, data, mtime_ns=mtime_ns)
         if self._hashes is not None:
             self._hashes.discard()  # (the manifest holds what it knew)
