@@ -116,8 +116,8 @@ def test_kill_9_mid_delete_then_the_same_command_finishes_it(tmp_path):
 
 def test_a_damaged_copy_exits_3_and_nothing_is_deleted(tmp_path):
     """A byte flipped at the destination with size and mtime kept passes the verification
-    by size and mtime (and the manifest then vouches for it); the content check before the
-    deletion reads both sides and refuses."""
+    by size and mtime; the rerun writes nothing (no new manifest: the first run's hashes stand),
+    and the content check before the deletion finds the copy unlike its manifest and refuses."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(src, n_chunks=16, chunk_bytes=8192)
     state = tmp_path / "state"
@@ -131,7 +131,7 @@ def test_a_damaged_copy_exits_3_and_nothing_is_deleted(tmp_path):
     before = tree_state(src)
     result = run_cli("copy", src, dst, "--move", *FAST, state_dir=state)
     assert result.returncode == EXIT_REFUSED_DESTINATION, result.stderr
-    assert "c/9 (its content differs from the source's" in result.stderr
+    assert "c/9 (its content differs from the manifest)" in result.stderr
     assert "nothing was deleted" in result.stderr
     assert tree_state(src) == before
 
