@@ -26,7 +26,6 @@ ends where an uninterrupted run would. The source's root folder stays, empty.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import stat
@@ -40,8 +39,9 @@ from typing import TextIO
 
 import blake3
 
-from .destinations import STATE_DIR, Destination, copy_difference
+from .destinations import Destination, copy_difference
 from .manifest import Manifest, hash_workers, read_back, read_manifest
+from .move_journal import JOURNAL, move_in_progress, write_journal
 
 __all__ = [
     "JOURNAL",
@@ -53,8 +53,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: The move's journal below the destination root.
-JOURNAL = f"{STATE_DIR}/move.json"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BLOCK = 1 << 20
 MAX_LISTED = 1000  # kept files listed; the count stays exact beyond it
@@ -126,32 +124,6 @@ class FreeReport:
             "seconds": round(self.seconds, 3),
             "check_s": round(self.check_s, 3),
         }
-
-
-def move_in_progress(dest: Destination, source: str | os.PathLike) -> bool:
-    """True when a move of ``source`` into ``dest`` began deleting and did not end (a crash):
-    the copy is verified, and the deletion is to be finished, not the copy redone."""
-    journal = _read_journal(dest)
-    return (
-        journal is not None
-        and journal.get("state") == "freeing"
-        and journal.get("source") == os.path.abspath(source)
-    )
-
-
-def _read_journal(dest: Destination) -> dict | None:
-    try:
-        with dest.read(JOURNAL) as f:
-            data = json.loads(f.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return None  # (unreadable: treated as no move begun; the copy's checks decide)
-    return data if isinstance(data, dict) else None
-
-
-def _write_journal(dest: Destination, **fields: object) -> None:
-    dest.write_file(JOURNAL, (json.dumps(fields, indent=1) + "\n").encode())
 
 
 @dataclass(slots=True)
@@ -303,7 +275,7 @@ def free_source(
         report.check_s = time.monotonic() - t0
         if stop is not None and stop.is_set():
             return report
-        _write_journal(dest, state="freeing", source=src, started=time.time())
+        write_journal(dest, state="freeing", source=src, started=time.time())
         if on_progress is not None:
             on_progress(report)  # (checked; the deletion begins)
         log_file = open(deleted_log, "a", buffering=1) if deleted_log else None  # noqa: SIM115
@@ -317,7 +289,7 @@ def free_source(
     finally:
         os.close(root_fd)
     report.seconds = time.monotonic() - t0
-    _write_journal(dest, state="freed", finished=time.time(), **report.to_dict())
+    write_journal(dest, state="freed", finished=time.time(), **report.to_dict())
     log.info("%s", report.summary())
     return report
 
