@@ -582,7 +582,13 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     [(line, tip)] = [(t, tip) for t, tip in shown().items() if notices[0] in t]
     assert line == f"Note: {notices[0]} (+1 more)"  # once, in one line
     assert all(n in tip for n in notices)  # every notice on its tooltip
-    assert f"Destination: {status.destination_info}" in shown()  # what the probe found
+    # What the probe found: one row, cut with "…" to the dock's width, whole on its tooltip.
+    [destination] = [
+        lb for lb in panel.findChildren(QLabel) if lb.objectName() == "softcopyDestination"
+    ]
+    assert destination.isVisible() and destination.full_text().endswith(status.destination_info)
+    assert status.destination_info in destination.toolTip()
+    assert destination.text().startswith("Destination:")
 
     status.waiting_for = None
     status.notices = []

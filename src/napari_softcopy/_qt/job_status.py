@@ -20,7 +20,7 @@ from qtpy.QtWidgets import (
 from ..launch import status_view
 from ..status import JobState
 from .free_dialog import freed_line
-from .parts import Figure
+from .parts import ElidedLabel, Figure
 
 STATE_COLORS = {
     JobState.STARTING: "#9aa0a6",
@@ -107,9 +107,8 @@ class StatusDisplay:
         outer.addLayout(grid)
 
         # What the destination keeps, as the engine's probe found it (`destination_info`).
-        self.destination_label = QLabel("")
+        self.destination_label = ElidedLabel()
         self.destination_label.setObjectName("softcopyDestination")
-        self.destination_label.setWordWrap(True)
         self.destination_label.setStyleSheet("color: #9aa0a6;")
         # What a requested finish waits for (the engine's `waiting_for`).
         self.waiting_label = QLabel("")
@@ -199,8 +198,13 @@ class StatusDisplay:
             self.watching_title.setVisible(bool(watching))
             self.watching_label.setVisible(bool(watching))
         info = status.destination_info if status is not None else None
-        set_text(self.destination_label, f"Destination: {info}" if info else "")
-        tip = f"What the destination keeps, as probed when the copy started: {info}" if info else ""
+        line = f"Destination: {info}" if info else ""
+        self.destination_label.set_full_text(line)
+        if self.destination_label.isHidden() == bool(line):
+            self.destination_label.setVisible(bool(line))
+        tip = (
+            f"What the destination keeps, as probed when the copy started:\n{info}" if info else ""
+        )
         if tip and v.watching and not watching:
             tip += f"\nSource folders followed by file events: {v.watching}"
         if self.destination_label.toolTip() != tip:

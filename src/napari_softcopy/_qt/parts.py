@@ -112,3 +112,36 @@ def pair_text(source: str, destination: str) -> str:
     src, dst = Path(source), Path(destination)
     target = dst.name if dst.name != src.name else f"{dst.parent.name}/{dst.name}"
     return f"{src.name} → {target}"
+
+
+class ElidedLabel(QLabel):
+    """A one-line label that shows as much of its text as the dock's width allows, ending in
+    "…" where it is cut, with the whole text on its tooltip: a fact shown once (what the
+    destination keeps) takes one row, whatever the free-space figure or the dock's width."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__("", parent)
+        self._full = ""
+        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.setMinimumWidth(1)
+
+    def full_text(self) -> str:
+        """The whole text (`text` is what fits)."""
+        return self._full
+
+    def set_full_text(self, text: str) -> None:
+        """Show ``text``, cut to the width with "…" where it does not fit."""
+        if text != self._full:
+            self._full = text
+            self._elide()
+
+    def resizeEvent(self, event) -> None:  # (Qt names it)
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        shown = self.fontMetrics().elidedText(
+            self._full, Qt.TextElideMode.ElideRight, max(self.width(), 1)
+        )
+        if shown != self.text():
+            self.setText(shown)
