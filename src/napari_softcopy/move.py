@@ -42,6 +42,7 @@ import blake3
 from .destinations import Destination, copy_difference
 from .manifest import Manifest, hash_workers, read_back, read_manifest
 from .move_journal import JOURNAL, move_in_progress, write_journal
+from .platform import open_folder_below
 
 __all__ = [
     "JOURNAL",
@@ -53,7 +54,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BLOCK = 1 << 20
 MAX_LISTED = 1000  # kept files listed; the count stays exact beyond it
 # The source cannot be written: stop at the first such error, say so once.
@@ -142,16 +142,7 @@ def _identity(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 def _open_folder(root_fd: int, folder: str) -> int:
     """The folder ``folder`` below the source root, reached without following a link."""
-    fd = os.open(".", _DIR_FLAGS, dir_fd=root_fd)
-    try:
-        for part in folder.split("/") if folder else ():
-            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
+    return open_folder_below(root_fd, folder)
 
 
 def _walk(root_fd: int) -> Iterator[tuple[str, list[tuple[str, os.stat_result]], list[str]]]:

@@ -297,3 +297,23 @@ def get_xattr(
             os.close(fd)
     except (OSError, AttributeError):
         return None
+
+
+#: Opening a folder: read-only, a folder, never through a symbolic link, not inherited.
+DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def open_folder_below(root_fd: int, rel: str) -> int:
+    """A descriptor of the folder ``rel`` (``/``-separated; ``""``: the root itself) below the
+    open folder ``root_fd``, reached one name at a time without following a symbolic link (a
+    link on the way raises OSError ELOOP or ENOTDIR): nothing outside the root is reached."""
+    fd = os.open(".", DIR_FLAGS, dir_fd=root_fd)
+    try:
+        for part in rel.split("/") if rel else ():
+            child = os.open(part, DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd

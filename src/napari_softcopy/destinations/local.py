@@ -21,7 +21,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
-from ..platform import IS_LINUX, default_workers, degrade, drop_cache, get_xattr, syncfs
+from ..platform import (
+    IS_LINUX,
+    default_workers,
+    degrade,
+    drop_cache,
+    get_xattr,
+    open_folder_below,
+    syncfs,
+)
 from .base import (
     SOURCE_STAMP,
     STATE_DIR,
@@ -34,8 +42,6 @@ from .base import (
 from .names import NameGuard
 from .probe import DestinationProbe, probe_destination
 from .records import SourceRecords
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(slots=True)
@@ -205,16 +211,7 @@ class LocalDestination(Destination):
     def _open_dir(self, rel_dir: str) -> int:
         """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
         (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached."""
-        fd = os.open(".", _DIR_FLAGS, dir_fd=self.fd)
-        try:
-            for part in rel_dir.split("/") if rel_dir else ():
-                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+        return open_folder_below(self.fd, rel_dir)
 
     def listdir(
         self,
