@@ -48,7 +48,7 @@ class Scan(EngineState):
             return  # cut short: keep the counts of the last whole scan
         self._scanned_changes(walk.newest, t0)
         with self._lock:
-            c = self._c
+            c = self._counters
             c.scans += 1
             c.last_scan_s = time.monotonic() - t0
             c.temp_files = walk.temp

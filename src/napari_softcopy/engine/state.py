@@ -137,12 +137,6 @@ class EngineState:
         self._hashes: HashJournal | None = None
 
     @property
-    def _c(self) -> _Counters:
-        # The counters' former name, for `engine.scan` alone, which its walker rework
-        # rewrites: it then reads `_counters` and this alias goes.
-        return self._counters
-
-    @property
     def state(self) -> JobState:
         """Current state (see `Status`)."""
         return self._state
