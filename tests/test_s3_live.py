@@ -170,7 +170,9 @@ def test_the_server_going_away_mid_copy_is_waited_for_then_the_copy_completes(
             now = read_status(status)
             assert waiting and now["state"] in ("copying", "finishing"), now["message"]
             server.start()
-            assert copier.wait(120) == 0
+            code = copier.wait(120)
+            end = read_status(status) or {}
+            assert code == 0, (end.get("state"), end.get("message"), end.get("errors", [])[-3:])
         finally:
             copier.kill()
             copier.wait(10)
