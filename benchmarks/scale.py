@@ -7,6 +7,10 @@ Chunk files hold a few hundred bytes each (random bytes: nothing here decodes th
 Measured: ``find`` over the source (warm, the second of two runs); a full copy with
 napari-softcopy (wall, CPU, peak RSS of its process tree); then a run over the fully copied
 destination, whose scans (read from the status file) are the resume scan.
+
+With ``$BENCH_BASELINE_SRC`` (another checkout's ``src``), the baseline copies the same source
+to a destination of its own, and the two resume scans are measured in turns (ours, baseline,
+ours, baseline), so the before/after comparison shares one machine state.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import random
 import time
 
 from .common import Measured, compare_trees, time_find
-from .copiers import ours_executable
+from .copiers import BASELINE_SRC, ours_executable
 
 FULL_GRID = (250, 4, 32, 32)  # 1,048,576 chunk files
 QUICK_GRID = (5, 4, 32, 32)  # 20,480
@@ -68,8 +72,10 @@ def generate(root, grid: tuple[int, int, int, int], seed: int = 0) -> int:
     return n + 1
 
 
-def _ours(src, dst, run_dir, name: str, status_file):
+def _ours(src, dst, run_dir, name: str, status_file, pythonpath: str = ""):
     env = dict(os.environ, NAPARI_SOFTCOPY_STATE_DIR=str(run_dir / "state"))
+    if pythonpath:  # (the baseline: another checkout's code under the same script)
+        env["PYTHONPATH"] = pythonpath
     argv = [ours_executable(), "copy", str(src), str(dst), "--status-file", str(status_file)]
     return Measured(argv, run_dir / f"{name}.log", env)
 
@@ -136,5 +142,42 @@ def run(workdir, *, quick: bool = False, check: bool = True, log=print) -> dict:
         "resume_peak_rss_bytes": resume.peak_rss,
         "resume_exit_code": resume.exit_code,
     }
+    if BASELINE_SRC:
+        out["baseline"] = _baseline(src, run_dir, log)
+        out["ours_resume_scans_in_turn_s"] = out["baseline"].pop("ours_scans")
     workdir.trash(run_dir)
     return out
+
+
+def _baseline(src, run_dir, log) -> dict:
+    """The baseline's full copy, then its resume scans in turn with ours (two rounds)."""
+    dst = run_dir / "copy-baseline.zarr"
+    copy = _ours(src, dst, run_dir, "baseline-copy", run_dir / "b.json", BASELINE_SRC).result(
+        timeout=7200
+    )
+    log(f"  baseline full copy: {copy.wall_s or float('nan'):.1f} s")
+    ours_scans, base_scans, walls = [], [], []
+    for round_ in range(2):
+        for who, target, path in (
+            ("ours", run_dir / "copy.zarr", ""),
+            ("baseline", dst, BASELINE_SRC),
+        ):
+            time_find(src)  # the same warm cache for both
+            status = run_dir / f"{who}-resume-{round_}.json"
+            child = _ours(src, target, run_dir, f"{who}-resume-{round_}", status, path)
+            scans = _scans(child, status)
+            result = child.result(timeout=3600)
+            first = scans[0] if scans else None
+            (ours_scans if who == "ours" else base_scans).append(first)
+            if who == "baseline":
+                walls.append(None if result.wall_s is None else round(result.wall_s, 2))
+            log(f"  resume scan, {who}, round {round_ + 1}: {first} s")
+    return {
+        "copy_wall_s": None if copy.wall_s is None else round(copy.wall_s, 2),
+        "copy_cpu_s": round(copy.cpu_s, 2),
+        "copy_peak_rss_bytes": copy.peak_rss,
+        "copy_exit_code": copy.exit_code,
+        "resume_scans_s": base_scans,
+        "resume_wall_s": walls,
+        "ours_scans": ours_scans,
+    }
