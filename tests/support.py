@@ -1,11 +1,18 @@
-"""Helpers shared by the tests: tree comparison, polling, engines with test defaults."""
+"""Helpers shared by the tests: tree comparison, polling, engines with test defaults, a run in
+a user namespace of its own."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
 
 from napari_softcopy import CopyEngine, CopyOptions
 from napari_softcopy.destinations import STATE_DIR
@@ -65,3 +72,22 @@ def engine(source, destination, *, tuning: Tuning | None = None, **options) -> C
     e = CopyEngine(source, destination, CopyOptions(**options), tuning)
     e.start()
     return e
+
+
+def run_in_namespace(script: str, *args: object, timeout: float = 240) -> dict:
+    """Run ``script`` with ``args`` in a new user namespace (mapped to root); its last line
+    of output, as JSON. Skips where user namespaces are not permitted."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare (util-linux) to make a user namespace")
+    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
+    result = subprocess.run(
+        [unshare, "-U", "-r", sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

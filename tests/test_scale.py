@@ -7,33 +7,14 @@ copies and tests on the machine keep theirs).
 
 from __future__ import annotations
 
-import json
-import shutil
 import subprocess
 import sys
 
 import pytest
 
+from support import run_in_namespace
+
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify: Linux only")
-
-
-def run_in_namespace(script: str, *args: object, timeout: float = 240) -> dict:
-    """Run ``script`` with ``args`` in a new user namespace (mapped to root); its last line
-    of output, as JSON. Skips where user namespaces are not permitted."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("no unshare (util-linux) to make a user namespace")
-    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
-    result = subprocess.run(
-        [unshare, "-U", "-r", sys.executable, "-c", script, *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 # Shared by the scripts: which folders an inotify instance of this process watches.

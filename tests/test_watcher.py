@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -21,7 +20,7 @@ from napari_softcopy.watcher import (
     WATCHER_ENV,
     InotifyWatcher,
 )
-from support import assert_identical, engine, wait_for
+from support import assert_identical, engine, run_in_namespace, wait_for
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="inotify: Linux only")
 
@@ -208,20 +207,7 @@ def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path):
     """Past ``max_user_watches`` a new folder cannot be watched: the watcher asks for rescans
     and counts it, and goes on. Run in a user namespace of its own, whose watch limit can be
     lowered without touching any other process's."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("no unshare (util-linux) to make a user namespace")
-    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
-    result = subprocess.run(
-        [unshare, "-U", "-r", sys.executable, "-c", _BEYOND_THE_LIMIT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = run_in_namespace(_BEYOND_THE_LIMIT, tmp_path, timeout=60)
     assert out["asked"] and out["watched"] == 2 and out["unwatched"] == 3, out
     # every folder is still reported (its files are found by the rescan it asked for)
     assert {str(tmp_path / f"d{i}") for i in range(4)} <= set(out["seen"]), out
@@ -264,20 +250,7 @@ watcher.join(5)
 def test_past_the_kernels_watch_limit_finished_folders_make_room(tmp_path):
     """The kernel refuses a watch (``ENOSPC``): its limit becomes the watcher's cap, idle
     folders give their watch back, and every new folder is watched, without a rescan."""
-    unshare = shutil.which("unshare")
-    if unshare is None:
-        pytest.skip("no unshare (util-linux) to make a user namespace")
-    probe = subprocess.run([unshare, "-U", "-r", "true"], capture_output=True, text=True)
-    if probe.returncode != 0:
-        pytest.skip(f"user namespaces are not permitted here: {probe.stderr.strip()}")
-    result = subprocess.run(
-        [unshare, "-U", "-r", sys.executable, "-c", _PAST_THE_LIMIT, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout)
+    out = run_in_namespace(_PAST_THE_LIMIT, tmp_path, timeout=60)
     assert out["asked"] == 0 and out["unwatched"] == 0, out
     assert out["cap"] == 4 and out["watched"] <= 4 and out["released"] >= 12 + 1 - 4, out
 
