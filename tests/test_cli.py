@@ -19,7 +19,8 @@ import pytest
 import zarr
 
 from napari_softcopy.cli import build_parser, resume_command
-from napari_softcopy.options import arg_text, options_from_args, schema
+from napari_softcopy.option_flags import options_from_args
+from napari_softcopy.options import arg_text, schema
 from napari_softcopy.platform import autogroup_scheduling, session_group_nice
 from napari_softcopy.progress import bar_format
 from napari_softcopy.simulate import PRESETS, simulate

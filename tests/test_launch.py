@@ -25,6 +25,7 @@ from napari_softcopy.launch import (
     split_by_origin,
     status_view,
 )
+from napari_softcopy.option_flags import options_from_args
 from napari_softcopy.options import (
     DEFAULT_MARKER,
     Choice,
@@ -32,7 +33,6 @@ from napari_softcopy.options import (
     FileName,
     Number,
     Option,
-    options_from_args,
     schema,
 )
 from napari_softcopy.status import Status, write_status_file

@@ -154,7 +154,7 @@ def test_move_is_in_the_resume_command():
     """A copy stopped before its finish resumes with ``--move`` (a resume without it would
     leave the acquisition on the instrument's disk)."""
     from napari_softcopy.cli import build_parser, resume_command
-    from napari_softcopy.options import options_from_args
+    from napari_softcopy.option_flags import options_from_args
 
     args = build_parser().parse_args(["copy", "a", "b", "--move"])
     assert "--move" in resume_command(args, options_from_args(args)).split()

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .jobs import JobRecord, default_status_file, job_id, list_jobs, state_dir
-from .options import CopyOptions, option_args
+from .option_flags import option_args
+from .options import CopyOptions
 from .status import FINAL_STATES, JobState, Status, read_status_file
 
 KEEP, STOP, CANCEL = "keep", "stop", "cancel"
@@ -30,7 +31,7 @@ def copy_command(
     source: str | os.PathLike, destination: str | os.PathLike, options: CopyOptions
 ) -> list[str]:
     """The command line of an engine process copying ``source`` to ``destination`` with
-    ``options``: only the options that are not their default (`options.option_args`), so
+    ``options``: only the options that are not their default (`option_flags.option_args`), so
     the ``copy`` command parses it back into ``options``."""
     return [
         sys.executable,

@@ -35,7 +35,8 @@ from napari_softcopy._qt.layers import source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, MISMATCHED
 from napari_softcopy.launch import KEEP, STOP, CopyProcess
-from napari_softcopy.options import CopyOptions, default_of, help_text, option_args, schema
+from napari_softcopy.option_flags import option_args
+from napari_softcopy.options import CopyOptions, default_of, help_text, schema
 from napari_softcopy.simulate import frame, simulate
 from napari_softcopy.status import Status, read_status_file, write_status_file
 
