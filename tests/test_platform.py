@@ -84,7 +84,6 @@ def test_a_priority_that_cannot_be_lowered_is_said_once_in_the_log_and_the_statu
     from napari_softcopy import platform
 
     monkeypatch.setattr(platform, "_SYS_IOPRIO_SET", {})
-    monkeypatch.setattr(platform, "_degraded", {})
     source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(source, n_chunks=8)
     with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
@@ -107,12 +106,10 @@ def test_a_destination_without_extended_attributes_is_said_once_in_the_status(
     copy is still complete, and the log and the status's notices say so once."""
     import errno
 
-    from napari_softcopy import platform
 
     def refuse(*_args, **_kwargs):
         raise OSError(errno.ENOTSUP, "Operation not supported")
 
-    monkeypatch.setattr(platform, "_degraded", {})
     monkeypatch.setattr(os, "setxattr", refuse)
     source, dest = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(source, n_chunks=8)
@@ -125,3 +122,35 @@ def test_a_destination_without_extended_attributes_is_said_once_in_the_status(
     assert str(dest) in notices[0]
     assert caplog.text.count("source stamps at the destination is off") == 1
     assert_identical(source, dest)
+
+
+def test_each_engine_says_only_its_own_notices(tmp_path, caplog):
+    """Two engines in one process, run side by side: the one copying to exFAT (whole-second
+    mtimes, no extended attributes) says so in its status and once in the log; the one
+    copying to a plain local disk says none of that, nor what the process's own thread
+    reported outside any copy."""
+    from mounts import mounted
+    from napari_softcopy import platform
+
+    platform.degrade("a test's own feature", "reported outside any copy")
+    a_src, b_src = tmp_path / "a.zarr", tmp_path / "b.zarr"
+    make_archive(a_src, n_chunks=8)
+    make_archive(b_src, n_chunks=8)
+    with mounted("exfat", tmp_path / "exfat", size_mb=32) as exfat:
+        a_dst, b_dst = exfat.path / "a.zarr", tmp_path / "b-copy.zarr"
+        with caplog.at_level(logging.WARNING, logger="napari_softcopy"):
+            a = engine(a_src, a_dst, workers=2, finish_quiet=0.2)
+            b = engine(b_src, b_dst, workers=2, finish_quiet=0.2)
+            for e in (a, b):
+                e.finish()
+            assert a.wait(120), a.status().message
+            assert b.wait(120), b.status().message
+        a_notices, b_notices = a.status().notices, b.status().notices
+    assert_identical(b_src, b_dst)  # (a's, verified by its engine, has whole-second mtimes)
+    a_said = [n for n in a_notices if str(a_dst) in n]
+    assert any("keeps no extended attributes" in n for n in a_said), a_notices
+    assert any("modification times" in n for n in a_said), a_notices
+    assert not [n for n in b_notices if str(exfat.path) in n or "a test's own" in n], b_notices
+    assert "a test's own feature is off" not in " ".join(a_notices)
+    for line in a_said:  # said once in the log, although two threads may have met it
+        assert caplog.text.count(line) == 1, caplog.text

@@ -62,8 +62,8 @@ def test_the_probe_finds_what_the_destination_keeps_and_leaves_nothing(mount, ro
     assert ("no xattrs" in summary) != facts.xattrs
 
 
-def test_a_copy_records_the_probe_where_it_matters_and_verify_reads_it(mount, root):
-    platform._degraded.clear()
+def test_a_copy_records_the_probe_where_it_matters_and_verify_reads_it(mount, root, monkeypatch):
+    monkeypatch.setattr(platform, "_process_notices", platform.Notices())  # (outside a copy)
     dest = LocalDestination(root)
     dest.close()
     plain = mount.facts.mtime_precision_ns == 1 and mount.facts.xattrs
@@ -93,12 +93,12 @@ def test_a_copy_records_the_probe_where_it_matters_and_verify_reads_it(mount, ro
     )
 
 
-def test_a_destination_that_takes_no_file_is_said_once_and_assumed_exact(tmp_path):
+def test_a_destination_that_takes_no_file_is_said_once_and_assumed_exact(tmp_path, monkeypatch):
     """A read-only destination (a verification of a write-protected disk) cannot be probed:
     nanosecond mtimes are assumed, so a coarser one shows differences, never a false
     all-clear; the status says the probe did not run."""
     require_mounts()
-    platform._degraded.clear()
+    monkeypatch.setattr(platform, "_process_notices", platform.Notices())  # (outside a copy)
     real = tmp_path / "real"
     real.mkdir()
     with bind_mount(real, tmp_path / "ro", read_only=True) as ro:

@@ -51,7 +51,7 @@ from typing import NamedTuple
 from .destinations import STATE_DIR, Destination, FileInfo
 from .layout import is_own_temp_name
 from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
-from .platform import degrade, lower_thread_priority
+from .platform import current_notices, degrade, lower_thread_priority
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,9 @@ class HashJournal:
     # -- the copy's side -------------------------------------------------------------------
     def start(self) -> None:
         """Start the hasher thread."""
-        self._thread = threading.Thread(target=self._main, name="softcopy-hasher", daemon=True)
+        # (its notices are the copy's that starts it)
+        target = current_notices().thread_target(self._main)
+        self._thread = threading.Thread(target=target, name="softcopy-hasher", daemon=True)
         self._thread.start()
 
     def published(self, rel: str, size: int, mtime_ns: int) -> None:

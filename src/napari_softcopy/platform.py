@@ -29,23 +29,73 @@ _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314, "pp
 # The C library is already loaded: CDLL(None) finds its symbols without find_library, which
 # runs `ldconfig -p` in a subprocess (35 ms of every start).
 _libc = ctypes.CDLL(None, use_errno=True) if IS_LINUX else None
-_degraded: dict[str, str] = {}  # feature -> why it is off here
+
+
+class Notices:
+    """What does not apply to one copy: a tuning, a capability or a fast path that is off
+    here, one line per feature, each logged once (`degrade`).
+
+    Each engine has its own, installed in the threads it runs (`thread_target`), so that an
+    in-process API user running two engines sees in each one's status only what applies to
+    it. What runs outside any engine reports to one for the whole process.
+    """
+
+    def __init__(self) -> None:
+        self._why: dict[str, str] = {}  # feature -> why it is off here
+        self._lock = threading.Lock()
+
+    def degrade(self, feature: str, why: str) -> None:
+        """Record, and log the first time, that ``feature`` does not apply."""
+        with self._lock:
+            if feature in self._why:
+                return
+            self._why[feature] = why
+        log.warning("%s is off: %s", feature, why)
+
+    def lines(self) -> list[str]:
+        """One line each: ``"idle IO priority is off: ..."``."""
+        with self._lock:
+            return [f"{feature} is off: {why}" for feature, why in self._why.items()]
+
+    def thread_target(self, target: Callable[[], object]) -> Callable[[], None]:
+        """``target``, reporting to these notices in the thread that runs it (a thread starts
+        without the notices of the thread that started it)."""
+
+        def run() -> None:
+            previous = getattr(_current, "notices", None)
+            _current.notices = self
+            try:
+                target()
+            finally:
+                _current.notices = previous
+
+        return run
+
+
+_current = threading.local()  # .notices: the calling thread's copy's `Notices`, if any
+_process_notices = Notices()  # what runs outside any engine (a probe, a verification)
+
+
+def current_notices() -> Notices:
+    """The `Notices` of the calling thread's copy (of the whole process outside any engine)."""
+    notices = getattr(_current, "notices", None)
+    return _process_notices if notices is None else notices
 
 
 def degrade(feature: str, why: str) -> None:
-    """Record, and log once, that ``feature`` does not apply in this process (`degraded`)."""
-    if feature not in _degraded:
-        _degraded[feature] = why
-        log.warning("%s is off: %s", feature, why)
+    """Record, and log once, that ``feature`` does not apply to the calling thread's copy
+    (`current_notices`)."""
+    current_notices().degrade(feature, why)
 
 
 def degraded() -> list[str]:
-    """What does not apply in this process, one line each ("idle IO priority is off: ...").
+    """What does not apply to the calling thread's copy, one line each ("idle IO priority
+    is off: ...").
 
     The engine adds these to its status's ``notices``: a copy that runs without a tuning is
     still correct, but the user is told once instead of finding out from a slow acquisition.
     """
-    return [f"{feature} is off: {why}" for feature, why in _degraded.items()]
+    return current_notices().lines()
 
 
 def lower_thread_priority(nice: int = 10) -> None:

@@ -69,9 +69,15 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
         self._dest_lock.acquire()
         self._started_at = time.time()
         self._t0 = time.monotonic()
-        self._control = threading.Thread(target=self._run, name="softcopy-control", daemon=True)
+        self._control = threading.Thread(
+            target=self._degraded.thread_target(self._run), name="softcopy-control", daemon=True
+        )
         self._control.start()
-        status = threading.Thread(target=self._status_loop, name="softcopy-status", daemon=True)
+        status = threading.Thread(
+            target=self._degraded.thread_target(self._status_loop),
+            name="softcopy-status",
+            daemon=True,
+        )
         status.start()
         self._threads.append(status)
 
@@ -234,7 +240,11 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             workers = self.options.workers or self._dest.suggested_workers()
             log.info("copying with %d worker thread(s)", workers)
             for i in range(max(1, workers)):
-                t = threading.Thread(target=self._worker, name=f"softcopy-worker-{i}", daemon=True)
+                t = threading.Thread(
+                    target=self._degraded.thread_target(self._worker),
+                    name=f"softcopy-worker-{i}",
+                    daemon=True,
+                )
                 t.start()
                 self._threads.append(t)
             self._scan(initial=True)

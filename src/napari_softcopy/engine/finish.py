@@ -130,7 +130,9 @@ class Finish(EngineState):
             # The last copies are written back while the walk below reads both trees (the
             # walk reads, it does not write): the flush before the marker has little left.
             flushing = threading.Thread(
-                target=self._flush_early, name="softcopy-flush", daemon=True
+                target=self._degraded.thread_target(self._flush_early),
+                name="softcopy-flush",
+                daemon=True,
             )
             flushing.start()
             try:

@@ -36,7 +36,11 @@ class HelperPump(EngineState):
                 "process's threads alone (obstore releases the interpreter lock)",
             )
             return
-        t = threading.Thread(target=self._helper_worker, name="softcopy-worker-h", daemon=True)
+        t = threading.Thread(
+            target=self._degraded.thread_target(self._helper_worker),
+            name="softcopy-worker-h",
+            daemon=True,
+        )
         t.start()
         self._threads.append(t)
 

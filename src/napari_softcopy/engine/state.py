@@ -19,7 +19,7 @@ from ..jobs import DestinationLock
 from ..layout import ArrayLayout, find_arrays, is_metadata_name
 from ..options import CopyOptions
 from ..pending import PendingSet
-from ..platform import degraded
+from ..platform import Notices
 from ..quiet import SourceActivity
 from ..status import FINAL_STATES, JobState, Status
 from ..transfer import RateLimiter
@@ -118,6 +118,9 @@ class EngineState:
         self._final_walk = False  # the finish's verification walk has begun
         self._report: VerifyReport | None = None
         self._notices: list[str] = []  # what does not apply here (status, log: once each)
+        # What `platform.degrade` reports from this engine's threads (each runs its target
+        # through `Notices.thread_target`): this copy's alone, not another engine's.
+        self._degraded = Notices()
         self._unholdable: set[str] = set()  # names the destination cannot hold (said once)
         self._watching: Watching | None = None  # the source's file events, once started
         self._hints_left_to_scans = False  # an event found the backlog full (said once)
@@ -186,7 +189,7 @@ class EngineState:
                 errors=errors,
                 verification=self._verification,
                 message=self._message,
-                notices=self._notices + degraded(),
+                notices=self._notices + self._degraded.lines(),
                 freed=self._freed,
                 destination_info=None if self._dest is None else self._dest.summary,
                 waiting_for=self._waiting_for,
