@@ -106,7 +106,6 @@ def test_a_destination_without_extended_attributes_is_said_once_in_the_status(
     copy is still complete, and the log and the status's notices say so once."""
     import errno
 
-
     def refuse(*_args, **_kwargs):
         raise OSError(errno.ENOTSUP, "Operation not supported")
 
