@@ -1,10 +1,13 @@
-"""Shared helpers: running a measured child process, comparing trees, statistics."""
+"""Shared helpers: running a measured child process, comparing trees, statistics, a live
+acquisition written in a thread beside an in-process engine."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -12,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,3 +257,59 @@ def time_find(*roots, stat: bool = False) -> float:
         subprocess.run(argv, stdout=subprocess.DEVNULL, check=True)
         best = time.perf_counter() - t
     return best
+
+
+class ManifestLog(logging.Handler):
+    """The manifest's log lines (logger ``napari_softcopy.manifest``), caught in a run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def search(self, pattern: str | re.Pattern) -> re.Match | None:
+        """The last line's match of ``pattern`` (the manifest of the copy's finish)."""
+        for line in reversed(self.lines):
+            if found := re.search(pattern, line):
+                return found
+        return None
+
+
+@contextlib.contextmanager
+def live_acquisition(src: Path, preset: str = "lightsheet") -> Iterator[ManifestLog]:
+    """Write ``preset`` into ``src`` at its real rate in a thread of this process, and catch
+    the manifest's log lines meanwhile; entered once the archive's root metadata is there (a
+    copy started then starts with the acquisition). On the way out: the writer has ended
+    (within a minute), and a writer's failure is raised."""
+    from napari_softcopy.simulate import simulate  # (numpy: only the runs that write)
+
+    failed: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            simulate(src, preset)
+        except BaseException as exc:  # (raised below, in the benchmark's thread)
+            failed.append(exc)
+
+    handler = ManifestLog()
+    logger = logging.getLogger("napari_softcopy.manifest")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    writer = threading.Thread(target=write, name="benchmark-acquisition", daemon=True)
+    writer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not (src / "zarr.json").exists():
+            if failed or time.monotonic() > deadline:
+                raise RuntimeError(f"the writer did not start: {failed[:1]}")
+            time.sleep(0.01)
+        yield handler
+    finally:
+        writer.join(60)
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    if writer.is_alive() or failed:
+        raise RuntimeError(f"the simulated acquisition did not end well: {failed[:1]}")

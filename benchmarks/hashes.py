@@ -16,19 +16,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import re
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from napari_softcopy import CopyEngine, CopyOptions
 from napari_softcopy.engine import Tuning
-from napari_softcopy.simulate import simulate
+
+from .common import live_acquisition
 
 RESULTS = Path(__file__).parent / "results" / "hashes.json"
 _LINE = re.compile(
@@ -37,40 +36,18 @@ _LINE = re.compile(
 )
 
 
-class _ManifestLine(logging.Handler):
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.found: tuple | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        m = _LINE.search(record.getMessage())
-        if m:
-            self.found = m.groups()
-
-
 def once(workdir: Path, journal: bool) -> dict:
     src, dst = workdir / "acq.zarr", workdir / "copy.zarr"
-    handler = _ManifestLine()
-    logger = logging.getLogger("napari_softcopy.manifest")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    writer = threading.Thread(target=simulate, args=(src, "lightsheet"), daemon=True)
-    writer.start()
-    deadline = time.monotonic() + 60
-    while not (src / "zarr.json").exists():  # (the copy starts with the acquisition)
-        assert time.monotonic() < deadline, "the writer did not start"
-        time.sleep(0.01)
-    engine = CopyEngine(src, dst, CopyOptions(), Tuning(hash_during_copy=journal))
-    cpu0 = time.process_time()
-    engine.start()
-    try:
+    with live_acquisition(src, "lightsheet") as manifest_log:
+        engine = CopyEngine(src, dst, CopyOptions(), Tuning(hash_during_copy=journal))
+        cpu0 = time.process_time()
+        engine.start()
         assert engine.wait(600), "the copy did not end"
-    finally:
-        writer.join(60)
-        logger.removeHandler(handler)
     status = engine.status()
     assert status.state == "verified", status.message
-    files, from_journal, hashed, seconds = handler.found
+    line = manifest_log.search(_LINE)
+    assert line is not None, manifest_log.lines
+    files, from_journal, hashed, seconds = line.groups()
     return {
         "journal": journal,
         "marker_to_verified_s": status.marker_to_verified_s,

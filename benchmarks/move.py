@@ -15,57 +15,32 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import re
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 from napari_softcopy import CopyEngine, CopyOptions
 from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.manifest import build_manifest
+from napari_softcopy.options import DEFAULT_MARKER
 from napari_softcopy.simulate import simulate
+
+from .common import live_acquisition
 
 RESULTS = Path(__file__).parent / "results" / "move.json"
 
 
-class _ManifestTime(logging.Handler):
-    """Catches the manifest's "hashed in X s" log line."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self.seconds: list[float] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        found = re.search(r"hashed in ([0-9.]+) s", record.getMessage())
-        if found:
-            self.seconds.append(float(found.group(1)))
-
-
 def live_once(workdir: Path) -> dict:
     src, dst = workdir / "acq.zarr", workdir / "copy.zarr"
-    handler = _ManifestTime()
-    logger = logging.getLogger("napari_softcopy.manifest")
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    writer = threading.Thread(target=simulate, args=(src, "lightsheet"), daemon=True)
-    writer.start()
-    deadline = time.monotonic() + 60
-    while not (src / "zarr.json").exists():  # (the copy starts with the acquisition)
-        assert time.monotonic() < deadline, "the writer did not start"
-        time.sleep(0.01)
-    engine = CopyEngine(src, dst, CopyOptions(move=True))
-    t0 = time.monotonic()
-    engine.start()
-    try:
+    with live_acquisition(src, "lightsheet") as manifest_log:
+        engine = CopyEngine(src, dst, CopyOptions(move=True))
+        t0 = time.monotonic()
+        engine.start()
         assert engine.wait(600), "the copy did not end"
-    finally:
-        writer.join(60)
-        logger.removeHandler(handler)
+    manifest_s = manifest_log.search(r"hashed in ([0-9.]+) s")
     status = engine.status()
     freed = status.freed or {}
     assert status.state == "verified" and freed.get("refused") is None, status.message
@@ -75,7 +50,7 @@ def live_once(workdir: Path) -> dict:
         "bytes": freed["bytes_freed"],
         "files": freed["files_freed"],
         "marker_to_verified_s": status.marker_to_verified_s,
-        "manifest_s": handler.seconds[-1] if handler.seconds else None,
+        "manifest_s": float(manifest_s.group(1)) if manifest_s else None,
         "marker_to_freed_s": freed["marker_to_freed_s"],
         "freeing_s": freed["seconds"],
         "freeing_check_s": freed.get("check_s"),
@@ -95,7 +70,7 @@ def bulk_once(workdir: Path) -> dict:
     dest = LocalDestination(dst, create=False)
     try:
         t0 = time.monotonic()
-        manifest = build_manifest(dest, source=str(src), marker="complete")
+        manifest = build_manifest(dest, source=str(src), marker=DEFAULT_MARKER)
         manifest_s = time.monotonic() - t0
     finally:
         dest.close()
