@@ -18,7 +18,7 @@ power cut, is dropped). Nothing grows in memory: the queue and
 the buffer are bounded, and segments are merged in the background (`FANIN` at a time, keeping
 the latest record per path), so a day of millions of files holds a few dozen segments. At the
 finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
-destination in the same order, streamed (`assemble`).
+destination in the same order, streamed (`assembly.assemble`).
 
 A record names the file's version by its size, mtime and source stamp at the destination, and
 a sequence number (run, then order of publish; one path is never copied twice at once, so
@@ -40,17 +40,14 @@ import json
 import logging
 import os
 import queue
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from .destinations import STATE_DIR, Destination, FileInfo
+from .destinations import STATE_DIR, Destination
 from .layout import is_own_temp_name
-from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
+from .manifest import read_back
 from .platform import degrade, lower_thread_priority
 
 log = logging.getLogger(__name__)
@@ -362,148 +359,3 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-# -- the manifest, assembled ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Assembled:
-    """What `assemble` wrote: files and bytes listed, hashes taken from the journal, files
-    hashed at the finish (and their bytes), seconds."""
-
-    files: int
-    bytes: int
-    from_journal: int
-    hashed: int
-    hashed_bytes: int
-    seconds: float
-
-
-def sorted_files(
-    dest: Destination, marker: str | None, stamps: bool, stop: threading.Event | None = None
-) -> Iterator[tuple[str, FileInfo]]:
-    """Every regular file of the copy at ``dest`` (`manifest.destination_files`' selection),
-    each folder listed sorted by name and descended where its name comes: the order of
-    `path_key`. Only the folders on the way down are held."""
-
-    def walk(rel_dir: str) -> Iterator[tuple[str, FileInfo]]:
-        if stop is not None and stop.is_set():
-            return
-        entries = dest.listdir(rel_dir, stamps=stamps) or {}
-        for name in sorted(entries):
-            info = entries[name]
-            if not rel_dir and name in (STATE_DIR, marker):
-                continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if info.is_dir:
-                yield from walk(rel)
-            elif info.is_file and not is_own_temp_name(name):
-                yield rel, info
-
-    return walk("")
-
-
-def _reusable(record: JournalRecord | None, key: tuple[str, ...], info: FileInfo) -> bool:
-    """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now."""
-    return (
-        record is not None
-        and record.key == key
-        and bool(record.digest)
-        and record.size == info.size
-        and record.mtime_ns == info.mtime_ns
-        and record.stamp == (info.stamp or b"").decode("ascii", "replace")
-    )
-
-
-def assemble(
-    dest: Destination,
-    *,
-    source: str,
-    marker: str | None,
-    journal: HashJournal | None,
-    stop: threading.Event | None = None,
-) -> Assembled | None:
-    """Write the manifest of the copy at ``dest`` (`manifest.MANIFEST`) from a walk of the
-    destination and the ``journal``: a file whose latest record matches its size, mtime and
-    stamp takes that hash; every other file is read back and hashed now. Streamed in walk
-    order, published atomically and durably. None when ``stop`` was set (nothing written).
-
-    Raises
-    ------
-    OSError
-        A file of the copy could not be read back (it names the path), or the manifest
-        could not be written.
-    """
-    t0 = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        if journal is not None:
-            stack.enter_context(journal.paused())
-        records = journal.latest() if journal is not None else iter(())
-        stamps = dest.capabilities.xattrs
-        temp = dest.create_temp(MANIFEST)
-        stack.callback(dest.release, temp)
-        fd = temp.fileno()
-        spool = None
-        if fd is None:
-            # An object store's temporary file takes bytes in order only: the manifest is
-            # made in a local temporary file, then sent whole (the header is written last).
-            spool = stack.enter_context(tempfile.TemporaryFile(prefix="softcopy-manifest-"))
-            fd = spool.fileno()
-        # The header first, with counts known only at the end: its place is reserved (JSON
-        # allows the blanks after it) and filled in last.
-        header = {"napari_softcopy_manifest": FORMAT_VERSION, "hash": HASH, "files": 10**18}
-        header |= {"bytes": 10**18, "source": source, "marker": marker, "created": time.time()}
-        width = len(json.dumps(header)) + 16
-        _write_all(fd, b" " * width + b"\n")
-        pool = stack.enter_context(ThreadPoolExecutor(hash_workers(dest), "softcopy-hash"))
-        counts = {"files": 0, "bytes": 0, "journal": 0, "hashed": 0, "hashed_bytes": 0}
-        window: list[tuple[str, int, str | Future]] = []
-
-        def write(window: list[tuple[str, int, str | Future]]) -> None:
-            lines = []
-            for rel, size, digest in window:
-                if isinstance(digest, Future):
-                    try:
-                        size, digest = digest.result()
-                    except OSError as exc:
-                        raise OSError(
-                            exc.errno, f"cannot read back {dest.path / rel} for the manifest: {exc}"
-                        ) from None
-                    counts["hashed"] += 1
-                    counts["hashed_bytes"] += size
-                counts["files"] += 1
-                counts["bytes"] += size
-                lines.append(json.dumps({"path": rel, "size": size, HASH: digest}).encode())
-            _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
-
-        record = next(records, None)
-        for rel, info in sorted_files(dest, marker, stamps, stop):
-            key = path_key(rel)
-            while record is not None and record.key < key:
-                record = next(records, None)
-            if _reusable(record, key, info):
-                counts["journal"] += 1
-                window.append((rel, info.size, record.digest))
-            else:
-                window.append((rel, info.size, pool.submit(read_back, dest, rel)))
-            if len(window) >= 256:  # (bounded: a window of files in flight, in order)
-                write(window)
-                window = []
-        write(window)
-        if stop is not None and stop.is_set():
-            return None
-        header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
-        os.pwrite(fd, json.dumps(header).ljust(width).encode(), 0)
-        if spool is not None:
-            spool.seek(0)
-            while block := spool.read(1 << 20):
-                temp.write(block)
-        dest.publish(temp, fsync=True)
-    dest.fsync_dir(STATE_DIR)
-    return Assembled(
-        counts["files"],
-        counts["bytes"],
-        counts["journal"],
-        counts["hashed"],
-        counts["hashed_bytes"],
-        round(time.monotonic() - t0, 3),
-    )

@@ -22,7 +22,7 @@ checked months later is checked against something no accident or edit can match)
 
 When hashed: during the copy, by `hashes.HashJournal` (each published file read back from
 the destination at idle priority, `read_back`); the finish assembles the manifest from those
-hashes and hashes only the files they do not cover (`hashes.assemble`; docs/move.md).
+hashes and hashes only the files they do not cover (`assembly.assemble`; docs/move.md).
 `build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 
@@ -46,7 +46,8 @@ from .layout import is_own_temp_name
 from .platform import drop_cache
 
 if TYPE_CHECKING:
-    from .hashes import Assembled, HashJournal
+    from .assembly import Assembled
+    from .hashes import HashJournal
 
 __all__ = [
     "HASH",
@@ -425,8 +426,8 @@ def manifest_for_copy(
 ) -> Assembled | None:
     """Write the manifest of a verified copy (the engine's step after the flush, before the
     marker), taking the hashes the copy recorded in ``journal`` and hashing only the files it
-    holds no hash of (`hashes.assemble`); None when ``stop`` was set (nothing written)."""
-    from .hashes import assemble
+    holds no hash of (`assembly.assemble`); None when ``stop`` was set (nothing written)."""
+    from .assembly import assemble
 
     done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop)
     if done is not None:
