@@ -18,8 +18,8 @@ import blake3
 import pytest
 
 from faults_support import make_archive
-from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.assembly import assemble
+from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.hashes import JOURNAL, HashJournal
 from napari_softcopy.manifest import build_manifest, read_manifest
 from napari_softcopy.simulate import simulate

@@ -61,6 +61,7 @@ __all__ = [
     "destination_files",
     "manifest_for_copy",
     "read_back",
+    "read_fd",
     "read_manifest",
     "verify_against_manifest",
     "write_manifest",
@@ -160,18 +161,41 @@ def read_back(dest: Destination, rel: str) -> tuple[int, str]:
     stay, which is why the manifest is made after the flush) and again after it (checking a
     copy must not push the acquisition's data out of the cache).
     """
-    h = blake3.blake3()
-    size = 0
     with dest.read(rel) as f:
         fd = _fileno(f)
         if fd is not None:
-            drop_cache(fd)
+            return read_fd(fd)
+        h = blake3.blake3()
+        size = 0
         while block := f.read(_BLOCK):
             h.update(block)
             size += len(block)
-        if fd is not None:
-            drop_cache(fd)
     return size, h.hexdigest()
+
+
+def read_fd(fd: int, expected: int = -1) -> tuple[int, str]:
+    """`read_back` of an open file: size and BLAKE3 hex digest, its cached pages dropped
+    before and after. A file of the ``expected`` size up to a block is read in one call (a
+    chunk file mostly is: one ``read`` instead of two, one hash call); the caller checks
+    the size with ``fstat`` after the read (a read one byte longer that returns exactly
+    ``expected`` bytes ends at the end of a file of that size)."""
+    drop_cache(fd)
+    try:
+        if 0 <= expected < _BLOCK:
+            data = os.read(fd, expected + 1)
+            if len(data) == expected:
+                return expected, blake3.blake3(data).hexdigest()
+            h = blake3.blake3(data)  # (a short read, or a longer file: read on to the end)
+            size = len(data)
+        else:
+            h = blake3.blake3()
+            size = 0
+        while block := os.read(fd, _BLOCK):
+            h.update(block)
+            size += len(block)
+        return size, h.hexdigest()
+    finally:
+        drop_cache(fd)
 
 
 def _fileno(f: object) -> int | None:
