@@ -27,8 +27,21 @@ from napari_softcopy.manifest import (
     read_back,
     read_manifest,
 )
+from napari_softcopy.verify import verify_tree
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
+
+
+class ListingCounted(LocalDestination):
+    """A local destination that notes every folder it lists."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.listed: list[str] = []
+
+    def listdir(self, rel_dir, *args, **kwargs):
+        self.listed.append(rel_dir)
+        return super().listdir(rel_dir, *args, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -237,3 +250,27 @@ def test_no_marker_without_its_manifest(tmp_path):
     assert f"destination {dst / STATE_DIR} is a symbolic link or a file" in status.message
     assert "internal error" not in status.message
     assert not (dst / "complete").exists()
+
+
+def test_the_manifest_at_the_finish_is_made_from_the_verifications_listing(tmp_path):
+    """The finish walks the destination once: the manifest takes the files the final
+    verification listed (and found identical), and lists no folder of the copy again."""
+    src, dst = copied(tmp_path)
+    first = read_manifest(LocalDestination(dst)).entries  # (the engine's, from its finish)
+    expected = {e.path: (e.size, e.digest) for e in first.values()}
+    (dst / MANIFEST).unlink()
+    report = verify_tree(src, dst, marker=CopyOptions().marker, stamps=True, listing=True)
+    assert report.ok
+    dest = ListingCounted(dst, create=False)
+    try:
+        done = manifest_for_copy(
+            dest, source=str(src), marker=CopyOptions().marker, listing=report.listing
+        )
+        assert done is not None and done.files == len(expected) == report.files_checked
+        assert [rel for rel in dest.listed if rel != STATE_DIR] == []
+        made = read_manifest(dest)
+    finally:
+        dest.close()
+        report.listing.discard()
+    assert list(made.entries) == sorted(expected, key=lambda p: p.split("/"))
+    assert {e.path: (e.size, e.digest) for e in made.entries.values()} == expected

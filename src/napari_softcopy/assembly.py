@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from .destinations import STATE_DIR, Destination, FileInfo
 from .hashes import HashJournal, JournalRecord, _write_all, path_key
 from .layout import is_own_temp_name
+from .listing import Listing
 from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
 
 
@@ -76,11 +77,16 @@ def assemble(
     marker: str | None,
     journal: HashJournal | None,
     stop: threading.Event | None = None,
+    listing: Listing | None = None,
 ) -> Assembled | None:
     """Write the manifest of the copy at ``dest`` (`manifest.MANIFEST`) from a walk of the
     destination and the ``journal``: a file whose latest record matches its size, mtime and
     stamp takes that hash; every other file is read back and hashed now. Streamed in walk
     order, published atomically and durably. None when ``stop`` was set (nothing written).
+
+    With ``listing`` (the final verification's, `verify.VerifyReport.listing`: every file of
+    the copy, as that walk listed it), the destination is not walked again
+    (`listing`'s docstring says why that listing stands for the copy now).
 
     Raises
     ------
@@ -131,7 +137,11 @@ def assemble(
             _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
 
         record = next(records, None)
-        for rel, info in sorted_files(dest, marker, stamps, stop):
+        if listing is not None:
+            files = listing.files(stop)
+        else:
+            files = sorted_files(dest, marker, stamps, stop)
+        for rel, info in files:
             key = path_key(rel)
             while record is not None and record.key < key:
                 record = next(records, None)

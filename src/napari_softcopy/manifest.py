@@ -48,6 +48,7 @@ from .platform import drop_cache
 if TYPE_CHECKING:
     from .assembly import Assembled
     from .hashes import HashJournal
+    from .listing import Listing
 
 __all__ = [
     "HASH",
@@ -447,13 +448,15 @@ def manifest_for_copy(
     marker: str | None,
     stop: threading.Event | None = None,
     journal: HashJournal | None = None,
+    listing: Listing | None = None,
 ) -> Assembled | None:
     """Write the manifest of a verified copy (the engine's step after the flush, before the
     marker), taking the hashes the copy recorded in ``journal`` and hashing only the files it
-    holds no hash of (`assembly.assemble`); None when ``stop`` was set (nothing written)."""
+    holds no hash of (`assembly.assemble`), from the final verification's ``listing`` where
+    given (else a walk of the destination); None when ``stop`` was set (nothing written)."""
     from .assembly import assemble
 
-    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop)
+    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop, listing=listing)
     if done is not None:
         log.info(
             "%s: manifest of %d files, %.1f MiB: %d hashes from the copy's journal, %d files "
