@@ -320,8 +320,10 @@ def test_the_walks_listing_is_the_copy_in_the_manifests_order(tmp_path, processe
         dest.close()
     assert len(expected) == report.files_checked == 3 * 17 + 2
     assert _listed(report.listing.files()) == expected
+    folder = report.listing.folder
+    assert all(os.path.dirname(p) == folder for p in spools)
     report.listing.discard()
-    assert not any(os.path.exists(p) for p in spools)
+    assert not os.path.exists(folder)
 
 
 def test_a_recheck_adds_what_it_finds_identical_to_the_listing(tmp_path):
@@ -339,5 +341,6 @@ def test_a_recheck_adds_what_it_finds_identical_to_the_listing(tmp_path):
         assert _listed(done.listing.files()) == _listed(sorted_files(dest, None, True))
     finally:
         dest.close()
+    assert len(done.listing.spools) == 2  # (the walk's and the recheck's, in one folder)
     done.listing.discard()
-    assert not any(os.path.exists(p) for p in report.listing.spools)
+    assert not os.path.exists(report.listing.folder)

@@ -13,9 +13,10 @@ and stamp (`assembly._reusable`); any other is read back and hashed when the man
 
 The walk (each part of a split walk, each in its process) meets a folder's files one after
 the other (`march`): each folder's rows are sorted by name and pickled as one block into a
-spool file in the system's temporary folder, at most one folder's rows held. A `Listing` is
-the spools and, per folder, where its blocks are; it is small (a few tens of bytes per
-folder), is sent back from a helper process with its part's report, and `Listing.files`
+spool file in a temporary folder of the walk's own (`spool_folder`: deleted whole with the
+listing, so that a part cut short leaves nothing behind), at most one folder's rows held. A
+`Listing` is the spools and, per folder, where its blocks are; it is small (a few tens of
+bytes per folder), is sent back from a helper process with its part's report, and `Listing.files`
 gives every file in the manifest's order (`hashes.path_key`: each folder listed sorted by
 name, a folder's content where its name comes), merging the parts' blocks folder by folder.
 """
@@ -26,13 +27,14 @@ import contextlib
 import heapq
 import os
 import pickle
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
 
 from .destinations import FileInfo
 
-__all__ = ["Listing", "ListingWriter"]
+__all__ = ["Listing", "ListingWriter", "spool_folder"]
 
 #: One file: name in its folder, size, mtime_ns, stamp (as listed; None: none).
 Row = tuple[str, int, int, "bytes | None"]
@@ -45,6 +47,8 @@ class Listing:
     ----------
     spools : list of str
         The spool files it reads (delete them with `discard` once used).
+    folder : str or None
+        The temporary folder they are in (`spool_folder`), deleted whole by `discard`.
     blocks : dict
         Folder (``/``-separated, ``""``: the root) -> ``(spool index, offset, length)`` of each
         block of its rows.
@@ -54,9 +58,11 @@ class Listing:
         self,
         spools: list[str] | None = None,
         blocks: dict[str, list[tuple[int, int, int]]] | None = None,
+        folder: str | None = None,
     ) -> None:
         self.spools = spools or []
         self.blocks = blocks or {}
+        self.folder = folder
 
     def merged(self, other: Listing) -> Listing:
         """A listing of both (``other``: another part of the same walk, or the files a
@@ -65,7 +71,7 @@ class Listing:
         blocks = {rel: list(found) for rel, found in self.blocks.items()}
         for rel, found in other.blocks.items():
             blocks.setdefault(rel, []).extend((i + shift, o, n) for i, o, n in found)
-        return Listing(self.spools + other.spools, blocks)
+        return Listing(self.spools + other.spools, blocks, self.folder or other.folder)
 
     def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
         """Every file, in `hashes.path_key` order, with its `FileInfo` as listed. Stops
@@ -112,12 +118,20 @@ class Listing:
             yield from folder("")
 
     def discard(self) -> None:
-        """Delete the spools."""
+        """Delete the spools (and their folder, with whatever a part cut short left there)."""
         for path in self.spools:
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
         self.spools = []
         self.blocks = {}
+        self.folder = None
+
+
+def spool_folder() -> str:
+    """A new temporary folder for a walk's spools (each part's `ListingWriter` writes there)."""
+    return tempfile.mkdtemp(prefix="softcopy-listing-")
 
 
 def _name(row: Row) -> str:
@@ -125,10 +139,12 @@ def _name(row: Row) -> str:
 
 
 class ListingWriter:
-    """Rows of a walk (or a recheck), a folder at a time, into one spool file."""
+    """Rows of a walk (or a recheck), a folder at a time, into one spool file in ``folder``
+    (`spool_folder`)."""
 
-    def __init__(self) -> None:
-        fd, self.path = tempfile.mkstemp(prefix="softcopy-listing-")
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        fd, self.path = tempfile.mkstemp(prefix="part-", dir=folder)
         self._file = os.fdopen(fd, "wb")
         self._blocks: dict[str, list[tuple[int, int, int]]] = {}
         self._folder: str | None = None
@@ -157,7 +173,7 @@ class ListingWriter:
             self._flush()
         finally:
             self._file.close()
-        return Listing([self.path], self._blocks)
+        return Listing([self.path], self._blocks, self.folder)
 
     def abandon(self) -> None:
         """Close and delete the spool (a walk that failed)."""

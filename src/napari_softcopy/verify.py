@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import threading
 import zlib
@@ -31,7 +32,7 @@ from .destinations import (
     open_destination,
 )
 from .layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
-from .listing import ListingWriter
+from .listing import ListingWriter, spool_folder
 from .march import Folder, MarchHandler, march
 from .verify_helpers import WalkHelper, start_helpers
 from .verify_report import _INTERRUPTED, MAX_LISTED, VerifyReport
@@ -133,7 +134,9 @@ def verify_tree(
         "marker": marker,
         "stamps": stamps,
         "parts": 1 + len(helpers),
-        "listing": listing,
+        # (every part's spool in one folder: deleted whole with the listing, also what a
+        # part that was stopped or failed left there)
+        "listing": spool_folder() if listing else None,
     }
     try:
         for part, helper in enumerate(helpers, start=1):
@@ -148,6 +151,10 @@ def verify_tree(
             if part_report is None:  # (logged) walked here instead
                 part_report = _walk_part(options | {"part": part}, stop)
             report._merge(part_report)
+    except BaseException:
+        if options["listing"] is not None:
+            shutil.rmtree(options["listing"], ignore_errors=True)
+        raise
     finally:
         for helper in helpers:
             helper.close()
@@ -161,7 +168,7 @@ def _walk_part(
 ) -> VerifyReport:
     """Walk the part of `verify_tree` that ``options`` describe, here or in a helper."""
     report = VerifyReport(options["source"], options["destination"], options["checksum"])
-    writer = ListingWriter() if options.get("listing") else None
+    writer = ListingWriter(options["listing"]) if options.get("listing") else None
     try:
         _Comparison(
             report,
@@ -213,7 +220,9 @@ def recheck(
         bytes_checked=report.bytes_checked - sum(counted.values()),
         metadata_files=report.metadata_files - sum(_is_metadata(rel) for rel in counted),
     )
-    writer = ListingWriter() if report.listing is not None else None
+    writer = None
+    if report.listing is not None and report.listing.folder is not None:
+        writer = ListingWriter(report.listing.folder)
     comparison = _Comparison(new, report.checksum, marker, None, stamps, listing=writer)
     comparison.dest = _open_destination(report.destination)
     try:
