@@ -5,6 +5,7 @@ are each found and named. (``tests/test_manifest.py`` is the npe2 manifest's.)""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -51,7 +52,7 @@ def state_dir(tmp_path, monkeypatch):
     return path
 
 
-def copied(tmp_path: Path, n_chunks: int = 12) -> tuple[Path, Path]:
+def copied(tmp_path: Path, n_chunks: int = 12, caplog=None) -> tuple[Path, Path]:
     """A finished zarr-python archive, copied and verified by the engine, with its manifest."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(src, n_chunks=n_chunks, chunk_bytes=16 * 1024)
@@ -60,6 +61,9 @@ def copied(tmp_path: Path, n_chunks: int = 12) -> tuple[Path, Path]:
     assert engine.wait(60)
     assert engine.status().state == "verified"
     assert (dst / MANIFEST).exists()  # (written by the engine, before its marker)
+    if caplog is not None:  # the finish walked the destination once (its verification)
+        made = [r.getMessage() for r in caplog.records if "manifest of" in r.getMessage()]
+        assert made and "as the verification listed them" in made[-1], made
     return src, dst
 
 
@@ -252,10 +256,11 @@ def test_no_marker_without_its_manifest(tmp_path):
     assert not (dst / "complete").exists()
 
 
-def test_the_manifest_at_the_finish_is_made_from_the_verifications_listing(tmp_path):
+def test_the_manifest_at_the_finish_is_made_from_the_verifications_listing(tmp_path, caplog):
     """The finish walks the destination once: the manifest takes the files the final
     verification listed (and found identical), and lists no folder of the copy again."""
-    src, dst = copied(tmp_path)
+    caplog.set_level(logging.INFO, logger="napari_softcopy.manifest")
+    src, dst = copied(tmp_path, caplog=caplog)
     first = read_manifest(LocalDestination(dst)).entries  # (the engine's, from its finish)
     expected = {e.path: (e.size, e.digest) for e in first.values()}
     (dst / MANIFEST).unlink()

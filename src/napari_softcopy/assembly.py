@@ -24,7 +24,8 @@ from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
 @dataclass(frozen=True)
 class Assembled:
     """What `assemble` wrote: files and bytes listed, hashes taken from the journal, files
-    hashed at the finish (and their bytes), seconds."""
+    hashed at the finish (and their bytes), seconds, and whether the files came from the
+    verification's listing (else from a walk of the destination)."""
 
     files: int
     bytes: int
@@ -32,6 +33,7 @@ class Assembled:
     hashed: int
     hashed_bytes: int
     seconds: float
+    from_listing: bool = False
 
 
 def sorted_files(
@@ -173,4 +175,5 @@ def assemble(
         counts["hashed"],
         counts["hashed_bytes"],
         round(time.monotonic() - t0, 3),
+        listing is not None,
     )
