@@ -344,3 +344,34 @@ def test_a_recheck_adds_what_it_finds_identical_to_the_listing(tmp_path):
     assert len(done.listing.spools) == 2  # (the walk's and the recheck's, in one folder)
     done.listing.discard()
     assert not os.path.exists(report.listing.folder)
+
+
+def test_a_listing_gives_its_files_in_path_order_whatever_order_its_blocks_came_in(tmp_path):
+    """Blocks in several spools (parts of a walk, rechecks), one folder's files split across
+    them and across blocks of one spool, files sorting between subfolders at every level, a
+    folder holding only folders: every file once, in `path_key` order; of a name given
+    twice, the later spool's row."""
+    from napari_softcopy.destinations import FileInfo
+    from napari_softcopy.hashes import path_key
+    from napari_softcopy.listing import ListingWriter, spool_folder
+
+    paths = [
+        "zarr.json", "a0", "a.b", "0", "a/0", "a/0.x", "a/1/c", "a/1/b", "a/1.5", "a/9",
+        "a/10/z", "b/c/d/e", "b/c/d.x", "b/c0", "\u00e9", "a/1/c0/k",
+    ]  # fmt: skip
+    folder = spool_folder()
+    writers = [ListingWriter(folder) for _ in range(3)]
+    for n, rel in enumerate(reversed(paths)):  # (scattered: each a block of its own)
+        parent, _, name = rel.rpartition("/")
+        writers[n % 3].add(parent, name, FileInfo(False, True, len(rel), n))
+    writers[2].add("a/1", "b", FileInfo(False, True, 99, 99))  # (again, later: kept)
+    listing = writers[0].close()
+    for writer in writers[1:]:
+        listing = listing.merged(writer.close())
+    try:
+        got = [(rel, info.size, info.mtime_ns) for rel, info in listing.files()]
+    finally:
+        listing.discard()
+    assert [rel for rel, _, _ in got] == sorted(paths, key=path_key)
+    assert dict((rel, size) for rel, size, _ in got)["a/1/b"] == 99
+    assert not os.path.exists(folder)
