@@ -18,7 +18,8 @@ from .destinations import STATE_DIR, Destination, FileInfo
 from .hashes import HashJournal, JournalRecord, _json_string, _write_all, path_key
 from .layout import is_own_temp_name
 from .listing import Listing
-from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
+from .manifest import FORMAT_VERSION, HASH, MANIFEST
+from .readback import hash_workers, read_back
 
 
 @dataclass(frozen=True)

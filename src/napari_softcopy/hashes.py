@@ -7,7 +7,7 @@ its publish is of what the destination returns (a network share or FUSE filesyst
 stores something else is caught), and a version rewritten before the hasher reaches it is
 never hashed at all. One thread at idle priority (nice and idle IO class, as the workers)
 takes the published files from a bounded queue; the file's cached pages are dropped before
-the read (`manifest.read_back`), so clean pages come from the storage (pages not yet written
+the read (`readback.read_back`), so clean pages come from the storage (pages not yet written
 back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
 cold later).
 
@@ -48,8 +48,8 @@ from typing import NamedTuple
 
 from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
 from .layout import is_own_temp_name
-from .manifest import read_back, read_fd
 from .platform import degrade, get_xattr, lower_thread_priority, open_folder_below
+from .readback import read_back, read_fd
 
 log = logging.getLogger(__name__)
 
