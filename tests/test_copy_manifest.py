@@ -5,6 +5,7 @@ are each found and named. (``tests/test_manifest.py`` is the npe2 manifest's.)""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -27,8 +28,21 @@ from napari_softcopy.manifest import (
     read_back,
     read_manifest,
 )
+from napari_softcopy.verify import verify_tree
 
 CLI = [sys.executable, "-m", "napari_softcopy.cli"]
+
+
+class ListingCounted(LocalDestination):
+    """A local destination that notes every folder it lists."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.listed: list[str] = []
+
+    def listdir(self, rel_dir, *args, **kwargs):
+        self.listed.append(rel_dir)
+        return super().listdir(rel_dir, *args, **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +52,7 @@ def state_dir(tmp_path, monkeypatch):
     return path
 
 
-def copied(tmp_path: Path, n_chunks: int = 12) -> tuple[Path, Path]:
+def copied(tmp_path: Path, n_chunks: int = 12, caplog=None) -> tuple[Path, Path]:
     """A finished zarr-python archive, copied and verified by the engine, with its manifest."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     make_archive(src, n_chunks=n_chunks, chunk_bytes=16 * 1024)
@@ -47,6 +61,9 @@ def copied(tmp_path: Path, n_chunks: int = 12) -> tuple[Path, Path]:
     assert engine.wait(60)
     assert engine.status().state == "verified"
     assert (dst / MANIFEST).exists()  # (written by the engine, before its marker)
+    if caplog is not None:  # the finish walked the destination once (its verification)
+        made = [r.getMessage() for r in caplog.records if "manifest of" in r.getMessage()]
+        assert made and "as the verification listed them" in made[-1], made
     return src, dst
 
 
@@ -237,3 +254,28 @@ def test_no_marker_without_its_manifest(tmp_path):
     assert f"destination {dst / STATE_DIR} is a symbolic link or a file" in status.message
     assert "internal error" not in status.message
     assert not (dst / "complete").exists()
+
+
+def test_the_manifest_at_the_finish_is_made_from_the_verifications_listing(tmp_path, caplog):
+    """The finish walks the destination once: the manifest takes the files the final
+    verification listed (and found identical), and lists no folder of the copy again."""
+    caplog.set_level(logging.INFO, logger="napari_softcopy.manifest")
+    src, dst = copied(tmp_path, caplog=caplog)
+    first = read_manifest(LocalDestination(dst)).entries  # (the engine's, from its finish)
+    expected = {e.path: (e.size, e.digest) for e in first.values()}
+    (dst / MANIFEST).unlink()
+    report = verify_tree(src, dst, marker=CopyOptions().marker, stamps=True, listing=True)
+    assert report.ok
+    dest = ListingCounted(dst, create=False)
+    try:
+        done = manifest_for_copy(
+            dest, source=str(src), marker=CopyOptions().marker, listing=report.listing
+        )
+        assert done is not None and done.files == len(expected) == report.files_checked
+        assert [rel for rel in dest.listed if rel != STATE_DIR] == []
+        made = read_manifest(dest)
+    finally:
+        dest.close()
+        report.listing.discard()
+    assert list(made.entries) == sorted(expected, key=lambda p: p.split("/"))
+    assert {e.path: (e.size, e.digest) for e in made.entries.values()} == expected

@@ -18,8 +18,9 @@ import blake3
 import pytest
 
 from faults_support import make_archive
+from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.hashes import JOURNAL, HashJournal, assemble
+from napari_softcopy.hashes import JOURNAL, HashJournal
 from napari_softcopy.manifest import build_manifest, read_manifest
 from napari_softcopy.simulate import simulate
 from napari_softcopy.transfer import copy_file
@@ -256,3 +257,36 @@ def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_pa
     assert (done.files, done.from_journal, done.hashed) == (2, 1, 1)
     entries = assert_manifest_from_scratch(dst)
     assert entries["a"].digest == blake3.blake3((src / "a").read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("xattrs", [True, False])
+def test_a_local_file_is_hashed_through_its_descriptor_as_through_the_interface(tmp_path, xattrs):
+    """The hasher's local path (`HashJournal._hash_local`: the file opened once in its
+    folder's kept descriptor, described by that descriptor) records what the `Destination`
+    interface's stat, read and stat again record; a file that is no longer the version
+    published (another size, another mtime, gone, a folder) is not hashed by either."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a" / "b").mkdir(parents=True)
+    for rel, size in (("a/b/x", 5000), ("a/b/y", 0), ("a/z", 3 << 20), ("top", 17)):
+        (src / rel).write_bytes(os.urandom(size))
+    dest = LocalDestination(dst, xattrs=xattrs)
+    try:
+        journal = HashJournal(dest, low_priority=False)
+        assert journal._folders is not None
+        for rel in ("a/b/x", "a/b/y", "a/z", "top", "a/b/x"):  # (back to a folder left)
+            result = copy_file(str(src / rel), dest, rel, stop=threading.Event())
+            size, mtime = result.size, result.mtime_ns
+            local = journal._hash_local(rel, size, mtime)
+            assert local == journal._hash_by_path(rel, size, mtime)
+            assert local is not None
+            assert local[2] == blake3.blake3((src / rel).read_bytes()).hexdigest()
+            assert (local[1] != "") == xattrs  # (the stamp, where the copy records one)
+            assert journal._hash_local(rel, size + 1, mtime) is None
+            assert journal._hash_local(rel, size, mtime + 10**9) is None
+        os.unlink(dst / "top")
+        with pytest.raises(FileNotFoundError):
+            journal._hash_local("top", 17, 0)
+        assert journal._hash_local("a/b", 0, 0) is None  # (a folder is not a file)
+        journal._folders.close()
+    finally:
+        dest.close()

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_softcopy import InputError, verify
-from napari_softcopy.destinations import STATE_DIR
+from napari_softcopy import InputError, verify, verify_report
+from napari_softcopy.assembly import sorted_files
+from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.verify import recheck, verify_tree
 
 
@@ -169,7 +170,8 @@ def test_recheck_leaves_to_a_walk_what_a_report_does_not_list(tmp_path, monkeypa
     (dst / "c" / "1").rename(dst / "c" / "1-moved")
     (dst / "c" / "1").write_bytes(b"a file where the source has a folder")
     assert recheck(verify_tree(src, dst)) is None
-    monkeypatch.setattr(verify, "MAX_LISTED", 2)  # more problems than listed
+    monkeypatch.setattr(verify_report, "MAX_LISTED", 2)  # more problems than listed
+    monkeypatch.setattr(verify, "MAX_LISTED", 2)
     (dst / "c" / "1").unlink()
     (dst / "c" / "1-moved").rename(dst / "c" / "1")
     assert recheck(verify_tree(src, dst)) is None
@@ -279,3 +281,97 @@ def test_a_stop_while_a_helper_walks_ends_the_walk_at_once_and_not_ok(tmp_path, 
     assert time.monotonic() - began < 10
     assert not report.ok and report.unreadable == [("", "verification interrupted")]
     assert not helpers[0].process.running  # ended, not left behind
+
+
+def _tricky_copy(tmp_path):
+    """Three arrays whose names sort across a folder's boundary ("a", "a.b": "a/..." comes
+    between them in the manifest's order), a file beside folders, a name beyond ASCII."""
+    src, dst = tmp_path / "s", tmp_path / "d"
+    for name in ("a", "a.b", "b"):
+        make_archive(src / name)
+    (src / "a" / "c" / "0.x").write_bytes(b"beside folders 0 and 1")
+    (src / "\u00e9t\u00e9").write_bytes(b"e")
+    copy_tree(src, dst)
+    return src, dst
+
+
+def _listed(files):
+    return [(rel, info.size, info.mtime_ns, info.stamp) for rel, info in files]
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_the_walks_listing_is_the_copy_in_the_manifests_order(tmp_path, processes):
+    """The manifest is made from the final verification's listing, not from a second walk
+    of the destination: that listing must be every file of the copy, in the order and with
+    the size, mtime and stamp a walk of the destination gives (split between processes,
+    each part's folders merged)."""
+    src, dst = _tricky_copy(tmp_path)
+    (dst / "d-marker").write_bytes(b"m")  # (the marker and the private folder: not listed)
+    (dst / STATE_DIR).mkdir()
+    (dst / STATE_DIR / "f").write_bytes(b"ours")
+    report = verify_tree(src, dst, marker="d-marker", processes=processes, listing=True)
+    assert report.ok and report.listing is not None
+    spools = list(report.listing.spools)
+    assert len(spools) == processes
+    dest = LocalDestination(dst, create=False)
+    try:
+        expected = _listed(sorted_files(dest, "d-marker", True))
+    finally:
+        dest.close()
+    assert len(expected) == report.files_checked == 3 * 17 + 2
+    assert _listed(report.listing.files()) == expected
+    folder = report.listing.folder
+    assert all(os.path.dirname(p) == folder for p in spools)
+    report.listing.discard()
+    assert not os.path.exists(folder)
+
+
+def test_a_recheck_adds_what_it_finds_identical_to_the_listing(tmp_path):
+    src, dst = _tricky_copy(tmp_path)
+    gone = dst / "a.b" / "c" / "1" / "0" / "1"
+    gone.unlink()
+    report = verify_tree(src, dst, listing=True)
+    assert report.missing == ["a.b/c/1/0/1"]
+    assert "a.b/c/1/0/1" not in [rel for rel, _ in report.listing.files()]
+    shutil.copy2(src / "a.b" / "c" / "1" / "0" / "1", gone)  # (the engine's copy, again)
+    done = recheck(report)
+    assert done is not None and done.ok
+    dest = LocalDestination(dst, create=False)
+    try:
+        assert _listed(done.listing.files()) == _listed(sorted_files(dest, None, True))
+    finally:
+        dest.close()
+    assert len(done.listing.spools) == 2  # (the walk's and the recheck's, in one folder)
+    done.listing.discard()
+    assert not os.path.exists(report.listing.folder)
+
+
+def test_a_listing_gives_its_files_in_path_order_whatever_order_its_blocks_came_in(tmp_path):
+    """Blocks in several spools (parts of a walk, rechecks), one folder's files split across
+    them and across blocks of one spool, files sorting between subfolders at every level, a
+    folder holding only folders: every file once, in `path_key` order; of a name given
+    twice, the later spool's row."""
+    from napari_softcopy.destinations import FileInfo
+    from napari_softcopy.hashes import path_key
+    from napari_softcopy.listing import ListingWriter, spool_folder
+
+    paths = [
+        "zarr.json", "a0", "a.b", "0", "a/0", "a/0.x", "a/1/c", "a/1/b", "a/1.5", "a/9",
+        "a/10/z", "b/c/d/e", "b/c/d.x", "b/c0", "\u00e9", "a/1/c0/k",
+    ]  # fmt: skip
+    folder = spool_folder()
+    writers = [ListingWriter(folder) for _ in range(3)]
+    for n, rel in enumerate(reversed(paths)):  # (scattered: each a block of its own)
+        parent, _, name = rel.rpartition("/")
+        writers[n % 3].add(parent, name, FileInfo(False, True, len(rel), n))
+    writers[2].add("a/1", "b", FileInfo(False, True, 99, 99))  # (again, later: kept)
+    listing = writers[0].close()
+    for writer in writers[1:]:
+        listing = listing.merged(writer.close())
+    try:
+        got = [(rel, info.size, info.mtime_ns) for rel, info in listing.files()]
+    finally:
+        listing.discard()
+    assert [rel for rel, _, _ in got] == sorted(paths, key=path_key)
+    assert dict((rel, size) for rel, size, _ in got)["a/1/b"] == 99
+    assert not os.path.exists(folder)

@@ -7,7 +7,7 @@ its publish is of what the destination returns (a network share or FUSE filesyst
 stores something else is caught), and a version rewritten before the hasher reaches it is
 never hashed at all. One thread at idle priority (nice and idle IO class, as the workers)
 takes the published files from a bounded queue; the file's cached pages are dropped before
-the read (`manifest.read_back`), so clean pages come from the storage (pages not yet written
+the read (`readback.read_back`), so clean pages come from the storage (pages not yet written
 back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
 cold later).
 
@@ -18,7 +18,7 @@ power cut, is dropped). Nothing grows in memory: the queue and
 the buffer are bounded, and segments are merged in the background (`FANIN` at a time, keeping
 the latest record per path), so a day of millions of files holds a few dozen segments. At the
 finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
-destination in the same order, streamed (`assemble`).
+destination in the same order, streamed (`assembly.assemble`).
 
 A record names the file's version by its size, mtime and source stamp at the destination, and
 a sequence number (run, then order of publish; one path is never copied twice at once, so
@@ -40,20 +40,21 @@ import json
 import logging
 import os
 import queue
-import tempfile
+import stat
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import NamedTuple
 
-from .destinations import STATE_DIR, Destination, FileInfo
+from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
 from .layout import is_own_temp_name
-from .manifest import FORMAT_VERSION, HASH, MANIFEST, hash_workers, read_back
-from .platform import current_notices, degrade, lower_thread_priority
+from .platform import current_notices, degrade, get_xattr, lower_thread_priority, open_folder_below
+from .readback import read_back, read_fd
 
 log = logging.getLogger(__name__)
+
+#: A str as a JSON string, non-ASCII escaped as ``json.dumps`` does (its C encoder).
+_json_string = json.encoder.encode_basestring_ascii
 
 #: The journal's segments: `STATE_DIR` files of this prefix (flat: a `Destination` removes
 #: files, not folders, and the manifest's folder is left as it was).
@@ -78,10 +79,15 @@ class JournalRecord(NamedTuple):
     digest: str = ""
 
     def line(self) -> bytes:
+        """The record as a JSON line (written by hand: a third of ``json.dumps``' time, once
+        per file; the strings are escaped by json's own encoder, so any path reads back)."""
+        rel = _json_string(self.rel)
         if not self.digest:
-            return json.dumps({"p": self.rel, "q": self.seq}).encode() + b"\n"
-        item = {"p": self.rel, "q": self.seq, "s": self.size, "m": self.mtime_ns}
-        return json.dumps(item | {"t": self.stamp, "b3": self.digest}).encode() + b"\n"
+            return f'{{"p": {rel}, "q": {self.seq}}}\n'.encode()
+        return (
+            f'{{"p": {rel}, "q": {self.seq}, "s": {self.size}, "m": {self.mtime_ns}, '
+            f'"t": {_json_string(self.stamp)}, "b3": {_json_string(self.digest)}}}\n'
+        ).encode()
 
 
 def path_key(rel: str) -> tuple[str, ...]:
@@ -161,6 +167,8 @@ class HashJournal:
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
         self.hashed = 0  # files hashed by the thread
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
+        # (a local destination's files are read through folder descriptors: `_hash_local`)
+        self._folders = _FolderCache(dest.fileno()) if isinstance(dest, LocalDestination) else None
 
     # -- the copy's side -------------------------------------------------------------------
     def start(self) -> None:
@@ -191,6 +199,13 @@ class HashJournal:
     def _main(self) -> None:
         if self.low_priority:
             lower_thread_priority()
+        try:
+            self._loop()
+        finally:
+            if self._folders is not None:
+                self._folders.close()
+
+    def _loop(self) -> None:
         while not self._closing.is_set():
             try:
                 item = self._queue.get(timeout=max(0.05, min(0.5, self.flush_s)))
@@ -210,26 +225,68 @@ class HashJournal:
         """Hash ``rel`` as the destination returns it, if it is still the version published
         (its size and mtime, and the same size, mtime and stamp after the read); else, or
         when it cannot be read, an invalidation."""
-        dest, key = self.dest, path_key(rel)
-        precision = dest.capabilities.mtime_precision_ns
+        key = path_key(rel)
         try:
-            before = dest.stat(rel, stamp=True)
-            if (
-                before is not None
-                and before.is_file
-                and before.size == size
-                and abs(before.mtime_ns - mtime_ns) < precision
-            ):
-                n, digest = read_back(dest, rel)
-                after = dest.stat(rel, stamp=True)
-                if after == before and n == size:
-                    stamp = (before.stamp or b"").decode("ascii", "replace")
-                    self.hashed += 1
-                    self._add(JournalRecord(key, seq, rel, size, before.mtime_ns, stamp, digest))
-                    return
+            if self._folders is not None:
+                found = self._hash_local(rel, size, mtime_ns)
+            else:
+                found = self._hash_by_path(rel, size, mtime_ns)
         except OSError:
-            pass
-        self._add(JournalRecord(key, seq, rel))
+            found = None
+        if found is None:
+            self._add(JournalRecord(key, seq, rel))
+        else:
+            self.hashed += 1
+            self._add(JournalRecord(key, seq, rel, size, *found))
+
+    def _hash_by_path(self, rel: str, size: int, mtime_ns: int) -> tuple[int, str, str] | None:
+        """``(mtime_ns, stamp, digest)`` of ``rel`` through the `Destination` interface (any
+        destination): stat, read back, stat again; None when it is not the version."""
+        dest = self.dest
+        before = dest.stat(rel, stamp=True)
+        if (
+            before is None
+            or not before.is_file
+            or before.size != size
+            or abs(before.mtime_ns - mtime_ns) >= dest.capabilities.mtime_precision_ns
+        ):
+            return None
+        n, digest = read_back(dest, rel)
+        if dest.stat(rel, stamp=True) != before or n != size:
+            return None
+        return before.mtime_ns, (before.stamp or b"").decode("ascii", "replace"), digest
+
+    def _hash_local(self, rel: str, size: int, mtime_ns: int) -> tuple[int, str, str] | None:
+        """`_hash_by_path` on a local destination, with a tenth of its system calls: the file
+        is opened once (through its folder's descriptor, kept while the files of one folder
+        follow each other), and its size, mtime, ctime and stamp are read from that
+        descriptor before and after the read. They describe the very file read: the path may
+        meanwhile lead to another (a newer copy renamed over it), which the finish sees as a
+        version this record does not match. ctime: a write in place, or a stamp set, moves it.
+        """
+        parent, _, name = rel.rpartition("/")
+        dir_fd = self._folders.open(parent)
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            st = os.fstat(fd)
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or st.st_size != size
+                or abs(st.st_mtime_ns - mtime_ns) >= self.dest.capabilities.mtime_precision_ns
+            ):
+                return None
+            stamp = get_xattr(fd, SOURCE_STAMP) if self.dest.capabilities.xattrs else None
+            n, digest = read_fd(fd, size)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if n != size or (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != (
+            st.st_size,
+            st.st_mtime_ns,
+            st.st_ctime_ns,
+        ):
+            return None
+        return st.st_mtime_ns, (stamp or b"").decode("ascii", "replace"), digest
 
     # -- writing segments ---------------------------------------------------------------------
     def _flush_locked(self) -> None:
@@ -360,152 +417,30 @@ def _latest(records: Iterator[JournalRecord]) -> Iterator[JournalRecord]:
         yield previous
 
 
+class _FolderCache:
+    """The descriptor of the folder last read from, below a local destination's root: the
+    hasher takes the files of a folder one after the other, as the copy publishes them, and
+    opens each by name in it (`platform.open_folder_below`: no link followed on the way)."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.rel: str | None = None
+        self.fd = -1
+
+    def open(self, rel: str) -> int:
+        if rel != self.rel:
+            self.close()
+            self.fd = open_folder_below(self.root_fd, rel)
+            self.rel = rel
+        return self.fd
+
+    def close(self) -> None:
+        if self.rel is not None:
+            self.rel = None
+            os.close(self.fd)
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
-
-
-# -- the manifest, assembled ----------------------------------------------------------------
-@dataclass(frozen=True)
-class Assembled:
-    """What `assemble` wrote: files and bytes listed, hashes taken from the journal, files
-    hashed at the finish (and their bytes), seconds."""
-
-    files: int
-    bytes: int
-    from_journal: int
-    hashed: int
-    hashed_bytes: int
-    seconds: float
-
-
-def sorted_files(
-    dest: Destination, marker: str | None, stamps: bool, stop: threading.Event | None = None
-) -> Iterator[tuple[str, FileInfo]]:
-    """Every regular file of the copy at ``dest`` (`manifest.destination_files`' selection),
-    each folder listed sorted by name and descended where its name comes: the order of
-    `path_key`. Only the folders on the way down are held."""
-
-    def walk(rel_dir: str) -> Iterator[tuple[str, FileInfo]]:
-        if stop is not None and stop.is_set():
-            return
-        entries = dest.listdir(rel_dir, stamps=stamps) or {}
-        for name in sorted(entries):
-            info = entries[name]
-            if not rel_dir and name in (STATE_DIR, marker):
-                continue
-            rel = f"{rel_dir}/{name}" if rel_dir else name
-            if info.is_dir:
-                yield from walk(rel)
-            elif info.is_file and not is_own_temp_name(name):
-                yield rel, info
-
-    return walk("")
-
-
-def _reusable(record: JournalRecord | None, key: tuple[str, ...], info: FileInfo) -> bool:
-    """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now."""
-    return (
-        record is not None
-        and record.key == key
-        and bool(record.digest)
-        and record.size == info.size
-        and record.mtime_ns == info.mtime_ns
-        and record.stamp == (info.stamp or b"").decode("ascii", "replace")
-    )
-
-
-def assemble(
-    dest: Destination,
-    *,
-    source: str,
-    marker: str | None,
-    journal: HashJournal | None,
-    stop: threading.Event | None = None,
-) -> Assembled | None:
-    """Write the manifest of the copy at ``dest`` (`manifest.MANIFEST`) from a walk of the
-    destination and the ``journal``: a file whose latest record matches its size, mtime and
-    stamp takes that hash; every other file is read back and hashed now. Streamed in walk
-    order, published atomically and durably. None when ``stop`` was set (nothing written).
-
-    Raises
-    ------
-    OSError
-        A file of the copy could not be read back (it names the path), or the manifest
-        could not be written.
-    """
-    t0 = time.monotonic()
-    with contextlib.ExitStack() as stack:
-        if journal is not None:
-            stack.enter_context(journal.paused())
-        records = journal.latest() if journal is not None else iter(())
-        stamps = dest.capabilities.xattrs
-        temp = dest.create_temp(MANIFEST)
-        stack.callback(dest.release, temp)
-        fd = temp.fileno()
-        spool = None
-        if fd is None:
-            # An object store's temporary file takes bytes in order only: the manifest is
-            # made in a local temporary file, then sent whole (the header is written last).
-            spool = stack.enter_context(tempfile.TemporaryFile(prefix="softcopy-manifest-"))
-            fd = spool.fileno()
-        # The header first, with counts known only at the end: its place is reserved (JSON
-        # allows the blanks after it) and filled in last.
-        header = {"napari_softcopy_manifest": FORMAT_VERSION, "hash": HASH, "files": 10**18}
-        header |= {"bytes": 10**18, "source": source, "marker": marker, "created": time.time()}
-        width = len(json.dumps(header)) + 16
-        _write_all(fd, b" " * width + b"\n")
-        pool = stack.enter_context(ThreadPoolExecutor(hash_workers(dest), "softcopy-hash"))
-        counts = {"files": 0, "bytes": 0, "journal": 0, "hashed": 0, "hashed_bytes": 0}
-        window: list[tuple[str, int, str | Future]] = []
-
-        def write(window: list[tuple[str, int, str | Future]]) -> None:
-            lines = []
-            for rel, size, digest in window:
-                if isinstance(digest, Future):
-                    try:
-                        size, digest = digest.result()
-                    except OSError as exc:
-                        raise OSError(
-                            exc.errno, f"cannot read back {dest.path / rel} for the manifest: {exc}"
-                        ) from None
-                    counts["hashed"] += 1
-                    counts["hashed_bytes"] += size
-                counts["files"] += 1
-                counts["bytes"] += size
-                lines.append(json.dumps({"path": rel, "size": size, HASH: digest}).encode())
-            _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
-
-        record = next(records, None)
-        for rel, info in sorted_files(dest, marker, stamps, stop):
-            key = path_key(rel)
-            while record is not None and record.key < key:
-                record = next(records, None)
-            if _reusable(record, key, info):
-                counts["journal"] += 1
-                window.append((rel, info.size, record.digest))
-            else:
-                window.append((rel, info.size, pool.submit(read_back, dest, rel)))
-            if len(window) >= 256:  # (bounded: a window of files in flight, in order)
-                write(window)
-                window = []
-        write(window)
-        if stop is not None and stop.is_set():
-            return None
-        header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
-        os.pwrite(fd, json.dumps(header).ljust(width).encode(), 0)
-        if spool is not None:
-            spool.seek(0)
-            while block := spool.read(1 << 20):
-                temp.write(block)
-        dest.publish(temp, fsync=True)
-    dest.fsync_dir(STATE_DIR)
-    return Assembled(
-        counts["files"],
-        counts["bytes"],
-        counts["journal"],
-        counts["hashed"],
-        counts["hashed_bytes"],
-        round(time.monotonic() - t0, 3),
-    )

@@ -22,31 +22,29 @@ checked months later is checked against something no accident or edit can match)
 
 When hashed: during the copy, by `hashes.HashJournal` (each published file read back from
 the destination at idle priority, `read_back`); the finish assembles the manifest from those
-hashes and hashes only the files they do not cover (`hashes.assemble`; docs/move.md).
+hashes and hashes only the files they do not cover (`assembly.assemble`; docs/move.md).
 `build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import blake3
-
 from .destinations import STATE_DIR, Destination
 from .layout import is_own_temp_name
-from .platform import drop_cache
+from .readback import _hash_all, hash_workers, read_back, read_fd
 
 if TYPE_CHECKING:
-    from .hashes import Assembled, HashJournal
+    from .assembly import Assembled
+    from .hashes import HashJournal
+    from .listing import Listing
 
 __all__ = [
     "HASH",
@@ -58,8 +56,10 @@ __all__ = [
     "build_manifest",
     "check_manifest",
     "destination_files",
+    "hash_workers",
     "manifest_for_copy",
     "read_back",
+    "read_fd",
     "read_manifest",
     "verify_against_manifest",
     "write_manifest",
@@ -72,7 +72,6 @@ MANIFEST = f"{STATE_DIR}/manifest.jsonl"
 #: The content hash it records (the key of each entry's hex digest).
 HASH = "blake3"
 FORMAT_VERSION = 1
-_BLOCK = 1 << 20  # bytes per read: large enough that blake3 hashes without the GIL
 MAX_LISTED = 1000  # paths listed per kind of problem; counts stay exact beyond it
 
 
@@ -151,36 +150,6 @@ class Manifest:
         )
 
 
-def read_back(dest: Destination, rel: str) -> tuple[int, str]:
-    """Size and BLAKE3 hex digest of ``rel`` as the destination's storage holds it.
-
-    Its cached pages are dropped before the read (``posix_fadvise(DONTNEED)``: the bytes come
-    from the disk, not from the copy's own writes still in memory; pages not yet written back
-    stay, which is why the manifest is made after the flush) and again after it (checking a
-    copy must not push the acquisition's data out of the cache).
-    """
-    h = blake3.blake3()
-    size = 0
-    with dest.read(rel) as f:
-        fd = _fileno(f)
-        if fd is not None:
-            drop_cache(fd)
-        while block := f.read(_BLOCK):
-            h.update(block)
-            size += len(block)
-        if fd is not None:
-            drop_cache(fd)
-    return size, h.hexdigest()
-
-
-def _fileno(f: object) -> int | None:
-    """The descriptor behind a destination's reader (None for a network stream)."""
-    try:
-        return f.fileno()  # type: ignore[attr-defined]
-    except (AttributeError, OSError, io.UnsupportedOperation):
-        return None
-
-
 def destination_files(
     dest: Destination, marker: str | None, stop: threading.Event | None = None
 ) -> Iterator[tuple[str, int]]:
@@ -201,39 +170,6 @@ def destination_files(
                 folders.append(rel)
             elif info.is_file and not is_own_temp_name(name):
                 yield rel, info.size
-
-
-def _hash_all(
-    dest: Destination,
-    paths: Iterable[str],
-    workers: int,
-    stop: threading.Event | None,
-    on_file: Callable[[str, int], None] | None = None,
-) -> Iterator[tuple[str, int, str] | tuple[str, OSError]]:
-    """Read back every path (`read_back`) on ``workers`` threads: ``(path, size, digest)``, or
-    ``(path, error)`` for one that could not be read."""
-
-    def one(rel: str):
-        if stop is not None and stop.is_set():
-            return None
-        try:
-            size, digest = read_back(dest, rel)
-        except OSError as exc:
-            return rel, exc
-        if on_file is not None:
-            on_file(rel, size)
-        return rel, size, digest
-
-    with ThreadPoolExecutor(workers, thread_name_prefix="softcopy-hash") as pool:
-        for result in pool.map(one, paths):
-            if result is not None:
-                yield result
-
-
-def hash_workers(dest: Destination) -> int:
-    """Threads reading the destination back: two on a local disk (one hashes while the other
-    waits on the disk), the copy's own count on a network (latency, not bandwidth, bounds)."""
-    return max(2, min(8, dest.suggested_workers()))
 
 
 def build_manifest(
@@ -422,20 +358,23 @@ def manifest_for_copy(
     marker: str | None,
     stop: threading.Event | None = None,
     journal: HashJournal | None = None,
+    listing: Listing | None = None,
 ) -> Assembled | None:
     """Write the manifest of a verified copy (the engine's step after the flush, before the
     marker), taking the hashes the copy recorded in ``journal`` and hashing only the files it
-    holds no hash of (`hashes.assemble`); None when ``stop`` was set (nothing written)."""
-    from .hashes import assemble
+    holds no hash of (`assembly.assemble`), from the final verification's ``listing`` where
+    given (else a walk of the destination); None when ``stop`` was set (nothing written)."""
+    from .assembly import assemble
 
-    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop)
+    done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop, listing=listing)
     if done is not None:
         log.info(
-            "%s: manifest of %d files, %.1f MiB: %d hashes from the copy's journal, %d files "
-            "(%.1f MiB) hashed in %.2f s",
+            "%s: manifest of %d files, %.1f MiB (%s): %d hashes from the copy's journal, "
+            "%d files (%.1f MiB) hashed in %.2f s",
             dest.path,
             done.files,
             done.bytes / 2**20,
+            "as the verification listed them" if done.from_listing else "the destination walked",
             done.from_journal,
             done.hashed,
             done.hashed_bytes / 2**20,

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import stat
 import threading
 import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,118 +32,16 @@ from .destinations import (
     open_destination,
 )
 from .layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
+from .listing import ListingWriter, spool_folder
 from .march import Folder, MarchHandler, march
 from .verify_helpers import WalkHelper, start_helpers
+from .verify_report import _INTERRUPTED, MAX_LISTED, VerifyReport
 
 __all__ = ["MAX_LISTED", "VerifyReport", "WalkHelper", "recheck", "start_helpers", "verify_tree"]
 
 log = logging.getLogger(__name__)
 
-MAX_LISTED = 10_000  # paths kept per category; counts stay exact beyond it
-_INTERRUPTED = ("", "verification interrupted")
 _APART_FIX = "compare the archive with its copy in a folder of its own"
-
-
-@dataclass
-class VerifyReport:
-    """Result of `verify_tree`.
-
-    ``missing``: at the source, not at the destination. ``mismatched``: ``(path, reason)``
-    pairs. ``extra``: at the destination only. ``unreadable``: ``(path, reason)`` at the source.
-    """
-
-    source: str
-    destination: str
-    checksum: bool
-    files_checked: int = 0
-    bytes_checked: int = 0
-    metadata_files: int = 0
-    missing: list[str] = field(default_factory=list)
-    mismatched: list[tuple[str, str]] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    unreadable: list[tuple[str, str]] = field(default_factory=list)
-    n_missing: int = 0
-    n_mismatched: int = 0
-    n_extra: int = 0
-    n_unreadable: int = 0
-    # the size each listed missing or mismatched source file was counted with (for `recheck`)
-    _counted: dict[str, int] = field(default_factory=dict, repr=False)
-    # (kind, item) of each problem with a folder as a whole, seen by every part of a walk
-    _folder_problems: list[tuple[str, object]] = field(default_factory=list, repr=False)
-
-    @property
-    def ok(self) -> bool:
-        """True when the destination is identical."""
-        return not (self.n_missing or self.n_mismatched or self.n_extra or self.n_unreadable)
-
-    @property
-    def fully_listed(self) -> bool:
-        """True when every problem is listed by path (none cut off at `MAX_LISTED`)."""
-        return all(
-            len(getattr(self, kind)) == getattr(self, f"n_{kind}")
-            for kind in ("missing", "mismatched", "extra", "unreadable")
-        )
-
-    def problem_paths(self) -> Iterator[str]:
-        """Every listed path that needs copying again (or removing)."""
-        yield from self.missing
-        yield from (p for p, _ in self.mismatched)
-        yield from self.extra
-
-    def summary(self) -> dict:
-        """Counts only (what the status file carries)."""
-        return {
-            "ok": self.ok,
-            "checksum": self.checksum,
-            "files_checked": self.files_checked,
-            "bytes_checked": self.bytes_checked,
-            "missing": self.n_missing,
-            "mismatched": self.n_mismatched,
-            "extra": self.n_extra,
-            "unreadable": self.n_unreadable,
-        }
-
-    def to_dict(self) -> dict:
-        """Everything, JSON-ready."""
-        out = asdict(self) | {"ok": self.ok}
-        del out["_counted"], out["_folder_problems"]
-        return out
-
-    def lines(self) -> Iterator[str]:
-        """Human-readable listing of every difference."""
-        for p in self.missing:
-            yield f"missing     {p}"
-        for p, why in self.mismatched:
-            yield f"mismatched  {p}  ({why})"
-        for p in self.extra:
-            yield f"extra       {p}"
-        for p, why in self.unreadable:
-            yield f"unreadable  {p}  ({why})"
-
-    def _add(self, kind: str, item) -> None:
-        setattr(self, f"n_{kind}", getattr(self, f"n_{kind}") + 1)
-        items = getattr(self, kind)
-        if len(items) < MAX_LISTED:
-            items.append(item)
-
-    def _merge(self, other: VerifyReport) -> None:
-        """Add ``other``, the report of another part of the same walk."""
-        self.files_checked += other.files_checked
-        self.bytes_checked += other.bytes_checked
-        self.metadata_files += other.metadata_files
-        for kind in ("missing", "mismatched", "extra", "unreadable"):  # (files: one part each)
-            setattr(self, f"n_{kind}", getattr(self, f"n_{kind}") + getattr(other, f"n_{kind}"))
-            items = getattr(self, kind)
-            items.extend(getattr(other, kind)[: MAX_LISTED - len(items)])
-        for rel, size in other._counted.items():
-            if len(self._counted) >= 2 * MAX_LISTED:
-                break
-            self._counted[rel] = size
-        known = set(self._folder_problems)  # (each part saw them: counted once)
-        for kind, item in other._folder_problems:
-            if (kind, item) not in known:
-                self._add(kind, item)
-                self._folder_problems.append((kind, item))
 
 
 def file_digest(path: str | os.PathLike, *, dir_fd: int | None = None) -> bytes:
@@ -179,6 +78,7 @@ def verify_tree(
     stamps: bool = False,
     processes: int = 1,
     helpers: list[WalkHelper] | None = None,
+    listing: bool = False,
 ) -> VerifyReport:
     """Compare ``destination`` with ``source``.
 
@@ -206,6 +106,9 @@ def verify_tree(
         lock: threads only slow it down, processes do not (see `start_helpers`).
     helpers : list of WalkHelper, optional
         Processes from `start_helpers`, started earlier; they replace ``processes``.
+    listing : bool
+        Keep the files found identical, as listed at the destination, in the report's
+        `VerifyReport.listing` (spool files: the caller discards it), for the manifest.
 
     Raises
     ------
@@ -231,6 +134,9 @@ def verify_tree(
         "marker": marker,
         "stamps": stamps,
         "parts": 1 + len(helpers),
+        # (every part's spool in one folder: deleted whole with the listing, also what a
+        # part that was stopped or failed left there)
+        "listing": spool_folder() if listing else None,
     }
     try:
         for part, helper in enumerate(helpers, start=1):
@@ -245,6 +151,10 @@ def verify_tree(
             if part_report is None:  # (logged) walked here instead
                 part_report = _walk_part(options | {"part": part}, stop)
             report._merge(part_report)
+    except BaseException:
+        if options["listing"] is not None:
+            shutil.rmtree(options["listing"], ignore_errors=True)
+        raise
     finally:
         for helper in helpers:
             helper.close()
@@ -258,15 +168,24 @@ def _walk_part(
 ) -> VerifyReport:
     """Walk the part of `verify_tree` that ``options`` describe, here or in a helper."""
     report = VerifyReport(options["source"], options["destination"], options["checksum"])
-    _Comparison(
-        report,
-        options["checksum"],
-        options["marker"],
-        progress,
-        options["stamps"],
-        part=options["part"],
-        parts=options["parts"],
-    ).run(stop)
+    writer = ListingWriter(options["listing"]) if options.get("listing") else None
+    try:
+        _Comparison(
+            report,
+            options["checksum"],
+            options["marker"],
+            progress,
+            options["stamps"],
+            part=options["part"],
+            parts=options["parts"],
+            listing=writer,
+        ).run(stop)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    if writer is not None:
+        report.listing = writer.close()
     return report
 
 
@@ -285,7 +204,8 @@ def recheck(
     the whole tree, with these files as they are now.
 
     Returns None where only a walk can tell: ``report`` left problems unlisted, could not
-    read something, or lists a folder.
+    read something, or lists a folder. Where ``report`` has a `VerifyReport.listing`, the new
+    one has it too, with the files found identical now.
     """
     counted = report._counted
     if not report.fully_listed or report.n_unreadable:
@@ -300,7 +220,10 @@ def recheck(
         bytes_checked=report.bytes_checked - sum(counted.values()),
         metadata_files=report.metadata_files - sum(_is_metadata(rel) for rel in counted),
     )
-    comparison = _Comparison(new, report.checksum, marker, None, stamps)
+    writer = None
+    if report.listing is not None and report.listing.folder is not None:
+        writer = ListingWriter(report.listing.folder)
+    comparison = _Comparison(new, report.checksum, marker, None, stamps, listing=writer)
     comparison.dest = _open_destination(report.destination)
     try:
         for rel in report.problem_paths():
@@ -318,6 +241,9 @@ def recheck(
             dest = comparison.dest
             info = None if dest is None else dest.stat(rel, stamp=stamps)
             if (st is not None and stat.S_ISDIR(st.st_mode)) or (info is not None and info.is_dir):
+                if writer is not None:
+                    writer.abandon()
+                    writer = None
                 return None
             if st is None:
                 if info is not None:
@@ -326,9 +252,15 @@ def recheck(
                 new._add("unreadable", (rel, "not a regular file (symlinks are not copied)"))
             else:
                 comparison._compare(rel, st, info, src_path)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
     finally:
         if comparison.dest is not None:
             comparison.dest.close()
+    if writer is not None:
+        new.listing = report.listing.merged(writer.close())
     return new
 
 
@@ -338,6 +270,12 @@ def _open_destination(path: str) -> Destination | None:
         return open_destination(path, create=False)
     except FileNotFoundError:
         return None
+
+
+def _split(rel: str) -> tuple[str, str]:
+    """``rel``'s folder and name."""
+    folder, _, name = rel.rpartition("/")
+    return folder, name
 
 
 def _is_metadata(rel: str) -> bool:
@@ -362,6 +300,7 @@ class _Comparison(MarchHandler):
     stamps: bool
     part: int = 0
     parts: int = 1
+    listing: ListingWriter | None = field(default=None, repr=False)
     dest: Destination | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -461,6 +400,8 @@ class _Comparison(MarchHandler):
             if why is not None:
                 kind, item = "mismatched", (rel, why)
             elif not (self.checksum or metadata):
+                if self.listing is not None:
+                    self.listing.add(*_split(rel), copy)
                 return  # a copy
             else:
                 try:
@@ -469,6 +410,8 @@ class _Comparison(MarchHandler):
                     report._add("unreadable", (rel, exc.strerror or str(exc)))
                     return
                 if same:
+                    if self.listing is not None:
+                        self.listing.add(*_split(rel), copy)
                     return
                 kind, item = "mismatched", (rel, "content differs")
         report._add(kind, item)

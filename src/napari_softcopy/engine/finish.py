@@ -142,6 +142,7 @@ class Finish(EngineState):
         finally:
             for helper in helpers:
                 helper.close()
+            self._discard_listing()
 
     def _source_changed(self, since: int) -> bool:
         """True when a change at the source was counted after the count ``since``.
@@ -182,10 +183,18 @@ class Finish(EngineState):
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
             self._dest.flush()
 
+    def _discard_listing(self) -> None:
+        """Delete the spools of the last verification's listing (`listing.Listing`)."""
+        report = self._report
+        if report is not None and report.listing is not None:
+            report.listing.discard()
+            report.listing = None
+
     def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
         # The verification opens the destination anew: what this one still holds in memory
         # about the files it copied (records, where the destination cannot say) goes first.
         self._dest.save_records()
+        self._discard_listing()  # (a walk's listing replaces the last one's whole)
         given = [helpers]
 
         def walk() -> VerifyReport:
@@ -199,6 +208,8 @@ class Finish(EngineState):
                 stamps=True,
                 processes=self._verify_processes(),
                 helpers=helpers,
+                # (the manifest is made from the files this walk lists: no second walk)
+                listing=True,
             )
 
         self._report = self._until_destination_answers(walk)
@@ -367,7 +378,12 @@ class Finish(EngineState):
         # before the marker: a marker always has its manifest beside it (docs/move.md).
         try:
             done = unchanged or manifest_for_copy(
-                dest, source=self._src, marker=marker, stop=self._stop, journal=self._hashes
+                dest,
+                source=self._src,
+                marker=marker,
+                stop=self._stop,
+                journal=self._hashes,
+                listing=report.listing,
             )
             if done is None:
                 return False  # (stopped)
