@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from .archive_store import ArchiveStore, open_store, root_name
+from .destinations.s3_settings import is_s3_url
 from .open_zarr import (
     ImageSpec,
     OpenError,
@@ -228,14 +230,14 @@ def _colormap_of(color: str):
 
 
 def open_layers(
-    path: str | os.PathLike,
+    path: str | os.PathLike | ArchiveStore,
     *,
     well: str | None = None,
     field: int | str | None = None,
     role: str = "image",
     name: str | None = None,
 ) -> list[LayerData]:
-    """Lazy layers for the Zarr archive at ``path``.
+    """Lazy layers for the Zarr archive at ``path`` (a folder or an ``s3://`` URL).
 
     A plain array or an OME-NGFF image gives its layers; an HCS plate (or a well) gives one
     field of one well (the first ones unless ``well`` and ``field`` say otherwise); any other
@@ -246,17 +248,19 @@ def open_layers(
     OpenError
         When ``path`` holds nothing to show.
     """
-    base = archive_root(path)
-    info = inspect_archive(base)
+    store = open_store(path)
+    info = inspect_archive(store)
     if info.kind == "missing":
-        raise OpenError(f"{base} is not a Zarr archive (yet): no zarr.json, .zarray or .zgroup")
+        raise OpenError(
+            f"{store.root} is not a Zarr archive (yet): no zarr.json, .zarray or .zgroup"
+        )
     images = choose_image(info, well=well, field=field)
     if not images:
-        raise OpenError(f"{base} holds no array to show (yet)")
+        raise OpenError(f"{store.root} holds no array to show (yet)")
     layers: list[LayerData] = []
     for image in images:
-        spec = read_image_spec(base, image)
-        label = name or base.name.removesuffix(".zarr")
+        spec = read_image_spec(store, image)
+        label = name or store.name.removesuffix(".zarr")
         if image:
             label = f"{label}/{image}"
         layers.extend(image_layers(spec, role=role, name=label))
@@ -287,7 +291,7 @@ def difference_layers(
         kwargs["colormap"] = DIFFERENCE_COLORMAP
         kwargs["contrast_limits"] = (-1.0, 1.0)
         kwargs["blending"] = "translucent"
-        kwargs["metadata"]["softcopy"]["other_root"] = os.fspath(archive_root(source))
+        kwargs["metadata"]["softcopy"]["other_root"] = root_name(source)
     return layers
 
 
@@ -341,13 +345,17 @@ def view_signature(
     Returns
     -------
     tuple or None
-        Equal signatures mean the displayed region shows the same data; None when unknown.
+        Equal signatures mean the displayed region shows the same data; None when unknown
+        (always for an archive on S3: a HEAD per chunk object would cost about what reading
+        it does, so its layers are refreshed on the follower's slow schedule).
     """
     from .layout import read_array
 
     roots = [source.root]
     if source.role == "difference" and source.other_root:
         roots.append(source.other_root)
+    if any(is_s3_url(root) for root in roots):
+        return None
     signature: list = []
     for root in roots:
         base = archive_root(root)
