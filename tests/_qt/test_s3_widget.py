@@ -182,3 +182,28 @@ def test_an_s3_copy_that_cannot_be_read_is_a_message_in_the_widget(
     )
     assert f"{url}/0: the full-resolution array is not there" in widget.status_line.text()
     assert len(viewer.layers) == 0
+
+
+def test_napari_opens_an_s3_url_through_our_reader(
+    make_napari_viewer, tmp_path, s3_env, monkeypatch
+):
+    """napari's own reader also claims ``*.zarr`` (and ``viewer.open`` uses it unless told
+    otherwise) but cannot read S3 (it says the path does not exist): ours is chosen by name,
+    or by the reader preference napari keeps per pattern (what "Choose reader... remember"
+    sets, used when no plugin is named)."""
+    from napari.settings import get_settings
+
+    from test_s3_copy import _sync_tree
+
+    src = simulate(tmp_path / "src.zarr", "multiscale", rate=float("inf"), timepoints=1).path
+    url = f"s3://softcopy/reader/{secrets.token_hex(4)}/src.zarr"
+    _sync_tree(src, url)
+    viewer = make_napari_viewer()
+    expected = open_layers(src)
+    layers = viewer.open(url, plugin="napari-softcopy")
+    assert [source_of(layer).root for layer in layers] == [url, url]
+    for layer, (data, _kwargs, _kind) in zip(layers, expected, strict=True):
+        np.testing.assert_array_equal(np.asarray(layer.data[0]), np.asarray(data[0]))
+    monkeypatch.setattr(get_settings().plugins, "extension2reader", {"*.zarr": "napari-softcopy"})
+    again = viewer.open(url, plugin=None)  # (None: as napari's File > Open does)
+    assert [source_of(layer).root for layer in again] == [url, url]
