@@ -171,3 +171,19 @@ def test_a_fallback_reader_is_said_once(s3_env, archives, monkeypatch):
     assert "numcodecs.unknown" in notices[0]
     open_layers(url)
     assert archive_store.take_notices() == []
+
+
+def test_opening_reads_no_chunk_of_the_full_resolution(s3_env, archives):
+    """Lazy: with every full-resolution chunk object gone, the layers still open (metadata
+    and a sample of the lowest level only), and read the fill value once computed."""
+    report = archives["multiscale"]
+    url, prefix = _copy(report.path, s3_env)
+    store = raw_store(s3_env, prefix)
+    chunks = [m["path"] for batch in obstore.list(store, prefix="0/c/") for m in batch]
+    assert len(chunks) == 2 * 2 * 16  # t, c, 4 x 4 chunks
+    obstore.delete(store, chunks)
+    layers = open_layers(url)
+    assert len(layers) == 2
+    level0 = _levels(layers[0][0])[0]
+    assert not np.asarray(level0[1]).any()  # read now: the fill value
+    assert np.asarray(_levels(layers[0][0])[2][1]).any()  # the lowest level is there

@@ -53,6 +53,7 @@ __all__ = [
     "node_kind_in",
     "open_store",
     "root_name",
+    "say_once",
     "take_notices",
 ]
 
@@ -166,7 +167,7 @@ _SAID: set[str] = set()
 _NOTICES_LOCK = threading.Lock()
 
 
-def _notice(key: str, text: str) -> None:
+def say_once(key: str, text: str) -> None:
     """Say ``text`` once per process and ``key``: in the log, and to the next
     `take_notices`."""
     with _NOTICES_LOCK:
@@ -178,7 +179,7 @@ def _notice(key: str, text: str) -> None:
 
 
 def take_notices() -> list[str]:
-    """What was said (fallbacks) since the last call; each is said once per process."""
+    """What `say_once` said since the last call (a reader's fallback...), for the widget."""
     with _NOTICES_LOCK:
         out = list(_NOTICES)
         _NOTICES.clear()
@@ -270,7 +271,7 @@ class LocalArchive(ArchiveStore):
             from zarr.storage import LocalStore
 
             z = zarr.open_array(store=LocalStore(self.root, read_only=True), path=rel, mode="r")
-            _notice(
+            say_once(
                 f"{self.root} zarr-python",
                 f"{self.root} is read through zarr-python (slower here): tensorstore cannot "
                 f"open {rel or 'its root array'} ({_first_line(first)})",
@@ -375,7 +376,7 @@ class S3Archive(ArchiveStore):
                 array = self._open_tensorstore(rel)
             except Exception:
                 raise first from None
-            _notice(
+            say_once(
                 f"{self.root} tensorstore",
                 f"{self.root} is read through tensorstore (its own AWS credential chain): "
                 f"zarr-python cannot open {rel or 'its root array'} ({_first_line(first)})",

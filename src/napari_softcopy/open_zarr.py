@@ -122,7 +122,7 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
-def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
+def read_image_spec(root: str | os.PathLike | ArchiveStore, path: str = "") -> ImageSpec:
     """Describe the image at ``root/path``: an OME-NGFF multiscale group or a plain array.
 
     Raises
@@ -227,7 +227,7 @@ def _well_fields(store: ArchiveStore, well: str) -> list[str]:
     return [_join(well, image) for image in ome.well_image_paths(attrs)]
 
 
-def inspect_archive(root: str | os.PathLike) -> ArchiveInfo:
+def inspect_archive(root: str | os.PathLike | ArchiveStore) -> ArchiveInfo:
     """Read the metadata of the archive at ``root`` and list what can be shown.
 
     Reads metadata files only (never a chunk directory).
