@@ -5,6 +5,7 @@ npe2 reader, and one-line errors for what cannot be read."""
 from __future__ import annotations
 
 import itertools
+import shutil
 
 import dask.array as da
 import numpy as np
@@ -187,3 +188,19 @@ def test_opening_reads_no_chunk_of_the_full_resolution(s3_env, archives):
     level0 = _levels(layers[0][0])[0]
     assert not np.asarray(level0[1]).any()  # read now: the fill value
     assert np.asarray(_levels(layers[0][0])[2][1]).any()  # the lowest level is there
+
+
+def test_the_chunk_map_of_an_s3_copy_whose_source_is_gone(s3_env, archives, tmp_path):
+    """As for a folder: the layout is read from the copy, and every chunk there is one the
+    source no longer has (a source freed by --move)."""
+    src = tmp_path / "gone.zarr"
+    shutil.copytree(archives["multiscale"].path, src)
+    url, _prefix = _copy(src, s3_env)
+    local = tmp_path / "local.zarr"
+    shutil.copytree(src, local)
+    shutil.rmtree(src)
+    at_s3 = compute_chunk_map(src, url, "0", finished=True, fold_axis=1)
+    in_folder = compute_chunk_map(src, local, "0", finished=True, fold_axis=1)
+    assert at_s3.values.shape == (2, 1, 4, 4)
+    np.testing.assert_array_equal(at_s3.values, in_folder.values)
+    assert (at_s3.values == MISMATCHED).all()

@@ -37,7 +37,7 @@ from .destinations.s3_settings import (
     parse_s3_url,
     store_config,
 )
-from .layout import LayoutError, read_json
+from .layout import ArrayLayout, LayoutError, array_layout, read_json
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ __all__ = [
     "node_attributes_in",
     "node_kind_in",
     "open_store",
+    "read_array_in",
     "root_name",
     "say_once",
     "take_notices",
@@ -140,6 +141,15 @@ def array_ndim_and_names(store: ArchiveStore, rel: str) -> tuple[int, tuple[str,
     if isinstance(names, list) and len(names) == ndim and all(isinstance(n, str) for n in names):
         return ndim, tuple(names)
     return ndim, None
+
+
+def read_array_in(store: ArchiveStore, rel: str) -> ArrayLayout | None:
+    """`layout.read_array` of ``rel`` in ``store`` (None when it is not an array)."""
+    for name, zarr_format in (("zarr.json", 3), (".zarray", 2)):
+        meta = store.read_json(_join(rel, name))
+        if meta is not None:
+            return array_layout(rel, meta, zarr_format, store.where(_join(rel, name)))
+    return None
 
 
 def find_array_paths(store: ArchiveStore) -> list[str]:
