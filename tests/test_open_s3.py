@@ -75,10 +75,9 @@ def test_an_s3_copy_opens_as_lazy_layers_equal_to_the_source(s3_env, archives):
         c = source["channel"]
         expected = np.stack([frame(report.spec, t)[c] for t in range(2)])
         np.testing.assert_array_equal(np.asarray(_levels(data)[0]), expected)
-        # The follower's refresh reads it again; on S3 it has no cheap signature.
+        # The follower's refresh reads it again.
         fresh = reopen_data(LayerSource.from_metadata(kwargs["metadata"]))
         assert [a.shape for a in _levels(fresh)] == [a.shape for a in _levels(data)]
-        assert view_signature(LayerSource.from_metadata(kwargs["metadata"]), 0, [0, 0]) is None
     diff = difference_layers(url, report.path)
     assert diff[0][1]["metadata"]["softcopy"]["other_root"] == str(report.path)
     assert not np.asarray(_levels(diff[0][0])[0]).any()
@@ -204,3 +203,30 @@ def test_the_chunk_map_of_an_s3_copy_whose_source_is_gone(s3_env, archives, tmp_
     assert at_s3.values.shape == (2, 1, 4, 4)
     np.testing.assert_array_equal(at_s3.values, in_folder.values)
     assert (at_s3.values == MISMATCHED).all()
+
+
+def test_the_view_signature_of_an_s3_layer_changes_only_with_the_displayed_chunks(s3_env, archives):
+    """What lets the follower give a live S3 layer fresh data only when what is shown
+    changed: the sizes and ETags of the displayed chunk objects, from one listing."""
+    url, prefix = _copy(archives["multiscale"].path, s3_env)
+    [(_, kwargs, _), _] = open_layers(url)
+    source = LayerSource.from_metadata(kwargs["metadata"])  # channel 0
+    point = [1, 8, None, None]  # t=1, z=8, the whole y-x plane
+    before = view_signature(source, 0, point)
+    assert before is not None and len(before[1]) == 16  # (4 x 4 chunk objects)
+    assert None not in before[1]
+    assert view_signature(source, 0, point) == before
+    store = raw_store(s3_env, prefix)
+    other = "0/c/0/0/0/0/0"  # t=0: not displayed
+    obstore.put(store, other, bytes(obstore.get(store, other).bytes()) + b"x")
+    assert view_signature(source, 0, point) == before
+    shown = "0/c/1/0/0/1/1"  # t=1, channel 0: displayed; rewritten with its size kept
+    data = bytearray(obstore.get(store, shown).bytes())
+    data[-1] ^= 0x01
+    obstore.put(store, shown, bytes(data))
+    after = view_signature(source, 0, point)
+    assert after != before and sum(a != b for a, b in zip(after[1], before[1], strict=True)) == 1
+    obstore.delete(store, shown)
+    assert None in view_signature(source, 0, point)[1]
+    assert view_signature(source, 0, point, max_files=3) is None  # 16 objects: too many
+    assert view_signature(source, 2, point) is not None  # level 2: its own objects

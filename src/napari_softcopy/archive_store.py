@@ -20,6 +20,7 @@ import functools
 import json
 import logging
 import os
+import posixpath
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -241,6 +242,11 @@ class ArchiveStore:
         """The array at ``rel``, read on indexing, and its file (shard) chunk shape."""
         raise NotImplementedError
 
+    def versions(self, keys: list[str], *, limit: int) -> list[tuple | None] | None:
+        """What identifies the current content of each file ``keys`` names (None where
+        there is none), cheaply; None when finding out would cost more than ``limit`` items."""
+        raise NotImplementedError
+
 
 class LocalArchive(ArchiveStore):
     """An archive in a folder."""
@@ -266,6 +272,16 @@ class LocalArchive(ArchiveStore):
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
+
+    def versions(self, keys: list[str], *, limit: int) -> list[tuple | None] | None:
+        out: list[tuple | None] = []
+        for key in keys:  # (size and mtime: a rewrite changes one)
+            try:
+                st = os.stat(Path(self.root, key))
+                out.append((st.st_size, st.st_mtime_ns))
+            except OSError:
+                out.append(None)
+        return out
 
     def open_array(self, rel: str) -> tuple[Any, tuple[int, ...]]:
         # tensorstore first: several times faster than zarr-python for a plane of many
@@ -370,6 +386,23 @@ class S3Archive(ArchiveStore):
             return bool(next(iter(obstore.list(self.store, chunk_size=1)), None))
         except Exception as exc:
             raise self._error(exc) from None
+
+    def versions(self, keys: list[str], *, limit: int) -> list[tuple | None] | None:
+        # One listing of the folder the keys share (a displayed plane's chunks share their
+        # leading indices: "0/c/t/c/z/"), not a HEAD each: size and ETag per object.
+        import obstore
+
+        common = posixpath.commonpath([key.rpartition("/")[0] for key in keys]) if keys else ""
+        found: dict[str, tuple] = {}
+        try:
+            for batch in obstore.list(self.store, prefix=common or None, chunk_size=1000):
+                for meta in batch:
+                    found[meta["path"]] = (meta["size"], meta["e_tag"])
+                if len(found) > limit:
+                    return None
+        except Exception as exc:
+            raise self._error(exc) from None
+        return [found.get(key) for key in keys]
 
     def open_array(self, rel: str) -> tuple[Any, tuple[int, ...]]:
         # zarr-python over obstore first. Against tensorstore's s3 kvstore on SeaweedFS

@@ -25,12 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from .archive_store import ArchiveStore, open_store, root_name
-from .destinations.s3_settings import is_s3_url
+from .archive_store import ArchiveStore, open_store, read_array_in, root_name
 from .open_zarr import (
     ImageSpec,
     OpenError,
-    archive_root,
     choose_image,
     estimate_contrast,
     inspect_archive,
@@ -345,22 +343,18 @@ def view_signature(
     Returns
     -------
     tuple or None
-        Equal signatures mean the displayed region shows the same data; None when unknown
-        (always for an archive on S3: a HEAD per chunk object would cost about what reading
-        it does, so its layers are refreshed on the follower's slow schedule).
+        Equal signatures mean the displayed region shows the same data; None when unknown.
+        (On S3 the chunk objects' sizes and ETags, from one listing of the prefix the
+        displayed chunks share: `ArchiveStore.versions`.)
     """
-    from .layout import read_array
-
     roots = [source.root]
     if source.role == "difference" and source.other_root:
         roots.append(source.other_root)
-    if any(is_s3_url(root) for root in roots):
-        return None
     signature: list = []
     for root in roots:
-        base = archive_root(root)
-        spec = read_image_spec(base, source.image)
-        layouts = [read_array(base / d if d else base, d) for d in spec.datasets]
+        store = open_store(root)
+        spec = read_image_spec(store, source.image)
+        layouts = [read_array_in(store, d) for d in spec.datasets]
         if not layouts or any(a is None for a in layouts):
             return None
         signature.append(tuple(a.shape for a in layouts))
@@ -382,12 +376,9 @@ def view_signature(
             ranges.append((scaled // array.chunks[axis],))
         if math.prod(len(r) for r in ranges) > max_files:
             return None
-        stats = []
-        for index in itertools.product(*ranges):
-            try:
-                st = os.stat(base / array.chunk_key(index))
-                stats.append((st.st_size, st.st_mtime_ns))
-            except OSError:
-                stats.append(None)
-        signature.append(tuple(stats))
+        keys = [array.chunk_key(index) for index in itertools.product(*ranges)]
+        versions = store.versions(keys, limit=4 * max_files)
+        if versions is None:
+            return None
+        signature.append(tuple(versions))
     return tuple(signature)

@@ -17,8 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..archive_store import root_name, say_once, take_notices
-from ..destinations.s3_settings import is_s3_url
+from ..archive_store import root_name, take_notices
 from ..launch import CopyProcess, StatusView, is_final, status_view
 from ..layer_data import difference_layers
 from ..open_zarr import ArchiveInfo
@@ -267,14 +266,7 @@ class JobPanel(StatusDisplay, QGroupBox):
             self.viewer.reset_view()
         if follow_root is not None and self._live():
             self.follower.follow(follow_root, self._live)
-            if is_s3_url(follow_root):
-                say_once(
-                    f"{follow_root} refresh",
-                    f"{follow_root}: its layers are refreshed every "
-                    f"{self.follower.UNCHECKED_REFRESH_S:g} s while the copy runs (on S3 no "
-                    "chunk under view is checked for changes: that costs a request each)",
-                )
-        for text in take_notices():  # (a reader's fallback, the slower refresh: said once)
+        for text in take_notices():  # (a reader's fallback: said once, here too)
             self.message.emit(text)
         return added
 
