@@ -407,11 +407,12 @@ class S3Archive(ArchiveStore):
     def open_array(self, rel: str) -> tuple[Any, tuple[int, ...]]:
         # zarr-python over obstore first. Against tensorstore's s3 kvstore on SeaweedFS
         # (`python -m benchmarks.s3_read`, benchmarks/notes.md item 39) the two read a
-        # plane of 16 chunks in the same time within noise (264-316 vs 272-346 ms: the
-        # decompression dominates). What decides: obstore reads with exactly the copy's
-        # settings (the AWS chain as `store_config` resolves it, profiles with SSO or a
-        # credential process included), where tensorstore resolves credentials its own way
-        # and writes the AWS library's errors to stderr for every missing ~/.aws file.
+        # plane of 16 chunks in the same time within noise (tensorstore 0.93-1.09x: the
+        # decompression dominates; a lone chunk 0.51-0.95x). What decides: obstore reads
+        # with exactly the copy's settings (the AWS chain as `store_config` resolves it,
+        # profiles with SSO or a credential process included), where tensorstore resolves
+        # credentials its own way and writes the AWS library's errors to stderr for every
+        # missing ~/.aws file.
         try:
             return self._open_zarr(rel)
         except Exception as first:  # e.g. a codec zarr-python lacks
