@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .archive_store import open_store, read_array_in
+from .archive_store import open_store
 from .destinations import (
     Capabilities,
     FileInfo,
@@ -41,6 +41,7 @@ from .destinations import (
 )
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
 from .march import Folder, MarchHandler, march
+from .zarr_nodes import read_array_in
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
 

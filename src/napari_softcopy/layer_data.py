@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .archive_store import ArchiveStore, open_store, read_array_in, root_name
+from .archive_store import ArchiveStore, open_store, root_name
 from .open_zarr import (
     ImageSpec,
     OpenError,
@@ -35,6 +35,7 @@ from .open_zarr import (
     open_image,
     read_image_spec,
 )
+from .zarr_nodes import read_array_in
 
 LayerData = tuple[Any, dict[str, Any], str]
 

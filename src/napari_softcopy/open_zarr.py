@@ -23,17 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from . import ome
-from .archive_store import (
-    ArchiveStore,
-    OpenError,
-    array_ndim_and_names,
-    find_array_paths,
-    node_attributes_in,
-    node_kind_in,
-    open_store,
-)
+from .archive_store import ArchiveStore, OpenError, open_store
 from .layout import LayoutError
 from .ome import node_attributes
+from .zarr_nodes import array_ndim_and_names, find_array_paths, node_attributes_in, node_kind_in
 
 __all__ = [
     "CONTRAST_SAMPLE_BYTES",
