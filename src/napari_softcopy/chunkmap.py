@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .archive_store import open_store
 from .destinations import (
     Capabilities,
     FileInfo,
@@ -40,6 +41,7 @@ from .destinations import (
 )
 from .layout import ArrayLayout, LayoutError, is_temp_name, read_array
 from .march import Folder, MarchHandler, march
+from .zarr_nodes import read_array_in
 
 COPIED, PENDING, ABSENT, MISMATCHED = 1, 2, 3, 4
 
@@ -161,16 +163,22 @@ class _MapWalk(MarchHandler):
         return False
 
 
-def _layout(source: Path, destination: Path, array_path: str) -> ArrayLayout:
-    for root in (source, destination):
-        directory = root / array_path if array_path else root
-        try:
-            array = read_array(directory, array_path)
-        except (FileNotFoundError, LayoutError):
-            continue
+def _layout(source: Path, destination: str | os.PathLike, array_path: str) -> ArrayLayout:
+    """The array's layout from the source, or from the copy (a folder or an S3 prefix)
+    when the source is gone (freed by ``--move``) or not readable yet."""
+    try:
+        array = read_array(source / array_path if array_path else source, array_path)
         if array is not None:
             return array
-    raise LayoutError(f"no Zarr array at {source / array_path} (nor at the destination)")
+    except (FileNotFoundError, LayoutError):
+        pass
+    try:  # (a server that refuses says so: StoreError, one line)
+        array = read_array_in(open_store(destination), array_path)
+    except (LayoutError, OSError):
+        array = None
+    if array is None:
+        raise LayoutError(f"no Zarr array at {source / array_path} (nor at the destination)")
+    return array
 
 
 def compute_chunk_map(
@@ -186,7 +194,7 @@ def compute_chunk_map(
     Parameters
     ----------
     source, destination : path
-        Archive roots.
+        Archive roots (the destination a folder or an ``s3://`` URL).
     array_path : str
         The array, relative to the roots (``""`` for a root array).
     finished : bool
@@ -200,8 +208,8 @@ def compute_chunk_map(
     LayoutError
         When neither tree holds the array's metadata.
     """
-    src, dst = Path(source), Path(destination)
-    array = _layout(src, dst, array_path)
+    src = Path(source)
+    array = _layout(src, destination, array_path)
     values = np.full(array.grid, ABSENT, dtype=np.uint8)
     not_there = MISMATCHED if finished else PENDING
     try:

@@ -25,16 +25,17 @@ from typing import Any
 
 import numpy as np
 
+from .archive_store import ArchiveStore, open_store, root_name
 from .open_zarr import (
     ImageSpec,
     OpenError,
-    archive_root,
     choose_image,
     estimate_contrast,
     inspect_archive,
     open_image,
     read_image_spec,
 )
+from .zarr_nodes import read_array_in
 
 LayerData = tuple[Any, dict[str, Any], str]
 
@@ -228,14 +229,14 @@ def _colormap_of(color: str):
 
 
 def open_layers(
-    path: str | os.PathLike,
+    path: str | os.PathLike | ArchiveStore,
     *,
     well: str | None = None,
     field: int | str | None = None,
     role: str = "image",
     name: str | None = None,
 ) -> list[LayerData]:
-    """Lazy layers for the Zarr archive at ``path``.
+    """Lazy layers for the Zarr archive at ``path`` (a folder or an ``s3://`` URL).
 
     A plain array or an OME-NGFF image gives its layers; an HCS plate (or a well) gives one
     field of one well (the first ones unless ``well`` and ``field`` say otherwise); any other
@@ -246,17 +247,19 @@ def open_layers(
     OpenError
         When ``path`` holds nothing to show.
     """
-    base = archive_root(path)
-    info = inspect_archive(base)
+    store = open_store(path)
+    info = inspect_archive(store)
     if info.kind == "missing":
-        raise OpenError(f"{base} is not a Zarr archive (yet): no zarr.json, .zarray or .zgroup")
+        raise OpenError(
+            f"{store.root} is not a Zarr archive (yet): no zarr.json, .zarray or .zgroup"
+        )
     images = choose_image(info, well=well, field=field)
     if not images:
-        raise OpenError(f"{base} holds no array to show (yet)")
+        raise OpenError(f"{store.root} holds no array to show (yet)")
     layers: list[LayerData] = []
     for image in images:
-        spec = read_image_spec(base, image)
-        label = name or base.name.removesuffix(".zarr")
+        spec = read_image_spec(store, image)
+        label = name or store.name.removesuffix(".zarr")
         if image:
             label = f"{label}/{image}"
         layers.extend(image_layers(spec, role=role, name=label))
@@ -287,7 +290,7 @@ def difference_layers(
         kwargs["colormap"] = DIFFERENCE_COLORMAP
         kwargs["contrast_limits"] = (-1.0, 1.0)
         kwargs["blending"] = "translucent"
-        kwargs["metadata"]["softcopy"]["other_root"] = os.fspath(archive_root(source))
+        kwargs["metadata"]["softcopy"]["other_root"] = root_name(source)
     return layers
 
 
@@ -342,17 +345,17 @@ def view_signature(
     -------
     tuple or None
         Equal signatures mean the displayed region shows the same data; None when unknown.
+        (On S3 the chunk objects' sizes and ETags, from one listing of the prefix the
+        displayed chunks share: `ArchiveStore.versions`.)
     """
-    from .layout import read_array
-
     roots = [source.root]
     if source.role == "difference" and source.other_root:
         roots.append(source.other_root)
     signature: list = []
     for root in roots:
-        base = archive_root(root)
-        spec = read_image_spec(base, source.image)
-        layouts = [read_array(base / d if d else base, d) for d in spec.datasets]
+        store = open_store(root)
+        spec = read_image_spec(store, source.image)
+        layouts = [read_array_in(store, d) for d in spec.datasets]
         if not layouts or any(a is None for a in layouts):
             return None
         signature.append(tuple(a.shape for a in layouts))
@@ -374,12 +377,9 @@ def view_signature(
             ranges.append((scaled // array.chunks[axis],))
         if math.prod(len(r) for r in ranges) > max_files:
             return None
-        stats = []
-        for index in itertools.product(*ranges):
-            try:
-                st = os.stat(base / array.chunk_key(index))
-                stats.append((st.st_size, st.st_mtime_ns))
-            except OSError:
-                stats.append(None)
-        signature.append(tuple(stats))
+        keys = [array.chunk_key(index) for index in itertools.product(*ranges)]
+        versions = store.versions(keys, limit=4 * max_files)
+        if versions is None:
+            return None
+        signature.append(tuple(versions))
     return tuple(signature)

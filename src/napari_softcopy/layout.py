@@ -153,7 +153,7 @@ def is_zarr_node(path: str | os.PathLike) -> bool:
     return any((p / name).is_file() for name in NODE_NAMES)
 
 
-def _v3_array(rel: str, meta: dict, path: Path) -> ArrayLayout:
+def _v3_array(rel: str, meta: dict, path: Path | str) -> ArrayLayout:
     try:
         shape = tuple(int(s) for s in meta["shape"])
         grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
@@ -174,7 +174,7 @@ def _v3_array(rel: str, meta: dict, path: Path) -> ArrayLayout:
         raise LayoutError(f"corrupt Zarr metadata in {path}: missing or bad {exc}") from exc
 
 
-def _v2_array(rel: str, meta: dict, path: Path) -> ArrayLayout:
+def _v2_array(rel: str, meta: dict, path: Path | str) -> ArrayLayout:
     try:
         shape = tuple(int(s) for s in meta["shape"])
         chunks = tuple(int(c) for c in meta["chunks"])
@@ -220,6 +220,15 @@ def read_array(directory: Path, rel: str = "") -> ArrayLayout | None:
     if v2.is_file():
         return _v2_array(rel, read_json(v2), v2)
     return None
+
+
+def array_layout(rel: str, meta: dict, zarr_format: int, where: str) -> ArrayLayout | None:
+    """The `ArrayLayout` from an array's metadata read elsewhere (an object store):
+    ``zarr.json``'s content (``zarr_format`` 3; None for a group) or ``.zarray``'s (2).
+    ``where`` names the file in messages."""
+    if zarr_format == 2:
+        return _v2_array(rel, meta, where)
+    return _v3_array(rel, meta, where) if meta.get("node_type") == "array" else None
 
 
 def find_arrays(root: str | os.PathLike, *, strict: bool = True) -> list[ArrayLayout]:

@@ -3,10 +3,12 @@
 Qt-free and napari-free. `inspect_archive` lists what an archive holds (plain arrays,
 OME-NGFF images, HCS plates and wells), `read_image_spec` describes one image (levels, axes,
 units, scale, channels) from its OME-NGFF metadata (read through `napari_softcopy.ome`), and
-`open_image` gives its levels as lazy dask arrays over tensorstore (zarr-python as a
-fallback). Opening reads metadata only; no chunk is read until the data are computed, and
-`estimate_contrast` reads a bounded sample. Turning these into napari layer data (names,
-colormaps, scale, differences) is `napari_softcopy.layer_data`'s part.
+`open_image` gives its levels as lazy dask arrays. The archive is a folder or an
+``s3://bucket/prefix`` (read through `napari_softcopy.archive_store`, which also chooses
+the chunk reader: tensorstore or zarr-python). Opening reads metadata only; no chunk is
+read until the data are computed, and `estimate_contrast` reads a bounded sample. Turning
+these into napari layer data (names, colormaps, scale, differences) is
+`napari_softcopy.layer_data`'s part.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from . import ome
-from .layout import LayoutError, find_arrays, node_kind, read_json
+from .archive_store import ArchiveStore, OpenError, open_store
+from .layout import LayoutError
 from .ome import node_attributes
+from .zarr_nodes import array_ndim_and_names, find_array_paths, node_attributes_in, node_kind_in
 
 __all__ = [
     "CONTRAST_SAMPLE_BYTES",
@@ -47,10 +50,6 @@ __all__ = [
 CONTRAST_SAMPLE_BYTES = 4 * 2**20
 #: Grow a dask chunk along the trailing (y, x) axes up to this many bytes.
 DASK_CHUNK_BYTES = 16 * 2**20
-
-
-class OpenError(ValueError):
-    """The path cannot be shown: one line naming the path and what to do."""
 
 
 # ---------------------------------------------------------------------------------- metadata
@@ -108,7 +107,7 @@ class ImageSpec:
 
 
 def archive_root(path: str | os.PathLike) -> Path:
-    """``path`` as an absolute path (``~`` expanded): the form every spec and layer keeps."""
+    """``path`` as an absolute path (``~`` expanded): the form every local spec keeps."""
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
@@ -116,23 +115,7 @@ def _join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p and p.strip("/"))
 
 
-def _array_meta(directory: Path) -> dict[str, Any]:
-    v3 = directory / "zarr.json"
-    if v3.is_file():
-        return read_json(v3)
-    return read_json(directory / ".zarray")
-
-
-def _array_ndim_and_names(directory: Path) -> tuple[int, tuple[str, ...] | None]:
-    meta = _array_meta(directory)
-    ndim = len(meta.get("shape") or [])
-    names = meta.get("dimension_names")
-    if isinstance(names, list) and len(names) == ndim and all(isinstance(n, str) for n in names):
-        return ndim, tuple(names)
-    return ndim, None
-
-
-def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
+def read_image_spec(root: str | os.PathLike | ArchiveStore, path: str = "") -> ImageSpec:
     """Describe the image at ``root/path``: an OME-NGFF multiscale group or a plain array.
 
     Raises
@@ -140,21 +123,21 @@ def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
     OpenError
         When there is no image there (a plate, a well, a plain group, nothing).
     """
-    base = archive_root(root)
-    directory = base / path if path else base
+    store = open_store(root)
+    directory = store.where(path)
     try:
-        kind = node_kind(directory)
+        kind = node_kind_in(store, path)
     except LayoutError as exc:
         raise OpenError(str(exc)) from None
-    name = Path(path).name if path else base.name
+    name = path.rpartition("/")[2] if path else store.name
     if kind is None:
         raise OpenError(f"{directory} is not a Zarr array or group (no metadata in it yet?)")
     if kind[0] == "array":
-        ndim, names = _array_ndim_and_names(directory)
+        ndim, names = array_ndim_and_names(store, path)
         axes = names or tuple(f"dim_{i}" for i in range(ndim))
         channel = axes.index("c") if "c" in axes else None
         return ImageSpec(
-            root=os.fspath(base),
+            root=store.root,
             path=path,
             datasets=(path,),
             axes=axes,
@@ -165,7 +148,7 @@ def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
             channel_axis=channel if names else None,
             name=name,
         )
-    attrs = node_attributes(directory)
+    attrs = node_attributes_in(store, path)
     ms = ome.first_multiscale(attrs)
     if ms is None:
         if ome.PLATE in attrs:
@@ -176,11 +159,12 @@ def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
     datasets = ome.dataset_entries(ms)
     if not datasets:
         raise OpenError(f"{directory}: OME-NGFF multiscales lists no datasets")
-    first = directory / str(datasets[0][ome.PATH])
+    first = _join(path, str(datasets[0][ome.PATH]))
     try:
-        ndim, _names = _array_ndim_and_names(first)
+        ndim, _names = array_ndim_and_names(store, first)
     except (FileNotFoundError, LayoutError):
-        raise OpenError(f"{first}: the full-resolution array is not there (yet)") from None
+        where = store.where(first)
+        raise OpenError(f"{where}: the full-resolution array is not there (yet)") from None
     axes, types, units = ome.read_axes(ms, ndim)
     scale, translate = ome.full_resolution_transform(ms, ndim)
     channel = ome.channel_axis(axes, types)
@@ -189,11 +173,11 @@ def read_image_spec(root: str | os.PathLike, path: str = "") -> ImageSpec:
     present = []
     for d in datasets:
         rel = _join(path, str(d[ome.PATH]))
-        if node_kind(base / rel) is None:
+        if node_kind_in(store, rel) is None:
             break
         present.append(rel)
     return ImageSpec(
-        root=os.fspath(base),
+        root=store.root,
         path=path,
         datasets=tuple(present),
         axes=axes,
@@ -228,55 +212,55 @@ class ArchiveInfo:
     wells: dict[str, list[str]] = field(default_factory=dict)
 
 
-def _well_fields(base: Path, well: str) -> list[str]:
+def _well_fields(store: ArchiveStore, well: str) -> list[str]:
     try:
-        attrs = node_attributes(base / well)
+        attrs = node_attributes_in(store, well)
     except (OSError, LayoutError):
         return []
     return [_join(well, image) for image in ome.well_image_paths(attrs)]
 
 
-def inspect_archive(root: str | os.PathLike) -> ArchiveInfo:
+def inspect_archive(root: str | os.PathLike | ArchiveStore) -> ArchiveInfo:
     """Read the metadata of the archive at ``root`` and list what can be shown.
 
     Reads metadata files only (never a chunk directory).
     """
-    base = archive_root(root)
+    store = open_store(root)
     try:
-        kind = node_kind(base)
+        kind = node_kind_in(store, "")
     except (LayoutError, OSError) as exc:
         raise OpenError(str(exc)) from None
     if kind is None:
         return ArchiveInfo("missing")
     if kind[0] == "array":
         return ArchiveInfo("array", [""])
-    attrs = node_attributes(base)
+    attrs = node_attributes_in(store, "")
     if isinstance(attrs.get(ome.MULTISCALES), list):
         return ArchiveInfo("multiscale", [""])
     plate_wells = ome.plate_well_paths(attrs)
     if plate_wells is not None:
-        wells = {w: _well_fields(base, w) for w in plate_wells}
+        wells = {w: _well_fields(store, w) for w in plate_wells}
         images = [f for fields in wells.values() for f in fields]
         return ArchiveInfo("plate", images, wells)
     if isinstance(attrs.get(ome.WELL), dict):
-        return ArchiveInfo("well", _well_fields(base, ""))
+        return ArchiveInfo("well", _well_fields(store, ""))
     # A plain group: every multiscale image and every array not part of one.
     images: list[str] = []
     ms_groups: set[str] = set()
-    for array in find_arrays(base, strict=False):
-        parent = array.path.rpartition("/")[0]
+    for array in find_array_paths(store):
+        parent = array.rpartition("/")[0]
         if parent in ms_groups:
             continue
         try:
-            if parent != array.path and isinstance(
-                node_attributes(base / parent if parent else base).get(ome.MULTISCALES), list
+            if parent != array and isinstance(
+                node_attributes_in(store, parent).get(ome.MULTISCALES), list
             ):
                 ms_groups.add(parent)
                 images.append(parent)
                 continue
         except (OSError, LayoutError):
             pass
-        images.append(array.path)
+        images.append(array)
     return ArchiveInfo("group", images)
 
 
@@ -338,58 +322,22 @@ def dask_chunks(
     return tuple(out)
 
 
-class _TensorStoreArray:
-    """The minimal array interface dask needs, over a tensorstore array (reads on index)."""
-
-    def __init__(self, store) -> None:
-        self._store = store
-        self.shape = tuple(int(n) for n in store.shape)
-        self.dtype = np.dtype(store.dtype.numpy_dtype)
-        self.ndim = len(self.shape)
-        self.chunks = tuple(int(c) for c in store.chunk_layout.write_chunk.shape)
-
-    def __getitem__(self, key):
-        return self._store[key].read().result()
-
-
-def _open_tensorstore(directory: Path) -> _TensorStoreArray:
-    import tensorstore as ts
-
-    driver = "zarr3" if (directory / "zarr.json").is_file() else "zarr"
-    spec = {"driver": driver, "kvstore": {"driver": "file", "path": os.fspath(directory) + "/"}}
-    return _TensorStoreArray(ts.open(spec, read=True, open=True).result())
-
-
-def _open_zarr_python(base: Path, path: str):
-    import zarr
-    from zarr.storage import LocalStore
-
-    z = zarr.open_array(
-        store=LocalStore(os.fspath(base), read_only=True), path=path or "", mode="r"
-    )
-    return z, getattr(z, "shards", None) or z.chunks
-
-
-def open_array(root: str | os.PathLike, path: str):
+def open_array(root: str | os.PathLike | ArchiveStore, path: str):
     """A lazy dask array over the Zarr array ``root/path`` (reads its metadata only).
 
-    Chunks are read through tensorstore (several times faster than zarr-python for a plane
-    of many small chunk files, and it releases the GIL while it reads); zarr-python is the
-    fallback for what tensorstore cannot open. Each call gives new dask keys, so a cache
-    never serves data older than the call.
+    ``root`` is a folder or an ``s3://`` URL; the store chooses the reader
+    (`ArchiveStore.open_array`). Each call gives new dask keys, so a cache never serves
+    data older than the call.
     """
     import dask.array as da
 
-    base = archive_root(root)
-    directory = base / path if path else base
+    store = open_store(root)
     try:
-        array = _open_tensorstore(directory)
-        file_chunks = array.chunks
-    except Exception:  # e.g. a codec tensorstore lacks; zarr-python says what is wrong
-        try:
-            array, file_chunks = _open_zarr_python(base, path)
-        except Exception as exc:  # zarr raises several kinds; the user needs one line
-            raise OpenError(f"cannot open the Zarr array {directory}: {exc}") from None
+        array, file_chunks = store.open_array(path)
+    except OpenError:
+        raise
+    except Exception as exc:  # zarr and tensorstore raise several kinds; the user needs one line
+        raise OpenError(f"cannot open the Zarr array {store.where(path)}: {exc}") from None
     chunks = dask_chunks(array.shape, file_chunks, array.dtype.itemsize)
     return da.from_array(
         array, chunks=chunks, name=False, asarray=True, fancy=False, lock=False, inline_array=True

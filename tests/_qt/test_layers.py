@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import zarr
 
-from napari_softcopy._qt import layers
+from napari_softcopy._qt import chunk_map_layer
+from napari_softcopy._qt.chunk_map_layer import ChunkMapFollower
 from napari_softcopy._qt.compare import viewer_grid
-from napari_softcopy._qt.layers import ChunkMapFollower, source_of
+from napari_softcopy._qt.layers import source_of
 from napari_softcopy._qt.widget import SoftcopyWidget
 from napari_softcopy.chunkmap import COPIED, PENDING
 from napari_softcopy.engine import CopyEngine, CopyOptions
@@ -139,7 +140,7 @@ def test_chunk_map_is_final_as_soon_as_the_copy_is_verified(
 ):
     """No map listed before the end is shown after it ("pending" beside "verified"), and the
     final one follows the end at once, not a refresh interval later."""
-    monkeypatch.setattr(layers, "CHUNK_MAP_MS", 600_000)  # only the copy's end redraws
+    monkeypatch.setattr(chunk_map_layer, "CHUNK_MAP_MS", 600_000)  # only the copy's end redraws
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     stop, first_map = threading.Event(), threading.Event()
     errors: list[BaseException] = []

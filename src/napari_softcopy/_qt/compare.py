@@ -6,8 +6,7 @@ each time it adds some, and the chunk map's follower when it adds its layer.
 
 from __future__ import annotations
 
-import os
-
+from ..archive_store import root_name
 from ..layer_data import LayerSource
 
 
@@ -29,7 +28,7 @@ def _compared_layers(viewer, destination: str, source: str) -> dict[str, dict[st
     Roles: ``destination``, ``source``, ``difference`` and ``chunkmap``; layers of other
     archives, and layers opened by the reader, are not part of the comparison.
     """
-    dst, src = os.path.abspath(destination), os.path.abspath(source)
+    dst, src = root_name(destination), root_name(source)
     roots = {  # role -> (root, other root)
         "destination": (dst, None),
         "source": (src, None),
@@ -41,8 +40,8 @@ def _compared_layers(viewer, destination: str, source: str) -> dict[str, dict[st
         meta = LayerSource.from_metadata(getattr(layer, "metadata", None))
         if meta is None or meta.role not in roots:
             continue
-        other = os.path.abspath(meta.other_root) if meta.other_root else None
-        if roots[meta.role] == (os.path.abspath(meta.root), other):
+        other = root_name(meta.other_root) if meta.other_root else None
+        if roots[meta.role] == (root_name(meta.root), other):
             out.setdefault(meta.image, {}).setdefault(meta.role, []).append(layer)
     return out
 

@@ -17,15 +17,17 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..archive_store import root_name, take_notices
 from ..launch import CopyProcess, StatusView, is_final, status_view
 from ..layer_data import difference_layers
 from ..open_zarr import ArchiveInfo
 from ..status import Status
+from .chunk_map_layer import ChunkMapFollower
 from .compare import arrange_side_by_side, viewer_grid  # noqa: F401  (re-exported: tests)
 from .finish_dialog import FINISH_FORCE, FINISH_QUIET, finish_dialog
 from .free_dialog import CHECK_TIP, check_line
 from .job_status import STATE_COLORS, StatusDisplay, set_text  # noqa: F401  (re-exported)
-from .layers import ChunkMapFollower, LayerFollower, add_layer_data, run_in_thread
+from .layers import LayerFollower, add_layer_data, run_in_thread
 from .opening import archive_name, inspect_either, link_channels, open_image
 
 
@@ -56,6 +58,9 @@ class JobPanel(StatusDisplay, QGroupBox):
         self._inspecting = False
         self._exited_early = False
         self.chunk_maps: list[ChunkMapFollower] = []
+        # The roots as the layers name them (an S3 URL without a trailing "/").
+        self.source_root = root_name(process.source)
+        self.destination_root = root_name(process.destination)
         origin = "" if process.started_here else "  (re-attached)"
         src, dst = Path(process.source), Path(process.destination)
         target = dst.name if dst.name != src.name else f"{dst.parent.name}/{dst.name}"
@@ -257,10 +262,12 @@ class JobPanel(StatusDisplay, QGroupBox):
 
     def _add(self, layers: list, follow_root: str | None) -> list:
         added = add_layer_data(self.viewer, layers)
-        if arrange_side_by_side(self.viewer, self.process.destination, self.process.source):
+        if arrange_side_by_side(self.viewer, self.destination_root, self.source_root):
             self.viewer.reset_view()
         if follow_root is not None and self._live():
             self.follower.follow(follow_root, self._live)
+        for text in take_notices():  # (a reader's fallback: said once, here too)
+            self.message.emit(text)
         return added
 
     def _failed(self, what: str) -> callable:
@@ -271,10 +278,10 @@ class JobPanel(StatusDisplay, QGroupBox):
         image = self.selected_image()
         run_in_thread(
             open_image,
-            self.process.destination,
+            self.destination_root,
             image,
             "destination",
-            on_done=lambda layers: self._add(layers, self.process.destination),
+            on_done=lambda layers: self._add(layers, self.destination_root),
             on_error=self._failed("cannot open the destination"),
         )
 
@@ -283,7 +290,7 @@ class JobPanel(StatusDisplay, QGroupBox):
         image = self.selected_image()
         run_in_thread(
             open_image,
-            self.process.source,
+            self.source_root,
             image,
             "source",
             on_done=self._add_source,
@@ -291,18 +298,18 @@ class JobPanel(StatusDisplay, QGroupBox):
         )
 
     def _add_source(self, layers: list) -> None:
-        if self._add(layers, self.process.source):
-            link_channels(self.viewer, self.process.destination, self.process.source)
+        if self._add(layers, self.source_root):
+            link_channels(self.viewer, self.destination_root, self.source_root)
 
     def open_difference(self) -> None:
         """Add destination minus source (signed, lazy): zero where the copy is identical."""
         image = self.selected_image()
         run_in_thread(
             difference_layers,
-            self.process.destination,
-            self.process.source,
+            self.destination_root,
+            self.source_root,
             image,
-            on_done=lambda layers: self._add(layers, self.process.destination),
+            on_done=lambda layers: self._add(layers, self.destination_root),
             on_error=self._failed("cannot compute the difference"),
         )
 
@@ -313,13 +320,11 @@ class JobPanel(StatusDisplay, QGroupBox):
             if follower.image == image:
                 follower.start()
                 return follower
-        name = f"chunk map {archive_name(self.process.destination)}" + (
-            f"/{image}" if image else ""
-        )
+        name = f"chunk map {archive_name(self.destination_root)}" + (f"/{image}" if image else "")
         follower = ChunkMapFollower(
             self.viewer,
-            self.process.source,
-            self.process.destination,
+            self.source_root,
+            self.destination_root,
             image,
             finished=lambda: self.ended,
             name=name,

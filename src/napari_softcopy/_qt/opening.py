@@ -1,14 +1,16 @@
 """What a copy panel opens in the viewer: the archive's images, side by side, linked.
 
-Functions run in worker threads (`layers.run_in_thread`) except `link_channels`.
+Functions run in worker threads (`layers.run_in_thread`) except `link_channels`. A root is
+a folder or an ``s3://bucket/prefix`` (read with the copy's S3 settings:
+`napari_softcopy.archive_store`).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from pathlib import Path
 
+from ..archive_store import open_store
 from ..layer_data import open_layers
 from ..open_zarr import ArchiveInfo, OpenError, inspect_archive
 
@@ -23,10 +25,11 @@ def inspect_either(source: str, destination: str) -> ArchiveInfo:
     gone or not yet readable (``kind == "missing"`` when neither is)."""
     info = ArchiveInfo("missing")
     for root in (source, destination):
-        if not os.path.isdir(root):
-            continue
         try:
-            info = inspect_archive(root)
+            store = open_store(root)
+            if not store.exists():
+                continue
+            info = inspect_archive(store)
         except OpenError:
             continue
         if info.kind != "missing":
@@ -39,12 +42,13 @@ def open_image(root: str, image: str, role: str) -> list:
     from ..layer_data import image_layers
     from ..open_zarr import read_image_spec
 
-    if not os.path.isdir(root):
-        raise OpenError(f"{root} does not exist yet")
-    if image == "" and inspect_archive(root).kind not in ("array", "multiscale"):
-        return open_layers(root, role=role, name=_label(root, role))
+    store = open_store(root)
+    if not store.exists():  # (an S3 server that refuses says so here, in one line)
+        raise OpenError(f"{store.root} does not exist yet")
+    if image == "" and inspect_archive(store).kind not in ("array", "multiscale"):
+        return open_layers(store, role=role, name=_label(root, role))
     return image_layers(
-        read_image_spec(root, image),
+        read_image_spec(store, image),
         role=role,
         name=_label(root, role) + (f"/{image}" if image else ""),
     )
