@@ -17,7 +17,7 @@ from destination_tests import MTIME_NS, STAMP, DestinationTests, publish, read_b
 from napari_softcopy.destinations import Destination, is_copy_of
 from napari_softcopy.destinations.s3 import INDEX, META_MTIME, META_STAMP, S3Destination
 from napari_softcopy.destinations.s3_settings import S3SettingsError, parse_s3_url
-from s3_server import free_ports
+from s3_server import FailingProxy, free_ports
 
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
 _prefixes = itertools.count()
@@ -210,3 +210,38 @@ def test_multipart_uploads_left_by_a_killed_copy_are_aborted_at_the_next_start(s
     S3Destination(f"s3://softcopy/{prefix}").close()  # (a copy starts)
     assert left(f"{prefix}/") == []
     assert left("elsewhere/") == ["elsewhere/shard"]  # (not below the copy's prefix)
+
+
+def test_a_server_failing_on_its_side_is_waited_for_not_an_internal_error(s3_env, tmp_path):
+    """A 500 where the destination is opened again (the verification does, mid-copy) or an
+    object read back is an OSError EIO, which the engine waits for with a visible "retrying":
+    SeaweedFS answers so for seconds after a restart, and it once failed a copy as an
+    "internal error" (the index's GET raised obstore's own error)."""
+    url = f"s3://softcopy/failing/{os.getpid()}-{next(_prefixes)}"
+    dest = S3Destination(url)
+    publish(dest, "c/0", b"chunk")
+    dest.close()  # (writes the index)
+
+    def index_get(method: str, path: str) -> bool:
+        return method == "GET" and path.endswith(f"/{INDEX}")
+
+    with FailingProxy(s3_env, index_get) as proxy:
+        with pytest.raises(OSError) as raised:
+            S3Destination(url, create=False, env=proxy.env())
+        assert raised.value.errno == errno.EIO
+        assert "500 InternalError" in str(raised.value) and "starting" in str(raised.value)
+        assert s3_env.secret not in str(raised.value)
+        assert proxy.failed >= 1
+    # Reading an object back: the same (its GET fails after the listing and HEAD worked).
+    failing = {"get": False}
+
+    def chunk_get(method: str, path: str) -> bool:
+        return failing["get"] and path.endswith("/c/0")
+
+    with FailingProxy(s3_env, chunk_get) as proxy:
+        dest = S3Destination(url, create=False, env=proxy.env())
+        failing["get"] = True
+        with pytest.raises(OSError) as raised, dest.read("c/0") as f:
+            f.read()
+        assert raised.value.errno == errno.EIO
+        dest.close()

@@ -54,6 +54,7 @@ from .s3_settings import (
     S3SettingsError,
     describe_error,
     endpoint_of,
+    is_transient,
     parse_s3_url,
     store_config,
 )
@@ -161,7 +162,7 @@ class S3Destination(Destination):
         A server that does not answer may come back: OSError EIO, which the engine waits
         for (a verification opening the destination again meanwhile, say)."""
         message = describe_error(exc, self.location, self.endpoint)
-        if message.startswith("cannot reach"):
+        if is_transient(message):
             return OSError(errno.EIO, message)
         return S3SettingsError(message)
 
@@ -198,9 +199,15 @@ class S3Destination(Destination):
         if INDEX not in self._objects:
             return
         try:
-            raw = zlib.decompress(bytes(obstore.get(self._store, INDEX).bytes()))
-            entries = json.loads(raw)["objects"]
-        except (ValueError, KeyError, zlib.error, FileNotFoundError):
+            raw = bytes(obstore.get(self._store, INDEX).bytes())
+        except FileNotFoundError:
+            return  # (removed since the listing: every object is looked at with a HEAD)
+        except Exception as exc:
+            # (a server failing now, restarting say, fails the HEADs too: said, not guessed)
+            raise self._fail(exc) from None
+        try:
+            entries = json.loads(zlib.decompress(raw))["objects"]
+        except (ValueError, KeyError, zlib.error):
             return  # (unreadable: every object is looked at with a HEAD instead)
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
             obj = self._objects.get(rel)
@@ -401,7 +408,7 @@ class S3Destination(Destination):
             reader = obstore.open_reader(self._store, rel)
         except Exception as exc:
             raise self._io_error(exc) from None
-        return io.BufferedReader(ObjectReader(reader), 4 << 20)
+        return io.BufferedReader(ObjectReader(reader, self._io_error), 4 << 20)
 
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:

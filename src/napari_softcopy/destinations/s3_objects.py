@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -68,16 +68,21 @@ def ns_of(dt) -> int:
 
 
 class ObjectReader(io.RawIOBase):
-    """An obstore ``ReadableFile`` as a raw binary stream (``with``, ``read``)."""
+    """An obstore ``ReadableFile`` as a raw binary stream (``with``, ``read``); a failed
+    request raises what ``as_oserror`` makes of it (the engine waits for an OSError EIO)."""
 
-    def __init__(self, reader) -> None:
+    def __init__(self, reader, as_oserror: Callable[[BaseException], OSError]) -> None:
         self._reader = reader
+        self._as_oserror = as_oserror
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._reader.read(len(buffer))
+        try:
+            data = self._reader.read(len(buffer))
+        except Exception as exc:
+            raise self._as_oserror(exc) from None
         n = len(data)
         buffer[:n] = data
         return n
