@@ -138,13 +138,72 @@ def live_drain(workload, server: SeaweedS3, workdir: Workdir, n: int) -> dict:
     }
 
 
+def _store(server: SeaweedS3, prefix: str, **config):
+    from obstore.store import S3Store
+
+    return S3Store(
+        BUCKET,
+        prefix=prefix,
+        endpoint=server.endpoint,
+        access_key_id=server.key,
+        secret_access_key=server.secret,
+        region="us-east-1",
+        client_options={"allow_http": True},
+        **config,
+    )
+
+
+def readback(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> list[dict]:
+    """Reading ``n`` objects of ``size`` bytes back and hashing them (what the manifest does
+    with every copied file) on `manifest.hash_workers` threads: one GET per object
+    (`S3Destination.read`, now) against obstore's ``open_reader`` (a HEAD, then the bytes:
+    before), in turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import blake3
+    import obstore
+
+    from napari_softcopy.destinations.s3 import S3Destination
+    from napari_softcopy.manifest import hash_workers, read_back
+
+    store = _store(server, "readback")
+    names = [f"c/{i}" for i in range(n)]
+    data = os.urandom(size)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda k: obstore.put(store, k, data, use_multipart=False), names))
+    dest = S3Destination(f"s3://{BUCKET}/readback", create=False, env=os.environ | server.env())
+
+    def head_then_get(rel: str) -> None:
+        h = blake3.blake3()
+        f = obstore.open_reader(store, rel)
+        while block := f.read(1 << 20):
+            h.update(block)
+
+    ways = {"get": lambda rel: read_back(dest, rel), "head+get": head_then_get}
+    out = []
+    for r in range(rounds):
+        for way, fn in ways.items():
+            t = time.monotonic()
+            with ThreadPoolExecutor(hash_workers(dest)) as pool:
+                list(pool.map(fn, names))
+            out.append(
+                {"readback": way, "round": r, "objects": n, "s": round(time.monotonic() - t, 2)}
+            )
+            print(json.dumps(out[-1]), flush=True)
+    dest.close()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workloads", nargs="+", default=["lightsheet", "manyfiles"])
+    p.add_argument("--workloads", nargs="*", default=["lightsheet", "manyfiles"])
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--tools", nargs="+", default=list(TOOLS))
     p.add_argument("--no-live", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--readback", type=int, default=0, metavar="N", help="also time reading N objects back"
+    )
     p.add_argument(
         "--timepoints",
         nargs="*",
@@ -158,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="s3-", dir=raw))
     workdir = Workdir(root / "runs")
     server = SeaweedS3(root / "seaweed", buckets=(BUCKET,))
-    results: dict = {"bulk": [], "live": []}
+    results: dict = {"bulk": [], "live": [], "readback": []}
     server.start()
     try:
+        if args.readback:
+            results["readback"] = readback(server, args.readback, max(3, args.reps))
         for wl_name in args.workloads:
             workload = WORKLOADS[wl_name]
             src = bulk.make_source(workload, workdir, args.timepoints.get(wl_name))

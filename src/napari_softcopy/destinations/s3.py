@@ -68,6 +68,8 @@ ROOT_ID = f"{STATE_DIR}/s3-root"
 INDEX_EVERY_S = 20.0
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
+#: Bytes of an object read back held at once (`read`).
+READ_CHUNK = 1 << 20
 #: Requests in flight for reading metadata (HEAD) of objects the index does not know.
 HEAD_CONCURRENCY = 16
 
@@ -405,10 +407,10 @@ class S3Destination(Destination):
         import obstore
 
         try:
-            reader = obstore.open_reader(self._store, rel)
+            result = obstore.get(self._store, rel)
         except Exception as exc:
             raise self._io_error(exc) from None
-        return io.BufferedReader(ObjectReader(reader, self._io_error), 4 << 20)
+        return io.BufferedReader(ObjectReader(result, self._io_error, READ_CHUNK), READ_CHUNK)
 
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:

@@ -105,7 +105,12 @@ def store_config(env: Mapping[str, str] | None = None) -> tuple[dict, dict, obje
     provider = None
     has_env_keys = bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
     profile, creds, conf = _profile_sections(env)
-    if not has_env_keys:
+    if has_env_keys:  # (said here too: ``env`` need not be the process's environment)
+        config["aws_access_key_id"] = env["AWS_ACCESS_KEY_ID"]
+        config["aws_secret_access_key"] = env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            config["aws_session_token"] = env["AWS_SESSION_TOKEN"]
+    else:
         merged = {**conf, **creds}  # (the credentials file wins, as in the AWS CLI)
         if merged.get("aws_access_key_id") and merged.get("aws_secret_access_key"):
             config["aws_access_key_id"] = merged["aws_access_key_id"]
