@@ -206,7 +206,8 @@ class FailingProxy:
     as a server failing on its side does, to the requests ``fails(method, path)`` picks (and
     passes every other one through untouched, the Host header too, so signatures hold).
     A SeaweedFS restarting answers so for seconds while its volumes register: this makes that
-    moment last as long as a test needs it. `endpoint`, `env`; `failed` counts answers."""
+    moment last as long as a test needs it. `endpoint`, `env`; `failed` counts the failed
+    answers, `requests` lists every request."""
 
     BODY = (
         b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
@@ -218,6 +219,7 @@ class FailingProxy:
         import http.server
 
         self.server, self.fails, self.failed = server, fails, 0
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         proxy = self
         target = urllib.parse.urlsplit(server.endpoint)
 
@@ -230,6 +232,7 @@ class FailingProxy:
             def _any(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                proxy.requests.append((self.command, urllib.parse.urlsplit(self.path).path))
                 if proxy.fails(self.command, urllib.parse.urlsplit(self.path).path):
                     proxy.failed += 1
                     self.send_response(500)

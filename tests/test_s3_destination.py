@@ -245,3 +245,25 @@ def test_a_server_failing_on_its_side_is_waited_for_not_an_internal_error(s3_env
             f.read()
         assert raised.value.errno == errno.EIO
         dest.close()
+
+
+def test_a_verification_opening_the_copy_s_root_again_needs_no_head_per_object(s3_env):
+    """The verification opens its own `S3Destination`: what the copy published since its
+    last index write is taken from the copy (same ETag and size), not read with a HEAD per
+    object; an object rewritten by another tool meanwhile still is, and is no copy."""
+    url = f"s3://softcopy/reopen/{os.getpid()}-{next(_prefixes)}"
+    with FailingProxy(s3_env, lambda method, path: False) as proxy:
+        copier = S3Destination(url, env=proxy.env())
+        for i in range(20):
+            publish(copier, f"c/{i}", b"chunk %d" % i)
+        obstore.put(raw_store(s3_env, url.removeprefix("s3://softcopy/")), "c/0", b"other!!")
+        proxy.requests.clear()
+        again = S3Destination(url, create=False, env=proxy.env())
+        listed = again.listdir("c")
+        heads = [path for method, path in proxy.requests if method == "HEAD"]
+        assert len(listed) == 20
+        assert [h.rpartition("/")[2] for h in heads] == ["0"], heads
+        assert listed["0"].mtime_ns != MTIME_NS  # (its server time: never the source's)
+        assert listed["1"].mtime_ns == MTIME_NS and again.source_stamp("c/1") == STAMP
+        again.close()
+        copier.close()

@@ -47,8 +47,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import BinaryIO
 
+from . import s3_copiers as copiers
 from .base import STATE_DIR, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
-from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, ns_of
+from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, index_entries, ns_of
 from .s3_settings import (
     S3Location,
     S3SettingsError,
@@ -155,6 +156,7 @@ class S3Destination(Destination):
         self._list_all()
         if create:
             self._root_id = self._own_root()
+            copiers.register(self)
             # Only this copy writes below the prefix: what a killed one left is aborted.
             abort_left_behind(self.location, str(self.path), self.endpoint, config, env)
 
@@ -194,6 +196,7 @@ class S3Destination(Destination):
                     ),
                 )
         self._load_index()
+        copiers.take_metadata(self)
 
     def _load_index(self) -> None:
         import obstore
@@ -234,6 +237,7 @@ class S3Destination(Destination):
         """Write the index if it changed (a later run then needs no HEAD per object)."""
         if not self._closed:
             self._closed = True
+            copiers.unregister(self)
             with contextlib.suppress(OSError, Exception):
                 self._write_index()
 
@@ -283,11 +287,7 @@ class S3Destination(Destination):
         with self._lock:
             if not self._dirty:
                 return
-            entries = {
-                rel: [obj.size, obj.etag, obj.mtime_ns, obj.stamp.decode() if obj.stamp else None]
-                for rel, obj in self._objects.items()
-                if obj.mtime_ns is not None and not rel.startswith(STATE_DIR + "/")
-            }
+            entries = index_entries(self._objects, STATE_DIR + "/")
             self._dirty = False
             self._index_written = time.monotonic()
         data = zlib.compress(json.dumps({"version": 1, "objects": entries}).encode(), 1)

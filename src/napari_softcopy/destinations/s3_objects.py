@@ -58,6 +58,16 @@ class S3TempFile(TempFile):
             self.buffer += data
 
 
+def index_entries(objects: Mapping[str, ObjectInfo], skip: str) -> dict[str, list]:
+    """The index's record of ``objects`` (size, ETag, source mtime, stamp) whose source mtime
+    is known, but those below ``skip`` (napari-softcopy's own folder)."""
+    return {
+        rel: [obj.size, obj.etag, obj.mtime_ns, obj.stamp.decode() if obj.stamp else None]
+        for rel, obj in objects.items()
+        if obj.mtime_ns is not None and not rel.startswith(skip)
+    }
+
+
 def etag_of(meta: Mapping) -> str:
     return (meta.get("e_tag") or "").strip('"')
 
