@@ -202,8 +202,9 @@ class SeaweedS3:
 
 
 class FailingProxy:
-    """An HTTP proxy on 127.0.0.1 in front of a real server that answers 500 InternalError,
-    as a server failing on its side does, to the requests ``fails(method, path)`` picks (and
+    """An HTTP proxy on 127.0.0.1 in front of a real server that answers 500 InternalError
+    (or ``answer``), as a server failing on its side does, to the requests
+    ``fails(method, path, headers)`` picks (and
     passes every other one through untouched, the Host header too, so signatures hold).
     A SeaweedFS restarting answers so for seconds while its volumes register: this makes that
     moment last as long as a test needs it. `endpoint`, `env`; `failed` counts the failed
@@ -214,11 +215,15 @@ class FailingProxy:
         b"<Message>We encountered an internal error, please try again.</Message></Error>"
     )
 
-    def __init__(self, server: SeaweedS3, fails) -> None:
+    def __init__(
+        self, server: SeaweedS3, fails, answer: tuple[int, str] = (500, "InternalError")
+    ) -> None:
         import http.client
         import http.server
 
         self.server, self.fails, self.failed = server, fails, 0
+        status, code = answer
+        self.status, self.body = status, self.BODY.replace(b"InternalError", code.encode())
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         proxy = self
         target = urllib.parse.urlsplit(server.endpoint)
@@ -233,13 +238,14 @@ class FailingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 proxy.requests.append((self.command, urllib.parse.urlsplit(self.path).path))
-                if proxy.fails(self.command, urllib.parse.urlsplit(self.path).path):
+                path = urllib.parse.urlsplit(self.path).path
+                if proxy.fails(self.command, path, self.headers):
                     proxy.failed += 1
-                    self.send_response(500)
+                    self.send_response(proxy.status)
                     self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(proxy.BODY)))
+                    self.send_header("Content-Length", str(len(proxy.body)))
                     self.end_headers()
-                    self.wfile.write(proxy.BODY)
+                    self.wfile.write(proxy.body)
                     return
                 conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
                 try:
