@@ -3,6 +3,7 @@ finished light-sheet and many-files archives into SeaweedFS on 127.0.0.1, in one
 A B C ...), plus napari-softcopy's live drain (the acquisition's marker to the copy's exit).
 
     python -m benchmarks.s3 [--workloads lightsheet manyfiles] [--reps 1] [--json FILE]
+        [--readback N] [--upload-loop N]
 
 The server is the tests' own (`tests/s3_server.py`: free ports, its data in the run's
 folder, stopped at the end). Each copy goes to a fresh prefix; a copy counts only when the
@@ -138,13 +139,115 @@ def live_drain(workload, server: SeaweedS3, workdir: Workdir, n: int) -> dict:
     }
 
 
+def _store(server: SeaweedS3, prefix: str, **config):
+    from obstore.store import S3Store
+
+    return S3Store(
+        BUCKET,
+        prefix=prefix,
+        endpoint=server.endpoint,
+        access_key_id=server.key,
+        secret_access_key=server.secret,
+        region="us-east-1",
+        client_options={"allow_http": True},
+        **config,
+    )
+
+
+def readback(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> list[dict]:
+    """Reading ``n`` objects of ``size`` bytes back and hashing them (what the manifest does
+    with every copied file) on `manifest.hash_workers` threads: one GET per object
+    (`S3Destination.read`, now) against obstore's ``open_reader`` (a HEAD, then the bytes:
+    before), in turns."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import blake3
+    import obstore
+
+    from napari_softcopy.destinations.s3 import S3Destination
+    from napari_softcopy.manifest import hash_workers, read_back
+
+    store = _store(server, "readback")
+    names = [f"c/{i}" for i in range(n)]
+    data = os.urandom(size)
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(lambda k: obstore.put(store, k, data, use_multipart=False), names))
+    dest = S3Destination(f"s3://{BUCKET}/readback", create=False, env=os.environ | server.env())
+
+    def head_then_get(rel: str) -> None:
+        h = blake3.blake3()
+        f = obstore.open_reader(store, rel)
+        while block := f.read(1 << 20):
+            h.update(block)
+
+    ways = {"get": lambda rel: read_back(dest, rel), "head+get": head_then_get}
+    out = []
+    for r in range(rounds):
+        for way, fn in ways.items():
+            t = time.monotonic()
+            with ThreadPoolExecutor(hash_workers(dest)) as pool:
+                list(pool.map(fn, names))
+            out.append(
+                {"readback": way, "round": r, "objects": n, "s": round(time.monotonic() - t, 2)}
+            )
+            print(json.dumps(out[-1]), flush=True)
+    dest.close()
+    return out
+
+
+def upload_loop(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> list[dict]:
+    """``n`` PUTs of ``size`` bytes on 32 threads (`S3Destination.suggested_workers`), obstore
+    against boto3 (one client, 32 connections), in turns: the client library alone, as the
+    issue asks (boto3 is installed for this only; it is no dependency)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import obstore
+
+    try:
+        import boto3
+        from botocore.config import Config
+    except ImportError:
+        print("boto3 is not installed: pip install boto3 to compare", file=sys.stderr)
+        return []
+    data = os.urandom(size)
+    store = _store(server, "loop-obstore")
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.key,
+        aws_secret_access_key=server.secret,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=32),
+    )
+    ways = {
+        "obstore": lambda i: obstore.put(store, f"{i}", data, use_multipart=False),
+        "boto3": lambda i: client.put_object(Bucket=BUCKET, Key=f"loop-boto3/{i}", Body=data),
+    }
+    out = []
+    for r in range(rounds):
+        for way, fn in ways.items():
+            t = time.monotonic()
+            with ThreadPoolExecutor(32) as pool:
+                list(pool.map(fn, range(n)))
+            wall = time.monotonic() - t
+            out.append({"upload_loop": way, "round": r, "objects": n, "s": round(wall, 2)})
+            print(json.dumps(out[-1]), flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workloads", nargs="+", default=["lightsheet", "manyfiles"])
+    p.add_argument("--workloads", nargs="*", default=["lightsheet", "manyfiles"])
     p.add_argument("--reps", type=int, default=1)
     p.add_argument("--tools", nargs="+", default=list(TOOLS))
     p.add_argument("--no-live", action="store_true")
     p.add_argument("--json", type=Path)
+    p.add_argument(
+        "--upload-loop", type=int, default=0, metavar="N", help="also time N PUTs, obstore/boto3"
+    )
+    p.add_argument(
+        "--readback", type=int, default=0, metavar="N", help="also time reading N objects back"
+    )
     p.add_argument(
         "--timepoints",
         nargs="*",
@@ -158,9 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="s3-", dir=raw))
     workdir = Workdir(root / "runs")
     server = SeaweedS3(root / "seaweed", buckets=(BUCKET,))
-    results: dict = {"bulk": [], "live": []}
+    results: dict = {"bulk": [], "live": [], "readback": [], "upload_loop": []}
     server.start()
     try:
+        if args.upload_loop:
+            results["upload_loop"] = upload_loop(server, args.upload_loop, max(3, args.reps))
+        if args.readback:
+            results["readback"] = readback(server, args.readback, max(3, args.reps))
         for wl_name in args.workloads:
             workload = WORKLOADS[wl_name]
             src = bulk.make_source(workload, workdir, args.timepoints.get(wl_name))

@@ -19,7 +19,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -197,6 +199,91 @@ class SeaweedS3:
                 for sock in glob.glob(f"/tmp/seaweedfs-*-{port}.sock"):
                     with contextlib.suppress(OSError):
                         os.unlink(sock)
+
+
+class FailingProxy:
+    """An HTTP proxy on 127.0.0.1 in front of a real server that answers 500 InternalError
+    (or ``answer``), as a server failing on its side does, to the requests
+    ``fails(method, path, headers)`` picks (and
+    passes every other one through untouched, the Host header too, so signatures hold).
+    A SeaweedFS restarting answers so for seconds while its volumes register: this makes that
+    moment last as long as a test needs it. `endpoint`, `env`; `failed` counts the failed
+    answers, `requests` lists every request."""
+
+    BODY = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code>'
+        b"<Message>We encountered an internal error, please try again.</Message></Error>"
+    )
+
+    def __init__(
+        self, server: SeaweedS3, fails, answer: tuple[int, str] = (500, "InternalError")
+    ) -> None:
+        import http.client
+        import http.server
+
+        self.server, self.fails, self.failed = server, fails, 0
+        status, code = answer
+        self.status, self.body = status, self.BODY.replace(b"InternalError", code.encode())
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request
+        proxy = self
+        target = urllib.parse.urlsplit(server.endpoint)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:  # (quiet: pytest shows stderr on failure)
+                pass
+
+            def _any(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                proxy.requests.append((self.command, urllib.parse.urlsplit(self.path).path))
+                path = urllib.parse.urlsplit(self.path).path
+                if proxy.fails(self.command, path, self.headers):
+                    proxy.failed += 1
+                    self.send_response(proxy.status)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(proxy.body)))
+                    self.end_headers()
+                    self.wfile.write(proxy.body)
+                    return
+                conn = http.client.HTTPConnection(target.hostname, target.port, timeout=30)
+                try:
+                    conn.request(self.command, self.path, body, dict(self.headers.items()))
+                    answer = conn.getresponse()
+                    data = answer.read()
+                finally:
+                    conn.close()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
+
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def env(self) -> dict[str, str]:
+        return self.server.env() | {"AWS_ENDPOINT_URL": self.endpoint}
+
+    def __enter__(self) -> FailingProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(10)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ server (SeaweedFS on 127.0.0.1, `s3_server`), and says what is wrong at the star
 
 from __future__ import annotations
 
+import base64
 import errno
 import itertools
 import os
@@ -17,7 +18,8 @@ from destination_tests import MTIME_NS, STAMP, DestinationTests, publish, read_b
 from napari_softcopy.destinations import Destination, is_copy_of
 from napari_softcopy.destinations.s3 import INDEX, META_MTIME, META_STAMP, S3Destination
 from napari_softcopy.destinations.s3_settings import S3SettingsError, parse_s3_url
-from s3_server import free_ports
+from napari_softcopy.destinations.s3_uploads import signed_request
+from s3_server import FailingProxy, free_ports
 
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
 _prefixes = itertools.count()
@@ -210,3 +212,111 @@ def test_multipart_uploads_left_by_a_killed_copy_are_aborted_at_the_next_start(s
     S3Destination(f"s3://softcopy/{prefix}").close()  # (a copy starts)
     assert left(f"{prefix}/") == []
     assert left("elsewhere/") == ["elsewhere/shard"]  # (not below the copy's prefix)
+
+
+def test_a_server_failing_on_its_side_is_waited_for_not_an_internal_error(s3_env, tmp_path):
+    """A 500 where the destination is opened again (the verification does, mid-copy) or an
+    object read back is an OSError EIO, which the engine waits for with a visible "retrying":
+    SeaweedFS answers so for seconds after a restart, and it once failed a copy as an
+    "internal error" (the index's GET raised obstore's own error)."""
+    url = f"s3://softcopy/failing/{os.getpid()}-{next(_prefixes)}"
+    dest = S3Destination(url)
+    publish(dest, "c/0", b"chunk")
+    dest.close()  # (writes the index)
+
+    def index_get(method: str, path: str, _headers) -> bool:
+        return method == "GET" and path.endswith(f"/{INDEX}")
+
+    with FailingProxy(s3_env, index_get) as proxy:
+        with pytest.raises(OSError) as raised:
+            S3Destination(url, create=False, env=proxy.env())
+        assert raised.value.errno == errno.EIO
+        assert "500 InternalError" in str(raised.value) and "starting" in str(raised.value)
+        assert s3_env.secret not in str(raised.value)
+        assert proxy.failed >= 1
+    # Reading an object back: the same (its GET fails after the listing and HEAD worked).
+    failing = {"get": False}
+
+    def chunk_get(method: str, path: str, _headers) -> bool:
+        return failing["get"] and path.endswith("/c/0")
+
+    with FailingProxy(s3_env, chunk_get) as proxy:
+        dest = S3Destination(url, create=False, env=proxy.env())
+        failing["get"] = True
+        with pytest.raises(OSError) as raised, dest.read("c/0") as f:
+            f.read()
+        assert raised.value.errno == errno.EIO
+        dest.close()
+
+
+def test_a_verification_opening_the_copy_s_root_again_needs_no_head_per_object(s3_env):
+    """The verification opens its own `S3Destination`: what the copy published since its
+    last index write is taken from the copy (same ETag and size), not read with a HEAD per
+    object; an object rewritten by another tool meanwhile still is, and is no copy."""
+    url = f"s3://softcopy/reopen/{os.getpid()}-{next(_prefixes)}"
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        copier = S3Destination(url, env=proxy.env())
+        for i in range(20):
+            publish(copier, f"c/{i}", b"chunk %d" % i)
+        obstore.put(raw_store(s3_env, url.removeprefix("s3://softcopy/")), "c/0", b"other!!")
+        proxy.requests.clear()
+        again = S3Destination(url, create=False, env=proxy.env())
+        listed = again.listdir("c")
+        heads = [path for method, path in proxy.requests if method == "HEAD"]
+        assert len(listed) == 20
+        assert [h.rpartition("/")[2] for h in heads] == ["0"], heads
+        assert listed["0"].mtime_ns != MTIME_NS  # (its server time: never the source's)
+        assert listed["1"].mtime_ns == MTIME_NS and again.source_stamp("c/1") == STAMP
+        again.close()
+        copier.close()
+
+
+def crc64nvme(data: bytes) -> str:
+    """CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5, all ones in and out) as S3 gives it:
+    the 8 bytes big-endian, base64."""
+    crc = (1 << 64) - 1
+    for byte in data:
+        crc ^= byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ (0x9A6C9329AC4BC9B5 if crc & 1 else 0)
+    return base64.b64encode((crc ^ ((1 << 64) - 1)).to_bytes(8, "big")).decode()
+
+
+def stored_checksum(server, key: str) -> str | None:
+    got: dict[str, str] = {}
+    credentials = {"key": server.key, "secret": server.secret}
+    signed_request(
+        "HEAD", server.endpoint, "softcopy", key, {}, credentials, "us-east-1",
+        extra={"x-amz-checksum-mode": "ENABLED"}, response_headers=got,
+    )  # fmt: skip
+    return got.get("x-amz-checksum-crc64nvme")
+
+
+def test_every_upload_carries_its_crc64nvme_which_the_server_checks_and_keeps(s3_env):
+    """SeaweedFS (as AWS) checks the checksum against the bytes it received and keeps it:
+    the stored one is the source content's."""
+    assert crc64nvme(b"123456789") == base64.b64encode(bytes.fromhex("ae8b14860a799888")).decode()
+    prefix = f"checksum/{os.getpid()}-{next(_prefixes)}"
+    dest = S3Destination(f"s3://softcopy/{prefix}")
+    assert dest.checksum == "CRC64NVME"
+    small = os.urandom(70_000)
+    publish(dest, "c/0", small)
+    dest.close()
+    assert stored_checksum(s3_env, f"{prefix}/c/0") == crc64nvme(small)
+
+
+def test_a_server_refusing_the_checksum_header_gets_uploads_without_it_said_once(s3_env, caplog):
+    from napari_softcopy.platform import degraded
+
+    def with_checksum(_method, _path, headers) -> bool:
+        return any(name.lower().startswith("x-amz-checksum-") for name in headers)
+
+    url = f"s3://softcopy/nochecksum/{os.getpid()}-{next(_prefixes)}"
+    with FailingProxy(s3_env, with_checksum, answer=(400, "InvalidRequest")) as proxy:
+        dest = S3Destination(url, env=proxy.env())
+        publish(dest, "c/0", b"chunk")
+        assert dest.checksum is None and proxy.failed == 1
+        assert read_back(dest, "c/0") == b"chunk"
+        dest.close()
+    notices = [n for n in degraded() if n.startswith("server checksums is off")]
+    assert len(notices) == 1 and "InvalidRequest" in notices[0], degraded()

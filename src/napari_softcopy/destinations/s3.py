@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import io
 import json
 import secrets
@@ -44,19 +45,21 @@ import time
 import zlib
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from typing import BinaryIO
 
+from . import s3_copiers as copiers
 from .base import STATE_DIR, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
-from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, ns_of
+from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, index_entries, ns_of
 from .s3_settings import (
     S3Location,
     S3SettingsError,
     describe_error,
     endpoint_of,
+    is_transient,
     parse_s3_url,
     store_config,
 )
+from .s3_stores import make_stores
 from .s3_uploads import abort_left_behind
 
 META_MTIME = "softcopy-mtime-ns"
@@ -67,6 +70,15 @@ ROOT_ID = f"{STATE_DIR}/s3-root"
 INDEX_EVERY_S = 20.0
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
+#: Bytes of an object read back held at once (`read`).
+READ_CHUNK = 1 << 20
+#: The checksum each PUT carries (`_make_stores`): CRC64NVME, AWS's default for new objects
+#: since 2025, computed in Rust (GB/s) and kept whole-object even for multipart uploads.
+CHECKSUM = "CRC64NVME"
+#: A small object each copy's start PUTs with the checksum (`_check_checksums`).
+PROBE = f"{STATE_DIR}/s3-checksum-probe"
+#: What a server that does not know the checksum header answers (a PUT refused for it).
+_REFUSED_HEADER = ("InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidDigest")
 #: Requests in flight for reading metadata (HEAD) of objects the index does not know.
 HEAD_CONCURRENCY = 16
 
@@ -92,9 +104,7 @@ class S3Destination(Destination):
     """
 
     def __init__(self, url: str, *, create: bool = True, env: Mapping[str, str] | None = None):
-        try:
-            from obstore.store import S3Store
-        except ImportError:
+        if importlib.util.find_spec("obstore") is None:
             raise S3SettingsError(
                 f"{url}: S3 destinations need obstore; pip install 'napari-softcopy[s3]'"
             ) from None
@@ -102,37 +112,8 @@ class S3Destination(Destination):
         self.location: S3Location = parse_s3_url(url)
         self.path = self.location.url  # type: ignore[assignment] (for messages: a URL)
         self.endpoint = endpoint_of(env)
-        config, client_options, provider = store_config(env)
-        kwargs = {"credential_provider": provider} if provider is not None else {}
-        prefix = self.location.prefix or None
-        self._store = S3Store(
-            self.location.bucket,
-            prefix=prefix,
-            config=config,
-            client_options={**client_options, "connect_timeout": "5s", "timeout": "120s"},
-            # A few quick retries of each request here; longer outages are the engine's
-            # (backoff with a visible "retrying in N s", `_io_error`).
-            retry_config={
-                "max_retries": 4,
-                "backoff": {
-                    "init_backoff": timedelta(milliseconds=100),
-                    "max_backoff": timedelta(seconds=15),
-                    "base": 2,
-                },
-                "retry_timeout": timedelta(seconds=15),
-            },
-            **kwargs,
-        )
-        # The first requests say at once what is wrong (no bucket, wrong keys, no server):
-        # a store that answers fast, for the start only.
-        self._probe = S3Store(
-            self.location.bucket,
-            prefix=prefix,
-            config=config,
-            client_options={**client_options, "connect_timeout": "3s", "timeout": "20s"},
-            retry_config={"max_retries": 1, "retry_timeout": timedelta(seconds=5)},
-            **kwargs,
-        )
+        self._settings = store_config(env)
+        self._make_stores(checksum=CHECKSUM)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,  # (recorded as metadata, to the nanosecond)
             xattrs=True,  # (the stamp is recorded as metadata)
@@ -151,9 +132,38 @@ class S3Destination(Destination):
         self._closed = False
         self._list_all()
         if create:
+            self._check_checksums()
             self._root_id = self._own_root()
+            copiers.register(self)
             # Only this copy writes below the prefix: what a killed one left is aborted.
-            abort_left_behind(self.location, str(self.path), self.endpoint, config, env)
+            abort_left_behind(self.location, str(self.path), self.endpoint, self._settings[0], env)
+
+    def _make_stores(self, checksum: str | None) -> None:
+        self._store, self._probe = make_stores(self.location, self._settings, checksum)
+        self.checksum = checksum
+
+    def _check_checksums(self) -> None:
+        """PUT a small object with its checksum; a server that refuses the header gets
+        uploads without it (said once: each upload is still guarded by the signed payload's
+        SHA-256, but the server keeps no checksum of the content)."""
+        import obstore
+
+        from ..platform import degrade
+
+        try:
+            obstore.put(self._probe, PROBE, b"softcopy", use_multipart=False)
+            return
+        except Exception as exc:
+            text = str(exc)
+            if not any(f"<Code>{code}</Code>" in text for code in _REFUSED_HEADER):
+                raise self._fail(exc) from None
+        self._make_stores(checksum=None)
+        code = next(c for c in _REFUSED_HEADER if f"<Code>{c}</Code>" in text)
+        degrade(
+            "server checksums",
+            f"{self.endpoint} refused x-amz-checksum-{CHECKSUM.lower()} ({code}); uploads go "
+            "without it (each is still checked by the signed payload's SHA-256)",
+        )
 
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
@@ -161,7 +171,7 @@ class S3Destination(Destination):
         A server that does not answer may come back: OSError EIO, which the engine waits
         for (a verification opening the destination again meanwhile, say)."""
         message = describe_error(exc, self.location, self.endpoint)
-        if message.startswith("cannot reach"):
+        if is_transient(message):
             return OSError(errno.EIO, message)
         return S3SettingsError(message)
 
@@ -191,6 +201,7 @@ class S3Destination(Destination):
                     ),
                 )
         self._load_index()
+        copiers.take_metadata(self)
 
     def _load_index(self) -> None:
         import obstore
@@ -198,9 +209,15 @@ class S3Destination(Destination):
         if INDEX not in self._objects:
             return
         try:
-            raw = zlib.decompress(bytes(obstore.get(self._store, INDEX).bytes()))
-            entries = json.loads(raw)["objects"]
-        except (ValueError, KeyError, zlib.error, FileNotFoundError):
+            raw = bytes(obstore.get(self._store, INDEX).bytes())
+        except FileNotFoundError:
+            return  # (removed since the listing: every object is looked at with a HEAD)
+        except Exception as exc:
+            # (a server failing now, restarting say, fails the HEADs too: said, not guessed)
+            raise self._fail(exc) from None
+        try:
+            entries = json.loads(zlib.decompress(raw))["objects"]
+        except (ValueError, KeyError, zlib.error):
             return  # (unreadable: every object is looked at with a HEAD instead)
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
             obj = self._objects.get(rel)
@@ -225,6 +242,7 @@ class S3Destination(Destination):
         """Write the index if it changed (a later run then needs no HEAD per object)."""
         if not self._closed:
             self._closed = True
+            copiers.unregister(self)
             with contextlib.suppress(OSError, Exception):
                 self._write_index()
 
@@ -274,11 +292,7 @@ class S3Destination(Destination):
         with self._lock:
             if not self._dirty:
                 return
-            entries = {
-                rel: [obj.size, obj.etag, obj.mtime_ns, obj.stamp.decode() if obj.stamp else None]
-                for rel, obj in self._objects.items()
-                if obj.mtime_ns is not None and not rel.startswith(STATE_DIR + "/")
-            }
+            entries = index_entries(self._objects, STATE_DIR + "/")
             self._dirty = False
             self._index_written = time.monotonic()
         data = zlib.compress(json.dumps({"version": 1, "objects": entries}).encode(), 1)
@@ -398,10 +412,10 @@ class S3Destination(Destination):
         import obstore
 
         try:
-            reader = obstore.open_reader(self._store, rel)
+            result = obstore.get(self._store, rel)
         except Exception as exc:
             raise self._io_error(exc) from None
-        return io.BufferedReader(ObjectReader(reader), 4 << 20)
+        return io.BufferedReader(ObjectReader(result, self._io_error, READ_CHUNK), READ_CHUNK)
 
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:

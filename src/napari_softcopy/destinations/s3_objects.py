@@ -3,10 +3,9 @@ file on their way to its object (`S3TempFile`), and an object read back as a str
 
 from __future__ import annotations
 
-import contextlib
 import io
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -59,6 +58,16 @@ class S3TempFile(TempFile):
             self.buffer += data
 
 
+def index_entries(objects: Mapping[str, ObjectInfo], skip: str) -> dict[str, list]:
+    """The index's record of ``objects`` (size, ETag, source mtime, stamp) whose source mtime
+    is known, but those below ``skip`` (napari-softcopy's own folder)."""
+    return {
+        rel: [obj.size, obj.etag, obj.mtime_ns, obj.stamp.decode() if obj.stamp else None]
+        for rel, obj in objects.items()
+        if obj.mtime_ns is not None and not rel.startswith(skip)
+    }
+
+
 def etag_of(meta: Mapping) -> str:
     return (meta.get("e_tag") or "").strip('"')
 
@@ -68,22 +77,38 @@ def ns_of(dt) -> int:
 
 
 class ObjectReader(io.RawIOBase):
-    """An obstore ``ReadableFile`` as a raw binary stream (``with``, ``read``)."""
+    """The body of one GET as a raw binary stream (``with``, ``read``), chunk by chunk as it
+    arrives (``min_chunk_size``: what is held at once, whatever the object's size); a failed
+    request raises what ``as_oserror`` makes of it (the engine waits for an OSError EIO).
 
-    def __init__(self, reader) -> None:
-        self._reader = reader
+    One request per object: obstore's ``open_reader`` asks for the size first (a HEAD), then
+    the bytes, which doubled the requests of reading a copy of small chunks back."""
+
+    def __init__(
+        self, result, as_oserror: Callable[[BaseException], OSError], min_chunk_size: int
+    ) -> None:
+        self._chunks = iter(result.stream(min_chunk_size=min_chunk_size))
+        self._as_oserror = as_oserror
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._reader.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        while not self._pending:
+            try:
+                chunk = next(self._chunks, None)
+            except Exception as exc:
+                raise self._as_oserror(exc) from None
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
         return n
 
     def close(self) -> None:
-        if not self.closed:
-            with contextlib.suppress(Exception):
-                self._reader.close()
+        self._chunks = iter(())
+        self._pending = memoryview(b"")
         super().close()

@@ -105,7 +105,12 @@ def store_config(env: Mapping[str, str] | None = None) -> tuple[dict, dict, obje
     provider = None
     has_env_keys = bool(env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"))
     profile, creds, conf = _profile_sections(env)
-    if not has_env_keys:
+    if has_env_keys:  # (said here too: ``env`` need not be the process's environment)
+        config["aws_access_key_id"] = env["AWS_ACCESS_KEY_ID"]
+        config["aws_secret_access_key"] = env["AWS_SECRET_ACCESS_KEY"]
+        if env.get("AWS_SESSION_TOKEN"):
+            config["aws_session_token"] = env["AWS_SESSION_TOKEN"]
+    else:
         merged = {**conf, **creds}  # (the credentials file wins, as in the AWS CLI)
         if merged.get("aws_access_key_id") and merged.get("aws_secret_access_key"):
             config["aws_access_key_id"] = merged["aws_access_key_id"]
@@ -160,12 +165,18 @@ def describe_error(exc: BaseException, location: S3Location, endpoint: str) -> s
             f"{where}: the server refused the credentials; check AWS_ACCESS_KEY_ID/"
             "AWS_SECRET_ACCESS_KEY or the AWS_PROFILE in use"
         )
-    if "AccessDenied" in text or "403" in text:
+    if "AccessDenied" in text or "status code: 403" in text:  # (not "403" in a time)
         return f"{where}: access denied; these credentials may not write to this bucket"
     if ("Missing" in text and "credential" in text.lower()) or "NoCredentials" in text:
         return (
             f"{where}: no credentials found; set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE with ~/.aws/credentials"
+        )
+    # (before the words below: obstore's text of any retried request says "retry_timeout")
+    if (status := _server_error(text)) is not None:
+        return (
+            f"the server at {endpoint} failed a request for {location.url} ({status}): it may "
+            "be starting or overloaded"
         )
     if any(word in text for word in ("connect", "Connection", "dns error", "timed out", "timeout")):
         return (
@@ -174,3 +185,25 @@ def describe_error(exc: BaseException, location: S3Location, endpoint: str) -> s
         )
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"{where}: {first[:300]}"
+
+
+#: S3 error codes that say the server failed, not the request: retried later, as AWS's own
+#: SDKs do (a SeaweedFS restarting answers 500 "volume not found" for a few seconds while its
+#: volumes register, though it already lists objects).
+_SERVER_CODES = ("InternalError", "ServiceUnavailable", "SlowDown", "RequestTimeout")
+_STATUS = re.compile(r"status code: (5\d\d)")
+
+
+def _server_error(text: str) -> str | None:
+    """The server-side failure ``text`` reports (``"500 InternalError"``), None for another."""
+    status = _STATUS.search(text)
+    code = next((c for c in _SERVER_CODES if f"<Code>{c}</Code>" in text), None)
+    if status is None and code is None:
+        return None
+    return " ".join(x for x in (status.group(1) if status else None, code) if x)
+
+
+def is_transient(message: str) -> bool:
+    """Whether a `describe_error` message says the server may answer later (unreachable or
+    failing on its side), rather than a setting the user must fix."""
+    return message.startswith(("cannot reach ", "the server at "))

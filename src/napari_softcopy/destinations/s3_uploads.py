@@ -39,9 +39,12 @@ def signed_request(
     credentials: Mapping[str, str],
     region: str,
     timeout: float = 10.0,
+    extra: Mapping[str, str] | None = None,
+    response_headers: dict[str, str] | None = None,
 ) -> bytes:
-    """Send one signed S3 request with an empty body; the response body (HTTPError on a
-    status other than 2xx)."""
+    """Send one signed S3 request with an empty body (and the headers ``extra``, signed too);
+    the response body (HTTPError on a status other than 2xx), its headers into
+    ``response_headers`` (lower-case names) where given."""
     url = urllib.parse.urlsplit(endpoint)
     path = "/" + _quote(bucket) + ("/" + "/".join(_quote(p) for p in key.split("/")) if key else "")
     canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
@@ -54,6 +57,7 @@ def signed_request(
     }
     if credentials.get("token"):
         headers["x-amz-security-token"] = credentials["token"]
+    headers.update({k.lower(): v for k, v in (extra or {}).items()})
     signed = ";".join(sorted(headers))
     canonical = "\n".join(
         [
@@ -80,6 +84,8 @@ def signed_request(
     full = f"{url.scheme}://{url.netloc}{path}" + (f"?{canonical_query}" if query else "")
     request = urllib.request.Request(full, method=method, headers=headers)
     with urllib.request.urlopen(request, timeout=timeout) as response:
+        if response_headers is not None:
+            response_headers.update((k.lower(), v) for k, v in response.getheaders())
         return response.read()
 
 
