@@ -19,7 +19,7 @@ from ..platform import lower_thread_priority
 from ..quiet import SourceActivity
 from ..readiness import SourceEventHandler
 from ..status import FINAL_STATES, JobState, write_status_file
-from ..watcher import start_watching
+from ..watching import start_watching
 from .finish import _CONFIRM_BY_SCAN, Finish
 from .helpers import HelperPump
 from .live import LiveCopy
