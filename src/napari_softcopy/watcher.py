@@ -359,20 +359,33 @@ class InotifyWatcher:
             self._watch_tree(path, report=True)
 
     def _deliver(self) -> None:
-        """Hand over the events in order, up to a rename still waiting for its other half."""
+        """Hand over the events in order, up to a rename still waiting for its other half:
+        as one batch to a handler that takes them so (``dispatch_many``), else one by one."""
         now = time.monotonic()
+        ready: list[FileSystemEvent] = []
         while self._out:
             item = self._out[0]
             if isinstance(item, _Move):
                 if item.dest is None and now < item.due:
-                    return
+                    break
                 self._out.popleft()
-                event = self._moved(item)
+                ready.append(self._moved(item))
             else:
-                event = self._out.popleft()
+                ready.append(self._out.popleft())
+        if not ready:
+            return
+        many = getattr(self._handler, "dispatch_many", None)
+        if many is not None:
+            try:
+                many(ready)
+            except Exception:  # the reader must go on; a scan finds what was lost
+                log.exception("handling %d events failed", len(ready))
+                self._on_unwatched()
+            return
+        for event in ready:
             try:
                 self._handler.dispatch(event)
-            except Exception:  # a hint lost is found by a scan; the reader must go on
+            except Exception:
                 log.exception("handling %r failed", event)
 
     def _moved(self, move: _Move) -> FileSystemEvent:

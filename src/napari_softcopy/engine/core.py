@@ -217,7 +217,12 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             self._set_state(JobState.COPYING)
             # Watch before the first scan so nothing written meanwhile is missed.
             handler = SourceEventHandler(
-                self._src, self._hint, self._request_rescan, self._root_gone, self._touched
+                self._src,
+                self._hint,
+                self._request_rescan,
+                self._root_gone,
+                self._touched,
+                hints=self._hints,
             )
             watching = start_watching(
                 self._src,
