@@ -414,10 +414,10 @@ def test_a_burst_of_writes_reaches_the_pending_set_as_a_few_batches_of_hints(tmp
         root_gone=lambda: None,
         hints=hints,
     )
+    (tmp_path / "0").mkdir()  # (watched from the start: its files come by their events)
     watcher = InotifyWatcher(str(tmp_path), handler, lambda: None)
     watcher.start()
     try:
-        (tmp_path / "0").mkdir()
         for i in range(n):
             temp = tmp_path / "0" / f"{i}.__lock"
             with open(temp, "wb") as f:  # (tensorstore's lockfile pattern: rename, then close)
