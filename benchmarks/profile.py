@@ -71,6 +71,7 @@ def live(args) -> int:
         argv = [
             str(Path(sys.executable).parent / "py-spy"),
             "record",
+            "--subprocesses",
             "-t",
             "-r",
             "250",

@@ -130,3 +130,11 @@ def test_each_walk_of_the_walks_benchmark_walks_every_file(tmp_path, what):
     out = measure(what, str(src), str(dst), memory=what == "chunkmap")
     assert out["files"] == (64 if what == "chunkmap" else files - 1), out
     assert out["s"] > 0 and out["cpu_s"] > 0
+
+
+def test_the_events_benchmark_feeds_every_file_to_the_pending_set():
+    """`benchmarks.events` reaches into the reader and the engine: this keeps it in step (it
+    asserts that every file it fed is pending)."""
+    from benchmarks.events import measure
+
+    assert measure(300, 1) > 0

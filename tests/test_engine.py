@@ -510,3 +510,25 @@ def test_the_private_folder_is_neither_copied_nor_compared(tmp_path):
     names = {p.name for p in (dst / STATE_DIR).iterdir()}
     assert "manifest" in names and not names & {"theirs", "later"}, names  # (and the copy's own)
     assert (dst / STATE_DIR / "manifest").read_text() == "ours"
+
+
+def test_a_batch_of_hints_counts_the_changes_before_and_after_the_markers_event(tmp_path):
+    """A read's hints are added at once (`_hints`), but the marker's event among them still
+    divides them: the changes before it are counted at the marker, one after it is not (a
+    file written after the marker cancels a finish's marker)."""
+    from napari_softcopy.quiet import SourceActivity
+
+    eng = CopyEngine(tmp_path / "a.zarr", tmp_path / "c.zarr", CopyOptions())
+    eng._activity = SourceActivity()
+    eng._hints([("c/0/0", 0.0), ("c/0/1", 0.25), (STATE_DIR + "/x", 0.0)], touched=True)
+    before = eng._activity.changes
+    eng._hints([("c/0/2", 0.0), ("complete", 0.0), ("c/0/3", 0.0)], touched=False)
+    assert eng._finish_reason == "marker"
+    assert eng._marker_event_changes == before + 1  # c/0/2, before the marker
+    assert eng._activity.changes == before + 2  # c/0/3, after it
+    queued = []
+    while (item := eng._pending.take(timeout=0.5)) is not None:
+        queued.append(item.path)
+        if len(queued) == 4:
+            break
+    assert sorted(queued) == ["c/0/0", "c/0/1", "c/0/2", "c/0/3"]  # not the private path

@@ -362,3 +362,48 @@ def test_the_engines_own_reader_is_used_on_linux(tmp_path):
     e.finish()
     assert e.wait(60)
     assert e.status().notices == []
+
+
+@linux_only
+def test_a_burst_of_writes_reaches_the_pending_set_as_a_few_batches_of_hints(tmp_path):
+    """Each read's events go to the engine together (`SourceEventHandler.dispatch_many`): a
+    file's rename and its close are one hint, a writer's temporary files none, and the
+    pending set is locked and its workers woken once a batch, not once an event."""
+    from napari_softcopy.pending import PendingSet
+    from napari_softcopy.readiness import SourceEventHandler
+
+    n = 2000
+    pending = PendingSet()
+    batches: list[list[tuple[str, float]]] = []
+
+    def hints(pairs: list[tuple[str, float]], touched: bool) -> None:
+        batches.append(pairs)
+        pending.add_hints(pairs)
+
+    handler = SourceEventHandler(
+        str(tmp_path),
+        hint=lambda rel, delay: pytest.fail(f"hint {rel} one by one"),
+        rescan=lambda: None,
+        root_gone=lambda: None,
+        hints=hints,
+    )
+    (tmp_path / "0").mkdir()  # (watched from the start: its files come by their events)
+    watcher = InotifyWatcher(str(tmp_path), handler, lambda: None)
+    watcher.start()
+    try:
+        for i in range(n):
+            temp = tmp_path / "0" / f"{i}.__lock"
+            with open(temp, "wb") as f:  # (tensorstore's lockfile pattern: rename, then close)
+                f.write(b"x")
+                os.rename(temp, tmp_path / "0" / str(i))
+        wait_for(lambda: len(pending) >= n, 30, "every file pending")
+    finally:
+        watcher.stop()
+        watcher.join(5)
+    rels = [rel for batch in batches for rel, _ in batch]
+    assert set(rels) == {f"0/{i}" for i in range(n)}  # no temporary file
+    # Each file once, but for one whose rename and close fell into two reads.
+    assert len(rels) <= n + len(batches)
+    assert all(delay == 0.0 for batch in batches for _, delay in batch)
+    assert len(batches) <= n // 10, f"{len(batches)} batches for {n} files"
+    assert len(pending) == n

@@ -31,9 +31,13 @@ _TEMP_RE = re.compile(r"(\.__lock|\.[0-9a-f]{32}\.partial|\.softcopy-tmp)$")
 OWN_TEMP_SUFFIX = ".softcopy-tmp"
 
 
+#: How every name `_TEMP_RE` matches ends: a chunk's name is ruled out by one C call.
+_TEMP_ENDINGS = ("__lock", ".partial", OWN_TEMP_SUFFIX)
+
+
 def is_temp_name(name: str) -> bool:
     """Return True when ``name`` is a writer's temporary file, never to be copied."""
-    return _TEMP_RE.search(name) is not None
+    return name.endswith(_TEMP_ENDINGS) and _TEMP_RE.search(name) is not None
 
 
 def is_own_temp_name(name: str) -> bool:

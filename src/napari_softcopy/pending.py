@@ -19,6 +19,7 @@ import itertools
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -73,6 +74,8 @@ class PendingSet:
         self._filling_since = 0.0
         self._n_waiting = 0
         self._limit = 0  # the limit the waiting paths wait for (room below half of it)
+        # What `_add` queued since the workers were last woken (`_wake`).
+        self._queued_since_wake = self._delayed_since_wake = False
 
     def __len__(self) -> int:
         return len(self._entries) + self._n_waiting
@@ -93,45 +96,90 @@ class PendingSet:
         False (nothing added) beyond both: the caller must see that a scan finds it."""
         now = time.monotonic()
         with self._cond:
-            entry = self._entries.get(path)
-            if entry is None and limit is not None and len(self._entries) >= limit:
-                if path in self._filling[-8:]:
-                    return True  # (a file's events come in pairs: a rename, then a close)
-                if self._n_waiting >= spill:
-                    return False
-                if not self._filling:
-                    self._filling_since = now
-                self._filling.append(path)
-                if len(self._filling) >= _CHUNK:
-                    self._seal()
-                self._n_waiting += 1
-                self._limit = limit
-                return True
-            if entry is None:
-                self._entries[path] = entry = _Entry(now + delay, size, force=force)
-                self._high = max(self._high, len(self._entries))
-                self._schedule(path, entry, now + delay)
-            elif entry.state == IN_FLIGHT:
-                entry.dirty = True
-                entry.force |= force
-            else:
-                entry.force |= force
-                entry.size = max(entry.size, size)
-                if entry.state == DELAYED and delay == 0.0:
-                    entry.state = QUEUED  # the heap entry goes stale; `take` skips it
-                    self._ready.append(path)
-                    self._cond.notify()
+            added = self._add(path, size, delay, force, limit, spill, now)
+            self._wake()
+        return added
+
+    def add_hints(
+        self, hints: Iterable[tuple[str, float]], *, limit: int | None = None, spill: int = 0
+    ) -> int:
+        """`add` each ``(path, delay)`` of a batch of file events, under one lock and with
+        one wake-up of the workers (not one per path: a writer's burst is thousands of
+        events a second). Returns how many were refused (beyond ``limit`` and ``spill``)."""
+        now = time.monotonic()
+        refused = 0
+        with self._cond:
+            for path, delay in hints:
+                if not self._add(path, 0, delay, False, limit, spill, now):
+                    refused += 1
+            self._wake()
+        return refused
+
+    def _add(
+        self,
+        path: str,
+        size: int,
+        delay: float,
+        force: bool,
+        limit: int | None,
+        spill: int,
+        now: float,
+    ) -> bool:
+        """`add` with the lock held; the workers are woken by the caller (`_wake`)."""
+        entry = self._entries.get(path)
+        if entry is None and limit is not None and len(self._entries) >= limit:
+            if path in self._filling[-8:]:
+                return True  # (a file's events come in pairs: a rename, then a close)
+            if self._n_waiting >= spill:
+                return False
+            if not self._filling:
+                self._filling_since = now
+            self._filling.append(path)
+            if len(self._filling) >= _CHUNK:
+                self._seal()
+            self._n_waiting += 1
+            self._limit = limit
+            return True
+        if entry is None:
+            self._entries[path] = entry = _Entry(now + delay, size, force=force)
+            self._high = max(self._high, len(self._entries))
+            self._schedule(path, entry, now + delay, notify=False)
+        elif entry.state == IN_FLIGHT:
+            entry.dirty = True
+            entry.force |= force
+        else:
+            entry.force |= force
+            entry.size = max(entry.size, size)
+            if entry.state == DELAYED and delay == 0.0:
+                entry.state = QUEUED  # the heap entry goes stale; `take` skips it
+                self._ready.append(path)
+                self._queued_since_wake = True
         return True
 
-    def _schedule(self, path: str, entry: _Entry, due: float) -> None:
+    def _wake(self) -> None:
+        """Wake the workers for what `_add` queued (lock held): one for ready paths, all
+        when a delay was added (a sleeping worker's wait may now be too long)."""
+        if self._delayed_since_wake:
+            self._cond.notify_all()
+        elif self._queued_since_wake:
+            self._cond.notify(len(self._ready))
+        self._queued_since_wake = self._delayed_since_wake = False
+
+    def _schedule(self, path: str, entry: _Entry, due: float, *, notify: bool = True) -> None:
         if due <= time.monotonic():
             entry.state = QUEUED
             self._ready.append(path)
-            self._cond.notify()
+            if notify:
+                self._cond.notify()
+            else:
+                self._queued_since_wake = True
         else:
             entry.state = DELAYED
             heapq.heappush(self._delayed, (due, next(self._seq), path))
-            self._cond.notify_all()
+            if notify:
+                self._cond.notify_all()
+            else:
+                self._delayed_since_wake = True
 
     def take(self, timeout: float | None = None) -> Ready | None:
         """Hand the next ready path to a worker; None on close/timeout."""

@@ -63,6 +63,11 @@ class SourceEventHandler(FileSystemEventHandler):
     touched : callable, optional
         Called for an event that gives no hint (a writer's temporary file, a folder): the
         writer is at work all the same (a requested finish waits for the source to be quiet).
+    hints : callable, optional
+        ``hints(pairs, touched)``: the hints of a batch of events (`dispatch_many`) at once,
+        ``(relpath, delay)`` pairs in the order of the events, each path once; ``touched``
+        when the batch also held events that give no hint. Without it, a batch's hints go
+        to ``hint`` one by one.
     """
 
     def __init__(
@@ -72,6 +77,7 @@ class SourceEventHandler(FileSystemEventHandler):
         rescan: Callable[[], None],
         root_gone: Callable[[], None],
         touched: Callable[[], None] | None = None,
+        hints: Callable[[list[tuple[str, float]], bool], None] | None = None,
     ) -> None:
         super().__init__()
         self.root = root.rstrip(os.sep)
@@ -80,6 +86,7 @@ class SourceEventHandler(FileSystemEventHandler):
         self._rescan = rescan
         self._root_gone = root_gone
         self._touched = touched or (lambda: None)
+        self._hints = hints
 
     def _rel(self, path: str | bytes) -> str | None:
         path = os.fsdecode(path)
@@ -113,3 +120,45 @@ class SourceEventHandler(FileSystemEventHandler):
             self._touched()
         else:
             self._hint(rel, delay)
+
+    def dispatch_many(self, events: list[FileSystemEvent]) -> None:
+        """`dispatch` a batch of events (one read of the kernel's queue), their hints handed
+        over together: a file's rename and its close are one hint, and the engine takes its
+        locks once a batch instead of three times an event."""
+        if self._hints is None:
+            for event in events:
+                self.dispatch(event)
+            return
+        # (a dict keeps the first event's order and the shortest delay of a path's events)
+        batch: dict[str, float] = {}
+        touched = False
+        prefix, cut = self._prefix, len(self._prefix)
+        for event in events:
+            if event.is_directory:
+                kind = event.event_type
+                if kind in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
+                    self._root_gone()
+                elif kind == "moved":
+                    self._rescan()
+                touched = True
+                continue
+            if event.event_type == "moved":
+                old = os.fsdecode(event.src_path)
+                if old.startswith(prefix) and not is_temp_name(old):
+                    old = old[cut:] if os.sep == "/" else old[cut:].replace(os.sep, "/")
+                    batch[old] = 0.0  # a final name moved away: mirror its removal
+                path, delay = os.fsdecode(event.dest_path), 0.0
+            else:
+                path = os.fsdecode(event.src_path)
+                delay = CREATED_SETTLE_S if event.event_type == "created" else 0.0
+            if not path.startswith(prefix):
+                continue
+            if is_temp_name(path):
+                touched = True
+                continue
+            rel = path[cut:] if os.sep == "/" else path[cut:].replace(os.sep, "/")
+            known = batch.get(rel)
+            if known is None or delay < known:
+                batch[rel] = delay
+        if batch or touched:
+            self._hints(list(batch.items()), touched)

@@ -19,7 +19,7 @@ from ..platform import lower_thread_priority
 from ..quiet import SourceActivity
 from ..readiness import SourceEventHandler
 from ..status import FINAL_STATES, JobState, write_status_file
-from ..watcher import start_watching
+from ..watching import start_watching
 from .finish import _CONFIRM_BY_SCAN, Finish
 from .helpers import HelperPump
 from .live import LiveCopy
@@ -223,7 +223,12 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             self._set_state(JobState.COPYING)
             # Watch before the first scan so nothing written meanwhile is missed.
             handler = SourceEventHandler(
-                self._src, self._hint, self._request_rescan, self._root_gone, self._touched
+                self._src,
+                self._hint,
+                self._request_rescan,
+                self._root_gone,
+                self._touched,
+                hints=self._hints,
             )
             watching = start_watching(
                 self._src,

@@ -58,6 +58,31 @@ class LiveCopy(EngineState):
         ):
             self._backlog_full()
 
+    def _hints(self, hints: list[tuple[str, float]], touched: bool) -> None:
+        """`_hint` for a batch of events (`SourceEventHandler.dispatch_many`): one change
+        counted and one lock taken before the marker's event, one after it."""
+        now = time.monotonic()
+        self._last_activity = self._last_event = now
+        marker = self.options.marker
+        start = 0
+        for i, (rel, _delay) in enumerate(hints):
+            if rel == marker:
+                self._add_hints(hints[start:i], touched)
+                touched = False
+                self._hint(rel, 0.0)  # (the changes counted until here came before it)
+                start = i + 1
+        self._add_hints(hints[start:] if start else hints, touched)
+
+    def _add_hints(self, hints: list[tuple[str, float]], touched: bool) -> None:
+        hints = [h for h in hints if not is_private(h[0])]
+        if hints or touched:
+            self._activity.note()
+        if not hints:
+            return
+        tuning = self.tuning
+        if self._pending.add_hints(hints, limit=tuning.hint_limit, spill=tuning.hint_spill):
+            self._backlog_full()
+
     def _backlog_full(self) -> None:
         """An event found the backlog full (`Tuning.hint_limit` entries and `hint_spill`
         compact paths): its file is left to a rescan, so that memory does not follow it."""

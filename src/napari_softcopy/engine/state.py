@@ -24,7 +24,7 @@ from ..quiet import SourceActivity
 from ..status import FINAL_STATES, JobState, Status
 from ..transfer import RateLimiter
 from ..verify import VerifyReport
-from ..watcher import Watching
+from ..watching import Watching
 from .tuning import Tuning
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
