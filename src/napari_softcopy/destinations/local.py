@@ -111,7 +111,9 @@ class LocalDestination(Destination):
         self._namemax = self.probed.max_name_bytes
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
-        self._records = SourceRecords(self.fd, writable=create or probing)
+        self._records = SourceRecords(
+            self.fd, writable=create or probing, stable_mtime=self.capabilities.stable_mtime
+        )
         self._names = NameGuard(self.capabilities, self.path, self._names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
@@ -265,9 +267,7 @@ class LocalDestination(Destination):
                         )
                     record = None
                     if records and is_file:
-                        found = records.get(name)
-                        if found is not None and found[1] == st.st_mtime_ns:
-                            record = found[0]
+                        record = self._records.trusted(records.get(name), st.st_mtime_ns)
                     out[name] = FileInfo(
                         stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
                     )
