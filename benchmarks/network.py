@@ -230,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
                 }.get(wl_name)
                 src = make_source(WORKLOADS[wl_name], workdir, tp)
                 for rep in range(args.reps):
-                    for name in names:
+                    # In turns, the order reversed every other round: on a loaded machine
+                    # the load drifts, and no tool should always run first or last.
+                    for name in names if rep % 2 == 0 else names[::-1]:
                         run = workdir.fresh(f"{wl_name}-{name}-{rep}")
                         dst = share.path / f"{wl_name}-{name}-{rep}" / "copy.zarr"
                         dst.parent.mkdir()

@@ -70,6 +70,8 @@ class Facts:
         Whether ``A`` and ``a`` are two files.
     network : bool
         Whether the storage is behind a server (it can vanish by the server dying).
+    stable_mtime : bool
+        Whether a file keeps the mtime it was given (rclone mount moves it while uploading).
     """
 
     fstype: str
@@ -77,6 +79,7 @@ class Facts:
     xattrs: bool
     case_sensitive: bool = True
     network: bool = False
+    stable_mtime: bool = True
 
 
 FACTS: dict[str, Facts] = {
@@ -92,7 +95,8 @@ FACTS: dict[str, Facts] = {
     "sftp": Facts("fuse.sshfs", 10**9, xattrs=False, network=True),
     # Samba keeps Windows' 100 ns, but a file just written through rclone mount's VFS reads
     # back whole milliseconds; Debian's rclone answers setxattr with EIO (1.75: ENOTSUP).
-    "smb": Facts("fuse.rclone", 10**6, xattrs=False, network=True),
+    # While rclone uploads a closed file, a reader's open shows as its mtime.
+    "smb": Facts("fuse.rclone", 10**6, xattrs=False, network=True, stable_mtime=False),
 }
 KINDS = tuple(FACTS)
 

@@ -148,14 +148,6 @@ class TestLocalDestinationOnSmb(MountedDestinationTests):
     mount_name = "smb_mount"
 
     @pytest.mark.xfail(
-        strict=False,
-        reason="open bug (docs/destinations.md): through rclone mount a file's mtime sometimes "
-        "changes once rclone has uploaded it, between two stats a moment apart",
-    )
-    def test_a_published_file_reads_back_with_its_size_mtime_and_stamp(self, destination):
-        super().test_a_published_file_reads_back_with_its_size_mtime_and_stamp(destination)
-
-    @pytest.mark.xfail(
         strict=True,
         reason="rclone mount numbers a folder's inode by its path, so a folder re-created at "
         "the root's path looks like the root (docs/destinations.md); a mount that drops is "

@@ -26,18 +26,9 @@ from support import engine, tree_bytes, wait_for
 PRESET = dataclasses.replace(PRESETS["demo"], shape=(6, 8, 128, 128))
 
 
-#: An open bug (docs/destinations.md, "Known limits"): through rclone mount, a file's mtime
-#: sometimes changes once rclone has uploaded it, so a few files are judged changed and copied
-#: again (1.08-1.11x the archive, seen in full runs on a loaded machine; the copy is still
-#: verified identical). Not strict: it passes alone and on a quiet machine.
-SMB_MTIME_MOVES = pytest.mark.xfail(
-    strict=False, reason="rclone mount: an uploaded file's mtime sometimes changes"
-)
-
-
 @pytest.fixture(
     scope="module",
-    params=["exfat", "sftp", pytest.param("smb", marks=SMB_MTIME_MOVES), "xfs"],
+    params=["exfat", "sftp", "smb", "xfs"],
 )
 def mount(request, tmp_path_factory) -> Iterator[Mount]:
     with mounted(request.param, tmp_path_factory.mktemp(request.param), size_mb=128) as m:

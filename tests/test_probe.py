@@ -50,6 +50,7 @@ def test_the_probe_finds_what_the_destination_keeps_and_leaves_nothing(mount, ro
     assert found.mtime_precision_ns == facts.mtime_precision_ns, found
     assert found.xattrs == facts.xattrs, found
     assert found.case_sensitive == facts.case_sensitive, found
+    assert found.stable_mtime == facts.stable_mtime, found
     assert found.atomic_replace
     assert 200 <= found.max_name_bytes <= 255
     assert found.free_bytes is not None and found.free_bytes > 0
@@ -60,6 +61,7 @@ def test_the_probe_finds_what_the_destination_keeps_and_leaves_nothing(mount, ro
     )
     assert ("case-insensitive" in summary) != facts.case_sensitive
     assert ("no xattrs" in summary) != facts.xattrs
+    assert ("mtimes move" in summary) != facts.stable_mtime
 
 
 def test_a_copy_records_the_probe_where_it_matters_and_verify_reads_it(mount, root, monkeypatch):

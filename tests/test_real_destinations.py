@@ -43,19 +43,6 @@ RUN_TIMEOUT = 30.0
 
 #: (test name, kind) -> why it fails: a known limit of that destination, documented in
 #: docs/destinations.md (``xfail(strict=True)``: a fix flips it to a failure to remove).
-#: (test name, kind) -> an open bug that shows only sometimes (not strict: it passes alone
-#: and on a quiet machine), named in docs/destinations.md until it is fixed.
-NOT_ALWAYS: dict[tuple[str, str], str] = {
-    (test, "smb"): (
-        "open bug: through rclone mount a file's mtime sometimes changes once rclone has "
-        "uploaded it, so some files are copied twice (1.08-1.11x the archive in full runs); the "
-        "copy is still verified identical"
-    )
-    for test in (
-        "test_live_copy_with_a_writer_is_verified_identical_and_written_once",
-        "test_a_copy_killed_midway_resumes_to_a_verified_copy_written_once",
-    )
-}
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
     # rclone mount's write cache (--vfs-cache-mode writes) takes every write and fsync while
     # smbd is dead, so the copy verifies against the cache and exits 0 with nothing on the
@@ -90,9 +77,6 @@ def _known_failure(request) -> None:
     reason = KNOWN_FAILURES.get((request.node.originalname, kind))
     if reason:
         request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
-    reason = NOT_ALWAYS.get((request.node.originalname, kind))
-    if reason:
-        request.applymarker(pytest.mark.xfail(strict=False, reason=reason))
 
 
 @pytest.fixture

@@ -9,13 +9,20 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from mounts import Mount, mounted
-from napari_softcopy.destinations import STATE_DIR, LocalDestination, SourceRecord, mtime_matches
+from napari_softcopy.destinations import (
+    STATE_DIR,
+    LocalDestination,
+    SourceRecord,
+    copy_difference,
+    mtime_matches,
+)
 from napari_softcopy.destinations.records import (
     RECORDS_DIR,
     SourceRecords,
@@ -135,6 +142,65 @@ def test_a_file_without_a_record_is_compared_within_the_precision(pair):
     assert _sync(source, again, rel) is None
     assert verify_tree(source, root).ok
     again.close()
+
+
+def test_a_copy_read_back_while_the_destination_uploads_it_stays_a_copy(pair, mount):
+    """What the copy's own readers do (the hash journal reads each published file back)
+    while a share uploads it: through ``rclone mount`` that open makes the copy show the
+    time of the open, until the upload is done. Every look at a copy meanwhile (the rescan,
+    the verification, a helper process's) must still judge it a copy, or it is copied again.
+    """
+    source, root = pair
+    dest = LocalDestination(root)
+    # Big enough that rclone's upload of each takes a while (the window in which a reader's
+    # open moves the mtime), few enough to stay quick.
+    names = [f"c/0/{i}" for i in range(4)]
+    sources = {}
+    for i, rel in enumerate(names):
+        sources[rel] = _write(source / rel, os.urandom(3 << 20), T0 + i * 7_919)
+        assert _sync(source, dest, rel).committed
+    dest.save_records()
+    verifier = LocalDestination(root, create=False)  # (a verification's view, records read)
+    assert verifier.capabilities == dest.capabilities
+    precision = dest.capabilities.mtime_precision_ns
+    moved: set[str] = set()
+    misjudged: list[str] = []
+    stop = threading.Event()
+
+    def read_back() -> None:
+        while not stop.is_set():
+            for rel in names:
+                with open(root / rel, "rb") as f:
+                    f.read(1 << 16)
+
+    reader = threading.Thread(target=read_back, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    try:
+        # Until each copy's mtime was seen moved (where the destination moves it) or the
+        # deadline: rclone uploads a closed file 5 s after its last close.
+        while time.monotonic() < deadline and len(moved) < len(names):
+            for rel in names:
+                for judge in (dest, verifier):
+                    info = judge.stat(rel)
+                    if not mtime_matches(info.mtime_ns, sources[rel].st_mtime_ns, precision):
+                        moved.add(rel)
+                    why = copy_difference(sources[rel], info, judge.capabilities)
+                    if why is not None:
+                        misjudged.append(f"{rel}: {why} (mtime {info.mtime_ns})")
+            if dest.capabilities.stable_mtime and time.monotonic() > deadline - 25:
+                break  # (a stable destination: 5 s of reading is enough to show it)
+    finally:
+        stop.set()
+        reader.join(10)
+    assert not misjudged, misjudged[:5]
+    if not dest.capabilities.stable_mtime:  # else nothing moved, nothing was tested
+        assert moved, f"no mtime moved on {mount.kind} while its copies were read back"
+    else:
+        assert not moved, f"{mount.kind} moved {sorted(moved)} but says its mtimes are stable"
+    verifier.close()
+    dest.close()
+    assert verify_tree(source, root).ok
 
 
 # -- the record files themselves (any filesystem) --------------------------------------------

@@ -324,7 +324,7 @@ class S3Archive(ArchiveStore):
 
     def open_array(self, rel: str) -> tuple[Any, tuple[int, ...]]:
         # zarr-python over obstore first. Against tensorstore's s3 kvstore on SeaweedFS
-        # (`python -m benchmarks.s3_read`, benchmarks/notes.md item 40) the two read a
+        # (`python -m benchmarks.s3_read`, benchmarks/notes.md item 41) the two read a
         # plane of 16 chunks in the same time within noise (tensorstore 0.93-1.09x: the
         # decompression dominates; a lone chunk 0.51-0.95x). What decides: obstore reads
         # with exactly the copy's settings (the AWS chain as `store_config` resolves it,

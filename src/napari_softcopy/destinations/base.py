@@ -20,6 +20,10 @@ Facts the rule depends on
   granularity is still seen. A file without a record (copied by another tool, or the last
   records of a killed run) is compared by size and mtime within the precision, as rclone's
   per-backend precision and rsync's ``--modify-window`` do.
+- Where the destination moves a file's mtime by itself (`Capabilities.stable_mtime` False:
+  rclone's VFS while it uploads), a record is trusted whatever the copy's mtime: the copy's
+  size and the recorded source version decide (a same-size change made there by another
+  program is then seen only by ``verify --checksum``).
 - A write landing in the same kernel clock tick as the previous one may leave size and mtime
   as they were: only a file older than the settle age (`transfer.RACY_S`) is copied.
 """
@@ -150,6 +154,11 @@ class Capabilities:
         Characters a name cannot hold there (``:*?"<>|\\`` on exFAT, NTFS, FAT, SMB).
     trailing_dot_space : bool
         A name may end in a dot or a space (False where Windows drops them).
+    stable_mtime : bool
+        A file's mtime stays what it was given until the file is written again. False where
+        the filesystem moves it by itself (``rclone mount``: while it uploads a closed file,
+        a reader's open shows the time of that open, and the upload ends with the server's
+        finer time): there a copy's record (`SourceRecord`) is trusted whatever its mtime.
     """
 
     mtime_precision_ns: int = 1
@@ -161,6 +170,7 @@ class Capabilities:
     fsync: bool = True
     invalid_chars: str = ""
     trailing_dot_space: bool = True
+    stable_mtime: bool = True
 
     @property
     def records(self) -> bool:

@@ -27,7 +27,6 @@ from ..platform import (
     degrade,
     drop_cache,
     get_xattr,
-    open_folder_below,
     syncfs,
 )
 from .base import (
@@ -39,6 +38,7 @@ from .base import (
     SourceRecord,
     TempFile,
 )
+from .beneath import open_dir_beneath, open_file_beneath
 from .names import NameGuard
 from .probe import DestinationProbe, probe_destination
 from .records import SourceRecords
@@ -111,7 +111,9 @@ class LocalDestination(Destination):
         self._namemax = self.probed.max_name_bytes
         if not xattrs:
             self.capabilities = replace(self.capabilities, xattrs=False)
-        self._records = SourceRecords(self.fd, writable=create or probing)
+        self._records = SourceRecords(
+            self.fd, writable=create or probing, stable_mtime=self.capabilities.stable_mtime
+        )
         self._names = NameGuard(self.capabilities, self.path, self._names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
@@ -210,8 +212,9 @@ class LocalDestination(Destination):
 
     def _open_dir(self, rel_dir: str) -> int:
         """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
-        (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached."""
-        return open_folder_below(self.fd, rel_dir)
+        (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached.
+        One call, not one per folder on the way (`beneath`: a round trip each on a share)."""
+        return open_dir_beneath(self.fd, rel_dir)
 
     def listdir(
         self,
@@ -265,9 +268,7 @@ class LocalDestination(Destination):
                         )
                     record = None
                     if records and is_file:
-                        found = records.get(name)
-                        if found is not None and found[1] == st.st_mtime_ns:
-                            record = found[0]
+                        record = self._records.trusted(records.get(name), st.st_mtime_ns)
                     out[name] = FileInfo(
                         stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
                     )
@@ -277,13 +278,7 @@ class LocalDestination(Destination):
 
     def read(self, rel: str) -> BinaryIO:
         """Open ``rel`` for reading (no symlinks followed, not below the root either)."""
-        parent, _, name = rel.rpartition("/")
-        dir_fd = self._open_dir(parent)
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        finally:
-            os.close(dir_fd)
-        return os.fdopen(fd, "rb", buffering=0)
+        return os.fdopen(open_file_beneath(self.fd, rel), "rb", buffering=0)
 
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:

@@ -10,6 +10,11 @@ filesystems refuse, and the longest name, are created and listed. Everything is 
 afterwards: the probe files have the engine's own temporary suffix, so even a run killed
 midway leaves nothing that the next start does not remove.
 
+What a probe's moment cannot show is known by the filesystem type: ``rclone mount`` moves
+a file's mtime by itself seconds after it was closed (with Samba behind it: a reader opening
+the file while rclone uploads it makes it show the time of that open, then the time it was
+given to the millisecond, then the server's 100 ns), so `Capabilities.stable_mtime` is False.
+
 The result (`DestinationProbe`) gives the destination's `Capabilities`; a copy records it at
 the destination (`PROBE_RECORD` under `STATE_DIR`) so that a later ``verify`` of the same pair
 judges with the same capabilities without writing anything there.
@@ -45,6 +50,10 @@ PROBE_MTIME_NS = 1_600_000_001_123_456_789
 #: whose cache keeps milliseconds), 10 ms (exFAT), 1 s (SFTP v3 and exFAT through FUSE,
 #: Lustre, ext3), 2 s (FAT).
 PRECISIONS_NS = (1, 100, 1_000, 1_000_000, 10_000_000, 1_000_000_000, 2_000_000_000)
+
+#: Filesystem types whose mtimes move by themselves after a file is closed (see the module
+#: docstring): rclone's VFS reports the time of its cache, then of the remote.
+MOVING_MTIME_FS = ("fuse.rclone",)
 
 #: Characters Windows filesystems (exFAT, NTFS in Win32 names, FAT, SMB) refuse in a name.
 WINDOWS_INVALID = ':*?"<>|\\'
@@ -83,6 +92,8 @@ class DestinationProbe:
         another name).
     trailing_dot_space : bool
         A name ending in a dot or a space is kept as it is.
+    stable_mtime : bool
+        A file keeps the mtime it was given (False: `MOVING_MTIME_FS`).
     free_bytes : int or None
         Free space when probed.
     """
@@ -98,6 +109,7 @@ class DestinationProbe:
     trailing_dot_space: bool = True
     copy_file_range: bool = True
     fsync: bool = True
+    stable_mtime: bool = True
     free_bytes: int | None = field(default=None, compare=False)
 
     def summary(self) -> str:
@@ -108,6 +120,8 @@ class DestinationProbe:
             if self.mtime_precision_ns >= NO_MTIME_NS
             else f"mtime to {precision_label(self.mtime_precision_ns)}"
         )
+        if not self.stable_mtime:
+            parts.append("mtimes move while it uploads")
         parts.append("xattrs" if self.xattrs else f"no xattrs ({self.xattrs_error or '?'})")
         parts.append("case-sensitive" if self.case_sensitive else "case-insensitive")
         if self.invalid_chars or not self.trailing_dot_space:
@@ -137,6 +151,7 @@ class DestinationProbe:
             fsync=self.fsync,
             invalid_chars=self.invalid_chars,
             trailing_dot_space=self.trailing_dot_space,
+            stable_mtime=self.stable_mtime,
         )
 
     def to_json(self) -> str:
@@ -363,8 +378,9 @@ def probe(dir_fd: int) -> DestinationProbe:
         free = sv.f_bavail * sv.f_frsize
     except OSError:
         free = None
+    fs_type = filesystem_type(dir_fd)
     return DestinationProbe(
-        fs_type=filesystem_type(dir_fd),
+        fs_type=fs_type,
         mtime_precision_ns=precision,
         xattrs=xattrs,
         xattrs_error=xattrs_error,
@@ -375,6 +391,7 @@ def probe(dir_fd: int) -> DestinationProbe:
         trailing_dot_space=trailing,
         copy_file_range=copy_range,
         fsync=fsync,
+        stable_mtime=fs_type not in MOVING_MTIME_FS,
         free_bytes=free,
     )
 
@@ -441,7 +458,7 @@ def probe_destination(dir_fd: int, path: object, *, probing: bool) -> Destinatio
     # Recorded where the rule depends on it (a plain local disk, nanoseconds and xattrs, is
     # left with nothing of ours on it; readers assume that), and only when it changed (a
     # rerun writes nothing): what reads this destination later judges alike.
-    if found.mtime_precision_ns != 1 or not found.xattrs:
+    if found.mtime_precision_ns != 1 or not found.xattrs or not found.stable_mtime:
         write_record(dir_fd, found)
     return found
 
@@ -470,6 +487,14 @@ def _say_degraded(found: DestinationProbe, path: object) -> None:
                 if found.capabilities().records
                 else "they are compared within that precision"
             ),
+        )
+    if not found.stable_mtime:
+        degrade(
+            "modification times as proof of a copy",
+            f"{where} moves a file's mtime by itself while it uploads it; a copy is judged by "
+            f"its size and the record in {STATE_DIR}/ of the source version it was copied "
+            "from (a same-size change made there by another program is seen only by verify "
+            "--checksum)",
         )
     if not found.copy_file_range:
         degrade(

@@ -8,6 +8,9 @@ line per published file: the source's size, nanosecond mtime and stamp, and the
 destination file's mtime right after publishing. The rule (`base.copy_difference`) trusts a
 record only while the destination file still has that mtime and the source's size. (Not its
 inode number: FUSE mounts such as ``rclone mount`` hand out new ones for the same file.)
+Where the destination moves mtimes by itself (`Capabilities.stable_mtime` False: ``rclone
+mount`` shows the time a reader opened a file it is uploading, then the server's finer
+time), the mtime proves nothing either way and the size alone guards the record.
 
 Chosen for a day's scale (a million files in a thousand folders):
 
@@ -108,11 +111,15 @@ class SourceRecords:
         The destination root (not closed here).
     writable : bool
         False for a verification: records are read, never compacted or written.
+    stable_mtime : bool
+        The destination keeps a file's mtime as it was published (`Capabilities.stable_mtime`):
+        a record is trusted only while the file still has it. False: whatever it has.
     """
 
-    def __init__(self, root_fd: int, *, writable: bool = True) -> None:
+    def __init__(self, root_fd: int, *, writable: bool = True, stable_mtime: bool = True) -> None:
         self._root = root_fd
         self._writable = writable
+        self.stable_mtime = stable_mtime
         self._lock = threading.Lock()
         self._cache: OrderedDict[str, Entries] = OrderedDict()
         self._pending: dict[str, list[str]] = {}
@@ -137,8 +144,13 @@ class SourceRecords:
         """The record of the file ``rel`` if the destination file still has the mtime it was
         published with (``mtime_ns``: its mtime now), else None."""
         parent, _, name = rel.rpartition("/")
-        found = self.get(parent).get(name)
-        if found is None or found[1] != mtime_ns:
+        return self.trusted(self.get(parent).get(name), mtime_ns)
+
+    def trusted(self, found: tuple[SourceRecord, int] | None, mtime_ns: int) -> SourceRecord | None:
+        """The record of an entry of `get` (``found``) if it still holds for a destination
+        file whose mtime is now ``mtime_ns`` (the one it was published with, where mtimes are
+        stable), else None."""
+        if found is None or (self.stable_mtime and found[1] != mtime_ns):
             return None
         return found[0]
 

@@ -264,6 +264,9 @@ class Finish(EngineState):
             if self._stop.is_set():
                 break
             self._set_state(JobState.VERIFYING)
+            # The recheck opens the destination anew: the records of the copies just drained
+            # first (where mtimes cannot say, as through rclone mount, only they can).
+            self._dest.save_records()
             rechecked = self._until_destination_answers(
                 lambda report=report: recheck(
                     report, marker=self.options.marker, stop=self._stop, stamps=True
