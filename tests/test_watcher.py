@@ -195,6 +195,9 @@ asked.wait(10)
 deadline = time.monotonic() + 10
 while str(root / "d3") not in seen and time.monotonic() < deadline:
     time.sleep(0.01)
+# A rescan after lost events tries the refused folders again: still three folders, not five.
+for _ in range(2):
+    watcher.watches.watch(str(root / "d3"))
 print(json.dumps({"asked": asked.is_set(), "watched": watcher.watched,
                   "unwatched": watcher.unwatched, "seen": seen}))
 watcher.stop()
@@ -205,7 +208,7 @@ watcher.join(5)
 @linux_only
 def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path):
     """Past ``max_user_watches`` a new folder cannot be watched: the watcher asks for rescans
-    and counts it, and goes on. Run in a user namespace of its own, whose watch limit can be
+    and counts it (once, however often it is tried again), and goes on. Run in a user namespace of its own, whose watch limit can be
     lowered without touching any other process's."""
     out = run_in_namespace(_BEYOND_THE_LIMIT, tmp_path, timeout=60)
     assert out["asked"] and out["watched"] == 2 and out["unwatched"] == 3, out

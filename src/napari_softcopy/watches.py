@@ -153,10 +153,17 @@ class WatchTable:
         self._rearmed: set[int] = set()  # given back, then watched again under a new one
         self._last_active = -1  # the last folder marked active in this read (bursts hit one)
         self._said = False  # the first watch given back was logged
-        #: Folders that could not be watched (the kernel's limit, and none idle enough).
-        self.unwatched = 0
+        # Folders the kernel's limit refused (and none idle enough), by their path's hash: a
+        # folder refused again at each rescan is one folder (a hash, not the path, keeps this
+        # small past the limit; a collision only undercounts a figure shown to the user).
+        self._refused: set[int] = set()
         #: Folders whose watch was given back (finished; covered by scans), less re-armed ones.
         self.released = 0
+
+    @property
+    def unwatched(self) -> int:
+        """Folders that could not be watched (the kernel's limit, and none idle enough)."""
+        return len(self._refused)
 
     @property
     def cap(self) -> int | None:
@@ -196,8 +203,8 @@ class WatchTable:
         if wd < 0:
             err = -wd
             if err == errno.ENOSPC:
-                self.unwatched += 1
-                if self.unwatched == 1:
+                self._refused.add(hash(path))
+                if len(self._refused) == 1:
                     log.warning(
                         "cannot watch %s: the inotify watch limit (fs.inotify.max_user_watches) "
                         "is reached and every watched folder is still being written; folders "
@@ -209,6 +216,7 @@ class WatchTable:
                 log.warning("cannot watch %s: %s", path, os.strerror(err))
                 self._on_unwatched()
             return None
+        self._refused.discard(hash(path))
         if self.paths.get(wd) == path:
             return None  # already watched (its own event and a walk both found it)
         self.paths[wd] = path
