@@ -208,8 +208,9 @@ watcher.join(5)
 @linux_only
 def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path):
     """Past ``max_user_watches`` a new folder cannot be watched: the watcher asks for rescans
-    and counts it (once, however often it is tried again), and goes on. Run in a user namespace of its own, whose watch limit can be
-    lowered without touching any other process's."""
+    and counts it (once, however often it is tried again), and goes on. Run in a user
+    namespace of its own, whose watch limit can be lowered without touching any other
+    process's."""
     out = run_in_namespace(_BEYOND_THE_LIMIT, tmp_path, timeout=60)
     assert out["asked"] and out["watched"] == 2 and out["unwatched"] == 3, out
     # every folder is still reported (its files are found by the rescan it asked for)
