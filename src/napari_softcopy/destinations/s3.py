@@ -35,6 +35,7 @@ published since.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import importlib.util
 import io
@@ -47,8 +48,18 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
+import blake3
+
 from . import s3_copiers as copiers
-from .base import STATE_DIR, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
+from .base import (
+    STATE_DIR,
+    Capabilities,
+    Destination,
+    DestinationChanged,
+    FileInfo,
+    TempFile,
+    UploadDigest,
+)
 from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, index_entries, ns_of
 from .s3_settings import (
     S3Location,
@@ -60,7 +71,7 @@ from .s3_settings import (
     store_config,
 )
 from .s3_stores import make_stores
-from .s3_uploads import abort_left_behind
+from .s3_uploads import abort_left_behind, refuses_wrong_checksum
 
 META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
@@ -79,6 +90,9 @@ CHECKSUM = "CRC64NVME"
 PROBE = f"{STATE_DIR}/s3-checksum-probe"
 #: What a server that does not know the checksum header answers (a PUT refused for it).
 _REFUSED_HEADER = ("InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidDigest")
+#: Upload digests not taken (`take_upload_digest`) kept at most: the hash journal takes each
+#: right after its publish; without a journal they are dropped, oldest first.
+UPLOAD_DIGESTS = 1024
 #: Requests in flight for reading metadata (HEAD) of objects the index does not know.
 HEAD_CONCURRENCY = 16
 
@@ -130,9 +144,11 @@ class S3Destination(Destination):
         self._index_written = time.monotonic()
         self._root_id: bytes | None = None
         self._closed = False
+        self._upload_digests: dict[str, UploadDigest] = {}
         self._list_all()
         if create:
             self._check_checksums()
+            self._check_upload_digests(env)
             self._root_id = self._own_root()
             copiers.register(self)
             # Only this copy writes below the prefix: what a killed one left is aborted.
@@ -164,6 +180,30 @@ class S3Destination(Destination):
             f"{self.endpoint} refused x-amz-checksum-{CHECKSUM.lower()} ({code}); uploads go "
             "without it (each is still checked by the signed payload's SHA-256)",
         )
+
+    def _check_upload_digests(self, env: Mapping[str, str] | None) -> None:
+        """Hash each upload on its way (`take_upload_digest`) where the server checks every
+        upload's CRC64NVME against the bytes it received: tried with a PUT whose checksum is
+        wrong, which it must refuse. Elsewhere (said once) the manifest reads each object
+        back, as on a disk."""
+        from ..platform import degrade
+
+        what = "hashing uploads for the manifest"
+        if self.checksum is None:
+            degrade(what, f"{self.endpoint} keeps no checksum; each object is read back")
+            return
+        checks, why = refuses_wrong_checksum(self.location, PROBE, self._settings[0], env)
+        if not checks:
+            degrade(what, f"{self.endpoint}: {why}; each object is read back")
+            return
+        self.capabilities = dataclasses.replace(self.capabilities, verified_upload_digest=True)
+
+    def take_upload_digest(self, rel: str) -> UploadDigest | None:
+        """The BLAKE3 of the bytes of ``rel``'s last PUT, hashed as they were sent, once the
+        server acknowledged them (having checked their CRC64NVME on arrival); handed over
+        once."""
+        with self._lock:
+            return self._upload_digests.pop(rel, None)
 
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
@@ -428,6 +468,8 @@ class S3Destination(Destination):
         reason = name_problem(rel.rpartition("/")[2], self.capabilities)
         if reason is not None:
             raise UnholdableName(errno.ENAMETOOLONG, unholdable_message(rel, reason, self.path))
+        if self.capabilities.verified_upload_digest:
+            return S3TempFile(rel, b3=blake3.blake3())
         return S3TempFile(rel)
 
     def publish(
@@ -477,6 +519,16 @@ class S3Destination(Destination):
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, time.time_ns())
         with self._lock:
             self._add(temp.rel, obj)
+            if temp.b3 is not None:
+                # (answered: the server checked the CRC64NVME of these very bytes)
+                digests = self._upload_digests
+                digests.pop(temp.rel, None)  # (re-inserted last: the oldest go first)
+                digests[temp.rel] = UploadDigest(
+                    temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
+                    temp.b3.hexdigest(),
+                )  # fmt: skip
+                if len(digests) > UPLOAD_DIGESTS:
+                    del digests[next(iter(digests))]
             self._dirty = True
             due = time.monotonic() - self._index_written > INDEX_EVERY_S
         if due:

@@ -40,6 +40,9 @@ class S3TempFile(TempFile):
     spill: BinaryIO | None = None
     size: int = 0
     digest: object = field(default_factory=xxhash.xxh3_128)
+    #: The BLAKE3 of the bytes as they are sent, where the server checks their checksum on
+    #: arrival (`S3Destination.take_upload_digest`); None elsewhere (not computed).
+    b3: object | None = None
     published: bool = False
 
     def fileno(self) -> None:
@@ -47,6 +50,8 @@ class S3TempFile(TempFile):
 
     def write(self, data: bytes | memoryview) -> None:
         self.digest.update(data)
+        if self.b3 is not None:
+            self.b3.update(data)
         self.size += len(data)
         if self.spill is None and len(self.buffer) + len(data) > SPILL_BYTES:
             self.spill = tempfile.TemporaryFile(prefix="softcopy-s3-")  # noqa: SIM115
