@@ -96,7 +96,9 @@ def test_a_new_run_knows_the_copies_from_the_index_and_without_it(s3_env):
         return s
 
     again = S3Destination(url, create=False)
-    known = [o.mtime_ns is not None for rel, o in again._objects.items() if rel.startswith("c/")]
+    known = [
+        o.mtime_ns is not None for rel, o in again._tree.objects.items() if rel.startswith("c/")
+    ]
     assert len(known) == 20 and all(known), "the index was not used"
     assert all_copies(again)
     # Without the index (a run killed before writing it): the metadata on the objects.
@@ -267,6 +269,34 @@ def test_a_verification_opening_the_copy_s_root_again_needs_no_head_per_object(s
         assert [h.rpartition("/")[2] for h in heads] == ["0"], heads
         assert listed["0"].mtime_ns != MTIME_NS  # (its server time: never the source's)
         assert listed["1"].mtime_ns == MTIME_NS and again.source_stamp("c/1") == STAMP
+        again.close()
+        copier.close()
+
+
+def test_a_verification_beside_the_copy_shares_its_records_not_a_second_tree(s3_env):
+    """The copy's final verification lists the root again, in the copy's process: every
+    object listed as the copy published it is the copy's very record and path string (one
+    per object in the process, also after the index was written, as at the finish); one
+    rewritten by another tool is its own. Folder entries' names are interned: chunk names
+    repeat in every folder."""
+    url = f"s3://softcopy/share/{os.getpid()}-{next(_prefixes)}"
+    copier = S3Destination(url)
+    for t in range(3):
+        for i in range(4):
+            publish(copier, f"c/{t}/{i}", b"chunk %d %d" % (t, i))
+    copier.flush()  # (the index written: its entries must not stand in for the records)
+    obstore.put(raw_store(s3_env, url.removeprefix("s3://softcopy/")), "c/0/0", b"other!!")
+    again = S3Destination(url, create=False)
+    try:
+        mine, theirs = again._tree.objects, copier._tree.objects
+        shared = [rel for rel in mine if rel in theirs and mine[rel] is theirs[rel]]
+        assert sorted(shared) == sorted(f"c/{t}/{i}" for t in range(3) for i in range(4))[1:]
+        keys = {id(k) for k in theirs}
+        assert all(id(rel) in keys for rel in shared), "the path strings are not shared"
+        assert again.stat("c/0/0").size == len(b"other!!")  # (its own record: the server's)
+        names = [n for t in range(3) for n in again._tree.dirs[f"c/{t}"] if n == "1"]
+        assert len(names) == 3 and names[0] is names[1] is names[2]
+    finally:
         again.close()
         copier.close()
 
