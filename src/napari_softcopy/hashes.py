@@ -17,17 +17,18 @@ tried at the start with a PUT whose checksum is wrong, which it must refuse). Th
 pass through Python anyway; the destination hashes them as they are sent and, once the server
 acknowledged the PUT (or the multipart upload's completion) after checking the CRC64NVME of
 what it received, hands the hash over (`Destination.take_upload_digest`) with the version it
-names (size, the source's mtime and stamp recorded as the object's metadata, the ETag). The
-journal records it at once, without a read back. The manifest then vouches for the bytes the
-server acknowledged, checked on arrival by its CRC of them. That is as strong as a read back
-of a just-written object: its bytes would come from the same server, which has just checked
-them against the same content, so a GET adds a second transfer and nothing a corrupting
-network or server could not equally pass (CRC64NVME catches any burst of up to 64 flipped
-bits and all but 2^-64 of the rest). What either misses is what happens later, at rest, and
-that is what reading it all back cold catches: ``verify --checksum`` (every object against
-the source) and ``verify DEST`` (every object against the manifest), and ``--move``, which
-reads both copies cold before deleting anything. Where the server does not check checksums
-(or refuses them), the hasher reads each object back as above, said once.
+names (size, the source's mtime and stamp recorded as the object's metadata, and the ETag,
+which the record does not keep: as for a read back, the finish matches the object's size,
+mtime and stamp). The journal records it at once, without a read back. The manifest then
+vouches for the bytes the server acknowledged, checked on arrival by its CRC of them. That is
+as strong as a read back of a just-written object: its bytes would come from the same server,
+which has just checked them against the same content, so a GET adds a second transfer and
+nothing a corrupting network or server could not equally pass (CRC64NVME catches any burst
+of up to 64 flipped bits and all but 2^-64 of the rest). What either misses is what happens
+later, at rest, and that is what reading it all back cold catches: ``verify --checksum``
+(every object against the source) and ``verify DEST`` (every object against the manifest),
+and ``--move``, which reads both copies cold before deleting anything. Where the server does
+not check checksums (or refuses them), the hasher reads each object back as above, said once.
 
 The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
 <run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
