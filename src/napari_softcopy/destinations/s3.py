@@ -144,8 +144,7 @@ class S3Destination(Destination):
         self._root_id: bytes | None = None
         self._closed = False
         self._upload_digests: dict[str, UploadDigest] = {}
-        self._tree.list_all()
-        copiers.take_metadata(self)
+        self._tree.list_all(lambda: copiers.take_metadata(self))
         if create:
             self._check_checksums()
             self._check_upload_digests(env)
