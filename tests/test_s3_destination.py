@@ -273,6 +273,25 @@ def test_a_verification_opening_the_copy_s_root_again_needs_no_head_per_object(s
         copier.close()
 
 
+def test_a_reader_in_another_process_needs_no_head_after_save_records(s3_env):
+    """The final verification's walk helpers open the root in processes of their own (no
+    copy's records to take): `save_records` writes the index first, so they HEAD nothing."""
+    url = f"s3://softcopy/saved/{os.getpid()}-{next(_prefixes)}"
+    copier = S3Destination(url)
+    for i in range(20):
+        publish(copier, f"c/{i}", b"chunk %d" % i)
+    copier.save_records()
+    # (through a proxy: another endpoint, as seen from another process, takes nothing)
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        other = S3Destination(url, create=False, env=proxy.env())
+        listed = other.listdir("c")
+        heads = [path for method, path in proxy.requests if method == "HEAD"]
+        other.close()
+    copier.close()
+    assert len(listed) == 20 and listed["1"].mtime_ns == MTIME_NS
+    assert heads == [], heads
+
+
 def test_a_verification_beside_the_copy_shares_its_records_not_a_second_tree(s3_env):
     """The copy's final verification lists the root again, in the copy's process: every
     object listed as the copy published it is the copy's very record and path string (one
