@@ -3,7 +3,7 @@ finished light-sheet and many-files archives into SeaweedFS on 127.0.0.1, in one
 A B C ...), plus napari-softcopy's live drain (the acquisition's marker to the copy's exit).
 
     python -m benchmarks.s3 [--workloads lightsheet manyfiles] [--reps 1] [--json FILE]
-        [--readback N] [--upload-loop N]
+        [--readback N] [--upload-loop N] [--tree-memory N]
 
 The server is the tests' own (`tests/s3_server.py`: free ports, its data in the run's
 folder, stopped at the end). Each copy goes to a fresh prefix; a copy counts only when the
@@ -235,6 +235,64 @@ def upload_loop(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> lis
     return out
 
 
+def tree_memory(server: SeaweedS3, n: int) -> list[dict]:
+    """Python memory (tracemalloc) of what a copy's process knows of ``n`` objects: a copy
+    publishes them (chunk keys ``c/t/z/y/x`` as a Zarr archive's), then a verification
+    opens the same root in that process (as the copy's final verification does), then one
+    opens it with the copy closed (a later ``verify``, from the index). The tree of each,
+    in MiB and bytes an object."""
+    import tracemalloc
+    from concurrent.futures import ThreadPoolExecutor
+
+    from napari_softcopy.destinations.s3 import S3Destination
+
+    env = os.environ | server.env()
+    url = f"s3://{BUCKET}/tree-{n}"
+    side = max(1, round((n / 4) ** (1 / 3)))
+    names = [
+        f"c/{i % 4}/{i // 4 % side}/{i // 4 // side % side}/{i // 4 // side // side}"
+        for i in range(n)
+    ]
+    data = os.urandom(256)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    copier = S3Destination(url, env=env)
+
+    def put(rel: str) -> None:
+        temp = copier.create_temp(rel)
+        try:
+            temp.write(data)
+            copier.publish(temp, mtime_ns=time.time_ns(), stamp=b"123:456")
+        finally:
+            copier.release(temp)
+
+    with ThreadPoolExecutor(32) as pool:
+        list(pool.map(put, names))
+    copier.flush()
+    del names
+    out = []
+
+    def measure(what: str, before: int) -> None:
+        now = tracemalloc.get_traced_memory()[0] - before
+        out.append({"tree_memory": what, "objects": n, "mib": round(now / 2**20, 2)})
+        out[-1]["bytes_per_object"] = round(now / n)
+        print(json.dumps(out[-1]), flush=True)
+
+    measure("copier", base)
+    before = tracemalloc.get_traced_memory()[0]
+    verifier = S3Destination(url, create=False, env=env)
+    measure("verification beside the copier", before)
+    verifier.close()
+    copier.close()
+    copier = None
+    before = tracemalloc.get_traced_memory()[0]
+    alone = S3Destination(url, create=False, env=env)
+    measure("verification alone (from the index)", before)
+    alone.close()
+    tracemalloc.stop()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", nargs="*", default=["lightsheet", "manyfiles"])
@@ -247,6 +305,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--readback", type=int, default=0, metavar="N", help="also time reading N objects back"
+    )
+    p.add_argument(
+        "--tree-memory",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also measure the memory of what a copy knows of N objects (tracemalloc)",
     )
     p.add_argument(
         "--timepoints",
@@ -268,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
             results["upload_loop"] = upload_loop(server, args.upload_loop, max(3, args.reps))
         if args.readback:
             results["readback"] = readback(server, args.readback, max(3, args.reps))
+        if args.tree_memory:
+            results["tree_memory"] = tree_memory(server, args.tree_memory)
         for wl_name in args.workloads:
             workload = WORKLOADS[wl_name]
             src = bulk.make_source(workload, workdir, args.timepoints.get(wl_name))

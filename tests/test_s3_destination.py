@@ -96,7 +96,9 @@ def test_a_new_run_knows_the_copies_from_the_index_and_without_it(s3_env):
         return s
 
     again = S3Destination(url, create=False)
-    known = [o.mtime_ns is not None for rel, o in again._objects.items() if rel.startswith("c/")]
+    known = [
+        o.mtime_ns is not None for rel, o in again._tree.objects.items() if rel.startswith("c/")
+    ]
     assert len(known) == 20 and all(known), "the index was not used"
     assert all_copies(again)
     # Without the index (a run killed before writing it): the metadata on the objects.
@@ -271,6 +273,53 @@ def test_a_verification_opening_the_copy_s_root_again_needs_no_head_per_object(s
         copier.close()
 
 
+def test_a_reader_in_another_process_needs_no_head_after_save_records(s3_env):
+    """The final verification's walk helpers open the root in processes of their own (no
+    copy's records to take): `save_records` writes the index first, so they HEAD nothing."""
+    url = f"s3://softcopy/saved/{os.getpid()}-{next(_prefixes)}"
+    copier = S3Destination(url)
+    for i in range(20):
+        publish(copier, f"c/{i}", b"chunk %d" % i)
+    copier.save_records()
+    # (through a proxy: another endpoint, as seen from another process, takes nothing)
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        other = S3Destination(url, create=False, env=proxy.env())
+        listed = other.listdir("c")
+        heads = [path for method, path in proxy.requests if method == "HEAD"]
+        other.close()
+    copier.close()
+    assert len(listed) == 20 and listed["1"].mtime_ns == MTIME_NS
+    assert heads == [], heads
+
+
+def test_a_verification_beside_the_copy_shares_its_records_not_a_second_tree(s3_env):
+    """The copy's final verification lists the root again, in the copy's process: every
+    object listed as the copy published it is the copy's very record and path string (one
+    per object in the process, also after the index was written, as at the finish); one
+    rewritten by another tool is its own. Folder entries' names are interned: chunk names
+    repeat in every folder."""
+    url = f"s3://softcopy/share/{os.getpid()}-{next(_prefixes)}"
+    copier = S3Destination(url)
+    for t in range(3):
+        for i in range(4):
+            publish(copier, f"c/{t}/{i}", b"chunk %d %d" % (t, i))
+    copier.flush()  # (the index written: its entries must not stand in for the records)
+    obstore.put(raw_store(s3_env, url.removeprefix("s3://softcopy/")), "c/0/0", b"other!!")
+    again = S3Destination(url, create=False)
+    try:
+        mine, theirs = again._tree.objects, copier._tree.objects
+        shared = [rel for rel in mine if rel in theirs and mine[rel] is theirs[rel]]
+        assert sorted(shared) == sorted(f"c/{t}/{i}" for t in range(3) for i in range(4))[1:]
+        keys = {id(k) for k in theirs}
+        assert all(id(rel) in keys for rel in shared), "the path strings are not shared"
+        assert again.stat("c/0/0").size == len(b"other!!")  # (its own record: the server's)
+        names = [n for t in range(3) for n in again._tree.dirs[f"c/{t}"] if n == "1"]
+        assert len(names) == 3 and names[0] is names[1] is names[2]
+    finally:
+        again.close()
+        copier.close()
+
+
 def crc64nvme(data: bytes) -> str:
     """CRC-64/NVME (reflected 0x9A6C9329AC4BC9B5, all ones in and out) as S3 gives it:
     the 8 bytes big-endian, base64."""
@@ -320,3 +369,7 @@ def test_a_server_refusing_the_checksum_header_gets_uploads_without_it_said_once
         dest.close()
     notices = [n for n in degraded() if n.startswith("server checksums is off")]
     assert len(notices) == 1 and "InvalidRequest" in notices[0], degraded()
+    # Nothing vouches for the bytes on arrival: the manifest reads each object back.
+    assert not dest.capabilities.verified_upload_digest and dest.take_upload_digest("c/0") is None
+    notices = [n for n in degraded() if n.startswith("hashing uploads for the manifest is off")]
+    assert len(notices) == 1 and "keeps no checksum" in notices[0], degraded()

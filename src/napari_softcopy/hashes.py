@@ -11,6 +11,25 @@ the read (`readback.read_back`), so clean pages come from the storage (pages not
 back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
 cold later).
 
+Hashed at the upload instead, where the destination says so
+(`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME,
+tried at the start with a PUT whose checksum is wrong, which it must refuse). There the bytes
+pass through Python anyway; the destination hashes them as they are sent and, once the server
+acknowledged the PUT (or the multipart upload's completion) after checking the CRC64NVME of
+what it received, hands the hash over (`Destination.take_upload_digest`) with the version it
+names (size, the source's mtime and stamp recorded as the object's metadata, and the ETag,
+which the record does not keep: as for a read back, the finish matches the object's size,
+mtime and stamp). The journal records it at once, without a read back. The manifest then
+vouches for the bytes the server acknowledged, checked on arrival by its CRC of them. That is
+as strong as a read back of a just-written object: its bytes would come from the same server,
+which has just checked them against the same content, so a GET adds a second transfer and
+nothing a corrupting network or server could not equally pass (CRC64NVME catches any burst
+of up to 64 flipped bits and all but 2^-64 of the rest). What either misses is what happens
+later, at rest, and that is what reading it all back cold catches: ``verify --checksum``
+(every object against the source) and ``verify DEST`` (every object against the manifest),
+and ``--move``, which reads both copies cold before deleting anything. Where the server does
+not check checksums (or refuses them), the hasher reads each object back as above, said once.
+
 The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
 <run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
 atomically (a crash leaves whole segments or none; a line that does not parse, as after a
@@ -166,6 +185,8 @@ class HashJournal:
         self._segment_n = 0
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
         self.hashed = 0  # files hashed by the thread
+        self.from_upload = 0  # files whose hash the destination gave at their upload
+        self._upload_digests = dest.capabilities.verified_upload_digest
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
         # (a local destination's files are read through folder descriptors: `_hash_local`)
         self._folders = _FolderCache(dest.fileno()) if isinstance(dest, LocalDestination) else None
@@ -180,10 +201,20 @@ class HashJournal:
 
     def published(self, rel: str, size: int, mtime_ns: int) -> None:
         """``rel`` was just published at the destination with the source's ``size`` and
-        ``mtime_ns``: hash it in the background. Never blocks on the hasher."""
+        ``mtime_ns``: hash it in the background, or take the hash the destination made of
+        it as it was sent (`Destination.take_upload_digest`). Never blocks on the hasher."""
         with self._lock:
             self._counter += 1
             seq = self.run << _RUN_SHIFT | self._counter
+        if self._upload_digests:
+            # (called right after the publish, in its thread: the last upload of this path)
+            up = self.dest.take_upload_digest(rel)
+            if up is not None and up.size == size and up.mtime_ns == mtime_ns:
+                key = path_key(rel)
+                self._add(JournalRecord(key, seq, rel, size, mtime_ns, up.stamp, up.digest))
+                with self._lock:
+                    self.from_upload += 1
+                return
         try:
             self._queue.put_nowait((rel, size, mtime_ns, seq))
         except queue.Full:  # (behind: hashed at the finish; no older hash may stand for it)

@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, NamedTuple, Protocol
 
 #: Extended attribute on every copied file: the source file's inode number and inode change
 #: time (ctime) when it was copied. A rewrite that puts size and mtime back (``os.utime``)
@@ -126,6 +126,18 @@ class FileInfo:
     record: SourceRecord | None = None
 
 
+class UploadDigest(NamedTuple):
+    """A published file's BLAKE3 ``digest`` as the server acknowledged it, with the version
+    it names: ``size``, the source's ``mtime_ns`` and stamp (ASCII) recorded on it, and the
+    ETag the server gave it (`Destination.take_upload_digest`)."""
+
+    size: int
+    mtime_ns: int
+    stamp: str
+    etag: str
+    digest: str
+
+
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a destination can do (rclone's ``Precision``/``Features``, zarr's ``supports_*``).
@@ -159,6 +171,10 @@ class Capabilities:
         the filesystem moves it by itself (``rclone mount``: while it uploads a closed file,
         a reader's open shows the time of that open, and the upload ends with the server's
         finer time): there a copy's record (`SourceRecord`) is trusted whatever its mtime.
+    verified_upload_digest : bool
+        `Destination.take_upload_digest` gives the BLAKE3 of each file it published, hashed
+        on the way and acknowledged by a server that checked the bytes' checksum on arrival
+        (S3 with CRC64NVME), so the manifest needs no read back of it (`hashes`).
     """
 
     mtime_precision_ns: int = 1
@@ -171,6 +187,7 @@ class Capabilities:
     invalid_chars: str = ""
     trailing_dot_space: bool = True
     stable_mtime: bool = True
+    verified_upload_digest: bool = False
 
     @property
     def records(self) -> bool:
@@ -378,6 +395,12 @@ class Destination(abc.ABC):
         """Give ``temp`` its times and stamp (a stamp is dropped, and `capabilities` says
         ``xattrs=False`` from then on, where the destination refuses it), make it durable
         with ``fsync``, and rename it atomically to its final name."""
+
+    def take_upload_digest(self, rel: str) -> UploadDigest | None:
+        """The BLAKE3 of the version of ``rel`` published last, hashed as it was sent and
+        checked by the server on arrival, handed over once (then forgotten); None where not
+        known (any destination without `Capabilities.verified_upload_digest`)."""
+        return None
 
     @abc.abstractmethod
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:

@@ -29,27 +29,34 @@ published leaves nothing at the destination.
 Multipart uploads a killed copy left below the prefix are aborted when a copy starts
 (`s3_uploads`). The engine is the only writer below the prefix while it copies (as on a
 disk): `stat` and `listdir` answer from the listing made at the start and the objects
-published since.
+published since (`s3_tree.ObjectTree`: the tree, the metadata and the index).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import importlib.util
 import io
-import json
 import secrets
-import threading
 import time
-import zlib
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import BinaryIO
 
+import blake3
+
 from . import s3_copiers as copiers
-from .base import STATE_DIR, Capabilities, Destination, DestinationChanged, FileInfo, TempFile
-from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of, index_entries, ns_of
+from .base import (
+    STATE_DIR,
+    Capabilities,
+    Destination,
+    DestinationChanged,
+    FileInfo,
+    TempFile,
+    UploadDigest,
+)
+from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of
 from .s3_settings import (
     S3Location,
     S3SettingsError,
@@ -60,14 +67,22 @@ from .s3_settings import (
     store_config,
 )
 from .s3_stores import make_stores
-from .s3_uploads import abort_left_behind
+from .s3_tree import INDEX, INDEX_EVERY_S, META_MTIME, META_STAMP, ObjectTree
+from .s3_uploads import abort_left_behind, refuses_wrong_checksum
 
-META_MTIME = "softcopy-mtime-ns"
-META_STAMP = "softcopy-stamp"
+#: (`INDEX`, `META_MTIME`, ... are `s3_tree`'s, named here too: what is stored per object)
+__all__ = [
+    "CHECKSUM",
+    "INDEX",
+    "INDEX_EVERY_S",
+    "META_DIGEST",
+    "META_MTIME",
+    "META_STAMP",
+    "S3Destination",
+]
+
 META_DIGEST = "softcopy-xxh3-128"
-INDEX = f"{STATE_DIR}/s3-index.json.z"
 ROOT_ID = f"{STATE_DIR}/s3-root"
-INDEX_EVERY_S = 20.0
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
 #: Bytes of an object read back held at once (`read`).
@@ -79,8 +94,9 @@ CHECKSUM = "CRC64NVME"
 PROBE = f"{STATE_DIR}/s3-checksum-probe"
 #: What a server that does not know the checksum header answers (a PUT refused for it).
 _REFUSED_HEADER = ("InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidDigest")
-#: Requests in flight for reading metadata (HEAD) of objects the index does not know.
-HEAD_CONCURRENCY = 16
+#: Upload digests not taken (`take_upload_digest`) kept at most: the hash journal takes each
+#: right after its publish; without a journal they are dropped, oldest first.
+UPLOAD_DIGESTS = 1024
 
 
 class S3Destination(Destination):
@@ -123,16 +139,15 @@ class S3Destination(Destination):
             copy_file_range=False,
             fsync=True,  # (a PUT is durable once answered)
         )
-        self._lock = threading.Lock()
-        self._objects: dict[str, ObjectInfo] = {}
-        self._dirs: dict[str, set[str]] = {"": set()}  # folder -> names of its entries
-        self._dirty = False
-        self._index_written = time.monotonic()
+        self._tree = ObjectTree(self._store, self._probe, self._fail, self._io_error)
+        self._lock = self._tree.lock
         self._root_id: bytes | None = None
         self._closed = False
-        self._list_all()
+        self._upload_digests: dict[str, UploadDigest] = {}
+        self._tree.list_all(lambda: copiers.take_metadata(self))
         if create:
             self._check_checksums()
+            self._check_upload_digests(env)
             self._root_id = self._own_root()
             copiers.register(self)
             # Only this copy writes below the prefix: what a killed one left is aborted.
@@ -141,6 +156,8 @@ class S3Destination(Destination):
     def _make_stores(self, checksum: str | None) -> None:
         self._store, self._probe = make_stores(self.location, self._settings, checksum)
         self.checksum = checksum
+        if hasattr(self, "_tree"):
+            self._tree.store = self._store
 
     def _check_checksums(self) -> None:
         """PUT a small object with its checksum; a server that refuses the header gets
@@ -165,6 +182,30 @@ class S3Destination(Destination):
             "without it (each is still checked by the signed payload's SHA-256)",
         )
 
+    def _check_upload_digests(self, env: Mapping[str, str] | None) -> None:
+        """Hash each upload on its way (`take_upload_digest`) where the server checks every
+        upload's CRC64NVME against the bytes it received: tried with a PUT whose checksum is
+        wrong, which it must refuse. Elsewhere (said once) the manifest reads each object
+        back, as on a disk."""
+        from ..platform import degrade
+
+        what = "hashing uploads for the manifest"
+        if self.checksum is None:
+            degrade(what, f"{self.endpoint} keeps no checksum; each object is read back")
+            return
+        checks, why = refuses_wrong_checksum(self.location, PROBE, self._settings[0], env)
+        if not checks:
+            degrade(what, f"{self.endpoint}: {why}; each object is read back")
+            return
+        self.capabilities = dataclasses.replace(self.capabilities, verified_upload_digest=True)
+
+    def take_upload_digest(self, rel: str) -> UploadDigest | None:
+        """The BLAKE3 of the bytes of ``rel``'s last PUT, hashed as they were sent, once the
+        server acknowledged them (having checked their CRC64NVME on arrival); handed over
+        once."""
+        with self._lock:
+            return self._upload_digests.pop(rel, None)
+
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
         """Bad settings (no bucket, refused keys) are the user's to fix: `S3SettingsError`.
@@ -184,53 +225,12 @@ class S3Destination(Destination):
             return exc
         return OSError(errno.EIO, describe_error(exc, self.location, self.endpoint))
 
-    def _list_all(self) -> None:
-        """List every object below the prefix and take what the index knows of them."""
-        import obstore
-
-        try:
-            batches = list(obstore.list(self._probe, chunk_size=1000))
-        except Exception as exc:
-            raise self._fail(exc) from None
-        for batch in batches:
-            for meta in batch:
-                self._add(
-                    meta["path"],
-                    ObjectInfo(
-                        meta["size"], etag_of(meta), last_modified_ns=ns_of(meta["last_modified"])
-                    ),
-                )
-        self._load_index()
-        copiers.take_metadata(self)
-
-    def _load_index(self) -> None:
-        import obstore
-
-        if INDEX not in self._objects:
-            return
-        try:
-            raw = bytes(obstore.get(self._store, INDEX).bytes())
-        except FileNotFoundError:
-            return  # (removed since the listing: every object is looked at with a HEAD)
-        except Exception as exc:
-            # (a server failing now, restarting say, fails the HEADs too: said, not guessed)
-            raise self._fail(exc) from None
-        try:
-            entries = json.loads(zlib.decompress(raw))["objects"]
-        except (ValueError, KeyError, zlib.error):
-            return  # (unreadable: every object is looked at with a HEAD instead)
-        for rel, (size, etag, mtime_ns, stamp) in entries.items():
-            obj = self._objects.get(rel)
-            if obj is not None and obj.etag == etag and obj.size == size:
-                obj.mtime_ns = mtime_ns
-                obj.stamp = stamp.encode() if stamp is not None else None
-
     def _own_root(self) -> bytes:
         """The root's identity: a random id in `ROOT_ID`, made by the first copy there."""
         import obstore
 
         try:
-            if ROOT_ID in self._objects:
+            if ROOT_ID in self._tree.objects:
                 return bytes(obstore.get(self._probe, ROOT_ID).bytes())
             root_id = secrets.token_hex(16).encode()
             obstore.put(self._probe, ROOT_ID, root_id)
@@ -244,7 +244,7 @@ class S3Destination(Destination):
             self._closed = True
             copiers.unregister(self)
             with contextlib.suppress(OSError, Exception):
-                self._write_index()
+                self._tree.write_index()
 
     def check(self) -> None:
         """Raise `DestinationChanged` when the root's identity object is gone or another (the
@@ -273,7 +273,14 @@ class S3Destination(Destination):
 
     def flush(self) -> None:
         """Every PUT answered is durable; the index is written so a later run trusts it."""
-        self._write_index()
+        self._tree.write_index()
+
+    def save_records(self) -> None:
+        """Write the index, so that a reader in another process (the final verification's
+        walk helpers) knows the objects published since its last write without a HEAD each.
+        A failure only costs those HEADs: not raised."""
+        with contextlib.suppress(OSError):
+            self._tree.write_index()
 
     def fsync_dir(self, rel_dir: str = "") -> None:
         """Nothing to do: an object store has no folder entries."""
@@ -285,89 +292,9 @@ class S3Destination(Destination):
         `s3_objects.SPILL_BYTES` per upload (32 x 4 MiB)."""
         return 32
 
-    # -- the index -----------------------------------------------------------------------
-    def _write_index(self) -> None:
-        import obstore
-
-        with self._lock:
-            if not self._dirty:
-                return
-            entries = index_entries(self._objects, STATE_DIR + "/")
-            self._dirty = False
-            self._index_written = time.monotonic()
-        data = zlib.compress(json.dumps({"version": 1, "objects": entries}).encode(), 1)
-        try:
-            obstore.put(self._store, INDEX, data)
-        except Exception as exc:
-            self._dirty = True
-            raise self._io_error(exc) from None
-
-    # -- the tree in memory --------------------------------------------------------------
-    def _add(self, rel: str, obj: ObjectInfo) -> None:
-        self._objects[rel] = obj
-        parts = rel.split("/")
-        for i in range(len(parts)):
-            parent = "/".join(parts[:i])
-            self._dirs.setdefault(parent, set()).add(parts[i])
-
-    def _remove(self, rel: str) -> None:
-        self._objects.pop(rel, None)
-        while rel:
-            parent, _, name = rel.rpartition("/")
-            if self._dirs.get(rel):
-                return  # (a folder that still holds something stays)
-            self._dirs.pop(rel, None)
-            names = self._dirs.get(parent)
-            if names is not None:
-                names.discard(name)
-            rel = parent
-
-    def _info(self, rel: str, obj: ObjectInfo, stamp: bool) -> FileInfo:
-        if obj.mtime_ns is None:
-            self._read_metadata([rel])
-        mtime = obj.mtime_ns if obj.mtime_ns is not None else obj.last_modified_ns
-        return FileInfo(False, True, obj.size, mtime, obj.stamp if stamp else None)
-
-    def _read_metadata(self, rels: list[str]) -> None:
-        """HEAD the objects ``rels`` the index does not know, many at a time."""
-        import obstore
-
-        def head(rel: str) -> None:
-            try:
-                result = obstore.get(self._store, rel, options={"head": True})
-            except FileNotFoundError:
-                return
-            except Exception as exc:
-                raise self._io_error(exc) from None
-            attrs, meta = result.attributes, result.meta
-            obj = self._objects.get(rel)
-            if obj is None:
-                return
-            obj.size, obj.etag = meta["size"], etag_of(meta)
-            obj.last_modified_ns = ns_of(meta["last_modified"])
-            mtime = attrs.get(META_MTIME)
-            # An object put there by something else has no mtime of ours: its server time
-            # then stands in, which the rule never takes for the source's.
-            obj.mtime_ns = int(mtime) if mtime and mtime.isdigit() else obj.last_modified_ns
-            stamp = attrs.get(META_STAMP)
-            obj.stamp = stamp.encode() if stamp else None
-            with self._lock:
-                self._dirty = True
-
-        if len(rels) == 1:
-            head(rels[0])
-            return
-        with ThreadPoolExecutor(HEAD_CONCURRENCY) as pool:
-            list(pool.map(head, rels))
-
     # -- reading -------------------------------------------------------------------------
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
-        obj = self._objects.get(rel)
-        if obj is not None:
-            return self._info(rel, obj, stamp)
-        if rel in self._dirs:
-            return FileInfo(True, False, 0, 0)
-        return None
+        return self._tree.stat(rel, stamp)
 
     def source_stamp(self, rel: str) -> bytes | None:
         info = self.stat(rel, stamp=True)
@@ -383,30 +310,7 @@ class S3Destination(Destination):
     ) -> dict[str, FileInfo] | None:
         """The folder's entries from the tree in memory; `STATE_DIR` is not part of the copy
         and is not listed."""
-        with self._lock:
-            names = sorted(self._dirs.get(rel_dir, ()))
-        base = f"{rel_dir}/" if rel_dir else ""
-        if not rel_dir:
-            names = [n for n in names if n != STATE_DIR]
-        if keep is not None:
-            names = [n for n in names if keep(n)]
-        unknown = [
-            base + n
-            for n in names
-            if (o := self._objects.get(base + n)) is not None and o.mtime_ns is None
-        ]
-        if unknown:
-            self._read_metadata(unknown)
-        out: dict[str, FileInfo] = {}
-        for i, name in enumerate(names):
-            if cancelled is not None and i % 1000 == 999 and cancelled():
-                return None
-            obj = self._objects.get(base + name)
-            if obj is not None:
-                out[name] = self._info(base + name, obj, stamps)
-            else:
-                out[name] = FileInfo(True, False, 0, 0)
-        return out
+        return self._tree.listdir(rel_dir, cancelled, keep, stamps)
 
     def read(self, rel: str) -> BinaryIO:
         import obstore
@@ -428,6 +332,9 @@ class S3Destination(Destination):
         reason = name_problem(rel.rpartition("/")[2], self.capabilities)
         if reason is not None:
             raise UnholdableName(errno.ENAMETOOLONG, unholdable_message(rel, reason, self.path))
+        if self.capabilities.verified_upload_digest and not rel.startswith(f"{STATE_DIR}/"):
+            # (files of the copy only: ours under STATE_DIR are in no manifest)
+            return S3TempFile(rel, b3=blake3.blake3())
         return S3TempFile(rel)
 
     def publish(
@@ -476,11 +383,21 @@ class S3Destination(Destination):
         temp.published = True
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, time.time_ns())
         with self._lock:
-            self._add(temp.rel, obj)
-            self._dirty = True
-            due = time.monotonic() - self._index_written > INDEX_EVERY_S
+            self._tree.add(temp.rel, obj)
+            if temp.b3 is not None:
+                # (answered: the server checked the CRC64NVME of these very bytes)
+                digests = self._upload_digests
+                digests.pop(temp.rel, None)  # (re-inserted last: the oldest go first)
+                digests[temp.rel] = UploadDigest(
+                    temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
+                    temp.b3.hexdigest(),
+                )  # fmt: skip
+                if len(digests) > UPLOAD_DIGESTS:
+                    del digests[next(iter(digests))]
+            self._tree.dirty = True
+            due = self._tree.index_due()
         if due:
-            self._write_index()
+            self._tree.write_index()
 
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """Drop the bytes (nothing was sent unless published)."""
@@ -494,7 +411,7 @@ class S3Destination(Destination):
         import obstore
 
         with self._lock:
-            known = rel in self._objects
+            known = rel in self._tree.objects
         if not known:
             return False
         try:
@@ -502,12 +419,12 @@ class S3Destination(Destination):
         except Exception as exc:
             raise self._io_error(exc) from None
         with self._lock:
-            self._remove(rel)
-            self._dirty = True
+            self._tree.remove(rel)
+            self._tree.dirty = True
         return True
 
     def write_file(self, rel: str, data: bytes, *, mtime_ns: int | None = None) -> None:
         """PUT small ``data`` as ``rel`` (the marker: the index is written first, so a
         reader that sees the marker finds the index of the copy complete)."""
-        self._write_index()
+        self._tree.write_index()
         super().write_file(rel, data, mtime_ns=mtime_ns)

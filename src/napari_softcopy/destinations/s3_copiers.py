@@ -41,19 +41,28 @@ def unregister(dest: S3Destination) -> None:
 
 
 def take_metadata(dest: S3Destination) -> None:
-    """Give the objects of ``dest`` without a known source mtime the one the copier of the
-    same root recorded, where size and ETag are those it published."""
+    """Give the objects of ``dest`` listed with the size and ETag the copier of the same root
+    published them with the copier's record: the very record (`ObjectInfo`) and path string,
+    shared, so the process holds one of each per object, not one per tree (the index's
+    entry, where ``dest`` read one, says the same: it was written from that record). Shared
+    safely: a record with its mtime known is never changed in place (a publish makes a new
+    one, a HEAD fills only one without)."""
     with _lock:
         copier = _copiers.get(_key(dest))
     if copier is None or copier is dest:
         return
+    mine = dest._tree.objects
     with copier._lock:
-        known = {
-            rel: (obj.size, obj.etag, obj.mtime_ns, obj.stamp)
-            for rel, obj in copier._objects.items()
-            if obj.mtime_ns is not None
-        }
-    for rel, obj in dest._objects.items():
-        entry = known.get(rel) if obj.mtime_ns is None else None
-        if entry is not None and entry[:2] == (obj.size, obj.etag):
-            obj.mtime_ns, obj.stamp = entry[2], entry[3]
+        shared = {}
+        for rel, known in copier._tree.objects.items():  # (its keys: the strings shared)
+            obj = mine.get(rel)
+            if (
+                obj is not None
+                and known.mtime_ns is not None
+                and (known.size, known.etag) == (obj.size, obj.etag)
+            ):
+                shared[rel] = known
+    if shared:
+        # (a new dict, not entries replaced in place: those would keep both key strings)
+        shared.update((rel, obj) for rel, obj in mine.items() if rel not in shared)
+        dest._tree.objects = shared

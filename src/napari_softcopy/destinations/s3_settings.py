@@ -38,6 +38,16 @@ def is_s3_url(target: str | os.PathLike) -> bool:
     return isinstance(target, str) and target.startswith(S3_SCHEME)
 
 
+class S3Url(str):
+    """An ``s3://`` URL that joins as a path does (``url / rel``): a destination's ``path``
+    is joined with file names in messages and in the manifest's place."""
+
+    __slots__ = ()
+
+    def __truediv__(self, rel: str) -> S3Url:
+        return S3Url(f"{self.rstrip('/')}/{rel}")
+
+
 @dataclass(frozen=True, slots=True)
 class S3Location:
     """An ``s3://bucket/prefix`` URL taken apart."""
@@ -46,8 +56,9 @@ class S3Location:
     prefix: str  # no leading or trailing "/"; "" for the whole bucket
 
     @property
-    def url(self) -> str:
-        return f"{S3_SCHEME}{self.bucket}/{self.prefix}" if self.prefix else S3_SCHEME + self.bucket
+    def url(self) -> S3Url:
+        url = f"{S3_SCHEME}{self.bucket}/{self.prefix}" if self.prefix else S3_SCHEME + self.bucket
+        return S3Url(url)
 
 
 def parse_s3_url(url: str) -> S3Location:

@@ -1,0 +1,237 @@
+"""What an `S3Destination` knows of the objects below its prefix: the tree in memory (listed
+at the start, then kept by the copy's own publishes and deletes), the source metadata of
+each object (from the index, or a HEAD), and the index itself (`INDEX`).
+
+Memory: one `ObjectInfo` (slots) per object, keyed by its path, and per folder the set of
+its entries' names, interned (a Zarr archive's chunk names are "0", "1", ... in every
+folder: one string each, not one per object). The listing is taken a page at a time, never
+held whole. A verification opening the root again in the copy's process shares the copy's
+`ObjectInfo` of every object listed with the size and ETag the copy published
+(`s3_copiers.take_metadata`): one record per object in the process, not two.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from .base import STATE_DIR, FileInfo
+from .s3_objects import ObjectInfo, etag_of, index_bytes, ns_of
+
+META_MTIME = "softcopy-mtime-ns"
+META_STAMP = "softcopy-stamp"
+INDEX = f"{STATE_DIR}/s3-index.json.z"
+INDEX_EVERY_S = 20.0
+#: Requests in flight for reading metadata (HEAD) of objects the index does not know.
+HEAD_CONCURRENCY = 16
+
+_intern = sys.intern
+
+
+class ObjectTree:
+    """The objects below one prefix, their folders and their index.
+
+    Parameters
+    ----------
+    store, probe
+        obstore stores of the prefix (``store`` for the index and HEADs, ``probe`` for the
+        listing: `s3_stores.make_stores`); `store` is replaced when the checksum is dropped.
+    fail, io_error
+        What an obstore error becomes at the start (`S3Destination._fail`) and later
+        (`S3Destination._io_error`).
+    """
+
+    def __init__(
+        self,
+        store,
+        probe,
+        fail: Callable[[BaseException], Exception],
+        io_error: Callable[[BaseException], OSError],
+    ) -> None:
+        self.store, self.probe = store, probe
+        self._fail, self._io_error = fail, io_error
+        self.lock = threading.Lock()
+        self.objects: dict[str, ObjectInfo] = {}
+        self.dirs: dict[str, set[str]] = {"": set()}  # folder -> names of its entries
+        self.dirty = False
+        self.index_written = time.monotonic()
+
+    # -- the start -----------------------------------------------------------------------
+    def list_all(self, take_known: Callable[[], None] | None = None) -> None:
+        """List every object below the prefix and take what ``take_known`` (the records of
+        a copy of the same root in this process: `s3_copiers.take_metadata`) and then the
+        index know of them (the index is not read when nothing is left unknown: at 50,000
+        objects it parses into ~19 MiB of Python objects)."""
+        import obstore
+
+        try:
+            # (a page at a time: 50,000 listed objects held at once as dicts were ~30 MiB)
+            for batch in obstore.list(self.probe, chunk_size=1000):
+                for meta in batch:
+                    info = ObjectInfo(
+                        meta["size"], etag_of(meta), last_modified_ns=ns_of(meta["last_modified"])
+                    )
+                    self.add(meta["path"], info)
+        except Exception as exc:
+            raise self._fail(exc) from None
+        if take_known is not None:
+            take_known()
+        skip = STATE_DIR + "/"
+        if any(o.mtime_ns is None and not r.startswith(skip) for r, o in self.objects.items()):
+            self._load_index()
+
+    def _load_index(self) -> None:
+        import obstore
+
+        if INDEX not in self.objects:
+            return
+        try:
+            raw = bytes(obstore.get(self.store, INDEX).bytes())
+        except FileNotFoundError:
+            return  # (removed since the listing: every object is looked at with a HEAD)
+        except Exception as exc:
+            # (a server failing now, restarting say, fails the HEADs too: said, not guessed)
+            raise self._fail(exc) from None
+        try:
+            entries = json.loads(zlib.decompress(raw))["objects"]
+        except (ValueError, KeyError, zlib.error):
+            return  # (unreadable: every object is looked at with a HEAD instead)
+        for rel, (size, etag, mtime_ns, stamp) in entries.items():
+            obj = self.objects.get(rel)
+            if obj is not None and obj.etag == etag and obj.size == size:
+                obj.mtime_ns = mtime_ns
+                obj.stamp = stamp.encode() if stamp is not None else None
+
+    # -- the index -----------------------------------------------------------------------
+    def index_due(self) -> bool:
+        """Whether the index was last written more than `INDEX_EVERY_S` ago."""
+        return time.monotonic() - self.index_written > INDEX_EVERY_S
+
+    def write_index(self) -> None:
+        """PUT the index if the tree changed since it was last written."""
+        import obstore
+
+        with self.lock:
+            if not self.dirty:
+                return
+            objects = list(self.objects.items())  # (the records, not copies: encoded below)
+            self.dirty = False
+            self.index_written = time.monotonic()
+        data = index_bytes(objects, STATE_DIR + "/")
+        del objects
+        try:
+            obstore.put(self.store, INDEX, data)
+        except Exception as exc:
+            self.dirty = True
+            raise self._io_error(exc) from None
+
+    # -- the tree (callers hold `lock` while others may change it) ----------------------------
+    def add(self, rel: str, obj: ObjectInfo) -> None:
+        self.objects[rel] = obj
+        parent, _, name = rel.rpartition("/")
+        names = self.dirs.get(parent)
+        if names is not None:  # (its folders are known: the common case, one lookup)
+            names.add(_intern(name))
+            return
+        parts = rel.split("/")
+        for i in range(len(parts)):
+            folder = "/".join(parts[:i])
+            self.dirs.setdefault(folder, set()).add(_intern(parts[i]))
+
+    def remove(self, rel: str) -> None:
+        self.objects.pop(rel, None)
+        while rel:
+            parent, _, name = rel.rpartition("/")
+            if self.dirs.get(rel):
+                return  # (a folder that still holds something stays)
+            self.dirs.pop(rel, None)
+            names = self.dirs.get(parent)
+            if names is not None:
+                names.discard(name)
+            rel = parent
+
+    # -- reading -------------------------------------------------------------------------
+    def info(self, rel: str, obj: ObjectInfo, stamp: bool) -> FileInfo:
+        if obj.mtime_ns is None:
+            self.read_metadata([rel])
+        mtime = obj.mtime_ns if obj.mtime_ns is not None else obj.last_modified_ns
+        return FileInfo(False, True, obj.size, mtime, obj.stamp if stamp else None)
+
+    def read_metadata(self, rels: list[str]) -> None:
+        """HEAD the objects ``rels`` the index does not know, many at a time."""
+        import obstore
+
+        def head(rel: str) -> None:
+            try:
+                result = obstore.get(self.store, rel, options={"head": True})
+            except FileNotFoundError:
+                return
+            except Exception as exc:
+                raise self._io_error(exc) from None
+            attrs, meta = result.attributes, result.meta
+            obj = self.objects.get(rel)
+            if obj is None:
+                return
+            obj.size, obj.etag = meta["size"], etag_of(meta)
+            obj.last_modified_ns = ns_of(meta["last_modified"])
+            mtime = attrs.get(META_MTIME)
+            # An object put there by something else has no mtime of ours: its server time
+            # then stands in, which the rule never takes for the source's.
+            obj.mtime_ns = int(mtime) if mtime and mtime.isdigit() else obj.last_modified_ns
+            stamp = attrs.get(META_STAMP)
+            obj.stamp = stamp.encode() if stamp else None
+            with self.lock:
+                self.dirty = True
+
+        if len(rels) == 1:
+            head(rels[0])
+            return
+        with ThreadPoolExecutor(HEAD_CONCURRENCY) as pool:
+            list(pool.map(head, rels))
+
+    def stat(self, rel: str, stamp: bool) -> FileInfo | None:
+        obj = self.objects.get(rel)
+        if obj is not None:
+            return self.info(rel, obj, stamp)
+        if rel in self.dirs:
+            return FileInfo(True, False, 0, 0)
+        return None
+
+    def listdir(
+        self,
+        rel_dir: str,
+        cancelled: Callable[[], bool] | None,
+        keep: Callable[[str], bool] | None,
+        stamps: bool,
+    ) -> dict[str, FileInfo] | None:
+        """The folder's entries; `STATE_DIR` is not part of the copy and is not listed."""
+        with self.lock:
+            names = sorted(self.dirs.get(rel_dir, ()))
+        base = f"{rel_dir}/" if rel_dir else ""
+        if not rel_dir:
+            names = [n for n in names if n != STATE_DIR]
+        if keep is not None:
+            names = [n for n in names if keep(n)]
+        objects = self.objects
+        unknown = [
+            base + n
+            for n in names
+            if (o := objects.get(base + n)) is not None and o.mtime_ns is None
+        ]
+        if unknown:
+            self.read_metadata(unknown)
+        out: dict[str, FileInfo] = {}
+        for i, name in enumerate(names):
+            if cancelled is not None and i % 1000 == 999 and cancelled():
+                return None
+            obj = objects.get(base + name)
+            if obj is not None:
+                out[name] = self.info(base + name, obj, stamps)
+            else:
+                out[name] = FileInfo(True, False, 0, 0)
+        return out

@@ -1,0 +1,146 @@
+"""The manifest's hashes of an S3 copy taken at upload (`hashes`, `Destination.
+take_upload_digest`), against a real SeaweedFS: where the server checks each upload's
+CRC64NVME, no object is read back for the manifest, which still equals a fresh hash of every
+object; where it does not (or refuses the checksum), the copy reads each object back, said
+once; a byte flipped on the server afterwards is still caught by ``verify --checksum`` and
+by ``verify DEST``."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from pathlib import Path
+
+import obstore
+import pytest
+
+from faults_support import poll, read_status, run_cli, start_cli
+from napari_softcopy.destinations import STATE_DIR, open_destination
+from napari_softcopy.manifest import build_manifest, read_manifest
+from s3_server import FailingProxy
+from test_s3_destination import raw_store
+
+pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
+_prefixes = itertools.count()
+
+#: The checksum `s3_uploads.refuses_wrong_checksum` sends (that of other bytes).
+_WRONG = "rzr3nGEtBMk="
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch) -> Path:
+    d = tmp_path / "state"
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(d))
+    return d
+
+
+#: Files the final verification compares whole with the source (`verify._same_content`).
+_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+
+
+def data_gets(proxy: FailingProxy, bucket_prefix: str) -> list[str]:
+    """The GETs of the copy's chunk objects (not metadata, not ``.softcopy``) the proxy
+    passed on."""
+    base = f"/softcopy/{bucket_prefix}/"
+    return [
+        path
+        for method, path in proxy.requests
+        if method == "GET"
+        and path.startswith(base)
+        and f"/{STATE_DIR}/" not in path
+        and not path.endswith(_METADATA)
+    ]
+
+
+def assert_manifest_is_a_fresh_hash(url: str) -> dict:
+    """The manifest at ``url`` equals one computed now by reading every object back."""
+    dest = open_destination(url)
+    try:
+        written = read_manifest(dest)
+        scratch = build_manifest(dest, source=written.source, marker=written.marker)
+    finally:
+        dest.close()
+    assert written.entries == scratch.entries
+    return written.entries
+
+
+def live_copy(src: Path, url: str, state_dir: Path, timepoints: int = 4) -> tuple[str, dict]:
+    """A tensorstore acquisition written while the CLI copies it to ``url``; the copier's
+    stderr and its last status."""
+    from napari_softcopy.simulate import simulate
+
+    errors: list[BaseException] = []
+
+    def acquire() -> None:
+        try:
+            simulate(src, "demo", writer="tensorstore", locking="lockfile", timepoints=timepoints)
+        except BaseException as exc:
+            errors.append(exc)
+
+    writer = threading.Thread(target=acquire, daemon=True)
+    writer.start()
+    poll(lambda: (src / "zarr.json").exists(), 30, "the acquisition to start")
+    status = state_dir.parent / "status.json"
+    copier = start_cli("copy", src, url, "--status-file", status, state_dir=state_dir)
+    try:
+        _stdout, stderr = copier.communicate(timeout=180)
+        assert copier.returncode == 0, stderr
+    finally:
+        copier.kill()
+    writer.join(30)
+    assert not errors, errors
+    return stderr, read_status(status) or {}
+
+
+def test_a_live_copy_reads_no_object_back_and_its_manifest_is_still_right(
+    s3_env, tmp_path, state_dir, monkeypatch
+):
+    prefix = f"uphash/{next(_prefixes)}/acq.zarr"
+    url = f"s3://softcopy/{prefix}"
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        stderr, _status = live_copy(tmp_path / "acq.zarr", url, state_dir)
+    assert "hashing uploads for the manifest is off" not in stderr
+    puts = [p for m, p in proxy.requests if m == "PUT" and f"/{STATE_DIR}/" not in p]
+    assert len(puts) > 50  # (the chunks went through the proxy)
+    assert data_gets(proxy, prefix) == [], "objects were read back for the manifest"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    entries = assert_manifest_is_a_fresh_hash(url)
+    assert len(entries) > 50
+    # A bit flipped on the server after the upload: both checks read every object.
+    store = raw_store(s3_env, prefix)
+    rel = sorted(r for r in entries if "/c/" in r or r.startswith("c/"))[-1]
+    head = obstore.get(store, rel)
+    data = bytearray(head.bytes())
+    data[len(data) // 2] ^= 0x01
+    obstore.put(store, rel, bytes(data), attributes=head.attributes, use_multipart=False)
+    src = tmp_path / "acq.zarr"
+    caught = run_cli("verify", "--checksum", src, url, state_dir=state_dir)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert rel in caught.stdout
+    alone = run_cli("verify", url, state_dir=state_dir)
+    assert alone.returncode == 1, alone.stdout + alone.stderr
+    assert rel in alone.stdout
+
+
+def test_a_server_that_does_not_check_checksums_gets_each_object_read_back_said_once(
+    s3_env, tmp_path, state_dir, monkeypatch
+):
+    """A server that stores an upload whose CRC64NVME is wrong (answered 200 here for the
+    start's check) does not vouch for the bytes: the manifest reads each object back."""
+
+    def wrong_checksum(method, _path, headers) -> bool:
+        return method == "PUT" and headers.get("x-amz-checksum-crc64nvme") == _WRONG
+
+    prefix = f"uphash/{next(_prefixes)}/acq.zarr"
+    url = f"s3://softcopy/{prefix}"
+    with FailingProxy(s3_env, wrong_checksum, answer=(200, "Stored")) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        stderr, status = live_copy(tmp_path / "acq.zarr", url, state_dir, timepoints=2)
+    assert proxy.failed == 1  # (the start's check, once)
+    assert stderr.count("hashing uploads for the manifest is off") == 1, stderr
+    notices = [n for n in status.get("notices") or [] if n.startswith("hashing uploads")]
+    assert len(notices) == 1 and "CRC64NVME was wrong" in notices[0], status.get("notices")
+    assert data_gets(proxy, prefix), "nothing was read back where the server vouches for nothing"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    assert_manifest_is_a_fresh_hash(url)
