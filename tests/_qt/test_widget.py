@@ -636,7 +636,8 @@ def test_the_dock_fits_napari_default_window(
     # Two copy panels, whole, without scrolling.
     for panel in panels:
         top = panel.mapTo(viewport, QPoint(0, 0)).y()
-        assert top >= 0 and top + panel.height() <= viewport.height(), panel.title()
+        rows = [lb.text() for lb in panel.findChildren(QLabel) if lb.isVisible()]
+        assert top >= 0 and top + panel.height() <= viewport.height(), (panel.title(), rows)
     # No field squeezed until its text is cut off ("o cap", "omplete"), the options shown.
     widget.show_options(True)
     qtbot.waitUntil(lambda: widget.bandwidth_spin.isVisible(), timeout=2000)
