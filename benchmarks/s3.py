@@ -86,17 +86,8 @@ def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[
 def objects(server: SeaweedS3, prefix: str) -> int:
     """Objects below ``prefix`` (napari-softcopy's own records under .softcopy excluded)."""
     import obstore
-    from obstore.store import S3Store
 
-    store = S3Store(
-        BUCKET,
-        prefix=prefix,
-        endpoint=server.endpoint,
-        access_key_id=server.key,
-        secret_access_key=server.secret,
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )
+    store = server_store(server, prefix)
     return sum(
         1 for batch in obstore.list(store) for m in batch if not m["path"].startswith(".softcopy/")
     )
@@ -139,7 +130,8 @@ def live_drain(workload, server: SeaweedS3, workdir: Workdir, n: int) -> dict:
     }
 
 
-def _store(server: SeaweedS3, prefix: str, **config):
+def server_store(server: SeaweedS3, prefix: str, **config):
+    """An obstore store on the test server's bucket, below ``prefix``."""
     from obstore.store import S3Store
 
     return S3Store(
@@ -167,7 +159,7 @@ def readback(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> list[d
     from napari_softcopy.destinations.s3 import S3Destination
     from napari_softcopy.manifest import hash_workers, read_back
 
-    store = _store(server, "readback")
+    store = server_store(server, "readback")
     names = [f"c/{i}" for i in range(n)]
     data = os.urandom(size)
     with ThreadPoolExecutor(32) as pool:
@@ -210,7 +202,7 @@ def upload_loop(server: SeaweedS3, n: int, rounds: int, size: int = 4096) -> lis
         print("boto3 is not installed: pip install boto3 to compare", file=sys.stderr)
         return []
     data = os.urandom(size)
-    store = _store(server, "loop-obstore")
+    store = server_store(server, "loop-obstore")
     client = boto3.client(
         "s3",
         endpoint_url=server.endpoint,

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import REPO
+from .s3 import server_store
 
 sys.path.insert(0, str(REPO / "tests"))
 from s3_server import SeaweedS3
@@ -36,18 +37,9 @@ READERS = ("zarr", "tensorstore")
 
 def _write(server: SeaweedS3, prefix: str) -> None:
     import zarr
-    from obstore.store import S3Store
     from zarr.storage import ObjectStore
 
-    store = S3Store(
-        "softcopy",
-        prefix=prefix,
-        endpoint=server.endpoint,
-        access_key_id=server.key,
-        secret_access_key=server.secret,
-        region="us-east-1",
-        client_options={"allow_http": True},
-    )
+    store = server_store(server, prefix)
     z = zarr.create_array(
         ObjectStore(store), name="0", shape=SHAPE, chunks=CHUNKS, dtype="uint16", fill_value=0
     )

@@ -22,7 +22,6 @@ import logging
 import os
 import posixpath
 import threading
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ from .destinations.s3_settings import (
     parse_s3_url,
     store_config,
 )
+from .destinations.s3_stores import s3_store
 from .layout import LayoutError, read_json
 
 log = logging.getLogger(__name__)
@@ -234,7 +234,7 @@ class S3Archive(ArchiveStore):
 
     def __init__(self, url: str) -> None:
         try:
-            from obstore.store import S3Store
+            import obstore.store  # noqa: F401 (checked here, to say what to install)
         except ImportError:
             raise StoreError(
                 f"{url}: reading S3 needs obstore; pip install 'napari-softcopy[s3]'"
@@ -244,24 +244,15 @@ class S3Archive(ArchiveStore):
         self.endpoint = endpoint_of()
         config, client_options, provider = store_config()
         self._config = config
-        kwargs = {"credential_provider": provider} if provider is not None else {}
         # A viewer waits on these requests: a few quick retries, then a message, rather
         # than the copy's patient backoff.
-        self.store = S3Store(
-            self.location.bucket,
-            prefix=self.location.prefix or None,
-            config=config,
-            client_options={**client_options, "connect_timeout": "5s", "timeout": "60s"},
-            retry_config={
-                "max_retries": 2,
-                "backoff": {
-                    "init_backoff": timedelta(milliseconds=100),
-                    "max_backoff": timedelta(seconds=2),
-                    "base": 2,
-                },
-                "retry_timeout": timedelta(seconds=10),
-            },
-            **kwargs,
+        self.store = s3_store(
+            self.location,
+            (config, client_options, provider),
+            timeout_s=60,
+            retries=2,
+            max_backoff_s=2,
+            retry_timeout_s=10,
         )
 
     def _error(self, exc: BaseException) -> StoreError:
