@@ -41,16 +41,19 @@ def _openat2(dir_fd: int, rel: str, flags: int, mode: int = 0) -> int | None:
         return None
     how = _OpenHow(flags | os.O_CLOEXEC, mode, _RESOLVE_BENEATH | _RESOLVE_NO_SYMLINKS)
     path = os.fsencode(rel)
-    fd = _libc.syscall(  # (ctypes lets go of the interpreter lock while it waits)
-        ctypes.c_long(_NR_OPENAT2),
-        ctypes.c_int(dir_fd),
-        ctypes.c_char_p(path),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
-    if fd >= 0:
-        return fd
-    err = ctypes.get_errno()
+    while True:
+        fd = _libc.syscall(  # (ctypes lets go of the interpreter lock while it waits)
+            ctypes.c_long(_NR_OPENAT2),
+            ctypes.c_int(dir_fd),
+            ctypes.c_char_p(path),
+            ctypes.byref(how),
+            ctypes.c_size_t(ctypes.sizeof(how)),
+        )
+        if fd >= 0:
+            return fd
+        err = ctypes.get_errno()
+        if err != errno.EINTR:  # (a signal during an open on a network mount: try again,
+            break  # as os.open does by itself since PEP 475)
     if err in (errno.ENOSYS, errno.EPERM, errno.E2BIG):
         _usable = False
         degrade(
