@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from napari_softcopy import CopyEngine, CopyOptions
-from napari_softcopy.destinations import STATE_DIR
+from napari_softcopy.destinations import STATE_DIR, open_destination
 from napari_softcopy.engine import Tuning
 from napari_softcopy.layout import is_own_temp_name, is_temp_name
+from napari_softcopy.manifest import build_manifest, read_manifest
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "") -> object:
@@ -91,3 +92,16 @@ def run_in_namespace(script: str, *args: object, timeout: float = 240) -> dict:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def assert_manifest_is_fresh(target: str | Path) -> dict:
+    """The manifest of the copy at ``target`` (a folder or an ``s3://`` URL) equals one
+    computed now by reading every file back; its entries."""
+    dest = open_destination(str(target), create=False)  # (a check: it must be there)
+    try:
+        written = read_manifest(dest)
+        scratch = build_manifest(dest, source=written.source, marker=written.marker)
+    finally:
+        dest.close()
+    assert written.entries == scratch.entries
+    return written.entries

@@ -21,10 +21,9 @@ from faults_support import make_archive
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.hashes import JOURNAL, HashJournal
-from napari_softcopy.manifest import build_manifest, read_manifest
 from napari_softcopy.simulate import simulate
 from napari_softcopy.transfer import copy_file
-from support import engine, wait_for
+from support import assert_manifest_is_fresh, engine, wait_for
 
 # The engine alone in a process of its own, killed there (the CLI would run it in another).
 _COPY_IN_CHILD = """
@@ -60,18 +59,6 @@ def assembled_counts(caplog) -> tuple[int, int, int]:
     raise AssertionError("no manifest was logged")
 
 
-def assert_manifest_from_scratch(dst: Path) -> dict:
-    """The manifest at ``dst`` equals one computed now from every file read back."""
-    dest = LocalDestination(dst, create=False)
-    try:
-        written = read_manifest(dest)
-        scratch = build_manifest(dest, source=written.source, marker=written.marker)
-    finally:
-        dest.close()
-    assert written.entries == scratch.entries
-    return written.entries
-
-
 def segments(dst: Path) -> list[Path]:
     return sorted(dst.glob(f"{JOURNAL}*.jsonl"))
 
@@ -93,7 +80,7 @@ def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_l
         assert e.wait(120) and e.status().state == "verified", e.status().message
     finally:
         e.stop()
-    entries = assert_manifest_from_scratch(dst)
+    entries = assert_manifest_is_fresh(dst)
     files, from_journal, hashed = assembled_counts(manifest_log)
     assert files == len(entries) > 100
     assert from_journal + hashed == files
@@ -121,7 +108,7 @@ def test_a_file_rewritten_after_its_hash_was_recorded_gets_its_new_hash(tmp_path
         assert e.wait(60) and e.status().state == "verified", e.status().message
     finally:
         e.stop()
-    entries = assert_manifest_from_scratch(dst)
+    entries = assert_manifest_is_fresh(dst)
     assert entries[rel].digest == blake3.blake3(new).hexdigest()
     files, from_journal, _hashed = assembled_counts(manifest_log)
     assert from_journal >= files // 2, "the copy's hashes were not used"
@@ -159,7 +146,7 @@ def test_kill_9_then_resume_gives_the_right_manifest(tmp_path, manifest_log):
         assert e.wait(60) and e.status().state == "verified", e.status().message
     finally:
         e.stop()
-    entries = assert_manifest_from_scratch(dst)
+    entries = assert_manifest_is_fresh(dst)
     assert entries[same].digest == blake3.blake3((src / same).read_bytes()).hexdigest()
     assert entries[grown].size == len(chunks[grown]) + 4
     _files, from_journal, _hashed = assembled_counts(manifest_log)
@@ -202,7 +189,7 @@ def test_the_finish_hashes_only_the_files_the_journal_holds_no_current_hash_of(t
     finally:
         dest.close()
     assert (done.files, done.from_journal, done.hashed) == (31, 29, 2)
-    entries = assert_manifest_from_scratch(dst)
+    entries = assert_manifest_is_fresh(dst)
     assert entries["f07"].digest == blake3.blake3((src / "f07").read_bytes()).hexdigest()
 
 
@@ -227,7 +214,7 @@ def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_pat
     assert (done.files, done.from_journal) == (20, 20)
     assert len(merged) < 20, "segments were not merged"
     assert any(p.name.startswith("hashes-1-") for p in merged)
-    assert_manifest_from_scratch(dst)
+    assert_manifest_is_fresh(dst)
     assert segments(dst) == []
 
 
@@ -255,7 +242,7 @@ def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_pa
     finally:
         dest.close()
     assert (done.files, done.from_journal, done.hashed) == (2, 1, 1)
-    entries = assert_manifest_from_scratch(dst)
+    entries = assert_manifest_is_fresh(dst)
     assert entries["a"].digest == blake3.blake3((src / "a").read_bytes()).hexdigest()
 
 

@@ -15,9 +15,9 @@ import obstore
 import pytest
 
 from faults_support import poll, read_status, run_cli, start_cli
-from napari_softcopy.destinations import STATE_DIR, open_destination
-from napari_softcopy.manifest import build_manifest, read_manifest
+from napari_softcopy.destinations import STATE_DIR
 from s3_server import FailingProxy
+from support import assert_manifest_is_fresh
 from test_s3_destination import raw_store
 
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
@@ -50,18 +50,6 @@ def data_gets(proxy: FailingProxy, bucket_prefix: str) -> list[str]:
         and f"/{STATE_DIR}/" not in path
         and not path.endswith(_METADATA)
     ]
-
-
-def assert_manifest_is_a_fresh_hash(url: str) -> dict:
-    """The manifest at ``url`` equals one computed now by reading every object back."""
-    dest = open_destination(url)
-    try:
-        written = read_manifest(dest)
-        scratch = build_manifest(dest, source=written.source, marker=written.marker)
-    finally:
-        dest.close()
-    assert written.entries == scratch.entries
-    return written.entries
 
 
 def live_copy(src: Path, url: str, state_dir: Path, timepoints: int = 4) -> tuple[str, dict]:
@@ -105,7 +93,7 @@ def test_a_live_copy_reads_no_object_back_and_its_manifest_is_still_right(
     assert len(puts) > 50  # (the chunks went through the proxy)
     assert data_gets(proxy, prefix) == [], "objects were read back for the manifest"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
-    entries = assert_manifest_is_a_fresh_hash(url)
+    entries = assert_manifest_is_fresh(url)
     assert len(entries) > 50
     # A bit flipped on the server after the upload: both checks read every object.
     store = raw_store(s3_env, prefix)
@@ -143,4 +131,4 @@ def test_a_server_that_does_not_check_checksums_gets_each_object_read_back_said_
     assert len(notices) == 1 and "CRC64NVME was wrong" in notices[0], status.get("notices")
     assert data_gets(proxy, prefix), "nothing was read back where the server vouches for nothing"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
-    assert_manifest_is_a_fresh_hash(url)
+    assert_manifest_is_fresh(url)
