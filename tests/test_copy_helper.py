@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+import blake3
 import pytest
 
 from napari_softcopy import transfer
@@ -18,7 +19,7 @@ from napari_softcopy.copy_helper import (
     CopyHelper,
     HelperOutcome,
 )
-from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination
+from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination, source_stamp
 from napari_softcopy.engine import CopyEngine, Tuning
 from napari_softcopy.engine import helpers as helpers_module
 from napari_softcopy.platform import available_cores
@@ -230,7 +231,7 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
     os.symlink("new", src / "link")
     src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
     dest = LocalDestination(dst)
-    options = {"settle_s": 1.0, "fsync": False, "uncache": True}
+    options = {"settle_s": 1.0, "fsync": False, "uncache": True, "digest": True}
     helper = CopyHelper(src_fd, dest, **options)
     try:
         batches = [
@@ -246,16 +247,17 @@ def test_the_helper_copies_the_common_case_and_hands_back_the_rest(tmp_path):
         helper.close()
         os.close(src_fd)
         dest.close()
-    size_mtime = [
-        (os.stat(src / n).st_size, os.stat(src / n).st_mtime_ns) for n in ("new", "stale")
-    ]
-    assert first == [
-        HelperOutcome(COPIED, *size_mtime[0], replaced_size=None),
-        HelperOutcome(COPIED, *size_mtime[1], replaced_size=3),
-        CURRENT_OUTCOME,
-        HelperOutcome(COPIED, 1, os.stat(src / "forced").st_mtime_ns, replaced_size=1),
-    ]
-    assert restamped == [HelperOutcome(COPIED, 1, os.stat(src / "rewritten").st_mtime_ns, 1)]
+
+    def copied(name: str, replaced_size: int | None) -> HelperOutcome:
+        # (the bytes hashed as copied, and the stamp of the version copied: the manifest's)
+        st = os.stat(src / name)
+        digest = blake3.blake3((dst / name).read_bytes()).hexdigest()
+        assert digest == blake3.blake3((src / name).read_bytes()).hexdigest()
+        stamp = source_stamp(st).decode()
+        return HelperOutcome(COPIED, st.st_size, st.st_mtime_ns, replaced_size, digest, stamp)
+
+    assert first == [copied("new", None), copied("stale", 3), CURRENT_OUTCOME, copied("forced", 1)]
+    assert restamped == [copied("rewritten", 1)]
     assert second == [ENGINE_OUTCOME, ENGINE_OUTCOME]
     # A source that vanished is the engine's (it may mirror a delete); the batch's rest is
     # left untried, as after any error.

@@ -13,8 +13,9 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from .destinations import STATE_DIR, Destination, FileInfo
+from .destinations import STATE_DIR, Capabilities, Destination, FileInfo, copy_difference
 from .hashes import HashJournal, JournalRecord, _json_string, _write_all, path_key
 from .layout import is_own_temp_name
 from .listing import Listing
@@ -61,16 +62,32 @@ def sorted_files(
     return walk("")
 
 
-def _reusable(record: JournalRecord | None, key: tuple[str, ...], info: FileInfo) -> bool:
-    """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now."""
-    return (
-        record is not None
-        and record.key == key
-        and bool(record.digest)
-        and record.size == info.size
-        and record.mtime_ns == info.mtime_ns
-        and record.stamp == (info.stamp or b"").decode("ascii", "replace")
-    )
+class _CopiedVersion(NamedTuple):
+    """The source version a journal record names, as the one rule reads a source file."""
+
+    st_size: int
+    st_mtime_ns: int
+    st_ino: int
+    st_ctime_ns: int
+
+
+def _reusable(
+    record: JournalRecord | None, key: tuple[str, ...], info: FileInfo, caps: Capabilities
+) -> bool:
+    """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now:
+    ``info`` is a copy of the source version the record names, by the one rule
+    (`destinations.copy_difference`: size, mtime or the destination's record of the source,
+    and the stamp recorded on the file, where the listing read one)."""
+    if record is None or record.key != key or not record.digest:
+        return False
+    if info.stamp is not None and info.stamp.decode("ascii", "replace") != record.stamp:
+        return False  # (checked here: the rule needs the stamp's parts, parsed below)
+    ino, _, ctime = record.stamp.partition(":")
+    try:
+        version = _CopiedVersion(record.size, record.mtime_ns, int(ino or -1), int(ctime or -1))
+    except ValueError:
+        return False
+    return copy_difference(version, info, caps) is None
 
 
 def assemble(
@@ -102,7 +119,8 @@ def assemble(
         if journal is not None:
             stack.enter_context(journal.paused())
         records = journal.latest() if journal is not None else iter(())
-        stamps = dest.capabilities.xattrs
+        caps = dest.capabilities
+        stamps = caps.xattrs
         temp = dest.create_temp(MANIFEST)
         stack.callback(dest.release, temp)
         fd = temp.fileno()
@@ -150,7 +168,7 @@ def assemble(
             key = path_key(rel)
             while record is not None and record.key < key:
                 record = next(records, None)
-            if _reusable(record, key, info):
+            if _reusable(record, key, info, caps):
                 counts["journal"] += 1
                 window.append((rel, info.size, record.digest))
             else:

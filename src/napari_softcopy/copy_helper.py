@@ -60,6 +60,10 @@ class HelperOutcome(NamedTuple):
     mtime_ns: int = 0
     #: `COPIED`: the size of the copy it replaced; None where there was none.
     replaced_size: int | None = None
+    #: `COPIED`: the copy's BLAKE3 digest ("" unless asked for) and the source version's
+    #: stamp (as `transfer.CopyResult`).
+    digest: str = ""
+    stamp: str = ""
 
 
 # (one object each: a batch's answer pickles them once)
@@ -78,6 +82,7 @@ def sync_common_case(
     settle_s: float,
     fsync: bool,
     uncache: bool,
+    digest: bool = False,
 ) -> HelperOutcome:
     """Copy ``rel`` if its copy is missing or stale, where nothing unusual happens.
 
@@ -97,13 +102,17 @@ def sync_common_case(
         fsync=fsync,
         uncache=uncache,
         settle_s=settle_s,
+        digest=digest,
     )
     result, old = synced.copy, synced.previous
     if result is None:
         return CURRENT_OUTCOME
     if not result.committed:
         return ENGINE_OUTCOME
-    return HelperOutcome(COPIED, result.size, result.mtime_ns, None if old is None else old.size)
+    replaced = None if old is None else old.size
+    return HelperOutcome(
+        COPIED, result.size, result.mtime_ns, replaced, result.digest, result.stamp
+    )
 
 
 class CopyHelper:
@@ -116,9 +125,9 @@ class CopyHelper:
     dest : LocalDestination
         The engine's destination: its root descriptor is passed on (the helper then reaches
         exactly the tree the engine does), with whether it records source stamps.
-    settle_s, fsync, uncache
+    settle_s, fsync, uncache, digest
         As the engine copies: the age a source file must have, flush each file, drop copied
-        pages.
+        pages, hash the bytes as copied (for the manifest).
     """
 
     _MAIN = "from napari_softcopy.copy_helper import _helper_main; _helper_main()"
@@ -131,6 +140,7 @@ class CopyHelper:
         settle_s: float,
         fsync: bool,
         uncache: bool,
+        digest: bool = False,
     ) -> None:
         dest_dir_fd = dest.fileno()
         setup = {
@@ -142,6 +152,7 @@ class CopyHelper:
             "settle_s": settle_s,
             "fsync": fsync,
             "uncache": uncache,
+            "digest": digest,
         }
         self.process = HelperProcess(
             self._MAIN,
@@ -199,6 +210,8 @@ def _well_formed(outcome: object) -> bool:
             type(outcome.size) is int
             and type(outcome.mtime_ns) is int
             and (outcome.replaced_size is None or type(outcome.replaced_size) is int)
+            and type(outcome.digest) is str
+            and type(outcome.stamp) is str
         )
     return outcome in (CURRENT_OUTCOME, ENGINE_OUTCOME, UNTRIED_OUTCOME)
 
@@ -215,7 +228,7 @@ def _helper_main() -> None:
         xattrs=setup["stamps"],
         probed=DestinationProbe.from_json(setup["probed"]),
     )
-    copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache")}
+    copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache", "digest")}
 
     def copy_batch(batch: list[tuple[str, bool]], stop: threading.Event) -> list[HelperOutcome]:
         outcomes = []

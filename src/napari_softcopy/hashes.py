@@ -1,34 +1,36 @@
-"""The hash journal: every copied file's BLAKE3 hash, computed during the copy, so that the
+"""The hash journal: every copied file's BLAKE3 hash, made during the copy, so that the
 manifest (`manifest`) is assembled at the finish instead of read from the whole copy again.
 
-Why read back after publishing (not hash while copying): the copy moves bytes in the kernel
-(``copy_file_range``), never through Python; a hash of the destination file read back after
-its publish is of what the destination returns (a network share or FUSE filesystem that
-stores something else is caught), and a version rewritten before the hasher reaches it is
-never hashed at all. One thread at idle priority (nice and idle IO class, as the workers)
-takes the published files from a bounded queue; the file's cached pages are dropped before
-the read (`readback.read_back`), so clean pages come from the storage (pages not yet written
-back come from the cache: the manifest vouches for what was written; ``verify DEST`` reads it
-cold later).
+**Hashed as copied.** The copy (`transfer.copy_file(digest=True)`) reads each block of the
+source into memory, hashes it and writes exactly those bytes to the temporary file; the hash
+is recorded once the file is published (`HashJournal.published`), with no read of the copy.
+The manifest then names the bytes that were read from the source and handed to the
+destination, from a source version that did not change while it was read (the copy's
+identity check). Why not read each copy back: on a local disk a read back right after the
+write returns the page cache (pages not yet written back cannot be dropped), the same bytes
+the copy wrote, so it proves nothing more and cost a cold read, a dozen system calls and
+about 60 us of CPU a file (benchmarks/notes.md, items 45 and 46: the copy 2.5x slower on
+many small files); on a network share or FUSE filesystem it is a second transfer of every
+byte over the share. And a hash of the bytes sent is the stronger reference: were the
+destination to store something else, a read back would record the corrupt bytes as the
+truth, while a hash of the source's bytes makes ``verify DEST`` (every file read cold
+against the manifest) and ``--move`` (both copies read cold before anything is deleted)
+find them. What happens to the copy at rest is what those cold reads check; the marker's own
+proof (the final verification's rule) does not rest on the manifest.
 
 Hashed at the upload instead, where the destination says so
 (`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME,
-tried at the start with a PUT whose checksum is wrong, which it must refuse). There the bytes
-pass through Python anyway; the destination hashes them as they are sent and, once the server
-acknowledged the PUT (or the multipart upload's completion) after checking the CRC64NVME of
-what it received, hands the hash over (`Destination.take_upload_digest`) with the version it
-names (size, the source's mtime and stamp recorded as the object's metadata, and the ETag,
-which the record does not keep: as for a read back, the finish matches the object's size,
-mtime and stamp). The journal records it at once, without a read back. The manifest then
-vouches for the bytes the server acknowledged, checked on arrival by its CRC of them. That is
-as strong as a read back of a just-written object: its bytes would come from the same server,
-which has just checked them against the same content, so a GET adds a second transfer and
-nothing a corrupting network or server could not equally pass (CRC64NVME catches any burst
-of up to 64 flipped bits and all but 2^-64 of the rest). What either misses is what happens
-later, at rest, and that is what reading it all back cold catches: ``verify --checksum``
-(every object against the source) and ``verify DEST`` (every object against the manifest),
-and ``--move``, which reads both copies cold before deleting anything. Where the server does
-not check checksums (or refuses them), the hasher reads each object back as above, said once.
+tried at the start with a PUT whose checksum is wrong, which it must refuse). There the
+destination hashes the bytes as they are sent and, once the server acknowledged the PUT
+(or the multipart upload's completion) after checking the CRC64NVME of what it received,
+hands the hash over (`Destination.take_upload_digest`) with the version it names; the
+manifest then also vouches that the server received those bytes intact.
+
+Read back (the fallback): a file published without a hash of its bytes (a caller that did
+not ask for one) is queued for a background thread at idle priority that reads it back from
+the destination, its cached pages dropped first (`readback.read_back`), and records the hash
+only if the file is still the version published (same size, mtime and stamp before and
+after the read).
 
 The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
 <run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
@@ -39,14 +41,17 @@ the latest record per path), so a day of millions of files holds a few dozen seg
 finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
 destination in the same order, streamed (`assembly.assemble`).
 
-A record names the file's version by its size, mtime and source stamp at the destination, and
-a sequence number (run, then order of publish; one path is never copied twice at once, so
-per path the sequence is the order of its versions). A file that could not be hashed (queue
+A record names the source version that was copied by its size, mtime and stamp (as a copy's
+record does, `destinations.SourceRecord`), and a sequence number (run, then order of
+publish; one path is never copied twice at once, so per path the sequence is the order of
+its versions). A file that could not be hashed (queue
 full, changed or gone meanwhile, the engine stopped first) gets an *invalidation* record
 instead: the latest record of a path decides, so an older hash of it is never reused. A hash
-is reused at the finish only when it is its path's latest record and matches the file's
-current size and mtime (and, for a record of an earlier run, which a kill may have cut short
-before it recorded a later version, its stamp, where the destination keeps stamps).
+is reused at the finish only when it is its path's latest record and the file there now is
+a copy of that source version by the one rule (`destinations.copy_difference`: size, mtime
+within the destination's precision or its record of the source, and the same stamp); a
+record of an earlier run, which a kill may have cut short before it recorded a later
+version, is held to the same test.
 """
 
 from __future__ import annotations
@@ -174,7 +179,7 @@ class HashJournal:
         self.dest = dest
         self.low_priority = low_priority
         self.flush_s = flush_s
-        self._queue: queue.Queue[tuple[str, int, int, int]] = queue.Queue(queue_size)
+        self._queue: queue.Queue[tuple[str, int, int, str, int]] = queue.Queue(queue_size)
         self._buffer: list[JournalRecord] = []
         self._buffer_since = 0.0
         self._lock = threading.Lock()  # the buffer and the sequence
@@ -186,6 +191,7 @@ class HashJournal:
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
         self.hashed = 0  # files hashed by the thread
         self.from_upload = 0  # files whose hash the destination gave at their upload
+        self.from_copy = 0  # files hashed as they were copied
         self._upload_digests = dest.capabilities.verified_upload_digest
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
         # (a local destination's files are read through folder descriptors: `_hash_local`)
@@ -199,13 +205,28 @@ class HashJournal:
         self._thread = threading.Thread(target=target, name="softcopy-hasher", daemon=True)
         self._thread.start()
 
-    def published(self, rel: str, size: int, mtime_ns: int) -> None:
-        """``rel`` was just published at the destination with the source's ``size`` and
-        ``mtime_ns``: hash it in the background, or take the hash the destination made of
-        it as it was sent (`Destination.take_upload_digest`). Never blocks on the hasher."""
+    @property
+    def wants_digests(self) -> bool:
+        """Whether copies should hash their bytes (`transfer.copy_file(digest=True)`): not
+        where the destination hashes its uploads itself, nor once the journal is broken."""
+        return not self._upload_digests and self.broken is None
+
+    def published(
+        self, rel: str, size: int, mtime_ns: int, stamp: str = "", digest: str = ""
+    ) -> None:
+        """``rel`` was just published at the destination, copied from the source version of
+        ``size`` and ``mtime_ns``. Record ``digest``, the hash of its bytes as copied (with
+        ``stamp``, the source stamp recorded with it, "" where none is), or take the hash
+        the destination made of it as it was sent (`Destination.take_upload_digest`), or
+        else hash it in the background. Never blocks on the hasher."""
         with self._lock:
             self._counter += 1
             seq = self.run << _RUN_SHIFT | self._counter
+        if digest and not self._upload_digests:
+            self._add(JournalRecord(path_key(rel), seq, rel, size, mtime_ns, stamp, digest))
+            with self._lock:
+                self.from_copy += 1
+            return
         if self._upload_digests:
             # (called right after the publish, in its thread: the last upload of this path)
             up = self.dest.take_upload_digest(rel)
@@ -216,7 +237,7 @@ class HashJournal:
                     self.from_upload += 1
                 return
         try:
-            self._queue.put_nowait((rel, size, mtime_ns, seq))
+            self._queue.put_nowait((rel, size, mtime_ns, stamp, seq))
         except queue.Full:  # (behind: hashed at the finish; no older hash may stand for it)
             self._add(JournalRecord(path_key(rel), seq, rel))
 
@@ -252,10 +273,10 @@ class HashJournal:
                 if due:
                     self._flush_locked()
 
-    def _hash(self, rel: str, size: int, mtime_ns: int, seq: int) -> None:
+    def _hash(self, rel: str, size: int, mtime_ns: int, stamp: str, seq: int) -> None:
         """Hash ``rel`` as the destination returns it, if it is still the version published
-        (its size and mtime, and the same size, mtime and stamp after the read); else, or
-        when it cannot be read, an invalidation."""
+        (its size and mtime, the ``stamp`` where one is recorded on it, and the same size,
+        mtime and stamp after the read); else, or when it cannot be read, an invalidation."""
         key = path_key(rel)
         try:
             if self._folders is not None:
@@ -264,6 +285,10 @@ class HashJournal:
                 found = self._hash_by_path(rel, size, mtime_ns)
         except OSError:
             found = None
+        if found is not None and stamp:
+            # (the record names the source version, as a hash made while copying does; a
+            # stamp recorded on the file must be that version's)
+            found = None if found[1] not in ("", stamp) else (found[0], stamp, found[2])
         if found is None:
             self._add(JournalRecord(key, seq, rel))
         else:
@@ -272,7 +297,8 @@ class HashJournal:
 
     def _hash_by_path(self, rel: str, size: int, mtime_ns: int) -> tuple[int, str, str] | None:
         """``(mtime_ns, stamp, digest)`` of ``rel`` through the `Destination` interface (any
-        destination): stat, read back, stat again; None when it is not the version."""
+        destination): stat, read back, stat again; None when it is not the version. The
+        mtime is the source's (``mtime_ns``), as a record of a hash made while copying."""
         dest = self.dest
         before = dest.stat(rel, stamp=True)
         if (
@@ -285,7 +311,7 @@ class HashJournal:
         n, digest = read_back(dest, rel)
         if dest.stat(rel, stamp=True) != before or n != size:
             return None
-        return before.mtime_ns, (before.stamp or b"").decode("ascii", "replace"), digest
+        return mtime_ns, (before.stamp or b"").decode("ascii", "replace"), digest
 
     def _hash_local(self, rel: str, size: int, mtime_ns: int) -> tuple[int, str, str] | None:
         """`_hash_by_path` on a local destination, with a tenth of its system calls: the file
@@ -317,7 +343,7 @@ class HashJournal:
             st.st_ctime_ns,
         ):
             return None
-        return st.st_mtime_ns, (stamp or b"").decode("ascii", "replace"), digest
+        return mtime_ns, (stamp or b"").decode("ascii", "replace"), digest
 
     # -- writing segments ---------------------------------------------------------------------
     def _flush_locked(self) -> None:
@@ -416,7 +442,7 @@ class HashJournal:
         with self._busy:
             while True:
                 try:
-                    rel, _size, _mtime, seq = self._queue.get_nowait()
+                    rel, _size, _mtime, _stamp, seq = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 self._add(JournalRecord(path_key(rel), seq, rel))

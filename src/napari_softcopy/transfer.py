@@ -6,7 +6,9 @@ source that changes while it is read is not committed (the caller copies it agai
 
 This module moves the bytes (``copy_file_range``, ``sendfile`` or read/write, the bandwidth
 cap, dropping cached pages) into the temporary file the `Destination` hands out (into its
-descriptor; where it has none, an object store, through `TempFile.write`); the
+descriptor; where it has none, an object store, through `TempFile.write`), hashing them on
+the way where the manifest wants it (``digest=True``: read/write through Python, BLAKE3 over
+each block; `hashes` says why the bytes as copied, not a read back); the
 destination names, stamps, flushes and publishes it (`Destination.publish`). `sync_file`
 decides by the one rule (`destinations.is_copy_of`) whether a copy is needed at all, and
 `settle_left` is the one settle check.
@@ -20,6 +22,8 @@ import stat
 import threading
 import time
 from dataclasses import dataclass
+
+import blake3
 
 from .destinations import Destination, FileInfo, TempFile, is_copy_of, source_stamp
 from .platform import drop_cache
@@ -93,13 +97,17 @@ class CopyResult:
     """Outcome of `copy_file`.
 
     ``committed`` is False when the source changed during the copy (nothing was renamed into
-    place); ``created`` says the final name did not exist before.
+    place); ``created`` says the final name did not exist before. ``stamp``: the stamp of the
+    source version copied (`destinations.source_stamp`); ``digest``: where the copy was
+    hashed (``copy_file(digest=True)``), the BLAKE3 hex digest of the bytes written.
     """
 
     committed: bool
     size: int
     mtime_ns: int
     created: bool
+    digest: str = ""
+    stamp: str = ""
 
 
 def settle_left(mtime_ns: int, settle_s: float = RACY_S) -> float:
@@ -139,11 +147,24 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
             raise
 
 
-def _stream_range(fd_in: int, temp: TempFile, offset: int, count: int) -> int:
+def _stream_range(fd_in: int, temp: TempFile, offset: int, count: int, hasher) -> int:
     """Read ``count`` bytes at ``offset`` and hand them to ``temp`` (`TempFile.write`)."""
     data = os.pread(fd_in, count, offset)
     if data:
+        if hasher is not None:
+            hasher.update(data)
         temp.write(data)
+    return len(data)
+
+
+def _hashed_range(fd_in: int, fd_out: int, offset: int, count: int, hasher) -> int:
+    """`_copy_range` through Python, the bytes hashed between the read and the write (what is
+    written is exactly what was hashed). A chunk file is one read, one hash, one write."""
+    data = os.pread(fd_in, count, offset)
+    hasher.update(data)
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(fd_out, view, offset + len(data) - len(view)) :]
     return len(data)
 
 
@@ -159,6 +180,7 @@ def copy_file(
     src_dir_fd: int | None = None,
     settle_s: float = 0.0,
     dest_exists: bool | None = None,
+    digest: bool = False,
 ) -> CopyResult:
     """Copy ``source_path`` to ``rel`` below ``dest`` atomically, with the source's mtime
     and its stamp (`destinations.source_stamp`, where the destination keeps xattrs).
@@ -169,7 +191,8 @@ def copy_file(
     ``committed=False``): a write landing in place while we read it may leave size and
     mtime as they were when we looked, so only its age shows that it could be torn.
     ``dest_exists`` says whether ``rel`` exists at the destination, when the caller knows
-    (it is looked up otherwise); it only decides `CopyResult.created`.
+    (it is looked up otherwise); it only decides `CopyResult.created`. ``digest``: hash the
+    bytes as they are copied (`CopyResult.digest`).
 
     Raises
     ------
@@ -198,6 +221,7 @@ def copy_file(
         size = before.st_size
         temp = dest.create_temp(rel)
         fd_out = temp.fileno()
+        hasher = blake3.blake3() if digest else None
         offset = 0
         while offset < size:
             if stop.is_set():
@@ -206,7 +230,9 @@ def copy_file(
             if limiter is not None:
                 limiter.take(count, stop)
             if fd_out is None:  # (no descriptor: an object store takes a byte stream)
-                done = _stream_range(fd_in, temp, offset, count)
+                done = _stream_range(fd_in, temp, offset, count, hasher)
+            elif hasher is not None:
+                done = _hashed_range(fd_in, fd_out, offset, count, hasher)
             else:
                 done = _copy_range(fd_in, fd_out, offset, count)
             if done == 0:
@@ -217,14 +243,18 @@ def copy_file(
             return CopyResult(False, size, before.st_mtime_ns, False)
         if dest_exists is None:
             dest_exists = dest.stat(rel) is not None
+        stamp = source_stamp(before)
         dest.publish(
             temp,
             mtime_ns=before.st_mtime_ns,
             atime_ns=before.st_atime_ns,
-            stamp=source_stamp(before),
+            stamp=stamp,
             fsync=fsync,
         )
-        return CopyResult(True, size, before.st_mtime_ns, not dest_exists)
+        digest_hex = "" if hasher is None else hasher.hexdigest()
+        return CopyResult(
+            True, size, before.st_mtime_ns, not dest_exists, digest_hex, stamp.decode("ascii")
+        )
     finally:
         if temp is not None:
             dest.release(temp, uncache=uncache)  # (removed unless published)
@@ -245,10 +275,12 @@ def sync_file(
     fsync: bool = False,
     uncache: bool = True,
     settle_s: float = RACY_S,
+    digest: bool = False,
 ) -> SyncOutcome:
     """Copy the settled regular source file ``rel`` (``st``, its lstat below ``src_dir_fd``)
     unless its copy is current by the one rule (`destinations.is_copy_of`; ``force``: copy
-    anyway). The engine's workers and the copy helper both sync through this.
+    anyway). The engine's workers and the copy helper both sync through this; ``digest``:
+    hash the bytes as copied (`CopyResult.digest`).
 
     Returns
     -------
@@ -274,6 +306,7 @@ def sync_file(
         src_dir_fd=src_dir_fd,
         settle_s=settle_s,  # re-checked on the opened file: it may have changed since
         dest_exists=old is not None,  # only this engine writes there (it holds the lock)
+        digest=digest,
     )
     return SyncOutcome(result, old)
 

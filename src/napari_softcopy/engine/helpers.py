@@ -57,6 +57,7 @@ class HelperPump(EngineState):
             settle_s=RACY_S,
             fsync=self.options.fsync == "each",
             uncache=self.options.drop_cache,
+            digest=self._hash_as_copied(),
         )
         self._copy_helper = helper
         in_flight: deque[list[Ready]] = deque()
@@ -103,7 +104,14 @@ class HelperPump(EngineState):
             try:
                 if kind == COPIED:
                     replaced = outcome.replaced_size
-                    result = CopyResult(True, outcome.size, outcome.mtime_ns, replaced is None)
+                    result = CopyResult(
+                        True,
+                        outcome.size,
+                        outcome.mtime_ns,
+                        replaced is None,
+                        outcome.digest,
+                        outcome.stamp,
+                    )
                     self._copied(rel, result, replaced)
                     copied += 1
                 elif kind == UNTRIED:

@@ -216,6 +216,7 @@ class LiveCopy(EngineState):
                 limiter=self._limiter,
                 fsync=self.options.fsync == "each",
                 uncache=self.options.drop_cache,
+                digest=self._hash_as_copied(),
             )
         except FileNotFoundError as exc:
             if self._src_lstat(rel) is None:
@@ -249,7 +250,7 @@ class LiveCopy(EngineState):
         # background for the manifest, and an older hash of the path never reused.
         hashes = self._hashes
         if hashes is not None:
-            hashes.published(rel, result.size, result.mtime_ns)
+            hashes.published(rel, result.size, result.mtime_ns, result.stamp, result.digest)
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:

@@ -135,8 +135,8 @@ class EngineState:
         self._marker_before_walk = False  # the marker was seen before this finish's walk
         self._last_scan_started = -math.inf  # monotonic start of the last whole scan
         self._freed: dict | None = None  # --move: what freeing the source did (Status.freed)
-        # Each copied file's hash, computed in the background (`hashes`): the manifest at
-        # the finish hashes only what it holds nothing of.
+        # Each copied file's hash, made as it is copied (`hashes`): the manifest at the
+        # finish hashes only what it holds nothing of.
         self._hashes: HashJournal | None = None
 
     @property
@@ -226,6 +226,11 @@ class EngineState:
             self._arrays_dirty = False
         except OSError:
             pass
+
+    def _hash_as_copied(self) -> bool:
+        """Whether a copy hashes its bytes for the manifest (`HashJournal.wants_digests`)."""
+        hashes = self._hashes
+        return hashes is not None and hashes.wants_digests
 
     def _is_chunk(self, rel: str) -> bool:
         name = rel.rpartition("/")[2]
