@@ -702,7 +702,12 @@ def test_two_panels_in_their_fullest_state_fit_napari_default_window_with_a_marg
     for panel in panels:
         panel.refresh()
         qtbot.waitUntil(lambda p=panel: not p.eta_label.isHidden(), timeout=5000)
-    qtbot.wait(100)  # (one event loop turn: the layout settles)
+
+    def laid_out():  # (shown, each panel as tall as its rows ask: the layout caught up)
+        assert all(p.isVisible() for p in panels)
+        assert [p.height() for p in panels] == [p.sizeHint().height() for p in panels]
+
+    qtbot.waitUntil(laid_out, timeout=5000)
     for panel in panels:  # at a glance: none of it folded away
         shown = {lb.text() for lb in panel.findChildren(QLabel) if lb.isVisible()}
         for must in ("copying", "Rate:", "Backlog:", "Lag:", "Elapsed:", "ETA:", "4:06"):
