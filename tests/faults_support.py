@@ -204,7 +204,15 @@ def final_files(root: Path) -> dict[str, bytes]:
 
 
 def own_temp_files(root: Path) -> list[str]:
-    return [p.as_posix() for p in root.rglob("*") if is_own_temp_name(p.name)]
+    """Our temporary files below ``root``, polled while a copy runs: a folder not made yet,
+    or listed and then removed before it is read (the probe's own below `STATE_DIR`), holds
+    none (``os.walk`` skips it; ``Path.rglob`` raised FileNotFoundError)."""
+    return [
+        (Path(dirpath) / name).as_posix()
+        for dirpath, dirs, files in os.walk(root)
+        for name in dirs + files
+        if is_own_temp_name(name)
+    ]
 
 
 # ---------------------------------------------------------------------------- processes

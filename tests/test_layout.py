@@ -10,6 +10,7 @@ from napari_softcopy.layout import (
     find_arrays,
     is_metadata_name,
     is_temp_name,
+    read_json,
 )
 
 
@@ -106,6 +107,26 @@ def test_corrupt_metadata_names_the_file(tmp_path):
     with pytest.raises(LayoutError, match=r"bad.zarr/zarr.json"):
         find_arrays(root)
     assert find_arrays(root, strict=False) == []
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        (b'{"node_type": "array", ', r"Expecting property name"),
+        (b"[1, 2]", "not a JSON object"),
+        (b"", "not a JSON object"),  # (a file truncated to nothing)
+    ],
+)
+def test_corrupt_metadata_is_one_line_naming_the_file_and_the_fix(tmp_path, content, why):
+    path = tmp_path / "bad.zarr" / "zarr.json"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(LayoutError) as info:
+        read_json(path)
+    message = str(info.value)
+    assert message.startswith(f"corrupt Zarr metadata in {path}: ")
+    assert why in message and message.endswith("; fix or restore this file")
+    assert "\n" not in message
 
 
 def test_missing_fields_are_corrupt(tmp_path):

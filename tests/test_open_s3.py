@@ -22,6 +22,7 @@ from napari_softcopy.layer_data import (
     reopen_data,
     view_signature,
 )
+from napari_softcopy.layout import LayoutError
 from napari_softcopy.open_zarr import OpenError, inspect_archive, read_image_spec
 from napari_softcopy.simulate import frame, simulate
 from test_s3_copy import _sync_tree
@@ -114,6 +115,21 @@ def test_what_cannot_be_read_from_s3_is_said_in_one_line_without_the_secret(
         open_layers(url)
     assert "\n" not in str(info.value)
     assert wrong not in str(info.value) and s3_env.secret not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [(b'{"node_type": "group", ', "Expecting property name"), (b"[1, 2]", "not a JSON object")],
+)
+def test_corrupt_metadata_in_s3_is_one_line_naming_the_object_and_the_fix(s3_env, content, why):
+    prefix = f"open/{next(_prefixes)}/bad.zarr"
+    obstore.put(raw_store(s3_env, prefix), "zarr.json", content)
+    with pytest.raises(LayoutError) as info:
+        archive_store.open_store(f"s3://softcopy/{prefix}").read_json("zarr.json")
+    message = str(info.value)
+    assert message.startswith(f"corrupt Zarr metadata in s3://softcopy/{prefix}/zarr.json: ")
+    assert why in message and message.endswith("; fix or restore this object")
+    assert "\n" not in message
 
 
 def test_the_chunk_map_of_an_s3_copy(s3_env, archives):

@@ -15,11 +15,11 @@ from faults_support import bind_mount, require_mounts
 from mounts import KINDS, Mount, mounted
 from napari_softcopy import platform
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.destinations.probe import (
+from napari_softcopy.destinations.probe import probe
+from napari_softcopy.destinations.probe_report import (
     PROBE_RECORD,
     DestinationProbe,
     precision_label,
-    probe,
     read_record,
 )
 

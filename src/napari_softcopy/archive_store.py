@@ -17,7 +17,6 @@ and by `take_notices` (the widget shows it).
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
 import posixpath
@@ -37,7 +36,7 @@ from .destinations.s3_settings import (
     store_config,
 )
 from .destinations.s3_stores import s3_store
-from .layout import LayoutError, read_json
+from .layout import parse_metadata, read_json
 
 log = logging.getLogger(__name__)
 
@@ -269,15 +268,7 @@ class S3Archive(ArchiveStore):
             return None
         except Exception as exc:  # obstore's errors: one line naming the server and fix
             raise self._error(exc) from None
-        try:
-            data = json.loads(raw or b"null")
-        except ValueError as exc:
-            raise LayoutError(
-                f"corrupt Zarr metadata in {self.where(rel)}: {exc}; fix or restore this object"
-            ) from None
-        if not isinstance(data, dict):
-            raise LayoutError(f"corrupt Zarr metadata in {self.where(rel)}: not a JSON object")
-        return data
+        return parse_metadata(raw, self.where(rel), "object")
 
     def subfolders(self, rel: str) -> list[str]:
         import obstore

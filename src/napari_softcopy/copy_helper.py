@@ -33,7 +33,7 @@ import threading
 from typing import NamedTuple
 
 from .destinations import LocalDestination
-from .destinations.probe import DestinationProbe
+from .destinations.probe_report import DestinationProbe
 from .helper_process import HelperProcess, serve, setup_argument
 from .pending import Ready
 from .transfer import Stopped, settle_left, sync_file

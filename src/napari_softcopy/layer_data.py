@@ -4,7 +4,7 @@ differences between two copies.
 Qt-free and napari-free: everything here returns plain ``(data, kwargs, layer_type)`` tuples
 (napari's *LayerData*) over the lazy arrays `napari_softcopy.open_zarr` reads: names,
 colormaps, contrast limits, scale, translate, units, one layer per channel. The reader
-(`napari_softcopy._reader`), the widget's "Open destination", "Open source beside it" and
+(`napari_softcopy._reader`), the widget's "Open copy", "Open source" and
 "Difference", and the sample data all build their layers here.
 
 Every layer carries ``metadata["softcopy"]``, a small dict (see `LayerSource`) from which

@@ -135,20 +135,42 @@ class ArrayLayout:
             yield self.chunk_key(index)
 
 
+def parse_metadata(raw: bytes, where: object, what: str = "file") -> dict:
+    """The JSON object of Zarr metadata ``raw``, read from ``where`` (a ``what``: ``"file"``
+    or ``"object"``, for the message).
+
+    Raises
+    ------
+    LayoutError
+        One line naming ``where`` and the fix: not JSON, or JSON but not an object (an empty
+        file included).
+    """
+    try:
+        data = json.loads(raw or b"null")
+    except ValueError as exc:  # (UnicodeDecodeError too)
+        raise LayoutError(
+            f"corrupt Zarr metadata in {where}: {exc}; fix or restore this {what}"
+        ) from None
+    if not isinstance(data, dict):
+        raise LayoutError(
+            f"corrupt Zarr metadata in {where}: not a JSON object; fix or restore this {what}"
+        )
+    return data
+
+
 def read_json(path: Path) -> dict:
-    """Read a metadata JSON object; raise `LayoutError` naming the file when it is corrupt."""
+    """Read a metadata JSON object; raise `LayoutError` naming the file when it is corrupt
+    (`parse_metadata`) or unreadable. FileNotFoundError is raised as it is."""
     try:
         with open(path, "rb") as f:
-            data = json.loads(f.read() or b"null")
+            raw = f.read()
     except FileNotFoundError:
         raise
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise LayoutError(
             f"corrupt Zarr metadata in {path}: {exc}; fix or restore this file"
         ) from exc
-    if not isinstance(data, dict):
-        raise LayoutError(f"corrupt Zarr metadata in {path}: not a JSON object; fix this file")
-    return data
+    return parse_metadata(raw, path)
 
 
 def is_zarr_node(path: str | os.PathLike) -> bool:

@@ -7,7 +7,6 @@ from pathlib import Path
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
     QComboBox,
-    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QLabel,
@@ -71,11 +70,12 @@ class JobPanel(StatusDisplay, QGroupBox):
 
     # ------------------------------------------------------------------ layout
     def _build(self) -> None:
-        # Compact, so that two panels and the form fit napari's default window: the state
-        # sits beside the progress bar, the pid is on the tooltip, empty lines take no room.
+        # Compact, so that two panels and the form fit napari's default window with room to
+        # spare (`job_status`): the state sits beside the progress bar, the pid is on the
+        # tooltip, empty lines take no room, the buttons take two rows: the copy's, the layers'.
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(6, 4, 6, 6)
-        outer.setSpacing(3)
+        outer.setContentsMargins(6, 2, 6, 4)
+        outer.setSpacing(2)
         self._build_status(outer)
 
         controls = QHBoxLayout()
@@ -93,7 +93,10 @@ class JobPanel(StatusDisplay, QGroupBox):
         self.dismiss_button = QPushButton("Dismiss")
         self.dismiss_button.setToolTip("Remove this ended copy from the list")
         self.dismiss_button.clicked.connect(lambda: self.dismissed.emit(self))
-        for b in (self.finish_button, self.stop_button, self.dismiss_button):
+        self.check_button = QPushButton("Check copy")
+        self.check_button.setToolTip(CHECK_TIP)
+        self.check_button.clicked.connect(self.check_copy)
+        for b in (self.finish_button, self.stop_button, self.dismiss_button, self.check_button):
             controls.addWidget(b)
         outer.addLayout(controls)
 
@@ -117,9 +120,8 @@ class JobPanel(StatusDisplay, QGroupBox):
         outer.addWidget(self.image_row)
         self._show_pickers()
 
-        view = QGridLayout()
-        view.setVerticalSpacing(2)
-        self.open_button = QPushButton("Open destination")
+        view = QHBoxLayout()
+        self.open_button = QPushButton("Open copy")
         self.open_button.setToolTip("Add the copy as lazy layers (refreshed while it runs)")
         self.open_button.clicked.connect(self.open_destination)
         self.source_button = QPushButton("Open source")
@@ -133,14 +135,8 @@ class JobPanel(StatusDisplay, QGroupBox):
         self.map_button = QPushButton("Chunk map")
         self.map_button.setToolTip("State of every chunk file, over the image")
         self.map_button.clicked.connect(self.open_chunk_map)
-        view.addWidget(self.open_button, 0, 0)
-        view.addWidget(self.source_button, 0, 1)
-        view.addWidget(self.diff_button, 1, 0)
-        view.addWidget(self.map_button, 1, 1)
-        self.check_button = QPushButton("Check copy")
-        self.check_button.setToolTip(CHECK_TIP)
-        self.check_button.clicked.connect(self.check_copy)
-        view.addWidget(self.check_button, 2, 0, 1, 2)
+        for b in (self.open_button, self.source_button, self.diff_button, self.map_button):
+            view.addWidget(b)
         outer.addLayout(view)
         self.map_summary = QLabel("")
         self.map_summary.setWordWrap(True)

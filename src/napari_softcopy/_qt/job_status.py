@@ -3,6 +3,13 @@
 `StatusDisplay` is the part of `job_panel.JobPanel` that builds those widgets and redraws them
 from each status read. It touches only what changed: every repaint of a label or the progress
 bar makes napari redraw its canvas.
+
+Two panels must fit napari's default window (1280 x 800) beside the copy form, with room to
+spare for what a loaded machine adds. So what a user needs at a glance keeps a row (state and
+progress, bytes, rate, backlog, lag, elapsed and ETA, what a finish waits for, the error
+count), and each rarely needed fact takes at most one line, cut with "…" and whole on its
+tooltip: the notices (the first, and how many more) or else what the destination keeps, on
+one details line; the error list opens from the error count.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ from qtpy.QtWidgets import (
     QLabel,
     QListWidget,
     QProgressBar,
+    QToolButton,
     QVBoxLayout,
 )
 
-from ..launch import status_view
+from ..launch import StatusView, status_view
 from ..status import JobState
 from .free_dialog import freed_line
 from .parts import ElidedLabel, Figure
@@ -55,6 +63,15 @@ class StatusDisplay:
         self.progress.setMinimumHeight(18)
         self.progress.setMinimumWidth(60)
         top.addWidget(self.progress, 1)
+        # The errors: their count at a glance, the last ones on its tooltip, the list below
+        # when it is pressed (90 px a panel cannot spare for good).
+        self.errors_button = QToolButton()
+        self.errors_button.setObjectName("softcopyErrors")
+        self.errors_button.setCheckable(True)
+        self.errors_button.setStyleSheet("color: #e0201b; font-weight: bold;")
+        self.errors_button.toggled.connect(self._show_error_list)
+        self.errors_button.hide()
+        top.addWidget(self.errors_button)
         outer.addLayout(top)
         # Figures: as wide as their longest value; changing numbers must not resize the
         # dock (and with it napari's canvas), nor be cut off.
@@ -75,51 +92,34 @@ class StatusDisplay:
             "acquisition's end is unknown)"
         )
         # The long values (rate; backlog with its bytes) get a row each; the short ones share
-        # one. The ETA's row shows only once there is an ETA (after a finish request).
+        # one, the ETA's pair shown there once there is an ETA (after a finish request).
         grid.addWidget(QLabel("Rate:"), 0, 0)
-        grid.addWidget(self.rate_label, 0, 1, 1, 3)
+        grid.addWidget(self.rate_label, 0, 1, 1, 5)
         grid.addWidget(QLabel("Backlog:"), 1, 0)
-        grid.addWidget(self.backlog_label, 1, 1, 1, 3)
+        grid.addWidget(self.backlog_label, 1, 1, 1, 5)
         grid.addWidget(QLabel("Lag:"), 2, 0)
         grid.addWidget(self.lag_label, 2, 1)
         grid.addWidget(QLabel("Elapsed:"), 2, 2)
         grid.addWidget(self.elapsed_label, 2, 3)
         self.eta_title = QLabel("ETA:")
-        grid.addWidget(self.eta_title, 3, 0)
-        grid.addWidget(self.eta_label, 3, 1, 1, 3)
+        grid.addWidget(self.eta_title, 2, 4)
+        grid.addWidget(self.eta_label, 2, 5)
         self.eta_title.hide()
         self.eta_label.hide()
-        # The folders with a file-event watch, and how the finished ones are covered.
-        self.watching_title = QLabel("Folders:")  # (no wider than the column's others)
-        self.watching_label = QLabel("")
-        self.watching_label.setWordWrap(True)
-        self.watching_label.setToolTip(
-            "source folders followed by file events; past the inotify watch limit, finished "
-            "folders give their watch back, and their files are found by the periodic full "
-            "rescan and by the final verification, which compares every file before the marker"
-        )
-        grid.addWidget(self.watching_title, 4, 0)
-        grid.addWidget(self.watching_label, 4, 1, 1, 3)
-        self.watching_title.hide()
-        self.watching_label.hide()
-        grid.setColumnStretch(1, 1)
-        grid.setColumnStretch(3, 1)
+        for column in (1, 3, 5):
+            grid.setColumnStretch(column, 1)
         outer.addLayout(grid)
 
-        # What the destination keeps, as the engine's probe found it (`destination_info`).
-        self.destination_label = ElidedLabel()
-        self.destination_label.setObjectName("softcopyDestination")
-        self.destination_label.setStyleSheet("color: #9aa0a6;")
-        # What a requested finish waits for (the engine's `waiting_for`).
-        self.waiting_label = QLabel("")
+        # What a requested finish waits for (the engine's `waiting_for`): one line.
+        self.waiting_label = ElidedLabel()
         self.waiting_label.setObjectName("softcopyWaiting")
-        self.waiting_label.setWordWrap(True)
         self.waiting_label.setStyleSheet("color: #d9a441;")
-        # The engine's notices: one short line, every notice on its tooltip.
-        self.notice_label = QLabel("")
-        self.notice_label.setObjectName("softcopyNotices")
-        self.notice_label.setWordWrap(True)
-        self.notice_label.setStyleSheet("color: #9aa0a6;")
+        # One details line: the engine's notices (the first, and how many more), else the
+        # folders past the watch limit, else what the destination keeps (`destination_info`);
+        # all of it on its tooltip.
+        self.details_label = ElidedLabel()
+        self.details_label.setObjectName("softcopyDetails")
+        self.details_label.setStyleSheet("color: #9aa0a6;")
         self.message_label = QLabel("")
         self.message_label.setWordWrap(True)
         self.message_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -128,25 +128,15 @@ class StatusDisplay:
         self.freed_label.setObjectName("softcopyFreed")
         self.freed_label.setWordWrap(True)
         self.freed_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        labels = (
-            self.destination_label,
-            self.waiting_label,
-            self.notice_label,
-            self.message_label,
-            self.freed_label,
-        )
+        labels = (self.waiting_label, self.details_label, self.message_label, self.freed_label)
         for label in labels:
             label.hide()
             outer.addWidget(label)
 
-        self.errors_title = QLabel("Errors")
-        self.errors_title.setStyleSheet("color: #e0201b; font-weight: bold;")
         self.errors_list = QListWidget()
         self.errors_list.setMaximumHeight(90)
         self.errors_list.setWordWrap(True)
-        outer.addWidget(self.errors_title)
         outer.addWidget(self.errors_list)
-        self.errors_title.hide()
         self.errors_list.hide()
 
     def refresh(self) -> None:
@@ -190,35 +180,15 @@ class StatusDisplay:
         if self.eta_label.isHidden() == eta_known:
             self.eta_title.setVisible(eta_known)
             self.eta_label.setVisible(eta_known)
-        # The folders line takes a row only where it tells something: past the watch limit
-        # (every folder watched is the rule; the count is then on the destination's tooltip).
-        watching = v.watching if status is not None and status.folders_unwatched else ""
-        if self.watching_label.text() != watching:
-            self.watching_label.setText(watching)
-            self.watching_title.setVisible(bool(watching))
-            self.watching_label.setVisible(bool(watching))
         info = status.destination_info if status is not None else None
-        line = f"Destination: {info}" if info else ""
-        self.destination_label.set_full_text(line)
-        if self.destination_label.isHidden() == bool(line):
-            self.destination_label.setVisible(bool(line))
-        tip = (
-            f"What the destination keeps, as probed when the copy started:\n{info}" if info else ""
-        )
-        if tip and v.watching and not watching:
-            tip += f"\nSource folders followed by file events: {v.watching}"
-        if self.destination_label.toolTip() != tip:
-            self.destination_label.setToolTip(tip)
-        set_text(self.waiting_label, v.waiting)
+        set_elided(self.waiting_label, v.waiting, v.waiting)
+        unwatched = status is not None and status.folders_unwatched > 0
+        set_elided(self.details_label, *details(v, info, past_watch_limit=unwatched))
         set_text(self.message_label, v.message)
-        set_text(self.notice_label, v.notice_text)
         freed = freed_line(status.freed if status else None)
         if freed is not None:
             self.freed_label.setStyleSheet(f"color: {'#e0201b' if freed[1] else '#3fae49'};")
         set_text(self.freed_label, freed[0] if freed else "")
-        tip = "\n".join(f"• {n}" for n in v.notices)
-        if self.notice_label.toolTip() != tip:
-            self.notice_label.setToolTip(tip)
         self._show_errors(v.errors, status.error_count if status else 0)
         self._enable(
             finish=alive
@@ -248,21 +218,66 @@ class StatusDisplay:
         line = self.process.last_log_line()
         self._show_state(JobState.FAILED if self.process.exit_code() else "ended")
         set_text(self.message_label, line)
-        set_text(self.waiting_label, "")
+        set_elided(self.waiting_label, "", "")
         self._enable(finish=False, stop=False, dismiss=True)
 
     def _show_errors(self, errors: list[str], count: int) -> None:
         if not errors:
-            self.errors_title.hide()
-            self.errors_list.hide()
+            self.errors_button.setChecked(False)
+            self.errors_button.hide()
             return
-        self.errors_title.setText(f"Errors ({count})" + (" - last 50" if count > 50 else ""))
+        text = f"{count:,} error{'s' * (count != 1)}"
+        if self.errors_button.text() != text:
+            self.errors_button.setText(text)
+        last = "\n".join(f"• {e}" for e in errors[-5:])
+        more = " (last 50)" if count > 50 else ""
+        tip = f"Click for the list{more}; the last ones:\n{last}"
+        if self.errors_button.toolTip() != tip:
+            self.errors_button.setToolTip(tip)
         if [self.errors_list.item(i).text() for i in range(self.errors_list.count())] != errors:
             self.errors_list.clear()
             self.errors_list.addItems(errors)
             self.errors_list.scrollToBottom()
-        self.errors_title.show()
-        self.errors_list.show()
+        self.errors_button.show()
+
+    def _show_error_list(self, shown: bool) -> None:
+        self.errors_list.setVisible(shown)
+
+
+def details(v: StatusView, info: str | None, *, past_watch_limit: bool) -> tuple[str, str]:
+    """The details line and its tooltip.
+
+    The line: the notices (the first, and how many more), else the folders watched where
+    some are not (``past_watch_limit``: finished folders gave their watch back), else what
+    the destination keeps. The tooltip: every notice, the folders and the destination.
+    """
+    folders = f"Folders: {v.watching}" if v.watching else ""
+    line = v.notice_text or (folders if past_watch_limit else "")
+    line = line or (f"Destination: {info}" if info else "")
+    tips = [f"• {n}" for n in v.notices]
+    if folders:
+        tips.append(
+            f"Source folders followed by file events: {v.watching}"
+            + (
+                "\nPast the inotify watch limit, finished folders give their watch back; "
+                "their files are found by the periodic full rescan and by the final "
+                "verification, which compares every file before the marker"
+                if past_watch_limit
+                else ""
+            )
+        )
+    if info:
+        tips.append(f"What the destination keeps, as probed when the copy started:\n{info}")
+    return line, "\n".join(tips)
+
+
+def set_elided(label: ElidedLabel, text: str, tip: str) -> None:
+    """`set_text` for a one-line label cut with "…" (whole on its ``tip``)."""
+    label.set_full_text(text)
+    if label.toolTip() != tip:
+        label.setToolTip(tip)
+    if label.isHidden() == bool(text):
+        label.setVisible(bool(text))
 
 
 def set_text(label: QLabel, text: str) -> None:

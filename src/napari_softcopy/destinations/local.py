@@ -38,9 +38,11 @@ from .base import (
     SourceRecord,
     TempFile,
 )
-from .beneath import open_dir_beneath, open_file_beneath
+from .beneath import open_file_beneath
+from .local_folders import Folders
 from .names import NameGuard
-from .probe import DestinationProbe, probe_destination
+from .probe import probe_destination
+from .probe_report import DestinationProbe
 from .records import SourceRecords
 
 
@@ -103,7 +105,7 @@ class LocalDestination(Destination):
         self.fd = fd
         st = os.fstat(self.fd)
         self.identity = (st.st_dev, st.st_ino)
-        self._known_dirs: set[str] = {""}
+        self._folders = Folders(self.fd, self.path)
         if probed is None:
             probed = probe_destination(self.fd, self.path, probing=probing)
         self.probed = probed
@@ -114,7 +116,7 @@ class LocalDestination(Destination):
         self._records = SourceRecords(
             self.fd, writable=create or probing, stable_mtime=self.capabilities.stable_mtime
         )
-        self._names = NameGuard(self.capabilities, self.path, self._names_in)
+        self._names = NameGuard(self.capabilities, self.path, self._folders.names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
@@ -140,7 +142,7 @@ class LocalDestination(Destination):
             with contextlib.suppress(OSError):  # (lost records: judged by size and mtime)
                 self._records.flush()
             os.close(self.fd)
-            self.fd = -1
+            self.fd = self._folders.root_fd = -1  # (a number reused by the next open)
 
     def check(self) -> None:
         """Raise `DestinationChanged` when the root path leads elsewhere (unmounted, replaced)."""
@@ -199,23 +201,6 @@ class LocalDestination(Destination):
             return None
         return get_xattr(rel, SOURCE_STAMP, dir_fd=self.fd)
 
-    def _names_in(self, rel_dir: str) -> list[str]:
-        """The names in the folder ``rel_dir`` (none where it does not exist)."""
-        try:
-            fd = self._open_dir(rel_dir)
-        except OSError:
-            return []
-        try:
-            return os.listdir(fd)
-        finally:
-            os.close(fd)
-
-    def _open_dir(self, rel_dir: str) -> int:
-        """Open the folder ``rel_dir`` below the root, following no symbolic link on the way
-        (a link there raises OSError ELOOP or ENOTDIR): nothing outside the root is reached.
-        One call, not one per folder on the way (`beneath`: a round trip each on a share)."""
-        return open_dir_beneath(self.fd, rel_dir)
-
     def listdir(
         self,
         rel_dir: str,
@@ -233,7 +218,7 @@ class LocalDestination(Destination):
         name in the open folder, through ``/proc/self/fd``).
         """
         try:
-            fd = self._open_dir(rel_dir)
+            fd = self._folders.open(rel_dir)
         except (FileNotFoundError, NotADirectoryError):
             return {}
         except OSError as exc:
@@ -283,27 +268,7 @@ class LocalDestination(Destination):
     # -- writing -------------------------------------------------------------------------
     def makedirs(self, rel_dir: str) -> None:
         """Create ``rel_dir`` and its parents below the root."""
-        if rel_dir in self._known_dirs:
-            return
-        parent = rel_dir.rpartition("/")[0]
-        if parent not in self._known_dirs:
-            self.makedirs(parent)
-        try:
-            os.mkdir(rel_dir, dir_fd=self.fd)
-        except FileExistsError:
-            st = os.stat(rel_dir, dir_fd=self.fd, follow_symlinks=False)
-            if not stat.S_ISDIR(st.st_mode):  # never write through a link to elsewhere
-                raise DestinationChanged(
-                    errno.ENOTDIR,
-                    f"destination {self.path / rel_dir} is a symbolic link or a file where "
-                    "the archive has a folder; links are not followed. Remove it and run the "
-                    "same command again",
-                ) from None
-        # Bounded memory on huge trees (about 150 bytes a folder): the folders being written
-        # are few, and a folder forgotten costs one mkdir (EEXIST) and one stat again.
-        if len(self._known_dirs) > 1024:
-            self._known_dirs = {""}
-        self._known_dirs.add(rel_dir)
+        self._folders.make(rel_dir)
 
     def create_temp(self, rel: str) -> LocalTempFile:
         """Create a fresh temporary file beside ``rel`` (a name `layout.is_own_temp_name`
@@ -320,7 +285,7 @@ class LocalDestination(Destination):
         try:
             fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
         except FileNotFoundError:
-            self._known_dirs.discard(parent)  # removed behind our back: create it again
+            self._folders.forget(parent)  # removed behind our back: create it again
             self.makedirs(parent)
             fd = os.open(temp_rel, flags, 0o644, dir_fd=self.fd)
         return LocalTempFile(rel, temp_rel, fd)
@@ -381,7 +346,7 @@ class LocalDestination(Destination):
         """Remove a file; False when it was not there (or is reached only through a link)."""
         parent, _, name = rel.rpartition("/")
         try:
-            fd = self._open_dir(parent)
+            fd = self._folders.open(parent)
         except OSError as exc:
             if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP):
                 return False
@@ -398,11 +363,7 @@ class LocalDestination(Destination):
 
     def fsync_dir(self, rel_dir: str = "") -> None:
         """Make the directory entries of ``rel_dir`` durable."""
-        fd = self._open_dir(rel_dir)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        self._folders.fsync(rel_dir)
 
     def save_records(self) -> None:
         """Write the records of the files published so far (`SourceRecords.flush`)."""

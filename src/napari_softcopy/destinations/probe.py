@@ -15,30 +15,26 @@ a file's mtime by itself seconds after it was closed (with Samba behind it: a re
 the file while rclone uploads it makes it show the time of that open, then the time it was
 given to the millisecond, then the server's 100 ns), so `Capabilities.stable_mtime` is False.
 
-The result (`DestinationProbe`) gives the destination's `Capabilities`; a copy records it at
-the destination (`PROBE_RECORD` under `STATE_DIR`) so that a later ``verify`` of the same pair
-judges with the same capabilities without writing anything there.
+The result (`probe_report.DestinationProbe`) gives the destination's `Capabilities`; a copy
+records it at the destination (`probe_report.PROBE_RECORD` under `STATE_DIR`) so that a later
+``verify`` of the same pair judges with the same capabilities without writing anything there.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import secrets
-from dataclasses import asdict, dataclass, field
 
 from ..layout import OWN_TEMP_SUFFIX
 from ..platform import degrade
 from ..platform import filesystem_type as platform_filesystem_type
-from .base import NO_MTIME_NS, STATE_DIR, Capabilities
+from .base import NO_MTIME_NS, STATE_DIR
+from .probe_report import DestinationProbe, read_record, say_degraded, write_record
 
 log = logging.getLogger(__name__)
-
-#: The record of the probe at the destination, below `STATE_DIR`.
-PROBE_RECORD = "destination.json"
 
 #: An mtime with an odd second and every digit of its nanoseconds set: a destination that keeps
 #: less than nanoseconds shows which granularity it keeps, one that keeps even seconds (FAT)
@@ -57,117 +53,6 @@ MOVING_MTIME_FS = ("fuse.rclone",)
 
 #: Characters Windows filesystems (exFAT, NTFS in Win32 names, FAT, SMB) refuse in a name.
 WINDOWS_INVALID = ':*?"<>|\\'
-
-
-def precision_label(ns: int) -> str:
-    """``1 ns``, ``100 ns``, ``1 us``, ``10 ms``, ``1 s``, ``2 s`` (``no mtime``)."""
-    if ns >= NO_MTIME_NS:
-        return "no mtime"
-    for unit, size in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
-        if ns >= size and ns % size == 0:
-            return f"{ns // size} {unit}"
-    return f"{ns} ns"
-
-
-@dataclass(frozen=True)
-class DestinationProbe:
-    """What the probe found (see the module docstring).
-
-    Attributes
-    ----------
-    fs_type : str or None
-        From ``/proc/self/mountinfo`` (``"xfs"``, ``"fuse.sshfs"``, ``"fuseblk"``...).
-    mtime_precision_ns : int
-        The granularity of the mtimes it keeps (`PRECISIONS_NS`, or `NO_MTIME_NS`).
-    xattrs : bool
-        Extended attributes are kept (set and read back).
-    xattrs_error : str
-        Why not (``"EIO"``, ``"ENOTSUP"``...), empty when they are.
-    atomic_replace, case_sensitive, copy_file_range, fsync : bool
-        As in `Capabilities` (``copy_file_range``: between two files of the destination).
-    max_name_bytes : int
-        The longest name it took (ASCII, in bytes).
-    invalid_chars : str
-        The characters of `WINDOWS_INVALID` a name cannot hold there (refused, or stored as
-        another name).
-    trailing_dot_space : bool
-        A name ending in a dot or a space is kept as it is.
-    stable_mtime : bool
-        A file keeps the mtime it was given (False: `MOVING_MTIME_FS`).
-    free_bytes : int or None
-        Free space when probed.
-    """
-
-    fs_type: str | None = None
-    mtime_precision_ns: int = 1
-    xattrs: bool = True
-    xattrs_error: str = ""
-    atomic_replace: bool = True
-    case_sensitive: bool = True
-    max_name_bytes: int = 255
-    invalid_chars: str = ""
-    trailing_dot_space: bool = True
-    copy_file_range: bool = True
-    fsync: bool = True
-    stable_mtime: bool = True
-    free_bytes: int | None = field(default=None, compare=False)
-
-    def summary(self) -> str:
-        """One line: ``fuse.sshfs, mtime to 1 s, no xattrs (ENOTSUP), case-sensitive``."""
-        parts = [self.fs_type or "unknown filesystem"]
-        parts.append(
-            "no usable mtime"
-            if self.mtime_precision_ns >= NO_MTIME_NS
-            else f"mtime to {precision_label(self.mtime_precision_ns)}"
-        )
-        if not self.stable_mtime:
-            parts.append("mtimes move while it uploads")
-        parts.append("xattrs" if self.xattrs else f"no xattrs ({self.xattrs_error or '?'})")
-        parts.append("case-sensitive" if self.case_sensitive else "case-insensitive")
-        if self.invalid_chars or not self.trailing_dot_space:
-            parts.append("Windows names")
-        if self.max_name_bytes < 255:
-            parts.append(f"names up to {self.max_name_bytes} bytes")
-        if not self.atomic_replace:
-            parts.append("no rename over a file")
-        if not self.fsync:
-            parts.append("no fsync")
-        if self.free_bytes is not None:
-            free = self.free_bytes
-            parts.append(
-                f"{free / 2**30:.1f} GiB free" if free >= 2**30 else f"{free / 2**20:.0f} MiB free"
-            )
-        return ", ".join(parts)
-
-    def capabilities(self) -> Capabilities:
-        """The `Capabilities` this probe shows."""
-        return Capabilities(
-            mtime_precision_ns=self.mtime_precision_ns,
-            xattrs=self.xattrs,
-            atomic_replace=self.atomic_replace,
-            case_sensitive=self.case_sensitive,
-            max_name_bytes=self.max_name_bytes,
-            copy_file_range=self.copy_file_range,
-            fsync=self.fsync,
-            invalid_chars=self.invalid_chars,
-            trailing_dot_space=self.trailing_dot_space,
-            stable_mtime=self.stable_mtime,
-        )
-
-    def to_json(self) -> str:
-        """The record kept at the destination (without the free space, which changes)."""
-        data = asdict(self)
-        data.pop("free_bytes")
-        return json.dumps(data, sort_keys=True, indent=1) + "\n"
-
-    @classmethod
-    def from_json(cls, text: str) -> DestinationProbe:
-        """Read a record written by `to_json` (unknown keys ignored; ValueError if invalid)."""
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise ValueError("not a probe record")
-        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
-        return cls(**known)
 
 
 def _errname(exc: OSError) -> str:
@@ -396,41 +281,6 @@ def probe(dir_fd: int) -> DestinationProbe:
     )
 
 
-def read_record(dir_fd: int) -> DestinationProbe | None:
-    """The probe recorded at the destination by the copy (None: none, or unreadable)."""
-    try:
-        fd = os.open(f"{STATE_DIR}/{PROBE_RECORD}", os.O_RDONLY | os.O_CLOEXEC, dir_fd=dir_fd)
-    except OSError:
-        return None
-    try:
-        with os.fdopen(fd, "r", encoding="utf-8") as f:
-            return DestinationProbe.from_json(f.read(1 << 16))
-    except (OSError, ValueError, TypeError):
-        return None
-
-
-def write_record(dir_fd: int, found: DestinationProbe) -> bool:
-    """Record ``found`` at the destination, atomically, unless the same is recorded already
-    (a rerun writes nothing). Returns whether anything was written."""
-    if read_record(dir_fd) == found:
-        return False
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(STATE_DIR, dir_fd=dir_fd)
-    temp = f"{STATE_DIR}/.{PROBE_RECORD}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
-    fd = _create(temp, dir_fd)
-    try:
-        os.write(fd, found.to_json().encode())
-        os.close(fd)
-        fd = -1
-        os.rename(temp, f"{STATE_DIR}/{PROBE_RECORD}", src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        _remove(temp, dir_fd)
-        raise
-    return True
-
-
 def probe_destination(dir_fd: int, path: object, *, probing: bool) -> DestinationProbe:
     """What the destination root ``dir_fd`` (named ``path`` in messages) keeps.
 
@@ -454,7 +304,7 @@ def probe_destination(dir_fd: int, path: object, *, probing: bool) -> Destinatio
         )
         return DestinationProbe(max_name_bytes=_namemax(dir_fd))
     log.info("destination: %s", found.summary())
-    _say_degraded(found, path)
+    say_degraded(found, path)
     # Recorded where the rule depends on it (a plain local disk, nanoseconds and xattrs, is
     # left with nothing of ours on it; readers assume that), and only when it changed (a
     # rerun writes nothing): what reads this destination later judges alike.
@@ -468,38 +318,3 @@ def _namemax(dir_fd: int) -> int:
         return os.fstatvfs(dir_fd).f_namemax or 255
     except OSError:
         return 255
-
-
-def _say_degraded(found: DestinationProbe, path: object) -> None:
-    where = f"{path} ({found.fs_type or 'unknown filesystem'})"
-    if not found.xattrs:
-        degrade(
-            "source stamps at the destination",
-            f"{where} keeps no extended attributes ({found.xattrs_error}); what each file "
-            f"was copied from is recorded in {STATE_DIR}/ at the destination instead",
-        )
-    if found.mtime_precision_ns != 1:
-        degrade(
-            "nanosecond modification times at the destination",
-            f"{where} keeps mtimes to {precision_label(found.mtime_precision_ns)}; "
-            + (
-                f"what each file was copied from is recorded in {STATE_DIR}/ there"
-                if found.capabilities().records
-                else "they are compared within that precision"
-            ),
-        )
-    if not found.stable_mtime:
-        degrade(
-            "modification times as proof of a copy",
-            f"{where} moves a file's mtime by itself while it uploads it; a copy is judged by "
-            f"its size and the record in {STATE_DIR}/ of the source version it was copied "
-            "from (a same-size change made there by another program is seen only by verify "
-            "--checksum)",
-        )
-    if not found.copy_file_range:
-        degrade(
-            "zero-copy into the destination",
-            f"{where} refuses copy_file_range; bytes are copied through sendfile or read/write",
-        )
-    if not found.fsync:
-        degrade("fsync at the destination", f"{where} refuses fsync; only syncfs flushes")
