@@ -304,3 +304,36 @@ def test_after_the_mount_vanished_midway_a_rerun_completes(tmp_path, mount, dst,
     rerun = run_cli(*copy_args(src, dst, status), state_dir=state_dir, timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     assert_copy(src, dst, mount)
+
+
+def test_copies_in_flight_follow_the_probe(tmp_path, mount, dst):
+    """A network share (the probe's `Capabilities.latency_bound`) gets several copies in
+    flight, a local disk one: chosen from what the probe found, and said in the status."""
+    from napari_softcopy.destinations.local import LATENCY_BOUND_COPIES
+    from napari_softcopy.platform import default_workers
+    from support import engine
+
+    make_archive(tmp_path / "acq.zarr", n_chunks=4, marker=False)
+    e = engine(tmp_path / "acq.zarr", dst)  # (no marker: it copies, then waits)
+    try:
+        poll(lambda: e.status().files_copied >= 5, RUN_TIMEOUT, "the copy to begin")
+        s = e.status()
+        prefix = "softcopy-worker-"  # (the copy helper's pump, "-h", is not a copy thread)
+        workers = [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith(prefix) and t.name[len(prefix) :].isdigit()
+        ]
+        assert ("network share" in (s.destination_info or "")) == mount.facts.network
+        if mount.facts.network:
+            assert len(workers) == LATENCY_BOUND_COPIES, (s.destination_info, workers)
+        else:
+            fd = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert len(workers) == default_workers(fd), (s.destination_info, workers)
+            finally:
+                os.close(fd)
+    finally:
+        e.stop()
+        e.wait(RUN_TIMEOUT)
+        assert e.state == "stopped", e.status().message

@@ -43,6 +43,12 @@ from .names import NameGuard
 from .probe import DestinationProbe, probe_destination
 from .records import SourceRecords
 
+#: Copies in flight on a network share (`Capabilities.latency_bound`): each file costs a few
+#: round trips (create, set times, rename, close) that wait on the server with the interpreter
+#: lock released, so threads overlap them. Chosen by measurement on sshfs (benchmarks/notes.md
+#: item 46): more stopped paying where the share's own daemon became the limit.
+LATENCY_BOUND_COPIES = 8
+
 
 @dataclass(slots=True)
 class LocalTempFile(TempFile):
@@ -169,7 +175,11 @@ class LocalDestination(Destination):
         return sv.f_bavail * sv.f_frsize
 
     def suggested_workers(self) -> int:
-        """4 on a network or FUSE filesystem, 1 on a local one (`platform.default_workers`)."""
+        """Copies in flight: `LATENCY_BOUND_COPIES` on a network share (the probe's
+        `Capabilities.latency_bound`), else `platform.default_workers` (1 on a local disk,
+        4 on a FUSE one over a local disk)."""
+        if self.capabilities.latency_bound:
+            return LATENCY_BOUND_COPIES
         return default_workers(self.fd)
 
     # -- reading -------------------------------------------------------------------------
