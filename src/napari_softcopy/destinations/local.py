@@ -46,8 +46,10 @@ from .records import SourceRecords
 #: Copies in flight on a network share (`Capabilities.latency_bound`): each file costs a few
 #: round trips (create, set times, rename, close) that wait on the server with the interpreter
 #: lock released, so threads overlap them. Chosen by measurement on sshfs (benchmarks/notes.md
-#: item 46): more stopped paying where the share's own daemon became the limit.
-LATENCY_BOUND_COPIES = 8
+#: item 46): 8 were slower than 4 in every comparison in turns at the copy's idle priority on
+#: a loaded machine (more threads hand the interpreter lock around more often, and a holder
+#: preempted by busier processes stalls them all); a helper process with threads was no faster.
+LATENCY_BOUND_COPIES = 4
 
 
 @dataclass(slots=True)
