@@ -372,7 +372,9 @@ class LocalDestination(Destination):
         temp.published = True
         if mtime_ns is not None and self.capabilities.records:
             # After the rename, never before: a crash loses a record, never leaves one that
-            # claims a file not yet there. Read back by name: what a later stat will see.
+            # claims a file not yet there. Read back by name: what a later stat will see
+            # (an fstat of the open file is cached, and on exfat-fuse and sshfs it is not
+            # what a later stat shows: every copy judged stale; benchmarks/notes.md item 46).
             st = os.stat(temp.rel, dir_fd=self.fd, follow_symlinks=False)
             record = SourceRecord(st.st_size, mtime_ns, stamp)
             self._records.add(temp.rel, record, st.st_mtime_ns)
