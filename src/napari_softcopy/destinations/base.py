@@ -175,6 +175,10 @@ class Capabilities:
         `Destination.take_upload_digest` gives the BLAKE3 of each file it published, hashed
         on the way and acknowledged by a server that checked the bytes' checksum on arrival
         (S3 with CRC64NVME), so the manifest needs no read back of it (`hashes`).
+    latency_bound : bool
+        Every file operation waits on another machine, or on a FUSE daemon that asks one
+        (NFS, SMB, sshfs, rclone mount...): one copy at a time leaves the link idle, so the
+        engine keeps several in flight (`LocalDestination.suggested_workers`).
     """
 
     mtime_precision_ns: int = 1
@@ -188,6 +192,7 @@ class Capabilities:
     trailing_dot_space: bool = True
     stable_mtime: bool = True
     verified_upload_digest: bool = False
+    latency_bound: bool = False
 
     @property
     def records(self) -> bool:

@@ -45,6 +45,14 @@ from .probe import probe_destination
 from .probe_report import DestinationProbe
 from .records import SourceRecords
 
+#: Copies in flight on a network share (`Capabilities.latency_bound`): each file costs a few
+#: round trips (create, set times, rename, close) that wait on the server with the interpreter
+#: lock released, so threads overlap them. Chosen by measurement on sshfs (benchmarks/notes.md
+#: item 47): 8 were slower than 4 in every comparison in turns at the copy's idle priority on
+#: a loaded machine (more threads hand the interpreter lock around more often, and a holder
+#: preempted by busier processes stalls them all); a helper process with threads was no faster.
+LATENCY_BOUND_COPIES = 4
+
 
 @dataclass(slots=True)
 class LocalTempFile(TempFile):
@@ -171,7 +179,11 @@ class LocalDestination(Destination):
         return sv.f_bavail * sv.f_frsize
 
     def suggested_workers(self) -> int:
-        """4 on a network or FUSE filesystem, 1 on a local one (`platform.default_workers`)."""
+        """Copies in flight: `LATENCY_BOUND_COPIES` on a network share (the probe's
+        `Capabilities.latency_bound`), else `platform.default_workers` (1 on a local disk,
+        4 on a FUSE one over a local disk)."""
+        if self.capabilities.latency_bound:
+            return LATENCY_BOUND_COPIES
         return default_workers(self.fd)
 
     # -- reading -------------------------------------------------------------------------
@@ -325,7 +337,9 @@ class LocalDestination(Destination):
         temp.published = True
         if mtime_ns is not None and self.capabilities.records:
             # After the rename, never before: a crash loses a record, never leaves one that
-            # claims a file not yet there. Read back by name: what a later stat will see.
+            # claims a file not yet there. Read back by name: what a later stat will see
+            # (an fstat of the open file is cached, and on exfat-fuse and sshfs it is not
+            # what a later stat shows: every copy judged stale; benchmarks/notes.md item 47).
             st = os.stat(temp.rel, dir_fd=self.fd, follow_symlinks=False)
             record = SourceRecord(st.st_size, mtime_ns, stamp)
             self._records.add(temp.rel, record, st.st_mtime_ns)

@@ -22,6 +22,12 @@ from .base import NO_MTIME_NS, STATE_DIR, Capabilities
 #: The record of the probe at the destination, below `STATE_DIR`.
 PROBE_RECORD = "destination.json"
 
+#: Filesystem types where each file operation is a round trip to another machine. FUSE ones
+#: other than ``fuseblk`` (a daemon over a local block device: ntfs-3g, exfat-fuse) count too:
+#: sshfs, rclone mount, smbnetfs, s3fs... each answer after the daemon asked its server.
+NETWORK_FS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "ceph", "afs", "9p", "lustre", "gpfs")
+NETWORK_FS += ("beegfs", "glusterfs", "fuse")
+
 
 def precision_label(ns: int) -> str:
     """``1 ns``, ``100 ns``, ``1 us``, ``10 ms``, ``1 s``, ``2 s`` (``no mtime``)."""
@@ -76,6 +82,11 @@ class DestinationProbe:
     stable_mtime: bool = True
     free_bytes: int | None = field(default=None, compare=False)
 
+    @property
+    def latency_bound(self) -> bool:
+        """Whether it is a network share (`NETWORK_FS`): as `Capabilities.latency_bound`."""
+        return (self.fs_type or "").split(".")[0] in NETWORK_FS
+
     def summary(self) -> str:
         """One line: ``fuse.sshfs, mtime to 1 s, no xattrs (ENOTSUP), case-sensitive``."""
         parts = [self.fs_type or "unknown filesystem"]
@@ -84,6 +95,8 @@ class DestinationProbe:
             if self.mtime_precision_ns >= NO_MTIME_NS
             else f"mtime to {precision_label(self.mtime_precision_ns)}"
         )
+        if self.latency_bound:
+            parts.append("network share")
         if not self.stable_mtime:
             parts.append("mtimes move while it uploads")
         parts.append("xattrs" if self.xattrs else f"no xattrs ({self.xattrs_error or '?'})")
@@ -116,6 +129,7 @@ class DestinationProbe:
             invalid_chars=self.invalid_chars,
             trailing_dot_space=self.trailing_dot_space,
             stable_mtime=self.stable_mtime,
+            latency_bound=self.latency_bound,
         )
 
     def to_json(self) -> str:
