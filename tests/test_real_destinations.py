@@ -206,9 +206,14 @@ def test_live_copy_with_a_writer_is_verified_identical_and_written_once(
         state_dir=state_dir,
         stderr_file=tmp_path / "stderr.txt",
     )
-    writer = Acquisition(src)
-    writer.start()
     try:
+        # The writer starts once the copy waits for it: on a loaded machine the whole short
+        # acquisition could otherwise end before the copy starts (a finished archive then,
+        # not a live copy: finish_reason "already-complete").
+        waiting = lambda: status_has(status, lambda s: s["state"] == "waiting")  # noqa: E731
+        poll(waiting, RUN_TIMEOUT, "the copy waiting for the source")
+        writer = Acquisition(src)
+        writer.start()
         writer.finish()
         code = wait(proc, "the live copy")
     finally:
