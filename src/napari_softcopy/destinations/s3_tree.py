@@ -5,9 +5,8 @@ each object (from the index, or a HEAD), and the index itself (`INDEX`).
 Memory: one `ObjectInfo` (slots) per object, keyed by its path, and per folder the set of
 its entries' names, interned (a Zarr archive's chunk names are "0", "1", ... in every
 folder: one string each, not one per object). The listing is taken a page at a time, never
-held whole. A verification opening the root again in the copy's process shares the copy's
-`ObjectInfo` of every object listed with the size and ETag the copy published
-(`s3_copiers.take_metadata`): one record per object in the process, not two.
+held whole. A verification opening the root again in the copy's process reads the copy's
+tree itself (`s3_copiers`): one tree in the process, and no second listing.
 """
 
 from __future__ import annotations
@@ -62,11 +61,8 @@ class ObjectTree:
         self.index_written = time.monotonic()
 
     # -- the start -----------------------------------------------------------------------
-    def list_all(self, take_known: Callable[[], None] | None = None) -> None:
-        """List every object below the prefix and take what ``take_known`` (the records of
-        a copy of the same root in this process: `s3_copiers.take_metadata`) and then the
-        index know of them (the index is not read when nothing is left unknown: at 50,000
-        objects it parses into ~19 MiB of Python objects)."""
+    def list_all(self) -> None:
+        """List every object below the prefix and take what the index knows of them."""
         import obstore
 
         try:
@@ -79,11 +75,7 @@ class ObjectTree:
                     self.add(meta["path"], info)
         except Exception as exc:
             raise self._fail(exc) from None
-        if take_known is not None:
-            take_known()
-        skip = STATE_DIR + "/"
-        if any(o.mtime_ns is None and not r.startswith(skip) for r, o in self.objects.items()):
-            self._load_index()
+        self._load_index()
 
     def _load_index(self) -> None:
         import obstore
