@@ -372,3 +372,47 @@ def test_a_server_refusing_the_checksum_header_gets_uploads_without_it_said_once
     assert not dest.capabilities.verified_upload_digest and dest.take_upload_digest("c/0") is None
     notices = [n for n in degraded() if n.startswith("hashing uploads for the manifest is off")]
     assert len(notices) == 1 and "keeps no checksum" in notices[0], degraded()
+
+
+def test_the_index_is_written_whole_once_then_in_parts_of_what_changed(s3_env, monkeypatch):
+    """After its first write, the index gets only what changed since, as a part of its own
+    (a finish at 50,000 objects wrote every entry again, twice); a reader takes the index
+    and its parts in order and needs no HEAD. After `INDEX_PARTS` parts the whole index is
+    written again and the parts are deleted."""
+    from napari_softcopy.destinations import s3_tree
+
+    monkeypatch.setattr(s3_tree, "INDEX_PARTS", 2)
+    prefix = f"parts/{os.getpid()}-{next(_prefixes)}"
+    url = f"s3://softcopy/{prefix}"
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        copier = S3Destination(url, env=proxy.env())
+        for i in range(10):
+            publish(copier, f"c/{i}", b"chunk %d" % i)
+        copier.flush()
+        publish(copier, "c/3", b"chunk 3 again", mtime_ns=MTIME_NS + 1)
+        publish(copier, "c/10", b"chunk 10")
+        copier.flush()
+        puts = [p.rpartition("/.softcopy/")[2] for m, p in proxy.requests if m == "PUT"]
+    index_puts = [p for p in puts if p.startswith("s3-index")]
+    assert index_puts[0] == "s3-index.json.z" and len(index_puts) == 2, index_puts
+    part = index_puts[1]
+    assert part.startswith("s3-index-") and part.endswith("-1.json.z"), part
+    assert part in {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        reader = S3Destination(url, create=False, env=proxy.env())
+        listed = reader.listdir("c")
+        reader.close()
+        heads = [p for m, p in proxy.requests if m == "HEAD"]
+    assert heads == [] and len(listed) == 11
+    assert listed["3"].mtime_ns == MTIME_NS + 1 and listed["3"].size == len(b"chunk 3 again")
+    assert listed["10"].mtime_ns == MTIME_NS and listed["2"].mtime_ns == MTIME_NS
+    # Two parts are the most: the third write is whole again, and the parts go.
+    for n in (11, 12):
+        publish(copier, f"c/{n}", b"chunk %d" % n)
+        copier.flush()
+    names = {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
+    assert not [n for n in names if n.startswith("s3-index-")], names
+    copier.close()
+    again = S3Destination(url, create=False)
+    assert again.stat("c/12").mtime_ns == MTIME_NS and again.stat("c/3").mtime_ns == MTIME_NS + 1
+    again.close()

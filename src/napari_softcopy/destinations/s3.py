@@ -16,7 +16,11 @@ source mtime, stamp and the ETag the server gave it. An index entry counts only 
 listed object still has that ETag (an object rewritten by anything else is looked at again
 with a HEAD), so the index can be stale but never wrong. It is written at `flush` (before
 the marker), at `close` and every `INDEX_EVERY_S` while copying: after a kill -9, the
-objects published since are read back with a HEAD, not copied again.
+objects published since are read back with a HEAD, not copied again. Each write after the
+first sends only the entries that changed since the last, as a part of its own
+(`s3_tree.index_part`: the index's token and a number, read in order after it); every
+`s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which
+makes the old parts count no more (then they are deleted).
 
 Publishing
 ----------
@@ -131,7 +135,12 @@ class S3Destination(Destination):
         self.path = self.location.url  # type: ignore[assignment] (for messages: a URL)
         self.endpoint = endpoint_of(env)
         self._settings = store_config(env)
-        self._make_stores(checksum=CHECKSUM)
+        copier = None if create else copiers.copier_of(self)
+        if copier is not None:  # (its stores: making one took 10-80 ms of the finish)
+            self._store, self._probe = copier._store, copier._probe
+            self.checksum = copier.checksum
+        else:
+            self._make_stores(checksum=CHECKSUM)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,  # (recorded as metadata, to the nanosecond)
             xattrs=True,  # (the stamp is recorded as metadata)
@@ -147,7 +156,6 @@ class S3Destination(Destination):
         #: A file `write_file` puts after writing the index (the marker): not worth writing
         #: the whole index again for (a later run reads its metadata with one HEAD).
         self._unindexed: str | None = None
-        copier = None if create else copiers.copier_of(self)
         #: Whether this reader reads the tree of the copy writing to the same root in this
         #: process instead of listing the prefix (`s3_copiers`: why it may).
         self.from_copy = copier is not None
@@ -155,6 +163,7 @@ class S3Destination(Destination):
             self._tree = copier._tree
         else:
             self._tree = ObjectTree(self._store, self._probe, self._fail, self._io_error)
+            self._tree.owner = create
             self._tree.list_all()
         self._lock = self._tree.lock
         if create:
@@ -415,7 +424,7 @@ class S3Destination(Destination):
                     del digests[next(iter(digests))]
             # (the index holds no object of ours under STATE_DIR)
             if temp.rel != self._unindexed and not temp.rel.startswith(f"{STATE_DIR}/"):
-                self._tree.dirty = True
+                self._tree.mark(temp.rel)
             due = self._tree.index_due()
         if due:
             self._tree.write_index()
@@ -442,7 +451,7 @@ class S3Destination(Destination):
         with self._lock:
             self._tree.remove(rel)
             if not rel.startswith(f"{STATE_DIR}/"):  # (the index holds none of ours)
-                self._tree.dirty = True
+                self._tree.mark(rel)
         return True
 
     def write_file(self, rel: str, data: bytes, *, mtime_ns: int | None = None) -> None:
