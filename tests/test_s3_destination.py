@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import errno
 import itertools
+import json
 import os
 from collections.abc import Callable, Iterator
 
@@ -416,3 +417,35 @@ def test_the_index_is_written_whole_once_then_in_parts_of_what_changed(s3_env, m
     again = S3Destination(url, create=False)
     assert again.stat("c/12").mtime_ns == MTIME_NS and again.stat("c/3").mtime_ns == MTIME_NS + 1
     again.close()
+
+
+def test_a_part_of_another_index_or_after_a_gap_never_counts(s3_env):
+    """A part counts only under the index whose token it carries, and only in order: a part
+    left by an older index (or a write that failed between two parts) is no record of the
+    objects, even with their ETag and size right."""
+    import zlib
+
+    from napari_softcopy.destinations.s3_objects import ObjectInfo, index_bytes
+    from napari_softcopy.destinations.s3_tree import index_part
+
+    prefix = f"stale/{os.getpid()}-{next(_prefixes)}"
+    url = f"s3://softcopy/{prefix}"
+    copier = S3Destination(url)
+    for i in range(3):
+        publish(copier, f"c/{i}", b"chunk %d" % i)
+    copier.flush()
+    token = copier._tree.token
+    copier.close()
+    store = raw_store(s3_env, prefix)
+    etags = {m["path"]: m["e_tag"].strip('"') for batch in obstore.list(store) for m in batch}
+
+    def claim(rel: str, mtime_ns: int) -> bytes:
+        info = ObjectInfo(len(b"chunk 0"), etags[rel], mtime_ns, b"1:2")
+        return index_bytes([(rel, info)], ".softcopy/", "x")
+
+    obstore.put(store, index_part("0" * 16, 1), claim("c/0", 42))  # (another index's)
+    obstore.put(store, index_part(token, 2), claim("c/1", 43))  # (after a gap: no part 1)
+    assert json.loads(zlib.decompress(claim("c/0", 42)))["objects"]  # (a readable part)
+    reader = S3Destination(url, create=False)
+    assert reader.stat("c/0").mtime_ns == MTIME_NS and reader.stat("c/1").mtime_ns == MTIME_NS
+    reader.close()
