@@ -3,14 +3,19 @@ finished light-sheet and many-files archives into SeaweedFS on 127.0.0.1, in one
 A B C ...), plus napari-softcopy's live drain (the acquisition's marker to the copy's exit).
 
     python -m benchmarks.s3 [--workloads lightsheet manyfiles] [--reps 1] [--json FILE]
-        [--readback N] [--upload-loop N] [--tree-memory N]
+        [--readback N] [--upload-loop N] [--tree-memory N] [--before SRC] [--live-reps N]
+
+``--before SRC`` adds the tool ``oursbefore``: napari-softcopy as ``oursnormal``, but from
+the sources in the folder ``SRC`` (``git archive REV src | tar -x -C DIR``: DIR/src), so that
+a change is measured against the code before it in one run, in turns (the live drains too).
 
 The server is the tests' own (`tests/s3_server.py`: free ports, its data in the run's
 folder, stopped at the end). Each copy goes to a fresh prefix; a copy counts only when the
 prefix then holds as many objects as the source has files (and for napari-softcopy, when
 it exited 0: verified). Wall time runs from the start of the process to its exit; peak RSS
-is the largest of the copier's processes (``getrusage(RUSAGE_CHILDREN)``, per run in a
-process of its own).
+is the largest of the copier's processes and CPU time (user + system) their sum
+(``getrusage(RUSAGE_CHILDREN)``, per run in a process of its own: on two cores shared with
+the server, a copier's CPU is time the server does not get).
 """
 
 from __future__ import annotations
@@ -33,8 +38,11 @@ from s3_server import SeaweedS3
 
 BUCKET = "softcopy"
 #: ``ours`` with its defaults (idle IO and CPU priority: on a busy machine it yields, by
-#: design), ``oursnormal`` with ``--normal-priority`` (as s5cmd and rclone run).
+#: design), ``oursnormal`` with ``--normal-priority`` (as s5cmd and rclone run);
+#: ``oursbefore`` is ``oursnormal`` from the sources given by ``--before``.
 TOOLS = ("ours", "oursnormal", "s5cmd", "rclone")
+#: The sources of ``oursbefore`` (``--before``).
+BEFORE: dict[str, Path] = {}
 
 
 def _bin(name: str) -> str:
@@ -44,8 +52,9 @@ def _bin(name: str) -> str:
 def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[str], dict]:
     """The command line and environment that copy ``src`` to ``prefix`` with ``tool``."""
     env = os.environ | server.env()
-    if tool in ("ours", "oursnormal"):
-        extra = ["--normal-priority"] if tool == "oursnormal" else []
+    if tool in ("ours", "oursnormal", "oursbefore"):
+        extra = ["--normal-priority"] if tool != "ours" else []
+        sources = BEFORE["src"] if tool == "oursbefore" else REPO / "src"
         return [
             python(),
             "-m",
@@ -54,7 +63,7 @@ def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[
             *extra,
             str(src),
             f"s3://{BUCKET}/{prefix}",
-        ], env | {"PYTHONPATH": str(REPO / "src")}
+        ], env | {"PYTHONPATH": str(sources)}
     if tool == "s5cmd":
         return [
             _bin("s5cmd"),
@@ -93,6 +102,13 @@ def objects(server: SeaweedS3, prefix: str) -> int:
     )
 
 
+def server_cpu_s(server: SeaweedS3) -> float:
+    """CPU time (user + system) the server's process has used so far: what a copier costs
+    the server does not depend on the machine's load (its wall time does)."""
+    fields = Path(f"/proc/{server.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_one(argv: list[str], env: dict, log: Path) -> dict:
     """Run one copy in a process of its own (so RUSAGE_CHILDREN is this copy's alone)."""
     probe = (
@@ -101,8 +117,10 @@ def run_one(argv: list[str], env: dict, log: Path) -> dict:
         f"code = subprocess.run({argv!r}, stdout=open({str(log)!r}, 'wb'),"
         " stderr=subprocess.STDOUT).returncode;"
         "wall = time.monotonic() - t;"
-        "rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024;"
-        "print(json.dumps({'code': code, 'wall_s': round(wall, 2), 'peak_rss_mib': round(rss)}))"
+        "use = resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(json.dumps({'code': code, 'wall_s': round(wall, 2),"
+        " 'cpu_s': round(use.ru_utime + use.ru_stime, 2),"
+        " 'peak_rss_mib': round(use.ru_maxrss / 1024)}))"
     )
     out = subprocess.run(
         [python(), "-c", probe], env=env, capture_output=True, text=True, check=True
@@ -110,23 +128,36 @@ def run_one(argv: list[str], env: dict, log: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def live_drain(workload, server: SeaweedS3, workdir: Workdir, n: int) -> dict:
+def live_drain(
+    workload, server: SeaweedS3, workdir: Workdir, n: int, tool: str = "oursnormal"
+) -> dict:
     """napari-softcopy (``--normal-priority``) following the acquisition as it is written
-    (the preset's rate): the seconds from the source's marker to the copy's verified exit."""
+    (the preset's rate): the seconds from the source's marker to the copy's verified exit,
+    and the files still to copy when the marker came (``backlog``, from the status file:
+    what the drain had to upload before its finish could begin)."""
     run_dir = workdir.fresh(f"s3-live-{workload.name}")
     src = run_dir / "acquisition.zarr"
-    argv, env = command("oursnormal", src, f"live-{workload.name}-{n}", server)
+    prefix = f"live-{workload.name}-{tool}-{n}"
+    argv, env = command(tool, src, prefix, server)
+    status = run_dir / "status.json"
+    argv[argv.index("copy") + 1 : argv.index("copy") + 1] = ["--status-file", str(status)]
     argv.insert(argv.index("copy") + 1, "--wait-for-source")
     with open(run_dir / "ours.log", "wb") as log:
         copier = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
         writer = [python(), "-m", "benchmarks.writer", str(src), "--preset", workload.preset]
         subprocess.run(writer, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         marker = (src / "complete").stat().st_mtime
+        try:
+            backlog = json.loads(status.read_text())["files_pending"]
+        except (OSError, ValueError, KeyError):
+            backlog = None
         code = copier.wait(900)
     return {
+        "tool": tool,
         "code": code,
         "drain_s": round(time.time() - marker, 2),
-        "objects": objects(server, f"live-{workload.name}-{n}"),
+        "backlog_at_marker": backlog,
+        "objects": objects(server, prefix),
     }
 
 
@@ -289,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workloads", nargs="*", default=["lightsheet", "manyfiles"])
     p.add_argument("--reps", type=int, default=1)
-    p.add_argument("--tools", nargs="+", default=list(TOOLS))
+    p.add_argument("--tools", nargs="*", default=list(TOOLS))
+    p.add_argument("--before", type=Path, help="sources of the tool oursbefore (DIR/src)")
+    p.add_argument("--live-reps", type=int, default=1)
     p.add_argument("--no-live", action="store_true")
     p.add_argument("--json", type=Path)
     p.add_argument(
@@ -312,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         help="WORKLOAD=N: fewer timepoints than the preset's (manyfiles=5: 10,000 files)",
     )
     args = p.parse_args(argv)
+    if args.before is not None:
+        BEFORE["src"] = args.before.resolve() / "src"
+    elif "oursbefore" in args.tools:
+        p.error("oursbefore needs --before DIR (DIR/src: the sources before the change)")
     args.timepoints = {k: int(v) for k, v in (item.split("=") for item in args.timepoints)}
     raw = REPO / "benchmarks" / "results" / "raw"  # (not committed: .gitignore)
     raw.mkdir(parents=True, exist_ok=True)
@@ -336,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
                     warm(src)
                     prefix = f"bulk-{wl_name}-{tool}-{rep}"
                     cmd, env = command(tool, src, prefix, server)
+                    before = server_cpu_s(server)
                     r = run_one(cmd, env, root / f"{prefix}.log")
+                    r["server_cpu_s"] = round(server_cpu_s(server) - before, 2)
                     r |= {
                         "workload": wl_name,
                         "tool": tool,
@@ -348,9 +387,13 @@ def main(argv: list[str] | None = None) -> int:
                     results["bulk"].append(r)
                     print(json.dumps(r), flush=True)
             if not args.no_live:
-                r = live_drain(workload, server, workdir, 0) | {"workload": wl_name}
-                results["live"].append(r)
-                print(json.dumps(r), flush=True)
+                live_tools = ["oursnormal"] + (["oursbefore"] if args.before else [])
+                for rep in range(args.live_reps):
+                    for tool in live_tools:
+                        r = live_drain(workload, server, workdir, rep, tool)
+                        r |= {"workload": wl_name, "rep": rep}
+                        results["live"].append(r)
+                        print(json.dumps(r), flush=True)
     finally:
         server.stop()
     if args.json:

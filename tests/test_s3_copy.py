@@ -15,6 +15,7 @@ import pytest
 from faults_support import make_archive, run_cli
 from napari_softcopy.destinations import open_destination
 from napari_softcopy.transfer import sync_file
+from s3_server import FailingProxy
 from test_s3_destination import keys, raw_store
 
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
@@ -128,3 +129,34 @@ def test_the_copy_helper_process_that_cannot_serve_s3_is_said_once(s3_env, tmp_p
     status = engine.status()
     assert status.state == "verified", status.message
     assert any(n.startswith("the copy helper process is off") for n in status.notices)
+
+
+def test_a_large_finish_walks_in_the_copy_s_process_and_lists_nothing_again(
+    s3_env, tmp_path, monkeypatch
+):
+    """A local copy's final walk is split across a helper process from
+    `Tuning.parallel_verify_files` files; an S3 copy's is not: a helper would list the whole
+    prefix again (2-5 s at 50,000 objects), where the copy's process reads its own tree. No
+    listing after the first chunk's upload, in the copy or its finish."""
+    from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
+    from napari_softcopy.platform import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("the walk is only split with two cores or more")
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "finished.zarr"
+    make_archive(src, n_chunks=30, chunk_bytes=1_000)
+    url = f"s3://softcopy/onewalk/{next(_prefixes)}/finished.zarr"
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        engine = CopyEngine(
+            src, url, CopyOptions(low_priority=False), tuning=Tuning(parallel_verify_files=0)
+        )
+        engine.start()
+        engine.wait()
+    status = engine.status()
+    assert status.state == "verified", status.message
+    requests = list(proxy.requests)
+    first = next(i for i, (m, p) in enumerate(requests) if m == "PUT" and p.endswith("/c/0"))
+    later = [r for r in requests[first:] if r == ("GET", "/softcopy")]
+    assert later == [], f"{len(later)} listing(s) of the bucket after the copy began"

@@ -15,7 +15,7 @@ import pytest
 from faults_support import make_archive, poll, read_status, run_cli, start_cli
 from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.destinations.s3 import META_MTIME
-from s3_server import SeaweedS3, seaweed
+from s3_server import FailingProxy, SeaweedS3, seaweed
 from test_s3_destination import raw_store
 
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
@@ -177,3 +177,40 @@ def test_the_server_going_away_mid_copy_is_waited_for_then_the_copy_completes(
             copier.kill()
             copier.wait(10)
         assert assert_s3_identical(src, server, prefix) == 122
+
+
+def test_the_finish_lists_nothing_again_and_verify_catches_what_changed_behind_its_back(
+    s3_env, tmp_path, state_dir, monkeypatch
+):
+    """The copy's final verification reads the copy's own object tree (`s3_copiers`): after
+    the start's listing the finish lists nothing (two listings of 50,000 objects were most
+    of the time from the last upload to the marker). What that tree cannot see, an object
+    deleted and one overwritten below the prefix by another party while the copy runs, is
+    what ``napari-softcopy verify`` catches, as docs/s3.md says."""
+    src = tmp_path / "acq.zarr"
+    make_archive(src, n_chunks=30, chunk_bytes=10_000, marker=False)
+    prefix = f"behind/{next(_prefixes)}/acq.zarr"
+    url = f"s3://softcopy/{prefix}"
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        copier = start_cli("copy", src, url, state_dir=state_dir)
+        try:
+            files = set(source_files(src))
+            poll(lambda: set(listing(s3_env, prefix)) == files, 60, "every file copied", 0.05)
+            # (the bucket's own requests: the start's listing and its multipart uploads')
+            listings = sum(1 for m, p in proxy.requests if m == "GET" and p == "/softcopy")
+            store = raw_store(s3_env, prefix)
+            obstore.delete(store, "c/3")
+            obstore.put(store, "c/4", b"not the source's chunk")
+            (src / "complete").write_text("done\n")
+            assert copier.wait(120) == 0
+        finally:
+            copier.kill()
+        again = sum(1 for m, p in proxy.requests if m == "GET" and p == "/softcopy")
+    assert again == listings, f"the finish listed the bucket {again - listings} more time(s)"
+    assert "complete" in listing(s3_env, prefix)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    caught = run_cli("verify", src, url, state_dir=state_dir)
+    assert caught.returncode == 1, caught.stdout + caught.stderr
+    assert "1 missing, 1 mismatched" in caught.stdout, caught.stdout
+    assert "c/3" in caught.stdout and "c/4" in caught.stdout

@@ -179,7 +179,8 @@ class HashJournal:
         self.dest = dest
         self.low_priority = low_priority
         self.flush_s = flush_s
-        self._queue: queue.Queue[tuple[str, int, int, str, int]] = queue.Queue(queue_size)
+        # (None: a wake-up for the thread, `_stop_thread`)
+        self._queue: queue.Queue[tuple[str, int, int, str, int] | None] = queue.Queue(queue_size)
         self._buffer: list[JournalRecord] = []
         self._buffer_since = 0.0
         self._lock = threading.Lock()  # the buffer and the sequence
@@ -434,27 +435,34 @@ class HashJournal:
             return iter(())
         return _latest(self._read_segments(sorted(self._segments_by_name())))
 
-    def close(self) -> None:
-        """Stop the thread; what it had not hashed is recorded as invalidated, and written."""
+    def _stop_thread(self) -> None:
+        """Stop the thread now, not at its next look at `_closing` (up to 0.5 s later: that
+        half second was the last of every copy, after its marker)."""
         self._closing.set()
+        with contextlib.suppress(queue.Full):  # (full: the thread is busy and looks soon)
+            self._queue.put_nowait(None)
         if self._thread is not None:
             self._thread.join(10.0)
+
+    def close(self) -> None:
+        """Stop the thread; what it had not hashed is recorded as invalidated, and written."""
+        self._stop_thread()
         with self._busy:
             while True:
                 try:
-                    rel, _size, _mtime, _stamp, seq = self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                self._add(JournalRecord(path_key(rel), seq, rel))
+                if item is not None:
+                    rel, _size, _mtime, _stamp, seq = item
+                    self._add(JournalRecord(path_key(rel), seq, rel))
             with contextlib.suppress(OSError):
                 self._flush_locked()
 
     def discard(self) -> None:
         """Stop the thread and delete the journal (once the manifest and marker are written:
         the manifest holds what it knew)."""
-        self._closing.set()
-        if self._thread is not None:
-            self._thread.join(10.0)
+        self._stop_thread()
         with self._busy:
             with self._lock:
                 self._buffer = []

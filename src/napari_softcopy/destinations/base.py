@@ -348,6 +348,13 @@ class Destination(abc.ABC):
         on a network)."""
         return 4
 
+    def walk_helpers_help(self) -> bool:
+        """Whether the final verification's walk is worth splitting across helper processes
+        (`verify.start_helpers`): each lists its part of the destination again. False where
+        a verification in the copy's process reads the destination from what the copy
+        holds in memory and a helper would have to list it whole (an object store)."""
+        return True
+
     # -- reading -------------------------------------------------------------------------
     @abc.abstractmethod
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:

@@ -65,14 +65,14 @@ class S3TempFile(TempFile):
             self.buffer += data
 
 
-def index_bytes(objects: list[tuple[str, ObjectInfo]], skip: str) -> bytes:
-    """The index (zlib of ``{"version": 1, "objects": {rel: [size, ETag, source mtime,
-    stamp]}}``) of ``objects`` whose source mtime is known, but those below ``skip``
-    (napari-softcopy's own folder). Encoded and compressed a thousand entries at a time:
-    the whole index as Python lists and one JSON string was ~20 MiB at 50,000 objects."""
+def index_bytes(objects: list[tuple[str, ObjectInfo]], skip: str, token: str = "") -> bytes:
+    """The index (zlib of ``{"version": 1, "token": token, "objects": {rel: [size, ETag,
+    source mtime, stamp]}}``) of ``objects`` whose source mtime is known, but those below
+    ``skip`` (napari-softcopy's own folder). Encoded and compressed a thousand entries at a
+    time: the whole index as Python lists and one JSON string was ~20 MiB at 50,000 objects."""
     quote = json.encoder.encode_basestring  # (json's own string encoder: any name reads back)
     comp = zlib.compressobj(1)
-    out = [comp.compress(b'{"version": 1, "objects": {')]
+    out = [comp.compress(f'{{"version": 1, "token": {quote(token)}, "objects": {{'.encode())]
     chunk: list[str] = []
     first = True
     for rel, obj in objects:

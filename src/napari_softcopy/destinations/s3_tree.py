@@ -5,14 +5,15 @@ each object (from the index, or a HEAD), and the index itself (`INDEX`).
 Memory: one `ObjectInfo` (slots) per object, keyed by its path, and per folder the set of
 its entries' names, interned (a Zarr archive's chunk names are "0", "1", ... in every
 folder: one string each, not one per object). The listing is taken a page at a time, never
-held whole. A verification opening the root again in the copy's process shares the copy's
-`ObjectInfo` of every object listed with the size and ETag the copy published
-(`s3_copiers.take_metadata`): one record per object in the process, not two.
+held whole. A verification opening the root again in the copy's process reads the copy's
+tree itself (`s3_copiers`): one tree in the process, and no second listing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import secrets
 import sys
 import threading
 import time
@@ -27,6 +28,19 @@ META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
 INDEX = f"{STATE_DIR}/s3-index.json.z"
 INDEX_EVERY_S = 20.0
+#: What changed since the index was last written goes into a part of its own (`index_part`),
+#: up to this many; then the whole index is written again and the parts deleted. (At 50,000
+#: objects the whole index took 0.1-0.8 s to encode and send, each time, mostly the finish's.)
+INDEX_PARTS = 16
+_PART = f"{STATE_DIR}/s3-index-"
+
+
+def index_part(token: str, n: int) -> str:
+    """The ``n``-th part (from 1) of the index whose token is ``token``: the entries that
+    changed since the part before it (or the index) was written."""
+    return f"{_PART}{token}-{n}.json.z"
+
+
 #: Requests in flight for reading metadata (HEAD) of objects the index does not know.
 HEAD_CONCURRENCY = 16
 
@@ -60,13 +74,20 @@ class ObjectTree:
         self.dirs: dict[str, set[str]] = {"": set()}  # folder -> names of its entries
         self.dirty = False
         self.index_written = time.monotonic()
+        #: Paths whose entry changed since the index (or its last part) was written.
+        self.changed: set[str] = set()
+        #: The token of the index this tree wrote last (None: write it whole next) and how
+        #: many parts it has; the parts found at the start, deleted after a whole write
+        #: where `owner` (the copy; a reader deletes nothing).
+        self.token: str | None = None
+        self.parts = 0
+        self.old_parts: list[str] = []
+        self.owner = False
+        self._writing = threading.Lock()  # (one write at a time: parts follow each other)
 
     # -- the start -----------------------------------------------------------------------
-    def list_all(self, take_known: Callable[[], None] | None = None) -> None:
-        """List every object below the prefix and take what ``take_known`` (the records of
-        a copy of the same root in this process: `s3_copiers.take_metadata`) and then the
-        index know of them (the index is not read when nothing is left unknown: at 50,000
-        objects it parses into ~19 MiB of Python objects)."""
+    def list_all(self) -> None:
+        """List every object below the prefix and take what the index knows of them."""
         import obstore
 
         try:
@@ -79,56 +100,94 @@ class ObjectTree:
                     self.add(meta["path"], info)
         except Exception as exc:
             raise self._fail(exc) from None
-        if take_known is not None:
-            take_known()
-        skip = STATE_DIR + "/"
-        if any(o.mtime_ns is None and not r.startswith(skip) for r, o in self.objects.items()):
-            self._load_index()
+        self.old_parts = [rel for rel in self.objects if rel.startswith(_PART)]
+        token = self._load_index(INDEX)
+        n = 1
+        # (its parts in order, while there is one: each holds what changed after the last)
+        while token and index_part(token, n) in self.objects:
+            if self._load_index(index_part(token, n)) is None:
+                break
+            n += 1
 
-    def _load_index(self) -> None:
+    def _load_index(self, key: str) -> str | None:
+        """Take the entries of the index (or part) ``key``; its token (None: unreadable)."""
         import obstore
 
-        if INDEX not in self.objects:
-            return
+        if key not in self.objects:
+            return None
         try:
-            raw = bytes(obstore.get(self.store, INDEX).bytes())
+            raw = bytes(obstore.get(self.store, key).bytes())
         except FileNotFoundError:
-            return  # (removed since the listing: every object is looked at with a HEAD)
+            return None  # (removed since the listing: every object is looked at with a HEAD)
         except Exception as exc:
             # (a server failing now, restarting say, fails the HEADs too: said, not guessed)
             raise self._fail(exc) from None
         try:
-            entries = json.loads(zlib.decompress(raw))["objects"]
-        except (ValueError, KeyError, zlib.error):
-            return  # (unreadable: every object is looked at with a HEAD instead)
+            doc = json.loads(zlib.decompress(raw))
+            entries, token = doc["objects"], doc.get("token") or ""
+        except (ValueError, KeyError, TypeError, zlib.error):
+            return None  # (unreadable: every object is looked at with a HEAD instead)
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
             obj = self.objects.get(rel)
             if obj is not None and obj.etag == etag and obj.size == size:
                 obj.mtime_ns = mtime_ns
                 obj.stamp = stamp.encode() if stamp is not None else None
+        return token
 
     # -- the index -----------------------------------------------------------------------
     def index_due(self) -> bool:
         """Whether the index was last written more than `INDEX_EVERY_S` ago."""
         return time.monotonic() - self.index_written > INDEX_EVERY_S
 
+    def mark(self, rel: str) -> None:
+        """``rel``'s entry changed: the index is due for it (call with `lock` held)."""
+        self.dirty = True
+        self.changed.add(rel)
+
     def write_index(self) -> None:
-        """PUT the index if the tree changed since it was last written."""
+        """PUT what changed since the index was last written, as its next part; the whole
+        index (a new token: its old parts no longer count) when this tree has not written
+        it yet, it has `INDEX_PARTS` parts, or most entries changed."""
         import obstore
 
-        with self.lock:
-            if not self.dirty:
+        with self._writing:
+            with self.lock:
+                if not self.dirty:
+                    return
+                changed, self.changed = self.changed, set()
+                whole = (
+                    self.token is None
+                    or self.parts >= INDEX_PARTS
+                    or 2 * len(changed) > len(self.objects)
+                )
+                if whole:
+                    token, key = secrets.token_hex(8), INDEX
+                    entries = list(self.objects.items())  # (the records: encoded below)
+                else:
+                    token, key = self.token, index_part(self.token, self.parts + 1)
+                    objects = self.objects
+                    entries = [(r, objects[r]) for r in sorted(changed) if r in objects]
+                self.dirty = False
+                self.index_written = time.monotonic()
+            data = index_bytes(entries, STATE_DIR + "/", token)
+            del entries
+            try:
+                obstore.put(self.store, key, data)
+            except Exception as exc:
+                with self.lock:
+                    self.dirty = True
+                    self.changed |= changed
+                raise self._io_error(exc) from None
+            if not whole:
+                self.parts += 1
                 return
-            objects = list(self.objects.items())  # (the records, not copies: encoded below)
-            self.dirty = False
-            self.index_written = time.monotonic()
-        data = index_bytes(objects, STATE_DIR + "/")
-        del objects
-        try:
-            obstore.put(self.store, INDEX, data)
-        except Exception as exc:
-            self.dirty = True
-            raise self._io_error(exc) from None
+            old = [index_part(self.token or "", n) for n in range(1, self.parts + 1)]
+            self.token, self.parts = token, 0
+            if self.owner and (old or self.old_parts):
+                old += self.old_parts
+                self.old_parts = []
+                with contextlib.suppress(Exception):  # (left over: they no longer count)
+                    obstore.delete(self.store, old)
 
     # -- the tree (callers hold `lock` while others may change it) ----------------------------
     def add(self, rel: str, obj: ObjectInfo) -> None:
@@ -186,7 +245,7 @@ class ObjectTree:
             stamp = attrs.get(META_STAMP)
             obj.stamp = stamp.encode() if stamp else None
             with self.lock:
-                self.dirty = True
+                self.mark(rel)
 
         if len(rels) == 1:
             head(rels[0])

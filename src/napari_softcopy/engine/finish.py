@@ -176,6 +176,8 @@ class Finish(EngineState):
         return False
 
     def _verify_processes(self) -> int:
+        if not self._dest.walk_helpers_help():
+            return 1
         known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
         return verify_processes(known, self.tuning)
 
