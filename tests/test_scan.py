@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
+import signal
 import threading
 
 import pytest
 
-from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy import CopyEngine, CopyOptions, scan_walk
 from napari_softcopy.destinations import LocalDestination
-from napari_softcopy.engine import scan as scan_module
+from napari_softcopy.engine import Tuning
 from napari_softcopy.transfer import copy_file
 
 FILES = 200
@@ -42,7 +45,16 @@ def copied(tmp_path):
 
 def _scan(src, dst, *, deep: bool = False) -> list[str]:
     """One scan of the engine over ``src`` and its copy ``dst``: the paths it queued."""
-    engine = CopyEngine(src, dst, CopyOptions())
+    engine = _scanned(src, dst, deep=deep)
+    assert engine._counters.files_at_destination == FILES + 1
+    return engine.queued
+
+
+def _scanned(src, dst, *, deep: bool = False, split_after_s: float = float("inf")) -> CopyEngine:
+    """The engine after one first scan (split from ``split_after_s`` on); what it queued, in
+    order of path, as its ``queued``."""
+    tuning = Tuning(scan_split_after_s=split_after_s)
+    engine = CopyEngine(src, dst, CopyOptions(), tuning=tuning)
     engine._dest = LocalDestination(dst, create=False)
     engine._src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -50,8 +62,8 @@ def _scan(src, dst, *, deep: bool = False) -> list[str]:
         queued = []
         while (item := engine._pending.take(timeout=0)) is not None:
             queued.append(item.path)
-        assert engine._counters.files_at_destination == FILES + 1
-        return sorted(queued)
+        engine.queued = sorted(queued)
+        return engine
     finally:
         os.close(engine._src_fd)
         engine._dest.close()
@@ -70,8 +82,8 @@ def test_a_resume_scan_asks_the_one_rule_only_about_files_that_may_differ(copied
         asked.append(copy)
         return real(source, copy, capabilities, read_stamp)
 
-    real = scan_module.is_copy_of
-    monkeypatch.setattr(scan_module, "is_copy_of", counting)
+    real = scan_walk.is_copy_of
+    monkeypatch.setattr(scan_walk, "is_copy_of", counting)
     assert _scan(src, dst) == ["c/0/1", "c/0/2"]
     assert len(asked) == 2  # (before: one call for each of the 201 files)
 
@@ -86,3 +98,100 @@ def test_a_deep_scan_still_finds_a_rewrite_with_size_and_mtime_put_back(copied):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert _scan(src, dst) == []
     assert _scan(src, dst, deep=True) == ["c/3/4"]
+
+
+def _found(engine: CopyEngine) -> dict:
+    """What a scan found and did, to compare two scans of the same trees."""
+    c = engine._counters
+    return {
+        "queued": engine.queued,
+        "counts": (c.files_at_destination, c.bytes_at_destination, c.chunks_at_destination),
+        "temp": c.temp_files,
+        "errors": sorted((e["path"], e["message"]) for e in c.errors),
+        "newest": engine._newest_ctime_ns,
+        "scans": c.scans,
+    }
+
+
+def _mixed(src, dst) -> None:
+    """Every kind of name a scan handles, in each of two top folders (``c``, ``d``): a split
+    scan hands one of them whole to its helper and walks the other itself."""
+    for i in range(8):  # ("d": an archive's second array, copied as ``c`` is)
+        (src / f"d/{i}").mkdir(parents=True)
+        (dst / f"d/{i}").mkdir(parents=True)
+        for j in range(5):
+            (src / f"d/{i}/{j}").write_bytes(os.urandom(50 + j))
+            shutil.copy2(src / f"d/{i}/{j}", dst / f"d/{i}/{j}")  # (mtime to the ns)
+    for top in ("c", "d"):
+        (src / f"{top}/0/1").write_bytes(b"another size")  # stale
+        (src / f"{top}/2/3").unlink()  # at the destination only: a delete to mirror
+        (src / f"{top}/4/new").write_bytes(b"new")  # at the source only
+        (src / f"{top}/5/9.__lock").write_bytes(b"")  # a writer's temporary file
+        (src / f"{top}/6/link").symlink_to("0")  # never followed, reported
+        (dst / f"{top}/7/0.abc.softcopy-tmp").write_bytes(b"left by a killed run")
+        for i in range(10, 20):  # more folders than the helper takes at once
+            (src / f"{top}/{i}").mkdir()
+            (src / f"{top}/{i}/0").write_bytes(os.urandom(10 + i))
+
+
+def _own_temps(dst) -> None:
+    for top in ("c", "d"):
+        (dst / f"{top}/7/0.abc.softcopy-tmp").write_bytes(b"left by a killed run")
+
+
+def test_a_long_first_scan_shared_with_a_helper_process_finds_the_same(copied, caplog):
+    """From `Tuning.scan_split_after_s` on, the first scan hands whole folders to a helper
+    process: what it queues, counts, reports and removes is what one process finds."""
+    src, dst = copied
+    _mixed(src, dst)
+    alone = _found(_scanned(src, dst))
+    _own_temps(dst)
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    shared = _scanned(src, dst, split_after_s=0)
+    handed = [r.getMessage() for r in caplog.records if "shared" in r.getMessage()]
+    assert handed == [handed[0]] and int(handed[0].split()[4]) >= 1, handed  # ("shared N")
+    assert _found(shared) == alone
+    expected = {"0/1", "2/3", "4/new"} | {f"{i}/0" for i in range(10, 20)}
+    assert alone["queued"] == sorted(f"{top}/{rel}" for top in "cd" for rel in expected)
+    assert alone["temp"] == 2
+    assert [p for p, _ in alone["errors"]] == ["c/6/link", "d/6/link"]
+    assert not list(dst.rglob("*.softcopy-tmp"))  # removed by the engine, as alone
+    assert not any("failed" in r.getMessage() for r in caplog.records)
+
+
+def test_a_split_scan_streams_a_half_copied_archive(tmp_path, caplog):
+    """Thousands of files to copy found by the helper reach the engine in many messages
+    (held back by the pipe, never all at once): the same queue as one process."""
+    src, dst = tmp_path / "a.zarr", tmp_path / "c.zarr"
+    for i in range(40):
+        (src / f"c/{i}").mkdir(parents=True)
+        for j in range(60):
+            (src / f"c/{i}/{j}").write_bytes(b"x" * j)
+    dst.mkdir()
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    alone = _found(_scanned(src, dst))
+    shared = _found(_scanned(src, dst, split_after_s=0))
+    assert any("shared" in r.getMessage() for r in caplog.records)
+    assert len(alone["queued"]) == 2400 > 4 * scan_walk._BATCH
+    assert shared == alone
+
+
+def test_a_split_scan_whose_helper_dies_walks_its_folder_itself(copied, caplog, monkeypatch):
+    """A helper killed with folders in work (SIGKILL, each time one is handed to it): the
+    engine walks them itself, and the scan finds what one process finds."""
+    src, dst = copied
+    _mixed(src, dst)
+    alone = _found(_scanned(src, dst))
+    _own_temps(dst)
+    real_send = scan_walk.ScanHelper.send
+
+    def send_then_kill(self, rel):
+        sent = real_send(self, rel)
+        os.kill(self.process.pid, signal.SIGKILL)
+        return sent
+
+    monkeypatch.setattr(scan_walk.ScanHelper, "send", send_then_kill)
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    shared = _found(_scanned(src, dst, split_after_s=0))
+    assert any("scan helper failed" in r.getMessage() for r in caplog.records)
+    assert shared == alone
