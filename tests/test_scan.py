@@ -195,3 +195,20 @@ def test_a_split_scan_whose_helper_dies_walks_its_folder_itself(copied, caplog, 
     shared = _found(_scanned(src, dst, split_after_s=0))
     assert any("scan helper failed" in r.getMessage() for r in caplog.records)
     assert shared == alone
+
+
+def test_a_first_scan_that_cannot_be_split_says_so_once(copied, caplog):
+    """With one core to run on, the first scan walks alone and says why, once, in the log
+    and the status's notices (a fast path that does not apply is never silent)."""
+    src, dst = copied
+    cores = os.sched_getaffinity(0)
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    os.sched_setaffinity(0, {min(cores)})
+    try:
+        engine = _scanned(src, dst, split_after_s=0)
+    finally:
+        os.sched_setaffinity(0, cores)
+    said = "the first scan runs in one process: one CPU core available"
+    assert [n for n in engine.status().notices if "first scan" in n] == [said]
+    assert [r.getMessage() for r in caplog.records if "first scan" in r.getMessage()] == [said]
+    assert engine.queued == [] and engine._counters.files_at_destination == FILES + 1
