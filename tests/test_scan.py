@@ -7,7 +7,10 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +18,7 @@ from napari_softcopy import CopyEngine, CopyOptions, scan_walk
 from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.engine import Tuning
 from napari_softcopy.transfer import copy_file
+from support import assert_identical, wait_for
 
 FILES = 200
 
@@ -212,3 +216,74 @@ def test_a_first_scan_that_cannot_be_split_says_so_once(copied, caplog):
     assert [n for n in engine.status().notices if "first scan" in n] == [said]
     assert [r.getMessage() for r in caplog.records if "first scan" in r.getMessage()] == [said]
     assert engine.queued == [] and engine._counters.files_at_destination == FILES + 1
+
+
+#: An engine whose first scan is split at once and held up by a slow copy (10 files pending
+#: at most, 10 kB/s): its helper process lives for as long as the test needs.
+_SLOW_ENGINE = """
+import sys
+from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.engine import Tuning
+engine = CopyEngine(
+    sys.argv[1], sys.argv[2], CopyOptions(bandwidth_mb_s=0.01),
+    tuning=Tuning(scan_split_after_s=0, pending_limit=10),
+)
+engine.start()
+engine.wait()
+"""
+
+
+def _scan_helper_of(pid: int) -> int | None:
+    """The process id of ``pid``'s scan helper, if it runs one."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            try:
+                if b"scan_walk" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    return child
+            except OSError:
+                continue
+    return None
+
+
+def _ended(pid: int) -> bool:
+    """Whether the process ``pid`` has ended (gone, or a zombie not reaped yet)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_copy_killed_mid_split_scan_leaves_no_helper_and_resumes_identical(tmp_path, monkeypatch):
+    """SIGKILL of the engine while its helper walks: the helper ends with it (it only
+    reads: nothing of it stays behind), and a rerun resumes the copy to an identical one."""
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    src, dst = tmp_path / "a.zarr", tmp_path / "c.zarr"
+    (src / "c").mkdir(parents=True)
+    (src / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group"}))
+    for i in range(40):
+        (src / f"c/{i}").mkdir()
+        for j in range(10):
+            (src / f"c/{i}/{j}").write_bytes(os.urandom(100 + j))
+    (src / "complete").write_text("done\n")
+    engine = subprocess.Popen([sys.executable, "-c", _SLOW_ENGINE, str(src), str(dst)])
+    try:
+        helper = wait_for(lambda: _scan_helper_of(engine.pid), what="the scan helper")
+        engine.kill()
+        engine.wait(30)
+        wait_for(lambda: _ended(helper), what="the scan helper to end with the engine")
+    finally:
+        engine.kill()
+        engine.wait(30)
+    result = subprocess.run(
+        [sys.executable, "-m", "napari_softcopy.cli", "copy", str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert_identical(src, dst)
