@@ -213,8 +213,11 @@ class _Split:
         why = None
         if available_cores() < 2:
             why = "one CPU core available"
-        elif not isinstance(dest, LocalDestination) or dest.capabilities.records:
-            why = "the destination is not a local folder with stable modification times"
+        elif not isinstance(dest, LocalDestination):
+            why = "the destination is not a local or mounted folder"
+        elif dest.capabilities.records:
+            # (the records of copies being published now live in this process only)
+            why = "the destination keeps records of its copies (its mtimes are not kept)"
         elif not IS_LINUX or engine._src_fd < 0:
             why = "not on Linux"
         if why is not None:  # (said once: there is one first scan)
