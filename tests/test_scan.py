@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,38 @@ def test_a_copy_killed_mid_split_scan_leaves_no_helper_and_resumes_identical(tmp
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert_identical(src, dst)
+
+
+def test_a_stop_ends_a_split_scan_at_once_with_its_helper_held_by_a_full_pipe(tmp_path):
+    """Two folders of 5,000 files to copy, 10 at most pending and no worker taking them:
+    the engine waits for room, the helper (its folder's effects more than a pipe holds) for
+    the engine to read. A stop ends both within a second: the helper, which only reads, is
+    killed, not waited for (2 s before)."""
+    src, dst = tmp_path / "a.zarr", tmp_path / "c.zarr"
+    for i in range(2):
+        (src / f"c/{i}").mkdir(parents=True)
+        for j in range(5000):
+            (src / f"c/{i}/{j}").write_bytes(b"")
+    dst.mkdir()
+    tuning = Tuning(scan_split_after_s=0, pending_limit=10)
+    engine = CopyEngine(src, dst, CopyOptions(), tuning=tuning)
+    engine._dest = LocalDestination(dst, create=False)
+    engine._src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    scan = threading.Thread(target=engine._scan, kwargs={"initial": True})
+    try:
+        scan.start()
+        helper = wait_for(lambda: _scan_helper_of(os.getpid()), what="the scan helper")
+        wchan = Path(f"/proc/{helper}/wchan")
+        # (in a pipe write: "pipe_write", "anon_pipe_write" by kernel)
+        wait_for(lambda: "pipe_write" in wchan.read_text(), what="the helper's pipe to fill")
+        stopped = time.monotonic()
+        engine.stop()
+        scan.join(10)
+        assert not scan.is_alive()
+        assert time.monotonic() - stopped < 1.0
+        assert _ended(helper)
+    finally:
+        engine.stop()
+        scan.join(10)
+        os.close(engine._src_fd)
+        engine._dest.close()

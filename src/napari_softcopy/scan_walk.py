@@ -275,7 +275,7 @@ class ScanHelper:
                 return False
             counts = message["counts"]
             if counts is None:  # (interrupted: by a stop, which the caller sees)
-                self.process.close()
+                self.close()
                 return None
             handler.add_counts(counts)
         except (TypeError, KeyError, ValueError) as exc:
@@ -284,8 +284,9 @@ class ScanHelper:
         return True
 
     def close(self) -> None:
-        """End the helper process."""
-        self.process.close()
+        """End the helper process: killed unless it ends at once (it only reads, so nothing
+        is left unfinished; one blocked on a full pipe must not hold up a stop)."""
+        self.process.close(timeout=0.2)
 
 
 class _PartWalk(ScanHandler):
