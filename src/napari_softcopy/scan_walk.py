@@ -217,8 +217,9 @@ class ScanHelper:
 
     Parameters
     ----------
-    source_fd : int
-        The source root, open (passed on to the helper).
+    source : path
+        The source root, as the engine's own walk opens it (by its path: both walk the
+        same tree).
     dest : LocalDestination
         The destination (its root descriptor and its probe passed on: the same folder and
         the same capabilities).
@@ -231,10 +232,10 @@ class ScanHelper:
     _MAIN = "from napari_softcopy.scan_walk import _helper_main; _helper_main()"
 
     def __init__(
-        self, source_fd: int, dest: LocalDestination, marker: str, *, initial: bool
+        self, source: str | os.PathLike, dest: LocalDestination, marker: str, *, initial: bool
     ) -> None:
         setup = {
-            "source_fd": source_fd,
+            "source": os.fspath(source),
             "destination": str(dest.path),
             "destination_fd": dest.fileno(),
             "stamps": dest.stamps,
@@ -247,7 +248,7 @@ class ScanHelper:
             name="scan helper",
             fallback="its part of the scan is walked here",
             setup=setup,
-            pass_fds=(source_fd, dest.fileno()),
+            pass_fds=(dest.fileno(),),
             logger=log,
         )
 
@@ -335,8 +336,7 @@ def _helper_main() -> None:
         xattrs=setup["stamps"],
         probed=DestinationProbe.from_json(setup["probed"]),
     )
-    # (the engine's open root, whatever its path leads to now)
-    source = f"/proc/self/fd/{setup['source_fd']}"
+    source = setup["source"]
 
     def answer(rel: str, stop, send) -> dict:
         walk = _PartWalk(dest, setup["marker"], initial=setup["initial"], send=send)

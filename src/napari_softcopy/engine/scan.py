@@ -218,12 +218,12 @@ class _Split:
         elif dest.capabilities.records:
             # (the records of copies being published now live in this process only)
             why = "the destination keeps records of its copies (its mtimes are not kept)"
-        elif not IS_LINUX or engine._src_fd < 0:
+        elif not IS_LINUX:  # (the helper ends with the engine's thread: Linux's prctl)
             why = "not on Linux"
         if why is not None:  # (said once: there is one first scan)
             notice = f"the first scan runs in one process: {why}"
             log.info("%s", notice)
             engine._notices.append(notice)
             return None
-        helper = ScanHelper(engine._src_fd, dest, engine.options.marker, initial=self.walk.initial)
+        helper = ScanHelper(engine._src, dest, engine.options.marker, initial=self.walk.initial)
         return helper if helper.process.running else None
