@@ -213,9 +213,12 @@ def test_a_first_scan_that_cannot_be_split_says_so_once(copied, caplog):
         engine = _scanned(src, dst, split_after_s=0)
     finally:
         os.sched_setaffinity(0, cores)
-    said = "the first scan runs in one process: one CPU core available"
+    said = "the first scan's helper process is off: one CPU core available"
     assert [n for n in engine.status().notices if "first scan" in n] == [said]
     assert [r.getMessage() for r in caplog.records if "first scan" in r.getMessage()] == [said]
+    assert [r.levelno for r in caplog.records if "first scan" in r.getMessage()] == [
+        logging.WARNING
+    ]
     assert engine.queued == [] and engine._counters.files_at_destination == FILES + 1
 
 

@@ -34,7 +34,8 @@ class Scan(EngineState):
         The first scan, from `Tuning.scan_split_after_s` on, shares its walk with a helper
         process (`scan_walk.ScanHelper`) where two cores are available and the destination
         is a local folder: a resume must not stall the copy. Later scans run at the
-        acquisition's side and keep to one core.
+        acquisition's side and keep to one core. Where the helper cannot be used, the
+        status's notices say why ("the first scan's helper process is off: ...").
         """
         t0 = time.monotonic()
         walk = _ScanWalk(self, initial=initial, deep=deep)
@@ -220,10 +221,8 @@ class _Split:
             why = "the destination keeps records of its copies (its mtimes are not kept)"
         elif not IS_LINUX:  # (the helper ends with the engine's thread: Linux's prctl)
             why = "not on Linux"
-        if why is not None:  # (said once: there is one first scan)
-            notice = f"the first scan runs in one process: {why}"
-            log.info("%s", notice)
-            engine._notices.append(notice)
+        if why is not None:  # (said once, in the log and the status's notices)
+            engine._degraded.degrade("the first scan's helper process", why)
             return None
         helper = ScanHelper(engine._src, dest, engine.options.marker, initial=self.walk.initial)
         return helper if helper.process.running else None
