@@ -174,3 +174,33 @@ def test_a_helper_that_cannot_start_is_a_failure_said_once(caplog, monkeypatch, 
     helper = HelperProcess("pass", name="test helper", fallback="done here")
     assert not helper.running and not helper.send(1) and helper.receive() == (False, None)
     assert caplog.text.count("test helper failed (cannot start") == 1
+
+
+#: A child whose answers come in parts (`serve` with ``stream``): a part per number, more
+#: than the pipe holds in all, then the answer.
+STREAM = """
+import signal
+from napari_softcopy.helper_process import serve
+
+def answer(count, stop, send):
+    for i in range(count):
+        send((i, b"x" * 1000))
+    return "done"
+
+serve(answer, parent_death=signal.SIGTERM, stream=True)
+"""
+
+
+def test_a_streamed_answer_comes_in_parts_held_back_by_the_pipe_until_read(helpers):
+    """Parts come in order, then the answer; `ready` says when one waits to be read; a child
+    with more to send than the pipe holds waits for the parent (it neither fails nor
+    drops a part)."""
+    helper = helpers(STREAM)
+    assert not helper.ready()  # (nothing asked yet)
+    assert helper.send(200)  # (200 KiB: three times what a pipe holds)
+    wait_for(helper.ready, what="the first part")
+    got = [helper.receive() for _ in range(200)]
+    assert [ok for ok, _ in got] == [True] * 200
+    assert [part[0] for _, part in got] == list(range(200))
+    assert helper.receive() == (True, "done")
+    assert helper.send(0) and helper.receive() == (True, "done")  # (the next request)

@@ -236,6 +236,31 @@ def test_the_parts_of_a_split_walk_share_the_names_and_each_enters_every_source_
     assert ("match", "a/c/2", "file", "dir") in seen
 
 
+def test_folders_taken_by_share_are_left_out_and_a_walk_of_each_makes_up_the_whole(trees):
+    """``share`` sees the folders still to walk before each one (the next one last); what it
+    takes is not entered, and walking each taken folder with ``start`` gives back exactly
+    the calls the whole walk makes."""
+    src, dest = trees
+    whole = Recorder()
+    march(src, dest, whole)
+    taken: list[tuple[str, bool, bool]] = []
+
+    def share(stack):
+        assert stack, "asked with nothing left to walk"
+        if len(stack) > 1:
+            taken.append(stack.pop(0))  # (the shallowest: a whole subtree)
+
+    walk = Recorder()
+    assert march(src, dest, walk, share=share) is True
+    assert {rel for rel, *_ in taken} == {"a", "new"}  # (the last, "gone", is the next)
+    assert not {rel for rel, *_ in taken} & set(walk.entered)
+    for rel, at_source, _ in taken:
+        part = Recorder()
+        march(src if at_source else None, dest, part, start=rel)
+        walk.calls += part.calls
+    assert sorted(walk.calls) == sorted(whole.calls)
+
+
 def test_a_destination_file_where_the_source_has_a_folder_is_seen_by_every_part(tmp_path):
     """The part walk lists at the destination only its own names, and the names of source
     folders: what stands in a source folder's place is seen by whichever part owns it."""

@@ -160,3 +160,29 @@ def test_a_large_finish_walks_in_the_copy_s_process_and_lists_nothing_again(
     first = next(i for i, (m, p) in enumerate(requests) if m == "PUT" and p.endswith("/c/0"))
     later = [r for r in requests[first:] if r == ("GET", "/softcopy")]
     assert later == [], f"{len(later)} listing(s) of the bucket after the copy began"
+
+
+def test_the_first_scans_helper_that_cannot_serve_s3_is_said_once(s3_env, tmp_path, monkeypatch):
+    """A long first scan shares its walk with a helper process where the destination is a
+    folder; an object store's listing is its own, and the status says so (never silently)."""
+    from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
+    from napari_softcopy.platform import available_cores
+
+    if available_cores() < 2:
+        pytest.skip("the scan's helper is only considered with two cores or more")
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    src = tmp_path / "finished.zarr"
+    make_archive(src, n_chunks=4, chunk_bytes=1_000)
+    (src / "labels").mkdir()  # (a second folder at the root: one to share)
+    (src / "labels" / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group"}')
+    url = f"s3://softcopy/scan/{next(_prefixes)}/finished.zarr"
+    tuning = Tuning(scan_split_after_s=0)
+    engine = CopyEngine(src, url, CopyOptions(low_priority=False), tuning=tuning)
+    engine.start()
+    engine.wait()
+    status = engine.status()
+    assert status.state == "verified", status.message
+    said = [n for n in status.notices if n.startswith("the first scan's helper process")]
+    assert said == [
+        "the first scan's helper process is off: the destination is not a local or mounted folder"
+    ]

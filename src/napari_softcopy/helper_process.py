@@ -1,5 +1,6 @@
-"""One protocol for the engine's helper processes: the copy helper (`copy_helper`) and the
-helpers of a split verification walk (`verify_helpers`).
+"""One protocol for the engine's helper processes: the copy helper (`copy_helper`), the
+helpers of a split verification walk (`verify_helpers`) and of a split resume scan
+(`scan_walk`).
 
 A helper is ``python -c <main>`` started by the calling thread, so it inherits that thread's
 nice value, IO class and session. Its setup (small, JSON) is its command line's last word;
@@ -134,6 +135,7 @@ class HelperProcess:
         self._log = logger or log
         self._proc: subprocess.Popen | None = None
         self._interrupted = False
+        self._poll: select.poll | None = None
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in `close`)
         try:
             self._proc = subprocess.Popen(
@@ -193,6 +195,16 @@ class HelperProcess:
             self.close()
         return ok, message
 
+    def ready(self) -> bool:
+        """Whether the helper has written something not read yet: `receive` then does not
+        wait for a message to begin (one that has ended counts too: `receive` says so)."""
+        if self._proc is None:
+            return False
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self._proc.stdout.fileno(), select.POLLIN)
+        return bool(self._poll.poll(0))
+
     def interrupt(self) -> None:
         """Ask the helper to stop (from any thread): SIGTERM, which `serve` turns into its
         ``stop`` event (the answer in work comes early) or an exit while it waits. A failure
@@ -249,6 +261,7 @@ def serve(
     *,
     parent_death: int,
     interruptible: bool = True,
+    stream: bool = False,
 ) -> None:
     """The child's main loop: each request answered with ``answer(request, stop)``, until
     the parent closes its end.
@@ -259,6 +272,11 @@ def serve(
     say it was cut short must never be sent). The kernel sends ``parent_death`` when the
     thread that started the helper ends: SIGTERM where ``answer`` must clean up (a temporary
     file), SIGKILL where nothing is left behind.
+
+    With ``stream``, ``answer(request, stop, send)`` may send parts ahead of its answer:
+    ``send(message)`` writes one at once (the parent reads each as it comes, then the answer;
+    while the pipe is full, the child waits: a parent slow to read holds it back, it never
+    buffers without bound).
     """
     frames = os.dup(1)
     os.dup2(2, 1)  # (a stray print goes to stderr, never into the frames)
@@ -278,6 +296,9 @@ def serve(
         except ChannelClosed:
             return
         busy = True
-        reply = encode(answer(request, stop))
+        if stream:
+            reply = encode(answer(request, stop, lambda part: _write_all(frames, encode(part))))
+        else:
+            reply = encode(answer(request, stop))
         _write_all(frames, reply)
         busy = False

@@ -128,6 +128,7 @@ def march(
     keep: Callable[[str], bool] | None = None,
     stamps: bool = False,
     cancelled: Callable[[], bool] | None = None,
+    share: Callable[[list[tuple[str, bool, bool]]], None] | None = None,
 ) -> bool:
     """Walk ``source`` and ``dest`` together, calling ``handler`` for every name.
 
@@ -150,6 +151,11 @@ def march(
         (`FileInfo.stamp`), in the folders at both sides (elsewhere it decides nothing).
     cancelled : callable, optional
         Asked before each folder and every 1,000 source entries; True ends the walk.
+    share : callable, optional
+        Called before each folder with the folders still to walk, ``(rel, at the source, at
+        the destination)``, the next one last. It may take entries out (the first ones are
+        the shallowest: whole subtrees), which this walk then leaves to whoever took them
+        (another process walking each with ``start``: a split resume scan).
 
     Returns
     -------
@@ -170,7 +176,7 @@ def march(
             handler.folder_error(start, exc)
             return True  # (nothing to walk: the handler has said so)
     try:
-        walk = _March(root_fd, dest, handler, keep, stamps, cancelled)
+        walk = _March(root_fd, dest, handler, keep, stamps, cancelled, share)
         return walk.run(start, source_there=root_fd is not None, dest_there=dest is not None)
     finally:
         if root_fd is not None:
@@ -188,6 +194,7 @@ class _March:
         keep: Callable[[str], bool] | None,
         stamps: bool,
         cancelled: Callable[[], bool] | None,
+        share: Callable[[list[tuple[str, bool, bool]]], None] | None = None,
     ) -> None:
         self.root_fd = root_fd
         self.dest = dest
@@ -195,16 +202,21 @@ class _March:
         self.keep = keep
         self.stamps = stamps
         self.cancelled = cancelled
+        self.share = share
         # (rel, at the source, at the destination): depth first, as each folder is found
         self.stack: list[tuple[str, bool, bool]] = []
 
     def run(self, start: str, *, source_there: bool, dest_there: bool) -> bool:
         self.stack.append((start, source_there, dest_there))
-        cancelled = self.cancelled
-        while self.stack:
+        cancelled, share, stack = self.cancelled, self.share, self.stack
+        while stack:
             if cancelled is not None and cancelled():
                 return False
-            rel, at_source, at_dest = self.stack.pop()
+            if share is not None:
+                share(stack)
+                if not stack:
+                    break
+            rel, at_source, at_dest = stack.pop()
             if not self._folder(rel, at_source, at_dest):
                 return False
         return True

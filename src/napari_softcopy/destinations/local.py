@@ -240,6 +240,8 @@ class LocalDestination(Destination):
         stamps = stamps and self.capabilities.xattrs
         in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
         records = self._records.get(rel_dir) if self.capabilities.records else None
+        if keep is None and not stamps and not records:
+            return self._list_plain(fd, rel_dir, cancelled)
         out: dict[str, FileInfo] = {}
         try:
             with os.scandir(fd) as it:
@@ -271,6 +273,34 @@ class LocalDestination(Destination):
                     )
         finally:
             os.close(fd)
+        return out
+
+    @staticmethod
+    def _list_plain(fd: int, rel_dir: str, cancelled) -> dict[str, FileInfo] | None:
+        """`listdir` of the open folder ``fd`` (closed here) where only each entry's lstat
+        is wanted: the common case of a resume scan, a million entries (its loop asks
+        nothing else: 0.65 -> 0.57 s of CPU over 205,000 entries)."""
+        out: dict[str, FileInfo] = {}
+        is_dir, is_reg = stat.S_ISDIR, stat.S_ISREG
+        n = 0
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    n += 1
+                    if cancelled is not None and not n % 1000 and cancelled():
+                        return None
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    mode = st.st_mode
+                    out[entry.name] = FileInfo(
+                        is_dir(mode), is_reg(mode), st.st_size, st.st_mtime_ns
+                    )
+        finally:
+            os.close(fd)
+        if not rel_dir:
+            out.pop(STATE_DIR, None)  # (ours, not part of the copy)
         return out
 
     def read(self, rel: str) -> BinaryIO:

@@ -1,18 +1,17 @@
 """The resume scan: walk the source against the destination once (`march.march`), queue what
-is missing or stale, count what is already there, and notice changes that events missed."""
+is missing or stale, count what is already there, and notice changes that events missed.
+A long first scan is split with a helper process (`scan_walk`)."""
 
 from __future__ import annotations
 
 import logging
-import os
-import stat
 import time
-from functools import partial
 
 from ..checks import free_space_warning
-from ..destinations import NO_MTIME_NS, FileInfo, is_copy_of
-from ..layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
-from ..march import Folder, MarchHandler, march
+from ..destinations import LocalDestination
+from ..march import march
+from ..platform import IS_LINUX, available_cores
+from ..scan_walk import ScanHandler, ScanHelper
 from .state import EngineState, _Fatal
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
@@ -31,6 +30,12 @@ class Scan(EngineState):
         whose size and mtime match: three system calls a file, which would double the scan
         that resumes a copy of a million files. Other scans leave a rewrite with its size and
         mtime put back to verification, which compares every stamp before "verified".
+
+        The first scan, from `Tuning.scan_split_after_s` on, shares its walk with a helper
+        process (`scan_walk.ScanHelper`) where two cores are available and the destination
+        is a local folder: a resume must not stall the copy. Later scans run at the
+        acquisition's side and keep to one core. Where the helper cannot be used, the
+        status's notices say why ("the first scan's helper process is off: ...").
         """
         t0 = time.monotonic()
         walk = _ScanWalk(self, initial=initial, deep=deep)
@@ -44,7 +49,16 @@ class Scan(EngineState):
                 periodic and self._finish_reason is not None and not self._finish_needs_quiet()
             )
 
-        if not march(self._src, self._dest, walk, cancelled=cancelled):
+        split = _Split(self, walk, cancelled, t0) if initial and not deep else None
+        try:
+            share = None if split is None else split.share
+            whole = march(self._src, self._dest, walk, cancelled=cancelled, share=share)
+            if whole and split is not None:
+                whole = split.finish()
+        finally:
+            if split is not None:
+                split.close()
+        if not whole:
             return  # cut short: keep the counts of the last whole scan
         self._scanned_changes(walk.newest, t0)
         with self._lock:
@@ -72,147 +86,143 @@ class Scan(EngineState):
         self._last_scan_started = started
 
 
-class _ScanWalk(MarchHandler):
-    """One scan's handler of the walk: what it counts, queues and notices."""
+class _ScanWalk(ScanHandler):
+    """One scan's handler of the walk in the engine: its effects act on the engine."""
 
-    # (slots: a counter's increment, once a file of a million, costs no dict lookup)
-    __slots__ = (
-        "bytes_dst",
-        "capabilities",
-        "chunks_dst",
-        "deep",
-        "dest",
-        "engine",
-        "files_dst",
-        "free",
-        "initial",
-        "marker",
-        "marker_name",
-        "marker_prefix",
-        "newest",
-        "same_is_copy",
-        "temp",
-        "to_copy",
-    )
+    __slots__ = ("engine", "free", "to_copy")
 
     def __init__(self, engine: Scan, *, initial: bool, deep: bool) -> None:
+        super().__init__(engine._dest, engine.options.marker, initial=initial, deep=deep)
         self.engine = engine
-        self.initial = initial
-        self.deep = deep
-        dest = engine._dest
-        self.dest = dest
-        self.capabilities = dest.capabilities
-        self.marker = engine.options.marker
-        # (compared by name first: a path is made only for a file that is queued)
-        prefix, _, self.marker_name = self.marker.rpartition("/")
-        self.marker_prefix = f"{prefix}/" if prefix else ""
-        # Where the one rule (`is_copy_of`) is sure to call a file with the source's size
-        # and exact mtime a copy (mtimes kept, no stamp read: not a deep scan), that common
-        # case of a resume is answered here, one call instead of three; anything else asks
-        # the rule.
-        self.same_is_copy = not deep and self.capabilities.mtime_precision_ns < NO_MTIME_NS
-        self.temp = self.files_dst = self.bytes_dst = self.chunks_dst = 0
         self.to_copy = 0
-        self.newest = 0  # the latest ctime of a source folder or file: a change events missed?
         # At the first scan, warn as soon as more is found to copy than the destination has
         # free: before it fills up, not after the scan of a huge tree.
-        self.free = dest.free_space() if initial else None
+        self.free = engine._dest.free_space() if initial else None
 
-    def enter(self, folder: Folder) -> None:
-        # A folder's ctime moves when a file is created, renamed or deleted in it (a writer's
-        # temporary file too); a file's when it is written or renamed.
-        self.newest = max(self.newest, os.fstat(folder.fd).st_ctime_ns)
-
-    def folder_error(self, rel: str, exc: OSError) -> None:
+    def root_vanished(self) -> None:
         engine = self.engine
-        if isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-            if not rel:
-                raise _Fatal(
-                    f"source {engine.source} vanished; the destination {engine.destination} "
-                    "is kept intact. Restore the source and run the same command again"
-                ) from None
-            return  # (removed by the writer since its parent was listed)
-        if isinstance(exc, PermissionError):
-            engine._error(rel, "cannot list this folder (permission denied); fix it")
-            return
-        raise exc
+        raise _Fatal(
+            f"source {engine.source} vanished; the destination {engine.destination} "
+            "is kept intact. Restore the source and run the same command again"
+        )
 
-    def src_only(self, folder: Folder, entry: os.DirEntry) -> bool:
-        return self.match(folder, entry, None)
+    def error(self, rel: str, message: str) -> None:
+        self.engine._error(rel, message)
 
-    def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
-        # (the hot path of a resume: a million calls, most of them for a current copy)
-        name = entry.name
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                return True
-            if entry.is_symlink():
-                self.engine._error(
-                    folder.prefix + name, "symbolic link in the source: not followed, not copied"
-                )
-                return False
-            if is_temp_name(name):
-                self.temp += 1
-                return False
-            if name == self.marker_name and folder.prefix == self.marker_prefix:
-                if not self.engine._marker_seen:
-                    self.engine._on_marker()
-                return False
-            # (the entry is dropped once handled: its cached stat with it)
-            st = entry.stat(follow_symlinks=False)
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISREG(st.st_mode):
-            return False
-        if st.st_ctime_ns > self.newest:
-            self.newest = st.st_ctime_ns
-        if info is not None and info.is_file:
-            self.files_dst += 1
-            self.bytes_dst += info.size
-            self.chunks_dst += name not in METADATA_NAMES  # (`is_metadata_name`, inline)
-            if (
-                self.same_is_copy
-                and info.size == st.st_size
-                and info.mtime_ns == st.st_mtime_ns
-                and info.record is None
-                and info.stamp is None
-            ):
-                return False
-            rel = folder.prefix + name
-            read_stamp = partial(self.dest.source_stamp, rel) if self.deep else None
-            if is_copy_of(st, info, self.capabilities, read_stamp):
-                return False
+    def marker(self) -> None:
+        if not self.engine._marker_seen:
+            self.engine._on_marker()
+
+    def queue(self, rel: str, size: int) -> None:
         engine = self.engine
-        rel = folder.prefix + name
-        self.to_copy += st.st_size
+        self.to_copy += size
         if self.free is not None and self.to_copy > self.free:
             self.free = None
             warning = free_space_warning(engine.destination, self.to_copy)
             if warning:
                 engine._error("", warning)
-        engine._pending.add(rel, size=st.st_size)
+        engine._pending.add(rel, size=size)
         if engine._finish_reason is not None:
             engine._start_copy_helper_if_worth_it()
         engine._pending.wait_for_room(engine.tuning.pending_limit, engine._stop)
-        return False
 
-    def dst_only(self, folder: Folder, name: str, info: FileInfo) -> bool:
-        if info.is_dir:
-            return False  # (not entered: deletes are mirrored in the folders the source has)
-        engine, marker = self.engine, self.marker
-        rel = folder.prefix + name
-        if is_own_temp_name(name):
-            if self.initial:
-                self.dest.unlink(rel)  # left by a killed run; we hold the lock
-            return False
-        if rel == marker:
-            if self.initial and not (engine.source / marker).exists():
-                # A marker here says "verified complete"; the source goes on, so it no
-                # longer holds until we verify again.
-                self.dest.unlink(rel)
-            return False
-        self.files_dst += 1
-        self.bytes_dst += info.size
-        self.chunks_dst += not is_metadata_name(name)
-        engine._pending.add(rel)  # gone at the source: mirror the delete
-        return False
+    def mirror_delete(self, rel: str) -> None:
+        self.engine._pending.add(rel)  # gone at the source: mirror the delete
+
+    def own_temp(self, rel: str) -> None:
+        self.dest.unlink(rel)  # left by a killed run; we hold the lock
+
+    def stale_marker(self, rel: str) -> None:
+        if not (self.engine.source / rel).exists():
+            # A marker here says "verified complete"; the source goes on, so it no longer
+            # holds until we verify again.
+            self.dest.unlink(rel)
+
+
+class _Split:
+    """A first scan shared with a helper process (`scan_walk`): before each folder, the
+    engine's walk takes what the helper found so far and, when the helper is idle, hands
+    it the shallowest folder still to walk."""
+
+    def __init__(self, engine: Scan, walk: _ScanWalk, cancelled, started: float) -> None:
+        self.engine = engine
+        self.walk = walk
+        self.cancelled = cancelled
+        self.start_at = started + engine.tuning.scan_split_after_s
+        self.helper: ScanHelper | None = None
+        self.tried = False
+        self.given: str | None = None  # the folder the helper walks
+        self.handed = 0
+
+    def share(self, stack: list[tuple[str, bool, bool]]) -> None:
+        """`march`'s ``share``: take the helper's effects, give it a folder when idle."""
+        helper = self.helper
+        if helper is None:
+            if self.tried or len(stack) < 2 or time.monotonic() < self.start_at:
+                return
+            self.tried = True
+            helper = self.helper = self._start()
+            if helper is None:
+                return
+        while self.given is not None and helper.ready():
+            done = helper.receive(self.walk)
+            if done is None:  # failed: walk its folder here
+                stack.append((self.given, True, True))
+                self.given = None
+                return
+            if done:
+                self.given = None
+        if self.given is None and len(stack) > 1 and helper.process.running:
+            for i, (rel, at_source, _) in enumerate(stack[:-1]):  # (the next one is ours)
+                if at_source:
+                    del stack[i]
+                    if helper.send(rel):
+                        self.given = rel
+                        self.handed += 1
+                    else:
+                        stack.append((rel, True, True))
+                    return
+
+    def finish(self) -> bool:
+        """Wait for the helper's folder (walk it here if the helper fails); False when the
+        scan was cancelled meanwhile."""
+        while self.given is not None:
+            done = self.helper.receive(self.walk, self.engine._stop)
+            if done is None:
+                if self.cancelled():
+                    return False
+                rel, self.given = self.given, None
+                return march(
+                    self.engine._src,
+                    self.engine._dest,
+                    self.walk,
+                    start=rel,
+                    cancelled=self.cancelled,
+                )
+            if done:
+                self.given = None
+        return True
+
+    def close(self) -> None:
+        if self.helper is not None:
+            self.helper.close()
+            log.info("the first scan shared %d folders with a helper process", self.handed)
+
+    def _start(self) -> ScanHelper | None:
+        engine = self.engine
+        dest = engine._dest
+        why = None
+        if available_cores() < 2:
+            why = "one CPU core available"
+        elif not isinstance(dest, LocalDestination):
+            why = "the destination is not a local or mounted folder"
+        elif dest.capabilities.records:
+            # (the records of copies being published now live in this process only)
+            why = "the destination keeps records of its copies (its mtimes are not kept)"
+        elif not IS_LINUX:  # (the helper ends with the engine's thread: Linux's prctl)
+            why = "not on Linux"
+        if why is not None:  # (said once, in the log and the status's notices)
+            engine._degraded.degrade("the first scan's helper process", why)
+            return None
+        helper = ScanHelper(engine._src, dest, engine.options.marker, initial=self.walk.initial)
+        return helper if helper.process.running else None
