@@ -10,7 +10,11 @@ every process (the engine, its copy helper and walk helpers) are summed. With tw
 more, the instructions per file between the smallest and the largest are printed too: the
 per-file cost without the fixed cost of the start (imports, the probe). Slow (valgrind runs
 Python about 50 times slower): a few thousand files is enough. Wall times on a shared,
-loaded machine are the scheduler's; instruction counts are not (benchmarks/notes.md, item 46).
+loaded machine are the scheduler's; instruction counts are not, but they are not fixed
+either: the engine's timed loops (the status writer, the polls, the 0.25 s after which a
+scan starts a helper) run many more times under valgrind, and which helper processes start
+depends on timing, so the same code's per-file figure moved by 2x between two runs
+(benchmarks/notes.md, item 46). Compare versions in one run, and read large gaps only.
 """
 
 from __future__ import annotations
