@@ -163,3 +163,31 @@ def test_events_lost_after_the_folders_were_proven_make_the_finish_walk_everythi
     assert s.verification["folders_proven"] == 0, s.verification
     assert s.verification["folders_walked"] >= 38, s.verification
     assert any("lost" in n and "every folder" in n for n in s.notices), s.notices
+
+
+def test_delivered_all_means_every_earlier_event_was_handled(tmp_path):
+    """The finish trusts the proofs only once `InotifyWatcher.delivered_all` says every event
+    of a change made before it was handled: each time it says so here, the handler has seen
+    every file written before the call."""
+    from napari_softcopy.watcher import InotifyWatcher
+
+    seen: set[str] = set()
+
+    class Handler:
+        def dispatch(self, event) -> None:
+            seen.add(os.path.basename(os.fsdecode(event.src_path)))
+
+    watcher = InotifyWatcher(str(tmp_path), Handler(), lambda: None)
+    watcher.start()
+    try:
+        wait_for(watcher.delivered_all, 30, "the reader idle")
+        for burst in range(20):
+            names = {f"{burst}-{i}" for i in range(200)}
+            for name in names:
+                (tmp_path / name).write_bytes(b"x")
+            wait_for(watcher.delivered_all, 60, "every event handled")
+            assert names <= seen, sorted(names - seen)[:5]
+        assert watcher.reads > 0
+    finally:
+        watcher.stop()
+        watcher.join(5)
