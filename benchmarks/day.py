@@ -209,6 +209,12 @@ def run(
     ended_at = time.time()
     sampler.stop()
     result = summarize(geometry, reader, sampler, code, ended_at, watch_limit)
+    try:  # what the finish walked and vouched for (`Status.verification`)
+        final = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        final = {}
+    result["verification"] = final.get("verification")
+    result["marker_to_verified_s"] = final.get("marker_to_verified_s")
     if compare and code == 0:
         result["correctness"] = compare_trees(src, dst)
     if not keep:
@@ -343,10 +349,18 @@ def main(argv: list[str] | None = None) -> int:
         "--src", type=Path, default=None, help="the copier's package sources (another checkout)"
     )
     p.add_argument("--name", default=None, help="name of the JSON and plot (default: derived)")
+    p.add_argument(
+        "--turns",
+        type=int,
+        default=0,
+        help="with $BENCH_BASELINE_SRC: that many runs of each, interleaved (baseline, this)",
+    )
     p.add_argument("--writer", metavar="SRC", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.writer:
         return write(args.writer, args.geometry, args.timepoints, args.rate)
+    if args.turns:
+        return in_turns(args)
     import tempfile
 
     made = None if args.workdir else Path(tempfile.mkdtemp(prefix="softcopy-day-"))
@@ -371,6 +385,54 @@ def main(argv: list[str] | None = None) -> int:
     brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}
     print(json.dumps(brief, indent=1))
     return 0 if result["exit_code"] == 0 else 1
+
+
+def in_turns(args) -> int:
+    """``--turns N``: the baseline (``$BENCH_BASELINE_SRC``) and this code in turns, on the
+    same machine in one invocation (the load changes over minutes); the drains side by side."""
+    import statistics
+    import tempfile
+
+    baseline = os.environ.get("BENCH_BASELINE_SRC")
+    if not baseline:
+        sys.exit("--turns needs $BENCH_BASELINE_SRC (another checkout's src, e.g. git archive)")
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    for turn in range(args.turns):
+        for label, code in (("baseline", Path(baseline)), ("this", args.src)):
+            made = Path(tempfile.mkdtemp(prefix="softcopy-day-"))
+            load = os.getloadavg()[0]
+            result = run(
+                made / "run",
+                args.geometry,
+                args.timepoints,
+                args.rate,
+                watch_limit=args.watch_limit,
+                compare=not args.no_compare,
+                src_code=code,
+            )
+            shutil.rmtree(made, ignore_errors=True)
+            brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}
+            brief["load_1min_before"] = round(load, 2)
+            runs[label].append(brief)
+            print(
+                f"turn {turn}: {label}: drain {result['drain_s']} s, marker to verified "
+                f"{result['marker_to_verified_s']} s, exit {result['exit_code']}, "
+                f"verification {result['verification']}, load {load:.1f}",
+                flush=True,
+            )
+    summary = {
+        label: {
+            "drain_s": [r["drain_s"] for r in rs],
+            "drain_s_median": statistics.median(r["drain_s"] or 0 for r in rs),
+            "marker_to_verified_s": [r["marker_to_verified_s"] for r in rs],
+        }
+        for label, rs in runs.items()
+    }
+    name = args.name or f"day-{args.geometry}-{args.timepoints}-turns"
+    dump(args.out / f"{name}.json", {"summary": summary, "runs": runs})
+    print(json.dumps(summary, indent=1))
+    ok = all(r["exit_code"] == 0 for rs in runs.values() for r in rs)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -13,14 +13,12 @@ import time
 from ..destinations import Destination, DestinationChanged
 from ..manifest import MANIFEST, manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
-from ..platform import available_cores
 from ..quiet import PAUSE_FACTOR
 from ..status import JobState
 from ..transfer import write_file
 from ..verify import VerifyReport, WalkHelper, recheck, start_helpers
 from .live import DEST_RETRY_ERRNOS
 from .state import EngineState, _Fatal
-from .tuning import Tuning
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
 
@@ -177,10 +175,6 @@ class Finish(EngineState):
         self._set_state(JobState.COPYING, message)
         return False
 
-    def _verify_processes(self) -> int:
-        known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
-        return verify_processes(known, self.tuning)
-
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
             self._dest.flush()
@@ -250,7 +244,12 @@ class Finish(EngineState):
         walked = time.monotonic()
         with self._lock:
             self._reload_arrays()  # the final metadata: exact expected counts
-            self._verification = report.summary() | self._walk_counts
+            # (verify_s: from the first walk to identical, the last copies beside it included)
+            self._verification = (
+                report.summary()
+                | self._walk_counts
+                | {"verify_s": round(walked - self._walk_started, 3)}
+            )
             if report.ok:  # exact figures, where the live counts were kept approximately
                 self._counters.files_at_destination = report.files_checked
                 self._counters.bytes_at_destination = report.bytes_checked
@@ -407,10 +406,3 @@ def _marker_is_current(
         and old.get("source") == source
         and all(old.get(k) == new.get(k) for k in same)
     )
-
-
-def verify_processes(files: int, tuning: Tuning | None = None) -> int:
-    """Processes for the final verification walk of ``files`` files: two for a large
-    archive where two cores are available (`Tuning.parallel_verify_files`), else one."""
-    threshold = (tuning or Tuning()).parallel_verify_files
-    return 2 if files >= threshold and available_cores() >= 2 else 1

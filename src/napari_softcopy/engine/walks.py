@@ -9,12 +9,13 @@ import os
 import threading
 import time
 
-from ..platform import lower_thread_priority
+from ..platform import available_cores, lower_thread_priority
 from ..proofs import FolderProofs
 from ..verify import VerifyReport, WalkHelper, verify_tree
 from ..verify_folders import prove_folder, walk_unproven
 from .live import DEST_RETRY_ERRNOS
 from .state import EngineState
+from .tuning import Tuning
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
 
@@ -131,6 +132,7 @@ class Walks(EngineState):
         """The finish's first verification: of the unproven folders only where the proofs
         can stand (`_proven_walk`), else of everything."""
         self._walk_counts = {"folders_walked": 0, "folders_proven": 0}
+        self._walk_started = time.monotonic()
         report = self._proven_walk()
         if report is None:
             return self._walk_and_compare(helpers)
@@ -237,6 +239,10 @@ class Walks(EngineState):
         self._walk_counts["folders_walked"] += self._report.folders_walked
         return self._report
 
+    def _verify_processes(self) -> int:
+        known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
+        return verify_processes(known, self.tuning)
+
     def _discard_listing(self) -> None:
         """Delete the spools of the last verification's listing (`listing.Listing`)."""
         report = self._report
@@ -259,3 +265,10 @@ class Walks(EngineState):
                     report = VerifyReport(os.fspath(self.source), str(self.destination), False)
                     report._add("unreadable", ("", exc.strerror or str(exc)))
                     return report
+
+
+def verify_processes(files: int, tuning: Tuning | None = None) -> int:
+    """Processes for the final verification walk of ``files`` files: two for a large
+    archive where two cores are available (`Tuning.parallel_verify_files`), else one."""
+    threshold = (tuning or Tuning()).parallel_verify_files
+    return 2 if files >= threshold and available_cores() >= 2 else 1
