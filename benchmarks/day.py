@@ -355,10 +355,20 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="with $BENCH_BASELINE_SRC: that many runs of each, interleaved (baseline, this)",
     )
+    p.add_argument(
+        "--drain-only",
+        action="store_true",
+        help="with --turns: time only the drain after the marker of an archive copied already",
+    )
     p.add_argument("--writer", metavar="SRC", help=argparse.SUPPRESS)
+    p.add_argument("--drain-child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.writer:
         return write(args.writer, args.geometry, args.timepoints, args.rate)
+    if args.drain_child:
+        return drain_child(*args.drain_child)
+    if args.turns and args.drain_only:
+        return drain_turns(args)
     if args.turns:
         return in_turns(args)
     import tempfile
@@ -385,6 +395,104 @@ def main(argv: list[str] | None = None) -> int:
     brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}
     print(json.dumps(brief, indent=1))
     return 0 if result["exit_code"] == 0 else 1
+
+
+def drain_child(src: str, dst: str) -> int:
+    """``--drain-child``: resume the copy of ``src`` (no marker yet) into ``dst`` with the
+    code on the path, wait until it has caught up (nothing pending, a scan after the last
+    copy; where the code proves folders, every folder proven), write the marker, and print
+    the drain: from the marker to verified, as the engine and the wall clock see it."""
+    from napari_softcopy.engine import CopyEngine, CopyOptions
+
+    e = CopyEngine(src, dst, CopyOptions(low_priority=False, rescan_interval=3600))
+    e.start()
+    started = time.monotonic()
+    deadline = started + 1800
+
+    def caught_up() -> bool:
+        s = e.status()
+        if s.scans < 1 or s.files_pending or s.state != "copying":
+            return False
+        proofs = getattr(e, "_proofs", None)  # (the code before it has none)
+        return proofs is None or proofs.counts[1] == 0
+
+    while not caught_up():
+        if time.monotonic() > deadline or e.state in ("failed", "stopped"):
+            print(json.dumps({"error": e.status().message}))
+            return 1
+        time.sleep(0.2)
+    marker = Path(src) / "complete"
+    marker.write_text("")
+    t0 = time.monotonic()
+    ok = e.wait(1800)
+    wall = time.monotonic() - t0
+    s = e.status()
+    marker.unlink()
+    print(
+        json.dumps(
+            {
+                "ok": ok,
+                "drain_wall_s": round(wall, 3),
+                "marker_to_verified_s": s.marker_to_verified_s,
+                "verification": s.verification,
+                "waited_before_marker_s": round(t0 - started, 3),
+            }
+        )
+    )
+    return 0 if ok else 1
+
+
+def drain_turns(args) -> int:
+    """``--turns N --drain-only``: the drain after the marker when the copy has caught up,
+    the baseline (``$BENCH_BASELINE_SRC``) and this code in turns on one archive. It is
+    written once (no marker), copied once; each run resumes on it (the destination's marker
+    and records of the last run removed), waits until caught up and writes the marker."""
+    import statistics
+    import tempfile
+
+    baseline = os.environ.get("BENCH_BASELINE_SRC")
+    if not baseline:
+        sys.exit("--turns needs $BENCH_BASELINE_SRC (another checkout's src, e.g. git archive)")
+    work = Path(tempfile.mkdtemp(prefix="softcopy-drain-"))
+    src, dst = work / "acquisition.zarr", work / "copy.zarr"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    argv = [python(), "-m", "benchmarks.day", "--writer", str(src), "--geometry", args.geometry]
+    subprocess.run([*argv, "--timepoints", str(args.timepoints)], cwd=REPO, env=env, check=True)
+    (src / "complete").unlink()
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    try:
+        for turn in range(args.turns):
+            for label, code in (("baseline", Path(baseline)), ("this", args.src or REPO / "src")):
+                for leftover in (dst / "complete", dst / ".softcopy"):
+                    if leftover.is_dir():
+                        shutil.rmtree(leftover)
+                    elif leftover.exists():
+                        leftover.unlink()
+                load = os.getloadavg()[0]
+                out = subprocess.run(
+                    [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)],
+                    cwd=REPO,
+                    env=dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{REPO}"),
+                    capture_output=True,
+                    text=True,
+                )
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result["load_1min_before"] = round(load, 2)
+                runs[label].append(result)
+                print(f"turn {turn}: {label}: {json.dumps(result)}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = {
+        label: {
+            "drain_wall_s": [r.get("drain_wall_s") for r in rs],
+            "drain_wall_s_median": statistics.median(r.get("drain_wall_s") or 0 for r in rs),
+        }
+        for label, rs in runs.items()
+    }
+    name = args.name or f"drain-{args.geometry}-{args.timepoints}-turns"
+    dump(args.out / f"{name}.json", {"summary": summary, "runs": runs})
+    print(json.dumps(summary, indent=1))
+    return 0 if all(r.get("ok") for rs in runs.values() for r in rs) else 1
 
 
 def in_turns(args) -> int:

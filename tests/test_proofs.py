@@ -191,3 +191,21 @@ def test_delivered_all_means_every_earlier_event_was_handled(tmp_path):
     finally:
         watcher.stop()
         watcher.join(5)
+
+
+def test_a_listing_leaves_the_spools_it_borrowed(tmp_path):
+    """The finish's listing reads the proven folders' rows from the proofs' spool, which must
+    outlive it (a cancelled finish proves on, and tries again): `Listing.discard` deletes
+    only its own spools."""
+    from array import array
+
+    from napari_softcopy.listing import Listing
+
+    own, borrowed = tmp_path / "own", tmp_path / "borrowed"
+    own.write_bytes(b"")
+    borrowed.write_bytes(b"")
+    listing = Listing([(str(own), [], array("q"))]).merged(
+        Listing([(str(borrowed), [], array("q"))], borrowed=(str(borrowed),))
+    )
+    listing.discard()
+    assert not own.exists() and borrowed.exists()
