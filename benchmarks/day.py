@@ -398,9 +398,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drain_child(src: str, dst: str) -> int:
-    """``--drain-child``: resume the copy of ``src`` (no marker yet) into ``dst`` with the
-    code on the path, wait until it has caught up (nothing pending, a scan after the last
-    copy; where the code proves folders, every folder proven), write the marker, and print
+    """``--drain-child``: copy ``src`` (no marker yet) into ``dst`` with the code on the
+    path, wait until it has caught up (nothing pending, a scan after the last copy, the hash
+    journal idle; where the code proves folders, every folder proven), write the marker, and
+    print
     the drain: from the marker to verified, as the engine and the wall clock see it."""
     from napari_softcopy.engine import CopyEngine, CopyOptions
 
@@ -412,6 +413,10 @@ def drain_child(src: str, dst: str) -> int:
     def caught_up() -> bool:
         s = e.status()
         if s.scans < 1 or s.files_pending or s.state != "copying":
+            return False
+        # (the manifest's hash journal caught up too: both codes' manifests then hash alike)
+        hashes = e._hashes
+        if hashes is not None and not hashes._queue.empty():
             return False
         proofs = getattr(e, "_proofs", None)  # (the code before it has none)
         return proofs is None or proofs.counts[1] == 0
@@ -444,9 +449,9 @@ def drain_child(src: str, dst: str) -> int:
 
 def drain_turns(args) -> int:
     """``--turns N --drain-only``: the drain after the marker when the copy has caught up,
-    the baseline (``$BENCH_BASELINE_SRC``) and this code in turns on one archive. It is
-    written once (no marker), copied once; each run resumes on it (the destination's marker
-    and records of the last run removed), waits until caught up and writes the marker."""
+    the baseline (``$BENCH_BASELINE_SRC``) and this code in turns on one archive, written
+    once (no marker). Each run copies it into a new destination (so its hash journal holds
+    what it copied, as in a live run), waits until caught up, and writes the marker."""
     import statistics
     import tempfile
 
@@ -463,11 +468,7 @@ def drain_turns(args) -> int:
     try:
         for turn in range(args.turns):
             for label, code in (("baseline", Path(baseline)), ("this", args.src or REPO / "src")):
-                for leftover in (dst / "complete", dst / ".softcopy"):
-                    if leftover.is_dir():
-                        shutil.rmtree(leftover)
-                    elif leftover.exists():
-                        leftover.unlink()
+                shutil.rmtree(dst, ignore_errors=True)
                 load = os.getloadavg()[0]
                 out = subprocess.run(
                     [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)],

@@ -8,6 +8,7 @@ and vouched for are asserted.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -209,3 +210,34 @@ def test_a_listing_leaves_the_spools_it_borrowed(tmp_path):
     )
     listing.discard()
     assert not own.exists() and borrowed.exists()
+
+
+def test_folders_without_their_watch_are_walked_not_vouched_for(tmp_path):
+    """Past the watch limit a folder's changes have no event: only a folder watched all
+    along since its proof (the same watch descriptor) is vouched for; the rest are walked."""
+    tuning = dataclasses.replace(QUICK, max_watches=8, watch_release_idle_s=0.2)
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    e = engine(src, dst, tuning=tuning, wait_for_source=True)
+    try:
+        write_array(src)
+        wait_for(
+            lambda: (
+                e._proofs is not None
+                and e.status().files_pending == 0
+                and e.status().scans >= 1
+                and e._proofs.counts[1] == 0
+            ),
+            120,
+            "every watched folder proven",
+        )
+        (src / "complete").write_text("")
+        assert e.wait(120), e.status().message
+    finally:
+        e.stop()
+        e.wait(10)
+    assert_identical(src, dst)
+    s = e.status()
+    v = s.verification
+    assert s.folders_unwatched > 0, "some folders must have given their watch back"
+    assert v["folders_proven"] <= s.folders_watched, (v, s.folders_watched)
+    assert v["folders_proven"] + v["folders_walked"] >= 38, v
