@@ -242,3 +242,30 @@ def test_folders_without_their_watch_are_walked_not_vouched_for(tmp_path):
     assert s.folders_unwatched > 0, "some folders must have given their watch back"
     assert v["folders_proven"] <= s.folders_watched, (v, s.folders_watched)
     assert v["folders_proven"] + v["folders_walked"] >= 38, v
+
+
+def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
+    """An engine killed (SIGKILL) cannot delete its spool of proven rows: the next one to
+    start deletes the spools whose process is gone, and no other."""
+    import tempfile
+
+    from napari_softcopy.proofs import ProofSpool
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        text=True,
+        capture_output=True,
+        check=True,
+    ).stdout.strip()
+    orphan = tmp_path / f"softcopy-proofs-{gone}-abc"
+    alive = tmp_path / f"softcopy-proofs-{os.getppid()}-abc"
+    orphan.mkdir()
+    alive.mkdir()
+    spool = ProofSpool()
+    try:
+        assert not orphan.exists() and alive.exists()
+        assert Path(spool.folder).parent == tmp_path
+    finally:
+        spool.discard()
+    assert not Path(spool.folder).exists()

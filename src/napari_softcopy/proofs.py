@@ -52,7 +52,8 @@ class ProofSpool:
     a new block; the old one is left unread."""
 
     def __init__(self) -> None:
-        self.folder = tempfile.mkdtemp(prefix="softcopy-proofs-")
+        _remove_orphans()
+        self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self.folder, "rows")
         self._file = open(self.path, "ab")  # noqa: SIM115 (open until `discard`)
         self._rows: list[tuple[str, int, int, bytes | None]] = []
@@ -87,6 +88,26 @@ class ProofSpool:
 
 def _name(row: tuple) -> str:
     return row[0]
+
+
+_PREFIX = "softcopy-proofs-"
+
+
+def _remove_orphans() -> None:
+    """Delete the spools of engines that were killed (their process is gone): a stop always
+    deletes its own, a SIGKILL cannot."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            pid = name[len(_PREFIX) :].partition("-")[0]
+            if not (name.startswith(_PREFIX) and pid.isdigit()):
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            except OSError:
+                pass  # (alive, another user's)
 
 
 class FolderProofs:
