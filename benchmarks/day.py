@@ -209,6 +209,12 @@ def run(
     ended_at = time.time()
     sampler.stop()
     result = summarize(geometry, reader, sampler, code, ended_at, watch_limit)
+    try:  # what the finish walked and vouched for (`Status.verification`)
+        final = json.loads(status_file.read_text())
+    except (OSError, ValueError):
+        final = {}
+    result["verification"] = final.get("verification")
+    result["marker_to_verified_s"] = final.get("marker_to_verified_s")
     if compare and code == 0:
         result["correctness"] = compare_trees(src, dst)
     if not keep:
@@ -343,10 +349,28 @@ def main(argv: list[str] | None = None) -> int:
         "--src", type=Path, default=None, help="the copier's package sources (another checkout)"
     )
     p.add_argument("--name", default=None, help="name of the JSON and plot (default: derived)")
+    p.add_argument(
+        "--turns",
+        type=int,
+        default=0,
+        help="with $BENCH_BASELINE_SRC: that many runs of each, interleaved (baseline, this)",
+    )
+    p.add_argument(
+        "--drain-only",
+        action="store_true",
+        help="with --turns: time only the drain after the marker of an archive copied already",
+    )
     p.add_argument("--writer", metavar="SRC", help=argparse.SUPPRESS)
+    p.add_argument("--drain-child", nargs=2, metavar=("SRC", "DST"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.writer:
         return write(args.writer, args.geometry, args.timepoints, args.rate)
+    if args.drain_child:
+        return drain_child(*args.drain_child)
+    if args.turns and args.drain_only:
+        return drain_turns(args)
+    if args.turns:
+        return in_turns(args)
     import tempfile
 
     made = None if args.workdir else Path(tempfile.mkdtemp(prefix="softcopy-day-"))
@@ -371,6 +395,153 @@ def main(argv: list[str] | None = None) -> int:
     brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}
     print(json.dumps(brief, indent=1))
     return 0 if result["exit_code"] == 0 else 1
+
+
+def drain_child(src: str, dst: str) -> int:
+    """``--drain-child``: copy ``src`` (no marker yet) into ``dst`` with the code on the
+    path, wait until it has caught up (nothing pending, a scan after the last copy, the hash
+    journal idle; where the code proves folders, every folder proven), write the marker, and
+    print
+    the drain: from the marker to verified, as the engine and the wall clock see it."""
+    from napari_softcopy.engine import CopyEngine, CopyOptions
+
+    e = CopyEngine(src, dst, CopyOptions(low_priority=False, rescan_interval=3600))
+    e.start()
+    started = time.monotonic()
+    deadline = started + 1800
+
+    def caught_up() -> bool:
+        s = e.status()
+        if s.scans < 1 or s.files_pending or s.state != "copying":
+            return False
+        # (the manifest's hash journal caught up too: both codes' manifests then hash alike)
+        hashes = e._hashes
+        if hashes is not None and not hashes._queue.empty():
+            return False
+        proofs = getattr(e, "_proofs", None)  # (the code before it has none)
+        return proofs is None or proofs.counts[1] == 0
+
+    while not caught_up():
+        if time.monotonic() > deadline or e.state in ("failed", "stopped"):
+            print(json.dumps({"error": e.status().message}))
+            return 1
+        time.sleep(0.2)
+    marker = Path(src) / "complete"
+    marker.write_text("")
+    t0 = time.monotonic()
+    ok = e.wait(1800)
+    wall = time.monotonic() - t0
+    s = e.status()
+    marker.unlink()
+    print(
+        json.dumps(
+            {
+                "ok": ok,
+                "drain_wall_s": round(wall, 3),
+                "marker_to_verified_s": s.marker_to_verified_s,
+                "verification": s.verification,
+                "waited_before_marker_s": round(t0 - started, 3),
+            }
+        )
+    )
+    return 0 if ok else 1
+
+
+def drain_turns(args) -> int:
+    """``--turns N --drain-only``: the drain after the marker when the copy has caught up,
+    the baseline (``$BENCH_BASELINE_SRC``) and this code in turns on one archive, written
+    once (no marker). Each run copies it into a new destination (so its hash journal holds
+    what it copied, as in a live run), waits until caught up, and writes the marker."""
+    import statistics
+    import tempfile
+
+    baseline = os.environ.get("BENCH_BASELINE_SRC")
+    if not baseline:
+        sys.exit("--turns needs $BENCH_BASELINE_SRC (another checkout's src, e.g. git archive)")
+    work = Path(tempfile.mkdtemp(prefix="softcopy-drain-"))
+    src, dst = work / "acquisition.zarr", work / "copy.zarr"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "src"))
+    argv = [python(), "-m", "benchmarks.day", "--writer", str(src), "--geometry", args.geometry]
+    subprocess.run([*argv, "--timepoints", str(args.timepoints)], cwd=REPO, env=env, check=True)
+    (src / "complete").unlink()
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    try:
+        for turn in range(args.turns):
+            for label, code in (("baseline", Path(baseline)), ("this", args.src or REPO / "src")):
+                shutil.rmtree(dst, ignore_errors=True)
+                load = os.getloadavg()[0]
+                out = subprocess.run(
+                    [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)],
+                    cwd=REPO,
+                    env=dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{REPO}"),
+                    capture_output=True,
+                    text=True,
+                )
+                result = json.loads(out.stdout.strip().splitlines()[-1])
+                result["load_1min_before"] = round(load, 2)
+                runs[label].append(result)
+                print(f"turn {turn}: {label}: {json.dumps(result)}", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    summary = {
+        label: {
+            "drain_wall_s": [r.get("drain_wall_s") for r in rs],
+            "drain_wall_s_median": statistics.median(r.get("drain_wall_s") or 0 for r in rs),
+        }
+        for label, rs in runs.items()
+    }
+    name = args.name or f"drain-{args.geometry}-{args.timepoints}-turns"
+    dump(args.out / f"{name}.json", {"summary": summary, "runs": runs})
+    print(json.dumps(summary, indent=1))
+    return 0 if all(r.get("ok") for rs in runs.values() for r in rs) else 1
+
+
+def in_turns(args) -> int:
+    """``--turns N``: the baseline (``$BENCH_BASELINE_SRC``) and this code in turns, on the
+    same machine in one invocation (the load changes over minutes); the drains side by side."""
+    import statistics
+    import tempfile
+
+    baseline = os.environ.get("BENCH_BASELINE_SRC")
+    if not baseline:
+        sys.exit("--turns needs $BENCH_BASELINE_SRC (another checkout's src, e.g. git archive)")
+    runs: dict[str, list[dict]] = {"baseline": [], "this": []}
+    for turn in range(args.turns):
+        for label, code in (("baseline", Path(baseline)), ("this", args.src)):
+            made = Path(tempfile.mkdtemp(prefix="softcopy-day-"))
+            load = os.getloadavg()[0]
+            result = run(
+                made / "run",
+                args.geometry,
+                args.timepoints,
+                args.rate,
+                watch_limit=args.watch_limit,
+                compare=not args.no_compare,
+                src_code=code,
+            )
+            shutil.rmtree(made, ignore_errors=True)
+            brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}
+            brief["load_1min_before"] = round(load, 2)
+            runs[label].append(brief)
+            print(
+                f"turn {turn}: {label}: drain {result['drain_s']} s, marker to verified "
+                f"{result['marker_to_verified_s']} s, exit {result['exit_code']}, "
+                f"verification {result['verification']}, load {load:.1f}",
+                flush=True,
+            )
+    summary = {
+        label: {
+            "drain_s": [r["drain_s"] for r in rs],
+            "drain_s_median": statistics.median(r["drain_s"] or 0 for r in rs),
+            "marker_to_verified_s": [r["marker_to_verified_s"] for r in rs],
+        }
+        for label, rs in runs.items()
+    }
+    name = args.name or f"day-{args.geometry}-{args.timepoints}-turns"
+    dump(args.out / f"{name}.json", {"summary": summary, "runs": runs})
+    print(json.dumps(summary, indent=1))
+    ok = all(r["exit_code"] == 0 for rs in runs.values() for r in rs)
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import zarr
 from napari_softcopy.destinations import STATE_DIR
 from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
 from napari_softcopy.engine import finish as finish_module
+from napari_softcopy.engine import walks as walks_module
 from napari_softcopy.layout import find_arrays
 from napari_softcopy.platform import available_cores, io_priority_class, lower_thread_priority
 from napari_softcopy.simulate import PRESETS, simulate
@@ -427,13 +428,13 @@ def test_verification_walks_once_beside_the_last_copies(tmp_path, monkeypatch):
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     simulate(src, "demo", rate=1000, timepoints=3)  # complete: the finish starts at once
     pending_at_walks = []
-    walk = finish_module.verify_tree
+    walk = walks_module.verify_tree
 
     def counted_walk(*args, **kwargs):
         pending_at_walks.append(len(e._pending))
         return walk(*args, **kwargs)
 
-    monkeypatch.setattr(finish_module, "verify_tree", counted_walk)
+    monkeypatch.setattr(walks_module, "verify_tree", counted_walk)
     e = engine(src, dst, bandwidth_mb_s=10.0)  # copies slow enough to outlast a walk
     assert e.wait(60) and e.state == "verified", e.status().message
     assert len(pending_at_walks) == 1 and pending_at_walks[0] > 0

@@ -53,13 +53,20 @@ class Listing:
         ``(spool path, folder of each block, (offset, length) of each block)`` per spool.
     folder : str or None
         The temporary folder of the spools (`spool_folder`), deleted whole by `discard`.
+    borrowed : tuple of str
+        Spools read but not owned (`proofs.ProofSpool`'s, kept for the next finish):
+        `discard` leaves them.
     """
 
     def __init__(
-        self, parts: list[tuple[str, list[str], array]] | None = None, folder: str | None = None
+        self,
+        parts: list[tuple[str, list[str], array]] | None = None,
+        folder: str | None = None,
+        borrowed: tuple[str, ...] = (),
     ) -> None:
         self.parts = parts or []
         self.folder = folder
+        self.borrowed = borrowed
 
     @property
     def spools(self) -> list[str]:
@@ -69,7 +76,11 @@ class Listing:
     def merged(self, other: Listing) -> Listing:
         """A listing of both (``other``: another part of the same walk, or the files a
         `verify.recheck` found identical since)."""
-        return Listing(self.parts + other.parts, self.folder or other.folder)
+        return Listing(
+            self.parts + other.parts,
+            self.folder or other.folder,
+            self.borrowed + getattr(other, "borrowed", ()),
+        )
 
     def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
         """Every file, in `hashes.path_key` order, with its `FileInfo` as listed. Stops
@@ -120,6 +131,8 @@ class Listing:
     def discard(self) -> None:
         """Delete the spools (and their folder, with whatever a part cut short left there)."""
         for path in self.spools:
+            if path in self.borrowed:
+                continue
             with contextlib.suppress(OSError):
                 os.unlink(path)
         if self.folder is not None:

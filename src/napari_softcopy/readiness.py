@@ -68,6 +68,10 @@ class SourceEventHandler(FileSystemEventHandler):
         ``(relpath, delay)`` pairs in the order of the events, each path once; ``touched``
         when the batch also held events that give no hint. Without it, a batch's hints go
         to ``hint`` one by one.
+    folder_event : callable, optional
+        ``folder_event(kind, relpath)`` for each event of a folder below the root (``kind``:
+        watchdog's ``"created"``, ``"deleted"``, ``"moved"``; a move gives its source path),
+        before the hints of its batch: the folders that changed (`proofs.FolderProofs`).
     """
 
     def __init__(
@@ -78,8 +82,10 @@ class SourceEventHandler(FileSystemEventHandler):
         root_gone: Callable[[], None],
         touched: Callable[[], None] | None = None,
         hints: Callable[[list[tuple[str, float]], bool], None] | None = None,
+        folder_event: Callable[[str, str], None] | None = None,
     ) -> None:
         super().__init__()
+        self._folder_event = folder_event
         self.root = root.rstrip(os.sep)
         self._prefix = self.root + os.sep
         self._hint = hint
@@ -95,10 +101,18 @@ class SourceEventHandler(FileSystemEventHandler):
         rel = path[len(self._prefix) :]
         return rel if os.sep == "/" else rel.replace(os.sep, "/")
 
+    def _on_folder(self, event: FileSystemEvent) -> None:
+        if self._folder_event is None:
+            return
+        rel = self._rel(event.src_path)
+        if rel is not None:
+            self._folder_event(event.event_type, rel)
+
     def dispatch(self, event: FileSystemEvent) -> None:  # hot path: keep it short
         kind = event.event_type
         if event.is_directory:
             self._touched()
+            self._on_folder(event)
             if kind in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
                 self._root_gone()
             elif kind == "moved":
@@ -135,6 +149,7 @@ class SourceEventHandler(FileSystemEventHandler):
         prefix, cut = self._prefix, len(self._prefix)
         for event in events:
             if event.is_directory:
+                self._on_folder(event)
                 kind = event.event_type
                 if kind in ("deleted", "moved") and os.fsdecode(event.src_path) == self.root:
                     self._root_gone()

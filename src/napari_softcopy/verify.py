@@ -338,6 +338,10 @@ class _Comparison(MarchHandler):
             self._add_folder_problem("unreadable", _INTERRUPTED)
 
     # -- the walk's callbacks ----------------------------------------------------------
+    def enter(self, folder: Folder) -> None:
+        if self.part == 0:  # (every part enters every source folder)
+            self.report.folders_walked += 1
+
     def folder_error(self, rel: str, exc: OSError) -> None:
         self._add_folder_problem("unreadable", (rel or ".", exc.strerror or str(exc)))
 

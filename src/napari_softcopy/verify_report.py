@@ -42,6 +42,8 @@ class VerifyReport:
     _folder_problems: list[tuple[str, object]] = field(default_factory=list, repr=False)
     #: The files found identical, as listed at the destination (`verify_tree`'s ``listing``).
     listing: Listing | None = field(default=None, repr=False, compare=False)
+    #: Source folders opened by the walk (a split walk's part 0 opens every one).
+    folders_walked: int = field(default=0, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -78,7 +80,7 @@ class VerifyReport:
     def to_dict(self) -> dict:
         """Everything, JSON-ready."""
         out = asdict(replace(self, listing=None)) | {"ok": self.ok}
-        del out["_counted"], out["_folder_problems"], out["listing"]
+        del out["_counted"], out["_folder_problems"], out["listing"], out["folders_walked"]
         return out
 
     def lines(self) -> Iterator[str]:

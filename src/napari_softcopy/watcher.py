@@ -36,10 +36,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import select
 import struct
+import termios
 import threading
 import time
 from collections import deque
@@ -155,6 +157,10 @@ class InotifyWatcher:
         #: Reads that returned events, and events read (the batching shows in their ratio).
         self.reads = 0
         self.events = 0
+        # The reader is blocked in poll() (set just before, cleared just after) and how many
+        # polls have returned: `delivered_all` compares both around its look at the queue.
+        self._polling = False
+        self._polls = 0
         try:
             #: The folders watched, least recently active first.
             self.watches = WatchTable(
@@ -191,6 +197,28 @@ class InotifyWatcher:
     def max_watches(self) -> int | None:
         """Most folders watched at once: the cap given, or the kernel's limit once met."""
         return self.watches.cap
+
+    def delivered_all(self) -> bool:
+        """True when every event the kernel queued before this call has been handed to the
+        handler: the reader waits in poll() with nothing read and undelivered, and the
+        kernel's queue is empty (``FIONREAD``). A change made before the call then has had
+        its event handled (inotify queues it within the system call that made it)."""
+        polls, polling = self._polls, self._polling
+        if not polling or self._out or self._fd < 0:
+            return False
+        size = bytearray(4)
+        try:
+            fcntl.ioctl(self._fd, termios.FIONREAD, size)
+        except OSError:
+            return False
+        # (a poll that returned meanwhile may have read the queue empty, not delivered it)
+        return int.from_bytes(size, "little") == 0 and self._polling and self._polls == polls
+
+    def watch_ids(self) -> dict[str, int]:
+        """Each watched folder's absolute path and its watch descriptor now. A folder whose
+        descriptor is unchanged between two looks was watched all along in between: a
+        descriptor given back and taken again is a new one (the kernel does not reuse them)."""
+        return {path: wd for wd, path in list(self.watches.paths.items())}
 
     def start(self) -> None:
         """Start the reader thread."""
@@ -280,7 +308,10 @@ class InotifyWatcher:
             wait_ms = -1
             if isinstance(head, _Move):
                 wait_ms = max(0, int((head.due - time.monotonic()) * 1000) + 1)
+            self._polling = True
             ready = poller.poll(wait_ms)
+            self._polling = False
+            self._polls += 1
             if self._stopping.is_set():
                 break
             data = b""

@@ -70,6 +70,18 @@ class Watching:
         """Most folders watched at once (None: no cap known, or watchdog's observer)."""
         return getattr(self._watcher, "max_watches", None)
 
+    def delivered_all(self) -> bool | None:
+        """Whether every event queued before this call has been handled
+        (`InotifyWatcher.delivered_all`); None where that cannot be known (watchdog)."""
+        delivered = getattr(self._watcher, "delivered_all", None)
+        return None if delivered is None else delivered()
+
+    def watch_ids(self) -> dict[str, int] | None:
+        """Watched folders (absolute paths) and their watch descriptors now
+        (`InotifyWatcher.watch_ids`); None where watchdog keeps them to itself."""
+        ids = getattr(self._watcher, "watch_ids", None)
+        return None if ids is None else ids()
+
 
 def start_watching(
     root: str,
@@ -110,7 +122,9 @@ def start_watching(
             return Watching("inotify", _watcher=watcher)
     notice = (
         f"batched event reads and quick rename pairing are off: {why}; watchdog's observer "
-        "is used instead (the copy stays complete, but uses more CPU beside a busy writer)"
+        "is used instead (the copy stays complete, but uses more CPU beside a busy writer, "
+        "and its finish walks every folder: only the engine's own reader can say which "
+        "folders changed since they were verified)"
     )
     log.warning("%s", notice)
     observer, remove_hook = _watchdog_observer(root, handler, on_overflow)

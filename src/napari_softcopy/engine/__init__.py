@@ -18,13 +18,14 @@ the source's) is the record, so memory does not grow with the archive.
 The package, one idea per module: `state` (the shared attributes, counters, state machine,
 status snapshot), `live` (hints, workers, syncing one path, mirrored deletes, back-off),
 `scan` (the resume scan), `helpers` (the copy-helper pump), `finish` (quiet wait, drain,
-verification, marker, cancel), `core` (`CopyEngine`: the public API, control and status
-threads) and `tuning` (`Tuning`).
+verification, marker, cancel), `walks` (the finish's verification walks, and the folders
+proven during the copy that spare most of them), `core` (`CopyEngine`: the public API,
+control and status threads) and `tuning` (`Tuning`).
 """
 
 from ..options import CopyOptions
 from .core import CopyEngine, copy
-from .finish import verify_processes
 from .tuning import Tuning
+from .walks import verify_processes
 
 __all__ = ["CopyEngine", "CopyOptions", "Tuning", "copy", "verify_processes"]

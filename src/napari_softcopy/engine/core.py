@@ -25,11 +25,12 @@ from .helpers import HelperPump
 from .live import LiveCopy
 from .scan import Scan
 from .state import _Fatal
+from .walks import Walks
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
 
 
-class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
+class CopyEngine(LiveCopy, Scan, HelperPump, Finish, Walks):
     """Mirror ``source`` into ``destination`` while it is written, then verify.
 
     Parameters
@@ -229,6 +230,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 self._root_gone,
                 self._touched,
                 hints=self._hints,
+                folder_event=self._folder_event,
             )
             watching = start_watching(
                 self._src,
@@ -241,6 +243,7 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
             with self._lock:
                 self._notices.extend(watching.notices)
                 self._watching = watching
+            self._start_proving()
             self._copy_root_metadata()
             workers = self.options.workers or self._dest.suggested_workers()
             log.info("copying with %d worker thread(s)", workers)
@@ -286,6 +289,9 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish):
                 )
             if self._hashes is not None:
                 self._hashes.close()  # (what it had not hashed is recorded as such)
+            if self._proofs is not None:
+                self._pause_proving(True)
+                self._proofs.discard()
             if self._dest is not None:
                 self._dest.close()
             if self._src_fd >= 0:

@@ -13,14 +13,12 @@ import time
 from ..destinations import Destination, DestinationChanged
 from ..manifest import MANIFEST, manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
-from ..platform import available_cores
 from ..quiet import PAUSE_FACTOR
 from ..status import JobState
 from ..transfer import write_file
-from ..verify import VerifyReport, WalkHelper, recheck, start_helpers, verify_tree
+from ..verify import VerifyReport, WalkHelper, recheck, start_helpers
 from .live import DEST_RETRY_ERRNOS
 from .state import EngineState, _Fatal
-from .tuning import Tuning
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
 
@@ -116,7 +114,8 @@ class Finish(EngineState):
         self._marker_before_walk = False
         self._start_copy_helper_if_worth_it()
         # The walk's helper processes start beside the last copies: ready when it begins.
-        helpers = start_helpers(self._verify_processes() - 1)
+        # (Not where folders proven during the copy leave little to walk: `Walks`.)
+        helpers = [] if self._proofs_usable() else start_helpers(self._verify_processes() - 1)
         try:
             self._drain(settle=True, leave=self.tuning.verify_beside_pending)
             if self._marker_seen:
@@ -172,66 +171,13 @@ class Finish(EngineState):
             self._finish_cancelled = True
             self._verification = None
         self._final_walk = False
+        self._pause_proving(False)  # (folders are proven again while copying goes on)
         self._set_state(JobState.COPYING, message)
         return False
-
-    def _verify_processes(self) -> int:
-        if not self._dest.walk_helpers_help():
-            return 1
-        known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
-        return verify_processes(known, self.tuning)
 
     def _flush_early(self) -> None:
         with contextlib.suppress(OSError):  # the flush before the marker reports errors
             self._dest.flush()
-
-    def _discard_listing(self) -> None:
-        """Delete the spools of the last verification's listing (`listing.Listing`)."""
-        report = self._report
-        if report is not None and report.listing is not None:
-            report.listing.discard()
-            report.listing = None
-
-    def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
-        # The verification opens the destination anew: what this one still holds in memory
-        # about the files it copied (records, where the destination cannot say) goes first.
-        self._dest.save_records()
-        self._discard_listing()  # (a walk's listing replaces the last one's whole)
-        given = [helpers]
-
-        def walk() -> VerifyReport:
-            helpers, given[0] = given[0], None  # (a walk that failed used them up)
-            return verify_tree(
-                self.source,
-                self.destination,
-                checksum=self.options.verify == "checksum",
-                marker=self.options.marker,
-                stop=self._stop,
-                stamps=True,
-                processes=self._verify_processes(),
-                helpers=helpers,
-                # (the manifest is made from the files this walk lists: no second walk)
-                listing=True,
-            )
-
-        self._report = self._until_destination_answers(walk)
-        return self._report
-
-    def _until_destination_answers(self, walk) -> VerifyReport | None:
-        """``walk()``, again after a wait where the destination does not answer now (an
-        object store's server away: OSError EIO), waited for as copies are, with a visible
-        "retrying in N s". Stopped meanwhile: a report that is not ok (never an all-clear)."""
-        while True:
-            try:
-                return walk()
-            except OSError as exc:
-                if exc.errno not in DEST_RETRY_ERRNOS:
-                    raise
-                self._stop.wait(self._dest_error("", exc))
-                if self._stop.is_set():
-                    report = VerifyReport(os.fspath(self.source), str(self.destination), False)
-                    report._add("unreadable", ("", exc.strerror or str(exc)))
-                    return report
 
     def _verify_and_mark(self, helpers: list[WalkHelper], changes: int) -> bool:
         """Verify, then write the marker unless a change at the source was counted since
@@ -243,12 +189,26 @@ class Finish(EngineState):
         # finds (those copies, lost events, a late rewrite, a chunk deleted at the source) is
         # synced, then compared again: only those files where the report lists them all, the
         # whole tree otherwise.
-        report = self._walk_and_compare(helpers)
+        report = self._first_walk(helpers)
         # The copies the walk ran beside finish first (none may still be in flight when the
         # counts and the marker are written). What the walk saw before its copy was done is
         # only compared again: queued again while in flight, a mismatched file would be
         # copied twice (forced).
         self._drain()
+        report = self._until_identical(report, changes)
+        if self._proofs_stale() and not self._stop.is_set():
+            # A folder vouched for by its proof changed beside the walk: walk everything.
+            log.info("a folder proven during the copy changed during the finish: full walk")
+            report = self._until_identical(self._walk_and_compare(), changes)
+        if self._stop.is_set():
+            return True
+        if self._source_changed(changes):  # (what differs then is the writer's doing)
+            return self._cancel(changes, "during its verification")
+        return self._mark_verified(report, changes)
+
+    def _until_identical(self, report: VerifyReport, changes: int) -> VerifyReport:
+        """Copy again what ``report`` found different and compare it again (up to four
+        rounds), until identical, stopped, or the source changed since ``changes``."""
         for round_ in range(4):
             if report.ok or self._stop.is_set() or self._source_changed(changes):
                 break
@@ -276,14 +236,20 @@ class Finish(EngineState):
             )
             report = self._walk_and_compare() if rechecked is None else rechecked
             self._report = report
-        if self._stop.is_set():
-            return True
-        if self._source_changed(changes):  # (what differs then is the writer's doing)
-            return self._cancel(changes, "during its verification")
+        return report
+
+    def _mark_verified(self, report: VerifyReport, changes: int) -> bool:
+        """Fail where ``report`` is not ok; else write the marker (True when ended, False
+        when a change at the source cancelled it)."""
         walked = time.monotonic()
         with self._lock:
             self._reload_arrays()  # the final metadata: exact expected counts
-            self._verification = report.summary()
+            # (verify_s: from the first walk to identical, the last copies beside it included)
+            self._verification = (
+                report.summary()
+                | self._walk_counts
+                | {"verify_s": round(walked - self._walk_started, 3)}
+            )
             if report.ok:  # exact figures, where the live counts were kept approximately
                 self._counters.files_at_destination = report.files_checked
                 self._counters.bytes_at_destination = report.bytes_checked
@@ -440,10 +406,3 @@ def _marker_is_current(
         and old.get("source") == source
         and all(old.get(k) == new.get(k) for k in same)
     )
-
-
-def verify_processes(files: int, tuning: Tuning | None = None) -> int:
-    """Processes for the final verification walk of ``files`` files: two for a large
-    archive where two cores are available (`Tuning.parallel_verify_files`), else one."""
-    threshold = (tuning or Tuning()).parallel_verify_files
-    return 2 if files >= threshold and available_cores() >= 2 else 1

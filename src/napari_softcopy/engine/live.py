@@ -52,6 +52,8 @@ class LiveCopy(EngineState):
             self._on_marker()
             return
         self._activity.note()
+        if self._proofs is not None:
+            self._proofs.mark_files((rel,))  # (its folder's proof no longer stands)
         tuning = self.tuning
         if not self._pending.add(
             rel, delay=delay, limit=tuning.hint_limit, spill=tuning.hint_spill
@@ -79,6 +81,8 @@ class LiveCopy(EngineState):
             self._activity.note()
         if not hints:
             return
+        if self._proofs is not None:
+            self._proofs.mark_files(h[0] for h in hints)  # (their folders' proofs go)
         tuning = self.tuning
         if self._pending.add_hints(hints, limit=tuning.hint_limit, spill=tuning.hint_spill):
             self._backlog_full()
@@ -107,6 +111,7 @@ class LiveCopy(EngineState):
         self.finish("marker")
 
     def _on_overflow(self) -> None:
+        self._lost_events()  # (any folder may have changed without an event: `Walks`)
         with self._lock:
             self._counters.event_overflows += 1
         self._request_rescan()
@@ -246,11 +251,13 @@ class LiveCopy(EngineState):
         return None
 
     def _copied(self, rel: str, result: CopyResult, old_size: int | None) -> None:
-        # Every publish (the workers', the copy helper's) is booked here: hashed in the
-        # background for the manifest, and an older hash of the path never reused.
+        # Every publish (the workers', the copy helper's) is booked here: its hash (made as it
+        # was copied) recorded for the manifest, and an older hash of the path never reused.
         hashes = self._hashes
         if hashes is not None:
             hashes.published(rel, result.size, result.mtime_ns, result.stamp, result.digest)
+        if self._proofs is not None:
+            self._proofs.mark_files((rel,))  # (the copy changed: its folder is proven anew)
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:
@@ -341,6 +348,8 @@ class LiveCopy(EngineState):
         if old is None or not old.is_file:
             return None
         if self._dest.unlink(rel):
+            if self._proofs is not None:
+                self._proofs.mark_files((rel,))
             with self._lock:
                 self._counters.files_deleted += 1
                 self._counters.files_at_destination -= 1

@@ -20,6 +20,7 @@ from ..layout import ArrayLayout, find_arrays, is_metadata_name
 from ..options import CopyOptions
 from ..pending import PendingSet
 from ..platform import Notices
+from ..proofs import FolderProofs
 from ..quiet import SourceActivity
 from ..status import FINAL_STATES, JobState, Status
 from ..transfer import RateLimiter
@@ -138,6 +139,15 @@ class EngineState:
         # Each copied file's hash, made as it is copied (`hashes`): the manifest at the
         # finish hashes only what it holds nothing of.
         self._hashes: HashJournal | None = None
+        # The folders proven copied during the acquisition (`proofs`; None: not kept), the
+        # lock held while one is compared, and whether proving waits (a finish walks).
+        self._proofs: FolderProofs | None = None
+        self._proving = threading.Lock()
+        self._proving_paused = False
+        self._proven: list[str] = []  # folders the finish's walk vouched for by their proof
+        self._proofs_seq = 0  # the last mark when it took them
+        self._walk_counts: dict[str, int] = {"folders_walked": 0, "folders_proven": 0}
+        self._walk_started = 0.0  # monotonic: the finish's first verification walk began
 
     @property
     def state(self) -> JobState:

@@ -78,6 +78,16 @@ class Tuning:
         Hash each copied file in the background for the manifest (`hashes`), so that the
         finish hashes only what was copied last; False hashes every file at the finish (a
         benchmark's baseline).
+    prove_folders : bool
+        Compare each folder alone once it has been quiet for `prove_quiet_s` during the
+        acquisition, and keep that proof while no event says it changed (`proofs`): the
+        finish then walks only the folders without a standing proof, not the whole archive.
+        False walks everything at the finish (a benchmark's baseline).
+    prove_quiet_s : float
+        A folder is compared alone only once it has had no mark (event, copy) for this long:
+        shorter compares folders still being written (and again once they are finished).
+    prove_interval_s : float
+        Seconds between two looks for folders to prove (each look proves all that are due).
     """
 
     pending_limit: int = 20_000
@@ -96,3 +106,6 @@ class Tuning:
     watch_release_idle_s: float = RELEASE_IDLE_S
     scan_split_after_s: float = SPLIT_AFTER_S
     hash_during_copy: bool = True
+    prove_folders: bool = True
+    prove_quiet_s: float = 2.0
+    prove_interval_s: float = 0.5

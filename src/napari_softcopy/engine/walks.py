@@ -1,0 +1,276 @@
+"""The finish's verification walks, and the folders proven during the acquisition that spare
+it most of its walk (`proofs`; why that holds: docs/architecture.md, "Why the finish need not
+walk every file")."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from ..platform import available_cores, lower_thread_priority
+from ..proofs import FolderProofs
+from ..verify import VerifyReport, WalkHelper, verify_tree
+from ..verify_folders import prove_folder, walk_unproven
+from .live import DEST_RETRY_ERRNOS
+from .state import EngineState
+from .tuning import Tuning
+
+log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
+
+
+class Walks(EngineState):
+    """Prove folders while the acquisition goes on; walk all, or only the unproven, at the
+    finish."""
+
+    # ------------------------------------------------------------------ proving
+    def _start_proving(self) -> None:
+        """Start proving folders in the background, where the events can vouch for them."""
+        if not self.tuning.prove_folders or self.options.verify == "checksum":
+            return  # (a checksum verification reads every file at the finish: nothing to spare)
+        watching = self._watching
+        if watching is None or watching.watch_ids() is None:
+            return  # (watchdog's observer: its notice says the finish walks every folder)
+        self._proofs = FolderProofs()
+        # Every folder watched now is a candidate: those there before the copy began, or
+        # created before this (their events marked nothing) are proven like the others.
+        self._mark_watched()
+        thread = threading.Thread(
+            target=self._degraded.thread_target(self._prove_loop),
+            name="softcopy-prove",
+            daemon=True,
+        )
+        thread.start()
+        self._threads.append(thread)
+
+    def _watched(self) -> list[str]:
+        """Every folder watched now, below the root (``""``: the root)."""
+        watching = self._watching
+        cut = len(self._src) + 1
+        return [path[cut:] for path in sorted((watching and watching.watch_ids()) or ())]
+
+    def _mark_watched(self) -> None:
+        """Mark every folder watched now (a candidate to prove)."""
+        if self._proofs is not None:
+            for folder in self._watched():
+                self._proofs.mark(folder)
+
+    def _lost_events(self) -> None:
+        """Events were lost (an overflow), or a folder moved with what it holds: no proof
+        stands; every folder watched now (the watcher has watched the new ones) is to be
+        proven again, the others are walked at the finish."""
+        if self._proofs is not None:
+            self._proofs.reset(also=self._watched())
+
+    def _say_once(self, notice: str) -> None:
+        """A notice for the status, the widget and the log (once each)."""
+        with self._lock:
+            if notice in self._notices:
+                return
+            self._notices.append(notice)
+        log.warning("%s: %s", self.source, notice)
+
+    def _prove_loop(self) -> None:
+        if self.options.low_priority:
+            lower_thread_priority()
+        while not self._stop.wait(self.tuning.prove_interval_s):
+            if not self._proving_paused:
+                self._prove_due()
+
+    def _prove_due(self) -> None:
+        """Compare each folder quiet for `Tuning.prove_quiet_s` alone; keep its proof."""
+        proofs, watching = self._proofs, self._watching
+        ids = watching.watch_ids() if watching is not None else None
+        if proofs is None or ids is None:
+            return
+        prefix = self._src + "/"
+        quiet_before = time.monotonic() - self.tuning.prove_quiet_s
+        for folder, mark, epoch in proofs.candidates(quiet_before):
+            watch = ids.get(prefix + folder if folder else self._src)
+            if watch is None:  # deleted, or without a watch (the limit): walked at the finish
+                proofs.drop(folder, mark)
+                continue
+            with self._proving:
+                if self._stop.is_set() or self._proving_paused:
+                    return
+                try:
+                    proof = prove_folder(
+                        self._src,
+                        self._dest,
+                        folder,
+                        marker=self.options.marker,
+                        spool=proofs.spool,
+                        watch=watch,
+                        stop=self._stop,
+                    )
+                except OSError:  # (the destination away: the copy says so; tried again)
+                    proof = None
+            if proof is None or not proofs.commit(folder, mark, epoch, proof):
+                proofs.postpone(folder, mark)
+
+    def _pause_proving(self, paused: bool) -> None:
+        """Stop proving (the finish's walk uses the proofs), waiting for the folder being
+        compared; or go on (a cancelled finish)."""
+        self._proving_paused = paused
+        with self._proving:
+            pass
+
+    def _folder_event(self, kind: str, rel: str) -> None:
+        """A folder below the root was created, deleted or moved (`SourceEventHandler`)."""
+        proofs = self._proofs
+        if proofs is None:
+            return
+        if kind == "moved":  # (what it holds moved with it, without events of its own)
+            self._lost_events()
+            return
+        proofs.mark(rel.rpartition("/")[0])
+        proofs.mark(rel)
+
+    # ------------------------------------------------------------------ the finish's walks
+    def _first_walk(self, helpers: list[WalkHelper]) -> VerifyReport:
+        """The finish's first verification: of the unproven folders only where the proofs
+        can stand (`_proven_walk`), else of everything."""
+        self._walk_counts = {"folders_walked": 0, "folders_proven": 0}
+        self._walk_started = time.monotonic()
+        report = self._proven_walk()
+        if report is None:
+            return self._walk_and_compare(helpers)
+        for helper in helpers:
+            helper.close()
+        return report
+
+    def _proofs_usable(self) -> bool:
+        """Whether the finish is likely to use proofs (then it starts no walk helpers)."""
+        proofs = self._proofs
+        return proofs is not None and proofs.counts[0] > 0
+
+    def _proven_walk(self) -> VerifyReport | None:
+        """Walk the root and the folders without a standing proof; None where the proofs
+        cannot stand for the rest (said once), or none stands."""
+        proofs, watching = self._proofs, self._watching
+        if proofs is None or watching is None:
+            return None
+        self._pause_proving(True)
+        # Every event of a change made before now must have been handled (its folder marked)
+        # before the proofs still standing are taken: the reader may be behind.
+        deadline = time.monotonic() + self.tuning.settle_max_s
+        while not watching.delivered_all():
+            if self._stop.is_set():
+                return None
+            if time.monotonic() >= deadline:
+                self._say_once(
+                    f"the finish walked every folder: the file events were not all handled "
+                    f"{self.tuning.settle_max_s:g} s after it began (the event reader is "
+                    "behind), so the folders proven earlier could not be vouched for"
+                )
+                return None
+            self._stop.wait(0.01)
+        if proofs.behind_reset():
+            self._say_once(
+                "the finish walked every folder: file events were lost (an inotify queue "
+                "overflow, or a folder moved) after folders were proven, and not every "
+                "folder was proven again since"
+            )
+            return None
+        ids = watching.watch_ids()
+        clean = proofs.clean(ids or {}, self._src)
+        if not clean:
+            return None
+        self._proofs_seq = proofs.seq
+        self._dest.save_records()  # (the walk opens the destination anew, as `verify_tree`)
+        self._discard_listing()
+        result = self._until_destination_answers(
+            lambda: walk_unproven(
+                self._src,
+                os.fspath(self.destination),
+                clean,
+                proofs.spool,
+                marker=self.options.marker,
+                stop=self._stop,
+            )
+        )
+        if isinstance(result, VerifyReport):  # (stopped while the destination was away)
+            self._report = result
+            return result
+        report, self._proven = result
+        self._walk_counts["folders_walked"] += report.folders_walked
+        self._walk_counts["folders_proven"] = len(self._proven)
+        log.info(
+            "verifying: %d folders proven during the copy, %d walked",
+            len(self._proven),
+            report.folders_walked,
+        )
+        self._report = report
+        return report
+
+    def _proofs_stale(self) -> bool:
+        """Whether a folder vouched for by its proof at this finish changed since (the
+        engine's own copy beside the walk, a late event): then a full walk decides."""
+        proofs, proven = self._proofs, self._proven
+        if proofs is None or not proven:
+            return False
+        return proofs.marked_since(self._proofs_seq, proven)
+
+    def _walk_and_compare(self, helpers: list[WalkHelper] | None = None) -> VerifyReport:
+        # The verification opens the destination anew: what this one still holds in memory
+        # about the files it copied (records, where the destination cannot say) goes first.
+        self._dest.save_records()
+        self._discard_listing()  # (a walk's listing replaces the last one's whole)
+        self._proven = []  # (nothing is vouched for by a proof in a full walk)
+        given = [helpers]
+
+        def walk() -> VerifyReport:
+            helpers, given[0] = given[0], None  # (a walk that failed used them up)
+            return verify_tree(
+                self.source,
+                self.destination,
+                checksum=self.options.verify == "checksum",
+                marker=self.options.marker,
+                stop=self._stop,
+                stamps=True,
+                processes=self._verify_processes(),
+                helpers=helpers,
+                # (the manifest is made from the files this walk lists: no second walk)
+                listing=True,
+            )
+
+        self._report = self._until_destination_answers(walk)
+        self._walk_counts["folders_walked"] += self._report.folders_walked
+        return self._report
+
+    def _verify_processes(self) -> int:
+        if not self._dest.walk_helpers_help():
+            return 1
+        known = self._counters.files_at_destination + len(self._pending)  # (pending: a bulk copy)
+        return verify_processes(known, self.tuning)
+
+    def _discard_listing(self) -> None:
+        """Delete the spools of the last verification's listing (`listing.Listing`)."""
+        report = self._report
+        if report is not None and report.listing is not None:
+            report.listing.discard()
+            report.listing = None
+
+    def _until_destination_answers(self, walk):
+        """``walk()``, again after a wait where the destination does not answer now (an
+        object store's server away: OSError EIO), waited for as copies are, with a visible
+        "retrying in N s". Stopped meanwhile: a report that is not ok (never an all-clear)."""
+        while True:
+            try:
+                return walk()
+            except OSError as exc:
+                if exc.errno not in DEST_RETRY_ERRNOS:
+                    raise
+                self._stop.wait(self._dest_error("", exc))
+                if self._stop.is_set():
+                    report = VerifyReport(os.fspath(self.source), str(self.destination), False)
+                    report._add("unreadable", ("", exc.strerror or str(exc)))
+                    return report
+
+
+def verify_processes(files: int, tuning: Tuning | None = None) -> int:
+    """Processes for the final verification walk of ``files`` files: two for a large
+    archive where two cores are available (`Tuning.parallel_verify_files`), else one."""
+    threshold = (tuning or Tuning()).parallel_verify_files
+    return 2 if files >= threshold and available_cores() >= 2 else 1

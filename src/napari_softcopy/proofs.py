@@ -1,0 +1,247 @@
+"""Which source folders are proven copied: compared during the acquisition, and unchanged
+since as far as the file events can tell (docs/architecture.md, "Why the finish need not walk
+every file").
+
+A folder is *marked* (dirty) by anything that could change what it holds or what its copy
+holds: a file event in it (any kind), an event of a folder in it (created, deleted), the
+engine's own publish or delete of a copy in it. `FolderProofs.candidates` gives the folders
+marked and quiet since; the engine compares each one alone (`verify_folders.prove_folder`)
+and, where it is identical, `commit` keeps its *proof*: the counts of its files, the names of
+its subfolders, its rows for the manifest (spooled to disk, `ProofSpool`) and the watch
+descriptor the folder had when it was compared. A later mark makes the proof stale; a lost
+event (an inotify overflow) or a folder moved in the tree makes every proof stale (`reset`).
+At the finish, `clean` gives the proofs still standing: only folders without one are walked.
+
+Nothing here is persisted: a run that is stopped or killed and started again proves its
+folders anew (its first finish walks those it has not proven meanwhile).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import NamedTuple
+
+from .destinations import FileInfo
+
+__all__ = ["FolderProofs", "Proof", "ProofSpool"]
+
+
+class Proof(NamedTuple):
+    """What comparing one folder alone found identical (with its dict entry, about 180 bytes
+    a folder, its path apart)."""
+
+    offset: int  # its block of rows in the spool (`ProofSpool`): where, and its length
+    length: int
+    files: int
+    bytes: int
+    metadata: int
+    subfolders: tuple[str, ...]  # names of its source folders (each at the destination too)
+    watch: int  # its watch descriptor when compared: the same one now = watched all along
+
+
+class ProofSpool:
+    """The manifest's rows of every proven folder, a block per comparison, appended to one
+    file in a temporary folder of its own (deleted by `discard`). A folder proven again gets
+    a new block; the old one is left unread."""
+
+    def __init__(self) -> None:
+        _remove_orphans()
+        self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+        self.path = os.path.join(self.folder, "rows")
+        self._file = open(self.path, "ab")  # noqa: SIM115 (open until `discard`)
+        self._rows: list[tuple[str, int, int, bytes | None]] = []
+        self._lock = threading.Lock()
+
+    def add(self, folder: str, name: str, info: FileInfo) -> None:
+        """``name`` (in the one folder being compared) is identical, ``info`` as listed (the
+        `listing.ListingWriter` interface the comparison writes to)."""
+        self._rows.append((name, info.size, info.mtime_ns, info.stamp))
+
+    def forget(self) -> None:
+        """Drop the rows of a comparison that proved nothing."""
+        self._rows = []
+
+    def block(self) -> tuple[int, int]:
+        """Write the rows of the folder just compared; its ``(offset, length)``."""
+        rows, self._rows = self._rows, []
+        rows.sort(key=_name)
+        data = pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
+        with self._lock:
+            offset = self._file.tell()
+            self._file.write(data)
+            self._file.flush()  # (read through another descriptor by the finish)
+        return offset, len(data)
+
+    def discard(self) -> None:
+        """Delete the spool and its folder."""
+        with self._lock:
+            self._file.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _name(row: tuple) -> str:
+    return row[0]
+
+
+_PREFIX = "softcopy-proofs-"
+
+
+def _remove_orphans() -> None:
+    """Delete the spools of engines that were killed (their process is gone): a stop always
+    deletes its own, a SIGKILL cannot."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            pid = name[len(_PREFIX) :].partition("-")[0]
+            if not (name.startswith(_PREFIX) and pid.isdigit()):
+                continue
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+            except OSError:
+                pass  # (alive, another user's)
+
+
+class FolderProofs:
+    """The folders marked since they were last proven, and the proofs still standing.
+
+    Thread-safe: marks come from the event reader and the copy workers, proofs from the
+    engine's proving thread, `clean` from the finish. A mark costs one dict update.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seq = 0
+        self._epoch = 0
+        # folder -> (the mark's number, when): insertion order is the order of last marks
+        self._dirty: dict[str, tuple[int, float]] = {}
+        self._proofs: dict[str, Proof] = {}
+        self.spool = ProofSpool()
+        #: Times every proof was made stale at once (an overflow, a folder moved).
+        self.resets = 0
+        self._reset_seq = 0  # the last mark a reset made
+
+    def mark(self, folder: str) -> None:
+        """``folder`` (``/``-separated below the root; ``""``: the root) may have changed."""
+        now = time.monotonic()
+        with self._lock:
+            self._seq += 1
+            self._dirty.pop(folder, None)  # (to the end: the order of last marks)
+            self._dirty[folder] = (self._seq, now)
+
+    def mark_files(self, rels: Iterable[str]) -> None:
+        """The folders of the files ``rels`` may have changed."""
+        folders = {rel.rpartition("/")[0] for rel in rels}
+        now = time.monotonic()
+        with self._lock:
+            dirty = self._dirty
+            for folder in folders:
+                self._seq += 1
+                dirty.pop(folder, None)
+                dirty[folder] = (self._seq, now)
+
+    def reset(self, also: Iterable[str] = ()) -> None:
+        """Events were lost, or a folder moved with what is below it (no event of its own):
+        every proof is stale. Their folders, and the folders ``also``, are candidates to be
+        proven again (`behind_reset` until they are)."""
+        now = time.monotonic()
+        with self._lock:
+            self._epoch += 1
+            self.resets += 1
+            for folder in (*self._proofs, *also):
+                if folder not in self._dirty:
+                    self._seq += 1
+                    self._dirty[folder] = (self._seq, now)
+            self._proofs.clear()
+            self._reset_seq = self._seq
+
+    @property
+    def seq(self) -> int:
+        """The number of the last mark: `marked_since` compares with it."""
+        return self._seq
+
+    def candidates(self, quiet_before: float) -> Iterator[tuple[str, int, int]]:
+        """``(folder, mark, epoch)`` of the folders marked last before ``quiet_before``
+        (monotonic), the longest quiet first: to compare, then `commit`."""
+        with self._lock:
+            epoch = self._epoch
+            found = []
+            for folder, (seq, when) in self._dirty.items():
+                if when >= quiet_before:
+                    break
+                found.append((folder, seq))
+        for folder, seq in found:
+            yield folder, seq, epoch
+
+    def commit(self, folder: str, mark: int, epoch: int, proof: Proof) -> bool:
+        """Keep ``proof`` of ``folder``, compared after its mark ``mark`` (of `candidates`);
+        False (nothing kept) when it was marked again, or every proof made stale, since."""
+        with self._lock:
+            if epoch != self._epoch or self._dirty.get(folder, (None,))[0] != mark:
+                return False
+            del self._dirty[folder]
+            self._proofs[folder] = proof
+            return True
+
+    def clean(self, watch_ids: dict[str, int], root: str) -> dict[str, Proof]:
+        """The proofs that stand now: of folders not marked since, watched all along since
+        they were compared (the same watch descriptor in ``watch_ids``, absolute paths below
+        ``root``)."""
+        prefix = root.rstrip("/") + "/"
+        with self._lock:
+            return {
+                folder: proof
+                for folder, proof in self._proofs.items()
+                if folder not in self._dirty
+                and watch_ids.get(prefix + folder if folder else prefix[:-1]) == proof.watch
+            }
+
+    def behind_reset(self) -> bool:
+        """Whether a folder marked before the last `reset` (or by it) has not been proven
+        since: what was proven before the lost events is not all proven again."""
+        with self._lock:
+            last = self._reset_seq
+            return self.resets > 0 and any(seq <= last for seq, _ in self._dirty.values())
+
+    def postpone(self, folder: str, mark: int) -> None:
+        """``folder`` could not be proven now (a copy still to come): a candidate again only
+        after another quiet spell. Its mark stays (`commit`, `behind_reset` compare it)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._dirty.get(folder, (None,))[0] == mark:
+                del self._dirty[folder]
+                self._dirty[folder] = (mark, now)
+
+    def drop(self, folder: str, mark: int) -> None:
+        """Forget ``folder`` (deleted, or no longer watched: it cannot be proven), unless it
+        was marked after ``mark``. Without a proof it is walked at the finish."""
+        with self._lock:
+            if self._dirty.get(folder, (None,))[0] == mark:
+                del self._dirty[folder]
+                self._proofs.pop(folder, None)
+
+    def marked_since(self, seq: int, folders: Iterable[str]) -> bool:
+        """Whether one of ``folders`` was marked after the mark numbered ``seq``, or every
+        proof was made stale meanwhile."""
+        with self._lock:
+            dirty = self._dirty
+            return any(dirty.get(f, (0,))[0] > seq for f in folders)
+
+    @property
+    def counts(self) -> tuple[int, int]:
+        """Folders proven, folders marked since (or never proven)."""
+        with self._lock:
+            return len(self._proofs) - sum(f in self._dirty for f in self._proofs), len(self._dirty)
+
+    def discard(self) -> None:
+        """Delete the spool (the engine ends)."""
+        with contextlib.suppress(OSError):
+            self.spool.discard()

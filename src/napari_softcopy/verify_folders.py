@@ -1,0 +1,163 @@
+"""Verification a folder at a time: one folder compared alone while the acquisition goes on
+(`prove_folder`), and the finish's walk that compares only the folders without a standing
+proof (`walk_unproven`). Why a proof may stand for a walk: docs/architecture.md, "Why the
+finish need not walk every file"; the bookkeeping: `proofs`.
+
+Both compare by the rules of `verify.verify_tree` (the same `_Comparison`, stamps compared):
+a proven folder's counts and manifest rows are those its comparison found, its subfolders
+are walked or vouched for in turn.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from array import array
+from dataclasses import dataclass, field
+
+from .destinations import Destination, FileInfo
+from .listing import Listing, ListingWriter, spool_folder
+from .march import _ROOT_FLAGS, Folder, _March, march
+from .proofs import Proof, ProofSpool
+from .verify import _Comparison, _open_destination
+from .verify_report import _INTERRUPTED, VerifyReport
+
+__all__ = ["prove_folder", "walk_unproven"]
+
+
+@dataclass
+class _OneFolder(_Comparison):
+    """Compare the files of one folder, not what is below it; note its subfolders. Anything
+    it cannot vouch for (a subfolder the copy does not have, a folder at the destination
+    only) is a problem: the folder is proven only where all is identical."""
+
+    subfolders: list[str] = field(default_factory=list)
+
+    def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
+        if entry.is_dir(follow_symlinks=False):
+            if info is None or not info.is_dir:
+                self.report._add("missing", folder.prefix + entry.name)
+            else:
+                self.subfolders.append(entry.name)
+            return False
+        return super().match(folder, entry, info)
+
+    def dst_only(self, folder: Folder, name: str, info: FileInfo) -> bool:
+        if info.is_dir:
+            self.report._add("extra", folder.prefix + name)
+            return False
+        return super().dst_only(folder, name, info)
+
+
+def prove_folder(
+    source: str,
+    dest: Destination,
+    folder: str,
+    *,
+    marker: str | None,
+    spool: ProofSpool,
+    watch: int,
+    stop: threading.Event | None = None,
+) -> Proof | None:
+    """Compare the files of ``folder`` (below ``source`` and ``dest``) alone, stamps too;
+    its `Proof` (rows written to ``spool``) where all is identical, else None."""
+    report = VerifyReport(source, "", False)
+    handler = _OneFolder(report, False, marker, None, True, listing=spool)
+    handler.dest = dest
+    done = march(
+        source,
+        dest,
+        handler,
+        start=folder,
+        stamps=True,
+        cancelled=None if stop is None else stop.is_set,
+    )
+    if not done or not report.ok:
+        spool.forget()
+        return None
+    offset, length = spool.block()
+    return Proof(
+        offset,
+        length,
+        report.files_checked,
+        report.bytes_checked,
+        report.metadata_files,
+        tuple(handler.subfolders),
+        watch,
+    )
+
+
+@dataclass
+class _Unproven(_Comparison):
+    """The finish's walk: folders with a standing proof (`proofs`) are vouched for by it
+    (counted, their rows taken from the proofs' spool, their subfolders looked up in turn),
+    every other folder is walked as `verify_tree` walks it."""
+
+    proofs: dict[str, Proof] = field(default_factory=dict, repr=False)
+    push: object = None  # the walk's stack's append: a folder to walk
+    proven: list[str] = field(default_factory=list, repr=False)
+    spans: array = field(default_factory=lambda: array("q"), repr=False)
+
+    def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
+        if info is not None and info.is_dir and entry.is_dir(follow_symlinks=False):
+            rel = folder.prefix + entry.name
+            if rel in self.proofs:
+                self._vouch(rel)
+                return False
+        return super().match(folder, entry, info)
+
+    def _vouch(self, top: str) -> None:
+        """Count the proven folder ``top`` and every proven one below it; queue the rest."""
+        report, proofs, stack = self.report, self.proofs, [top]
+        while stack:
+            rel = stack.pop()
+            proof = proofs.get(rel)
+            if proof is None:  # (a subfolder of a proven one: at the destination too)
+                self.push((rel, True, True))
+                continue
+            self.proven.append(rel)
+            self.spans.extend((proof.offset, proof.length))
+            report.files_checked += proof.files
+            report.bytes_checked += proof.bytes
+            report.metadata_files += proof.metadata
+            stack.extend(f"{rel}/{name}" for name in proof.subfolders)
+
+
+def walk_unproven(
+    source: str,
+    destination: str,
+    proofs: dict[str, Proof],
+    spool: ProofSpool,
+    *,
+    marker: str | None,
+    stop: threading.Event | None = None,
+) -> tuple[VerifyReport, list[str]]:
+    """Verify ``destination`` against ``source`` as `verify.verify_tree` does (stamps
+    compared, a listing for the manifest), walking only the root and the folders without a
+    proof in ``proofs`` (`proofs.FolderProofs.clean`). Returns the report (its
+    `VerifyReport.folders_walked` counts the folders walked) and the folders vouched for."""
+    report = VerifyReport(source, destination, False)
+    writer = ListingWriter(spool_folder())
+    handler = _Unproven(report, False, marker, None, True, listing=writer, proofs=proofs)
+    dest = _open_destination(destination)
+    handler.dest = dest
+    try:
+        root_fd = os.open(source, _ROOT_FLAGS)
+        try:
+            walk = _March(root_fd, dest, handler, None, True, None if stop is None else stop.is_set)
+            handler.push = walk.stack.append
+            done = walk.run("", source_there=True, dest_there=dest is not None)
+        finally:
+            os.close(root_fd)
+        if not done:
+            report._add("unreadable", _INTERRUPTED)
+    except BaseException:
+        writer.abandon()
+        raise
+    finally:
+        if dest is not None:
+            dest.close()
+    listing = writer.close()
+    proven = Listing([(spool.path, handler.proven, handler.spans)], borrowed=(spool.path,))
+    report.listing = proven.merged(listing)
+    return report, handler.proven
