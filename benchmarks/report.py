@@ -280,6 +280,10 @@ def render(results: dict, plot_ok: bool) -> str:
         lines += [*_table(["", "napari-softcopy"], rows), ""]
 
     lines += network_section()
+    # (the S3 comparison is a run of its own, `benchmarks.s3`, summed up by hand)
+    s3 = REPO / "benchmarks" / "results" / "s3-section.md"
+    if s3.exists():
+        lines += [s3.read_text().rstrip(), ""]
     notes = REPO / "benchmarks" / "notes.md"
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
