@@ -6,25 +6,17 @@ source into memory, hashes it and writes exactly those bytes to the temporary fi
 is recorded once the file is published (`HashJournal.published`), with no read of the copy.
 The manifest then names the bytes that were read from the source and handed to the
 destination, from a source version that did not change while it was read (the copy's
-identity check). Why not read each copy back: on a local disk a read back right after the
-write returns the page cache (pages not yet written back cannot be dropped), the same bytes
-the copy wrote, so it proves nothing more and cost a cold read, a dozen system calls and
-about 60 us of CPU a file (benchmarks/notes.md, items 45 and 46: the copy 2.5x slower on
-many small files); on a network share or FUSE filesystem it is a second transfer of every
-byte over the share. And a hash of the bytes sent is the stronger reference: were the
-destination to store something else, a read back would record the corrupt bytes as the
-truth, while a hash of the source's bytes makes ``verify DEST`` (every file read cold
-against the manifest) and ``--move`` (both copies read cold before anything is deleted)
-find them. What happens to the copy at rest is what those cold reads check; the marker's own
-proof (the final verification's rule) does not rest on the manifest.
+identity check). Why not read each copy back (docs/move.md says it at length): on a local
+disk that read returns the page cache, the very bytes written, at a dozen system calls a file
+(benchmarks/notes.md, items 45-46); on a share it is a second transfer of every byte. And the
+hash of the bytes handed over is the better reference: a destination that stored something
+else would have its wrong bytes recorded by a read back, while against the source's hash
+``verify DEST`` and ``--move`` (both read every copy cold) find them.
 
-Hashed at the upload instead, where the destination says so
-(`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME,
-tried at the start with a PUT whose checksum is wrong, which it must refuse). There the
-destination hashes the bytes as they are sent and, once the server acknowledged the PUT
-(or the multipart upload's completion) after checking the CRC64NVME of what it received,
-hands the hash over (`Destination.take_upload_digest`) with the version it names; the
-manifest then also vouches that the server received those bytes intact.
+Hashed at the upload instead where the destination says so
+(`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME):
+the destination hashes the bytes as it sends them and hands the hash over once the server
+acknowledged them (`Destination.take_upload_digest`).
 
 Read back (the fallback): a file published without a hash of its bytes (a caller that did
 not ask for one) is queued for a background thread at idle priority that reads it back from
@@ -35,23 +27,19 @@ after the read).
 The journal is a set of segment files in the destination's `STATE_DIR` (``hashes-<level>-
 <run>-<n>.jsonl``, `JOURNAL`), each one batch of records sorted by path and published
 atomically (a crash leaves whole segments or none; a line that does not parse, as after a
-power cut, is dropped). Nothing grows in memory: the queue and
-the buffer are bounded, and segments are merged in the background (`FANIN` at a time, keeping
-the latest record per path), so a day of millions of files holds a few dozen segments. At the
-finish the segments are merged in path order (`JournalRecord.key`), alongside a walk of the
-destination in the same order, streamed (`assembly.assemble`).
+power cut, is dropped). Nothing grows in memory: the queue and the buffer are bounded, and
+segments are merged in the background (`FANIN` at a time, keeping the latest record per
+path), so a day of millions of files holds a few dozen segments. At the finish they are
+merged in path order (`JournalRecord.key`) beside the destination's listing in that order
+(`assembly.assemble`).
 
-A record names the source version that was copied by its size, mtime and stamp (as a copy's
-record does, `destinations.SourceRecord`), and a sequence number (run, then order of
-publish; one path is never copied twice at once, so per path the sequence is the order of
-its versions). A file that could not be hashed (queue
-full, changed or gone meanwhile, the engine stopped first) gets an *invalidation* record
-instead: the latest record of a path decides, so an older hash of it is never reused. A hash
-is reused at the finish only when it is its path's latest record and the file there now is
-a copy of that source version by the one rule (`destinations.copy_difference`: size, mtime
-within the destination's precision or its record of the source, and the same stamp); a
-record of an earlier run, which a kill may have cut short before it recorded a later
-version, is held to the same test.
+A record names the source version copied (size, mtime, stamp: as a copy's record,
+`destinations.SourceRecord`) and a sequence number (run, then order of publish; one path is
+never copied twice at once). A file that could not be hashed gets an *invalidation* record:
+a path's latest record decides, so an older hash is never reused. A hash is reused at the
+finish only when it is its path's latest record and the file there now is a copy of that
+version by the one rule (`destinations.copy_difference`), a record of an earlier run (which
+a kill may have cut short) included.
 """
 
 from __future__ import annotations
@@ -72,8 +60,8 @@ from typing import NamedTuple
 
 from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
 from .layout import is_own_temp_name
-from .platform import current_notices, degrade, get_xattr, lower_thread_priority, open_folder_below
-from .readback import read_back, read_fd
+from .platform import current_notices, degrade, get_xattr, lower_thread_priority
+from .readback import FolderCache, read_back, read_fd
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +184,7 @@ class HashJournal:
         self._upload_digests = dest.capabilities.verified_upload_digest
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
         # (a local destination's files are read through folder descriptors: `_hash_local`)
-        self._folders = _FolderCache(dest.fileno()) if isinstance(dest, LocalDestination) else None
+        self._folders = FolderCache(dest.fileno()) if isinstance(dest, LocalDestination) else None
 
     # -- the copy's side -------------------------------------------------------------------
     def start(self) -> None:
@@ -480,29 +468,6 @@ def _latest(records: Iterator[JournalRecord]) -> Iterator[JournalRecord]:
         previous = record
     if previous is not None:
         yield previous
-
-
-class _FolderCache:
-    """The descriptor of the folder last read from, below a local destination's root: the
-    hasher takes the files of a folder one after the other, as the copy publishes them, and
-    opens each by name in it (`platform.open_folder_below`: no link followed on the way)."""
-
-    def __init__(self, root_fd: int) -> None:
-        self.root_fd = root_fd
-        self.rel: str | None = None
-        self.fd = -1
-
-    def open(self, rel: str) -> int:
-        if rel != self.rel:
-            self.close()
-            self.fd = open_folder_below(self.root_fd, rel)
-            self.rel = rel
-        return self.fd
-
-    def close(self) -> None:
-        if self.rel is not None:
-            self.rel = None
-            os.close(self.fd)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 import blake3
 
 from .destinations import Destination
-from .platform import drop_cache
+from .platform import drop_cache, open_folder_below
 
-__all__ = ["hash_workers", "read_back", "read_fd"]
+__all__ = ["FolderCache", "hash_workers", "read_back", "read_fd"]
 
 _BLOCK = 1 << 20  # bytes per read: large enough that blake3 hashes without the GIL
 
@@ -103,3 +103,26 @@ def hash_workers(dest: Destination) -> int:
     """Threads reading the destination back: two on a local disk (one hashes while the other
     waits on the disk), the copy's own count on a network (latency, not bandwidth, bounds)."""
     return max(2, min(8, dest.suggested_workers()))
+
+
+class FolderCache:
+    """The descriptor of the folder last read from, below a local destination's root: the
+    hasher takes the files of a folder one after the other, as the copy publishes them, and
+    opens each by name in it (`platform.open_folder_below`: no link followed on the way)."""
+
+    def __init__(self, root_fd: int) -> None:
+        self.root_fd = root_fd
+        self.rel: str | None = None
+        self.fd = -1
+
+    def open(self, rel: str) -> int:
+        if rel != self.rel:
+            self.close()
+            self.fd = open_folder_below(self.root_fd, rel)
+            self.rel = rel
+        return self.fd
+
+    def close(self) -> None:
+        if self.rel is not None:
+            self.rel = None
+            os.close(self.fd)

@@ -91,6 +91,9 @@ META_DIGEST = "softcopy-xxh3-128"
 ROOT_ID = f"{STATE_DIR}/s3-root"
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
+#: What the manifest holds where the server checks no upload's checksum (`hashes`).
+_UNCHECKED = "the manifest holds the hashes of the bytes as sent, unchecked by the server"
+
 #: Bytes of an object read back held at once (`read`).
 READ_CHUNK = 1 << 20
 #: The checksum each PUT carries (`_make_stores`): CRC64NVME, AWS's default for new objects
@@ -212,11 +215,11 @@ class S3Destination(Destination):
 
         what = "hashing uploads for the manifest"
         if self.checksum is None:
-            degrade(what, f"{self.endpoint} keeps no checksum; each object is read back")
+            degrade(what, f"{self.endpoint} keeps no checksum; {_UNCHECKED}")
             return
         checks, why = refuses_wrong_checksum(self.location, PROBE, self._settings[0], env)
         if not checks:
-            degrade(what, f"{self.endpoint}: {why}; each object is read back")
+            degrade(what, f"{self.endpoint}: {why}; {_UNCHECKED}")
             return
         self.capabilities = dataclasses.replace(self.capabilities, verified_upload_digest=True)
 
