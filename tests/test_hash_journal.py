@@ -314,3 +314,22 @@ def test_the_manifest_names_the_bytes_copied_not_what_the_destination_returns(tm
         dest.close()
     assert not check.ok
     assert check.summary().count("1 of other content") == 1, check.summary()
+
+
+def test_a_record_stands_for_a_listed_file_only_with_the_stamp_it_names():
+    """`assembly._reusable`: where the destination keeps stamps, a file listed without one
+    (or with another) does not take the hash of a stamped version; where it keeps none, the
+    one rule's size and mtime decide."""
+    from napari_softcopy.assembly import _reusable
+    from napari_softcopy.destinations import Capabilities, FileInfo
+    from napari_softcopy.hashes import JournalRecord, path_key
+
+    key = path_key("c/0")
+    record = JournalRecord(key, 1, "c/0", 10, 1_000, "7:9", "ab" * 32)
+    stamped, plain = Capabilities(xattrs=True), Capabilities(xattrs=False)
+    assert _reusable(record, key, FileInfo(False, True, 10, 1_000, b"7:9"), stamped)
+    assert not _reusable(record, key, FileInfo(False, True, 10, 1_000, b"7:8"), stamped)
+    assert not _reusable(record, key, FileInfo(False, True, 10, 1_000, None), stamped)
+    assert _reusable(record, key, FileInfo(False, True, 10, 1_000, None), plain)
+    assert not _reusable(record, key, FileInfo(False, True, 10, 1_001, None), plain)
+    assert not _reusable(record, key, FileInfo(False, True, 11, 1_000, None), plain)

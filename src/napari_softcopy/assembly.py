@@ -80,7 +80,10 @@ def _reusable(
     and the stamp recorded on the file, where the listing read one)."""
     if record is None or record.key != key or not record.digest:
         return False
-    if info.stamp is not None and info.stamp.decode("ascii", "replace") != record.stamp:
+    # The stamp recorded on the file, as listed: where the destination keeps stamps, a file
+    # listed without one has none (a record of a stamped version is not its hash).
+    listed = info.stamp if info.stamp is not None else (b"" if caps.xattrs else None)
+    if listed is not None and listed.decode("ascii", "replace") != record.stamp:
         return False  # (checked here: the rule needs the stamp's parts, parsed below)
     ino, _, ctime = record.stamp.partition(":")
     try:
