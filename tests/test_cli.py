@@ -317,7 +317,11 @@ def test_json_states_after_waiting_do_not_carry_the_waiting_message(tmp_path):
         assert status["message"] == "", status["message"]
     finally:
         proc.send_signal(signal.SIGUSR1)  # finish now
-        _out, err = proc.communicate(timeout=30)
+        # (stdout is the reader's to the end: a second reader of the pipe, as communicate()
+        # would be, takes parts of lines from under it)
+        reader.join(30)
+        err = proc.stderr.read()
+        proc.wait(30)
     assert proc.returncode == 0, err
 
 
