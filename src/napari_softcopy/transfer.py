@@ -135,10 +135,7 @@ def _copy_range(fd_in: int, fd_out: int, offset: int, count: int) -> int:
                 os.lseek(fd_out, offset, os.SEEK_SET)
                 return os.sendfile(fd_out, fd_in, offset, count)
             data = os.pread(fd_in, count, offset)
-            view = memoryview(data)
-            while view:
-                written = os.pwrite(fd_out, view, offset + len(data) - len(view))
-                view = view[written:]
+            _pwrite_all(fd_out, data, offset)
             return len(data)
         except OSError as exc:
             if exc.errno in _FALLBACK_ERRNOS and len(_methods) > 1 and method != "readwrite":
@@ -162,10 +159,15 @@ def _hashed_range(fd_in: int, fd_out: int, offset: int, count: int, hasher) -> i
     written is exactly what was hashed). A chunk file is one read, one hash, one write."""
     data = os.pread(fd_in, count, offset)
     hasher.update(data)
+    _pwrite_all(fd_out, data, offset)
+    return len(data)
+
+
+def _pwrite_all(fd_out: int, data: bytes, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` (a ``pwrite`` may write less than asked)."""
     view = memoryview(data)
     while view:
         view = view[os.pwrite(fd_out, view, offset + len(data) - len(view)) :]
-    return len(data)
 
 
 def copy_file(
