@@ -180,7 +180,6 @@ class HashJournal:
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
         self.hashed = 0  # files hashed by the thread
         self.from_upload = 0  # files whose hash the destination gave at their upload
-        self.from_copy = 0  # files hashed as they were copied
         self._upload_digests = dest.capabilities.verified_upload_digest
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
         # (a local destination's files are read through folder descriptors: `_hash_local`)
@@ -205,7 +204,7 @@ class HashJournal:
     ) -> None:
         """``rel`` was just published at the destination, copied from the source version of
         ``size`` and ``mtime_ns``. Record ``digest``, the hash of its bytes as copied (with
-        ``stamp``, the source stamp recorded with it, "" where none is), or take the hash
+        ``stamp``, that source version's, `destinations.source_stamp`), or take the hash
         the destination made of it as it was sent (`Destination.take_upload_digest`), or
         else hash it in the background. Never blocks on the hasher."""
         with self._lock:
@@ -213,8 +212,6 @@ class HashJournal:
             seq = self.run << _RUN_SHIFT | self._counter
         if digest and not self._upload_digests:
             self._add(JournalRecord(path_key(rel), seq, rel, size, mtime_ns, stamp, digest))
-            with self._lock:
-                self.from_copy += 1
             return
         if self._upload_digests:
             # (called right after the publish, in its thread: the last upload of this path)
