@@ -173,3 +173,44 @@ def test_waiting_paths_cost_a_fraction_of_entries_and_keep_their_lag():
     time.sleep(0.05)  # (an age to measure: the lag of the oldest waiting path)
     assert p.snapshot()[2] >= 0.05
     assert sys.getsizeof(paths)  # (kept alive while measured: not counted above)
+
+
+def test_snapshot_keeps_its_figures_as_entries_come_and_go():
+    """`snapshot` keeps its count, bytes and oldest age as entries come and go (it no longer
+    sums the set at each status): checked against the sums over the set at every step, with
+    sizes growing, retries, waiting paths admitted, and a long-waiting entry in flight while
+    thousands pass below it (their ages are not kept for ever)."""
+    import random
+
+    rng = random.Random(5)
+    p = PendingSet()
+
+    def expected():
+        entries = p._entries.values()
+        oldest = min((e.since for e in entries), default=None)
+        return len(p), sum(e.size for e in entries), oldest
+
+    stuck = p.take(timeout=0) if p.add("stuck", size=7) else None
+    assert stuck is not None and stuck.path == "stuck"  # in flight for the whole test
+    in_flight = []
+    for step in range(6000):
+        op = rng.random()
+        if op < 0.5:
+            p.add(f"f{rng.randrange(3000)}", size=rng.randrange(100), limit=500, spill=400)
+        elif op < 0.8 and (item := p.take(timeout=0)) is not None:
+            in_flight.append(item.path)
+        elif in_flight:
+            p.done(in_flight.pop(rng.randrange(len(in_flight))), retry_after=None)
+        count, known, oldest = expected()
+        snap = p.snapshot()
+        assert (snap.count, snap.known_bytes) == (count, known), step
+        if oldest is not None and not p._n_waiting:
+            age = time.monotonic() - oldest
+            assert age - 0.05 <= snap.oldest_age_s <= age + 0.05, step
+        assert len(p._ages) <= 2 * len(p._entries) + 1024, step
+    p.done("stuck")
+    for path in in_flight:
+        p.done(path)
+    while (item := p.take(timeout=0)) is not None:
+        p.done(item.path)
+    assert tuple(p.snapshot()[:2]) == (0, 0) and not p._ages

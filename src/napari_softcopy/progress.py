@@ -44,6 +44,13 @@ class Progress:
 
     def update(self, final: bool = False) -> None:
         now = time.monotonic()
+        if (
+            self.mode in ("plain", "silent", "none")
+            and not final
+            and now - self._last_line < 10
+            and all(self._told_destination)
+        ):
+            return  # (nothing to print: no status made for nothing four times a second)
         for i, engine in enumerate(self.engines):
             s = engine.status()
             if s.destination_info and not self._told_destination[i] and self.mode != "json":
