@@ -19,7 +19,7 @@ from napari_softcopy import CopyEngine, CopyOptions, scan_walk
 from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.engine import Tuning
 from napari_softcopy.transfer import copy_file
-from support import assert_identical, wait_for
+from support import assert_identical, engine, wait_for
 
 FILES = 200
 
@@ -326,3 +326,33 @@ def test_a_stop_ends_a_split_scan_at_once_with_its_helper_held_by_a_full_pipe(tm
         scan.join(10)
         os.close(engine._src_fd)
         engine._dest.close()
+
+
+def test_the_progress_never_goes_back_when_copies_land_beside_the_first_scan(tmp_path):
+    """Into an empty destination every copy is a new file: the counts of what is at the
+    destination follow the copies at every moment. A first scan that ended with copies made
+    beside it set them back to what its walk had seen (most folders listed before their
+    files were copied): the progress went back from 45,303 to 15,085 files on a bulk copy of
+    50,000."""
+    src, dst = tmp_path / "a.zarr", tmp_path / "c.zarr"
+    src.mkdir()
+    (src / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group"}))
+    for i in range(3000):
+        folder = src / "c" / str(i // 10)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(i % 10)).write_bytes(b"x" * 64)
+    past = time.time() - 60  # (settled: copied at once)
+    for path in src.rglob("*"):
+        os.utime(path, (past, past))
+    e = engine(src, dst, finish_quiet=0.0)
+    e.finish()
+    seen = []
+    while e._control.is_alive() or not seen:
+        s = e.status()
+        seen.append((s.scans, s.files_copied, s.files_at_destination, s.chunks_at_destination))
+    assert e.wait(60) and e.state == "verified"
+    assert any(scans >= 1 and copied > 0 for scans, copied, _, _ in seen)  # (it was beside)
+    behind = [row for row in seen if row[2] != row[1]]
+    assert not behind, behind[:3]
+    chunks = [row[3] for row in seen]
+    assert chunks == sorted(chunks)
