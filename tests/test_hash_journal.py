@@ -20,7 +20,7 @@ import pytest
 from faults_support import make_archive
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.hashes import JOURNAL, HashJournal
+from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal, JournalRecord, _parse
 from napari_softcopy.manifest import check_manifest
 from napari_softcopy.simulate import simulate
 from napari_softcopy.transfer import copy_file
@@ -61,11 +61,13 @@ def assembled_counts(caplog) -> tuple[int, int, int]:
 
 
 def segments(dst: Path) -> list[Path]:
-    return sorted(dst.glob(f"{JOURNAL}*.jsonl"))
+    return sorted(dst.glob(f"{JOURNAL}*{SEGMENT}"))
 
 
-def journal_records(dst: Path) -> list[str]:
-    return [line for p in segments(dst) for line in p.read_text().splitlines()]
+def journal_records(dst: Path) -> list[JournalRecord]:
+    """Every record of the journal's segments that parses."""
+    lines = [line for p in segments(dst) for line in p.read_bytes().splitlines(keepends=True)]
+    return [r for r in map(_parse, lines) if r is not None]
 
 
 def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_log):
@@ -97,7 +99,7 @@ def test_a_file_rewritten_after_its_hash_was_recorded_gets_its_new_hash(tmp_path
     e = engine(src, dst)
     try:
         wait_for(
-            lambda: sum(f'"p": "{rel}"' in line and "b3" in line for line in journal_records(dst)),
+            lambda: sum(r.rel == rel and bool(r.digest) for r in journal_records(dst)),
             what="the chunk's hash in the journal",
         )
         st = os.stat(src / rel)
@@ -127,7 +129,7 @@ def test_kill_9_then_resume_gives_the_right_manifest(tmp_path, manifest_log):
     )
     try:
         wait_for(
-            lambda: sum("b3" in line for line in journal_records(dst)) >= len(chunks),
+            lambda: sum(bool(r.digest) for r in journal_records(dst)) >= len(chunks),
             what="the journal to hold every chunk's hash",
         )
     finally:
@@ -140,7 +142,7 @@ def test_kill_9_then_resume_gives_the_right_manifest(tmp_path, manifest_log):
     (src / grown).write_bytes(chunks[grown] + b"more")
     segment = segments(dst)[0]
     with open(segment, "ab") as f:
-        f.write(b'{"p": "c/0", "q": 9, "s": 8192, "m": 1, "t": "", "b3": "00')  # (torn)
+        f.write(b'"c/0"\t9\t8192\t1\t""\t00')  # (torn)
     e = engine(src, dst)
     try:
         e.finish(force=True)
@@ -333,3 +335,32 @@ def test_a_record_stands_for_a_listed_file_only_with_the_stamp_it_names():
     assert _reusable(record, key, FileInfo(False, True, 10, 1_000, None), plain)
     assert not _reusable(record, key, FileInfo(False, True, 10, 1_001, None), plain)
     assert not _reusable(record, key, FileInfo(False, True, 11, 1_000, None), plain)
+
+
+def test_a_record_reads_back_as_written_and_a_torn_one_is_dropped():
+    """Any path (quotes, backslashes, tabs, newlines, non-ASCII, undecodable bytes) reads
+    back; a line cut short anywhere is dropped, never read as another record (a cut in a
+    number would otherwise give another sequence or size); a segment of the earlier JSON
+    form still reads."""
+    from napari_softcopy.hashes import path_key
+
+    for rel in ["c/0/1", 'a"b\\c/\tx\ny', "é/ü", "bad\udcff/name"]:
+        for record in (
+            JournalRecord(
+                path_key(rel),
+                1 << 40 | 12345,
+                rel,
+                4608,
+                1_700_000_000_123_456_789,
+                "123:456",
+                "ab" * 32,
+            ),
+            JournalRecord(path_key(rel), 1 << 40 | 12346, rel),
+        ):
+            line = record.line()
+            assert _parse(line) == record
+            assert all(_parse(line[:cut]) is None for cut in range(len(line)))
+    glued = b'"c/' + JournalRecord(path_key("c/1"), 10, "c/1", 1, 2, "3:4", "0" * 64).line()
+    assert _parse(glued) is None  # (a torn line glued to the next by a crash)
+    old = b'{"p": "c/0", "q": 9, "s": 1, "m": 2, "t": "3:4", "b3": "' + b"0" * 64 + b'"}\n'
+    assert _parse(old) == JournalRecord(path_key("c/0"), 9, "c/0", 1, 2, "3:4", "0" * 64)

@@ -15,7 +15,14 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .destinations import STATE_DIR, Capabilities, Destination, FileInfo, copy_difference
+from .destinations import (
+    NO_MTIME_NS,
+    STATE_DIR,
+    Capabilities,
+    Destination,
+    FileInfo,
+    copy_difference,
+)
 from .hashes import HashJournal, JournalRecord, _json_string, _write_all, path_key
 from .layout import is_own_temp_name
 from .listing import Listing
@@ -71,9 +78,7 @@ class _CopiedVersion(NamedTuple):
     st_ctime_ns: int
 
 
-def _reusable(
-    record: JournalRecord | None, key: tuple[str, ...], info: FileInfo, caps: Capabilities
-) -> bool:
+def _reusable(record: JournalRecord | None, key: str, info: FileInfo, caps: Capabilities) -> bool:
     """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now:
     ``info`` is a copy of the source version the record names, by the one rule
     (`destinations.copy_difference`: size, mtime or the destination's record of the source,
@@ -85,6 +90,17 @@ def _reusable(
     listed = info.stamp if info.stamp is not None else (b"" if caps.xattrs else None)
     if listed is not None and listed.decode("ascii", "replace") != record.stamp:
         return False  # (checked here: the rule needs the stamp's parts, parsed below)
+    if (
+        listed
+        and info.record is None
+        and info.size == record.size
+        and info.mtime_ns == record.mtime_ns
+        and info.is_file
+        and caps.mtime_precision_ns < NO_MTIME_NS
+    ):
+        # The rule's answer without its parts (nearly every file): size and mtime equal to
+        # the nanosecond and the very stamp of the version recorded, no record to decide.
+        return True
     ino, _, ctime = record.stamp.partition(":")
     try:
         version = _CopiedVersion(record.size, record.mtime_ns, int(ino or -1), int(ctime or -1))
