@@ -249,12 +249,18 @@ class HashJournal:
         ``stamp``, that source version's, `destinations.source_stamp`), or take the hash
         the destination made of it as it was sent (`Destination.take_upload_digest`), or
         else hash it in the background. Never blocks on the hasher."""
+        if digest and not self._upload_digests:
+            key = path_key(rel)
+            with self._lock:  # (one lock a file: the sequence and the buffer together)
+                self._counter += 1
+                seq = self.run << _RUN_SHIFT | self._counter
+                if not self._buffer:
+                    self._buffer_since = time.monotonic()
+                self._buffer.append(JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest))
+            return
         with self._lock:
             self._counter += 1
             seq = self.run << _RUN_SHIFT | self._counter
-        if digest and not self._upload_digests:
-            self._add(JournalRecord(path_key(rel), seq, rel, size, mtime_ns, stamp, digest))
-            return
         if self._upload_digests:
             # (called right after the publish, in its thread: the last upload of this path)
             up = self.dest.take_upload_digest(rel)

@@ -273,11 +273,12 @@ class LiveCopy(EngineState):
             else:
                 c.rate_window.append([second, 1, result.size])
             c.bytes_at_destination += result.size - (old_size or 0)
+            metadata = is_metadata_name(rel.rpartition("/")[2])
             if old_size is None:
                 c.files_at_destination += 1
-                if self._is_chunk(rel):
+                if not metadata and rel != self.options.marker:  # (`_is_chunk`)
                     c.chunks_at_destination += 1
-            if is_metadata_name(rel.rpartition("/")[2]):
+            if metadata:
                 self._arrays_dirty = True
 
     def _dest_error(self, rel: str, exc: OSError) -> float:
