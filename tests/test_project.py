@@ -108,3 +108,24 @@ def test_the_oldest_tested_versions_are_the_lower_bounds_that_pyproject_allows()
         assert bound + [0] * (width - len(bound)) == pinned + [0] * (width - len(pinned)), (
             f"{name}: pyproject.toml allows >={lower[name]}, tox -e oldest tests {version}"
         )
+
+
+def test_the_package_imports_its_public_names_when_first_used():
+    """A helper process importing one module does not import the whole package (its start
+    and memory: PEP 562 names in `napari_softcopy/__init__`); every public name still
+    resolves, and the list of them is the one `__getattr__` serves."""
+    import subprocess
+    import sys
+
+    import napari_softcopy
+
+    code = (
+        "import sys, napari_softcopy.copy_helper; "
+        "print(sorted(m for m in ('napari_softcopy.engine', 'napari_softcopy.verify', "
+        "'napari_softcopy.checks') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+    names = set(napari_softcopy.__all__) - {"__version__"}
+    assert names == set(napari_softcopy._PUBLIC)
+    assert all(getattr(napari_softcopy, name) is not None for name in names)
