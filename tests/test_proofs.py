@@ -269,3 +269,38 @@ def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
     finally:
         spool.discard()
     assert not Path(spool.folder).exists()
+
+
+def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
+    """A day's 100,000 folders keep their proofs packed (about 280 bytes a folder as tuples
+    of Python ints: 28 MB); every field, subfolders and the watch check read back as
+    committed."""
+    import tracemalloc
+
+    from napari_softcopy.proofs import FolderProofs, Proof
+
+    proofs = FolderProofs()
+    folders = [f"{t}/0/{y}" for t in range(400) for y in range(50)]
+    number = {folder: i for i, folder in enumerate(folders)}
+
+    def made(folder: str) -> Proof:  # (made anew each time: the test holds none of them)
+        i = number[folder] + 1000
+        return Proof(i * 300, 280 + i, 10, 46_000 + i, i % 3, ("a", "b") * (i % 100 == 0), i)
+
+    try:
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+        for folder in folders:
+            proofs.mark(folder)
+        for folder, mark, epoch in list(proofs.candidates(float("inf"))):
+            assert proofs.commit(folder, mark, epoch, made(folder))
+        kept = (tracemalloc.get_traced_memory()[0] - before) / len(folders)
+    finally:
+        tracemalloc.stop()
+    assert kept < 180, f"{kept:.0f} bytes a folder"
+    watch_ids = {f"/r/{f}": made(f).watch for f in folders}
+    watch_ids[f"/r/{folders[3]}"] += 1  # (watched again since: not vouched for)
+    standing = proofs.clean(watch_ids, "/r")
+    assert folders[3] not in standing and len(standing) == len(folders) - 1
+    assert all(standing[f] == made(f) for f in folders if f != folders[3])
+    proofs.discard()

@@ -22,20 +22,22 @@ import contextlib
 import os
 import pickle
 import shutil
+import struct
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from .destinations import FileInfo
 
-__all__ = ["FolderProofs", "Proof", "ProofSpool"]
+__all__ = ["FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
 
 class Proof(NamedTuple):
-    """What comparing one folder alone found identical (with its dict entry, about 180 bytes
-    a folder, its path apart)."""
+    """What comparing one folder alone found identical. Kept packed (`_pack`: 65 bytes and a
+    dict entry a folder, its path apart; as a tuple of Python ints it was about 250: 25 MB
+    at 100,000 folders)."""
 
     offset: int  # its block of rows in the spool (`ProofSpool`): where, and its length
     length: int
@@ -44,6 +46,40 @@ class Proof(NamedTuple):
     metadata: int
     subfolders: tuple[str, ...]  # names of its source folders (each at the destination too)
     watch: int  # its watch descriptor when compared: the same one now = watched all along
+
+
+#: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch.
+_PACKED = struct.Struct("<qIIqIi")
+
+
+def _pack(proof: Proof) -> bytes:
+    return _PACKED.pack(*proof[:5], proof.watch)
+
+
+def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
+    offset, length, files, nbytes, metadata, watch = _PACKED.unpack(data)
+    return Proof(offset, length, files, nbytes, metadata, subfolders, watch)
+
+
+class StandingProofs(Mapping[str, Proof]):
+    """The proofs standing at a finish (`FolderProofs.clean`): a snapshot of the packed ones,
+    each made a `Proof` only when asked for (not 100,000 tuples at once at the finish)."""
+
+    def __init__(self, packed: dict[str, bytes], subfolders: dict[str, tuple[str, ...]]) -> None:
+        self._packed = packed
+        self._subfolders = subfolders
+
+    def __getitem__(self, folder: str) -> Proof:
+        return _unpack(self._packed[folder], self._subfolders.get(folder, ()))
+
+    def __contains__(self, folder: object) -> bool:
+        return folder in self._packed
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._packed)
+
+    def __len__(self) -> int:
+        return len(self._packed)
 
 
 class ProofSpool:
@@ -123,7 +159,8 @@ class FolderProofs:
         self._epoch = 0
         # folder -> (the mark's number, when): insertion order is the order of last marks
         self._dirty: dict[str, tuple[int, float]] = {}
-        self._proofs: dict[str, Proof] = {}
+        self._proofs: dict[str, bytes] = {}  # (`_pack`)
+        self._subfolders: dict[str, tuple[str, ...]] = {}  # (only of folders that have some)
         self.spool = ProofSpool()
         #: Times every proof was made stale at once (an overflow, a folder moved).
         self.resets = 0
@@ -161,6 +198,7 @@ class FolderProofs:
                     self._seq += 1
                     self._dirty[folder] = (self._seq, now)
             self._proofs.clear()
+            self._subfolders.clear()
             self._reset_seq = self._seq
 
     @property
@@ -188,21 +226,30 @@ class FolderProofs:
             if epoch != self._epoch or self._dirty.get(folder, (None,))[0] != mark:
                 return False
             del self._dirty[folder]
-            self._proofs[folder] = proof
+            self._proofs[folder] = _pack(proof)
+            if proof.subfolders:
+                self._subfolders[folder] = proof.subfolders
+            else:
+                self._subfolders.pop(folder, None)
             return True
 
-    def clean(self, watch_ids: dict[str, int], root: str) -> dict[str, Proof]:
+    def clean(self, watch_ids: dict[str, int], root: str) -> StandingProofs:
         """The proofs that stand now: of folders not marked since, watched all along since
         they were compared (the same watch descriptor in ``watch_ids``, absolute paths below
         ``root``)."""
         prefix = root.rstrip("/") + "/"
+        watch_at = _PACKED.size - 4  # (the watch descriptor: the last field)
         with self._lock:
-            return {
-                folder: proof
-                for folder, proof in self._proofs.items()
-                if folder not in self._dirty
-                and watch_ids.get(prefix + folder if folder else prefix[:-1]) == proof.watch
+            dirty = self._dirty
+            packed = {
+                folder: data
+                for folder, data in self._proofs.items()
+                if folder not in dirty
+                and watch_ids.get(prefix + folder if folder else prefix[:-1])
+                == int.from_bytes(data[watch_at:], "little", signed=True)
             }
+            subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
+        return StandingProofs(packed, subfolders)
 
     def behind_reset(self) -> bool:
         """Whether a folder marked before the last `reset` (or by it) has not been proven
@@ -227,6 +274,7 @@ class FolderProofs:
             if self._dirty.get(folder, (None,))[0] == mark:
                 del self._dirty[folder]
                 self._proofs.pop(folder, None)
+                self._subfolders.pop(folder, None)
 
     def marked_since(self, seq: int, folders: Iterable[str]) -> bool:
         """Whether one of ``folders`` was marked after the mark numbered ``seq``, or every

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import threading
 from array import array
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .destinations import Destination, FileInfo
@@ -93,7 +94,7 @@ class _Unproven(_Comparison):
     (counted, their rows taken from the proofs' spool, their subfolders looked up in turn),
     every other folder is walked as `verify_tree` walks it."""
 
-    proofs: dict[str, Proof] = field(default_factory=dict, repr=False)
+    proofs: Mapping[str, Proof] = field(default_factory=dict, repr=False)
     push: object = None  # the walk's stack's append: a folder to walk
     proven: list[str] = field(default_factory=list, repr=False)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
@@ -126,7 +127,7 @@ class _Unproven(_Comparison):
 def walk_unproven(
     source: str,
     destination: str,
-    proofs: dict[str, Proof],
+    proofs: Mapping[str, Proof],
     spool: ProofSpool,
     *,
     marker: str | None,
