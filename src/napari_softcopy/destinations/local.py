@@ -142,6 +142,32 @@ class LocalDestination(Destination):
         """The root's descriptor, to pass to another process (`copy_helper`) only."""
         return self.fd
 
+    def helper_setup(self) -> dict:
+        """This destination as a helper process is handed it (`helper_process`: JSON), to
+        be rebuilt there by `from_helper_setup`: the root's descriptor (pass `fileno` on in
+        ``pass_fds``: the child reaches exactly this tree), its path (for messages), whether
+        stamps are recorded and read, and what the probe found (not probed again)."""
+        return {
+            "fd": self.fd,
+            "path": str(self.path),
+            "stamps": self.stamps,
+            "probed": self.probed.to_json(),
+        }
+
+    @classmethod
+    def from_helper_setup(cls, setup: dict, *, writes: bool) -> LocalDestination:
+        """In a helper process: the destination its parent's `helper_setup` describes, on
+        the inherited root descriptor. ``writes``: it publishes files (the copy helper), and
+        may compact the destination's record files as it reads them; a helper that only
+        reads (the scan's) leaves every file as it is."""
+        return cls(
+            setup["path"],
+            fd=setup["fd"],
+            create=writes,  # (the root is open already: this says whether records are written)
+            xattrs=setup["stamps"],
+            probed=DestinationProbe.from_json(setup["probed"]),
+        )
+
     def close(self) -> None:
         """Write the records still pending, close the root descriptor."""
         if self.fd >= 0:
