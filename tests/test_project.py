@@ -108,3 +108,15 @@ def test_the_oldest_tested_versions_are_the_lower_bounds_that_pyproject_allows()
         assert bound + [0] * (width - len(bound)) == pinned + [0] * (width - len(pinned)), (
             f"{name}: pyproject.toml allows >={lower[name]}, tox -e oldest tests {version}"
         )
+
+
+def test_tox_leaves_the_bootstrapped_venv_its_name():
+    """tox 4.67+ writes a PEP 832 ``.venv`` redirect file at the project's root unless told
+    not to; `scripts/bootstrap` makes its venv at ``.venv`` and fails on such a file."""
+    import configparser
+
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    assert tox.getboolean("tox", "venv_redirect", fallback=None) is False, (
+        "tox.ini: set venv_redirect = false in [tox]"
+    )
