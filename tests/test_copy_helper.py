@@ -123,7 +123,7 @@ FAILING_HELPERS = {
         "import os, signal\n"
         "from napari_softcopy import copy_helper as h\n"
         "opts = h.setup_argument()\n"
-        "dest = h.LocalDestination(opts['destination'], fd=opts['destination_fd'])\n"
+        "dest = h.LocalDestination.from_helper_setup(opts['destination'], writes=True)\n"
         "def copy_and_die(batch, stop):\n"
         "    for rel, force in batch:\n"
         "        h.sync_common_case(rel, force, opts['source_fd'], dest, stop,\n"

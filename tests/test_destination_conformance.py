@@ -10,16 +10,40 @@ import itertools
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from destination_tests import DestinationTests
+from destination_tests import MTIME_NS, DestinationTests, publish, read_back
 from faults_support import require_mounts, tmpfs, unmount_all
 from mounts import Mount, mount_fixture
 from napari_softcopy.destinations import Destination, LocalDestination
+from napari_softcopy.helper_process import HelperProcess
 
 _roots = itertools.count()
+
+
+#: A helper process that rebuilds the destination its parent hands it, says what it finds
+#: there and publishes a file (what the copy helper does, `copy_helper`).
+_HELPER_MAIN = """
+import os, signal
+from napari_softcopy.destinations import LocalDestination
+from napari_softcopy.helper_process import serve, setup_argument
+
+dest = LocalDestination.from_helper_setup(setup_argument(), writes=True)
+
+def answer(request, stop):
+    seen, made, mtime_ns = request
+    root = os.fstat(dest.fileno())
+    found = (dest.path, (root.st_dev, root.st_ino), dest.capabilities, dest.stamps,
+             dest.stat(seen, stamp=True))
+    dest.write_file(made, b"from the helper", mtime_ns=mtime_ns)
+    dest.save_records()
+    return found
+
+serve(answer, parent_death=signal.SIGKILL)
+"""
 
 
 def _replace_local_root(dest: Destination) -> None:
@@ -46,6 +70,37 @@ class LocalDestinationTests(DestinationTests):
     @pytest.fixture
     def replace_root(self) -> Callable[[Destination], None]:
         return _replace_local_root
+
+    @pytest.mark.parametrize("stamps", [True, False], ids=["stamps", "stamps off"])
+    def test_a_helper_process_reaches_the_same_destination(self, destination, stamps):
+        if not stamps:  # (as a publish refused an xattr: the helper must not read them)
+            destination.capabilities = replace(destination.capabilities, xattrs=False)
+        publish(destination, "a/chunk", b"by the parent")
+        destination.save_records()  # (as the engine does before another process looks)
+        helper = HelperProcess(
+            _HELPER_MAIN,
+            name="test helper",
+            fallback="none",
+            setup=destination.helper_setup(),
+            pass_fds=(destination.fileno(),),
+        )
+        try:
+            assert helper.send(("a/chunk", "b/chunk", MTIME_NS))
+            ok, found = helper.receive()
+            assert ok, helper.close()
+        finally:
+            helper.close()
+        path, identity, capabilities, stamps_read, info = found
+        assert path == destination.path and identity == destination.identity
+        assert capabilities == destination.capabilities
+        assert stamps_read == destination.stamps
+        assert info == destination.stat("a/chunk", stamp=True)
+        assert (info.stamp is not None) == destination.stamps  # (off: none read)
+        # What the helper published is in the parent's tree, with its record where the
+        # destination keeps records (its mtimes are not kept: the record decides).
+        assert read_back(destination, "b/chunk") == b"from the helper"
+        made = destination.stat("b/chunk")
+        assert (made.record is not None) == destination.capabilities.records
 
 
 class TestLocalDestinationInTmpPath(LocalDestinationTests):

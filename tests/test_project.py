@@ -129,3 +129,15 @@ def test_the_package_imports_its_public_names_when_first_used():
     names = set(napari_softcopy.__all__) - {"__version__"}
     assert names == set(napari_softcopy._PUBLIC)
     assert all(getattr(napari_softcopy, name) is not None for name in names)
+
+
+def test_tox_leaves_the_bootstrapped_venv_its_name():
+    """tox 4.67+ writes a PEP 832 ``.venv`` redirect file at the project's root unless told
+    not to; `scripts/bootstrap` makes its venv at ``.venv`` and fails on such a file."""
+    import configparser
+
+    tox = configparser.ConfigParser()
+    tox.read(ROOT / "tox.ini")
+    assert tox.getboolean("tox", "venv_redirect", fallback=None) is False, (
+        "tox.ini: set venv_redirect = false in [tox]"
+    )

@@ -33,7 +33,6 @@ import threading
 from typing import NamedTuple
 
 from .destinations import LocalDestination
-from .destinations.probe_report import DestinationProbe
 from .helper_process import HelperProcess, serve, setup_argument
 from .pending import Ready
 from .transfer import Stopped, settle_left, sync_file
@@ -142,13 +141,9 @@ class CopyHelper:
         uncache: bool,
         digest: bool = False,
     ) -> None:
-        dest_dir_fd = dest.fileno()
         setup = {
             "source_fd": src_dir_fd,
-            "destination_fd": dest_dir_fd,
-            "destination": str(dest.path),
-            "stamps": dest.capabilities.xattrs,
-            "probed": dest.probed.to_json(),  # (what the engine's probe found: not again)
+            "destination": dest.helper_setup(),
             "settle_s": settle_s,
             "fsync": fsync,
             "uncache": uncache,
@@ -159,7 +154,7 @@ class CopyHelper:
             name="copy helper process",
             fallback="the engine copies its files",
             setup=setup,
-            pass_fds=(src_dir_fd, dest_dir_fd),
+            pass_fds=(src_dir_fd, dest.fileno()),
             logger=log,
         )
 
@@ -222,12 +217,7 @@ def _helper_main() -> None:
     in progress, removing its temporary file."""
     setup = setup_argument()
     src_fd = setup["source_fd"]
-    dest = LocalDestination(
-        setup["destination"],
-        fd=setup["destination_fd"],
-        xattrs=setup["stamps"],
-        probed=DestinationProbe.from_json(setup["probed"]),
-    )
+    dest = LocalDestination.from_helper_setup(setup["destination"], writes=True)
     copy_options = {k: setup[k] for k in ("settle_s", "fsync", "uncache", "digest")}
 
     def copy_batch(batch: list[tuple[str, bool]], stop: threading.Event) -> list[HelperOutcome]:

@@ -27,7 +27,6 @@ from functools import partial
 from typing import Any
 
 from .destinations import NO_MTIME_NS, Destination, FileInfo, LocalDestination, is_copy_of
-from .destinations.probe import DestinationProbe
 from .helper_process import HelperProcess, serve, setup_argument
 from .layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
 from .march import Folder, MarchHandler, march
@@ -236,10 +235,7 @@ class ScanHelper:
     ) -> None:
         setup = {
             "source": os.fspath(source),
-            "destination": str(dest.path),
-            "destination_fd": dest.fileno(),
-            "stamps": dest.stamps,
-            "probed": dest.probed.to_json(),  # (what the engine's probe found: not again)
+            "destination": dest.helper_setup(),
             "marker": marker,
             "initial": initial,
         }
@@ -329,13 +325,7 @@ def _helper_main() -> None:
     """Body of a `ScanHelper` process: each request a folder to walk, each answer the last
     of its effects and its counts (None: the walk was interrupted)."""
     setup = setup_argument()
-    dest = LocalDestination(
-        setup["destination"],
-        fd=setup["destination_fd"],
-        create=False,  # (it only reads: no records written either)
-        xattrs=setup["stamps"],
-        probed=DestinationProbe.from_json(setup["probed"]),
-    )
+    dest = LocalDestination.from_helper_setup(setup["destination"], writes=False)
     source = setup["source"]
 
     def answer(rel: str, stop, send) -> dict:

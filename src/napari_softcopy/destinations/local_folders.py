@@ -1,16 +1,19 @@
 """The folders below a local destination root, reached through its one open descriptor:
-opened without following a link on the way, listed, created with their parents, made
-durable (the folder side of `local.LocalDestination`)."""
+opened without following a link on the way, listed (each entry a `FileInfo`), created with
+their parents, made durable (the folder side of `local.LocalDestination`)."""
 
 from __future__ import annotations
 
 import errno
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
-from .base import DestinationChanged
+from ..platform import IS_LINUX, get_xattr
+from .base import SOURCE_STAMP, STATE_DIR, DestinationChanged, FileInfo
 from .beneath import open_dir_beneath
+from .records import SourceRecords
 
 #: Folders remembered as existing: about 150 bytes each; the folders being written are few.
 KNOWN_FOLDERS = 1024
@@ -40,6 +43,63 @@ class Folders:
             return os.listdir(fd)
         finally:
             os.close(fd)
+
+    def entries(
+        self,
+        rel_dir: str,
+        cancelled: Callable[[], bool] | None,
+        *,
+        keep: Callable[[str], bool] | None,
+        stamps: bool,
+        records: SourceRecords | None,
+    ) -> dict[str, FileInfo] | None:
+        """`LocalDestination.listdir`: each entry of ``rel_dir`` but our state folder, with
+        its recorded source stamp where ``stamps`` and its record where ``records`` are given
+        (None: the destination keeps none)."""
+        try:
+            fd = self.open(rel_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return {}
+            raise
+        folder_records = records.get(rel_dir) if records is not None else None
+        if keep is None and not stamps and not folder_records:
+            return _list_plain(fd, rel_dir, cancelled)
+        in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
+        out: dict[str, FileInfo] = {}
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if cancelled is not None and len(out) % 1000 == 999 and cancelled():
+                        return None
+                    name = entry.name
+                    if keep is not None and not keep(name):
+                        continue
+                    if not rel_dir and name == STATE_DIR:
+                        continue  # (ours, not part of the copy)
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    is_file = stat.S_ISREG(st.st_mode)
+                    stamp = None
+                    if stamps and is_file:
+                        stamp = (
+                            get_xattr(in_dir + name, SOURCE_STAMP)
+                            if in_dir is not None
+                            else get_xattr(name, SOURCE_STAMP, dir_fd=fd)
+                        )
+                    record = None
+                    if folder_records and is_file:
+                        record = records.trusted(folder_records.get(name), st.st_mtime_ns)
+                    out[name] = FileInfo(
+                        stat.S_ISDIR(st.st_mode), is_file, st.st_size, st.st_mtime_ns, stamp, record
+                    )
+        finally:
+            os.close(fd)
+        return out
 
     def make(self, rel_dir: str) -> None:
         """Create ``rel_dir`` and its parents below the root."""
@@ -76,3 +136,29 @@ class Folders:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def _list_plain(fd: int, rel_dir: str, cancelled) -> dict[str, FileInfo] | None:
+    """`Folders.entries` of the open folder ``fd`` (closed here) where only each entry's
+    lstat is wanted: the common case of a resume scan, a million entries (its loop asks
+    nothing else: 0.65 -> 0.57 s of CPU over 205,000 entries)."""
+    out: dict[str, FileInfo] = {}
+    is_dir, is_reg = stat.S_ISDIR, stat.S_ISREG
+    n = 0
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                n += 1
+                if cancelled is not None and not n % 1000 and cancelled():
+                    return None
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                mode = st.st_mode
+                out[entry.name] = FileInfo(is_dir(mode), is_reg(mode), st.st_size, st.st_mtime_ns)
+    finally:
+        os.close(fd)
+    if not rel_dir:
+        out.pop(STATE_DIR, None)  # (ours, not part of the copy)
+    return out
