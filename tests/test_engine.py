@@ -30,6 +30,11 @@ def live_copy(tmp_path, preset, *, timeout=120.0, options=None, tuning=None, **s
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     options = {"wait_for_source": True, "status_file": tmp_path / "status.json"} | (options or {})
     e = engine(src, dst, tuning=tuning, **options)
+    if options["wait_for_source"]:
+        # The writer starts once the copy waits for it: on a loaded machine a short
+        # acquisition could otherwise end, marker and all, before the copy first looked (a
+        # copy "after the fact": finish_reason "already-complete", not the live one tested).
+        wait_for(lambda: e.state is JobState.WAITING, what="the copy to wait for the source")
     errors = []
 
     def write():
