@@ -538,3 +538,36 @@ def test_a_batch_of_hints_counts_the_changes_before_and_after_the_markers_event(
         if len(queued) == 4:
             break
     assert sorted(queued) == ["c/0/0", "c/0/1", "c/0/2", "c/0/3"]  # not the private path
+
+
+def test_a_source_file_gone_when_opened_and_back_is_copied_without_an_error(tmp_path, monkeypatch):
+    """zarr-python 3.0 deletes a chunk and writes it anew: a copy that opens the file in
+    between finds it gone, and it is back when the copy looks again. That is the source's
+    doing, not the destination's: copied anew, no "will retry" error shown (one before). The
+    file is really moved away and back; only the moment is chosen."""
+    from faults_support import make_archive
+    from napari_softcopy.engine import live as live_module
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(src, n_chunks=4, chunk_bytes=4096)  # (finished: its marker is there)
+    past = time.time() - 60  # (settled: copied at once)
+    for path in src.rglob("*"):
+        os.utime(path, (past, past))
+    real, raced = live_module.sync_file, []
+
+    def racing(rel, st, dest, **kwargs):
+        if rel != "c/2" or raced:
+            return real(rel, st, dest, **kwargs)
+        raced.append(rel)
+        os.rename(src / rel, src / "aside")
+        try:
+            return real(rel, st, dest, **kwargs)  # (opens the source: gone)
+        finally:
+            os.rename(src / "aside", src / rel)
+
+    monkeypatch.setattr(live_module, "sync_file", racing)
+    e = engine(src, dst)
+    assert e.wait(60) and e.state == "verified", e.status().message
+    assert raced == ["c/2"]
+    assert e.status().error_count == 0, e.status().errors
+    assert_identical(src, dst)

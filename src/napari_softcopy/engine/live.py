@@ -226,6 +226,10 @@ class LiveCopy(EngineState):
         except FileNotFoundError as exc:
             if self._src_lstat(rel) is None:
                 return self._mirror_delete(rel)
+            if exc.filename == rel and exc.filename2 is None:
+                # Its source was gone when opened and is back (zarr-python 3.0 deletes a
+                # chunk and writes it anew): not the destination's fault; copy the new one.
+                return 0.0
             return self._dest_error(rel, exc)
         except NotRegularFile as exc:
             self._error(rel, f"{exc.strerror}; not copied")
