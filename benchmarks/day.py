@@ -264,6 +264,11 @@ def summarize(geometry, reader, sampler, code, ended_at, watch_limit) -> dict:
         "cpu_ms_per_file_live": round(
             1000 * at_marker.get("cpu_s", 0) / max(1, at_marker.get("files_copied", 0)), 4
         ),
+        # (above 1: files copied more than once, rewritten by the writer or copied again; the
+        # backlog and the CPU a file count copies, so they read better than they are then)
+        "copies_per_file": round(
+            status_end.get("files_copied", 0) / max(1, (reader.end.get("files") or 1) - 1), 4
+        ),
         "cpu_s_total": status_end.get("cpu_s"),
         "log_bytes": status_end.get("log_bytes"),
         "scans": status_end.get("scans"),
