@@ -163,3 +163,34 @@ def abort_left_behind(
         return
     if n:
         log.info("aborted %d unfinished multipart upload(s) below %s", n, name)
+
+
+def top_names(location, config: Mapping[str, str], env=None) -> list[str] | None:
+    """The names at the top of ``location``'s prefix (one signed ListObjectsV2 with a
+    delimiter per 1,000 names, in this process: no thread is started, so a process may fork
+    after it), napari-softcopy's own folder left out. None where the keys come from a provider
+    or the request failed: the caller asks obstore, whose errors it describes."""
+    from .base import STATE_DIR
+
+    keys = keys_of(config, os.environ if env is None else env)
+    if keys is None:
+        return None
+    endpoint, credentials, region = keys
+    prefix = f"{location.prefix}/" if location.prefix else ""
+    query = {"list-type": "2", "prefix": prefix, "delimiter": "/"}
+    names: list[str] = []
+    try:
+        while True:
+            body = signed_request("GET", endpoint, location.bucket, "", query, credentials, region)
+            root = ET.fromstring(body)
+            names += [k.text or "" for k in root.iterfind(f"{_NS}Contents/{_NS}Key")]
+            found = root.iterfind(f"{_NS}CommonPrefixes/{_NS}Prefix")
+            names += [(p.text or "").rstrip("/") for p in found]
+            token = root.findtext(f"{_NS}NextContinuationToken")
+            if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
+                break
+            query["continuation-token"] = token
+    except Exception:  # (the caller's obstore listing says what is wrong, as it always did)
+        return None
+    top = {name[len(prefix) :] for name in names if name.startswith(prefix)}
+    return sorted(top - {"", STATE_DIR})
