@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,14 @@ import xxhash
 from .base import TempFile
 
 #: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
-#: one is spilled to an unnamed local file and sent in parts. With 32 uploads in flight
-#: (`S3Destination.suggested_workers`) that bounds the bytes held to 128 MiB.
+#: one is spilled to an unnamed local file and sent in parts.
 SPILL_BYTES = 4 * 1024 * 1024
+#: Bytes a file may hold in memory without one of the destination's `BIG_SLOTS`: with 128
+#: uploads in flight (`S3Destination.suggested_workers`), 128 x 256 KiB + 24 x 4 MiB bounds
+#: the bytes held to 128 MiB, as 32 x `SPILL_BYTES` did before.
+SMALL_BYTES = 256 * 1024
+#: Files held in memory beyond `SMALL_BYTES` at once (the others wait for a slot).
+BIG_SLOTS = 24
 
 
 @dataclass(slots=True)
@@ -46,11 +52,29 @@ class S3TempFile(TempFile):
     #: arrival (`S3Destination.take_upload_digest`); None elsewhere (not computed).
     b3: object | None = None
     published: bool = False
+    #: The destination's slots for files held beyond `SMALL_BYTES` (`BIG_SLOTS`), and
+    #: whether this file holds one (given back by `release_slot`).
+    slots: threading.Semaphore | None = None
+    holds_slot: bool = False
 
     def fileno(self) -> None:
         return None
 
+    def release_slot(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.slots.release()
+
     def write(self, data: bytes | memoryview) -> None:
+        if (
+            not self.holds_slot
+            and self.slots is not None
+            and len(self.buffer) + len(data) > SMALL_BYTES
+        ):
+            # (small files, most of an archive, never wait: many in flight is what makes
+            # each upload cheap for the server; a few large ones at once fill the network)
+            self.slots.acquire()
+            self.holds_slot = True
         self.digest.update(data)
         if self.b3 is not None:
             self.b3.update(data)
