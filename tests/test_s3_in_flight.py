@@ -23,8 +23,10 @@ _prefixes = itertools.count()
 N = BIG_SLOTS + 16
 
 
+@pytest.mark.parametrize("said", [True, False], ids=["size said first", "write only"])
 @pytest.mark.parametrize(("size", "most"), [(4 * SMALL_BYTES, BIG_SLOTS), (SMALL_BYTES // 2, N)])
-def test_files_held_beyond_the_small_size_at_once_are_bounded(s3_env, size, most):
+def test_files_held_beyond_the_small_size_at_once_are_bounded(s3_env, size, most, said):
+    """(`transfer` says the size before it reads a byte: `TempFile.expect`.)"""
     prefix = f"inflight/{os.getpid()}-{next(_prefixes)}"
     dest = S3Destination(f"s3://softcopy/{prefix}")
     assert dest.suggested_workers() >= N
@@ -35,13 +37,18 @@ def test_files_held_beyond_the_small_size_at_once_are_bounded(s3_env, size, most
         nonlocal held, peak
         temp = dest.create_temp(f"c/{i}")
         try:
-            temp.write(os.urandom(size))  # (a large file waits here for a slot)
+            if said:
+                temp.expect(size)  # (a large file waits here for a slot, before its read)
+            else:
+                temp.write(os.urandom(size))  # (or here, where the size was not said)
             with cond:
                 held += 1
                 peak = max(peak, held)
                 cond.notify_all()
                 # All hold their bytes at once unless bounded (a deadline, not a timing).
                 cond.wait_for(lambda: held >= N, timeout=5.0)
+            if said:
+                temp.write(os.urandom(size))
             dest.publish(temp, mtime_ns=MTIME_NS, stamp=STAMP)
         finally:
             with cond:

@@ -19,11 +19,11 @@ from .base import TempFile
 #: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
 #: one is spilled to an unnamed local file and sent in parts.
 SPILL_BYTES = 4 * 1024 * 1024
-#: Bytes a file may hold in memory without one of the destination's `BIG_SLOTS`: with 128
-#: uploads in flight (`S3Destination.suggested_workers`), 128 x 256 KiB + 24 x 4 MiB bounds
-#: the bytes held to 128 MiB, as 32 x `SPILL_BYTES` did before.
+#: A larger file waits for one of the destination's `BIG_SLOTS` before it is read: with 128
+#: uploads in flight (`S3Destination.suggested_workers`) at most 24 large files are read and
+#: sent at once (32 when 32 were in flight), plus 128 x 256 KiB of small ones.
 SMALL_BYTES = 256 * 1024
-#: Files held in memory beyond `SMALL_BYTES` at once (the others wait for a slot).
+#: Files above `SMALL_BYTES` read and sent at once (the others wait for a slot).
 BIG_SLOTS = 24
 
 
@@ -65,16 +65,22 @@ class S3TempFile(TempFile):
             self.holds_slot = False
             self.slots.release()
 
-    def write(self, data: bytes | memoryview) -> None:
-        if (
-            not self.holds_slot
-            and self.slots is not None
-            and len(self.buffer) + len(data) > SMALL_BYTES
-        ):
-            # (small files, most of an archive, never wait: many in flight is what makes
-            # each upload cheap for the server; a few large ones at once fill the network)
+    def expect(self, size: int) -> None:
+        """Wait for a slot before a file above `SMALL_BYTES` is read (`write` takes one too,
+        for a writer that does not say the size first)."""
+        if size > SMALL_BYTES:
+            self._take_slot()
+
+    def _take_slot(self) -> None:
+        # (small files, most of an archive, never wait: many in flight is what makes each
+        # upload cheap for the server; a few large ones at once fill the network)
+        if not self.holds_slot and self.slots is not None:
             self.slots.acquire()
             self.holds_slot = True
+
+    def write(self, data: bytes | memoryview) -> None:
+        if len(self.buffer) + len(data) > SMALL_BYTES:
+            self._take_slot()
         self.digest.update(data)
         if self.b3 is not None:
             self.b3.update(data)
