@@ -279,12 +279,14 @@ class S3Destination(Destination):
         """Nothing to do: an object store has no folder entries."""
 
     def suggested_workers(self) -> int:
-        """Uploads in flight: each waits on the network, and obstore releases the GIL. 128:
+        """Uploads in flight: each waits on the network, and obstore releases the GIL. 96:
         the server's CPU per small upload falls with the uploads in flight (SeaweedFS, 3,000
         PUTs of 700 B in turns: 0.78 ms each with 8, 0.68 with 32, 0.58-0.59 with 128 or 256;
-        s5cmd sends 256 at once), and on two cores its CPU is the copy's time. Memory stays
-        bounded: a file held beyond `s3_objects.SMALL_BYTES` takes one of `BIG_SLOTS`."""
-        return 128
+        s5cmd sends 256 at once), and on two cores its CPU is the copy's time. Not 128: the
+        50,002-file copy then peaked at 146-151 MiB of RSS (96: 130 MiB; the goal is 150),
+        mostly glibc's arenas (``MALLOC_ARENA_MAX=2``: 127 MiB). A file held beyond
+        `s3_objects.SMALL_BYTES` takes one of `BIG_SLOTS` (benchmarks/notes.md item 52)."""
+        return 96
 
     # -- reading -------------------------------------------------------------------------
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:

@@ -19,9 +19,9 @@ from .base import TempFile
 #: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
 #: one is spilled to an unnamed local file and sent in parts.
 SPILL_BYTES = 4 * 1024 * 1024
-#: A larger file waits for one of the destination's `BIG_SLOTS` before it is read: with 128
+#: A larger file waits for one of the destination's `BIG_SLOTS` before it is read: with 96
 #: uploads in flight (`S3Destination.suggested_workers`) at most 24 large files are read and
-#: sent at once (32 when 32 were in flight), plus 128 x 256 KiB of small ones.
+#: sent at once (32 when 32 were in flight), plus 96 x 256 KiB of small ones.
 SMALL_BYTES = 256 * 1024
 #: Files above `SMALL_BYTES` read and sent at once (the others wait for a slot).
 BIG_SLOTS = 24
