@@ -181,7 +181,10 @@ def top_names(location, config: Mapping[str, str], env=None) -> list[str] | None
     names: list[str] = []
     try:
         while True:
-            body = signed_request("GET", endpoint, location.bucket, "", query, credentials, region)
+            # (a server that does not answer is then asked again by the child: briefly here)
+            body = signed_request(
+                "GET", endpoint, location.bucket, "", query, credentials, region, timeout=5.0
+            )
             root = ET.fromstring(body)
             names += [k.text or "" for k in root.iterfind(f"{_NS}Contents/{_NS}Key")]
             found = root.iterfind(f"{_NS}CommonPrefixes/{_NS}Prefix")
