@@ -39,7 +39,8 @@ from s3_server import SeaweedS3
 BUCKET = "softcopy"
 #: ``ours`` with its defaults (idle IO and CPU priority: on a busy machine it yields, by
 #: design), ``oursnormal`` with ``--normal-priority`` (as s5cmd and rclone run);
-#: ``oursbefore`` is ``oursnormal`` from the sources given by ``--before``.
+#: ``oursbefore`` is ``oursnormal`` from the sources given by ``--before``; ``oursN`` (``ours128``)
+#: is ``oursnormal`` with ``--workers N``.
 TOOLS = ("ours", "oursnormal", "s5cmd", "rclone")
 #: The sources of ``oursbefore`` (``--before``).
 BEFORE: dict[str, Path] = {}
@@ -52,6 +53,10 @@ def _bin(name: str) -> str:
 def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[str], dict]:
     """The command line and environment that copy ``src`` to ``prefix`` with ``tool``."""
     env = os.environ | server.env()
+    workers = tool.removeprefix("ours")
+    if workers.isdigit():  # (oursN: oursnormal with N uploads in flight)
+        argv, env = command("oursnormal", src, prefix, server)
+        return [*argv[:4], "--workers", workers, *argv[4:]], env
     if tool in ("ours", "oursnormal", "oursbefore"):
         extra = ["--normal-priority"] if tool != "ours" else []
         sources = BEFORE["src"] if tool == "oursbefore" else REPO / "src"

@@ -186,3 +186,37 @@ def test_the_first_scans_helper_that_cannot_serve_s3_is_said_once(s3_env, tmp_pa
     assert said == [
         "the first scan's helper process is off: the destination is not a local or mounted folder"
     ]
+
+
+def test_the_start_s_check_of_a_prefix_lists_its_top_once_in_this_process(
+    s3_env, archive, monkeypatch
+):
+    """The pre-flight check (`checks.check_s3_destination`) needs the names at the prefix's
+    top: one listing with a delimiter, however many objects lie below (it listed every
+    object and read the index, in a child process), and it still refuses a prefix holding
+    something else."""
+    from napari_softcopy import checks
+
+    prefix = f"preflight/{next(_prefixes)}/acq.zarr"
+    store = raw_store(s3_env, prefix)
+    names = [f"c/0/{i}" for i in range(1_100)] + ["zarr.json", ".softcopy/s3-root"]
+    for name in names:  # (more than one page of a full listing: 1,000 keys)
+        obstore.put(store, name, b"{}", use_multipart=False)
+    for force, refused in ((True, False), (False, True)):
+        requests: list[str] = []
+
+        def seen(method, path, _headers, requests=requests) -> bool:
+            requests.append(f"{method} {path}")
+            return False
+
+        with FailingProxy(s3_env, seen) as proxy:
+            monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+            checks._S3_CHECKED.clear()
+            url = f"s3://softcopy/{prefix}"
+            if refused:  # (the source has no zarr.json: not a copy of it)
+                (archive / "zarr.json").rename(archive / "zarr.json.away")
+                with pytest.raises(checks.InputError, match="not a copy of"):
+                    checks.check_s3_destination(archive, url, force=force)
+            else:
+                checks.check_s3_destination(archive, url, force=force)
+        assert requests == ["GET /softcopy"], requests

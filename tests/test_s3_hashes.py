@@ -23,7 +23,7 @@ from test_s3_destination import raw_store
 pytest_plugins = ("s3_server",)  # (its fixtures: s3_server, s3_env)
 _prefixes = itertools.count()
 
-#: The checksum `s3_uploads.refuses_wrong_checksum` sends (that of other bytes).
+#: The checksum `s3_checksums.refuses_wrong_checksum` sends (that of other bytes).
 _WRONG = "rzr3nGEtBMk="
 
 

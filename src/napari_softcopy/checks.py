@@ -309,19 +309,7 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
         raise InputError(str(exc)) from None
     if (url, force) in _S3_CHECKED:  # (the CLI checks, then its engine: one listing will do)
         return
-    probe = "from napari_softcopy.checks import _s3_names_main; _s3_names_main()"
-    try:
-        done = subprocess.run(
-            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120
-        )
-    except subprocess.TimeoutExpired:
-        raise InputError(f"destination {url} did not answer in 120 s; check the endpoint") from None
-    if done.returncode == 2:
-        raise InputError(done.stdout.strip())
-    if done.returncode != 0:
-        last = (done.stderr.strip().splitlines() or ["no answer"])[-1]
-        raise InputError(f"destination {url} cannot be checked ({last}); check the settings")
-    names = set(json.loads(done.stdout))
+    names = _s3_top_names(url)
     if not names or force:
         _S3_CHECKED.add((url, force))
         return
@@ -336,6 +324,35 @@ def check_s3_destination(src: Path, url: str, *, force: bool = False) -> None:
     }:
         raise InputError(f"destination {url} holds something that is not a copy of {src}; {hint}")
     _S3_CHECKED.add((url, force))
+
+
+def _s3_top_names(url: str) -> set[str]:
+    """The names at the top of the prefix: listed in this process where the keys are at hand
+    (`s3_uploads.top_names`, 0.2 s less than a child process), else, or where that failed,
+    by obstore in a child process, which also says what is wrong in one line."""
+    from .destinations.s3_settings import S3SettingsError, parse_s3_url, store_config
+    from .destinations.s3_uploads import top_names
+
+    try:
+        config, _options, provider = store_config()
+    except S3SettingsError as exc:
+        raise InputError(str(exc)) from None
+    names = None if provider is not None else top_names(parse_s3_url(url), config)
+    if names is not None:
+        return set(names)
+    probe = "from napari_softcopy.checks import _s3_names_main; _s3_names_main()"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=120
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"destination {url} did not answer in 120 s; check the endpoint") from None
+    if done.returncode == 2:
+        raise InputError(done.stdout.strip())
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise InputError(f"destination {url} cannot be checked ({last}); check the settings")
+    return set(json.loads(done.stdout))
 
 
 #: S3 destinations this process found usable (`check_s3_destination`), with ``force``.

@@ -222,6 +222,7 @@ def copy_file(
             return CopyResult(False, before.st_size, before.st_mtime_ns, False)
         size = before.st_size
         temp = dest.create_temp(rel)
+        temp.expect(size)  # (before reading: an object store may make a large file wait)
         fd_out = temp.fileno()
         hasher = blake3.blake3() if digest else None
         offset = 0

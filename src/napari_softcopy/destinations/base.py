@@ -289,6 +289,11 @@ class TempFile(abc.ABC):
         """The descriptor the bytes can be written to; None where there is none (an object
         store: everything goes through `write`)."""
 
+    def expect(self, size: int) -> None:
+        """``size`` bytes are about to be written (before any is read): a destination that
+        holds them in memory may wait here for room (`s3_objects.S3TempFile`)."""
+        return None  # (a file on a disk takes the bytes as they come)
+
     def write(self, data: bytes | memoryview) -> None:
         """Append all of ``data`` (the byte-stream path, for any destination)."""
         fd = self.fileno()

@@ -46,6 +46,7 @@ import errno
 import importlib.util
 import io
 import secrets
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import BinaryIO
@@ -62,7 +63,13 @@ from .base import (
     TempFile,
     UploadDigest,
 )
-from .s3_objects import ObjectInfo, ObjectReader, S3TempFile, etag_of
+from .s3_checksums import (
+    CHECKSUM,
+    UploadDigests,
+    checks_upload_checksums,
+    takes_checksum_header,
+)
+from .s3_objects import BIG_SLOTS, ObjectInfo, ObjectReader, S3TempFile, etag_of
 from .s3_settings import (
     S3Location,
     S3SettingsError,
@@ -74,9 +81,10 @@ from .s3_settings import (
 )
 from .s3_stores import make_stores
 from .s3_tree import INDEX, INDEX_EVERY_S, META_MTIME, META_STAMP, ObjectTree
-from .s3_uploads import abort_left_behind, refuses_wrong_checksum
+from .s3_uploads import abort_left_behind
 
-#: (`INDEX`, `META_MTIME`, ... are `s3_tree`'s, named here too: what is stored per object)
+#: (`INDEX`, `META_MTIME`, ... are `s3_tree`'s, `CHECKSUM` `s3_checksums`', named here too:
+#: what is stored per object)
 __all__ = [
     "CHECKSUM",
     "INDEX",
@@ -91,21 +99,8 @@ META_DIGEST = "softcopy-xxh3-128"
 ROOT_ID = f"{STATE_DIR}/s3-root"
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
-#: What the manifest holds where the server checks no upload's checksum (`hashes`).
-_UNCHECKED = "the manifest holds the hashes of the bytes as sent, unchecked by the server"
-
 #: Bytes of an object read back held at once (`read`).
 READ_CHUNK = 1 << 20
-#: The checksum each PUT carries (`_make_stores`): CRC64NVME, AWS's default for new objects
-#: since 2025, computed in Rust (GB/s) and kept whole-object even for multipart uploads.
-CHECKSUM = "CRC64NVME"
-#: A small object each copy's start PUTs with the checksum (`_check_checksums`).
-PROBE = f"{STATE_DIR}/s3-checksum-probe"
-#: What a server that does not know the checksum header answers (a PUT refused for it).
-_REFUSED_HEADER = ("InvalidRequest", "InvalidArgument", "NotImplemented", "InvalidDigest")
-#: Upload digests not taken (`take_upload_digest`) kept at most: the hash journal takes each
-#: right after its publish; without a journal they are dropped, oldest first.
-UPLOAD_DIGESTS = 1024
 
 
 class S3Destination(Destination):
@@ -155,7 +150,8 @@ class S3Destination(Destination):
         )
         self._root_id: bytes | None = None
         self._closed = False
-        self._upload_digests: dict[str, UploadDigest] = {}
+        self._upload_digests = UploadDigests()
+        self._big_slots = threading.Semaphore(BIG_SLOTS)  # (`s3_objects.SMALL_BYTES`)
         #: A file `write_file` puts after writing the index (the marker): not worth writing
         #: the whole index again for (a later run reads its metadata with one HEAD).
         self._unindexed: str | None = None
@@ -169,9 +165,15 @@ class S3Destination(Destination):
             self._tree.owner = create
             self._tree.list_all()
         self._lock = self._tree.lock
-        if create:
-            self._check_checksums()
-            self._check_upload_digests(env)
+        if create:  # (what the server does with checksums: `s3_checksums`)
+            if not takes_checksum_header(self._probe, self.endpoint, self._fail):
+                self._make_stores(checksum=None)
+            if checks_upload_checksums(
+                self.checksum, self.location, self.endpoint, self._settings[0], env
+            ):
+                self.capabilities = dataclasses.replace(
+                    self.capabilities, verified_upload_digest=True
+                )
             self._root_id = self._own_root()
             copiers.register(self)
             # Only this copy writes below the prefix: what a killed one left is aborted.
@@ -183,52 +185,12 @@ class S3Destination(Destination):
         if hasattr(self, "_tree"):
             self._tree.store = self._store
 
-    def _check_checksums(self) -> None:
-        """PUT a small object with its checksum; a server that refuses the header gets
-        uploads without it (said once: each upload is still guarded by the signed payload's
-        SHA-256, but the server keeps no checksum of the content)."""
-        import obstore
-
-        from ..platform import degrade
-
-        try:
-            obstore.put(self._probe, PROBE, b"softcopy", use_multipart=False)
-            return
-        except Exception as exc:
-            text = str(exc)
-            if not any(f"<Code>{code}</Code>" in text for code in _REFUSED_HEADER):
-                raise self._fail(exc) from None
-        self._make_stores(checksum=None)
-        code = next(c for c in _REFUSED_HEADER if f"<Code>{c}</Code>" in text)
-        degrade(
-            "server checksums",
-            f"{self.endpoint} refused x-amz-checksum-{CHECKSUM.lower()} ({code}); uploads go "
-            "without it (each is still checked by the signed payload's SHA-256)",
-        )
-
-    def _check_upload_digests(self, env: Mapping[str, str] | None) -> None:
-        """Hash each upload on its way (`take_upload_digest`) where the server checks every
-        upload's CRC64NVME against the bytes it received: tried with a PUT whose checksum is
-        wrong, which it must refuse. Elsewhere (said once) the manifest reads each object
-        back, as on a disk."""
-        from ..platform import degrade
-
-        what = "hashing uploads for the manifest"
-        if self.checksum is None:
-            degrade(what, f"{self.endpoint} keeps no checksum; {_UNCHECKED}")
-            return
-        checks, why = refuses_wrong_checksum(self.location, PROBE, self._settings[0], env)
-        if not checks:
-            degrade(what, f"{self.endpoint}: {why}; {_UNCHECKED}")
-            return
-        self.capabilities = dataclasses.replace(self.capabilities, verified_upload_digest=True)
-
     def take_upload_digest(self, rel: str) -> UploadDigest | None:
         """The BLAKE3 of the bytes of ``rel``'s last PUT, hashed as they were sent, once the
         server acknowledged them (having checked their CRC64NVME on arrival); handed over
         once."""
         with self._lock:
-            return self._upload_digests.pop(rel, None)
+            return self._upload_digests.take(rel)
 
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
@@ -317,11 +279,14 @@ class S3Destination(Destination):
         """Nothing to do: an object store has no folder entries."""
 
     def suggested_workers(self) -> int:
-        """Uploads in flight: each waits on the network, and obstore releases the GIL. 32:
-        2,001 files of 70 kB to SeaweedFS took 5.4-5.6 s with 32, 6.5-8.9 s with 16, 5.9 s
-        with 64 (s5cmd: 5.0 s), in one run; memory stays bounded by
-        `s3_objects.SPILL_BYTES` per upload (32 x 4 MiB)."""
-        return 32
+        """Uploads in flight: each waits on the network, and obstore releases the GIL. 96:
+        the server's CPU per small upload falls with the uploads in flight (SeaweedFS, 3,000
+        PUTs of 700 B in turns: 0.78 ms each with 8, 0.68 with 32, 0.58-0.59 with 128 or 256;
+        s5cmd sends 256 at once), and on two cores its CPU is the copy's time. Not 128: the
+        50,002-file copy then peaked at 146-151 MiB of RSS (96: 130 MiB; the goal is 150),
+        mostly glibc's arenas (``MALLOC_ARENA_MAX=2``: 127 MiB). A file held beyond
+        `s3_objects.SMALL_BYTES` takes one of `BIG_SLOTS` (benchmarks/notes.md item 52)."""
+        return 96
 
     # -- reading -------------------------------------------------------------------------
     def stat(self, rel: str, *, stamp: bool = False) -> FileInfo | None:
@@ -363,10 +328,11 @@ class S3Destination(Destination):
         reason = name_problem(rel.rpartition("/")[2], self.capabilities)
         if reason is not None:
             raise UnholdableName(errno.ENAMETOOLONG, unholdable_message(rel, reason, self.path))
-        if self.capabilities.verified_upload_digest and not rel.startswith(f"{STATE_DIR}/"):
-            # (files of the copy only: ours under STATE_DIR are in no manifest)
-            return S3TempFile(rel, b3=blake3.blake3())
-        return S3TempFile(rel)
+        if rel.startswith(f"{STATE_DIR}/"):
+            # (ours: in no manifest, and never waiting for a slot a copier holds)
+            return S3TempFile(rel)
+        b3 = blake3.blake3() if self.capabilities.verified_upload_digest else None
+        return S3TempFile(rel, b3=b3, slots=self._big_slots)
 
     def publish(
         self,
@@ -417,14 +383,10 @@ class S3Destination(Destination):
             self._tree.add(temp.rel, obj)
             if temp.b3 is not None:
                 # (answered: the server checked the CRC64NVME of these very bytes)
-                digests = self._upload_digests
-                digests.pop(temp.rel, None)  # (re-inserted last: the oldest go first)
-                digests[temp.rel] = UploadDigest(
+                self._upload_digests.keep(temp.rel, UploadDigest(
                     temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
                     temp.b3.hexdigest(),
-                )  # fmt: skip
-                if len(digests) > UPLOAD_DIGESTS:
-                    del digests[next(iter(digests))]
+                ))  # fmt: skip
             # (the index holds no object of ours under STATE_DIR)
             if temp.rel != self._unindexed and not temp.rel.startswith(f"{STATE_DIR}/"):
                 self._tree.mark(temp.rel)
@@ -436,6 +398,7 @@ class S3Destination(Destination):
         """Drop the bytes (nothing was sent unless published)."""
         assert isinstance(temp, S3TempFile)
         temp.buffer = bytearray()
+        temp.release_slot()
         if temp.spill is not None:
             temp.spill.close()
             temp.spill = None

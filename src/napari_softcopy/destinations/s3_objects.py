@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import tempfile
+import threading
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,14 @@ import xxhash
 from .base import TempFile
 
 #: A file up to this size is kept in memory until its PUT (a chunk, a small shard); a larger
-#: one is spilled to an unnamed local file and sent in parts. With 32 uploads in flight
-#: (`S3Destination.suggested_workers`) that bounds the bytes held to 128 MiB.
+#: one is spilled to an unnamed local file and sent in parts.
 SPILL_BYTES = 4 * 1024 * 1024
+#: A larger file waits for one of the destination's `BIG_SLOTS` before it is read: with 96
+#: uploads in flight (`S3Destination.suggested_workers`) at most 24 large files are read and
+#: sent at once (32 when 32 were in flight), plus 96 x 256 KiB of small ones.
+SMALL_BYTES = 256 * 1024
+#: Files above `SMALL_BYTES` read and sent at once (the others wait for a slot).
+BIG_SLOTS = 24
 
 
 @dataclass(slots=True)
@@ -46,11 +52,35 @@ class S3TempFile(TempFile):
     #: arrival (`S3Destination.take_upload_digest`); None elsewhere (not computed).
     b3: object | None = None
     published: bool = False
+    #: The destination's slots for files held beyond `SMALL_BYTES` (`BIG_SLOTS`), and
+    #: whether this file holds one (given back by `release_slot`).
+    slots: threading.Semaphore | None = None
+    holds_slot: bool = False
 
     def fileno(self) -> None:
         return None
 
+    def release_slot(self) -> None:
+        if self.holds_slot:
+            self.holds_slot = False
+            self.slots.release()
+
+    def expect(self, size: int) -> None:
+        """Wait for a slot before a file above `SMALL_BYTES` is read (`write` takes one too,
+        for a writer that does not say the size first)."""
+        if size > SMALL_BYTES:
+            self._take_slot()
+
+    def _take_slot(self) -> None:
+        # (small files, most of an archive, never wait: many in flight is what makes each
+        # upload cheap for the server; a few large ones at once fill the network)
+        if not self.holds_slot and self.slots is not None:
+            self.slots.acquire()
+            self.holds_slot = True
+
     def write(self, data: bytes | memoryview) -> None:
+        if len(self.buffer) + len(data) > SMALL_BYTES:
+            self._take_slot()
         self.digest.update(data)
         if self.b3 is not None:
             self.b3.update(data)

@@ -124,7 +124,7 @@ def abort_unfinished_uploads(
     return len(uploads)
 
 
-def _keys(config: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, dict, str] | None:
+def keys_of(config: Mapping[str, str], env: Mapping[str, str]) -> tuple[str, dict, str] | None:
     """``(endpoint URL, credentials, region)`` from the store's ``config`` or ``env``; None
     where the keys come from a provider (SSO, roles) and are not at hand here."""
     key = config.get("aws_access_key_id") or env.get("AWS_ACCESS_KEY_ID")
@@ -149,7 +149,7 @@ def abort_left_behind(
     without the calls, or keys from a provider, leave the copy going (said once)."""
     from ..platform import degrade
 
-    keys = _keys(config, os.environ if env is None else env)
+    keys = keys_of(config, os.environ if env is None else env)
     what = "aborting unfinished multipart uploads"
     if keys is None:
         degrade(what, f"the keys for {name} come from a provider, not at hand here")
@@ -165,36 +165,35 @@ def abort_left_behind(
         log.info("aborted %d unfinished multipart upload(s) below %s", n, name)
 
 
-#: The CRC64NVME of one byte ``x``: a checksum the empty body of `refuses_wrong_checksum`'s
-#: PUT does not have (the empty body's is all zeros).
-_WRONG_CRC64NVME = "rzr3nGEtBMk="
+def top_names(location, config: Mapping[str, str], env=None) -> list[str] | None:
+    """The names at the top of ``location``'s prefix (one signed ListObjectsV2 with a
+    delimiter per 1,000 names, in this process: no thread is started, so a process may fork
+    after it), napari-softcopy's own folder left out. None where the keys come from a provider
+    or the request failed: the caller asks obstore, whose errors it describes."""
+    from .base import STATE_DIR
 
-
-def refuses_wrong_checksum(
-    location, key: str, config: Mapping[str, str], env=None
-) -> tuple[bool, str]:
-    """Whether the server checks an upload's CRC64NVME against the bytes it received: an
-    empty PUT of ``key`` (below ``location``'s prefix) with the checksum of other bytes must
-    be refused (``BadDigest``, as AWS and SeaweedFS answer). A server that takes the header
-    without checking it stores the empty object and answers 200. ``(checks, why not)``."""
-    import urllib.error
-
-    keys = _keys(config, os.environ if env is None else env)
+    keys = keys_of(config, os.environ if env is None else env)
     if keys is None:
-        return False, "its keys come from a provider, not at hand for the check"
+        return None
     endpoint, credentials, region = keys
-    full = f"{location.prefix}/{key}" if location.prefix else key
-    extra = {
-        "x-amz-checksum-crc64nvme": _WRONG_CRC64NVME,
-        "x-amz-sdk-checksum-algorithm": "CRC64NVME",
-    }
+    prefix = f"{location.prefix}/" if location.prefix else ""
+    query = {"list-type": "2", "prefix": prefix, "delimiter": "/"}
+    names: list[str] = []
     try:
-        signed_request("PUT", endpoint, location.bucket, full, {}, credentials, region, extra=extra)
-    except urllib.error.HTTPError as exc:
-        body = exc.read()[:2000]
-        if b"<Code>BadDigest</Code>" in body or b"<Code>InvalidDigest</Code>" in body:
-            return True, ""
-        return False, f"a PUT with a wrong checksum got {exc.code} (not BadDigest)"
-    except Exception as exc:  # (no answer: it is not known to check)
-        return False, f"the check failed ({str(exc)[:120]})"
-    return False, "it stored an upload whose CRC64NVME was wrong"
+        while True:
+            # (a server that does not answer is then asked again by the child: briefly here)
+            body = signed_request(
+                "GET", endpoint, location.bucket, "", query, credentials, region, timeout=5.0
+            )
+            root = ET.fromstring(body)
+            names += [k.text or "" for k in root.iterfind(f"{_NS}Contents/{_NS}Key")]
+            found = root.iterfind(f"{_NS}CommonPrefixes/{_NS}Prefix")
+            names += [(p.text or "").rstrip("/") for p in found]
+            token = root.findtext(f"{_NS}NextContinuationToken")
+            if root.findtext(f"{_NS}IsTruncated") != "true" or not token:
+                break
+            query["continuation-token"] = token
+    except Exception:  # (the caller's obstore listing says what is wrong, as it always did)
+        return None
+    top = {name[len(prefix) :] for name in names if name.startswith(prefix)}
+    return sorted(top - {"", STATE_DIR})
