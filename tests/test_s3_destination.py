@@ -449,3 +449,21 @@ def test_a_part_of_another_index_or_after_a_gap_never_counts(s3_env):
     reader = S3Destination(url, create=False)
     assert reader.stat("c/0").mtime_ns == MTIME_NS and reader.stat("c/1").mtime_ns == MTIME_NS
     reader.close()
+
+
+def test_a_reader_writes_nothing_not_even_the_index(s3_env):
+    """A verification (or the chunk map) opens the copy to read it: closing it writes
+    nothing below the prefix, not even the index it could make of what it read (it wrote
+    the index before, though a verification promises to write nothing)."""
+    prefix = f"reader/{next(_prefixes)}"
+    url = f"s3://softcopy/{prefix}"
+    dest = S3Destination(url)
+    for i in range(5):
+        publish(dest, f"c/{i}", b"x" * i)
+    dest.close()
+    obstore.delete(raw_store(s3_env, prefix), INDEX)  # (a copy killed before writing it)
+    before = keys(s3_env, prefix)
+    reader = S3Destination(url, create=False)
+    assert len(reader.listdir("c", stamps=True)) == 5  # (HEADs: it learns every object)
+    reader.close()
+    assert keys(s3_env, prefix) == before

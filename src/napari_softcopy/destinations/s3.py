@@ -225,12 +225,12 @@ class S3Destination(Destination):
         return root_id
 
     def close(self) -> None:
-        """Write the index if it changed (a later run then needs no HEAD per object); a
-        reader of the copy's tree leaves that to the copy."""
+        """Write the index if it changed (a later run then needs no HEAD per object): the
+        copy's own; a reader (a verification, the chunk map) writes nothing."""
         if not self._closed:
             self._closed = True
             copiers.unregister(self)
-            if not self.from_copy:
+            if self._tree.owner and not self.from_copy:
                 with contextlib.suppress(OSError, Exception):
                     self._tree.write_index()
 
