@@ -120,7 +120,12 @@ class SourceRecords:
         self._root = root_fd
         self._writable = writable
         self.stable_mtime = stable_mtime
+        # ``_lock`` guards what is in memory only, never held across a round trip to the
+        # destination: on a network share a flush or a load takes milliseconds, and the copy
+        # threads' `add` must not wait for them. ``_io`` orders the record files' writes and
+        # reads (a load sees every line flushed before it, or finds it still pending).
         self._lock = threading.Lock()
+        self._io = threading.Lock()
         self._cache: OrderedDict[str, Entries] = OrderedDict()
         self._pending: dict[str, list[str]] = {}
         self._n_pending = 0
@@ -134,10 +139,20 @@ class SourceRecords:
             if entries is not None:
                 self._cache.move_to_end(rel_dir)
                 return entries
-            entries = self._load(rel_dir)
-            self._cache[rel_dir] = entries
-            while len(self._cache) > CACHED_FOLDERS:
-                self._cache.popitem(last=False)
+        with self._io:  # (no flush meanwhile: a line is in the file or still pending)
+            with self._lock:
+                entries = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
+                compact = self._writable and rel_dir not in self._pending
+            if entries is not None:
+                return entries
+            entries = self._load(rel_dir, compact)
+            with self._lock:
+                pending = self._pending.get(rel_dir)
+                if pending:  # (added while it was read: newer than the file)
+                    entries.update(_parse("".join(pending))[0])
+                self._cache[rel_dir] = entries
+                while len(self._cache) > CACHED_FOLDERS:
+                    self._cache.popitem(last=False)
             return entries
 
     def lookup(self, rel: str, mtime_ns: int) -> SourceRecord | None:
@@ -168,8 +183,11 @@ class SourceRecords:
                 self._n_pending >= FLUSH_LINES
                 or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
             )
-        if due:
-            self.flush()
+        if due and self._io.acquire(blocking=False):  # (else another thread writes them now)
+            try:
+                self._flush()
+            finally:
+                self._io.release()
 
     def forget(self, rel: str) -> None:
         """Drop the cached record of ``rel`` (its file was removed or replaced otherwise)."""
@@ -181,26 +199,30 @@ class SourceRecords:
 
     def flush(self) -> None:
         """Append every pending line to its folder's record file."""
+        with self._io:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             pending, self._pending, self._n_pending = self._pending, {}, 0
             self._last_flush = time.monotonic()
-            if not pending:
-                return
-            self._make_dir()
-            for rel_dir, lines in pending.items():
-                fd = os.open(
-                    record_file(rel_dir),
-                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                    0o644,
-                    dir_fd=self._root,
-                )
-                try:
-                    data = "".join(lines).encode("utf-8", "surrogateescape")
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view) :]
-                finally:
-                    os.close(fd)
+        if not pending:
+            return
+        self._make_dir()
+        for rel_dir, lines in pending.items():
+            fd = os.open(
+                record_file(rel_dir),
+                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                0o644,
+                dir_fd=self._root,
+            )
+            try:
+                data = "".join(lines).encode("utf-8", "surrogateescape")
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
 
     def _make_dir(self) -> None:
         if self._made_dir:
@@ -210,21 +232,17 @@ class SourceRecords:
                 os.mkdir(rel, dir_fd=self._root)
         self._made_dir = True
 
-    def _load(self, rel_dir: str) -> Entries:
+    def _load(self, rel_dir: str, compact: bool) -> Entries:
         path = record_file(rel_dir)
-        pending = self._pending.get(rel_dir, ())
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
         except OSError:
-            entries = {}
-        else:
-            with os.fdopen(fd, "rb") as f:
-                text = f.read().decode("utf-8", "surrogateescape")
-            entries, lines = _parse(text)
-            if self._writable and not pending and lines > 2 * len(entries) + 64:
-                self._compact(path, entries)
-        if pending:  # (not written yet: newer than the file)
-            entries.update(_parse("".join(pending))[0])
+            return {}
+        with os.fdopen(fd, "rb") as f:
+            text = f.read().decode("utf-8", "surrogateescape")
+        entries, lines = _parse(text)
+        if compact and lines > 2 * len(entries) + 64:
+            self._compact(path, entries)
         return entries
 
     def _compact(self, path: str, entries: Entries) -> None:
