@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from ..destinations import LocalDestination
 from ..platform import available_cores, lower_thread_priority
 from ..proofs import FolderProofs
 from ..verify import VerifyReport, WalkHelper, verify_tree
@@ -178,7 +179,15 @@ class Walks(EngineState):
         if not clean:
             return None
         self._proofs_seq = proofs.seq
-        self._dest.save_records()  # (the walk opens the destination anew, as `verify_tree`)
+        # A folder is compared now through the copy's own open folder, as its proof was
+        # made: on a share, opening the root anew (the probe's record, the root) and writing
+        # back the records of the last copies so that it reads them again, before the walk
+        # may begin, are round trips after the marker. The path still leads to that folder:
+        # `Finish._mark_verified` checks it before the marker. (An S3 destination opened
+        # anew checks that the bucket is still the copy's, as `verify` does: kept.)
+        local = self._dest if isinstance(self._dest, LocalDestination) else None
+        if local is None:
+            self._dest.save_records()  # (the walk opens it anew, as `verify_tree`)
         self._discard_listing()
         result = self._until_destination_answers(
             lambda: walk_unproven(
@@ -188,6 +197,7 @@ class Walks(EngineState):
                 proofs.spool,
                 marker=self.options.marker,
                 stop=self._stop,
+                dest=local,
             )
         )
         if isinstance(result, VerifyReport):  # (stopped while the destination was away)
