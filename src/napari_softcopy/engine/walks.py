@@ -179,15 +179,7 @@ class Walks(EngineState):
         if not clean:
             return None
         self._proofs_seq = proofs.seq
-        # A folder is compared now through the copy's own open folder, as its proof was
-        # made: on a share, opening the root anew (the probe's record, the root) and writing
-        # back the records of the last copies so that it reads them again, before the walk
-        # may begin, are round trips after the marker. The path still leads to that folder:
-        # `Finish._mark_verified` checks it before the marker. (An S3 destination opened
-        # anew checks that the bucket is still the copy's, as `verify` does: kept.)
-        local = self._dest if isinstance(self._dest, LocalDestination) else None
-        if local is None:
-            self._dest.save_records()  # (the walk opens it anew, as `verify_tree`)
+        local = self._compared_through()
         self._discard_listing()
         result = self._until_destination_answers(
             lambda: walk_unproven(
@@ -213,6 +205,21 @@ class Walks(EngineState):
         )
         self._report = report
         return report
+
+    def _compared_through(self) -> LocalDestination | None:
+        """The copy's own open destination, for the finish's walk of the unproven folders
+        and its recheck to compare through, as the proofs were made; None: they open it
+        anew, and the records of the last copies are written back first, for them to read.
+
+        On a share, opening the root anew (the probe's record) and writing the records back
+        before they may begin are round trips after the marker. The path still leads to the
+        folder compared: `Finish._mark_verified` checks it before the marker. An S3
+        destination is opened anew: that checks the bucket is still the copy's, as `verify`
+        does (docs/architecture.md, "Why the finish need not walk every file")."""
+        if isinstance(self._dest, LocalDestination):
+            return self._dest
+        self._dest.save_records()
+        return None
 
     def _proofs_stale(self) -> bool:
         """Whether a folder vouched for by its proof at this finish changed since (the
