@@ -274,16 +274,18 @@ def test_the_records_folder_is_not_part_of_the_copy(tmp_path):
     dest.close()
 
 
-def test_a_slow_record_write_holds_up_no_copy(tmp_path, root_fd):
+def test_a_slow_record_write_holds_up_no_copy_and_no_read(tmp_path, root_fd):
     """On a network share a record file's write is a round trip or more: the copy threads'
-    `add`, and the records of a folder in memory, must not wait for it."""
+    `add`, and the finish's walk reading a folder's records, must not wait for it."""
     records = SourceRecords(root_fd)
     record = SourceRecord(10, T0, None)
     records.add("slow/a", record, T0)
     records.add("other/b", record, T0)
+    records.add("third/e", record, T0)
     records.flush()
     assert records.lookup("other/b", T0) == record  # (read back: now in memory)
     records.add("slow/c", record, T0)
+    records.add("third/f", record, T0)  # (being written while "third" is read)
     # The record file of "slow" is a FIFO now: appending to it blocks until it is read,
     # as a write to a share that does not answer for a while (real, no mock).
     path = tmp_path / record_file("slow")
@@ -291,20 +293,24 @@ def test_a_slow_record_write_holds_up_no_copy(tmp_path, root_fd):
     os.mkfifo(path)
     flushing = threading.Thread(target=records.flush, daemon=True)
     flushing.start()
+    written = b""
     try:
         deadline = time.monotonic() + 10
         while records._n_pending and time.monotonic() < deadline:  # (the flush took them)
             time.sleep(0.005)
-        done = threading.Event()
+        done, seen = threading.Event(), {}
 
         def meanwhile() -> None:
             records.add("other/d", record, T0)  # a copy thread publishing elsewhere
-            assert records.lookup("other/b", T0) == record
+            seen["other/b"] = records.lookup("other/b", T0)
+            seen["third/e"] = records.lookup("third/e", T0)  # (not in memory: read)
+            seen["third/f"] = records.lookup("third/f", T0)  # (in the flush's hands)
             done.set()
 
         threading.Thread(target=meanwhile, daemon=True).start()
-        assert done.wait(10), "a copy thread waited for another folder's record write"
+        assert done.wait(10), "a copy or a read waited for another folder's record write"
         assert flushing.is_alive()  # (still blocked in the write: the test tested it)
+        assert set(seen.values()) == {record}, seen
     finally:
         with open(path, "rb") as fifo:  # let the write through
             written = fifo.read()
@@ -314,3 +320,4 @@ def test_a_slow_record_write_holds_up_no_copy(tmp_path, root_fd):
     records.flush()
     fresh = SourceRecords(root_fd, writable=False)
     assert fresh.lookup("other/d", T0) == record
+    assert fresh.lookup("third/f", T0) == record

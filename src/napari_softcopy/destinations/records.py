@@ -121,11 +121,13 @@ class SourceRecords:
         self._writable = writable
         self.stable_mtime = stable_mtime
         # ``_lock`` guards what is in memory only, never held across a round trip to the
-        # destination: on a network share a flush or a load takes milliseconds, and the copy
-        # threads' `add` must not wait for them. ``_io`` orders the record files' writes and
-        # reads (a load sees every line flushed before it, or finds it still pending).
+        # destination: on a network share a flush or a load takes milliseconds, and neither
+        # the copy threads' `add` nor the finish's walk (a `get`) must wait for them. ``_io``
+        # orders the writes (appends, in order; a compaction's rewrite).
         self._lock = threading.Lock()
         self._io = threading.Lock()
+        self._writing: dict[str, list[str]] = {}  # (the lines a flush is writing now)
+        self._flushes = 0  # (flushes ended: a load during which one ended reads again)
         self._cache: OrderedDict[str, Entries] = OrderedDict()
         self._pending: dict[str, list[str]] = {}
         self._n_pending = 0
@@ -139,20 +141,25 @@ class SourceRecords:
             if entries is not None:
                 self._cache.move_to_end(rel_dir)
                 return entries
-        with self._io:  # (no flush meanwhile: a line is in the file or still pending)
+        while True:
             with self._lock:
-                entries = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
-                compact = self._writable and rel_dir not in self._pending
-            if entries is not None:
-                return entries
-            entries = self._load(rel_dir, compact)
+                flushes = self._flushes
+            entries, lines = self._load(rel_dir)
             with self._lock:
-                pending = self._pending.get(rel_dir)
-                if pending:  # (added while it was read: newer than the file)
-                    entries.update(_parse("".join(pending))[0])
+                if self._flushes != flushes:
+                    continue  # (a flush ended meanwhile: its lines may be past what was read)
+                cached = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
+                if cached is not None:
+                    return cached
+                # Newer than the file: a flush's lines (in it or not yet), then the pending.
+                for newer in (self._writing.get(rel_dir), self._pending.get(rel_dir)):
+                    if newer:
+                        entries.update(_parse("".join(newer))[0])
                 self._cache[rel_dir] = entries
                 while len(self._cache) > CACHED_FOLDERS:
                     self._cache.popitem(last=False)
+            if self._writable and lines > 2 * len(entries) + 64:
+                self._compact(rel_dir)
             return entries
 
     def lookup(self, rel: str, mtime_ns: int) -> SourceRecord | None:
@@ -205,24 +212,30 @@ class SourceRecords:
     def _flush(self) -> None:
         with self._lock:
             pending, self._pending, self._n_pending = self._pending, {}, 0
+            self._writing = pending
             self._last_flush = time.monotonic()
         if not pending:
             return
-        self._make_dir()
-        for rel_dir, lines in pending.items():
-            fd = os.open(
-                record_file(rel_dir),
-                os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                0o644,
-                dir_fd=self._root,
-            )
-            try:
-                data = "".join(lines).encode("utf-8", "surrogateescape")
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+        try:
+            self._make_dir()
+            for rel_dir, lines in pending.items():
+                fd = os.open(
+                    record_file(rel_dir),
+                    os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
+                    0o644,
+                    dir_fd=self._root,
+                )
+                try:
+                    data = "".join(lines).encode("utf-8", "surrogateescape")
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+        finally:
+            with self._lock:
+                self._writing = {}
+                self._flushes += 1
 
     def _make_dir(self) -> None:
         if self._made_dir:
@@ -232,21 +245,24 @@ class SourceRecords:
                 os.mkdir(rel, dir_fd=self._root)
         self._made_dir = True
 
-    def _load(self, rel_dir: str, compact: bool) -> Entries:
-        path = record_file(rel_dir)
+    def _load(self, rel_dir: str) -> tuple[Entries, int]:
+        """The live entries of the record file of ``rel_dir`` and its number of lines."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
+            fd = os.open(record_file(rel_dir), os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
         except OSError:
-            return {}
+            return {}, 0
         with os.fdopen(fd, "rb") as f:
-            text = f.read().decode("utf-8", "surrogateescape")
-        entries, lines = _parse(text)
-        if compact and lines > 2 * len(entries) + 64:
-            self._compact(path, entries)
-        return entries
+            return _parse(f.read().decode("utf-8", "surrogateescape"))
 
-    def _compact(self, path: str, entries: Entries) -> None:
-        """Rewrite a record file with its live lines only (temporary name, then rename)."""
+    def _compact(self, rel_dir: str) -> None:
+        """Rewrite a record file with its live lines only (temporary name, then rename),
+        read again with no append meanwhile (one would be lost with the old file)."""
+        with self._io:
+            entries, lines = self._load(rel_dir)
+            if lines > 2 * len(entries) + 64:
+                self._rewrite(record_file(rel_dir), entries)
+
+    def _rewrite(self, path: str, entries: Entries) -> None:
         temp = f"{path}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
         data = "".join(_line(n, r, m) for n, (r, m) in entries.items())
         try:
