@@ -141,26 +141,30 @@ class SourceRecords:
             if entries is not None:
                 self._cache.move_to_end(rel_dir)
                 return entries
-        while True:
-            with self._lock:
-                flushes = self._flushes
-            entries, lines = self._load(rel_dir)
-            with self._lock:
-                if self._flushes != flushes:
-                    continue  # (a flush ended meanwhile: its lines may be past what was read)
-                cached = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
-                if cached is not None:
-                    return cached
-                # Newer than the file: a flush's lines (in it or not yet), then the pending.
-                for newer in (self._writing.get(rel_dir), self._pending.get(rel_dir)):
-                    if newer:
-                        entries.update(_parse("".join(newer))[0])
-                self._cache[rel_dir] = entries
-                while len(self._cache) > CACHED_FOLDERS:
-                    self._cache.popitem(last=False)
+        # Read beside a flush; where one ended during the read (twice: a share slower to
+        # read a file than the flushes come), read with the writes held off.
+        for held in (False, False, True):
+            with self._io if held else contextlib.nullcontext():
+                with self._lock:
+                    flushes = self._flushes
+                entries, lines = self._load(rel_dir)
+                with self._lock:
+                    if self._flushes != flushes:
+                        continue  # (its lines may be past what was read)
+                    cached = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
+                    if cached is not None:
+                        return cached
+                    # Newer than the file: a flush's lines (in it or not yet), the pending.
+                    for newer in (self._writing.get(rel_dir), self._pending.get(rel_dir)):
+                        if newer:
+                            entries.update(_parse("".join(newer))[0])
+                    self._cache[rel_dir] = entries
+                    while len(self._cache) > CACHED_FOLDERS:
+                        self._cache.popitem(last=False)
             if self._writable and lines > 2 * len(entries) + 64:
                 self._compact(rel_dir)
             return entries
+        raise AssertionError("unreachable")  # (the last read holds the writes off)
 
     def lookup(self, rel: str, mtime_ns: int) -> SourceRecord | None:
         """The record of the file ``rel`` if the destination file still has the mtime it was
