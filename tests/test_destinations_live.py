@@ -7,7 +7,6 @@ exFAT (exfat-fuse: 1 s, no xattrs, case-insensitive), SFTP (sshfs: 1 s, no xattr
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
@@ -219,38 +218,3 @@ def test_a_rewrite_after_its_folder_was_proven_is_copied_before_the_marker_on_a_
     assert_manifest_is_fresh(dst)
     v = e.status().verification
     assert v["folders_walked"] <= 3 and v["folders_proven"] >= len(every) - 3, v
-
-
-def test_the_recheck_on_a_share_looks_files_up_side_by_side(share, tmp_path):
-    """The files the finish's walk saw beside the last copies (hundreds, after a backlog)
-    are looked up again after those copies: on a share each lookup is a round trip, so they
-    are made side by side (`verify.RECHECK_THREADS`), the answer the same as one by one."""
-    source, root = tmp_path / "src", share.path / f"recheck-{tmp_path.name}"
-    names = [f"f/{i}" for i in range(40)]
-    (source / "f").mkdir(parents=True)
-    for rel in names:
-        (source / rel).write_bytes(rel.encode())
-    meet = threading.Barrier(2, timeout=30)  # (two lookups at once, or it breaks)
-    first_two = iter([True, True])
-
-    class Watched(LocalDestination):
-        watched = False
-
-        def stat(self, rel: str, *, stamp: bool = False):
-            if self.watched and next(first_two, False):
-                with contextlib.suppress(threading.BrokenBarrierError):
-                    meet.wait()
-            return super().stat(rel, stamp=stamp)
-
-    dest = Watched(root)
-    assert dest.capabilities.latency_bound, dest.summary
-    _sync(source, dest, names[0])
-    report = verify_tree(source, root, stamps=True)  # (the walk: 39 missing)
-    assert report.n_missing == len(names) - 1, report.summary()
-    for rel in names[1:]:
-        _sync(source, dest, rel)
-    dest.watched = True
-    again = recheck(report, marker="complete", stamps=True, dest=dest)
-    assert again is not None and again.ok and again.files_checked == len(names), again
-    assert not meet.broken, "the recheck looked the files up one at a time"
-    dest.close()

@@ -16,8 +16,7 @@ import shutil
 import stat
 import threading
 import zlib
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -229,10 +228,8 @@ def recheck(
     comparison = _Comparison(new, report.checksum, marker, None, stamps, listing=writer)
     own = dest is None
     comparison.dest = _open_destination(report.destination) if own else dest
-    paths = list(report.problem_paths())
     try:
-        infos = _stat_all(comparison.dest, paths, stamps)
-        for rel, info in zip(paths, infos, strict=True):
+        for rel in report.problem_paths():
             if stop is not None and stop.is_set():
                 new._add("unreadable", _INTERRUPTED)
                 break
@@ -244,6 +241,8 @@ def recheck(
             except OSError as exc:
                 new._add("unreadable", (rel, exc.strerror or str(exc)))
                 continue
+            dest = comparison.dest
+            info = None if dest is None else dest.stat(rel, stamp=stamps)
             if (st is not None and stat.S_ISDIR(st.st_mode)) or (info is not None and info.is_dir):
                 if writer is not None:
                     writer.abandon()
@@ -266,24 +265,6 @@ def recheck(
     if writer is not None:
         new.listing = report.listing.merged(writer.close())
     return new
-
-
-#: Files a recheck looks up at once on a network share (`Capabilities.latency_bound`).
-RECHECK_THREADS = 8
-
-
-def _stat_all(
-    dest: Destination | None, paths: list[str], stamps: bool
-) -> Iterator[FileInfo | None]:
-    """``dest.stat`` of each of ``paths``, in order. On a network share each is a round trip
-    or more (and a record file's read where the records decide): the finish's recheck of the
-    files its walk saw beside the last copies (hundreds) looks them up side by side."""
-    if dest is None:
-        return iter([None] * len(paths))
-    if not dest.capabilities.latency_bound or len(paths) < 2 * RECHECK_THREADS:
-        return (dest.stat(rel, stamp=stamps) for rel in paths)
-    with ThreadPoolExecutor(RECHECK_THREADS, thread_name_prefix="softcopy-recheck") as pool:
-        return iter(list(pool.map(lambda rel: dest.stat(rel, stamp=stamps), paths)))
 
 
 def _open_destination(path: str) -> Destination | None:
