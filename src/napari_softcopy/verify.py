@@ -195,10 +195,8 @@ def recheck(
     marker: str | None = None,
     stop: threading.Event | None = None,
     stamps: bool = False,
-    dest: Destination | None = None,
 ) -> VerifyReport | None:
-    """Compare again only the files ``report`` found missing, mismatched or extra (through
-    ``dest``, the copy's own open destination, left open; else opened here by path).
+    """Compare again only the files ``report`` found missing, mismatched or extra.
 
     Every other file was found identical by the walk behind ``report``, and only the copy
     writes to the destination: once the listed files are copied again, comparing them again
@@ -226,8 +224,7 @@ def recheck(
     if report.listing is not None and report.listing.folder is not None:
         writer = ListingWriter(report.listing.folder)
     comparison = _Comparison(new, report.checksum, marker, None, stamps, listing=writer)
-    own = dest is None
-    comparison.dest = _open_destination(report.destination) if own else dest
+    comparison.dest = _open_destination(report.destination)
     try:
         for rel in report.problem_paths():
             if stop is not None and stop.is_set():
@@ -260,7 +257,7 @@ def recheck(
             writer.abandon()
         raise
     finally:
-        if comparison.dest is not None and own:
+        if comparison.dest is not None:
             comparison.dest.close()
     if writer is not None:
         new.listing = report.listing.merged(writer.close())

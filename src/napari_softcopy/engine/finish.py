@@ -174,12 +174,15 @@ class Finish(FinishWait):
             if self._stop.is_set():
                 break
             self._set_state(JobState.VERIFYING)
-            # (where mtimes cannot say, as through rclone mount, the records of the copies
-            # just drained do: in memory, or written back for a recheck that opens it anew)
-            dest = self._compared_through()
+            # The recheck opens the destination anew: the records of the copies just drained
+            # first (where mtimes cannot say, as through rclone mount, only they can). On a
+            # share, written back here rather than with the flush before the marker: their
+            # appends then delay the recheck's lookups, not the manifest's write (which they
+            # slowed by 0.1-0.15 s in turns on sshfs: benchmarks/notes.md item 52).
+            self._dest.save_records()
             rechecked = self._until_destination_answers(
-                lambda report=report, dest=dest: recheck(
-                    report, marker=self.options.marker, stop=self._stop, stamps=True, dest=dest
+                lambda report=report: recheck(
+                    report, marker=self.options.marker, stop=self._stop, stamps=True
                 )
             )
             report = self._walk_and_compare() if rechecked is None else rechecked

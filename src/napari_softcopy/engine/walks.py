@@ -208,11 +208,11 @@ class Walks(EngineState):
 
     def _compared_through(self) -> LocalDestination | None:
         """The copy's own open destination, for the finish's walk of the unproven folders
-        and its recheck to compare through, as the proofs were made; None: they open it
-        anew, and the records of the last copies are written back first, for them to read.
+        to compare through, as the proofs were made; None: it opens it anew, and the records
+        of the last copies are written back first, for it to read.
 
         On a share, opening the root anew (the probe's record) and writing the records back
-        before they may begin are round trips after the marker. The path still leads to the
+        before the walk may begin are round trips after the marker. The path still leads to the
         folder compared: `Finish._mark_verified` checks it before the marker. An S3
         destination is opened anew: that checks the bucket is still the copy's, as `verify`
         does (docs/architecture.md, "Why the finish need not walk every file")."""
