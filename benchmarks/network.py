@@ -4,6 +4,7 @@ operation is a round trip and one file at a time wastes the link.
     .venv/bin/python -m benchmarks.network                 # lightsheet + manyfiles, 1 rep
     .venv/bin/python -m benchmarks.network --reps 3 --manyfiles-timepoints 25
     .venv/bin/python -m benchmarks.network --share smb     # Samba through rclone mount
+    .venv/bin/python -m benchmarks.network --workloads none --live-reps 4  # the drain alone
 
 The share is made by the tests' own fixture (`tests/mounts.py`: a throwaway sshd bound to
 127.0.0.1 on a free port, ``sshfs`` mounted, everything stopped at the end), so it needs root
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         default="sftp",
         help="sftp: sshfs to a loopback sshd; smb: Samba on 127.0.0.1 through rclone mount",
     )
-    p.add_argument("--workloads", default="lightsheet,manyfiles")
+    p.add_argument("--workloads", default="lightsheet,manyfiles", help="none: the live run alone")
     p.add_argument(
         "--manyfiles-timepoints",
         type=int,
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                 cmds.pop("rclonesftp")
             names = args.copiers.split(",") if args.copiers else list(cmds)
             results["meta"]["copiers"] = {n: cmds[n][0] for n in names}
-            for wl_name in args.workloads.split(","):
+            for wl_name in [w for w in args.workloads.split(",") if w and w != "none"]:
                 tp = {
                     "manyfiles": args.manyfiles_timepoints,
                     "lightsheet": args.lightsheet_timepoints,
@@ -258,21 +259,35 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         results["bulk"]["runs"].append(r)
                         shutil.rmtree(dst.parent, ignore_errors=True)
+            live = [n for n in ("ours", "baseline") if n in names]
             for rep in range(args.live_reps):
-                for name in [n for n in ("ours", "baseline") if n in names]:
+                for name in live if rep % 2 == 0 else live[::-1]:  # (in turns, as above)
                     r = live_once(
                         share.path,
                         workdir.fresh(f"live-{name}-{rep}"),
                         args.live_timepoints,
                         cmds[name][1],
                     )
-                    r.update(copier=name, rep=rep)
-                    _log(f"live {name}: drain {r['drain_s']} s, exit {r['exit_code']}")
+                    r.update(copier=name, rep=rep, load=round(os.getloadavg()[0], 1))
+                    _log(
+                        f"live {name}: drain {r['drain_s']} s, exit {r['exit_code']}, "
+                        f"identical {r['correctness']['ok']}, load {r['load']}"
+                    )
                     results["live"]["runs"].append(r)
     finally:
         results["meta"]["duration_s"] = round(time.monotonic() - t0, 1)
         results["meta"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["bulk"]["summary"] = summarize(results["bulk"]["runs"])
+        results["live"]["summary"] = {
+            name: {
+                "drain_s": median(r["drain_s"] for r in rs if r["drain_s"] is not None),
+                "drains_s": [r["drain_s"] for r in rs],
+                "exit_codes": sorted({r["exit_code"] for r in rs}, key=str),
+                "identical": all(r["correctness"]["ok"] for r in rs),
+            }
+            for name in ("ours", "baseline")
+            if (rs := [r for r in results["live"]["runs"] if r["copier"] == name])
+        }
         dump(args.output, results)
         _log(f"results: {args.output}")
         workdir.empty_trash()

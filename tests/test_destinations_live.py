@@ -14,14 +14,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mounts import Mount, mounted
-from napari_softcopy.destinations import STATE_DIR
+from napari_softcopy.destinations import STATE_DIR, LocalDestination, records
+from napari_softcopy.proofs import ProofSpool
 from napari_softcopy.simulate import simulate
 from napari_softcopy.simulate.presets import PRESETS
+from napari_softcopy.transfer import sync_file
 from napari_softcopy.verify import verify_tree
-from support import engine, tree_bytes, wait_for
+from napari_softcopy.verify_folders import walk_unproven
+from support import assert_manifest_is_fresh, engine, tree_bytes, wait_for
+from test_proofs import QUICK, wait_until_proven, write_array
 
 PRESET = dataclasses.replace(PRESETS["demo"], shape=(6, 8, 128, 128))
 
@@ -101,3 +106,111 @@ def test_a_live_copy_is_written_once_and_a_rerun_writes_nothing(mount, tmp_path)
     assert (r.files_copied, r.bytes_copied) == (0, 0)
     assert _snapshot(backing) == before  # not the marker, not a record: nothing
     assert took < 30, took
+
+
+# -- the finish on a share: through the copy's own open destination ---------------------------
+@pytest.fixture(scope="module")
+def share(tmp_path_factory) -> Iterator[Mount]:
+    """sshfs: whole-second mtimes and no xattrs, so the records decide what is a copy."""
+    with mounted("sftp", tmp_path_factory.mktemp("share"), size_mb=64) as m:
+        yield m
+
+
+def _write(path: Path, data: bytes, mtime_ns: int) -> None:
+    path.write_bytes(data)
+    os.utime(path, ns=(mtime_ns, mtime_ns))
+
+
+def _sync(source: Path, dest: LocalDestination, rel: str) -> None:
+    fd = os.open(source, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
+        stop = threading.Event()
+        result = sync_file(rel, st, dest, force=False, stop=stop, src_dir_fd=fd, settle_s=0.0)
+        assert result.copy is not None and result.copy.committed
+    finally:
+        os.close(fd)
+
+
+def test_the_finish_walk_reads_the_copys_latest_records_without_writing_them_back(
+    share, tmp_path, monkeypatch
+):
+    """The finish's walk goes through the copy's own open destination (`walk_unproven`'s
+    ``dest``): its records of the latest copies count though not yet written back (a fresh
+    open would not see them: that write was a round trip per folder after the marker), and
+    a copy changed behind it is still found; the destination stays open for the marker."""
+    monkeypatch.setattr(records, "FLUSH_EVERY_S", 1e9)  # (written back only when asked)
+    source, root = tmp_path / "src", share.path / f"own-{tmp_path.name}"
+    (source / "f").mkdir(parents=True)
+    t0 = 1_700_000_000_250_000_000
+    _write(source / "f" / "a", b"version 1", t0)
+    _write(source / "f" / "b", b"bbbb", t0)
+    dest = LocalDestination(root)
+    assert dest.capabilities.records, dest.summary
+    _sync(source, dest, "f/a")
+    _sync(source, dest, "f/b")
+    dest.save_records()
+    # Rewritten with its size and mtime put back (only the record's source stamp tells),
+    # copied again; its new record is in memory only.
+    _write(source / "f" / "a", b"version 2", t0)
+    _sync(source, dest, "f/a")
+
+    def walk(through: LocalDestination | None):
+        spool = ProofSpool()
+        try:
+            report, _ = walk_unproven(
+                str(source), str(root), {}, spool, marker="complete", dest=through
+            )
+        finally:
+            spool.discard()
+        if report.listing is not None:
+            report.listing.discard()
+        return report
+
+    fresh = walk(None)  # (as `verify` opens it: the record on disk is of version 1)
+    assert [rel for rel, _why in fresh.mismatched] == ["f/a"], fresh.summary()
+    own = walk(dest)
+    assert own.ok and own.files_checked == 2, own.summary()
+    assert dest.stat("f/a") is not None  # (left open: the marker is written through it)
+    # A copy changed behind the copy's back is found though its record is in memory.
+    (root / "f" / "b").write_bytes(b"bbbbb")
+    changed = walk(dest)
+    assert [rel for rel, _why in changed.mismatched] == ["f/b"], changed.summary()
+    dest.close()
+
+
+def test_a_rewrite_after_its_folder_was_proven_is_copied_before_the_marker_on_a_share(
+    share, tmp_path, monkeypatch
+):
+    """`test_proofs`'s rewrite (same size, mtime put back, its hint held back from the live
+    copy) on sshfs, where only the records tell the versions apart: the finish, walking
+    through the copy's own destination, copies it before the marker."""
+    src, dst = tmp_path / "acq.zarr", share.path / f"proven-{tmp_path.name}"
+    e = engine(src, dst, tuning=QUICK, wait_for_source=True)
+    try:
+        a = write_array(src)
+        every = wait_until_proven(e, src)
+        held, add_hints = "c/2/5/3", e._pending.add_hints
+        monkeypatch.setattr(
+            e._pending,
+            "add_hints",
+            lambda hints, **kw: add_hints([h for h in hints if h[0] != held], **kw),
+        )
+        chunk = src / held
+        st = chunk.stat()
+        a[2, 5, 24:32] = np.full(8, 250, dtype="uint8")
+        os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert chunk.stat().st_size == st.st_size
+        (src / "complete").write_text("")
+        assert e.wait(120), e.status().message
+    finally:
+        e.stop()
+        e.wait(10)
+    assert e.status().state == "verified", e.status().message
+    assert (dst / held).read_bytes() == bytes([250] * 8)
+    copied = {k: v for k, v in tree_bytes(dst).items() if not k.startswith(f"{STATE_DIR}/")}
+    assert copied == tree_bytes(src)
+    assert verify_tree(src, dst).ok  # (mtimes to the second there)
+    assert_manifest_is_fresh(dst)
+    v = e.status().verification
+    assert v["folders_walked"] <= 3 and v["folders_proven"] >= len(every) - 3, v

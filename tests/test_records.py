@@ -272,3 +272,52 @@ def test_the_records_folder_is_not_part_of_the_copy(tmp_path):
     (tmp_path / "d" / "zarr.json").write_text("{}")
     assert set(dest.listdir("")) == {"zarr.json"}
     dest.close()
+
+
+def test_a_slow_record_write_holds_up_no_copy_and_no_read(tmp_path, root_fd):
+    """On a network share a record file's write is a round trip or more: the copy threads'
+    `add`, and the finish's walk reading a folder's records, must not wait for it."""
+    records = SourceRecords(root_fd)
+    record = SourceRecord(10, T0, None)
+    records.add("slow/a", record, T0)
+    records.add("other/b", record, T0)
+    records.add("third/e", record, T0)
+    records.flush()
+    assert records.lookup("other/b", T0) == record  # (read back: now in memory)
+    records.add("slow/c", record, T0)
+    records.add("third/f", record, T0)  # (being written while "third" is read)
+    # The record file of "slow" is a FIFO now: appending to it blocks until it is read,
+    # as a write to a share that does not answer for a while (real, no mock).
+    path = tmp_path / record_file("slow")
+    path.unlink()
+    os.mkfifo(path)
+    flushing = threading.Thread(target=records.flush, daemon=True)
+    flushing.start()
+    written = b""
+    try:
+        deadline = time.monotonic() + 10
+        while records._n_pending and time.monotonic() < deadline:  # (the flush took them)
+            time.sleep(0.005)
+        done, seen = threading.Event(), {}
+
+        def meanwhile() -> None:
+            records.add("other/d", record, T0)  # a copy thread publishing elsewhere
+            seen["other/b"] = records.lookup("other/b", T0)
+            seen["third/e"] = records.lookup("third/e", T0)  # (not in memory: read)
+            seen["third/f"] = records.lookup("third/f", T0)  # (in the flush's hands)
+            done.set()
+
+        threading.Thread(target=meanwhile, daemon=True).start()
+        assert done.wait(10), "a copy or a read waited for another folder's record write"
+        assert flushing.is_alive()  # (still blocked in the write: the test tested it)
+        assert set(seen.values()) == {record}, seen
+    finally:
+        with open(path, "rb") as fifo:  # let the write through
+            written = fifo.read()
+        flushing.join(10)
+    assert written.startswith(b"c\t10\t")
+    assert not flushing.is_alive()
+    records.flush()
+    fresh = SourceRecords(root_fd, writable=False)
+    assert fresh.lookup("other/d", T0) == record
+    assert fresh.lookup("third/f", T0) == record

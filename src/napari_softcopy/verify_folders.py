@@ -132,15 +132,23 @@ def walk_unproven(
     *,
     marker: str | None,
     stop: threading.Event | None = None,
+    dest: Destination | None = None,
 ) -> tuple[VerifyReport, list[str]]:
     """Verify ``destination`` against ``source`` as `verify.verify_tree` does (stamps
     compared, a listing for the manifest), walking only the root and the folders without a
     proof in ``proofs`` (`proofs.FolderProofs.clean`). Returns the report (its
-    `VerifyReport.folders_walked` counts the folders walked) and the folders vouched for."""
+    `VerifyReport.folders_walked` counts the folders walked) and the folders vouched for.
+
+    ``dest``: the copy's own open destination, through which the proofs were made: walked
+    through it too, and left open (its records of what each file was copied from, where the
+    file system cannot say, are read from memory: nothing is written back first); else
+    ``destination`` is opened here, as `verify` opens it."""
     report = VerifyReport(source, destination, False)
     writer = ListingWriter(spool_folder())
     handler = _Unproven(report, False, marker, None, True, listing=writer, proofs=proofs)
-    dest = _open_destination(destination)
+    own = dest is None
+    if own:
+        dest = _open_destination(destination)
     handler.dest = dest
     try:
         root_fd = os.open(source, _ROOT_FLAGS)
@@ -156,7 +164,7 @@ def walk_unproven(
         writer.abandon()
         raise
     finally:
-        if dest is not None:
+        if dest is not None and own:
             dest.close()
     listing = writer.close()
     proven = Listing([(spool.path, handler.proven, handler.spans)], borrowed=(spool.path,))

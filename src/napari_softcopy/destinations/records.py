@@ -120,7 +120,14 @@ class SourceRecords:
         self._root = root_fd
         self._writable = writable
         self.stable_mtime = stable_mtime
+        # ``_lock`` guards what is in memory only, never held across a round trip to the
+        # destination: on a network share a flush or a load takes milliseconds, and neither
+        # the copy threads' `add` nor the finish's walk (a `get`) must wait for them. ``_io``
+        # orders the writes (appends, in order; a compaction's rewrite).
         self._lock = threading.Lock()
+        self._io = threading.Lock()
+        self._writing: dict[str, list[str]] = {}  # (the lines a flush is writing now)
+        self._flushes = 0  # (flushes ended: a load during which one ended reads again)
         self._cache: OrderedDict[str, Entries] = OrderedDict()
         self._pending: dict[str, list[str]] = {}
         self._n_pending = 0
@@ -134,11 +141,30 @@ class SourceRecords:
             if entries is not None:
                 self._cache.move_to_end(rel_dir)
                 return entries
-            entries = self._load(rel_dir)
-            self._cache[rel_dir] = entries
-            while len(self._cache) > CACHED_FOLDERS:
-                self._cache.popitem(last=False)
+        # Read beside a flush; where one ended during the read (twice: a share slower to
+        # read a file than the flushes come), read with the writes held off.
+        for held in (False, False, True):
+            with self._io if held else contextlib.nullcontext():
+                with self._lock:
+                    flushes = self._flushes
+                entries, lines = self._load(rel_dir)
+                with self._lock:
+                    if self._flushes != flushes:
+                        continue  # (its lines may be past what was read)
+                    cached = self._cache.get(rel_dir)  # (loaded by another thread meanwhile)
+                    if cached is not None:
+                        return cached
+                    # Newer than the file: a flush's lines (in it or not yet), the pending.
+                    for newer in (self._writing.get(rel_dir), self._pending.get(rel_dir)):
+                        if newer:
+                            entries.update(_parse("".join(newer))[0])
+                    self._cache[rel_dir] = entries
+                    while len(self._cache) > CACHED_FOLDERS:
+                        self._cache.popitem(last=False)
+            if self._writable and lines > 2 * len(entries) + 64:
+                self._compact(rel_dir)
             return entries
+        raise AssertionError("unreachable")  # (the last read holds the writes off)
 
     def lookup(self, rel: str, mtime_ns: int) -> SourceRecord | None:
         """The record of the file ``rel`` if the destination file still has the mtime it was
@@ -168,8 +194,11 @@ class SourceRecords:
                 self._n_pending >= FLUSH_LINES
                 or time.monotonic() - self._last_flush >= FLUSH_EVERY_S
             )
-        if due:
-            self.flush()
+        if due and self._io.acquire(blocking=False):  # (else another thread writes them now)
+            try:
+                self._flush()
+            finally:
+                self._io.release()
 
     def forget(self, rel: str) -> None:
         """Drop the cached record of ``rel`` (its file was removed or replaced otherwise)."""
@@ -181,11 +210,17 @@ class SourceRecords:
 
     def flush(self) -> None:
         """Append every pending line to its folder's record file."""
+        with self._io:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             pending, self._pending, self._n_pending = self._pending, {}, 0
+            self._writing = pending
             self._last_flush = time.monotonic()
-            if not pending:
-                return
+        if not pending:
+            return
+        try:
             self._make_dir()
             for rel_dir, lines in pending.items():
                 fd = os.open(
@@ -201,6 +236,10 @@ class SourceRecords:
                         view = view[os.write(fd, view) :]
                 finally:
                     os.close(fd)
+        finally:
+            with self._lock:
+                self._writing = {}
+                self._flushes += 1
 
     def _make_dir(self) -> None:
         if self._made_dir:
@@ -210,25 +249,24 @@ class SourceRecords:
                 os.mkdir(rel, dir_fd=self._root)
         self._made_dir = True
 
-    def _load(self, rel_dir: str) -> Entries:
-        path = record_file(rel_dir)
-        pending = self._pending.get(rel_dir, ())
+    def _load(self, rel_dir: str) -> tuple[Entries, int]:
+        """The live entries of the record file of ``rel_dir`` and its number of lines."""
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
+            fd = os.open(record_file(rel_dir), os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._root)
         except OSError:
-            entries = {}
-        else:
-            with os.fdopen(fd, "rb") as f:
-                text = f.read().decode("utf-8", "surrogateescape")
-            entries, lines = _parse(text)
-            if self._writable and not pending and lines > 2 * len(entries) + 64:
-                self._compact(path, entries)
-        if pending:  # (not written yet: newer than the file)
-            entries.update(_parse("".join(pending))[0])
-        return entries
+            return {}, 0
+        with os.fdopen(fd, "rb") as f:
+            return _parse(f.read().decode("utf-8", "surrogateescape"))
 
-    def _compact(self, path: str, entries: Entries) -> None:
-        """Rewrite a record file with its live lines only (temporary name, then rename)."""
+    def _compact(self, rel_dir: str) -> None:
+        """Rewrite a record file with its live lines only (temporary name, then rename),
+        read again with no append meanwhile (one would be lost with the old file)."""
+        with self._io:
+            entries, lines = self._load(rel_dir)
+            if lines > 2 * len(entries) + 64:
+                self._rewrite(record_file(rel_dir), entries)
+
+    def _rewrite(self, path: str, entries: Entries) -> None:
         temp = f"{path}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
         data = "".join(_line(n, r, m) for n, (r, m) in entries.items())
         try:

@@ -20,7 +20,8 @@ from ..quiet import SourceActivity
 from ..readiness import SourceEventHandler
 from ..status import FINAL_STATES, JobState, write_status_file
 from ..watching import start_watching
-from .finish import _CONFIRM_BY_SCAN, Finish
+from .finish import Finish
+from .finish_wait import _CONFIRM_BY_SCAN
 from .helpers import HelperPump
 from .live import LiveCopy
 from .scan import Scan

@@ -1,5 +1,5 @@
-"""The finish: wait for a quiet source, drain, verify (re-copying what differs), write the
-marker, or cancel it when the source changed meanwhile."""
+"""The finish: drain, verify (re-copying what differs), write the marker, or cancel it when
+the source changed meanwhile (when it may begin: `finish_wait`)."""
 
 from __future__ import annotations
 
@@ -13,70 +13,18 @@ import time
 from ..destinations import Destination, DestinationChanged
 from ..manifest import MANIFEST, manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
-from ..quiet import PAUSE_FACTOR
 from ..status import JobState
 from ..transfer import write_file
 from ..verify import VerifyReport, WalkHelper, recheck, start_helpers
+from .finish_wait import FinishWait
 from .live import DEST_RETRY_ERRNOS
-from .state import EngineState, _Fatal
+from .state import _Fatal
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
 
-#: `CopyEngine._finish_wait`'s answer "quiet by the events: a scan must confirm it".
-_CONFIRM_BY_SCAN = "scan"
 
-
-class Finish(EngineState):
-    """When a finish may begin, and the finish itself up to the marker."""
-
-    def _finish_needs_quiet(self) -> bool:
-        """True while a requested finish must first see the source quiet: the acquisition may
-        still be going on. Not on the acquisition's marker, not when forced, not for the
-        first try of a finish on `CopyOptions.finish_when_idle` (a quiet rule already)."""
-        if self._marker_seen or self._force_finish:
-            return False
-        if self._finish_reason in ("idle", "marker", "already-complete"):
-            return self._finish_cancelled
-        return self._finish_reason is not None
-
-    def _finish_wait(self) -> str | None:
-        """What a requested finish still waits for (one line), `_CONFIRM_BY_SCAN`, or None
-        when it may begin.
-
-        The source must have been quiet for longer than the longest pause between two of
-        its changes so far (`quiet.PAUSE_FACTOR` times it, at least `finish_quiet`, at most
-        `finish_quiet_max` s; after a cancelled marker of a finish on `finish_when_idle`,
-        at least that long), and a whole scan started after its last change must have found
-        no writer's temporary file.
-        """
-        if not self._finish_needs_quiet():
-            return None
-        opts = self.options
-        activity = self._activity
-        needed = activity.quiet_needed(opts.finish_quiet, opts.finish_quiet_max)
-        capped = needed < PAUSE_FACTOR * activity.longest_pause
-        if self._finish_reason == "idle" and opts.finish_when_idle is not None:
-            needed = max(needed, opts.finish_when_idle)
-        now = time.monotonic()
-        if activity.quiet_for(now) < needed:
-            return activity.describe_wait(needed, capped=capped, now=now)
-        if self._last_scan_started <= activity.last_change:
-            return _CONFIRM_BY_SCAN
-        temp = self._counters.temp_files
-        if temp:
-            return (
-                f"the writers' temporary files in the source to go ({temp} at the last scan; "
-                "a finish forced by SIGUSR2 does not wait for them)"
-            )
-        return None
-
-    def _set_waiting(self, waiting: str | None) -> None:
-        """Publish what the finish waits for; log it when that changes (not its seconds)."""
-        previous = self._waiting_for
-        with self._lock:
-            self._waiting_for = waiting
-        if waiting is not None and (previous or "")[:24] != waiting[:24]:
-            log.info("finish requested; waiting for %s", waiting)
+class Finish(FinishWait):
+    """The finish, up to the marker (when it may begin: `FinishWait`)."""
 
     # ------------------------------------------------------------------ finishing
     def _drain(self, *, settle: bool = False, leave: int = 0) -> None:
@@ -227,7 +175,10 @@ class Finish(EngineState):
                 break
             self._set_state(JobState.VERIFYING)
             # The recheck opens the destination anew: the records of the copies just drained
-            # first (where mtimes cannot say, as through rclone mount, only they can).
+            # first (where mtimes cannot say, as through rclone mount, only they can). On a
+            # share, written back here rather than with the flush before the marker: their
+            # appends then delay the recheck's lookups, not the manifest's write (which they
+            # slowed by 0.1-0.15 s in turns on sshfs: benchmarks/notes.md item 54).
             self._dest.save_records()
             rechecked = self._until_destination_answers(
                 lambda report=report: recheck(

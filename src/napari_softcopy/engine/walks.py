@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from ..destinations import LocalDestination
 from ..platform import available_cores, lower_thread_priority
 from ..proofs import FolderProofs
 from ..verify import VerifyReport, WalkHelper, verify_tree
@@ -178,7 +179,7 @@ class Walks(EngineState):
         if not clean:
             return None
         self._proofs_seq = proofs.seq
-        self._dest.save_records()  # (the walk opens the destination anew, as `verify_tree`)
+        local = self._compared_through()
         self._discard_listing()
         result = self._until_destination_answers(
             lambda: walk_unproven(
@@ -188,6 +189,7 @@ class Walks(EngineState):
                 proofs.spool,
                 marker=self.options.marker,
                 stop=self._stop,
+                dest=local,
             )
         )
         if isinstance(result, VerifyReport):  # (stopped while the destination was away)
@@ -203,6 +205,21 @@ class Walks(EngineState):
         )
         self._report = report
         return report
+
+    def _compared_through(self) -> LocalDestination | None:
+        """The copy's own open destination, for the finish's walk of the unproven folders
+        to compare through, as the proofs were made; None: it opens it anew, and the records
+        of the last copies are written back first, for it to read.
+
+        On a share, opening the root anew (the probe's record) and writing the records back
+        before the walk may begin are round trips after the marker. The path still leads to the
+        folder compared: `Finish._mark_verified` checks it before the marker. An S3
+        destination is opened anew: that checks the bucket is still the copy's, as `verify`
+        does (docs/architecture.md, "Why the finish need not walk every file")."""
+        if isinstance(self._dest, LocalDestination):
+            return self._dest
+        self._dest.save_records()
+        return None
 
     def _proofs_stale(self) -> bool:
         """Whether a folder vouched for by its proof at this finish changed since (the
