@@ -20,7 +20,8 @@ import pytest
 from faults_support import make_archive
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal, JournalRecord, _parse
+from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal
+from napari_softcopy.journal_records import JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
 from napari_softcopy.simulate import simulate
 from napari_softcopy.transfer import copy_file
@@ -67,7 +68,7 @@ def segments(dst: Path) -> list[Path]:
 def journal_records(dst: Path) -> list[JournalRecord]:
     """Every record of the journal's segments that parses."""
     lines = [line for p in segments(dst) for line in p.read_bytes().splitlines(keepends=True)]
-    return [r for r in map(_parse, lines) if r is not None]
+    return [r for r in map(parse_record, lines) if r is not None]
 
 
 def test_manifest_after_a_live_copy_equals_one_from_scratch(tmp_path, manifest_log):
@@ -324,7 +325,7 @@ def test_a_record_stands_for_a_listed_file_only_with_the_stamp_it_names():
     one rule's size and mtime decide."""
     from napari_softcopy.assembly import _reusable
     from napari_softcopy.destinations import Capabilities, FileInfo
-    from napari_softcopy.hashes import JournalRecord, path_key
+    from napari_softcopy.journal_records import JournalRecord, path_key
 
     key = path_key("c/0")
     record = JournalRecord(key, 1, "c/0", 10, 1_000, "7:9", "ab" * 32)
@@ -342,7 +343,7 @@ def test_a_record_reads_back_as_written_and_a_torn_one_is_dropped():
     back; a line cut short anywhere is dropped, never read as another record (a cut in a
     number would otherwise give another sequence or size); a segment of the earlier JSON
     form still reads."""
-    from napari_softcopy.hashes import path_key
+    from napari_softcopy.journal_records import path_key
 
     for rel in ["c/0/1", 'a"b\\c/\tx\ny', "é/ü", "bad\udcff/name"]:
         for record in (
@@ -358,9 +359,9 @@ def test_a_record_reads_back_as_written_and_a_torn_one_is_dropped():
             JournalRecord(path_key(rel), 1 << 40 | 12346, rel),
         ):
             line = record.line()
-            assert _parse(line) == record
-            assert all(_parse(line[:cut]) is None for cut in range(len(line)))
+            assert parse_record(line) == record
+            assert all(parse_record(line[:cut]) is None for cut in range(len(line)))
     glued = b'"c/' + JournalRecord(path_key("c/1"), 10, "c/1", 1, 2, "3:4", "0" * 64).line()
-    assert _parse(glued) is None  # (a torn line glued to the next by a crash)
+    assert parse_record(glued) is None  # (a torn line glued to the next by a crash)
     old = b'{"p": "c/0", "q": 9, "s": 1, "m": 2, "t": "3:4", "b3": "' + b"0" * 64 + b'"}\n'
-    assert _parse(old) == JournalRecord(path_key("c/0"), 9, "c/0", 1, 2, "3:4", "0" * 64)
+    assert parse_record(old) == JournalRecord(path_key("c/0"), 9, "c/0", 1, 2, "3:4", "0" * 64)

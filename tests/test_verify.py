@@ -352,7 +352,7 @@ def test_a_listing_gives_its_files_in_path_order_whatever_order_its_blocks_came_
     folder holding only folders: every file once, in `path_key` order; of a name given
     twice, the later spool's row."""
     from napari_softcopy.destinations import FileInfo
-    from napari_softcopy.hashes import path_key
+    from napari_softcopy.journal_records import path_key
     from napari_softcopy.listing import ListingWriter, spool_folder
 
     paths = [

@@ -23,7 +23,8 @@ from .destinations import (
     FileInfo,
     copy_difference,
 )
-from .hashes import HashJournal, JournalRecord, _json_string, _write_all, path_key
+from .hashes import HashJournal, _write_all
+from .journal_records import JournalRecord, json_string, path_key
 from .layout import is_own_temp_name
 from .listing import Listing
 from .manifest import FORMAT_VERSION, HASH, MANIFEST
@@ -174,7 +175,7 @@ def assemble(
                 counts["files"] += 1
                 counts["bytes"] += size
                 # (as json.dumps writes it, without its cost: once per file of the copy)
-                line = f'{{"path": {_json_string(rel)}, "size": {size}, "{HASH}": "{digest}"}}'
+                line = f'{{"path": {json_string(rel)}, "size": {size}, "{HASH}": "{digest}"}}'
                 lines.append(line.encode())
             _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
 

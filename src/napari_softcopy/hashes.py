@@ -48,7 +48,6 @@ import contextlib
 import functools
 import heapq
 import io
-import json
 import logging
 import os
 import queue
@@ -56,17 +55,14 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from typing import NamedTuple
 
 from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
+from .journal_records import JournalRecord, parse_record, path_key
 from .layout import is_own_temp_name
 from .platform import current_notices, degrade, get_xattr, lower_thread_priority
 from .readback import FolderCache, read_back, read_fd
 
 log = logging.getLogger(__name__)
-
-#: A str as a JSON string, non-ASCII escaped as ``json.dumps`` does (its C encoder).
-_json_string = json.encoder.encode_basestring_ascii
 
 #: The journal's segments: `STATE_DIR` files of this prefix (flat: a `Destination` removes
 #: files, not folders, and the manifest's folder is left as it was).
@@ -77,92 +73,6 @@ FLUSH_S = 2.0  # a partial batch is written after this long
 QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
 FANIN = 16  # segments of one level merged into one of the next
 _RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run
-
-
-class JournalRecord(NamedTuple):
-    """One record: the hash of a version of ``rel``, or (``digest`` empty) its invalidation.
-    Tuples order by path (`key`: `path_key`, the order of a sorted walk), then `seq`."""
-
-    key: str
-    seq: int
-    rel: str
-    size: int = -1
-    mtime_ns: int = -1
-    stamp: str = ""
-    digest: str = ""
-
-    def line(self) -> bytes:
-        """The record as a line of tab-separated fields: the path and the stamp as JSON
-        strings (json's own encoder: ASCII, no tab or newline, any path reads back), the
-        numbers and the hex digest bare. Parsed by a split, a fifth of ``json.loads``' time
-        (once per file at the finish)."""
-        rel = _json_string(self.rel)
-        if not self.digest:
-            return f"{rel}\t{self.seq}\n".encode()
-        return (
-            f"{rel}\t{self.seq}\t{self.size}\t{self.mtime_ns}\t"
-            f"{_json_string(self.stamp)}\t{self.digest}\n"
-        ).encode()
-
-
-def path_key(rel: str) -> str:
-    """The order of a walk that lists each folder sorted by name (`sorted_files`): the path
-    with "/" made the lowest character (it is in no name), which orders paths as the tuples
-    of their components would, at the cost of one string."""
-    return rel.replace("/", "\0")
-
-
-def _unquote(field: bytes) -> str:
-    """A JSON string field of `JournalRecord.line` (ValueError if it is not one)."""
-    text = field.decode("ascii")
-    if len(text) < 2 or text[0] != '"' or text[-1] != '"':
-        raise ValueError(text)
-    if "\\" in text:
-        return json.loads(text)
-    inner = text[1:-1]
-    if '"' in inner:  # (two lines glued by a crash: never taken for a path)
-        raise ValueError(text)
-    return inner
-
-
-def _parse(line: bytes) -> JournalRecord | None:
-    """A record from its line; None for a line torn by a crash (no newline at its end, a
-    field missing or not of its kind): dropped."""
-    if line[:1] == b"{":
-        return _parse_json(line)
-    if not line.endswith(b"\n"):
-        return None  # (cut short: a number in it may be cut too)
-    fields = line[:-1].split(b"\t")
-    try:
-        rel, seq = _unquote(fields[0]), int(fields[1])
-        if len(fields) == 2:
-            return JournalRecord(path_key(rel), seq, rel)
-        if len(fields) != 6 or len(fields[5]) != 64:
-            return None
-        size, mtime, stamp = int(fields[2]), int(fields[3]), _unquote(fields[4])
-        return JournalRecord(path_key(rel), seq, rel, size, mtime, stamp, fields[5].decode())
-    except (ValueError, IndexError, UnicodeDecodeError):
-        return None
-
-
-def _parse_json(line: bytes) -> JournalRecord | None:
-    """A record of a segment written by an earlier version (a JSON object a line), so that a
-    copy resumed across an upgrade keeps its hashes."""
-    try:
-        item = json.loads(line)
-        rel, seq = item["p"], item["q"]
-        if not isinstance(rel, str) or type(seq) is not int:
-            return None
-        if "b3" not in item:
-            return JournalRecord(path_key(rel), seq, rel)
-        size, mtime, stamp, digest = item["s"], item["m"], item["t"], item["b3"]
-        if type(size) is not int or type(mtime) is not int or not isinstance(stamp, str):
-            return None
-        if not isinstance(digest, str) or len(digest) != 64:
-            return None
-        return JournalRecord(path_key(rel), seq, rel, size, mtime, stamp, digest)
-    except (ValueError, KeyError, TypeError):
-        return None  # (torn by a crash: dropped)
 
 
 def _segment_name(level: int, run: int, n: int) -> str:
@@ -448,7 +358,7 @@ class HashJournal:
             # (a destination's reader may be unbuffered: lines read a byte per call there)
             lines = io.BufferedReader(f, 1 << 16) if isinstance(f, io.RawIOBase) else f
             for line in lines:
-                record = _parse(line)
+                record = parse_record(line)
                 if record is not None:
                     yield record
 

@@ -17,7 +17,7 @@ spool file in a temporary folder of the walk's own (`spool_folder`: deleted whol
 listing, so that a part cut short leaves nothing behind), at most one folder's rows held. A
 `Listing` is the spools and, per folder, where its blocks are; it is small (a few tens of
 bytes per folder), is sent back from a helper process with its part's report, and `Listing.files`
-gives every file in the manifest's order (`hashes.path_key`: each folder listed sorted by
+gives every file in the manifest's order (`journal_records.path_key`: each folder listed sorted by
 name, a folder's content where its name comes), merging the parts' blocks folder by folder.
 """
 
@@ -83,7 +83,7 @@ class Listing:
         )
 
     def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
-        """Every file, in `hashes.path_key` order, with its `FileInfo` as listed. Stops
+        """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed. Stops
         early (incomplete) when ``stop`` is set: the caller checks it.
 
         The blocks are taken in their folders' order (a folder before what is below it,
