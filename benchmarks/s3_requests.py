@@ -29,7 +29,7 @@ from pathlib import Path
 from . import bulk
 from .common import REPO, Workdir
 from .live import WORKLOADS
-from .s3 import BUCKET, SeaweedS3, command, objects, server_cpu_s
+from .s3 import BUCKET, SeaweedS3, command, objects, relay_answer, server_cpu_s
 
 #: Headers whose presence (or value's kind) is counted per request.
 WATCHED = (
@@ -87,15 +87,7 @@ class LoggingProxy:
                 self.upstream.request(self.command, self.path, body or None, headers)
                 answer = self.upstream.getresponse()
                 data = answer.read()
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                relay_answer(self, answer, data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 

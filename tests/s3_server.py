@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import http.client
+import http.server
 import json
 import os
 import secrets
@@ -201,6 +203,23 @@ class SeaweedS3:
                         os.unlink(sock)
 
 
+def relay_answer(
+    handler: http.server.BaseHTTPRequestHandler, answer: http.client.HTTPResponse, data: bytes
+) -> None:
+    """Send the upstream server's ``answer`` (its body ``data``, read whole) back through a
+    proxy's ``handler``: status, headers, body."""
+    handler.send_response(answer.status)
+    for name, value in answer.getheaders():
+        if name.lower() not in ("content-length", "transfer-encoding", "connection"):
+            handler.send_header(name, value)
+    # (a HEAD's length is the object's, not that of the empty body read here)
+    length = answer.getheader("Content-Length") if handler.command == "HEAD" else None
+    handler.send_header("Content-Length", length or str(len(data)))
+    handler.end_headers()
+    if handler.command != "HEAD":
+        handler.wfile.write(data)
+
+
 class FailingProxy:
     """An HTTP proxy on 127.0.0.1 in front of a real server that answers 500 InternalError
     (or ``answer``), as a server failing on its side does, to the requests
@@ -218,8 +237,6 @@ class FailingProxy:
     def __init__(
         self, server: SeaweedS3, fails, answer: tuple[int, str] = (500, "InternalError")
     ) -> None:
-        import http.client
-        import http.server
 
         self.server, self.fails, self.failed = server, fails, 0
         status, code = answer
@@ -254,16 +271,7 @@ class FailingProxy:
                     data = answer.read()
                 finally:
                     conn.close()
-                self.send_response(answer.status)
-                for name, value in answer.getheaders():
-                    if name.lower() not in ("content-length", "transfer-encoding", "connection"):
-                        self.send_header(name, value)
-                # (a HEAD's length is the object's, not that of the empty body read here)
-                length = answer.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                relay_answer(self, answer, data)
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 

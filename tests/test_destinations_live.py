@@ -14,7 +14,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from mounts import Mount, mounted
@@ -26,7 +25,7 @@ from napari_softcopy.transfer import sync_file
 from napari_softcopy.verify import verify_tree
 from napari_softcopy.verify_folders import walk_unproven
 from support import assert_manifest_is_fresh, engine, tree_bytes, wait_for
-from test_proofs import QUICK, wait_until_proven, write_array
+from test_proofs import rewrite_after_proofs
 
 PRESET = dataclasses.replace(PRESETS["demo"], shape=(6, 8, 128, 128))
 
@@ -186,28 +185,8 @@ def test_a_rewrite_after_its_folder_was_proven_is_copied_before_the_marker_on_a_
     copy) on sshfs, where only the records tell the versions apart: the finish, walking
     through the copy's own destination, copies it before the marker."""
     src, dst = tmp_path / "acq.zarr", share.path / f"proven-{tmp_path.name}"
-    e = engine(src, dst, tuning=QUICK, wait_for_source=True)
-    try:
-        a = write_array(src)
-        every = wait_until_proven(e, src)
-        held, add_hints = "c/2/5/3", e._pending.add_hints
-        monkeypatch.setattr(
-            e._pending,
-            "add_hints",
-            lambda hints, **kw: add_hints([h for h in hints if h[0] != held], **kw),
-        )
-        chunk = src / held
-        st = chunk.stat()
-        a[2, 5, 24:32] = np.full(8, 250, dtype="uint8")
-        os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
-        assert chunk.stat().st_size == st.st_size
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
-    finally:
-        e.stop()
-        e.wait(10)
+    e, every = rewrite_after_proofs(src, dst, monkeypatch)
     assert e.status().state == "verified", e.status().message
-    assert (dst / held).read_bytes() == bytes([250] * 8)
     copied = {k: v for k, v in tree_bytes(dst).items() if not k.startswith(f"{STATE_DIR}/")}
     assert copied == tree_bytes(src)
     assert verify_tree(src, dst).ok  # (mtimes to the second there)

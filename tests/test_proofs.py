@@ -58,28 +58,26 @@ def wait_until_proven(e, src: Path) -> set[str]:
     return every
 
 
-def test_a_file_rewritten_after_its_folder_was_proven_is_copied_before_the_marker(
-    tmp_path, monkeypatch
-):
-    """The rewrite's event marks its folder, so the finish walks that folder again and
-    copies the file before the marker, even where the live copy has not copied it yet (here
-    its hint is held back from the copy, as when its event waits behind thousands of others:
-    only the finish can catch it)."""
-    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+HELD = "c/2/5/3"  # (the chunk `rewrite_after_proofs` rewrites)
+
+
+def rewrite_after_proofs(src: Path, dst: Path, monkeypatch) -> tuple[object, set[str]]:
+    """Copy an archive live until every folder is proven, then rewrite the chunk `HELD` in
+    place just before the marker: same size, new bytes (250 x 8), its mtime put back (size
+    and mtime alone would call the old copy current: only its stamp or record tells), its
+    hint held back from the live copy (as when its event waits behind thousands: only the
+    finish can catch it). Returns the ended engine and the folders proven before."""
     e = engine(src, dst, tuning=QUICK, wait_for_source=True)
     try:
         a = write_array(src)
         every = wait_until_proven(e, src)
-        assert len(every) == 38  # (the root, c, c/0..3, 32 folders of chunks)
-        held, add_hints = "c/2/5/3", e._pending.add_hints
+        add_hints = e._pending.add_hints
         monkeypatch.setattr(
             e._pending,
             "add_hints",
-            lambda hints, **kw: add_hints([h for h in hints if h[0] != held], **kw),
+            lambda hints, **kw: add_hints([h for h in hints if h[0] != HELD], **kw),
         )
-        # Rewritten in place just before the marker: same size, new bytes, its mtime put
-        # back (size and mtime alone would call the old copy current: only its stamp tells).
-        chunk = src / held
+        chunk = src / HELD
         st = chunk.stat()
         a[2, 5, 24:32] = np.full(8, 250, dtype="uint8")
         os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
@@ -89,7 +87,20 @@ def test_a_file_rewritten_after_its_folder_was_proven_is_copied_before_the_marke
     finally:
         e.stop()
         e.wait(10)
-    assert (dst / held).read_bytes() == bytes([250] * 8)
+    assert (dst / HELD).read_bytes() == bytes([250] * 8)
+    return e, every
+
+
+def test_a_file_rewritten_after_its_folder_was_proven_is_copied_before_the_marker(
+    tmp_path, monkeypatch
+):
+    """The rewrite's event marks its folder, so the finish walks that folder again and
+    copies the file before the marker, even where the live copy has not copied it yet (here
+    its hint is held back from the copy, as when its event waits behind thousands of others:
+    only the finish can catch it)."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    e, every = rewrite_after_proofs(src, dst, monkeypatch)
+    assert len(every) == 38  # (the root, c, c/0..3, 32 folders of chunks)
     assert_identical(src, dst)
     assert_manifest_is_fresh(dst)
     v = e.status().verification
