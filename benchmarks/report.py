@@ -280,6 +280,10 @@ def render(results: dict, plot_ok: bool) -> str:
         lines += [*_table(["", "napari-softcopy"], rows), ""]
 
     lines += network_section()
+    # (the drain on the share measured again on its own, in turns, summed up by hand)
+    drain = REPO / "benchmarks" / "results" / "sshfs-drain-section.md"
+    if drain.exists():
+        lines += [drain.read_text().rstrip(), ""]
     # (the S3 comparison is a run of its own, `benchmarks.s3`, summed up by hand)
     s3 = REPO / "benchmarks" / "results" / "s3-section.md"
     if s3.exists():
