@@ -14,6 +14,7 @@ from napari_softcopy.destinations import (
     FileInfo,
     copy_difference,
     is_copy_of,
+    same_version,
     source_stamp,
 )
 from napari_softcopy.transfer import RACY_S, settle_left
@@ -83,3 +84,30 @@ def test_the_settle_check():
     assert 0.0 < settle_left(now) <= RACY_S  # just written: wait
     assert settle_left(now - 5 * 10**6, 1.0) == pytest.approx(0.995, abs=0.05)
     assert settle_left(now + 60 * 10**9) == 0.0  # a clock ahead: never waited for
+
+
+def test_the_rules_common_case_is_the_rule(source):
+    """`same_version` (the shortcut of the resume scan and the manifest) says "copy" only
+    where `copy_difference` does, given no stamp of another version; and never where a
+    record, another size or mtime, a folder or a destination without mtimes decides."""
+    from napari_softcopy.destinations import NO_MTIME_NS, SourceRecord
+
+    size, mtime = source.st_size, source.st_mtime_ns
+    record = SourceRecord(size, mtime, source_stamp(source))
+    cases = [
+        copy_of(source),
+        copy_of(source, stamp=source_stamp(source)),
+        copy_of(source, size=size + 1),
+        copy_of(source, mtime_ns=mtime + 1),
+        copy_of(source, is_dir=True, is_file=False),
+        copy_of(source, record=record),
+    ]
+    coarse = Capabilities(mtime_precision_ns=NO_MTIME_NS, xattrs=False)
+    for caps in (EXACT, FAT, coarse):
+        for info in cases:
+            if same_version(info, size, mtime, caps):
+                assert copy_difference(source, info, caps) is None, (info, caps)
+    assert same_version(copy_of(source), size, mtime, EXACT)
+    assert not same_version(copy_of(source, record=record), size, mtime, EXACT)
+    assert not same_version(copy_of(source), size, mtime, coarse)
+    assert not same_version(copy_of(source, mtime_ns=mtime + 1), size, mtime, FAT)

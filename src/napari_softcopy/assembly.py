@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from .destinations import (
-    NO_MTIME_NS,
     STATE_DIR,
     Capabilities,
     Destination,
     FileInfo,
     copy_difference,
+    same_version,
 )
 from .hashes import HashJournal, _write_all
 from .journal_records import JournalRecord, json_string, path_key
@@ -91,17 +91,8 @@ def _reusable(record: JournalRecord | None, key: str, info: FileInfo, caps: Capa
     listed = info.stamp if info.stamp is not None else (b"" if caps.xattrs else None)
     if listed is not None and listed.decode("ascii", "replace") != record.stamp:
         return False  # (checked here: the rule needs the stamp's parts, parsed below)
-    if (
-        listed
-        and info.record is None
-        and info.size == record.size
-        and info.mtime_ns == record.mtime_ns
-        and info.is_file
-        and caps.mtime_precision_ns < NO_MTIME_NS
-    ):
-        # The rule's answer without its parts (nearly every file): size and mtime equal to
-        # the nanosecond and the very stamp of the version recorded, no record to decide.
-        return True
+    if listed and same_version(info, record.size, record.mtime_ns, caps):
+        return True  # (nearly every file: the very stamp of the version recorded, above)
     ino, _, ctime = record.stamp.partition(":")
     try:
         version = _CopiedVersion(record.size, record.mtime_ns, int(ino or -1), int(ctime or -1))

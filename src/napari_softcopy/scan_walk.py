@@ -26,7 +26,7 @@ import stat
 from functools import partial
 from typing import Any
 
-from .destinations import NO_MTIME_NS, Destination, FileInfo, LocalDestination, is_copy_of
+from .destinations import Destination, FileInfo, LocalDestination, is_copy_of, same_version
 from .helper_process import HelperProcess, serve, setup_argument
 from .layout import METADATA_NAMES, is_metadata_name, is_own_temp_name, is_temp_name
 from .march import Folder, MarchHandler, march
@@ -64,7 +64,6 @@ class ScanHandler(MarchHandler):
         "marker_path",
         "marker_prefix",
         "newest",
-        "same_is_copy",
         "temp",
     )
 
@@ -77,11 +76,8 @@ class ScanHandler(MarchHandler):
         # (compared by name first: a path is made only for a file that is queued)
         prefix, _, self.marker_name = marker.rpartition("/")
         self.marker_prefix = f"{prefix}/" if prefix else ""
-        # Where the one rule (`is_copy_of`) is sure to call a file with the source's size
-        # and exact mtime a copy (mtimes kept, no stamp read: not a deep scan), that common
-        # case of a resume is answered here, one call instead of three; anything else asks
-        # the rule.
-        self.same_is_copy = not deep and self.capabilities.mtime_precision_ns < NO_MTIME_NS
+        # (not a deep scan: no stamp is read, so the rule's common case, `same_version`,
+        # answers a resume's files, one call instead of three; anything else asks the rule)
         self.temp = self.files_dst = self.bytes_dst = self.chunks_dst = 0
         self.newest = 0  # the latest ctime of a source folder or file: a change events missed?
 
@@ -177,11 +173,9 @@ class ScanHandler(MarchHandler):
             self.bytes_dst += info.size
             self.chunks_dst += name not in METADATA_NAMES  # (`is_metadata_name`, inline)
             if (
-                self.same_is_copy
-                and info.size == st.st_size
-                and info.mtime_ns == st.st_mtime_ns
-                and info.record is None
+                not self.deep
                 and info.stamp is None
+                and same_version(info, st.st_size, st.st_mtime_ns, self.capabilities)
             ):
                 return False
             rel = folder.prefix + name

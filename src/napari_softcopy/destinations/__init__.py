@@ -19,6 +19,7 @@ from .base import (
     copy_difference,
     is_copy_of,
     mtime_matches,
+    same_version,
     source_stamp,
 )
 from .local import LocalDestination, LocalTempFile
@@ -49,5 +50,6 @@ __all__ = [
     "is_s3_url",
     "mtime_matches",
     "open_destination",
+    "same_version",
     "source_stamp",
 ]

@@ -263,6 +263,21 @@ def copy_difference(
     return None
 
 
+def same_version(copy: FileInfo, size: int, mtime_ns: int, capabilities: Capabilities) -> bool:
+    """The one rule's common case, answered without its parts (a resume scan or a manifest
+    asks it of every file): ``copy`` is a regular file of exactly ``size`` and ``mtime_ns``,
+    with no record of its own to decide, on a destination that keeps mtimes. Then
+    `copy_difference` calls it a copy of that source version unless a stamp recorded on it
+    names another one: the caller compares the stamp (or has none to compare)."""
+    return (
+        copy.is_file
+        and copy.record is None
+        and copy.size == size
+        and copy.mtime_ns == mtime_ns
+        and capabilities.mtime_precision_ns < NO_MTIME_NS
+    )
+
+
 def is_copy_of(
     source: SourceStat,
     copy: FileInfo | None,
