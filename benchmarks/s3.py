@@ -34,7 +34,7 @@ from .common import REPO, Workdir, python, warm
 from .live import WORKLOADS
 
 sys.path.insert(0, str(REPO / "tests"))
-from s3_server import SeaweedS3, relay_answer  # noqa: F401 (relay_answer: for s3_requests)
+from s3_server import LoopbackProxy, SeaweedS3, relay_answer  # noqa: F401 (for s3_requests)
 
 BUCKET = "softcopy"
 #: ``ours`` with its defaults (idle IO and CPU priority: on a busy machine it yields, by

@@ -29,7 +29,7 @@ from pathlib import Path
 from . import bulk
 from .common import REPO, Workdir
 from .live import WORKLOADS
-from .s3 import BUCKET, SeaweedS3, command, objects, relay_answer, server_cpu_s
+from .s3 import BUCKET, LoopbackProxy, SeaweedS3, command, objects, relay_answer, server_cpu_s
 
 #: Headers whose presence (or value's kind) is counted per request.
 WATCHED = (
@@ -44,7 +44,7 @@ WATCHED = (
 )
 
 
-class LoggingProxy:
+class LoggingProxy(LoopbackProxy):
     """An HTTP proxy on 127.0.0.1 (a free port) that passes every request to ``target``
     untouched (the Host header too: signatures hold) and records it (`requests`)."""
 
@@ -91,9 +91,7 @@ class LoggingProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._serve(Handler)
 
     def record(self, method: str, path: str, headers, size: int) -> None:
         split = urllib.parse.urlsplit(path)
@@ -115,19 +113,6 @@ class LoggingProxy:
                     "t": time.monotonic(),
                 }
             )
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> LoggingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(10)
 
 
 def summary(requests: list[dict], files: int, start: float, end: float) -> dict:

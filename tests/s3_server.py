@@ -27,6 +27,7 @@ import urllib.parse
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Self
 
 import pytest
 
@@ -220,7 +221,31 @@ def relay_answer(
         handler.wfile.write(data)
 
 
-class FailingProxy:
+class LoopbackProxy:
+    """The running part of an HTTP proxy on 127.0.0.1, on a free port: its server in a
+    thread of its own while the proxy is entered (`FailingProxy`, the benchmark's
+    `s3_requests.LoggingProxy`), stopped when it is left. `endpoint` is its URL."""
+
+    def _serve(self, handler: type[http.server.BaseHTTPRequestHandler]) -> None:
+        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(10)
+
+
+class FailingProxy(LoopbackProxy):
     """An HTTP proxy on 127.0.0.1 in front of a real server that answers 500 InternalError
     (or ``answer``), as a server failing on its side does, to the requests
     ``fails(method, path, headers)`` picks (and
@@ -275,25 +300,10 @@ class FailingProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
-        self._httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        self._serve(Handler)
 
     def env(self) -> dict[str, str]:
         return self.server.env() | {"AWS_ENDPOINT_URL": self.endpoint}
-
-    def __enter__(self) -> FailingProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(10)
 
 
 @contextlib.contextmanager
