@@ -238,7 +238,6 @@ class FolderProofs:
         they were compared (the same watch descriptor in ``watch_ids``, absolute paths below
         ``root``)."""
         prefix = root.rstrip("/") + "/"
-        watch_at = _PACKED.size - 4  # (the watch descriptor: the last field)
         with self._lock:
             dirty = self._dirty
             packed = {
@@ -246,7 +245,7 @@ class FolderProofs:
                 for folder, data in self._proofs.items()
                 if folder not in dirty
                 and watch_ids.get(prefix + folder if folder else prefix[:-1])
-                == int.from_bytes(data[watch_at:], "little", signed=True)
+                == _PACKED.unpack(data)[-1]  # (the watch descriptor)
             }
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
         return StandingProofs(packed, subfolders)
