@@ -20,6 +20,7 @@ import pytest
 from faults_support import make_archive
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
+from napari_softcopy import hashes
 from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal
 from napari_softcopy.journal_records import JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
@@ -53,7 +54,7 @@ def assembled_counts(caplog) -> tuple[int, int, int]:
     """(files, hashes from the journal, files hashed at the finish) of the last manifest."""
     for record in reversed(caplog.records):
         found = re.search(
-            r"manifest of (\d+) files.*: (\d+) hashes from the copy's journal, (\d+) files",
+            r"manifest of (\d+) files.*: (\d+) hashes from the copy's journal[^,]*, (\d+) files",
             record.getMessage(),
         )
         if found:
@@ -195,6 +196,47 @@ def test_the_finish_hashes_only_the_files_the_journal_holds_no_current_hash_of(t
     assert (done.files, done.from_journal, done.hashed) == (31, 29, 2)
     entries = assert_manifest_is_fresh(dst)
     assert entries["f07"].digest == blake3.blake3((src / "f07").read_bytes()).hexdigest()
+
+
+def _copy_hashed(src: Path, dest: LocalDestination, rel: str, journal: HashJournal) -> None:
+    result = copy_file(str(src / rel), dest, rel, stop=threading.Event(), digest=True)
+    assert result.committed
+    journal.published(rel, result.size, result.mtime_ns, result.stamp, result.digest)
+
+
+def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back(
+    tmp_path, monkeypatch
+):
+    """This run's records kept in memory (`HashJournal.fresh`): a background hash of an
+    earlier publish that comes after a later one does not replace the later's; beyond
+    `FRESH_MAX` the oldest are dropped, and the finish takes theirs from the segments. The
+    manifest is right either way, no file read back."""
+    monkeypatch.setattr(hashes, "FRESH_MAX", 10)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    for i in range(30):
+        (src / f"f{i:02d}").write_bytes(os.urandom(1000 + i))
+    dest = LocalDestination(dst)
+    try:
+        journal = HashJournal(dest, low_priority=False, flush_s=0.0)
+        _copy(src, dest, "f29", journal)  # (no hash of its bytes: queued, no thread yet)
+        (src / "f29").write_bytes(os.urandom(2000))
+        for i in range(30):
+            _copy_hashed(src, dest, f"f{i:02d}", journal)
+        latest = journal.fresh()["f29"]
+        journal.start()  # (hashes the queued, older publish of f29: an older record)
+        wait_for(
+            lambda: any(r.rel == "f29" and not r.digest for r in journal_records(dst)),
+            what="the older publish's record (an invalidation: the file changed since)",
+        )
+        assert len(journal.fresh()) == 10 and journal.fresh_dropped == 20
+        assert journal.fresh()["f29"] is latest and latest.digest
+        done = assemble(dest, source=str(src), marker=None, journal=journal)
+        journal.discard()
+    finally:
+        dest.close()
+    assert (done.files, done.from_journal, done.hashed) == (30, 30, 0)
+    assert_manifest_is_fresh(dst)
 
 
 def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_path):

@@ -315,3 +315,27 @@ def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
     assert folders[3] not in standing and len(standing) == len(folders) - 1
     assert all(standing[f] == made(f) for f in folders if f != folders[3])
     proofs.discard()
+
+
+def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_path):
+    """A folder without subfolders proven during the copy has its manifest lines made then,
+    from the hashes of this run's copies of its files: the finish copies them whole, and the
+    manifest equals one made by reading every file back. A chunk rewritten after its folder
+    was proven (`rewrite_after_proofs`'s case) is covered by the test above: its folder's
+    lines are not used, and `assert_manifest_is_fresh` there finds the new bytes' hash."""
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    e = engine(src, dst, tuning=QUICK, wait_for_source=True)
+    try:
+        write_array(src)
+        wait_until_proven(e, src)
+        (src / "complete").write_text("")
+        assert e.wait(120), e.status().message
+    finally:
+        e.stop()
+        e.wait(10)
+    assert_identical(src, dst)
+    assert_manifest_is_fresh(dst)
+    v = e.status().verification
+    # (the 32 folders of chunks have no subfolders: each one's 8 lines made when proven)
+    assert v["manifest_from_proofs"] == 256, v
+    assert e._hashes is None  # (discarded with what it kept: the manifest holds it)

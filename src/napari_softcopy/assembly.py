@@ -1,6 +1,12 @@
-"""The manifest assembled at the finish (`assemble`): a walk of the destination in path order
-merged with the hash journal's latest records (`hashes.HashJournal.latest`), so that only the
-files the journal holds no current hash of are read back and hashed then."""
+"""The manifest assembled at the finish (`assemble`): a walk of the destination in path order,
+each file's hash taken from the hash journal's latest record of it (this run's kept in
+memory, `hashes.HashJournal.fresh`, else the segments' `hashes.HashJournal.latest`), so that
+only the files the journal holds no current hash of are read back and hashed then.
+
+A folder proven during the copy has its lines made then (`ManifestLines`, by the same rule,
+`_reusable`): the finish copies them whole (`listing.ManifestBlock`), in its folder's place.
+Why they still stand at the finish: they are the rows its proof vouches for (`listing`'s
+docstring says why those stand), each with the hash of that very version."""
 
 from __future__ import annotations
 
@@ -26,7 +32,7 @@ from .destinations import (
 from .hashes import HashJournal, _write_all
 from .journal_records import JournalRecord, json_string, path_key
 from .layout import is_own_temp_name
-from .listing import Listing
+from .listing import Listing, ManifestBlock, Row
 from .manifest import FORMAT_VERSION, HASH, MANIFEST
 from .readback import hash_workers, read_back
 
@@ -34,8 +40,9 @@ from .readback import hash_workers, read_back
 @dataclass(frozen=True)
 class Assembled:
     """What `assemble` wrote: files and bytes listed, hashes taken from the journal, files
-    hashed at the finish (and their bytes), seconds, and whether the files came from the
-    verification's listing (else from a walk of the destination)."""
+    hashed at the finish (and their bytes), seconds, whether the files came from the
+    verification's listing (else from a walk of the destination), and the files whose lines
+    were made when their folder was proven (`ManifestLines`; of those from the journal)."""
 
     files: int
     bytes: int
@@ -44,6 +51,7 @@ class Assembled:
     hashed_bytes: int
     seconds: float
     from_listing: bool = False
+    from_proofs: int = 0
 
 
 def sorted_files(
@@ -101,6 +109,40 @@ def _reusable(record: JournalRecord | None, key: str, info: FileInfo, caps: Capa
     return copy_difference(version, info, caps) is None
 
 
+def _line(rel: str, size: int, digest: str) -> str:
+    """A manifest line (as json.dumps writes it, without its cost: once per file)."""
+    return f'{{"path": {json_string(rel)}, "size": {size}, "{HASH}": "{digest}"}}'
+
+
+class ManifestLines:
+    """Makes the manifest lines of a folder being proven (`proofs.ProofSpool.block`) from
+    this run's records of its files (`hashes.HashJournal.fresh`), where every file has one
+    that is its hash by the rule (`_reusable`); `used` holds them, for the journal to
+    forget once the proof is kept (`hashes.HashJournal.forget_fresh`)."""
+
+    def __init__(self, journal: HashJournal, caps: Capabilities) -> None:
+        self.journal = journal
+        self.caps = caps
+        self.used: list[JournalRecord] = []
+
+    def __call__(self, folder: str, rows: list[Row]) -> bytes | None:
+        self.used = []
+        fresh, caps, used = self.journal.fresh(), self.caps, []
+        lines = []
+        for name, size, mtime_ns, stamp in rows:
+            rel = f"{folder}/{name}"
+            record = fresh.get(rel)
+            info = FileInfo(False, True, size, mtime_ns, stamp)
+            if record is None or not _reusable(record, record.key, info, caps):
+                return None  # (the finish takes or makes the hashes of this folder)
+            used.append(record)
+            lines.append(_line(rel, size, record.digest))
+        if not lines:
+            return None
+        self.used = used
+        return ("\n".join(lines) + "\n").encode()
+
+
 def assemble(
     dest: Destination,
     *,
@@ -129,7 +171,10 @@ def assemble(
     with contextlib.ExitStack() as stack:
         if journal is not None:
             stack.enter_context(journal.paused())
-        records = journal.latest() if journal is not None else iter(())
+        fresh = journal.fresh() if journal is not None else {}
+        # (read only where a file has no record in ``fresh``: a run that copied all itself
+        # reads none of it)
+        records = _Lazy(journal.latest) if journal is not None else iter(())
         caps = dest.capabilities
         stamps = caps.xattrs
         temp = dest.create_temp(MANIFEST)
@@ -148,7 +193,8 @@ def assemble(
         width = len(json.dumps(header)) + 16
         _write_all(fd, b" " * width + b"\n")
         pool = stack.enter_context(ThreadPoolExecutor(hash_workers(dest), "softcopy-hash"))
-        counts = {"files": 0, "bytes": 0, "journal": 0, "hashed": 0, "hashed_bytes": 0}
+        counts = dict.fromkeys(("files", "bytes", "journal", "hashed", "hashed_bytes", "proofs"), 0)
+        blocks: dict[str, object] = {}  # (the spools of the blocks, each opened once)
         window: list[tuple[str, int, str | Future]] = []
 
         def write(window: list[tuple[str, int, str | Future]]) -> None:
@@ -165,23 +211,47 @@ def assemble(
                     counts["hashed_bytes"] += size
                 counts["files"] += 1
                 counts["bytes"] += size
-                # (as json.dumps writes it, without its cost: once per file of the copy)
-                line = f'{{"path": {json_string(rel)}, "size": {size}, "{HASH}": "{digest}"}}'
-                lines.append(line.encode())
+                lines.append(_line(rel, size, digest).encode())
             _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
 
-        record = next(records, None)
+        def copy_block(block: ManifestBlock) -> None:
+            f = blocks.get(block.spool)
+            if f is None:
+                f = blocks[block.spool] = stack.enter_context(open(block.spool, "rb"))
+            f.seek(block.offset)
+            data = f.read(block.length)
+            if len(data) != block.length:
+                raise OSError(f"the proofs' spool {block.spool} was cut short")
+            _write_all(fd, data)
+            counts["files"] += block.files
+            counts["bytes"] += block.bytes
+            counts["journal"] += block.files
+            counts["proofs"] += block.files
+
+        record = None
         if listing is not None:
             files = listing.files(stop)
         else:
             files = sorted_files(dest, marker, stamps, stop)
         for rel, info in files:
-            key = path_key(rel)
-            while record is not None and record.key < key:
-                record = next(records, None)
-            if _reusable(record, key, info, caps):
+            if type(info) is ManifestBlock:
+                write(window)
+                window = []
+                copy_block(info)
+                continue
+            found = fresh.get(rel)
+            if found is not None:
+                key = found.key
+            else:
+                key = path_key(rel)
+                if record is None or record.key < key:
+                    record = next(records, None)
+                    while record is not None and record.key < key:
+                        record = next(records, None)
+                found = record
+            if _reusable(found, key, info, caps):
                 counts["journal"] += 1
-                window.append((rel, info.size, record.digest))
+                window.append((rel, info.size, found.digest))
             else:
                 window.append((rel, info.size, pool.submit(read_back, dest, rel)))
             if len(window) >= 256:  # (bounded: a window of files in flight, in order)
@@ -206,4 +276,21 @@ def assemble(
         counts["hashed_bytes"],
         round(time.monotonic() - t0, 3),
         listing is not None,
+        counts["proofs"],
     )
+
+
+class _Lazy:
+    """An iterator made by ``make()`` at its first use."""
+
+    def __init__(self, make) -> None:
+        self._make = make
+        self._it = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._it is None:
+            self._it = iter(self._make())
+        return next(self._it)

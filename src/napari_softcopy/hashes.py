@@ -31,7 +31,15 @@ power cut, is dropped). Nothing grows in memory: the queue and the buffer are bo
 segments are merged in the background (`FANIN` at a time, keeping the latest record per
 path), so a day of millions of files holds a few dozen segments. At the finish they are
 merged in path order (`JournalRecord.key`) beside the destination's listing in that order
-(`assembly.assemble`).
+(`assembly.assemble`), where a file's record is not among this run's kept in memory.
+
+**Kept in memory too** (`fresh`): this run's latest record of each path, up to `FRESH_MAX`
+(the oldest dropped first: they are in the segments). A folder proven during the copy turns
+its files' records into the manifest's lines then (`assembly.ManifestLines`) and they are
+forgotten (`forget_fresh`), so what is kept is about the files of the folders not proven yet.
+The finish takes a file's record from here first and reads the segments only for the files
+this misses (copied by an earlier run, or dropped): a run that copied everything itself
+reads no segment at its finish.
 
 A record names the source version copied (size, mtime, stamp: as a copy's record,
 `destinations.SourceRecord`) and a sequence number (run, then order of publish; one path is
@@ -71,6 +79,9 @@ SEGMENT = ".tsv"  # a segment's name ends so (lines of tab-separated fields: `Jo
 BATCH = 4096  # records per segment: a write per this many files, not one per file
 FLUSH_S = 2.0  # a partial batch is written after this long
 QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
+#: Records of this run kept in memory (`HashJournal.fresh`), beyond which the oldest are
+#: dropped (they are in the segments): about 300 bytes each, so at most about 20 MB.
+FRESH_MAX = 65536
 FANIN = 16  # segments of one level merged into one of the next
 _RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run
 
@@ -122,6 +133,8 @@ class HashJournal:
         # (None: a wake-up for the thread, `_stop_thread`)
         self._queue: queue.Queue[tuple[str, int, int, str, int] | None] = queue.Queue(queue_size)
         self._buffer: list[JournalRecord] = []
+        self._fresh: dict[str, JournalRecord] = {}  # (`fresh`)
+        self.fresh_dropped = 0  # records dropped from `fresh` (still in the segments)
         self._buffer_since = 0.0
         self._lock = threading.Lock()  # the buffer and the sequence
         self._busy = threading.Lock()  # held while hashing, writing or merging (`paused`)
@@ -166,7 +179,9 @@ class HashJournal:
                 seq = self.run << _RUN_SHIFT | self._counter
                 if not self._buffer:
                     self._buffer_since = time.monotonic()
-                self._buffer.append(JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest))
+                record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
+                self._buffer.append(record)
+                self._keep_fresh(record)
             return
         with self._lock:
             self._counter += 1
@@ -190,6 +205,37 @@ class HashJournal:
             if not self._buffer:
                 self._buffer_since = time.monotonic()
             self._buffer.append(record)
+            self._keep_fresh(record)
+
+    def _keep_fresh(self, record: JournalRecord) -> None:
+        """Keep ``record`` as its path's latest of this run (called with `_lock` held). A
+        background hash comes after the publish it is of: a later publish's record stays."""
+        fresh = self._fresh
+        kept = fresh.get(record.rel)
+        if kept is not None:
+            if kept.seq > record.seq:
+                return
+            del fresh[record.rel]  # (to the end: the oldest are dropped first)
+        fresh[record.rel] = record
+        if len(fresh) > FRESH_MAX:
+            del fresh[next(iter(fresh))]
+            self.fresh_dropped += 1
+
+    def fresh(self) -> dict[str, JournalRecord]:
+        """This run's latest record of each path published (by its path, not its key), as
+        far as they are kept (`FRESH_MAX`); a path not here has no record of this run, or
+        one dropped: its latest record is then in the segments (`latest`). Read without a
+        lock (a lookup is atomic); empty when the journal is `broken`."""
+        return {} if self.broken else self._fresh
+
+    def forget_fresh(self, records: list[JournalRecord]) -> None:
+        """Drop ``records`` from `fresh` (made into the manifest's lines of a proven folder),
+        each unless a later record of its path came since."""
+        with self._lock:
+            fresh = self._fresh
+            for record in records:
+                if fresh.get(record.rel) is record:
+                    del fresh[record.rel]
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
@@ -409,6 +455,7 @@ class HashJournal:
         with self._busy:
             with self._lock:
                 self._buffer = []
+                self._fresh = {}
             with contextlib.suppress(OSError):
                 for name in self._segments_by_name():
                     self.dest.unlink(f"{STATE_DIR}/{name}")

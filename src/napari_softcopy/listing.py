@@ -19,6 +19,9 @@ listing, so that a part cut short leaves nothing behind), at most one folder's r
 bytes per folder), is sent back from a helper process with its part's report, and `Listing.files`
 gives every file in the manifest's order (`journal_records.path_key`: each folder listed sorted by
 name, a folder's content where its name comes), merging the parts' blocks folder by folder.
+
+A folder proven during the copy may also have its manifest lines made then (`ManifestBlock`,
+`proofs`): `Listing.files` gives that block in its folder's place instead of its rows.
 """
 
 from __future__ import annotations
@@ -32,13 +35,26 @@ import tempfile
 import threading
 from array import array
 from collections.abc import Iterator
+from typing import NamedTuple
 
 from .destinations import FileInfo
 
-__all__ = ["Listing", "ListingWriter", "spool_folder"]
+__all__ = ["Listing", "ListingWriter", "ManifestBlock", "spool_folder"]
 
 #: One file: name in its folder, size, mtime_ns, stamp (as listed; None: none).
 Row = tuple[str, int, int, "bytes | None"]
+
+
+class ManifestBlock(NamedTuple):
+    """The manifest's lines of every file of a folder without subfolders, made when it was
+    proven (`assembly.ManifestLines`): ``length`` bytes at ``offset`` of the file ``spool``,
+    for ``files`` files of ``bytes`` bytes."""
+
+    spool: str
+    offset: int
+    length: int
+    files: int
+    bytes: int
 
 
 class Listing:
@@ -56,6 +72,8 @@ class Listing:
     borrowed : tuple of str
         Spools read but not owned (`proofs.ProofSpool`'s, kept for the next finish):
         `discard` leaves them.
+    blocks : dict
+        Folder -> its `ManifestBlock`, given instead of its rows where they are its only ones.
     """
 
     def __init__(
@@ -63,10 +81,12 @@ class Listing:
         parts: list[tuple[str, list[str], array]] | None = None,
         folder: str | None = None,
         borrowed: tuple[str, ...] = (),
+        blocks: dict[str, ManifestBlock] | None = None,
     ) -> None:
         self.parts = parts or []
         self.folder = folder
         self.borrowed = borrowed
+        self.blocks = blocks or {}
 
     @property
     def spools(self) -> list[str]:
@@ -79,12 +99,17 @@ class Listing:
         return Listing(
             self.parts + other.parts,
             self.folder or other.folder,
-            self.borrowed + getattr(other, "borrowed", ()),
+            self.borrowed + other.borrowed,
+            self.blocks | other.blocks,
         )
 
-    def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
-        """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed. Stops
-        early (incomplete) when ``stop`` is set: the caller checks it.
+    def files(
+        self, stop: threading.Event | None = None
+    ) -> Iterator[tuple[str, FileInfo | ManifestBlock]]:
+        """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed; a
+        folder whose only rows are of its proof and that has a `ManifestBlock` gives that
+        instead, once, in their place (``(folder, block)``). Stops early (incomplete) when
+        ``stop`` is set: the caller checks it.
 
         The blocks are taken in their folders' order (a folder before what is below it,
         siblings by name): a stack of the folders on the way down holds each one's rows not
@@ -108,16 +133,23 @@ class Listing:
                     return
                 p, i = order[k] >> 32, order[k] & 0xFFFFFFFF
                 rel = parts[p][1][i]
-                blocks = []  # (this folder's blocks: one per part that listed files here)
+                here = []  # (this folder's blocks: one per part that listed files here)
                 while k < len(order) and parts[order[k] >> 32][1][order[k] & 0xFFFFFFFF] == rel:
-                    p, i = order[k] >> 32, order[k] & 0xFFFFFFFF
-                    spans, f = parts[p][2], spools[p]
-                    f.seek(spans[2 * i])
-                    blocks.append(pickle.loads(f.read(spans[2 * i + 1])))
+                    here.append(order[k])
                     k += 1
-                # (a walk and its rechecks list a path once: one name twice would be a
-                # mistake, and the later block, a recheck's, is kept)
-                rows = blocks[0] if len(blocks) == 1 else _last_of_each(blocks)
+                block = self.blocks.get(rel)
+                if len(here) == 1 and block is not None and parts[here[0] >> 32][0] == block.spool:
+                    rows = block  # (its lines, made when proven: `_rest` gives them whole)
+                else:
+                    blocks = []
+                    for n in here:
+                        p, i = n >> 32, n & 0xFFFFFFFF
+                        spans, f = parts[p][2], spools[p]
+                        f.seek(spans[2 * i])
+                        blocks.append(pickle.loads(f.read(spans[2 * i + 1])))
+                    # (a walk and its rechecks list a path once: one name twice would be a
+                    # mistake, and the later block, a recheck's, is kept)
+                    rows = blocks[0] if len(blocks) == 1 else _last_of_each(blocks)
                 while down and not _below(rel, down[-1][0]):
                     yield from _rest(down.pop())
                 if down:  # what the folder above has before this folder's name
@@ -146,10 +178,15 @@ def _below(rel: str, folder: str) -> bool:
     return not folder or rel.startswith(folder + "/")
 
 
-def _rest(level: list, until: str | None = None) -> Iterator[tuple[str, FileInfo]]:
+def _rest(level: list, until: str | None = None) -> Iterator[tuple[str, FileInfo | ManifestBlock]]:
     """The rows of a folder on the way down (`Listing.files`) not given yet, up to the name
     ``until`` (a subfolder's: no file has it), or all."""
-    _, prefix, rows, n = level
+    folder, prefix, rows, n = level
+    if isinstance(rows, ManifestBlock):  # (a folder without subfolders: given whole, once)
+        if not n:
+            yield folder, rows
+        level[3] = 1
+        return
     while n < len(rows) and (until is None or rows[n][0] < until):
         name, size, mtime_ns, stamp = rows[n]
         yield prefix + name, FileInfo(False, True, size, mtime_ns, stamp)

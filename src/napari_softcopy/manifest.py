@@ -369,13 +369,14 @@ def manifest_for_copy(
     done = assemble(dest, source=source, marker=marker, journal=journal, stop=stop, listing=listing)
     if done is not None:
         log.info(
-            "%s: manifest of %d files, %.1f MiB (%s): %d hashes from the copy's journal, "
-            "%d files (%.1f MiB) hashed in %.2f s",
+            "%s: manifest of %d files, %.1f MiB (%s): %d hashes from the copy's journal (%d "
+            "in lines made as their folders were proven), %d files (%.1f MiB) hashed in %.2f s",
             dest.path,
             done.files,
             done.bytes / 2**20,
             "as the verification listed them" if done.from_listing else "the destination walked",
             done.from_journal,
+            done.from_proofs,
             done.hashed,
             done.hashed_bytes / 2**20,
             done.seconds,

@@ -7,8 +7,10 @@ holds: a file event in it (any kind), an event of a folder in it (created, delet
 engine's own publish or delete of a copy in it. `FolderProofs.candidates` gives the folders
 marked and quiet since; the engine compares each one alone (`verify_folders.prove_folder`)
 and, where it is identical, `commit` keeps its *proof*: the counts of its files, the names of
-its subfolders, its rows for the manifest (spooled to disk, `ProofSpool`) and the watch
-descriptor the folder had when it was compared. A later mark makes the proof stale; a lost
+its subfolders, its rows for the manifest (spooled to disk, `ProofSpool`; for a folder
+without subfolders, its manifest lines too, where this run's hashes of all its files were
+at hand: `assembly.ManifestLines`) and the watch descriptor the folder had when it was
+compared. A later mark makes the proof stale; a lost
 event (an inotify overflow) or a folder moved in the tree makes every proof stale (`reset`).
 At the finish, `clean` gives the proofs still standing: only folders without one are walked.
 
@@ -35,7 +37,7 @@ __all__ = ["FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
 
 class Proof(NamedTuple):
-    """What comparing one folder alone found identical. Kept packed (`_pack`: 65 bytes and a
+    """What comparing one folder alone found identical. Kept packed (`_pack`: 69 bytes and a
     dict entry a folder, its path apart; as a tuple of Python ints it was about 250: 25 MB
     at 100,000 folders)."""
 
@@ -46,19 +48,21 @@ class Proof(NamedTuple):
     metadata: int
     subfolders: tuple[str, ...]  # names of its source folders (each at the destination too)
     watch: int  # its watch descriptor when compared: the same one now = watched all along
+    lines: int = 0  # length of its manifest lines, right after its rows (0: none made)
 
 
-#: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch.
-_PACKED = struct.Struct("<qIIqIi")
+#: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
+#: lines.
+_PACKED = struct.Struct("<qIIqIiI")
 
 
 def _pack(proof: Proof) -> bytes:
-    return _PACKED.pack(*proof[:5], proof.watch)
+    return _PACKED.pack(*proof[:5], proof.watch, proof.lines)
 
 
 def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
-    offset, length, files, nbytes, metadata, watch = _PACKED.unpack(data)
-    return Proof(offset, length, files, nbytes, metadata, subfolders, watch)
+    offset, length, files, nbytes, metadata, watch, lines = _PACKED.unpack(data)
+    return Proof(offset, length, files, nbytes, metadata, subfolders, watch, lines)
 
 
 class StandingProofs(Mapping[str, Proof]):
@@ -104,16 +108,19 @@ class ProofSpool:
         """Drop the rows of a comparison that proved nothing."""
         self._rows = []
 
-    def block(self) -> tuple[int, int]:
-        """Write the rows of the folder just compared; its ``(offset, length)``."""
+    def block(self, folder: str, lines=None) -> tuple[int, int, int]:
+        """Write the rows of ``folder``, just compared, and where ``lines`` (``lines(folder,
+        rows)``: `assembly.ManifestLines`) makes them, its manifest lines right after;
+        ``(offset, length of the rows, length of the lines)``."""
         rows, self._rows = self._rows, []
         rows.sort(key=_name)
         data = pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
+        made = (lines(folder, rows) or b"") if lines is not None else b""
         with self._lock:
             offset = self._file.tell()
-            self._file.write(data)
+            self._file.write(data + made)
             self._file.flush()  # (read through another descriptor by the finish)
-        return offset, len(data)
+        return offset, len(data), len(made)
 
     def discard(self) -> None:
         """Delete the spool and its folder."""
@@ -245,7 +252,7 @@ class FolderProofs:
                 for folder, data in self._proofs.items()
                 if folder not in dirty
                 and watch_ids.get(prefix + folder if folder else prefix[:-1])
-                == _PACKED.unpack(data)[-1]  # (the watch descriptor)
+                == _PACKED.unpack(data)[5]  # (the watch descriptor)
             }
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
         return StandingProofs(packed, subfolders)

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .destinations import Destination, FileInfo
-from .listing import Listing, ListingWriter, spool_folder
+from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
 from .march import _ROOT_FLAGS, Folder, _March, march
 from .proofs import Proof, ProofSpool
 from .verify import _Comparison, _open_destination
@@ -59,9 +59,12 @@ def prove_folder(
     spool: ProofSpool,
     watch: int,
     stop: threading.Event | None = None,
+    lines=None,
 ) -> Proof | None:
     """Compare the files of ``folder`` (below ``source`` and ``dest``) alone, stamps too;
-    its `Proof` (rows written to ``spool``) where all is identical, else None."""
+    its `Proof` (rows written to ``spool``) where all is identical, else None. ``lines``:
+    makes the manifest lines of a folder without subfolders from its rows
+    (`assembly.ManifestLines`; written after them where it can)."""
     report = VerifyReport(source, "", False)
     handler = _OneFolder(report, False, marker, None, True, listing=spool)
     handler.dest = dest
@@ -76,7 +79,8 @@ def prove_folder(
     if not done or not report.ok:
         spool.forget()
         return None
-    offset, length = spool.block()
+    leaf = not handler.subfolders and folder  # (the root's manifest lines skip its own)
+    offset, length, made = spool.block(folder, lines if leaf else None)
     return Proof(
         offset,
         length,
@@ -85,6 +89,7 @@ def prove_folder(
         report.metadata_files,
         tuple(handler.subfolders),
         watch,
+        made,
     )
 
 
@@ -98,6 +103,8 @@ class _Unproven(_Comparison):
     push: object = None  # the walk's stack's append: a folder to walk
     proven: list[str] = field(default_factory=list, repr=False)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
+    spool: str = ""  # (the proofs' spool: where their manifest lines are)
+    blocks: dict[str, ManifestBlock] = field(default_factory=dict, repr=False)
 
     def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
         if info is not None and info.is_dir and entry.is_dir(follow_symlinks=False):
@@ -118,6 +125,10 @@ class _Unproven(_Comparison):
                 continue
             self.proven.append(rel)
             self.spans.extend((proof.offset, proof.length))
+            if proof.lines and not proof.subfolders:
+                self.blocks[rel] = ManifestBlock(
+                    self.spool, proof.offset + proof.length, proof.lines, proof.files, proof.bytes
+                )
             report.files_checked += proof.files
             report.bytes_checked += proof.bytes
             report.metadata_files += proof.metadata
@@ -145,7 +156,9 @@ def walk_unproven(
     ``destination`` is opened here, as `verify` opens it."""
     report = VerifyReport(source, destination, False)
     writer = ListingWriter(spool_folder())
-    handler = _Unproven(report, False, marker, None, True, listing=writer, proofs=proofs)
+    handler = _Unproven(
+        report, False, marker, None, True, listing=writer, proofs=proofs, spool=spool.path
+    )
     own = dest is None
     if own:
         dest = _open_destination(destination)
@@ -167,6 +180,10 @@ def walk_unproven(
         if dest is not None and own:
             dest.close()
     listing = writer.close()
-    proven = Listing([(spool.path, handler.proven, handler.spans)], borrowed=(spool.path,))
+    proven = Listing(
+        [(spool.path, handler.proven, handler.spans)],
+        borrowed=(spool.path,),
+        blocks=handler.blocks,
+    )
     report.listing = proven.merged(listing)
     return report, handler.proven

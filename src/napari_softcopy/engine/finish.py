@@ -309,6 +309,11 @@ class Finish(FinishWait):
             )
             if done is None:
                 return False  # (stopped)
+            if done is not True:
+                with self._lock:  # (the finish's own figure: `verification` in the status)
+                    self._verification = (self._verification or {}) | {
+                        "manifest_from_proofs": done.from_proofs
+                    }
         except DestinationChanged as exc:
             raise _Fatal(exc.strerror) from None
         except OSError as exc:

@@ -9,6 +9,7 @@ import os
 import threading
 import time
 
+from ..assembly import ManifestLines
 from ..destinations import LocalDestination
 from ..platform import available_cores, lower_thread_priority
 from ..proofs import FolderProofs
@@ -87,6 +88,9 @@ class Walks(EngineState):
             return
         prefix = self._src + "/"
         quiet_before = time.monotonic() - self.tuning.prove_quiet_s
+        # (its folders' manifest lines made as they are proven: the finish copies them)
+        hashes = self._hashes
+        lines = None if hashes is None else ManifestLines(hashes, self._dest.capabilities)
         for folder, mark, epoch in proofs.candidates(quiet_before):
             watch = ids.get(prefix + folder if folder else self._src)
             if watch is None:  # deleted, or without a watch (the limit): walked at the finish
@@ -104,11 +108,14 @@ class Walks(EngineState):
                         spool=proofs.spool,
                         watch=watch,
                         stop=self._stop,
+                        lines=lines,
                     )
                 except OSError:  # (the destination away: the copy says so; tried again)
                     proof = None
             if proof is None or not proofs.commit(folder, mark, epoch, proof):
                 proofs.postpone(folder, mark)
+            elif proof.lines:  # (their hashes are in its lines now)
+                hashes.forget_fresh(lines.used)
 
     def _pause_proving(self, paused: bool) -> None:
         """Stop proving (the finish's walk uses the proofs), waiting for the folder being
