@@ -18,9 +18,9 @@ import blake3
 import pytest
 
 from faults_support import make_archive
+from napari_softcopy import hashes
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy import hashes
 from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal
 from napari_softcopy.journal_records import JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
