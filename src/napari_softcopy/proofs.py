@@ -67,11 +67,21 @@ def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
 
 class StandingProofs(Mapping[str, Proof]):
     """The proofs standing at a finish (`FolderProofs.clean`): a snapshot of the packed ones,
-    each made a `Proof` only when asked for (not 100,000 tuples at once at the finish)."""
+    each made a `Proof` only when asked for (not 100,000 tuples at once at the finish).
 
-    def __init__(self, packed: dict[str, bytes], subfolders: dict[str, tuple[str, ...]]) -> None:
+    ``unwatched``: the folders among them that lost the watch they had when proven (given
+    back at the watch limit): no event vouches for them, only a look at the source does
+    (`verify_folders.source_unchanged`)."""
+
+    def __init__(
+        self,
+        packed: dict[str, bytes],
+        subfolders: dict[str, tuple[str, ...]],
+        unwatched: frozenset[str] = frozenset(),
+    ) -> None:
         self._packed = packed
         self._subfolders = subfolders
+        self.unwatched = unwatched
 
     def __getitem__(self, folder: str) -> Proof:
         return _unpack(self._packed[folder], self._subfolders.get(folder, ()))
@@ -241,21 +251,22 @@ class FolderProofs:
             return True
 
     def clean(self, watch_ids: dict[str, int], root: str) -> StandingProofs:
-        """The proofs that stand now: of folders not marked since, watched all along since
-        they were compared (the same watch descriptor in ``watch_ids``, absolute paths below
-        ``root``)."""
+        """The proofs that stand now: of folders not marked since. Those watched all along
+        since they were compared (the same watch descriptor in ``watch_ids``, absolute paths
+        below ``root``) stand by the events; the others (`StandingProofs.unwatched`) only
+        where a look at the source finds it as proven."""
         prefix = root.rstrip("/") + "/"
         with self._lock:
             dirty = self._dirty
-            packed = {
-                folder: data
-                for folder, data in self._proofs.items()
-                if folder not in dirty
-                and watch_ids.get(prefix + folder if folder else prefix[:-1])
-                == _PACKED.unpack(data)[5]  # (the watch descriptor)
-            }
+            packed = {f: data for f, data in self._proofs.items() if f not in dirty}
+            unwatched = frozenset(
+                folder
+                for folder, data in packed.items()
+                if watch_ids.get(prefix + folder if folder else prefix[:-1])
+                != _PACKED.unpack(data)[5]  # (the watch descriptor)
+            )
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
-        return StandingProofs(packed, subfolders)
+        return StandingProofs(packed, subfolders, unwatched)
 
     def behind_reset(self) -> bool:
         """Whether a folder marked before the last `reset` (or by it) has not been proven

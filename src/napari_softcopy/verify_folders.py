@@ -11,6 +11,7 @@ are walked or vouched for in turn.
 from __future__ import annotations
 
 import os
+import pickle
 import threading
 from array import array
 from collections.abc import Mapping
@@ -50,6 +51,30 @@ class _OneFolder(_Comparison):
         return super().dst_only(folder, name, info)
 
 
+def _compare_one(
+    source: str,
+    dest: Destination,
+    folder: str,
+    marker: str | None,
+    listing: ProofSpool | None,
+    stop: threading.Event | None,
+) -> _OneFolder | None:
+    """Compare the files of ``folder`` alone (`_OneFolder`); the comparison where all is
+    identical, else None."""
+    report = VerifyReport(source, "", False)
+    handler = _OneFolder(report, False, marker, None, True, listing=listing)
+    handler.dest = dest
+    done = march(
+        source,
+        dest,
+        handler,
+        start=folder,
+        stamps=True,
+        cancelled=None if stop is None else stop.is_set,
+    )
+    return handler if done and report.ok else None
+
+
 def prove_folder(
     source: str,
     dest: Destination,
@@ -65,20 +90,11 @@ def prove_folder(
     its `Proof` (rows written to ``spool``) where all is identical, else None. ``lines``:
     makes the manifest lines of a folder without subfolders from its rows
     (`assembly.ManifestLines`; written after them where it can)."""
-    report = VerifyReport(source, "", False)
-    handler = _OneFolder(report, False, marker, None, True, listing=spool)
-    handler.dest = dest
-    done = march(
-        source,
-        dest,
-        handler,
-        start=folder,
-        stamps=True,
-        cancelled=None if stop is None else stop.is_set,
-    )
-    if not done or not report.ok:
+    handler = _compare_one(source, dest, folder, marker, spool, stop)
+    if handler is None:
         spool.forget()
         return None
+    report = handler.report
     leaf = not handler.subfolders and folder  # (the root's manifest lines skip its own)
     offset, length, made = spool.block(folder, lines if leaf else None)
     return Proof(
@@ -93,6 +109,43 @@ def prove_folder(
     )
 
 
+class _AsProven:
+    """The destination, with the folder ``folder`` listed as its proof recorded it (``rows``
+    and ``subfolders``) instead of as it is: the copy's own tree, under its lock, unchanged
+    by the copy since the proof (a publish or delete there would have marked the folder)."""
+
+    def __init__(self, dest: Destination, folder: str, rows: list, subfolders: tuple) -> None:
+        self._dest = dest
+        self._folder = folder
+        self._entries = {name: FileInfo(True, False, 0, 0) for name in subfolders}
+        for name, size, mtime_ns, stamp in rows:
+            self._entries[name] = FileInfo(False, True, size, mtime_ns, stamp)
+
+    def listdir(self, rel: str, *args, **kwargs) -> dict[str, FileInfo] | None:
+        if rel == self._folder:
+            return dict(self._entries)
+        return self._dest.listdir(rel, *args, **kwargs)
+
+    def __getattr__(self, name: str):
+        return getattr(self._dest, name)
+
+
+def source_unchanged(
+    source: str, dest: Destination, folder: str, proof: Proof, rows: list, marker: str | None
+) -> bool:
+    """Whether the source folder ``folder``, proven with ``proof`` (its ``rows`` read from the
+    proofs' spool) but no longer watched, is still as it was proven: compared alone by the
+    verification's rules against the destination as the proof listed it (`_AsProven`), so a
+    look at the source only (and at the metadata's content). Each file's recorded stamp (its
+    source version's inode and ctime, which any write, rename over it or time set back moves)
+    must be there: without stamps (a destination without xattrs) size and mtime alone cannot
+    tell, and the folder is walked instead."""
+    if any(row[3] is None for row in rows):
+        return False
+    view = _AsProven(dest, folder, rows, proof.subfolders)
+    return _compare_one(source, view, folder, marker, None, None) is not None
+
+
 @dataclass
 class _Unproven(_Comparison):
     """The finish's walk: folders with a standing proof (`proofs`) are vouched for by it
@@ -103,8 +156,10 @@ class _Unproven(_Comparison):
     push: object = None  # the walk's stack's append: a folder to walk
     proven: list[str] = field(default_factory=list, repr=False)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
-    spool: str = ""  # (the proofs' spool: where their manifest lines are)
+    spool: str = ""  # (the proofs' spool: where their rows and manifest lines are)
     blocks: dict[str, ManifestBlock] = field(default_factory=dict, repr=False)
+    checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
+    _spool_file: object = field(default=None, repr=False)
 
     def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
         if info is not None and info.is_dir and entry.is_dir(follow_symlinks=False):
@@ -120,7 +175,8 @@ class _Unproven(_Comparison):
         while stack:
             rel = stack.pop()
             proof = proofs.get(rel)
-            if proof is None:  # (a subfolder of a proven one: at the destination too)
+            if proof is None or (rel in self.unwatched and not self._unchanged(rel, proof)):
+                # (a subfolder of a proven one: at the destination too)
                 self.push((rel, True, True))
                 continue
             self.proven.append(rel)
@@ -133,6 +189,22 @@ class _Unproven(_Comparison):
             report.bytes_checked += proof.bytes
             report.metadata_files += proof.metadata
             stack.extend(f"{rel}/{name}" for name in proof.subfolders)
+
+    @property
+    def unwatched(self) -> frozenset[str]:
+        return getattr(self.proofs, "unwatched", frozenset())
+
+    def _unchanged(self, rel: str, proof: Proof) -> bool:
+        """`source_unchanged` for the unwatched proven folder ``rel``."""
+        if self._spool_file is None:
+            self._spool_file = open(self.spool, "rb")  # noqa: SIM115 (closed by the walk)
+        f = self._spool_file
+        f.seek(proof.offset)
+        rows = pickle.loads(f.read(proof.length))
+        if not source_unchanged(self.report.source, self.dest, rel, proof, rows, self.marker):
+            return False
+        self.checked_at_source += 1
+        return True
 
 
 def walk_unproven(
@@ -177,8 +249,11 @@ def walk_unproven(
         writer.abandon()
         raise
     finally:
+        if handler._spool_file is not None:
+            handler._spool_file.close()
         if dest is not None and own:
             dest.close()
+    report.folders_checked_at_source = handler.checked_at_source
     listing = writer.close()
     proven = Listing(
         [(spool.path, handler.proven, handler.spans)],

@@ -44,6 +44,9 @@ class VerifyReport:
     listing: Listing | None = field(default=None, repr=False, compare=False)
     #: Source folders opened by the walk (a split walk's part 0 opens every one).
     folders_walked: int = field(default=0, repr=False, compare=False)
+    #: Proven folders without their watch, vouched for by a look at the source
+    #: (`verify_folders.source_unchanged`).
+    folders_checked_at_source: int = field(default=0, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -81,6 +84,7 @@ class VerifyReport:
         """Everything, JSON-ready."""
         out = asdict(replace(self, listing=None)) | {"ok": self.ok}
         del out["_counted"], out["_folder_problems"], out["listing"], out["folders_walked"]
+        del out["folders_checked_at_source"]
         return out
 
     def lines(self) -> Iterator[str]:

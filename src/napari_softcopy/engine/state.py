@@ -146,7 +146,9 @@ class EngineState:
         self._proving_paused = False
         self._proven: list[str] = []  # folders the finish's walk vouched for by their proof
         self._proofs_seq = 0  # the last mark when it took them
-        self._walk_counts: dict[str, int] = {"folders_walked": 0, "folders_proven": 0}
+        self._walk_counts: dict[str, int] = dict.fromkeys(
+            ("folders_walked", "folders_proven", "folders_checked_at_source"), 0
+        )
         self._walk_started = 0.0  # monotonic: the finish's first verification walk began
 
     @property

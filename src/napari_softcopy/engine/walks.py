@@ -139,7 +139,9 @@ class Walks(EngineState):
     def _first_walk(self, helpers: list[WalkHelper]) -> VerifyReport:
         """The finish's first verification: of the unproven folders only where the proofs
         can stand (`_proven_walk`), else of everything."""
-        self._walk_counts = {"folders_walked": 0, "folders_proven": 0}
+        self._walk_counts = dict.fromkeys(
+            ("folders_walked", "folders_proven", "folders_checked_at_source"), 0
+        )
         self._walk_started = time.monotonic()
         report = self._proven_walk()
         if report is None:
@@ -205,9 +207,12 @@ class Walks(EngineState):
         report, self._proven = result
         self._walk_counts["folders_walked"] += report.folders_walked
         self._walk_counts["folders_proven"] = len(self._proven)
+        self._walk_counts["folders_checked_at_source"] = report.folders_checked_at_source
         log.info(
-            "verifying: %d folders proven during the copy, %d walked",
+            "verifying: %d folders proven during the copy (%d of them without their watch, "
+            "found as proven at the source), %d walked",
             len(self._proven),
+            report.folders_checked_at_source,
             report.folders_walked,
         )
         self._report = report
