@@ -16,7 +16,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -174,7 +174,7 @@ def assemble(
         fresh = journal.fresh() if journal is not None else {}
         # (read only where a file has no record in ``fresh``: a run that copied all itself
         # reads none of it)
-        records = _Lazy(journal.latest) if journal is not None else iter(())
+        records = _lazily(journal.latest) if journal is not None else iter(())
         caps = dest.capabilities
         stamps = caps.xattrs
         temp = dest.create_temp(MANIFEST)
@@ -194,7 +194,7 @@ def assemble(
         _write_all(fd, b" " * width + b"\n")
         pool = stack.enter_context(ThreadPoolExecutor(hash_workers(dest), "softcopy-hash"))
         counts = dict.fromkeys(("files", "bytes", "journal", "hashed", "hashed_bytes", "proofs"), 0)
-        blocks: dict[str, object] = {}  # (the spools of the blocks, each opened once)
+        spools: dict[str, object] = {}  # (the proofs' spools of the blocks, each opened once)
         window: list[tuple[str, int, str | Future]] = []
 
         def write(window: list[tuple[str, int, str | Future]]) -> None:
@@ -215,9 +215,9 @@ def assemble(
             _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
 
         def copy_block(block: ManifestBlock) -> None:
-            f = blocks.get(block.spool)
+            f = spools.get(block.spool)
             if f is None:
-                f = blocks[block.spool] = stack.enter_context(open(block.spool, "rb"))
+                f = spools[block.spool] = stack.enter_context(open(block.spool, "rb"))
             f.seek(block.offset)
             data = f.read(block.length)
             if len(data) != block.length:
@@ -280,17 +280,6 @@ def assemble(
     )
 
 
-class _Lazy:
-    """An iterator made by ``make()`` at its first use."""
-
-    def __init__(self, make) -> None:
-        self._make = make
-        self._it = None
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        if self._it is None:
-            self._it = iter(self._make())
-        return next(self._it)
+def _lazily(make: Callable[[], Iterator[JournalRecord]]) -> Iterator[JournalRecord]:
+    """``make()``'s records, made only at the first one asked for."""
+    yield from make()
