@@ -33,7 +33,7 @@ from typing import NamedTuple
 
 from .destinations import FileInfo
 
-__all__ = ["FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
+__all__ = ["NO_WATCH", "FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
 
 class Proof(NamedTuple):
@@ -47,9 +47,12 @@ class Proof(NamedTuple):
     bytes: int
     metadata: int
     subfolders: tuple[str, ...]  # names of its source folders (each at the destination too)
-    watch: int  # its watch descriptor when compared: the same one now = watched all along
+    watch: int  # its watch descriptor when compared (the same one now = watched all along)
     lines: int = 0  # length of its manifest lines, right after its rows (0: none made)
 
+
+#: `Proof.watch` of a folder proven without a watch (no descriptor is negative).
+NO_WATCH = -1
 
 #: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
 #: lines.
@@ -285,8 +288,8 @@ class FolderProofs:
                 self._dirty[folder] = (mark, now)
 
     def drop(self, folder: str, mark: int) -> None:
-        """Forget ``folder`` (deleted, or no longer watched: it cannot be proven), unless it
-        was marked after ``mark``. Without a proof it is walked at the finish."""
+        """Forget ``folder`` (deleted: nothing to prove), unless it was marked after
+        ``mark``. Without a proof it is walked at the finish."""
         with self._lock:
             if self._dirty.get(folder, (None,))[0] == mark:
                 del self._dirty[folder]

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import threading
 import time
 
 from ..assembly import ManifestLines
 from ..destinations import LocalDestination
 from ..platform import available_cores, lower_thread_priority
-from ..proofs import FolderProofs
+from ..proofs import NO_WATCH, FolderProofs
 from ..verify import VerifyReport, WalkHelper, verify_tree
 from ..verify_folders import prove_folder, walk_unproven
 from .live import DEST_RETRY_ERRNOS
@@ -92,10 +93,19 @@ class Walks(EngineState):
         hashes = self._hashes
         lines = None if hashes is None else ManifestLines(hashes, self._dest.capabilities)
         for folder, mark, epoch in proofs.candidates(quiet_before):
-            watch = ids.get(prefix + folder if folder else self._src)
-            if watch is None:  # deleted, or without a watch (the limit): walked at the finish
-                proofs.drop(folder, mark)
-                continue
+            path = prefix + folder if folder else self._src
+            watch = ids.get(path)
+            if watch is None:
+                # Without a watch (past the limit: its copies marked it) it is proven all the
+                # same, and vouched for at the finish only by a look at its source side.
+                try:
+                    there = stat.S_ISDIR(os.lstat(path).st_mode)
+                except OSError:
+                    there = False
+                if not there:  # (deleted: nothing to prove)
+                    proofs.drop(folder, mark)
+                    continue
+                watch = NO_WATCH
             with self._proving:
                 if self._stop.is_set() or self._proving_paused:
                     return
