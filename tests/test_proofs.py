@@ -404,3 +404,52 @@ def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_pa
     # (the 32 folders of chunks have no subfolders: each one's 8 lines made when proven)
     assert v["manifest_from_proofs"] == 256, v
     assert e._hashes is None  # (discarded with what it kept: the manifest holds it)
+
+
+def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path):
+    """`source_unchanged` against rows as a proof keeps them: each kind of change makes it
+    False (the folder is then walked), a writer's temporary file does not, and rows without
+    stamps (a destination without xattrs) never stand."""
+    import threading
+
+    from napari_softcopy.destinations import LocalDestination
+    from napari_softcopy.proofs import NO_WATCH, Proof
+    from napari_softcopy.transfer import copy_file
+    from napari_softcopy.verify_folders import source_unchanged
+
+    src, dest = tmp_path / "src", LocalDestination(tmp_path / "dst")
+    changes = {
+        "rewritten": lambda f: _rewrite_keeping_size_and_mtime(f / "3"),
+        "new file": lambda f: (f / "new").write_bytes(b"x"),
+        "deleted": lambda f: (f / "2").unlink(),
+        "new folder": lambda f: (f / "sub").mkdir(),
+        "temporary": lambda f: (f / "3.__lock").write_bytes(b"x"),
+        "none": lambda f: None,
+    }
+    root_fd = os.open(src.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for kind in changes:
+            for k in range(5):
+                (src / kind).mkdir(parents=True, exist_ok=True)
+                (src / kind / str(k)).write_bytes(os.urandom(100 + k))
+                rel = f"{kind}/{k}"
+                copy_file(str(src / rel), dest, rel, stop=threading.Event())
+        for kind, change in changes.items():
+            listed = dest.listdir(kind, stamps=True)
+            rows = sorted((n, i.size, i.mtime_ns, i.stamp) for n, i in listed.items())
+            proof = Proof(0, 0, 5, 0, 0, (), NO_WATCH)
+            assert source_unchanged(root_fd, f"src/{kind}", proof, rows, 1)
+            change(src / kind)
+            expected = kind in ("temporary", "none")
+            assert source_unchanged(root_fd, f"src/{kind}", proof, rows, 1) == expected, kind
+            unstamped = [(n, size, mtime, None) for n, size, mtime, _ in rows]
+            assert not source_unchanged(root_fd, f"src/{kind}", proof, unstamped, 1)
+    finally:
+        os.close(root_fd)
+        dest.close()
+
+
+def _rewrite_keeping_size_and_mtime(path: Path) -> None:
+    st = path.stat()
+    path.write_bytes(os.urandom(st.st_size))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))

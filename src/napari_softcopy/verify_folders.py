@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import stat
 import threading
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .destinations import Destination, FileInfo
+from .destinations import Destination, FileInfo, source_stamp
+from .layout import is_temp_name
 from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
-from .march import _ROOT_FLAGS, Folder, _March, march
+from .march import _DIR_FLAGS, _ROOT_FLAGS, Folder, _March, march
 from .proofs import Proof, ProofSpool
 from .verify import _Comparison, _open_destination
 from .verify_report import _INTERRUPTED, VerifyReport
@@ -51,30 +53,6 @@ class _OneFolder(_Comparison):
         return super().dst_only(folder, name, info)
 
 
-def _compare_one(
-    source: str,
-    dest: Destination,
-    folder: str,
-    marker: str | None,
-    listing: ProofSpool | None,
-    stop: threading.Event | None,
-) -> _OneFolder | None:
-    """Compare the files of ``folder`` alone (`_OneFolder`); the comparison where all is
-    identical, else None."""
-    report = VerifyReport(source, "", False)
-    handler = _OneFolder(report, False, marker, None, True, listing=listing)
-    handler.dest = dest
-    done = march(
-        source,
-        dest,
-        handler,
-        start=folder,
-        stamps=True,
-        cancelled=None if stop is None else stop.is_set,
-    )
-    return handler if done and report.ok else None
-
-
 def prove_folder(
     source: str,
     dest: Destination,
@@ -90,11 +68,20 @@ def prove_folder(
     its `Proof` (rows written to ``spool``) where all is identical, else None. ``lines``:
     makes the manifest lines of a folder without subfolders from its rows
     (`assembly.ManifestLines`; written after them where it can)."""
-    handler = _compare_one(source, dest, folder, marker, spool, stop)
-    if handler is None:
+    report = VerifyReport(source, "", False)
+    handler = _OneFolder(report, False, marker, None, True, listing=spool)
+    handler.dest = dest
+    done = march(
+        source,
+        dest,
+        handler,
+        start=folder,
+        stamps=True,
+        cancelled=None if stop is None else stop.is_set,
+    )
+    if not done or not report.ok:
         spool.forget()
         return None
-    report = handler.report
     leaf = not handler.subfolders and folder  # (the root's manifest lines skip its own)
     offset, length, made = spool.block(folder, lines if leaf else None)
     return Proof(
@@ -109,41 +96,60 @@ def prove_folder(
     )
 
 
-class _AsProven:
-    """The destination, with the folder ``folder`` listed as its proof recorded it (``rows``
-    and ``subfolders``) instead of as it is: the copy's own tree, under its lock, unchanged
-    by the copy since the proof (a publish or delete there would have marked the folder)."""
-
-    def __init__(self, dest: Destination, folder: str, rows: list, subfolders: tuple) -> None:
-        self._dest = dest
-        self._folder = folder
-        self._entries = {name: FileInfo(True, False, 0, 0) for name in subfolders}
-        for name, size, mtime_ns, stamp in rows:
-            self._entries[name] = FileInfo(False, True, size, mtime_ns, stamp)
-
-    def listdir(self, rel: str, *args, **kwargs) -> dict[str, FileInfo] | None:
-        if rel == self._folder:
-            return dict(self._entries)
-        return self._dest.listdir(rel, *args, **kwargs)
-
-    def __getattr__(self, name: str):
-        return getattr(self._dest, name)
-
-
 def source_unchanged(
-    source: str, dest: Destination, folder: str, proof: Proof, rows: list, marker: str | None
+    root_fd: int, folder: str, proof: Proof, rows: list, precision_ns: int
 ) -> bool:
-    """Whether the source folder ``folder``, proven with ``proof`` (its ``rows`` read from the
-    proofs' spool) but no longer watched, is still as it was proven: compared alone by the
-    verification's rules against the destination as the proof listed it (`_AsProven`), so a
-    look at the source only (and at the metadata's content). Each file's recorded stamp (its
-    source version's inode and ctime, which any write, rename over it or time set back moves)
-    must be there: without stamps (a destination without xattrs) size and mtime alone cannot
-    tell, and the folder is walked instead."""
-    if any(row[3] is None for row in rows):
+    """Whether the source folder ``folder`` (below the open ``root_fd``), proven with
+    ``proof`` (its ``rows`` read from the proofs' spool) but without a watch since, is still
+    as it was proven, by a look at the source only: the same subfolders, the same files
+    (skipping the writers' temporary names, as the verification does), each of the size,
+    mtime (within the destination's ``precision_ns``) and stamp its row recorded.
+
+    The stamp is the copied source version's inode and ctime: any write to the file moves its
+    ctime (a rewrite in place with size and mtime put back too: ``utime`` sets the ctime), a
+    rename over it brings another inode. A file as its row says is the version the proof's
+    comparison found copied (by the one rule, its content too for metadata), and its copy is
+    the copy's own, unchanged since (a publish or delete there marks the folder). Without
+    stamps (a destination without xattrs) size and mtime alone cannot tell: False, and the
+    folder is walked."""
+    expected = {}
+    for name, size, mtime_ns, stamp in rows:
+        if stamp is None:
+            return False
+        expected[name] = (size, mtime_ns, stamp)
+    subfolders = set(proof.subfolders)
+    try:
+        fd = os.open(folder, _DIR_FLAGS, dir_fd=root_fd)
+    except OSError:
         return False
-    view = _AsProven(dest, folder, rows, proof.subfolders)
-    return _compare_one(source, view, folder, marker, None, None) is not None
+    files = folders = 0
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                name = entry.name
+                row = expected.get(name)
+                if row is None:
+                    if entry.is_dir(follow_symlinks=False):
+                        if name not in subfolders:
+                            return False
+                        folders += 1
+                    elif not is_temp_name(name):
+                        return False  # (a new file)
+                    continue
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                if (
+                    not stat.S_ISREG(st.st_mode)
+                    or st.st_size != row[0]
+                    or abs(st.st_mtime_ns - row[1]) >= precision_ns
+                    or source_stamp(st) != row[2]
+                ):
+                    return False
+                files += 1
+    except OSError:  # (a file gone while looked at: changed)
+        return False
+    finally:
+        os.close(fd)
+    return files == len(expected) and folders == len(subfolders)
 
 
 @dataclass
@@ -159,6 +165,7 @@ class _Unproven(_Comparison):
     spool: str = ""  # (the proofs' spool: where their rows and manifest lines are)
     blocks: dict[str, ManifestBlock] = field(default_factory=dict, repr=False)
     checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
+    root_fd: int = -1  # (the source root, open during the walk)
     _spool_file: object = field(default=None, repr=False)
 
     def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
@@ -201,7 +208,8 @@ class _Unproven(_Comparison):
         f = self._spool_file
         f.seek(proof.offset)
         rows = pickle.loads(f.read(proof.length))
-        if not source_unchanged(self.report.source, self.dest, rel, proof, rows, self.marker):
+        precision = self.dest.capabilities.mtime_precision_ns
+        if not source_unchanged(self.root_fd, rel, proof, rows, precision):
             return False
         self.checked_at_source += 1
         return True
@@ -236,7 +244,7 @@ def walk_unproven(
         dest = _open_destination(destination)
     handler.dest = dest
     try:
-        root_fd = os.open(source, _ROOT_FLAGS)
+        root_fd = handler.root_fd = os.open(source, _ROOT_FLAGS)
         try:
             walk = _March(root_fd, dest, handler, None, True, None if stop is None else stop.is_set)
             handler.push = walk.stack.append
