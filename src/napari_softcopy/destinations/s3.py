@@ -101,6 +101,8 @@ PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
 #: Bytes of an object read back held at once (`read`).
 READ_CHUNK = 1 << 20
+#: Where napari-softcopy's own objects are (in no manifest, not in the index).
+_OWN = f"{STATE_DIR}/"
 
 
 class S3Destination(Destination):
@@ -282,10 +284,12 @@ class S3Destination(Destination):
         """Uploads in flight: each waits on the network, and obstore releases the GIL. 96:
         the server's CPU per small upload falls with the uploads in flight (SeaweedFS, 3,000
         PUTs of 700 B in turns: 0.78 ms each with 8, 0.68 with 32, 0.58-0.59 with 128 or 256;
-        s5cmd sends 256 at once), and on two cores its CPU is the copy's time. Not 128: the
-        50,002-file copy then peaked at 146-151 MiB of RSS (96: 130 MiB; the goal is 150),
-        mostly glibc's arenas (``MALLOC_ARENA_MAX=2``: 127 MiB). A file held beyond
-        `s3_objects.SMALL_BYTES` takes one of `BIG_SLOTS` (benchmarks/notes.md item 52)."""
+        s5cmd sends 256 at once), and on two cores its CPU is the copy's time. It falls no
+        further from 96: 10,000 PUTs of 4.6 kB, 5 rounds in turns, cost the server 4.4-5.3 s
+        with 96, 128 and 256 alike (item 56). Not 128: the 50,002-file copy then peaked at
+        146-151 MiB of RSS (96: 130 MiB; the goal is 150), mostly glibc's arenas
+        (``MALLOC_ARENA_MAX=2``: 127 MiB). A file held beyond `s3_objects.SMALL_BYTES` takes
+        one of `BIG_SLOTS` (benchmarks/notes.md item 52)."""
         return 96
 
     # -- reading -------------------------------------------------------------------------
@@ -328,7 +332,7 @@ class S3Destination(Destination):
         reason = name_problem(rel.rpartition("/")[2], self.capabilities)
         if reason is not None:
             raise UnholdableName(errno.ENAMETOOLONG, unholdable_message(rel, reason, self.path))
-        if rel.startswith(f"{STATE_DIR}/"):
+        if rel.startswith(_OWN):
             # (ours: in no manifest, and never waiting for a slot a copier holds)
             return S3TempFile(rel)
         b3 = blake3.blake3() if self.capabilities.verified_upload_digest else None
@@ -378,17 +382,22 @@ class S3Destination(Destination):
         except Exception as exc:
             raise self._io_error(exc) from None
         temp.published = True
-        obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, time.time_ns())
+        # (made before the lock is taken: 96 uploads in flight finish into it)
+        obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp)
+        upload = None
+        if temp.b3 is not None:
+            # (answered: the server checked the CRC64NVME of these very bytes)
+            upload = UploadDigest(
+                temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
+                temp.b3.hexdigest(),
+            )  # fmt: skip
+        # (the index holds no object of ours under STATE_DIR)
+        indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)
         with self._lock:
             self._tree.add(temp.rel, obj)
-            if temp.b3 is not None:
-                # (answered: the server checked the CRC64NVME of these very bytes)
-                self._upload_digests.keep(temp.rel, UploadDigest(
-                    temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
-                    temp.b3.hexdigest(),
-                ))  # fmt: skip
-            # (the index holds no object of ours under STATE_DIR)
-            if temp.rel != self._unindexed and not temp.rel.startswith(f"{STATE_DIR}/"):
+            if upload is not None:
+                self._upload_digests.keep(temp.rel, upload)
+            if indexed:
                 self._tree.mark(temp.rel)
             due = self._tree.index_due()
         if due:
@@ -397,7 +406,7 @@ class S3Destination(Destination):
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """Drop the bytes (nothing was sent unless published)."""
         assert isinstance(temp, S3TempFile)
-        temp.buffer = bytearray()
+        temp.buffer = b""
         temp.release_slot()
         if temp.spill is not None:
             temp.spill.close()
@@ -416,7 +425,7 @@ class S3Destination(Destination):
             raise self._io_error(exc) from None
         with self._lock:
             self._tree.remove(rel)
-            if not rel.startswith(f"{STATE_DIR}/"):  # (the index holds none of ours)
+            if not rel.startswith(_OWN):  # (the index holds none of ours)
                 self._tree.mark(rel)
         return True
 

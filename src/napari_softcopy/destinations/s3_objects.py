@@ -30,7 +30,9 @@ BIG_SLOTS = 24
 @dataclass(slots=True)
 class ObjectInfo:
     """What is known of one object: its size, ETag and (once read) the source's mtime and
-    stamp recorded on it (``mtime_ns`` None: not read yet)."""
+    stamp recorded on it (``mtime_ns`` None: not read yet); ``last_modified_ns`` is the
+    server's time from a listing or a HEAD, which stands in where no source mtime is
+    recorded (0 for an object this copy published: its source mtime is known)."""
 
     size: int
     etag: str
@@ -44,7 +46,9 @@ class S3TempFile(TempFile):
     """The bytes of one file on their way to its object (no descriptor: `write` only)."""
 
     rel: str
-    buffer: bytearray = field(default_factory=bytearray)
+    #: The bytes so far: a file's only block as the caller's own ``bytes`` (no copy: most
+    #: chunk files are one read), copied into a bytearray once a second block comes.
+    buffer: bytes | bytearray = b""
     spill: BinaryIO | None = None
     size: int = 0
     digest: object = field(default_factory=xxhash.xxh3_128)
@@ -79,19 +83,24 @@ class S3TempFile(TempFile):
             self.holds_slot = True
 
     def write(self, data: bytes | memoryview) -> None:
-        if len(self.buffer) + len(data) > SMALL_BYTES:
+        size = self.size + len(data)  # (all of it is in `buffer` until it is spilled)
+        if size > SMALL_BYTES:
             self._take_slot()
         self.digest.update(data)
         if self.b3 is not None:
             self.b3.update(data)
-        self.size += len(data)
-        if self.spill is None and len(self.buffer) + len(data) > SPILL_BYTES:
+        self.size = size
+        if self.spill is None and size > SPILL_BYTES:
             self.spill = tempfile.TemporaryFile(prefix="softcopy-s3-")  # noqa: SIM115
             self.spill.write(self.buffer)
-            self.buffer = bytearray()
+            self.buffer = b""
         if self.spill is not None:
             self.spill.write(data)
+        elif not self.buffer and type(data) is bytes:
+            self.buffer = data  # (immutable: kept as it is, not copied)
         else:
+            if type(self.buffer) is bytes:
+                self.buffer = bytearray(self.buffer)
             self.buffer += data
 
 
