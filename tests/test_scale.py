@@ -198,8 +198,9 @@ def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
     """Issue 22 item 2, scaled down: after a live copy of 10,240 files in 1,281 folders
     (a tensorstore writer in a process of its own), what the package still holds, caught up
     and before the marker, is bounded by its caps (watches, the destination's folder cache,
-    the pending set made anew), not by the files and folders: under 250 kB here, where one
-    path kept per folder and a backlog's tables kept 580 kB (and 58 MB at a million files)."""
+    the pending set made anew, the proofs), not by the files and folders: under 250 kB
+    here, where one path kept per folder and a backlog's tables kept 580 kB (and 58 MB at a
+    million files)."""
     import dataclasses
     import tracemalloc
 
@@ -229,13 +230,20 @@ def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
         options = CopyOptions(low_priority=False, wait_for_source=True, rescan_interval=3600.0)
         # (without the manifest's hash journal: its batch and queue are bounded by their own
         # sizes, `hashes.BATCH` records and `hashes.QUEUE` paths, not measured here)
-        tuning = Tuning(max_watches=64, watch_release_idle_s=0.5, hash_during_copy=False)
+        # (and at most 256 proofs of folders: their cap, `proofs.MAX_PROOFS`, is measured
+        # in `test_proofs`)
+        tuning = Tuning(
+            max_watches=64, watch_release_idle_s=0.5, hash_during_copy=False, max_proofs=256
+        )
         engine = CopyEngine(source, dest, options, tuning=tuning)
         engine.start()
         assert writer.wait(240) == 0
         files = 40 * 4 * 8 * 8
         wait_for(lambda: engine.status().files_copied >= files, 240, "the copy to catch up")
         wait_for(lambda: engine.status().files_pending == 0, 60, "nothing pending")
+        # (and every folder marked by the last copies proven: a queue of the last seconds'
+        # folders, `Tuning.prove_quiet_s`, bounded by the rate, not by the run)
+        wait_for(lambda: engine._proofs.counts[1] == 0, 60, "the folders proven")
         ours = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(True, "*/napari_softcopy/*")]
         )

@@ -21,6 +21,7 @@ folders anew (its first finish walks those it has not proven meanwhile).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import pickle
 import shutil
@@ -53,6 +54,10 @@ class Proof(NamedTuple):
 
 #: `Proof.watch` of a folder proven without a watch (no descriptor is negative).
 NO_WATCH = -1
+#: Proofs kept at most (`FolderProofs.max_proofs`): about 175 bytes each with their path and
+#: dict entry (`test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole`), so 23 MB; a
+#: day's 100,000 folders fit. Beyond it the oldest are dropped (walked at the finish).
+MAX_PROOFS = 131_072
 
 #: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
 #: lines.
@@ -173,7 +178,8 @@ class FolderProofs:
     engine's proving thread, `clean` from the finish. A mark costs one dict update.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_proofs: int = MAX_PROOFS) -> None:
+        self.max_proofs = max_proofs
         self._lock = threading.Lock()
         self._seq = 0
         self._epoch = 0
@@ -184,6 +190,8 @@ class FolderProofs:
         self.spool = ProofSpool()
         #: Times every proof was made stale at once (an overflow, a folder moved).
         self.resets = 0
+        #: Proofs dropped beyond `max_proofs` (their folders are walked at the finish).
+        self.dropped = 0
         self._reset_seq = 0  # the last mark a reset made
 
     def mark(self, folder: str) -> None:
@@ -246,11 +254,19 @@ class FolderProofs:
             if epoch != self._epoch or self._dirty.get(folder, (None,))[0] != mark:
                 return False
             del self._dirty[folder]
-            self._proofs[folder] = _pack(proof)
+            proofs = self._proofs
+            proofs.pop(folder, None)  # (to the end: the oldest are dropped first)
+            proofs[folder] = _pack(proof)
             if proof.subfolders:
                 self._subfolders[folder] = proof.subfolders
             else:
                 self._subfolders.pop(folder, None)
+            if len(proofs) > self.max_proofs:
+                # (an eighth at once: a dict's first key is found past those deleted before)
+                for old in list(itertools.islice(proofs, max(1, self.max_proofs // 8))):
+                    del proofs[old]
+                    self._subfolders.pop(old, None)
+                    self.dropped += 1
             return True
 
     def clean(self, watch_ids: dict[str, int], root: str) -> StandingProofs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..proofs import MAX_PROOFS
 from ..scan_walk import SPLIT_AFTER_S
 from ..watches import MAX_WATCHES, RELEASE_IDLE_S
 
@@ -88,6 +89,9 @@ class Tuning:
         shorter compares folders still being written (and again once they are finished).
     prove_interval_s : float
         Seconds between two looks for folders to prove (each look proves all that are due).
+    max_proofs : int
+        Proofs kept at most (`proofs.MAX_PROOFS`, about 175 bytes each: 23 MB); beyond it
+        the oldest are dropped, and their folders walked at the finish.
     """
 
     pending_limit: int = 20_000
@@ -109,3 +113,4 @@ class Tuning:
     prove_folders: bool = True
     prove_quiet_s: float = 2.0
     prove_interval_s: float = 0.5
+    max_proofs: int = MAX_PROOFS

@@ -35,7 +35,7 @@ class Walks(EngineState):
         watching = self._watching
         if watching is None or watching.watch_ids() is None:
             return  # (watchdog's observer: its notice says the finish walks every folder)
-        self._proofs = FolderProofs()
+        self._proofs = FolderProofs(self.tuning.max_proofs)
         # Every folder watched now is a candidate: those there before the copy began, or
         # created before this (their events marked nothing) are proven like the others.
         self._mark_watched()
