@@ -62,12 +62,25 @@ def wait_until_proven(e, src: Path) -> set[str]:
 HELD = "c/2/5/3"  # (the chunk `rewrite_after_proofs` rewrites)
 
 
+def rewrite_then_finish(e, a: zarr.Array, src: Path, rel: str) -> None:
+    """Rewrite the chunk ``rel`` (``c/i/j/k`` of `write_array`'s ``a``) in place: same size,
+    new bytes (250 x 8), its mtime put back (size and mtime alone would call the old copy
+    current: only its stamp or record tells); then the marker, and wait for the copy's end."""
+    chunk = src / rel
+    st = chunk.stat()
+    i, j, k = map(int, rel.split("/")[1:])
+    a[i, j, 8 * k : 8 * k + 8] = np.full(8, 250, dtype="uint8")
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert chunk.stat().st_size == st.st_size
+    (src / "complete").write_text("")
+    assert e.wait(120), e.status().message
+
+
 def rewrite_after_proofs(src: Path, dst: Path, monkeypatch) -> tuple[object, set[str]]:
-    """Copy an archive live until every folder is proven, then rewrite the chunk `HELD` in
-    place just before the marker: same size, new bytes (250 x 8), its mtime put back (size
-    and mtime alone would call the old copy current: only its stamp or record tells), its
-    hint held back from the live copy (as when its event waits behind thousands: only the
-    finish can catch it). Returns the ended engine and the folders proven before."""
+    """Copy an archive live until every folder is proven, then rewrite the chunk `HELD` just
+    before the marker (`rewrite_then_finish`), its hint held back from the live copy (as
+    when its event waits behind thousands: only the finish can catch it). Returns the ended
+    engine and the folders proven before."""
     e = engine(src, dst, tuning=QUICK, wait_for_source=True)
     try:
         a = write_array(src)
@@ -78,13 +91,7 @@ def rewrite_after_proofs(src: Path, dst: Path, monkeypatch) -> tuple[object, set
             "add_hints",
             lambda hints, **kw: add_hints([h for h in hints if h[0] != HELD], **kw),
         )
-        chunk = src / HELD
-        st = chunk.stat()
-        a[2, 5, 24:32] = np.full(8, 250, dtype="uint8")
-        os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
-        assert chunk.stat().st_size == st.st_size
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        rewrite_then_finish(e, a, src, HELD)
     finally:
         e.stop()
         e.wait(10)
@@ -301,14 +308,7 @@ def test_a_rewrite_in_a_folder_without_its_watch_is_caught_before_the_marker(tmp
     try:
         a = write_array_then_more_folders(e, src)
         folder = unwatched_proven(e, src)[0]
-        _, i, j = folder.split("/")
-        chunk = src / folder / "3"
-        st = chunk.stat()
-        a[int(i), int(j), 24:32] = np.full(8, 250, dtype="uint8")
-        os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
-        assert chunk.stat().st_size == st.st_size
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        rewrite_then_finish(e, a, src, f"{folder}/3")
     finally:
         e.stop()
         e.wait(10)
