@@ -58,3 +58,17 @@ def pytest_pycollect_makemodule(module_path, parent):
     module = _Unrunnable.from_parent(parent, path=module_path)
     module.reason = _checked[0]
     return module
+
+
+@pytest.fixture
+def make_napari_viewer(make_napari_viewer):
+    """napari's fixture, with the widgets' background checks (superqt workers in Qt's global
+    thread pool) ended and their results delivered before it closes the viewers and counts
+    the viewers left: a check still running holds the widget, and so its viewer, and the
+    count then fails the test (seen once, on a loaded machine, after an S3 check)."""
+    yield make_napari_viewer
+    from qtpy.QtCore import QThreadPool
+    from qtpy.QtWidgets import QApplication
+
+    QThreadPool.globalInstance().waitForDone(30_000)
+    QApplication.processEvents()
