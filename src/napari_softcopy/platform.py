@@ -198,10 +198,120 @@ def io_priority_class() -> int | None:
 
 def drop_cache(fd: int) -> None:
     """Ask the kernel to drop the cached pages of ``fd`` (clean pages go, dirty ones are
-    queued for writeback, which spreads the destination's flushing over the run)."""
+    queued for writeback and stay: on a file just written, it only starts the writeback)."""
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+#: Bytes of copies whose writeback `BatchedWriteback` starts together: what may still be
+#: dirty when the final flush comes (64 MiB of 4.5 KiB files: a syncfs of about 0.1 s here).
+WRITEBACK_BATCH = 64 * 1024 * 1024
+
+
+class BatchedWriteback:
+    """Start the writeback of the files written below one open folder in batches: one
+    ``syncfs`` of its filesystem each `WRITEBACK_BATCH` bytes, from a thread of its own,
+    instead of one call a file.
+
+    Why it is safe: a copy's pages are dirty when its file is closed, and dirty pages are
+    not dropped (``posix_fadvise(DONTNEED)`` on a file just written leaves all its pages
+    resident: ``fincore`` before and after, 0 only after an ``fdatasync``). The per-file call
+    therefore dropped nothing; what it gave was an early writeback, so that little was dirty
+    when the flush before the marker came (item 4). That costs the copy's thread 25-28 us a
+    file on a 4.5 KiB file (the page's writeback submitted in the caller's context): a
+    fifth of the live loop's CPU in the many-files geometry. Batched, the kernel's flusher
+    writes a batch at once, the copying thread waits for none of it, and at most about a
+    batch is dirty at the final flush (which still flushes everything: nothing here is a
+    durability step). Clean pages stay cached until the kernel reclaims them, as they did.
+
+    Where ``syncfs`` is not there (not Linux), `add` answers False: the caller starts each
+    file's writeback itself. A ``syncfs`` that fails switches batching off, said once
+    (`degrade`).
+
+    Parameters
+    ----------
+    fd : int
+        An open folder of the filesystem written to (duplicated: the thread owns its copy).
+    batch : int
+        Bytes between two batches.
+    """
+
+    def __init__(self, fd: int, batch: int = WRITEBACK_BATCH) -> None:
+        self._on = IS_LINUX and _libc is not None and hasattr(_libc, "syncfs")
+        self._fd = os.dup(fd) if self._on else -1
+        self._batch = batch
+        self._written = 0  # bytes since the last batch was started
+        self._due = threading.Event()
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._done = threading.Condition()
+        #: Batches written back so far.
+        self.batches = 0
+
+    def add(self, nbytes: int) -> bool:
+        """Count ``nbytes`` just written; False when batches are off (start this file's
+        writeback by itself: `drop_cache`)."""
+        if not self._on:
+            return False
+        # (Workers add without a lock: a count off by a file only moves a batch by a file.)
+        self._written += nbytes
+        if self._written >= self._batch:
+            self._written = 0
+            self._kick()
+        return True
+
+    def _kick(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                return
+            if self._thread is None:
+                run = current_notices().thread_target(self._run)  # (the copy's notices)
+                self._thread = threading.Thread(target=run, name="softcopy-writeback", daemon=True)
+                self._thread.start()
+        self._due.set()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                self._due.wait()
+                self._due.clear()
+                if self._closed:
+                    return
+                try:
+                    syncfs(self._fd)
+                except OSError as exc:
+                    self._on = False
+                    degrade(
+                        "batched writeback of the copies",
+                        f"syncfs failed ({exc.strerror}); each copy's writeback is started "
+                        "by itself",
+                    )
+                    return
+                with self._done:
+                    self.batches += 1
+                    self._done.notify_all()
+        finally:
+            os.close(self._fd)  # (here, not in `close`: never a syncfs on a number reused)
+
+    def wait_for(self, batches: int, timeout: float) -> bool:
+        """Whether ``batches`` batches were written back within ``timeout`` seconds."""
+        with self._done:
+            return self._done.wait_for(lambda: self.batches >= batches, timeout)
+
+    def close(self) -> None:
+        """Stop: a batch being written back finishes in the thread, which is not waited for
+        (a hung network share must not hang the copy's end; the final flush waits)."""
+        with self._start_lock:
+            self._closed = True
+            self._on = False
+            thread = self._thread
+        if thread is not None:
+            self._due.set()  # (the thread closes its descriptor)
+        elif self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 #: Filesystems where every operation waits on another machine or a user-space daemon: several
