@@ -22,6 +22,7 @@ from napari_softcopy.platform import (
     autogroup_scheduling,
     default_workers,
     drop_cache,
+    drop_clean_cache,
     filesystem_type,
     session_group_nice,
 )
@@ -248,3 +249,25 @@ def test_batched_writeback_ends_with_its_descriptor_closed(tmp_path):
         thread.join(30)
         assert not thread.is_alive()
     assert set(os.listdir("/proc/self/fd")) == fds_before
+
+
+def test_a_source_still_dirty_is_left_alone_and_a_clean_one_dropped(tmp_path):
+    """`drop_clean_cache` skips a file whose cached pages are all dirty (no call drops
+    them: the drop would only start the writer's writeback) and drops a file read back
+    clean, as `drop_cache` does; on a kernel without ``cachestat`` it is `drop_cache`."""
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, os.urandom(2 * 4096))
+        drop_clean_cache(fd)
+        assert resident_pages(path) == 2
+        os.fdatasync(fd)
+        os.pread(fd, 2 * 4096, 0)
+        drop_clean_cache(fd)
+        assert resident_pages(path) == 0
+        os.pread(fd, 2 * 4096, 0)  # (read back in: cached, clean)
+        assert resident_pages(path) == 2
+        drop_clean_cache(fd)
+        assert resident_pages(path) == 0
+    finally:
+        os.close(fd)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import logging
 import os
 import sys
@@ -202,6 +203,64 @@ def drop_cache(fd: int) -> None:
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+
+# cachestat(2), Linux 6.5: how many of a file's pages are cached, dirty, under writeback. (A
+# system call added after the tables were unified: the same number on every architecture.)
+_SYS_CACHESTAT = 451
+
+
+class _CachestatRange(ctypes.Structure):
+    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
+
+
+class _Cachestat(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")
+    ]
+
+
+_WHOLE_FILE = _CachestatRange(0, 0)
+_cachestat_local = threading.local()  # .result: each thread's own `_Cachestat`
+
+
+def drop_clean_cache(fd: int) -> None:
+    """`drop_cache` where it drops something: not where every cached page of ``fd`` is
+    dirty or under writeback (``cachestat``), which no call can drop yet.
+
+    A source file copied a moment after its writer wrote it is all dirty: there, the drop
+    dropped nothing (its pages were the writer's, cached before the copy read them, and stay
+    cached either way) and only submitted the writer's writeback from the copy's thread,
+    6-9 us a 4.5 KiB file against under 1 us for the look. A page the copy's read brought
+    in is clean, so a file with one is dropped as before. Where ``cachestat`` is missing
+    (a kernel before 6.5), every file is dropped by `drop_cache`, said once (`degrade`)."""
+    result = getattr(_cachestat_local, "result", None)
+    if result is None:
+        result = _cachestat_local.result = _Cachestat()
+    if _cachestat_works and _libc is not None:
+        args = (ctypes.byref(_WHOLE_FILE), ctypes.byref(result), 0)
+        if _libc.syscall(_SYS_CACHESTAT, fd, *args) == 0:
+            if result.nr_cache <= result.nr_dirty + result.nr_writeback:
+                return  # (nothing cached, or nothing that can be dropped now)
+        else:
+            _cachestat_failed(ctypes.get_errno())
+    drop_cache(fd)
+
+
+def _cachestat_failed(err: int) -> None:
+    global _cachestat_works
+    if err in (errno.ENOSYS, errno.EPERM):  # (no such call; a seccomp filter refusing it)
+        _cachestat_works = False
+        degrade(
+            "leaving the writer's dirty pages alone",
+            f"this kernel has no cachestat ({os.strerror(err)}): the cached pages of each "
+            "source file are dropped after its copy, which for a file still dirty only "
+            "starts its writeback (some CPU more a file)",
+        )
+
+
+_cachestat_works = IS_LINUX and _libc is not None
 
 
 #: Bytes of copies whose writeback `BatchedWriteback` starts together: what may still be
