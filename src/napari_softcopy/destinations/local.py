@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
+from ..page_cache import BatchedWriteback
 from ..platform import (
-    BatchedWriteback,
     default_workers,
     degrade,
     drop_cache,
@@ -361,7 +361,7 @@ class LocalDestination(Destination):
         """Keep a published copy out of the page cache's way. A copy flushed before its
         rename is clean: its pages are dropped now. Otherwise they are dirty and no call
         drops them yet; their writeback is started with the other copies' in a batch
-        (`platform.BatchedWriteback`: one call a file was a fifth of a small file's CPU), or
+        (`page_cache.BatchedWriteback`: one call a file was a fifth of a small file's CPU), or
         by the file's own call where batches are off."""
         if temp.synced or self._writeback is None or not self._writeback.add(temp.size):
             drop_cache(temp.fd)
