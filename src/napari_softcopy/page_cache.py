@@ -5,12 +5,13 @@ a call can drop are dropped at once (``posix_fadvise(DONTNEED)``: `platform.drop
 pages still dirty cannot be, whatever is asked (``fincore`` before and after: every page of
 a file just written stays; none after an ``fdatasync``), and the call only starts their
 writeback from the calling thread. So a source file's pages are dropped only where one is
-clean (`drop_clean_cache`). The copy's own pages are always dirty when it is closed: their
-per-file call (`destinations.LocalDestination.release`) is kept for the writeback it starts,
-at the copy's idle I/O class, which keeps the flush before the marker short
-(benchmarks/notes.md item 4); started in batches by a ``syncfs`` instead, it cost the
-copying thread 25-28 us a file less, but the acquisition beside it took longer in 5 of 8
-runs in turns (benchmarks/notes.md, issue 22 item 3).
+clean (`drop_clean_cache`): every page that can be dropped still is. The copy's own pages
+are dirty when it is closed (unless flushed, ``--fsync each``): their per-file call
+(`destinations.LocalDestination.release`) is kept for the writeback it starts, at the
+copy's idle I/O class, which keeps the flush before the marker short (benchmarks/notes.md
+item 4). Started in batches by a ``syncfs`` instead, it cost the copying thread 25-28 us a
+file less, but the acquisition beside it took longer in 6 of 9 ``benchmarks.day`` runs in
+turns (benchmarks/notes.md, issue 22 item 3).
 """
 
 from __future__ import annotations
