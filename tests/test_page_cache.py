@@ -1,5 +1,5 @@
 """Keeping the copy out of the page cache's way: what a drop can drop (``mincore`` of the
-real files), a source's pages dropped only where one is clean."""
+real files), the copies' writeback in batches, the source's pages dropped only where clean."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import ctypes
 import mmap
 import os
 import sys
+import threading
 
 import pytest
 
-from napari_softcopy.page_cache import drop_clean_cache
+from napari_softcopy.destinations import LocalDestination
+from napari_softcopy.page_cache import WRITEBACK_BATCH, BatchedWriteback, drop_clean_cache
 from napari_softcopy.platform import drop_cache
+from napari_softcopy.transfer import copy_file
+from support import assert_identical
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only")
 
@@ -41,10 +45,12 @@ def resident_pages(path) -> int:
         os.close(fd)
 
 
-def test_a_file_just_written_keeps_its_pages_whatever_is_asked(tmp_path):
-    """What `page_cache` stands on: a file just written is dirty, and
-    ``posix_fadvise(DONTNEED)`` leaves every page of it resident (it only starts the
-    writeback); once flushed, the same call drops them all."""
+def test_a_copy_just_written_keeps_its_pages_whatever_is_asked_so_its_writeback_is_batched(
+    tmp_path,
+):
+    """Why `BatchedWriteback` drops nothing that the per-file call dropped: a file just
+    written is dirty, and ``posix_fadvise(DONTNEED)`` leaves every page of it resident (it
+    only starts the writeback); once flushed, the same call drops them all."""
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -56,6 +62,52 @@ def test_a_file_just_written_keeps_its_pages_whatever_is_asked(tmp_path):
         assert resident_pages(path) == 0
     finally:
         os.close(fd)
+
+
+def test_copies_start_their_writeback_in_batches_and_a_flushed_copy_drops_its_pages(tmp_path):
+    """A local destination's published copies are counted into one `BatchedWriteback`
+    (one ``syncfs`` a batch, not a call a file); a copy flushed before its rename (``--fsync
+    each``) is clean, and its pages go at once; without ``uncache`` nothing is counted."""
+    src = tmp_path / "src"
+    src.mkdir()
+    half = WRITEBACK_BATCH // 2 + 1
+    for name in ("a", "b", "c"):
+        (src / name).write_bytes(os.urandom(half if name != "c" else 8192))
+    dest = LocalDestination(tmp_path / "dst")
+    try:
+        writeback = dest._writeback
+        stop = threading.Event()
+        copy_file(str(src / "a"), dest, "a", stop=stop, uncache=False)
+        copy_file(str(src / "a"), dest, "a", stop=stop)  # (again: this one is counted)
+        assert writeback.batches == 0 and not writeback.wait_for(1, 0.05)
+        copy_file(str(src / "b"), dest, "b", stop=stop)  # (past a batch: one syncfs)
+        assert writeback.wait_for(1, 30)
+        copy_file(str(src / "c"), dest, "c", stop=stop, fsync=True)
+        assert resident_pages(tmp_path / "dst" / "c") == 0
+        assert writeback.batches == 1
+        assert_identical(src, tmp_path / "dst")
+    finally:
+        dest.close()
+
+
+def test_batched_writeback_ends_with_its_descriptor_closed(tmp_path):
+    """Closing stops the thread without waiting for a batch in flight; the thread closes
+    its own descriptor (never a syncfs on a number reused meanwhile)."""
+    fds_before = set(os.listdir("/proc/self/fd"))
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        idle = BatchedWriteback(fd, batch=10)
+        idle.close()  # (no thread was started: its descriptor closes here)
+        busy = BatchedWriteback(fd, batch=10)
+        assert busy.add(10) and busy.wait_for(1, 30)
+        busy.close()
+        assert not busy.add(10)  # (closed: the caller starts a file's writeback itself)
+        thread = next(t for t in threading.enumerate() if t.name == "softcopy-writeback")
+        thread.join(30)
+        assert not thread.is_alive()
+    finally:
+        os.close(fd)
+    assert set(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_a_source_still_dirty_is_left_alone_and_a_clean_one_dropped(tmp_path):
