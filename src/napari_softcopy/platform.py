@@ -198,7 +198,7 @@ def io_priority_class() -> int | None:
 
 def drop_cache(fd: int) -> None:
     """Ask the kernel to drop the cached pages of ``fd`` (clean pages go, dirty ones are
-    queued for writeback, which spreads the destination's flushing over the run)."""
+    queued for writeback and stay: on a file just written, it only starts the writeback)."""
     if hasattr(os, "posix_fadvise"):
         with contextlib.suppress(OSError):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import blake3
 
 from .destinations import Destination, FileInfo, TempFile, is_copy_of, source_stamp
-from .platform import drop_cache
+from .page_cache import drop_clean_cache
 
 #: A file modified less than this long ago is copied a moment later: a second write in the
 #: same kernel clock tick would leave size and mtime unchanged and go unnoticed.
@@ -262,7 +262,7 @@ def copy_file(
         if temp is not None:
             dest.release(temp, uncache=uncache)  # (removed unless published)
         if uncache:
-            drop_cache(fd_in)
+            drop_clean_cache(fd_in)  # (a source still dirty: nothing to drop, `page_cache`)
         os.close(fd_in)
 
 

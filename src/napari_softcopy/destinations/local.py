@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ..layout import OWN_TEMP_SUFFIX
+from ..page_cache import BatchedWriteback
 from ..platform import (
     default_workers,
     degrade,
@@ -54,15 +55,21 @@ LATENCY_BOUND_COPIES = 4
 
 @dataclass(slots=True)
 class LocalTempFile(TempFile):
-    """A temporary file of a `LocalDestination`: its descriptor and both names."""
+    """A temporary file of a `LocalDestination`: its descriptor, both names, the size it was
+    announced with (`expect`) and whether it was flushed (``fsync``) before its rename."""
 
     rel: str
     temp_rel: str
     fd: int
     published: bool = False
+    size: int = 0
+    synced: bool = False
 
     def fileno(self) -> int:
         return self.fd
+
+    def expect(self, size: int) -> None:
+        self.size = size  # (what `LocalDestination.release` counts for its writeback)
 
 
 class LocalDestination(Destination):
@@ -127,6 +134,8 @@ class LocalDestination(Destination):
         # counter (unique within this one), instead of a getrandom call per file.
         self._temp_prefix = secrets.token_hex(4)
         self._temp_counter = itertools.count()
+        # The copies' writeback, started in batches (`_uncache`); a verification writes none.
+        self._writeback = BatchedWriteback(self.fd) if create else None
 
     @property
     def summary(self) -> str:
@@ -173,6 +182,8 @@ class LocalDestination(Destination):
         if self.fd >= 0:
             with contextlib.suppress(OSError):  # (lost records: judged by size and mtime)
                 self._records.flush()
+            if self._writeback is not None:
+                self._writeback.close()
             os.close(self.fd)
             self.fd = self._folders.root_fd = -1  # (a number reused by the next open)
 
@@ -321,6 +332,7 @@ class LocalDestination(Destination):
                 )
         if fsync and self.capabilities.fsync:
             os.fsync(fd)
+            temp.synced = True
         os.rename(temp.temp_rel, temp.rel, src_dir_fd=self.fd, dst_dir_fd=self.fd)
         temp.published = True
         if mtime_ns is not None and self.capabilities.records:
@@ -333,16 +345,26 @@ class LocalDestination(Destination):
             self._records.add(temp.rel, record, st.st_mtime_ns)
 
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
-        """Drop the file's cached pages (``uncache``), close it, remove it if unpublished."""
+        """Drop the file's cached pages, or start their writeback (``uncache``: `_uncache`),
+        close it, remove it if unpublished."""
         assert isinstance(temp, LocalTempFile)
         if temp.fd >= 0:
-            if uncache:
-                drop_cache(temp.fd)
+            if uncache and temp.published:  # (an unpublished one goes, its pages with it)
+                self._uncache(temp)
             os.close(temp.fd)
             temp.fd = -1
         if not temp.published:
             with contextlib.suppress(OSError):
                 self.unlink(temp.temp_rel)
+
+    def _uncache(self, temp: LocalTempFile) -> None:
+        """Keep a published copy out of the page cache's way. A copy flushed before its
+        rename is clean: its pages are dropped now. Otherwise they are dirty and no call
+        drops them yet; their writeback is started with the other copies' in a batch
+        (`page_cache.BatchedWriteback`: one call a file was a fifth of a small file's CPU), or
+        by the file's own call where batches are off."""
+        if temp.synced or self._writeback is None or not self._writeback.add(temp.size):
+            drop_cache(temp.fd)
 
     def unlink(self, rel: str) -> bool:
         """Remove a file; False when it was not there (or is reached only through a link)."""
