@@ -107,7 +107,7 @@ class BatchedWriteback:
     acquisition, its dirty data too, a batch earlier than the kernel would. What changes:
     the writeback's work is done by the kernel's flusher threads (not done away with), at
     their I/O class rather than the copy's idle one; beside a writer flushing each file on
-    the same disk, the writer was not measured slower (benchmarks/notes.md, issue 22 item 3).
+    the same disk, the writer was not measured slower (benchmarks/notes.md item 58).
 
     Where ``syncfs`` is not there (not Linux), `add` answers False: the caller starts each
     file's writeback itself. A ``syncfs`` that fails switches batching off, said once
