@@ -34,7 +34,8 @@ import shutil
 import tempfile
 import threading
 from array import array
-from collections.abc import Iterator
+from collections import ChainMap
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from .destinations import FileInfo
@@ -72,8 +73,9 @@ class Listing:
     borrowed : tuple of str
         Spools read but not owned (`proofs.ProofSpool`'s, kept for the next finish):
         `discard` leaves them.
-    blocks : dict
-        Folder -> its `ManifestBlock`, given instead of its rows where they are its only ones.
+    blocks : Mapping
+        Folder -> its `ManifestBlock`, given instead of its rows where they are its only ones
+        and come from the block's spool (`verify_folders.ProvenBlocks`: made when asked).
     """
 
     def __init__(
@@ -81,7 +83,7 @@ class Listing:
         parts: list[tuple[str, list[str], array]] | None = None,
         folder: str | None = None,
         borrowed: tuple[str, ...] = (),
-        blocks: dict[str, ManifestBlock] | None = None,
+        blocks: Mapping[str, ManifestBlock] | None = None,
     ) -> None:
         self.parts = parts or []
         self.folder = folder
@@ -100,7 +102,7 @@ class Listing:
             self.parts + other.parts,
             self.folder or other.folder,
             self.borrowed + other.borrowed,
-            self.blocks | other.blocks,
+            ChainMap(self.blocks, other.blocks) if other.blocks else self.blocks,
         )
 
     def files(

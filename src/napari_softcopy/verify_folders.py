@@ -152,6 +152,29 @@ def source_unchanged(
     return files == len(expected) and folders == len(subfolders)
 
 
+class ProvenBlocks(Mapping[str, ManifestBlock]):
+    """The `ManifestBlock` of each proof with manifest lines (a folder without subfolders),
+    made when asked (`listing.Listing.files` asks for the folders it takes from the proofs'
+    spool, those vouched for): not one object a folder held through the finish."""
+
+    def __init__(self, spool: str, proofs: Mapping[str, Proof]) -> None:
+        self._spool = spool
+        self._proofs = proofs
+
+    def __getitem__(self, folder: str) -> ManifestBlock:
+        proof = self._proofs[folder]
+        if not proof.lines or proof.subfolders:
+            raise KeyError(folder)
+        offset = proof.offset + proof.length
+        return ManifestBlock(self._spool, offset, proof.lines, proof.files, proof.bytes)
+
+    def __iter__(self):
+        return (f for f in self._proofs if f in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
 @dataclass
 class _Unproven(_Comparison):
     """The finish's walk: folders with a standing proof (`proofs`) are vouched for by it
@@ -163,7 +186,6 @@ class _Unproven(_Comparison):
     proven: list[str] = field(default_factory=list, repr=False)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
     spool: str = ""  # (the proofs' spool: where their rows and manifest lines are)
-    blocks: dict[str, ManifestBlock] = field(default_factory=dict, repr=False)
     checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
     root_fd: int = -1  # (the source root, open during the walk)
     _spool_file: object = field(default=None, repr=False)
@@ -188,10 +210,6 @@ class _Unproven(_Comparison):
                 continue
             self.proven.append(rel)
             self.spans.extend((proof.offset, proof.length))
-            if proof.lines and not proof.subfolders:
-                self.blocks[rel] = ManifestBlock(
-                    self.spool, proof.offset + proof.length, proof.lines, proof.files, proof.bytes
-                )
             report.files_checked += proof.files
             report.bytes_checked += proof.bytes
             report.metadata_files += proof.metadata
@@ -266,7 +284,7 @@ def walk_unproven(
     proven = Listing(
         [(spool.path, handler.proven, handler.spans)],
         borrowed=(spool.path,),
-        blocks=handler.blocks,
+        blocks=ProvenBlocks(spool.path, proofs),
     )
     report.listing = proven.merged(listing)
     return report, handler.proven
