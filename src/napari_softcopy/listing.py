@@ -88,7 +88,7 @@ class Listing:
         self.parts = parts or []
         self.folder = folder
         self.borrowed = borrowed
-        self.blocks = blocks or {}
+        self.blocks = {} if blocks is None else blocks  # (not `or`: its len() walks all)
 
     @property
     def spools(self) -> list[str]:
@@ -102,7 +102,7 @@ class Listing:
             self.parts + other.parts,
             self.folder or other.folder,
             self.borrowed + other.borrowed,
-            ChainMap(self.blocks, other.blocks) if other.blocks else self.blocks,
+            _either(self.blocks, other.blocks),
         )
 
     def files(
@@ -173,6 +173,16 @@ class Listing:
             shutil.rmtree(self.folder, ignore_errors=True)
         self.parts = []
         self.folder = None
+
+
+def _either(a: Mapping, b: Mapping) -> Mapping:
+    """Both listings' blocks (at most one has any: the proofs' part), never counted (a
+    `verify_folders.ProvenBlocks` is as long as the proofs)."""
+    if isinstance(b, dict) and not b:
+        return a
+    if isinstance(a, dict) and not a:
+        return b
+    return ChainMap(a, b)
 
 
 def _below(rel: str, folder: str) -> bool:
