@@ -458,12 +458,13 @@ def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path
             listed = dest.listdir(kind, stamps=True)
             rows = sorted((n, i.size, i.mtime_ns, i.stamp) for n, i in listed.items())
             proof = Proof(0, 0, 5, 0, 0, (), NO_WATCH)
-            assert source_unchanged(root_fd, f"src/{kind}", proof, rows, 1)
+            folder, caps = f"src/{kind}", dest.capabilities
+            assert source_unchanged(root_fd, folder, proof, rows, caps)
             change(src / kind)
             expected = kind in ("temporary", "none")
-            assert source_unchanged(root_fd, f"src/{kind}", proof, rows, 1) == expected, kind
+            assert source_unchanged(root_fd, folder, proof, rows, caps) == expected, kind
             unstamped = [(n, size, mtime, None) for n, size, mtime, _ in rows]
-            assert not source_unchanged(root_fd, f"src/{kind}", proof, unstamped, 1)
+            assert not source_unchanged(root_fd, folder, proof, unstamped, caps)
     finally:
         os.close(root_fd)
         dest.close()

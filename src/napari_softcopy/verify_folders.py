@@ -18,7 +18,7 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .destinations import Destination, FileInfo, source_stamp
+from .destinations import Capabilities, Destination, FileInfo, copy_difference
 from .layout import is_temp_name
 from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
 from .march import _DIR_FLAGS, _ROOT_FLAGS, Folder, _March, march
@@ -97,13 +97,14 @@ def prove_folder(
 
 
 def source_unchanged(
-    root_fd: int, folder: str, proof: Proof, rows: list, precision_ns: int
+    root_fd: int, folder: str, proof: Proof, rows: list, capabilities: Capabilities
 ) -> bool:
     """Whether the source folder ``folder`` (below the open ``root_fd``), proven with
     ``proof`` (its ``rows`` read from the proofs' spool) but without a watch since, is still
     as it was proven, by a look at the source only: the same subfolders, the same files
-    (skipping the writers' temporary names, as the verification does), each of the size,
-    mtime (within the destination's ``precision_ns``) and stamp its row recorded.
+    (skipping the writers' temporary names, as the verification does), each a copy by the
+    one rule (`destinations.copy_difference`) of the row its proof listed: size, mtime and
+    recorded stamp.
 
     The stamp is the copied source version's inode and ctime: any write to the file moves its
     ctime (a rewrite in place with size and mtime put back too: ``utime`` sets the ctime), a
@@ -116,7 +117,7 @@ def source_unchanged(
     for name, size, mtime_ns, stamp in rows:
         if stamp is None:
             return False
-        expected[name] = (size, mtime_ns, stamp)
+        expected[name] = FileInfo(False, True, size, mtime_ns, stamp)
     subfolders = set(proof.subfolders)
     try:
         fd = os.open(folder, _DIR_FLAGS, dir_fd=root_fd)
@@ -137,12 +138,7 @@ def source_unchanged(
                         return False  # (a new file)
                     continue
                 st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if (
-                    not stat.S_ISREG(st.st_mode)
-                    or st.st_size != row[0]
-                    or abs(st.st_mtime_ns - row[1]) >= precision_ns
-                    or source_stamp(st) != row[2]
-                ):
+                if not stat.S_ISREG(st.st_mode) or copy_difference(st, row, capabilities):
                     return False
                 files += 1
     except OSError:  # (a file gone while looked at: changed)
@@ -226,8 +222,7 @@ class _Unproven(_Comparison):
         f = self._spool_file
         f.seek(proof.offset)
         rows = pickle.loads(f.read(proof.length))
-        precision = self.dest.capabilities.mtime_precision_ns
-        if not source_unchanged(self.root_fd, rel, proof, rows, precision):
+        if not source_unchanged(self.root_fd, rel, proof, rows, self.dest.capabilities):
             return False
         self.checked_at_source += 1
         return True
