@@ -62,6 +62,12 @@ def wait_until_proven(e, src: Path) -> set[str]:
 HELD = "c/2/5/3"  # (the chunk `rewrite_after_proofs` rewrites)
 
 
+def end_at_marker(e, src: Path) -> None:
+    """The acquisition's marker; the copy's end awaited (it must end, verified or not)."""
+    (src / "complete").write_text("")
+    assert e.wait(120), e.status().message
+
+
 def rewrite_then_finish(e, a: zarr.Array, src: Path, rel: str) -> None:
     """Rewrite the chunk ``rel`` (``c/i/j/k`` of `write_array`'s ``a``) in place: same size,
     new bytes (250 x 8), its mtime put back (size and mtime alone would call the old copy
@@ -72,8 +78,7 @@ def rewrite_then_finish(e, a: zarr.Array, src: Path, rel: str) -> None:
     a[i, j, 8 * k : 8 * k + 8] = np.full(8, 250, dtype="uint8")
     os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert chunk.stat().st_size == st.st_size
-    (src / "complete").write_text("")
-    assert e.wait(120), e.status().message
+    end_at_marker(e, src)
 
 
 def rewrite_after_proofs(src: Path, dst: Path, monkeypatch) -> tuple[object, set[str]]:
@@ -129,8 +134,7 @@ def test_a_file_deleted_at_the_destination_behind_the_copy_is_found_by_verify(tm
         write_array(src)
         wait_until_proven(e, src)
         (dst / "c/1/1/0").unlink()
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        end_at_marker(e, src)
     finally:
         e.stop()
         e.wait(10)
@@ -174,8 +178,7 @@ def test_events_lost_after_the_folders_were_proven_make_the_finish_walk_everythi
             tmp.write_bytes(b"x")
             os.replace(tmp, src / "c/0/0" / f"x{i}")
         wait_for(lambda: e.status().event_overflows > overflows, 60, "an overflow")
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        end_at_marker(e, src)
     finally:
         e.stop()
         e.wait(10)
@@ -284,8 +287,7 @@ def test_folders_without_their_watch_are_vouched_for_by_a_look_at_the_source(tmp
             60,
             "every watched folder proven",
         )
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        end_at_marker(e, src)
     finally:
         e.stop()
         e.wait(10)
@@ -413,8 +415,7 @@ def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_pa
     try:
         write_array(src)
         wait_until_proven(e, src)
-        (src / "complete").write_text("")
-        assert e.wait(120), e.status().message
+        end_at_marker(e, src)
     finally:
         e.stop()
         e.wait(10)
