@@ -15,6 +15,9 @@ Geometries (issue 22): ``manyfiles`` is 2,000 chunk files of about 4.5 KiB per t
 221 folders (Zarr v2, ``/`` keys ``t/z/y/x``); 500 timepoints make 1,000,000 files in
 110,000 folders. ``lightsheet`` is 256 chunks of about 70 KiB per timepoint in 37 folders
 (Zarr v3, ``c/t/z/y/x``); 2,000 timepoints make 512,000 files in 74,000 folders (35 GB).
+``lightsheet-small`` has the same files and folders with a quarter of the bytes (chunks of
+16 x 32 x 32 over 64 x 256 x 256 a timepoint, about 18 KiB each: 9 GB at 2,000 timepoints),
+for a machine whose disk cannot hold 35 GB twice.
 
 ``--watch-limit N`` runs the copier in a user namespace of its own whose inotify watch limit
 (``/proc/sys/user/max_inotify_watches``) is N, so an archive with more folders than watches
@@ -39,9 +42,10 @@ import psutil
 from .common import REPO, compare_trees, dump, python
 
 GEOMETRIES = {
-    # name: (preset, shape override, separator, files per timepoint, folders per timepoint)
-    "manyfiles": ("manyfiles", (20, 640, 640), "/", 2000, 221),
-    "lightsheet": ("lightsheet", (64, 512, 512), "/", 256, 37),
+    # name: (preset, shape, chunks (None: the preset's), separator, files, folders a timepoint)
+    "manyfiles": ("manyfiles", (20, 640, 640), None, "/", 2000, 221),
+    "lightsheet": ("lightsheet", (64, 512, 512), None, "/", 256, 37),
+    "lightsheet-small": ("lightsheet", (64, 256, 256), (1, 16, 32, 32), "/", 256, 37),
 }
 SAMPLE_S = 1.0
 
@@ -54,9 +58,12 @@ def write(src: str, geometry: str, timepoints: int, rate: float | None) -> int:
 
     from .writer import write_marker
 
-    preset_name, shape, separator, _, _ = GEOMETRIES[geometry]
+    preset_name, shape, chunks, separator, _, _ = GEOMETRIES[geometry]
     preset = dataclasses.replace(
-        PRESETS[preset_name], shape=(timepoints, *shape), separator=separator
+        PRESETS[preset_name],
+        shape=(timepoints, *shape),
+        chunks=chunks or PRESETS[preset_name].chunks,
+        separator=separator,
     )
 
     def done(t: int) -> None:
@@ -224,7 +231,7 @@ def run(
 
 def summarize(geometry, reader, sampler, code, ended_at, watch_limit) -> dict:
     """The run's figures from the writer's report and the samples."""
-    _, _, _, per_tp, _ = GEOMETRIES[geometry]
+    *_, per_tp, _ = GEOMETRIES[geometry]
     marker_at = reader.end.get("marker_at")
     done = reader.timepoints
     starts = [reader.started_at or done[0], *done[:-1]]
