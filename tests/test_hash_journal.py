@@ -24,6 +24,7 @@ from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.hashes import FANIN, JOURNAL, SEGMENT, HashJournal
 from napari_softcopy.journal_records import JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
+from napari_softcopy.platform import Notices
 from napari_softcopy.simulate import simulate
 from napari_softcopy.transfer import copy_file
 from support import assert_manifest_is_fresh, engine, wait_for
@@ -209,8 +210,8 @@ def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back
 ):
     """This run's records kept in memory (`HashJournal.fresh`): a background hash of an
     earlier publish that comes after a later one does not replace the later's; beyond
-    `FRESH_MAX` the oldest are dropped, and the finish takes theirs from the segments. The
-    manifest is right either way, no file read back."""
+    `FRESH_MAX` the oldest are dropped (said once in the copy's notices), and the finish
+    takes theirs from the segments. The manifest is right either way, no file read back."""
     monkeypatch.setattr(hashes, "FRESH_MAX", 10)
     src, dst = tmp_path / "src", tmp_path / "dst"
     src.mkdir()
@@ -221,8 +222,12 @@ def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back
         journal = HashJournal(dest, low_priority=False, flush_s=0.0)
         _copy(src, dest, "f29", journal)  # (no hash of its bytes: queued, no thread yet)
         (src / "f29").write_bytes(os.urandom(2000))
+        notices = Notices()
         for i in range(30):
-            _copy_hashed(src, dest, f"f{i:02d}", journal)
+            notices.thread_target(lambda i=i: _copy_hashed(src, dest, f"f{i:02d}", journal))()
+        # Said once, not silently: the finish reads the dropped ones back from the segments.
+        [line] = notices.lines()
+        assert "more than 10 files copied" in line
         latest = journal.fresh()["f29"]
         journal.start()  # (hashes the queued, older publish of f29: an older record)
         wait_for(

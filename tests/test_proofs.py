@@ -386,17 +386,26 @@ def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
 
 def test_proofs_beyond_their_cap_drop_the_oldest():
     """Memory bounded by a cap, not by the folders: beyond `FolderProofs.max_proofs` the
-    oldest proofs go (their folders are walked at the finish); a folder proven again is
-    the newest."""
+    oldest proofs go (their folders are walked at the finish, said once in the copy's
+    notices); a folder proven again is the newest."""
+    from napari_softcopy.platform import Notices
     from napari_softcopy.proofs import FolderProofs, Proof
 
     proofs = FolderProofs(max_proofs=64)
-    try:
+    notices = Notices()
+
+    def prove_all() -> None:
         for n in (*range(200), 3, *range(200, 230)):
             folder = f"f{n}"
             proofs.mark(folder)
             [(_, mark, epoch)] = [c for c in proofs.candidates(float("inf")) if c[0] == folder]
             assert proofs.commit(folder, mark, epoch, Proof(0, 0, 1, 1, 0, (), n))
+
+    try:
+        notices.thread_target(prove_all)()
+        # Said once, not silently: the finish will walk the dropped proofs' folders.
+        [line] = notices.lines()
+        assert "more than 64 folders proven" in line
         standing = proofs.clean({f"/r/f{n}": n for n in range(230)}, "/r")
         assert len(standing) <= 64 and proofs.dropped == 231 - len(standing)
         assert "f229" in standing and "f3" in standing and "f0" not in standing

@@ -183,7 +183,9 @@ class HashJournal:
                     self._buffer_since = time.monotonic()
                 record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
                 self._buffer.append(record)
-                self._keep_fresh(record)
+                dropped = self._keep_fresh(record)
+            if dropped:
+                self._say_fresh_dropped()
             return
         with self._lock:
             self._counter += 1
@@ -207,24 +209,38 @@ class HashJournal:
             if not self._buffer:
                 self._buffer_since = time.monotonic()
             self._buffer.append(record)
-            self._keep_fresh(record)
+            dropped = self._keep_fresh(record)
+        if dropped:
+            self._say_fresh_dropped()
 
-    def _keep_fresh(self, record: JournalRecord) -> None:
+    def _keep_fresh(self, record: JournalRecord) -> bool:
         """Keep ``record`` as its path's latest of this run (called with `_lock` held). A
-        background hash comes after the publish it is of: a later publish's record stays."""
+        background hash comes after the publish it is of: a later publish's record stays.
+        Whether the oldest records were dropped to make room."""
         fresh = self._fresh
         kept = fresh.get(record.rel)
         if kept is not None:
             if kept.seq > record.seq:
-                return
+                return False
             del fresh[record.rel]  # (to the end: the oldest are dropped first)
         fresh[record.rel] = record
-        if len(fresh) > FRESH_MAX:
-            # (an eighth at once: a dict's first key is found past those deleted before, so
-            # one at a time would scan thousands of deleted entries a file)
-            for rel in list(itertools.islice(fresh, max(1, FRESH_MAX // 8))):
-                del fresh[rel]
-            self.fresh_dropped += max(1, FRESH_MAX // 8)
+        if len(fresh) <= FRESH_MAX:
+            return False
+        # (an eighth at once: a dict's first key is found past those deleted before, so one at
+        # a time would scan thousands of deleted entries a file)
+        for rel in list(itertools.islice(fresh, max(1, FRESH_MAX // 8))):
+            del fresh[rel]
+        self.fresh_dropped += max(1, FRESH_MAX // 8)
+        return True
+
+    @staticmethod
+    def _say_fresh_dropped() -> None:
+        """Said once (the copy's notices): correct, but the finish reads the journal back."""
+        degrade(
+            "keeping the manifest's hashes in memory",
+            f"more than {FRESH_MAX:,} files copied in folders not yet proven: the finish "
+            "reads the other files' hashes back from the hash journal",
+        )
 
     def fresh(self) -> dict[str, JournalRecord]:
         """This run's latest record of each path published (by its path, not its key), as

@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import NamedTuple
 
 from .destinations import FileInfo
+from .platform import degrade
 
 __all__ = ["NO_WATCH", "FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
@@ -261,13 +262,20 @@ class FolderProofs:
                 self._subfolders[folder] = proof.subfolders
             else:
                 self._subfolders.pop(folder, None)
-            if len(proofs) > self.max_proofs:
+            over = len(proofs) > self.max_proofs
+            if over:
                 # (an eighth at once: a dict's first key is found past those deleted before)
                 for old in list(itertools.islice(proofs, max(1, self.max_proofs // 8))):
                     del proofs[old]
                     self._subfolders.pop(old, None)
                     self.dropped += 1
-            return True
+        if over:  # (said once, outside the lock: the copy stays correct, the finish slower)
+            degrade(
+                "keeping every folder's proof",
+                f"more than {self.max_proofs:,} folders proven (Tuning.max_proofs): the oldest "
+                "proofs are dropped and their folders compared in both trees at the finish",
+            )
+        return True
 
     def clean(self, watch_ids: dict[str, int], root: str) -> StandingProofs:
         """The proofs that stand now: of folders not marked since. Those watched all along
