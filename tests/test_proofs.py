@@ -433,6 +433,7 @@ def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_pa
     v = e.status().verification
     # (the 32 folders of chunks have no subfolders: each one's 8 lines made when proven)
     assert v["manifest_from_proofs"] == 256, v
+    assert 0 < v["manifest_s"] < 60, v  # (the drain's share the manifest took: said)
     assert e._hashes is None  # (discarded with what it kept: the manifest holds it)
 
 

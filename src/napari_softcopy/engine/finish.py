@@ -312,7 +312,8 @@ class Finish(FinishWait):
             if done is not True:
                 with self._lock:  # (the finish's own figure: `verification` in the status)
                     self._verification = (self._verification or {}) | {
-                        "manifest_from_proofs": done.from_proofs
+                        "manifest_from_proofs": done.from_proofs,
+                        "manifest_s": round(done.seconds, 3),
                     }
         except DestinationChanged as exc:
             raise _Fatal(exc.strerror) from None
