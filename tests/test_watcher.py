@@ -325,6 +325,28 @@ def test_an_existing_tree_keeps_its_latest_folders_watched(tmp_path, watch):
     assert watcher.released >= 1 + 2 * 12 - 6 and watcher.unwatched == 0
 
 
+@linux_only
+def test_a_tree_with_more_folders_than_the_event_queue_starts_without_an_overflow(
+    tmp_path, watch
+):
+    """A resume of a day's archive: more folders than watches, and more than the kernel's
+    event queue holds (``max_queued_events``). Each folder that gives its watch back in the
+    first walk queues an ``IN_IGNORED``; read as the walk goes, they overflow nothing (an
+    overflow makes the engine walk the archive again and say that events were lost)."""
+    queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if queue > 50_000:
+        pytest.skip(f"max_queued_events is {queue}: too many folders to make here")
+    for t in range(queue + 500):
+        (tmp_path / str(t)).mkdir()
+    overflows = []
+    watcher, recorder = watch(tmp_path, max_watches=64, on_overflow=lambda: overflows.append(1))
+    (tmp_path / str(queue + 499) / "k").write_bytes(b"x")  # (the latest keeps its watch)
+    wait_for(lambda: recorder.seen("closed", tmp_path / str(queue + 499) / "k"), 10, "k")
+    wait_for(watcher.delivered_all, 10, "every queued event read")
+    assert overflows == [] and watcher.watched <= 64
+    assert watcher.released >= queue + 500 - 64
+
+
 def test_watchdogs_observer_is_used_and_said_so_where_inotify_is_not(tmp_path, monkeypatch, caplog):
     """Where the engine's own reader cannot run, watchdog's observer copies as correctly, and
     the log and the status say once what is off."""

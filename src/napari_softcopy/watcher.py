@@ -269,6 +269,7 @@ class InotifyWatcher:
         Folders are walked in name order (numbers by value), so the latest timepoints are
         watched last."""
         stack = [top]
+        walked = 0
         while stack:
             folder = stack.pop()
             try:
@@ -296,6 +297,9 @@ class InotifyWatcher:
                     deeper.append(entry.path)
                 elif self.watches.watch(entry.path, idle=idle) is not None:
                     deeper.append(entry.path)
+                walked += 1
+                if not walked % 1024 and self._thread is None:
+                    self._read_queued()  # (far below the queue's 16,384: `_read_queued`)
             stack.extend(reversed(deeper))  # (the first in name order is walked first)
 
     # ------------------------------------------------------------------ reading
@@ -332,6 +336,23 @@ class InotifyWatcher:
             self._deliver()
             if data:
                 self._stopping.wait(EVENT_BATCH_S)
+
+    def _read_queued(self) -> None:
+        """Read what the kernel has queued, before the reader thread runs. At the start of a
+        copy of an archive with more folders than watches (a resume in the middle of a day)
+        the folders there before give their watch back as the first walk goes, each queueing
+        an ``IN_IGNORED``; the queue holds ``fs.inotify.max_queued_events`` (16,384 by
+        default), so unread until the walk ends they overflow it, and lost events make the
+        engine walk the whole archive again and say events were lost when none were. Read
+        as the walk goes they are parsed as the reader would (a writer's events kept)."""
+        while True:
+            try:
+                data = os.read(self._fd, _READ_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            if not data:
+                return
+            self._parse(data)
 
     def _parse(self, data: bytes) -> None:
         offset = 0
