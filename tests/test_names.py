@@ -13,7 +13,12 @@ import pytest
 from faults_support import make_archive, run_cli
 from mounts import Mount, mounted
 from napari_softcopy.destinations import Capabilities, LocalDestination
-from napari_softcopy.destinations.names import UnholdableName, check_names, name_problem
+from napari_softcopy.destinations.names import (
+    UnholdableName,
+    check_names,
+    holds_any_name,
+    name_problem,
+)
 from napari_softcopy.transfer import sync_file
 
 WINDOWS = Capabilities(
@@ -56,6 +61,20 @@ def test_the_names_check_walks_the_source_and_names_the_first_problem(tmp_path):
     problem = check_names(tmp_path, WINDOWS, "DEST")
     assert problem is not None and "only by case" in problem and "(DEST)" in problem
     assert check_names(tmp_path, Capabilities(), "DEST") is None
+
+
+def test_the_names_are_not_read_where_the_destination_holds_any_name(tmp_path):
+    """A Linux disk to a Linux disk: every name the source can hold, the destination can,
+    so the names check reads none (a resume of a million files starts sooner). Any limit
+    of the destination's makes it read them all."""
+    import dataclasses
+
+    linux = Capabilities()
+    assert holds_any_name(str(tmp_path), linux)
+    assert not holds_any_name(str(tmp_path), WINDOWS)
+    assert not holds_any_name(str(tmp_path), dataclasses.replace(linux, case_sensitive=False))
+    assert not holds_any_name(str(tmp_path), dataclasses.replace(linux, max_name_bytes=143))
+    assert not holds_any_name(str(tmp_path / "gone"), linux)  # (no answer: read them)
 
 
 @pytest.mark.parametrize(

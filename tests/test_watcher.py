@@ -326,9 +326,7 @@ def test_an_existing_tree_keeps_its_latest_folders_watched(tmp_path, watch):
 
 
 @linux_only
-def test_a_tree_with_more_folders_than_the_event_queue_starts_without_an_overflow(
-    tmp_path, watch
-):
+def test_a_tree_with_more_folders_than_the_event_queue_starts_without_an_overflow(tmp_path, watch):
     """A resume of a day's archive: more folders than watches, and more than the kernel's
     event queue holds (``max_queued_events``). Each folder that gives its watch back in the
     first walk queues an ``IN_IGNORED``; read as the walk goes, they overflow nothing (an

@@ -150,12 +150,34 @@ class NameGuard:
             self._folds.release(rel)
 
 
+def holds_any_name(source: str, capabilities: Capabilities) -> bool:
+    """Whether a destination with ``capabilities`` holds every name the file system of the
+    folder ``source`` can: case told apart, no character refused, no trailing dot or space
+    dropped, and names at least as long as the source's ``NAME_MAX`` (a POSIX disk to a
+    POSIX disk)."""
+    if (
+        not capabilities.case_sensitive
+        or capabilities.invalid_chars
+        or not capabilities.trailing_dot_space
+    ):
+        return False
+    try:
+        longest = os.pathconf(source, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return False
+    return 0 < longest <= capabilities.max_name_bytes
+
+
 def check_names(
     source: str | os.PathLike, capabilities: Capabilities, destination: object
 ) -> str | None:
     """The first problem of the source's names at a destination with ``capabilities`` (one
-    line naming the file), or None. Reads names only (one ``scandir`` per folder)."""
+    line naming the file), or None. Reads names only (one ``scandir`` per folder), and none
+    where the destination holds every name the source's file system can (`holds_any_name`):
+    a resume of a million files onto a local disk starts a walk sooner."""
     root = os.fspath(source)
+    if holds_any_name(root, capabilities):
+        return None
     case_insensitive = not capabilities.case_sensitive
     stack = [""]
     while stack:

@@ -36,9 +36,6 @@ class Walks(EngineState):
         if watching is None or watching.watch_ids() is None:
             return  # (watchdog's observer: its notice says the finish walks every folder)
         self._proofs = FolderProofs(self.tuning.max_proofs)
-        # Every folder watched now is a candidate: those there before the copy began, or
-        # created before this (their events marked nothing) are proven like the others.
-        self._mark_watched()
         thread = threading.Thread(
             target=self._degraded.thread_target(self._prove_loop),
             name="softcopy-prove",
@@ -77,7 +74,16 @@ class Walks(EngineState):
     def _prove_loop(self) -> None:
         if self.options.low_priority:
             lower_thread_priority()
+        marked = False
         while not self._stop.wait(self.tuning.prove_interval_s):
+            if not marked and self._counters.scans:
+                # Every folder watched now is a candidate: those there before the copy began,
+                # or created before `_start_proving` (their events marked nothing). Only once
+                # the first scan is whole: it compares every folder in both trees anyway, and a
+                # resume's watched folders proven beside it took about as much CPU as the scan
+                # itself. (Folders its copies fill are marked by them, and proven meanwhile.)
+                self._mark_watched()
+                marked = True
             if not self._proving_paused:
                 self._prove_due()
 
