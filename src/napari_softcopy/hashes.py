@@ -56,7 +56,6 @@ import contextlib
 import functools
 import heapq
 import io
-import itertools
 import logging
 import os
 import queue
@@ -66,7 +65,7 @@ import time
 from collections.abc import Iterator
 
 from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
-from .journal_records import JournalRecord, parse_record, path_key
+from .journal_records import FreshRecords, JournalRecord, parse_record, path_key
 from .layout import is_own_temp_name
 from .platform import current_notices, degrade, get_xattr, lower_thread_priority
 from .readback import FolderCache, read_back, read_fd
@@ -80,9 +79,9 @@ SEGMENT = ".tsv"  # a segment's name ends so (lines of tab-separated fields: `Jo
 BATCH = 4096  # records per segment: a write per this many files, not one per file
 FLUSH_S = 2.0  # a partial batch is written after this long
 QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
-#: Records of this run kept in memory (`HashJournal.fresh`), beyond which the oldest are
-#: dropped (they are in the segments): about 530 bytes each with the dict's entry (measured
-#: with tracemalloc, paths of the many-files benchmark), so at most about 17 MB.
+#: Records of this run kept in memory (`HashJournal.fresh`, `FreshRecords`), beyond which the
+#: oldest are dropped (they are in the segments): about 530 bytes each with the dict's entry
+#: (measured with tracemalloc, paths of the many-files benchmark), so at most about 17 MB.
 FRESH_MAX = 32768
 FANIN = 16  # segments of one level merged into one of the next
 _RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run
@@ -135,8 +134,7 @@ class HashJournal:
         # (None: a wake-up for the thread, `_stop_thread`)
         self._queue: queue.Queue[tuple[str, int, int, str, int] | None] = queue.Queue(queue_size)
         self._buffer: list[JournalRecord] = []
-        self._fresh: dict[str, JournalRecord] = {}  # (`fresh`)
-        self.fresh_dropped = 0  # records dropped from `fresh` (still in the segments)
+        self._fresh = FreshRecords(FRESH_MAX)  # (`fresh`)
         self._buffer_since = 0.0
         self._lock = threading.Lock()  # the buffer and the sequence
         self._busy = threading.Lock()  # held while hashing, writing or merging (`paused`)
@@ -183,9 +181,9 @@ class HashJournal:
                     self._buffer_since = time.monotonic()
                 record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
                 self._buffer.append(record)
-                dropped = self._keep_fresh(record)
+                dropped = self._fresh.keep(record)
             if dropped:
-                self._say_fresh_dropped()
+                self._fresh.say_dropped()
             return
         with self._lock:
             self._counter += 1
@@ -209,38 +207,14 @@ class HashJournal:
             if not self._buffer:
                 self._buffer_since = time.monotonic()
             self._buffer.append(record)
-            dropped = self._keep_fresh(record)
+            dropped = self._fresh.keep(record)
         if dropped:
-            self._say_fresh_dropped()
+            self._fresh.say_dropped()
 
-    def _keep_fresh(self, record: JournalRecord) -> bool:
-        """Keep ``record`` as its path's latest of this run (called with `_lock` held). A
-        background hash comes after the publish it is of: a later publish's record stays.
-        Whether the oldest records were dropped to make room."""
-        fresh = self._fresh
-        kept = fresh.get(record.rel)
-        if kept is not None:
-            if kept.seq > record.seq:
-                return False
-            del fresh[record.rel]  # (to the end: the oldest are dropped first)
-        fresh[record.rel] = record
-        if len(fresh) <= FRESH_MAX:
-            return False
-        # (an eighth at once: a dict's first key is found past those deleted before, so one at
-        # a time would scan thousands of deleted entries a file)
-        for rel in list(itertools.islice(fresh, max(1, FRESH_MAX // 8))):
-            del fresh[rel]
-        self.fresh_dropped += max(1, FRESH_MAX // 8)
-        return True
-
-    @staticmethod
-    def _say_fresh_dropped() -> None:
-        """Said once (the copy's notices): correct, but the finish reads the journal back."""
-        degrade(
-            "keeping the manifest's hashes in memory",
-            f"more than {FRESH_MAX:,} files copied in folders not yet proven: the finish "
-            "reads the other files' hashes back from the hash journal",
-        )
+    @property
+    def fresh_dropped(self) -> int:
+        """Records dropped from `fresh` (still in the segments)."""
+        return self._fresh.dropped
 
     def fresh(self) -> dict[str, JournalRecord]:
         """This run's latest record of each path published (by its path, not its key), as
@@ -253,10 +227,7 @@ class HashJournal:
         """Drop ``records`` from `fresh` (made into the manifest's lines of a proven folder),
         each unless a later record of its path came since."""
         with self._lock:
-            fresh = self._fresh
-            for record in records:
-                if fresh.get(record.rel) is record:
-                    del fresh[record.rel]
+            self._fresh.forget(records)
 
     # -- the thread --------------------------------------------------------------------------
     def _main(self) -> None:
@@ -481,7 +452,7 @@ class HashJournal:
         with self._busy:
             with self._lock:
                 self._buffer = []
-                self._fresh = {}
+                self._fresh = FreshRecords(FRESH_MAX)
             with contextlib.suppress(OSError):
                 for name in self._segments_by_name():
                     self.dest.unlink(f"{STATE_DIR}/{name}")

@@ -4,10 +4,13 @@ sorted walk (`path_key`)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import NamedTuple
 
-__all__ = ["JournalRecord", "json_string", "parse_record", "path_key"]
+from .platform import degrade
+
+__all__ = ["FreshRecords", "JournalRecord", "json_string", "parse_record", "path_key"]
 
 #: A str as a JSON string, non-ASCII escaped as ``json.dumps`` does (its C encoder).
 json_string = json.encoder.encode_basestring_ascii
@@ -97,3 +100,48 @@ def _parse_json(line: bytes) -> JournalRecord | None:
         return JournalRecord(path_key(rel), seq, rel, size, mtime, stamp, digest)
     except (ValueError, KeyError, TypeError):
         return None  # (torn by a crash: dropped)
+
+
+class FreshRecords(dict):
+    """This run's latest record of each path published, by its path (`hashes.HashJournal.fresh`),
+    at most ``cap``: beyond it the oldest are dropped, an eighth at once (a dict's first key is
+    found past those deleted before, so one at a time would scan thousands of deleted entries
+    a file), and that is said once in the copy's notices. Not thread-safe (the journal's lock).
+    """
+
+    def __init__(self, cap: int) -> None:
+        super().__init__()
+        self.cap = cap
+        self.dropped = 0  # (still in the journal's segments)
+
+    def keep(self, record: JournalRecord) -> bool:
+        """Keep ``record`` as its path's latest unless a later one (by `seq`) is kept: a
+        background hash comes after the publish it is of. Whether the oldest were dropped
+        (then `say_dropped`, outside the journal's lock)."""
+        kept = self.get(record.rel)
+        if kept is not None:
+            if kept.seq > record.seq:
+                return False
+            del self[record.rel]  # (to the end: the oldest are dropped first)
+        self[record.rel] = record
+        if len(self) <= self.cap:
+            return False
+        for rel in list(itertools.islice(self, max(1, self.cap // 8))):
+            del self[rel]
+        self.dropped += max(1, self.cap // 8)
+        return True
+
+    def say_dropped(self) -> None:
+        """Said once: the copy stays correct, but the finish reads the journal back."""
+        degrade(
+            "keeping the manifest's hashes in memory",
+            f"more than {self.cap:,} files copied in folders not yet proven: the finish "
+            "reads the other files' hashes back from the hash journal",
+        )
+
+    def forget(self, records: list[JournalRecord]) -> None:
+        """Drop ``records`` (made into a proven folder's manifest lines), each unless a later
+        record of its path came since."""
+        for record in records:
+            if self.get(record.rel) is record:
+                del self[record.rel]
