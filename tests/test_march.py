@@ -322,3 +322,24 @@ def test_folder_errors_reach_the_handler_and_by_default_end_the_walk(tmp_path):
 
     with pytest.raises(FileNotFoundError):
         march(tmp_path / "nothing", None, Default())
+
+
+def test_a_folder_vouched_for_is_not_walked_and_only_the_subfolders_named_are(trees):
+    """``vouch`` (the periodic rescan's proven folders): a folder it answers for hands none
+    of its names to the handler and is not entered; the subfolders it names are walked as
+    at both sides; a folder it answers None for is walked as without it."""
+    src, dest = trees
+    asked: list[str] = []
+
+    def vouch(rel: str):
+        asked.append(rel)
+        return ("c",) if rel == "a" else None
+
+    walk = Recorder()
+    assert march(src, dest, walk, vouch=vouch) is True
+    rels = {rel for _, rel, *_ in walk.calls}
+    assert "a/zarr.json" not in rels and "a" not in walk.entered  # (vouched for)
+    assert {"a/c/0/0", "a/c/0/1", "a/c/1/0", "a/c/2"} <= rels  # (its subfolder walked)
+    assert sorted(walk.entered) == ["", "a/c", "a/c/0", "a/c/1", "new", "new/c"]
+    assert "new" not in asked  # (only folders at both sides are asked about)
+    assert {"", "a", "a/c", "a/c/0"} <= set(asked)

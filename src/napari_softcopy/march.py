@@ -25,6 +25,10 @@ Facts the walk depends on
   To know which destination names are source folders before it lists the destination (so
   that it stats only its own share there), such a part lists a source folder before it
   matches it.
+- A caller may vouch for a folder at both sides (``vouch``: the periodic rescan, for a folder
+  proven during the copy and unchanged since): its own names are then not handed to the
+  handler, and only the subfolders ``vouch`` names are walked, as at both sides (a
+  destination folder that is gone lists as empty: its source files are then source-only).
 """
 
 from __future__ import annotations
@@ -129,6 +133,7 @@ def march(
     stamps: bool = False,
     cancelled: Callable[[], bool] | None = None,
     share: Callable[[list[tuple[str, bool, bool]]], None] | None = None,
+    vouch: Callable[[str], tuple[str, ...] | None] | None = None,
 ) -> bool:
     """Walk ``source`` and ``dest`` together, calling ``handler`` for every name.
 
@@ -156,6 +161,10 @@ def march(
         the destination)``, the next one last. It may take entries out (the first ones are
         the shallowest: whole subtrees), which this walk then leaves to whoever took them
         (another process walking each with ``start``: a split resume scan).
+    vouch : callable, optional
+        Asked before each folder at both sides: None walks it; the names of its subfolders
+        mean the caller vouches for its own names, which are not handed to the handler (nor
+        `MarchHandler.enter` called), and only those subfolders are walked.
 
     Returns
     -------
@@ -176,7 +185,7 @@ def march(
             handler.folder_error(start, exc)
             return True  # (nothing to walk: the handler has said so)
     try:
-        walk = _March(root_fd, dest, handler, keep, stamps, cancelled, share)
+        walk = _March(root_fd, dest, handler, keep, stamps, cancelled, share, vouch)
         return walk.run(start, source_there=root_fd is not None, dest_there=dest is not None)
     finally:
         if root_fd is not None:
@@ -195,6 +204,7 @@ class _March:
         stamps: bool,
         cancelled: Callable[[], bool] | None,
         share: Callable[[list[tuple[str, bool, bool]]], None] | None = None,
+        vouch: Callable[[str], tuple[str, ...] | None] | None = None,
     ) -> None:
         self.root_fd = root_fd
         self.dest = dest
@@ -203,12 +213,13 @@ class _March:
         self.stamps = stamps
         self.cancelled = cancelled
         self.share = share
+        self.vouch = vouch
         # (rel, at the source, at the destination): depth first, as each folder is found
         self.stack: list[tuple[str, bool, bool]] = []
 
     def run(self, start: str, *, source_there: bool, dest_there: bool) -> bool:
         self.stack.append((start, source_there, dest_there))
-        cancelled, share, stack = self.cancelled, self.share, self.stack
+        cancelled, share, stack, vouch = self.cancelled, self.share, self.stack, self.vouch
         while stack:
             if cancelled is not None and cancelled():
                 return False
@@ -217,6 +228,12 @@ class _March:
                 if not stack:
                     break
             rel, at_source, at_dest = stack.pop()
+            if vouch is not None and at_source and at_dest:
+                subfolders = vouch(rel)
+                if subfolders is not None:  # (its names vouched for: only its subfolders)
+                    prefix = f"{rel}/" if rel else ""
+                    stack.extend((prefix + name, True, True) for name in subfolders)
+                    continue
             if not self._folder(rel, at_source, at_dest):
                 return False
         return True

@@ -71,6 +71,8 @@ class Status:
     event_overflows: int = 0
     scans: int = 0
     last_scan_s: float = 0.0
+    scan_folders_skipped: int = 0
+    scan_folders_looked_at: int = 0
     marker_seen: bool = False
     finish_reason: str | None = None
     marker_to_verified_s: float | None = None

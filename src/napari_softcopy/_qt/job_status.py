@@ -260,8 +260,9 @@ def details(v: StatusView, info: str | None, *, past_watch_limit: bool) -> tuple
             f"Source folders followed by file events: {v.watching}"
             + (
                 "\nPast the inotify watch limit, finished folders give their watch back; "
-                "their files are found by the periodic full rescan and by the final "
-                "verification, which compares every file before the marker"
+                "their files are found by the periodic rescan (a folder proven during the "
+                "copy by a look at its source side) and by the final verification, which "
+                "compares every file before the marker"
                 if past_watch_limit
                 else ""
             )

@@ -336,7 +336,8 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish, Walks):
             now = time.monotonic()
             if (self._rescan_requested and now >= earliest_rescan) or now >= next_scan:
                 self._rescan_requested = False
-                self._scan()
+                # (proven folders skipped, unless a finish waits: then it is whole)
+                self._scan(periodic=self._finish_reason is None)
                 end = time.monotonic()
                 next_scan = end + self.options.rescan_interval
                 earliest_rescan = end + max(

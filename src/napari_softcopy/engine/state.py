@@ -47,6 +47,8 @@ class _Counters:
     event_overflows: int = 0
     scans: int = 0
     last_scan_s: float = 0.0
+    scan_folders_skipped: int = 0  # (of the last scan: see `Status`)
+    scan_folders_looked_at: int = 0
     error_count: int = 0
     errors: deque = field(default_factory=lambda: deque(maxlen=50))
     # [whole second, files, bytes] buckets of the last few seconds: the recent rate
@@ -194,6 +196,8 @@ class EngineState:
                 event_overflows=c.event_overflows,
                 scans=c.scans,
                 last_scan_s=round(c.last_scan_s, 4),
+                scan_folders_skipped=c.scan_folders_skipped,
+                scan_folders_looked_at=c.scan_folders_looked_at,
                 marker_seen=self._marker_seen,
                 finish_reason=self._finish_reason,
                 marker_to_verified_s=self._marker_to_verified,
