@@ -326,6 +326,37 @@ def test_a_rewrite_in_a_folder_without_its_watch_is_caught_before_the_marker(tmp
     assert e.status().verification["source_looks_in_helper"] > 0, e.status().verification
 
 
+def test_without_xattrs_at_the_destination_unwatched_folders_are_walked_and_it_is_said(tmp_path):
+    """On a destination without extended attributes (exFAT: its copies carry no stamp) the
+    look at an unwatched folder's source cannot tell a rewrite with its mtime put back: such
+    folders are walked in both trees, and the user is told once (a notice), not left to
+    find the finish slower."""
+    from mounts import mounted
+
+    src = tmp_path / "acq.zarr"
+    with mounted("exfat", tmp_path / "exfat", size_mb=64) as m:
+        dst = m.path / "copy.zarr"
+        e = engine(src, dst, tuning=FEW_WATCHES, wait_for_source=True)
+        try:
+            write_array_then_more_folders(e, src)
+            end_at_marker(e, src)
+        finally:
+            e.stop()
+            e.wait(10)
+        # (exFAT keeps mtimes to 1 s: its copies compared by their records and their bytes)
+        assert verify_tree(src, dst, checksum=True).ok
+        s = e.status()
+    assert s.state == "verified", s.message
+    v = s.verification
+    assert v["folders_checked_at_source"] == 0 and v["source_looks_in_helper"] == 0, v
+    said = [n for n in s.notices if n.startswith("the look at the source of folders without")]
+    assert said == [
+        "the look at the source of folders without a watch is off: the destination keeps no "
+        "extended attributes, so folders without a watch are compared in both trees at the "
+        "finish"
+    ], s.notices
+
+
 def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
     """An engine killed (SIGKILL) cannot delete its spool of proven rows: the next one to
     start deletes the spools whose process is gone, and no other."""
