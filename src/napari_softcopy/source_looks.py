@@ -190,7 +190,7 @@ def look_at_sources(
             feed()  # (first: its interpreter starts while this process looks)
         while not stopped():
             while helper is not None and sent and helper.ready():
-                if not take(helper, sent, book, found, stop):
+                if not _take(helper, sent, book, found, stop):
                     break
                 feed()
             chunk = next(todo, None)
@@ -198,7 +198,7 @@ def look_at_sources(
                 break
             here(chunk)
         while helper is not None and sent and not stopped():
-            if not take(helper, sent, book, found, stop):
+            if not _take(helper, sent, book, found, stop):
                 break
         if helper is not None:
             helper.close()
@@ -213,7 +213,7 @@ def look_at_sources(
     return found
 
 
-def take(helper: HelperProcess, sent: deque, book, found: SourceLooks, stop) -> bool:
+def _take(helper: HelperProcess, sent: deque, book, found: SourceLooks, stop) -> bool:
     """Book the helper's answer to its oldest request; False where it failed (closed)."""
     ok, changed = helper.receive(stop)
     if not ok or not isinstance(changed, list):
