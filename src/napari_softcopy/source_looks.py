@@ -200,7 +200,10 @@ def look_at_sources(
         while helper is not None and sent and not stopped():
             if not _take(helper, sent, book, found, stop):
                 break
-        if helper is not None:
+        if helper is not None and not sent:
+            # (every answer in: its exit, 15-35 ms, is not waited for on the drain's path)
+            threading.Thread(target=helper.close, name="softcopy-looks-end", daemon=True).start()
+        elif helper is not None:
             helper.close()
         for chunk in sent:  # (the helper failed: its chunks looked at here)
             if stopped():
