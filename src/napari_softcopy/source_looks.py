@@ -181,36 +181,47 @@ def look_at_sources(
     def here(chunk: list[Look]) -> None:
         book(chunk, _look_chunk(root_fd, spool.fileno(), chunk, caps))
 
-    with open(spool_path, "rb", buffering=0) as spool:
-        stopped = stop.is_set if stop is not None else lambda: False
+    try:
+        with open(spool_path, "rb", buffering=0) as spool:
+            _share(helper, todo, sent, here, feed, book, found, stop)
+    except BaseException:
         if helper is not None:
-            feed()  # (first: its interpreter starts while this process looks)
-        while not stopped():
-            while helper is not None and sent and helper.ready():
-                if not _take(helper, sent, book, found, stop):
-                    break
-                feed()
-            chunk = next(todo, None)
-            if chunk is None:
-                break
-            here(chunk)
-        while helper is not None and sent and not stopped():
-            if not _take(helper, sent, book, found, stop):
-                break
-        if helper is not None and not sent:
-            # (every answer in: its exit, 15-35 ms, is not waited for on the drain's path)
-            threading.Thread(target=helper.close, name="softcopy-looks-end", daemon=True).start()
-        elif helper is not None:
-            helper.close()
-        for chunk in sent:  # (the helper failed: its chunks looked at here)
-            if stopped():
-                break
-            here(chunk)
-        sent.clear()
+            helper.close()  # (not left waiting for requests that will not come)
+        raise
     if found.looked < len(folders):  # (stopped: whatever was not looked at is walked)
         found.changed.update(folders)
         found.looked = 0
     return found
+
+
+def _share(helper, todo, sent: deque, here, feed, book, found: SourceLooks, stop) -> None:
+    """The looks' loop: a chunk here, the helper's answers booked and its next chunk sent
+    as each comes; at the end, the helper's chunks looked at here where it failed."""
+    stopped = stop.is_set if stop is not None else lambda: False
+    if helper is not None:
+        feed()  # (first: its interpreter starts while this process looks)
+    while not stopped():
+        while helper is not None and sent and helper.ready():
+            if not _take(helper, sent, book, found, stop):
+                break
+            feed()
+        chunk = next(todo, None)
+        if chunk is None:
+            break
+        here(chunk)
+    while helper is not None and sent and not stopped():
+        if not _take(helper, sent, book, found, stop):
+            break
+    if helper is not None and not sent:
+        # (every answer in: its exit, 15-35 ms, is not waited for on the drain's path)
+        threading.Thread(target=helper.close, name="softcopy-looks-end", daemon=True).start()
+    elif helper is not None:
+        helper.close()
+    for chunk in sent:  # (the helper failed: its chunks looked at here)
+        if stopped():
+            break
+        here(chunk)
+    sent.clear()
 
 
 def _take(helper: HelperProcess, sent: deque, book, found: SourceLooks, stop) -> bool:
