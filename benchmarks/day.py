@@ -168,6 +168,17 @@ class Sampler(threading.Thread):
 
 
 # ---------------------------------------------------------------------------- one run
+#: The copier with its own watch cap lowered (``--max-watches``): `watches.MAX_WATCHES` set
+#: before the engine's `Tuning` takes it as its default, so that both codes of ``--turns``
+#: (and any older one) honour it. Unlike ``--watch-limit`` (the kernel's), the copier then
+#: takes watches as usual and finished folders give theirs back past the cap, as at
+#: 1,000,000 files with the default 16,384: most proven folders are unwatched at the finish.
+_CAPPED_COPIER = (
+    "import sys; import napari_softcopy.watches as w; w.MAX_WATCHES = int(sys.argv.pop(1)); "
+    "from napari_softcopy.cli import console_main; sys.exit(console_main())"
+)
+
+
 def run(
     workdir: Path,
     geometry: str = "manyfiles",
@@ -177,9 +188,12 @@ def run(
     compare: bool = True,
     keep: bool = False,
     src_code: Path | None = None,
+    max_watches: int | None = None,
 ) -> dict:
     """One day run in ``workdir`` (created; removed at the end unless ``keep``); the copier
-    runs the package in ``src_code`` (default: this checkout's ``src``)."""
+    runs the package in ``src_code`` (default: this checkout's ``src``), with its own watch
+    cap ``max_watches`` where given (`watches.MAX_WATCHES`, the default of
+    `Tuning.max_watches`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     src, dst = workdir / "acquisition.zarr", workdir / "copy.zarr"
     status_file, log_file = workdir / "status.json", workdir / "copier.log"
@@ -187,6 +201,8 @@ def run(
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     copier_env = dict(env, PYTHONPATH=str(src_code or REPO / "src"))
     copier = [python(), "-m", "napari_softcopy.cli", "copy", str(src), str(dst)]
+    if max_watches is not None:
+        copier[1:3] = ["-c", _CAPPED_COPIER, str(int(max_watches))]
     copier += ["--wait-for-source", "--status-file", str(status_file)]
     if watch_limit is not None:
         limit = "/proc/sys/user/max_inotify_watches"
@@ -216,6 +232,7 @@ def run(
     ended_at = time.time()
     sampler.stop()
     result = summarize(geometry, reader, sampler, code, ended_at, watch_limit)
+    result["max_watches"] = max_watches
     try:  # what the finish walked and vouched for (`Status.verification`)
         final = json.loads(status_file.read_text())
     except (OSError, ValueError):
@@ -352,7 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--geometry", choices=sorted(GEOMETRIES), default="manyfiles")
     p.add_argument("--timepoints", type=int, default=500)
     p.add_argument("--rate", type=float, default=1.0, help="timepoints per second (default 1)")
-    p.add_argument("--watch-limit", type=int, default=None)
+    p.add_argument("--watch-limit", type=int, default=None, help="the kernel's, for the copier")
+    p.add_argument(
+        "--max-watches",
+        type=int,
+        default=None,
+        help="the copier's own watch cap (default 16,384): lower, most folders give their "
+        "watch back, as at 1,000,000 files",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="default: a new folder in /tmp")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--no-compare", action="store_true", help="skip the byte comparison")
@@ -396,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         compare=not args.no_compare,
         keep=args.keep,
         src_code=args.src,
+        max_watches=args.max_watches,
     )
     if made is not None and not args.keep:
         shutil.rmtree(made, ignore_errors=True)
@@ -415,9 +440,11 @@ def drain_child(src: str, dst: str) -> int:
     journal idle; where the code proves folders, every folder proven), write the marker, and
     print
     the drain: from the marker to verified, as the engine and the wall clock see it."""
-    from napari_softcopy.engine import CopyEngine, CopyOptions
+    from napari_softcopy.engine import CopyEngine, CopyOptions, Tuning
 
-    e = CopyEngine(src, dst, CopyOptions(low_priority=False, rescan_interval=3600))
+    cap = os.environ.get("BENCH_MAX_WATCHES")  # (``--max-watches``, from `drain_turns`)
+    tuning = Tuning(max_watches=int(cap)) if cap else None
+    e = CopyEngine(src, dst, CopyOptions(low_priority=False, rescan_interval=3600), tuning)
     e.start()
     started = time.monotonic()
     deadline = started + 1800
@@ -485,7 +512,11 @@ def drain_turns(args) -> int:
                 out = subprocess.run(
                     [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)],
                     cwd=REPO,
-                    env=dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{REPO}"),
+                    env=dict(
+                        os.environ,
+                        PYTHONPATH=f"{code}{os.pathsep}{REPO}",
+                        BENCH_MAX_WATCHES=str(args.max_watches or ""),
+                    ),
                     capture_output=True,
                     text=True,
                 )
@@ -530,6 +561,7 @@ def in_turns(args) -> int:
                 watch_limit=args.watch_limit,
                 compare=not args.no_compare,
                 src_code=code,
+                max_watches=args.max_watches,
             )
             shutil.rmtree(made, ignore_errors=True)
             brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}

@@ -235,8 +235,11 @@ def test_a_listing_leaves_the_spools_it_borrowed(tmp_path):
     assert not own.exists() and borrowed.exists()
 
 
-#: Few watches, given back by folders idle for a second (after they were proven).
-FEW_WATCHES = dataclasses.replace(QUICK, max_watches=8, watch_release_idle_s=1.0)
+#: Few watches, given back by folders idle for a second (after they were proven); the looks
+#: at their source shared with a helper process from the first (as from 4,096 in a day's run).
+FEW_WATCHES = dataclasses.replace(
+    QUICK, max_watches=8, watch_release_idle_s=1.0, source_look_helper_folders=1
+)
 
 
 def unwatched_proven(e, src: Path) -> list[str]:
@@ -297,6 +300,8 @@ def test_folders_without_their_watch_are_vouched_for_by_a_look_at_the_source(tmp
     v = s.verification
     assert s.folders_unwatched > 0, "some folders must have given their watch back"
     assert v["folders_checked_at_source"] > 0, v
+    # (fewer than a chunk: the helper, fed first, made them all)
+    assert v["source_looks_in_helper"] >= v["folders_checked_at_source"], v
     assert v["folders_proven"] + v["folders_walked"] >= 38 + 2, v
 
 
@@ -317,6 +322,39 @@ def test_a_rewrite_in_a_folder_without_its_watch_is_caught_before_the_marker(tmp
     assert (dst / folder / "3").read_bytes() == bytes([250] * 8)
     assert_identical(src, dst)
     assert_manifest_is_fresh(dst)
+    # (the rewrite was found by the helper process's look: it made every look)
+    assert e.status().verification["source_looks_in_helper"] > 0, e.status().verification
+
+
+def test_without_xattrs_at_the_destination_unwatched_folders_are_walked_and_it_is_said(tmp_path):
+    """On a destination without extended attributes (exFAT: its copies carry no stamp) the
+    look at an unwatched folder's source cannot tell a rewrite with its mtime put back: such
+    folders are walked in both trees, and the user is told once (a notice), not left to
+    find the finish slower."""
+    from mounts import mounted
+
+    src = tmp_path / "acq.zarr"
+    with mounted("exfat", tmp_path / "exfat", size_mb=64) as m:
+        dst = m.path / "copy.zarr"
+        e = engine(src, dst, tuning=FEW_WATCHES, wait_for_source=True)
+        try:
+            write_array_then_more_folders(e, src)
+            end_at_marker(e, src)
+        finally:
+            e.stop()
+            e.wait(10)
+        # (exFAT keeps mtimes to 1 s: its copies compared by their records and their bytes)
+        assert verify_tree(src, dst, checksum=True).ok
+        s = e.status()
+    assert s.state == "verified", s.message
+    v = s.verification
+    assert v["folders_checked_at_source"] == 0 and v["source_looks_in_helper"] == 0, v
+    said = [n for n in s.notices if n.startswith("the look at the source of folders without")]
+    assert said == [
+        "the look at the source of folders without a watch is off: the destination keeps no "
+        "extended attributes, so folders without a watch are compared in both trees at the "
+        "finish"
+    ], s.notices
 
 
 def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
@@ -445,8 +483,8 @@ def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path
 
     from napari_softcopy.destinations import LocalDestination
     from napari_softcopy.proofs import NO_WATCH, Proof
+    from napari_softcopy.source_looks import source_unchanged
     from napari_softcopy.transfer import copy_file
-    from napari_softcopy.verify_folders import source_unchanged
 
     src, dest = tmp_path / "src", LocalDestination(tmp_path / "dst")
     changes = {
@@ -470,12 +508,12 @@ def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path
             rows = sorted((n, i.size, i.mtime_ns, i.stamp) for n, i in listed.items())
             proof = Proof(0, 0, 5, 0, 0, (), NO_WATCH)
             folder, caps = f"src/{kind}", dest.capabilities
-            assert source_unchanged(root_fd, folder, proof, rows, caps)
+            assert source_unchanged(root_fd, folder, proof.subfolders, rows, caps)
             change(src / kind)
             expected = kind in ("temporary", "none")
-            assert source_unchanged(root_fd, folder, proof, rows, caps) == expected, kind
+            assert source_unchanged(root_fd, folder, proof.subfolders, rows, caps) == expected, kind
             unstamped = [(n, size, mtime, None) for n, size, mtime, _ in rows]
-            assert not source_unchanged(root_fd, folder, proof, unstamped, caps)
+            assert not source_unchanged(root_fd, folder, proof.subfolders, unstamped, caps)
     finally:
         os.close(root_fd)
         dest.close()

@@ -80,7 +80,7 @@ class StandingProofs(Mapping[str, Proof]):
 
     ``unwatched``: the folders among them that lost the watch they had when proven (given
     back at the watch limit): no event vouches for them, only a look at the source does
-    (`verify_folders.source_unchanged`)."""
+    (`source_looks.source_unchanged`)."""
 
     def __init__(
         self,

@@ -11,18 +11,16 @@ are walked or vouched for in turn.
 from __future__ import annotations
 
 import os
-import pickle
-import stat
 import threading
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .destinations import Capabilities, Destination, FileInfo, copy_difference
-from .layout import is_temp_name
+from .destinations import Destination, FileInfo
 from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
-from .march import _DIR_FLAGS, _ROOT_FLAGS, Folder, _March, march
+from .march import _ROOT_FLAGS, Folder, _March, march
 from .proofs import Proof, ProofSpool
+from .source_looks import HELPER_FROM, SourceLooks, look_at_sources
 from .verify import _Comparison, _open_destination
 from .verify_report import _INTERRUPTED, VerifyReport
 
@@ -96,58 +94,6 @@ def prove_folder(
     )
 
 
-def source_unchanged(
-    root_fd: int, folder: str, proof: Proof, rows: list, capabilities: Capabilities
-) -> bool:
-    """Whether the source folder ``folder`` (below the open ``root_fd``), proven with
-    ``proof`` (its ``rows`` read from the proofs' spool) but without a watch since, is still
-    as it was proven, by a look at the source only: the same subfolders, the same files
-    (skipping the writers' temporary names, as the verification does), each a copy by the
-    one rule (`destinations.copy_difference`) of the row its proof listed: size, mtime and
-    recorded stamp.
-
-    The stamp is the copied source version's inode and ctime: any write to the file moves its
-    ctime (a rewrite in place with size and mtime put back too: ``utime`` sets the ctime), a
-    rename over it brings another inode. A file as its row says is the version the proof's
-    comparison found copied (by the one rule, its content too for metadata), and its copy is
-    the copy's own, unchanged since (a publish or delete there marks the folder). Without
-    stamps (a destination without xattrs) size and mtime alone cannot tell: False, and the
-    folder is walked."""
-    expected = {}
-    for name, size, mtime_ns, stamp in rows:
-        if stamp is None:
-            return False
-        expected[name] = FileInfo(False, True, size, mtime_ns, stamp)
-    subfolders = set(proof.subfolders)
-    try:
-        fd = os.open(folder, _DIR_FLAGS, dir_fd=root_fd)
-    except OSError:
-        return False
-    files = folders = 0
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                name = entry.name
-                row = expected.get(name)
-                if row is None:
-                    if entry.is_dir(follow_symlinks=False):
-                        if name not in subfolders:
-                            return False
-                        folders += 1
-                    elif not is_temp_name(name):
-                        return False  # (a new file)
-                    continue
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-                if not stat.S_ISREG(st.st_mode) or copy_difference(st, row, capabilities):
-                    return False
-                files += 1
-    except OSError:  # (a file gone while looked at: changed)
-        return False
-    finally:
-        os.close(fd)
-    return files == len(expected) and folders == len(subfolders)
-
-
 class ProvenBlocks(Mapping[str, ManifestBlock]):
     """The `ManifestBlock` of each proof with manifest lines (a folder without subfolders),
     made when asked (`listing.Listing.files` asks for the folders it takes from the proofs'
@@ -183,8 +129,7 @@ class _Unproven(_Comparison):
     spans: array = field(default_factory=lambda: array("q"), repr=False)
     spool: str = ""  # (the proofs' spool: where their rows and manifest lines are)
     checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
-    root_fd: int = -1  # (the source root, open during the walk)
-    _spool_file: object = field(default=None, repr=False)
+    looks: SourceLooks | None = None  # (`look_at_sources`, made before the walk; None: none)
 
     def match(self, folder: Folder, entry: os.DirEntry, info: FileInfo | None) -> bool:
         if info is not None and info.is_dir and entry.is_dir(follow_symlinks=False):
@@ -216,13 +161,9 @@ class _Unproven(_Comparison):
         return getattr(self.proofs, "unwatched", frozenset())
 
     def _unchanged(self, rel: str, proof: Proof) -> bool:
-        """`source_unchanged` for the unwatched proven folder ``rel``."""
-        if self._spool_file is None:
-            self._spool_file = open(self.spool, "rb")  # noqa: SIM115 (closed by the walk)
-        f = self._spool_file
-        f.seek(proof.offset)
-        rows = pickle.loads(f.read(proof.length))
-        if not source_unchanged(self.root_fd, rel, proof, rows, self.dest.capabilities):
+        """Whether the look at the unwatched proven folder ``rel``'s source, made before the
+        walk (`look_at_sources`), found it as proven (no look made: walked)."""
+        if self.looks is None or rel in self.looks.changed:
             return False
         self.checked_at_source += 1
         return True
@@ -237,6 +178,7 @@ def walk_unproven(
     marker: str | None,
     stop: threading.Event | None = None,
     dest: Destination | None = None,
+    helper_from: int = HELPER_FROM,
 ) -> tuple[VerifyReport, list[str]]:
     """Verify ``destination`` against ``source`` as `verify.verify_tree` does (stamps
     compared, a listing for the manifest), walking only the root and the folders without a
@@ -246,7 +188,13 @@ def walk_unproven(
     ``dest``: the copy's own open destination, through which the proofs were made: walked
     through it too, and left open (its records of what each file was copied from, where the
     file system cannot say, are read from memory: nothing is written back first); else
-    ``destination`` is opened here, as `verify` opens it."""
+    ``destination`` is opened here, as `verify` opens it.
+
+    The unwatched proven folders (``proofs.unwatched``) are looked at on their source side
+    first (`source_looks.look_at_sources`, in a helper process too from ``helper_from`` of
+    them): vouched for where found as proven, else walked; all walked where the destination
+    keeps no stamps (no extended attributes: size and mtime alone cannot tell a rewrite).
+    `VerifyReport.source_looks_in_helper` counts those the helper made."""
     report = VerifyReport(source, destination, False)
     writer = ListingWriter(spool_folder())
     handler = _Unproven(
@@ -257,8 +205,19 @@ def walk_unproven(
         dest = _open_destination(destination)
     handler.dest = dest
     try:
-        root_fd = handler.root_fd = os.open(source, _ROOT_FLAGS)
+        root_fd = os.open(source, _ROOT_FLAGS)
         try:
+            unwatched = handler.unwatched
+            if unwatched and dest is not None and dest.capabilities.xattrs:
+                handler.looks = look_at_sources(
+                    root_fd,
+                    spool.path,
+                    proofs,
+                    unwatched,
+                    dest.capabilities,
+                    helper_from=helper_from,
+                    stop=stop,
+                )
             walk = _March(root_fd, dest, handler, None, True, None if stop is None else stop.is_set)
             handler.push = walk.stack.append
             done = walk.run("", source_there=True, dest_there=dest is not None)
@@ -270,11 +229,10 @@ def walk_unproven(
         writer.abandon()
         raise
     finally:
-        if handler._spool_file is not None:
-            handler._spool_file.close()
         if dest is not None and own:
             dest.close()
     report.folders_checked_at_source = handler.checked_at_source
+    report.source_looks_in_helper = 0 if handler.looks is None else handler.looks.in_helper
     listing = writer.close()
     proven = Listing(
         [(spool.path, handler.proven, handler.spans)],

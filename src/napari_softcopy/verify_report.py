@@ -45,8 +45,11 @@ class VerifyReport:
     #: Source folders opened by the walk (a split walk's part 0 opens every one).
     folders_walked: int = field(default=0, repr=False, compare=False)
     #: Proven folders without their watch, vouched for by a look at the source
-    #: (`verify_folders.source_unchanged`).
+    #: (`source_looks.source_unchanged`).
     folders_checked_at_source: int = field(default=0, repr=False, compare=False)
+    #: Of the looks at unwatched proven folders' source, those a helper process made
+    #: (`source_looks.look_at_sources`; found as proven or not).
+    source_looks_in_helper: int = field(default=0, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
@@ -84,7 +87,7 @@ class VerifyReport:
         """Everything, JSON-ready."""
         out = asdict(replace(self, listing=None)) | {"ok": self.ok}
         del out["_counted"], out["_folder_problems"], out["listing"], out["folders_walked"]
-        del out["folders_checked_at_source"]
+        del out["folders_checked_at_source"], out["source_looks_in_helper"]
         return out
 
     def lines(self) -> Iterator[str]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..proofs import MAX_PROOFS
 from ..scan_walk import SPLIT_AFTER_S
+from ..source_looks import HELPER_FROM as SOURCE_LOOK_HELPER_FROM
 from ..watches import MAX_WATCHES, RELEASE_IDLE_S
 
 
@@ -92,6 +93,10 @@ class Tuning:
     max_proofs : int
         Proofs kept at most (`proofs.MAX_PROOFS`, about 175 bytes each: 23 MB); beyond it
         the oldest are dropped, and their folders walked at the finish.
+    source_look_helper_folders : int
+        From this many proven folders without a watch at a finish, a helper process shares
+        the looks at their source (`source_looks.look_at_sources`) where two cores are
+        available: fewer would not win back its start (about 0.1 s).
     """
 
     pending_limit: int = 20_000
@@ -114,3 +119,4 @@ class Tuning:
     prove_quiet_s: float = 2.0
     prove_interval_s: float = 0.5
     max_proofs: int = MAX_PROOFS
+    source_look_helper_folders: int = SOURCE_LOOK_HELPER_FROM

@@ -156,7 +156,13 @@ class Walks(EngineState):
         """The finish's first verification: of the unproven folders only where the proofs
         can stand (`_proven_walk`), else of everything."""
         self._walk_counts = dict.fromkeys(
-            ("folders_walked", "folders_proven", "folders_checked_at_source"), 0
+            (
+                "folders_walked",
+                "folders_proven",
+                "folders_checked_at_source",
+                "source_looks_in_helper",
+            ),
+            0,
         )
         self._walk_started = time.monotonic()
         report = self._proven_walk()
@@ -203,6 +209,12 @@ class Walks(EngineState):
         clean = proofs.clean(ids or {}, self._src)
         if not clean:
             return None
+        if clean.unwatched and not self._dest.capabilities.xattrs:
+            self._degraded.degrade(
+                "the look at the source of folders without a watch",
+                "the destination keeps no extended attributes, so folders without a watch "
+                "are compared in both trees at the finish",
+            )
         self._proofs_seq = proofs.seq
         local = self._compared_through()
         self._discard_listing()
@@ -215,6 +227,7 @@ class Walks(EngineState):
                 marker=self.options.marker,
                 stop=self._stop,
                 dest=local,
+                helper_from=self.tuning.source_look_helper_folders,
             )
         )
         if isinstance(result, VerifyReport):  # (stopped while the destination was away)
@@ -224,11 +237,14 @@ class Walks(EngineState):
         self._walk_counts["folders_walked"] += report.folders_walked
         self._walk_counts["folders_proven"] = len(self._proven)
         self._walk_counts["folders_checked_at_source"] = report.folders_checked_at_source
+        self._walk_counts["source_looks_in_helper"] = report.source_looks_in_helper
         log.info(
             "verifying: %d folders proven during the copy (%d of them without their watch, "
-            "found as proven at the source), %d walked",
+            "found as proven at the source, %d of those looks made in a helper process), "
+            "%d walked",
             len(self._proven),
             report.folders_checked_at_source,
+            report.source_looks_in_helper,
             report.folders_walked,
         )
         self._report = report
