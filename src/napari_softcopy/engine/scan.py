@@ -15,7 +15,7 @@ from ..march import march
 from ..platform import IS_LINUX, available_cores
 from ..proofs import FolderProofs, StandingProofs
 from ..scan_walk import ScanHandler, ScanHelper
-from ..verify_folders import source_unchanged
+from ..source_looks import source_unchanged
 from .state import EngineState, _Fatal
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
@@ -277,7 +277,7 @@ class _Proven:
       or delete), and a lost event makes every proof stale (`FolderProofs.reset`, checked at
       each folder: an overflow during the scan ends the skipping). Not looked at.
     - Without that watch (given back at the watch limit): no event vouches for it, so its
-      source side is looked at by `verify_folders.source_unchanged` (the one rule,
+      source side is looked at by `source_looks.source_unchanged` (the one rule,
       `destinations.copy_difference`, against the rows its proof listed: a file's size,
       mtime and stamp, the same names and subfolders): about two thirds of the CPU of its
       two-tree walk (`benchmarks.rescan`: 39-62 against 60-110 us a folder of ten files).
@@ -344,7 +344,7 @@ class _Proven:
             rows = pickle.loads(self._spool.read(proof.length))
         except (OSError, pickle.UnpicklingError, EOFError):
             return False  # (walked: the spool is the proofs' own, this only guards)
-        return source_unchanged(self.root_fd, rel, proof, rows, self.capabilities)
+        return source_unchanged(self.root_fd, rel, proof.subfolders, rows, self.capabilities)
 
     def close(self) -> None:
         if self._spool is not None:
