@@ -475,6 +475,27 @@ def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_pa
     assert e._hashes is None  # (discarded with what it kept: the manifest holds it)
 
 
+def test_a_proof_asked_for_alone_stands_as_clean_says():
+    """`FolderProofs.standing` (a periodic rescan's question, folder by folder) answers as
+    `clean`'s snapshot would: none once marked, and unwatched where the watch differs."""
+    from napari_softcopy.proofs import FolderProofs, Proof
+
+    proofs = FolderProofs(max_proofs=64)
+    try:
+        proofs.mark("a")
+        [(_, mark, epoch)] = list(proofs.candidates(float("inf")))
+        assert proofs.commit("a", mark, epoch, Proof(0, 0, 3, 30, 0, ("b",), 7))
+        proof, unwatched = proofs.standing("a", 7)
+        assert (proof.files, proof.subfolders, unwatched) == (3, ("b",), False)
+        assert proofs.standing("a", None)[1] and proofs.standing("a", 8)[1]
+        assert "a" in proofs.clean({"/r/a": 7}, "/r")
+        assert "a" in proofs.clean({}, "/r").unwatched
+        proofs.mark("a")
+        assert proofs.standing("a", 7) is None and proofs.standing("z", 7) is None
+    finally:
+        proofs.discard()
+
+
 def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path):
     """`source_unchanged` against rows as a proof keeps them: each kind of change makes it
     False (the folder is then walked), a writer's temporary file does not, and rows without

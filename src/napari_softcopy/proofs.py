@@ -295,6 +295,20 @@ class FolderProofs:
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
         return StandingProofs(packed, subfolders, unwatched)
 
+    def standing(self, folder: str, watch: int | None) -> tuple[Proof, bool] | None:
+        """``folder``'s proof if it stands now (not marked since), and whether it lost the
+        watch it had when proven (``watch``: its watch descriptor now, None for none): what
+        `clean` says of one folder, without a snapshot of them all (a periodic rescan asks
+        folder by folder; a snapshot of 110,000 proofs held 14 MiB through each rescan)."""
+        with self._lock:
+            if folder in self._dirty:
+                return None
+            data = self._proofs.get(folder)
+            if data is None:
+                return None
+            subfolders = self._subfolders.get(folder, ())
+        return _unpack(data, subfolders), watch != _PACKED.unpack(data)[5]
+
     def behind_reset(self) -> bool:
         """Whether a folder marked before the last `reset` (or by it) has not been proven
         since: what was proven before the lost events is not all proven again."""

@@ -13,7 +13,7 @@ from ..checks import free_space_warning
 from ..destinations import LocalDestination
 from ..march import march
 from ..platform import IS_LINUX, available_cores
-from ..proofs import FolderProofs, StandingProofs
+from ..proofs import FolderProofs
 from ..scan_walk import ScanHandler, ScanHelper
 from ..source_looks import source_unchanged
 from .state import EngineState, _Fatal
@@ -269,7 +269,7 @@ class _Split:
 
 class _Proven:
     """A periodic rescan's ``vouch`` (`march`): the folders proven during the copy whose
-    proof stands (`FolderProofs.clean`) are not walked.
+    proof stands (`FolderProofs.standing`, asked as the walk comes to each) are not walked.
 
     - Watched all along since proven (the same watch descriptor): any change to its entries
       since, or to their copies by the engine, would have marked the folder (its event,
@@ -292,9 +292,10 @@ class _Proven:
         self.walk = walk
         self.proofs = proofs
         self.resets = proofs.resets
-        self.standing: StandingProofs = proofs.clean(
-            engine._watching.watch_ids() or {}, engine._src
-        )
+        # (asked folder by folder as the walk comes to it, `FolderProofs.standing`: a mark
+        # made since the scan began counts; the watch descriptors as the scan began)
+        self.watch_ids = engine._watching.watch_ids() or {}
+        self.prefix = engine._src.rstrip("/") + "/"
         self.capabilities = engine._dest.capabilities
         self.root_fd = engine._src_fd
         self.skipped = self.looked_at = self.walked = 0
@@ -317,11 +318,13 @@ class _Proven:
         return self.skipped + self.looked_at
 
     def __call__(self, rel: str) -> tuple[str, ...] | None:
-        standing = self.standing
-        if not rel or rel not in standing or self.proofs.resets != self.resets:
+        if not rel or self.proofs.resets != self.resets:
             return None
-        proof = standing[rel]
-        if rel in standing.unwatched:
+        found = self.proofs.standing(rel, self.watch_ids.get(self.prefix + rel))
+        if found is None:
+            return None
+        proof, unwatched = found
+        if unwatched:
             if not self._unchanged(rel, proof):
                 self.walked += 1
                 self.proofs.mark(rel)  # (changed without an event: to be proven again)
