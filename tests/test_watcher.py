@@ -283,7 +283,7 @@ def test_finished_folders_give_their_watch_back_past_the_cap(tmp_path, watch, ca
     said = [r.getMessage() for r in caplog.records if "gives its watch back" in r.getMessage()]
     assert said == [
         "watching at most 8 folders at once: a folder without a new entry for 0 s gives its "
-        "watch back, and is covered by the periodic full scan and the final verification"
+        "watch back, and is covered by the periodic rescan and the final verification"
     ]
     (tmp_path / "0" / "late").write_bytes(b"x")  # the first folder: its watch was given back
     (tmp_path / "29" / "1").write_bytes(b"chunk")  # events come in order: this one comes last

@@ -174,7 +174,8 @@ class CopyOptions:
         Name of the file in the source root that says "acquisition complete"; at the
         destination it is written last and means "verified complete".
     rescan_interval : float
-        Seconds between periodic full scans (events are hints; scans are the truth).
+        Seconds between periodic rescans (events are hints; scans are the truth): each
+        walks both trees but the folders proven during the copy and unchanged since.
     finish_when_idle : float or None
         Finish after this many seconds without any change and without writers' temp files.
     finish_quiet : float
@@ -237,7 +238,7 @@ class CopyOptions:
         default=30.0,
         metadata=_option(
             flag="--rescan-interval",
-            help="seconds between full rescans (default {default})",
+            help="seconds between rescans (default {default})",
             rule=_SECONDS,
             parse=float,
             metavar="S",

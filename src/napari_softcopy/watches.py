@@ -12,9 +12,10 @@ least `RELEASE_IDLE_S`, gives its watch back. The folders above the newest one k
 The cap is soft: when no folder is idle enough, a new folder is watched all the same, and
 only when the kernel refuses it is it left unwatched (``on_unwatched`` asks for a rescan).
 
-A folder that gave its watch back is covered by the engine's periodic full scan and by the
-final verification walk, which compares every file before the marker; an event that was
-already queued for it when its watch was given back re-arms the watch.
+A folder that gave its watch back is covered by the engine's periodic rescan (which looks at
+a proven one's source side: `engine.scan`) and by the finish, which looks at it again after
+the marker (`source_looks`) or walks it; an event that was already queued for it when its
+watch was given back re-arms the watch.
 """
 
 from __future__ import annotations
@@ -257,7 +258,7 @@ class WatchTable:
             self._said = True
             log.warning(
                 "watching at most %d folders at once: a folder without a new entry for %.0f s "
-                "gives its watch back, and is covered by the periodic full scan and the final "
+                "gives its watch back, and is covered by the periodic rescan and the final "
                 "verification",
                 min(self._cap, len(self.paths) + released),
                 self._idle_s,

@@ -62,7 +62,7 @@ class Watching:
     @property
     def unwatched_folders(self) -> int:
         """Folders without a watch: given back (finished) or beyond the watch limit; found by
-        the periodic full scan and the final verification only."""
+        the periodic rescan and the final verification only."""
         return getattr(self._watcher, "unwatched", 0) + getattr(self._watcher, "released", 0)
 
     @property
