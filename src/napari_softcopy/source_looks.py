@@ -32,7 +32,7 @@ from .layout import is_temp_name
 from .march import _DIR_FLAGS
 from .platform import available_cores
 
-__all__ = ["HELPER_FROM", "SourceLooks", "look_at_sources", "source_unchanged"]
+__all__ = ["HELPER_FROM", "SourceLooks", "look_at_sources", "proven_unchanged", "source_unchanged"]
 
 log = logging.getLogger("napari_softcopy.verify")  # (its messages are the verification's)
 
@@ -114,16 +114,19 @@ def source_unchanged(
 Look = tuple[str, int, int, tuple[str, ...]]
 
 
+def proven_unchanged(root_fd: int, spool_fd: int, look: Look, caps: Capabilities) -> bool:
+    """`source_unchanged` for one `Look`, its rows read from the proofs' spool (``spool_fd``,
+    open; read by ``pread``: one system call a folder, not a seek and a read)."""
+    folder, offset, length, subfolders = look
+    rows = pickle.loads(os.pread(spool_fd, length, offset))
+    return source_unchanged(root_fd, folder, subfolders, rows, caps)
+
+
 def _look_chunk(root_fd: int, spool_fd: int, chunk: list[Look], caps: Capabilities) -> list[int]:
-    """The positions in ``chunk`` of the folders not found as proven (``spool_fd``: the
-    proofs' spool file, open; read by ``pread``: one system call a folder, not a seek and a
-    read)."""
-    changed = []
-    for i, (folder, offset, length, subfolders) in enumerate(chunk):
-        rows = pickle.loads(os.pread(spool_fd, length, offset))
-        if not source_unchanged(root_fd, folder, subfolders, rows, caps):
-            changed.append(i)
-    return changed
+    """The positions in ``chunk`` of the folders not found as proven."""
+    return [
+        i for i, look in enumerate(chunk) if not proven_unchanged(root_fd, spool_fd, look, caps)
+    ]
 
 
 @dataclass

@@ -127,7 +127,6 @@ class _Unproven(_Comparison):
     push: object = None  # the walk's stack's append: a folder to walk
     proven: list[str] = field(default_factory=list, repr=False)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
-    spool: str = ""  # (the proofs' spool: where their rows and manifest lines are)
     checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
     looks: SourceLooks | None = None  # (`look_at_sources`, made before the walk; None: none)
 
@@ -197,9 +196,7 @@ def walk_unproven(
     `VerifyReport.source_looks_in_helper` counts those the helper made."""
     report = VerifyReport(source, destination, False)
     writer = ListingWriter(spool_folder())
-    handler = _Unproven(
-        report, False, marker, None, True, listing=writer, proofs=proofs, spool=spool.path
-    )
+    handler = _Unproven(report, False, marker, None, True, listing=writer, proofs=proofs)
     own = dest is None
     if own:
         dest = _open_destination(destination)

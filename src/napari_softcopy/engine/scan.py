@@ -15,7 +15,7 @@ from ..march import march
 from ..platform import IS_LINUX, available_cores
 from ..proofs import FolderProofs
 from ..scan_walk import ScanHandler, ScanHelper
-from ..source_looks import source_unchanged
+from ..source_looks import proven_unchanged
 from .state import EngineState, _Fatal
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
@@ -339,15 +339,15 @@ class _Proven:
         return proof.subfolders
 
     def _unchanged(self, rel: str, proof) -> bool:
-        """`source_unchanged` for the unwatched proven folder ``rel``."""
+        """The look at the unwatched proven folder ``rel``'s source (`proven_unchanged`, as
+        the finish's)."""
+        look = (rel, proof.offset, proof.length, proof.subfolders)
         try:
             if self._spool is None:
                 self._spool = open(self.proofs.spool.path, "rb")  # noqa: SIM115 (`close`)
-            self._spool.seek(proof.offset)
-            rows = pickle.loads(self._spool.read(proof.length))
+            return proven_unchanged(self.root_fd, self._spool.fileno(), look, self.capabilities)
         except (OSError, pickle.UnpicklingError, EOFError):
             return False  # (walked: the spool is the proofs' own, this only guards)
-        return source_unchanged(self.root_fd, rel, proof.subfolders, rows, self.capabilities)
 
     def close(self) -> None:
         if self._spool is not None:
