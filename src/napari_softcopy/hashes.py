@@ -177,11 +177,8 @@ class HashJournal:
             with self._lock:  # (one lock a file: the sequence and the buffer together)
                 self._counter += 1
                 seq = self.run << _RUN_SHIFT | self._counter
-                if not self._buffer:
-                    self._buffer_since = time.monotonic()
                 record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
-                self._buffer.append(record)
-                dropped = self._fresh.keep(record)
+                dropped = self._add_locked(record)
             if dropped:
                 self._fresh.say_dropped()
             return
@@ -204,12 +201,17 @@ class HashJournal:
 
     def _add(self, record: JournalRecord) -> None:
         with self._lock:
-            if not self._buffer:
-                self._buffer_since = time.monotonic()
-            self._buffer.append(record)
-            dropped = self._fresh.keep(record)
+            dropped = self._add_locked(record)
         if dropped:
             self._fresh.say_dropped()
+
+    def _add_locked(self, record: JournalRecord) -> bool:
+        """Buffer ``record`` and keep it in `fresh` (called with `_lock` held); whether the
+        oldest in `fresh` were dropped (said by the caller, outside the lock)."""
+        if not self._buffer:
+            self._buffer_since = time.monotonic()
+        self._buffer.append(record)
+        return self._fresh.keep(record)
 
     @property
     def fresh_dropped(self) -> int:
