@@ -69,6 +69,11 @@ def _pack(proof: Proof) -> bytes:
     return _PACKED.pack(*proof[:5], proof.watch, proof.lines)
 
 
+def _watch(data: bytes) -> int:
+    """The watch descriptor of a packed proof (`Proof.watch`)."""
+    return _PACKED.unpack(data)[5]
+
+
 def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
     offset, length, files, nbytes, metadata, watch, lines = _PACKED.unpack(data)
     return Proof(offset, length, files, nbytes, metadata, subfolders, watch, lines)
@@ -289,8 +294,7 @@ class FolderProofs:
             unwatched = frozenset(
                 folder
                 for folder, data in packed.items()
-                if watch_ids.get(prefix + folder if folder else prefix[:-1])
-                != _PACKED.unpack(data)[5]  # (the watch descriptor)
+                if watch_ids.get(prefix + folder if folder else prefix[:-1]) != _watch(data)
             )
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
         return StandingProofs(packed, subfolders, unwatched)
@@ -307,7 +311,7 @@ class FolderProofs:
             if data is None:
                 return None
             subfolders = self._subfolders.get(folder, ())
-        return _unpack(data, subfolders), watch != _PACKED.unpack(data)[5]
+        return _unpack(data, subfolders), watch != _watch(data)
 
     def behind_reset(self) -> bool:
         """Whether a folder marked before the last `reset` (or by it) has not been proven
