@@ -196,6 +196,8 @@ def assemble(
         counts = dict.fromkeys(("files", "bytes", "journal", "hashed", "hashed_bytes", "proofs"), 0)
         spools: dict[str, object] = {}  # (the proofs' spools of the blocks, each opened once)
         window: list[tuple[str, int, str | Future]] = []
+        out: list[bytes] = []  # (what is not written yet, and its bytes)
+        out_bytes = [0]
 
         def write(window: list[tuple[str, int, str | Future]]) -> None:
             lines = []
@@ -212,17 +214,30 @@ def assemble(
                 counts["files"] += 1
                 counts["bytes"] += size
                 lines.append(_line(rel, size, digest).encode())
-            _write_all(fd, b"\n".join(lines) + b"\n" if lines else b"")
+            if lines:
+                put(b"\n".join(lines) + b"\n")
+
+        def put(data: bytes) -> None:
+            # (gathered and written a megabyte at a time: a day's manifest is 100,000 blocks
+            # and more, and a write each cost as much as the rest of a block's copy)
+            out.append(data)
+            out_bytes[0] += len(data)
+            if out_bytes[0] >= 1 << 20:
+                flush()
+
+        def flush() -> None:
+            _write_all(fd, b"".join(out))
+            out.clear()
+            out_bytes[0] = 0
 
         def copy_block(block: ManifestBlock) -> None:
             f = spools.get(block.spool)
             if f is None:
                 f = spools[block.spool] = stack.enter_context(open(block.spool, "rb"))
-            f.seek(block.offset)
-            data = f.read(block.length)
+            data = os.pread(f.fileno(), block.length, block.offset)
             if len(data) != block.length:
                 raise OSError(f"the proofs' spool {block.spool} was cut short")
-            _write_all(fd, data)
+            put(data)
             counts["files"] += block.files
             counts["bytes"] += block.bytes
             counts["journal"] += block.files
@@ -258,6 +273,7 @@ def assemble(
                 write(window)
                 window = []
         write(window)
+        flush()
         if stop is not None and stop.is_set():
             return None
         header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
