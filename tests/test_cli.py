@@ -357,6 +357,13 @@ def _ended(pid: int) -> bool:
         return True
 
 
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
 needs_autogroup = pytest.mark.skipif(
     not autogroup_scheduling(), reason="this kernel does not share the CPU by session"
 )
@@ -389,6 +396,9 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
     # terminal's session would not count against the acquisition's own session.
     proc, job, nice_before = running_copy
     assert job.pid != proc.pid and _parent(job.pid) == proc.pid
+    # The process the terminal started only waits, a bare interpreter without the copy's
+    # modules (the command line's own are about 25 MiB).
+    wait_for(lambda: _rss_mib(proc.pid) < 16, what="the waiter's small memory")
     assert os.getsid(job.pid) == job.pid
     assert session_group_nice(job.pid) == 10
     # the caller's group (None: the system-wide one) is left as it was

@@ -131,6 +131,22 @@ def test_the_package_imports_its_public_names_when_first_used():
     assert all(getattr(napari_softcopy, name) is not None for name in names)
 
 
+def test_the_copys_processes_do_not_load_openssl():
+    """`hashlib` loads OpenSSL's libcrypto (about 4 MiB of RSS in each process): the engine
+    and its helpers make their digests of names with CPython's built-in modules
+    (`platform.blake2b`, `platform.sha1`)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_softcopy.engine, napari_softcopy.cli, napari_softcopy.copy_helper, "
+        "napari_softcopy.scan_walk, napari_softcopy.source_looks; "
+        "print(sorted(m for m in ('hashlib', '_hashlib', 'hmac', 'secrets') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_tox_leaves_the_bootstrapped_venv_its_name():
     """tox 4.67+ writes a PEP 832 ``.venv`` redirect file at the project's root unless told
     not to; `scripts/bootstrap` makes its venv at ``.venv`` and fails on such a file."""

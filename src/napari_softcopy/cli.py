@@ -9,7 +9,6 @@ SIGTERM (resumable).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shlex
@@ -63,23 +62,50 @@ def _copy_in_own_session() -> int | None:
     parent = os.getpid()
     sys.stdout.flush()
     sys.stderr.flush()
+    # Held back from the fork until the waiter passes them on (a blocked signal stays
+    # pending through exec); the child takes them at once.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED)
     child = os.fork()  # no thread runs yet: nothing is copied but this one thread
     if child == 0:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         os.setsid()
         end_with_parent(signal.SIGTERM)
         if os.getppid() != parent:  # the parent ended before the line above
             os._exit(EXIT_SIGTERM)
         return None
+    # The parent only waits, as a bare interpreter: this one's modules and heap (about 20
+    # MiB, a fifth of a day's copy's memory) would stay in it for the whole copy, a private
+    # copy of each page the child writes.
+    argv = [sys.executable, "-I", "-S", "-c", _WAITER + _WAITER_MAIN, str(child)]
+    try:
+        os.execv(sys.executable, argv + [str(int(sig)) for sig in _FORWARDED])
+    except OSError:  # (no interpreter to start: wait in this one)
+        waiter: dict = {}
+        exec(_WAITER, waiter)
+        return waiter["wait_for"](child, _FORWARDED)
+    return None  # (not reached)
 
+
+_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
+# What the parent of `_copy_in_own_session` runs once it has forked, standing alone: pass the
+# signals on to the child (a terminal's hang-up as SIGTERM) until it ends; its exit code
+# (killed by signal N: 128 + N, as a shell says).
+_WAITER = """
+import contextlib, os, signal, sys
+
+def wait_for(child, forwarded):
     def forward(signum, _frame):
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
+    for sig in forwarded:
         signal.signal(sig, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, forwarded)
     _, status = os.waitpid(child, 0)  # (retried after each forwarded signal)
     code = os.waitstatus_to_exitcode(status)
-    return code if code >= 0 else 128 - code  # killed by signal N: 128 + N, as a shell says
+    return code if code >= 0 else 128 - code
+"""
+_WAITER_MAIN = "sys.exit(wait_for(int(sys.argv[1]), [int(n) for n in sys.argv[2:]]))\n"
 
 
 def _run_engines(

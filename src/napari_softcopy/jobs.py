@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .checks import InputError
-from .platform import try_lock
+from .platform import sha1, try_lock
 
 
 def state_dir() -> Path:
@@ -39,7 +38,7 @@ def job_id(destination: str | os.PathLike) -> str:
     real = os.fspath(destination)
     if not real.startswith("s3://"):  # (a URL names the same place from any folder)
         real = os.path.realpath(real)
-    return hashlib.sha1(real.encode()).hexdigest()[:12]
+    return sha1(real.encode()).hexdigest()[:12]
 
 
 def default_status_file(destination: str | os.PathLike) -> Path:

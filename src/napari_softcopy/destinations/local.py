@@ -13,7 +13,6 @@ import contextlib
 import errno
 import itertools
 import os
-import secrets
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -132,7 +131,7 @@ class LocalDestination(Destination):
         self._names = NameGuard(self.capabilities, self.path, self._folders.names_in)
         # Temporary names: a random part drawn once (unique across runs and processes) and a
         # counter (unique within this one), instead of a getrandom call per file.
-        self._temp_prefix = secrets.token_hex(4)
+        self._temp_prefix = os.urandom(4).hex()
         self._temp_counter = itertools.count()
         # The copies' writeback, started in batches (`_uncache`); a verification writes none.
         self._writeback = BatchedWriteback(self.fd) if create else None

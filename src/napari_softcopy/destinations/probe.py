@@ -26,7 +26,6 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 
 from ..layout import OWN_TEMP_SUFFIX
 from ..platform import degrade
@@ -206,7 +205,7 @@ def probe(dir_fd: int) -> DestinationProbe:
     OSError
         The root refuses a new file (read-only, permissions, full): the caller decides.
     """
-    tag = f".softcopy-probe-{secrets.token_hex(4)}"
+    tag = f".softcopy-probe-{os.urandom(4).hex()}"
     main = f"{tag}-a{OWN_TEMP_SUFFIX}"
     other = f"{tag}-b{OWN_TEMP_SUFFIX}"
     fd = _create(main, dir_fd)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 from dataclasses import asdict, dataclass, field
 
 from ..layout import OWN_TEMP_SUFFIX
@@ -168,7 +167,7 @@ def write_record(dir_fd: int, found: DestinationProbe) -> bool:
         return False
     with contextlib.suppress(FileExistsError):
         os.mkdir(STATE_DIR, dir_fd=dir_fd)
-    temp = f"{STATE_DIR}/.{PROBE_RECORD}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+    temp = f"{STATE_DIR}/.{PROBE_RECORD}.{os.urandom(4).hex()}{OWN_TEMP_SUFFIX}"
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
     fd = os.open(temp, flags, 0o644, dir_fd=dir_fd)
     try:

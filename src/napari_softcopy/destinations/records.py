@@ -32,15 +32,14 @@ A record is only ever written after its file was published, so a crash loses rec
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
-import secrets
 import threading
 import time
 import zlib
 from collections import OrderedDict
 
 from ..layout import OWN_TEMP_SUFFIX
+from ..platform import blake2b
 from .base import STATE_DIR, SourceRecord
 
 RECORDS_DIR = f"{STATE_DIR}/records"
@@ -98,7 +97,7 @@ def _parse(text: str) -> tuple[Entries, int]:
 
 def record_file(rel_dir: str) -> str:
     """The record file of the destination folder ``rel_dir``, relative to the root."""
-    digest = hashlib.blake2b(rel_dir.encode("utf-8", "surrogateescape"), digest_size=10)
+    digest = blake2b(rel_dir.encode("utf-8", "surrogateescape"), digest_size=10)
     return f"{RECORDS_DIR}/{digest.hexdigest()}"
 
 
@@ -267,7 +266,7 @@ class SourceRecords:
                 self._rewrite(record_file(rel_dir), entries)
 
     def _rewrite(self, path: str, entries: Entries) -> None:
-        temp = f"{path}.{secrets.token_hex(4)}{OWN_TEMP_SUFFIX}"
+        temp = f"{path}.{os.urandom(4).hex()}{OWN_TEMP_SUFFIX}"
         data = "".join(_line(n, r, m) for n, (r, m) in entries.items())
         try:
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=self._root)
