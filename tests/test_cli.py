@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -410,6 +411,39 @@ def test_a_copy_gets_a_low_priority_session_of_its_own_and_ctrl_c_still_stops_it
     status = json.loads((tmp_path / "status.json").read_text())
     assert status["state"] == "stopped", (status["message"], status["errors"], err)
     assert not [p for p in (tmp_path / "copy.zarr").rglob("*softcopy-tmp")]
+
+
+def test_a_burst_of_stop_signals_still_stops_the_copy(tmp_path, monkeypatch):
+    """Seen: a second SIGTERM arriving while the first one's handler was inside
+    ``Event.set`` made the handler wait for a lock its own thread held, and the copy never
+    ended. Handlers now only note their signal."""
+    from napari_softcopy import jobs
+
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    simulate(src, "demo", rate=1000, timepoints=2, marker=None)
+    monkeypatch.setenv("NAPARI_SOFTCOPY_STATE_DIR", str(tmp_path / "state"))
+    status = tmp_path / "status.json"
+    proc = subprocess.Popen(  # its own session: the copy runs in this process
+        list(map(str, [*CLI, "copy", src, dst, "--status-file", status])),
+        start_new_session=True,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        wait_for(lambda: jobs.list_jobs(), what="job record")
+        deadline = time.monotonic() + 30
+        with contextlib.suppress(ProcessLookupError):  # (until it has ended, or hangs)
+            while proc.poll() is None and time.monotonic() < deadline:
+                os.kill(proc.pid, signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    # (killed by the default action of a SIGTERM that came after the copy's end, its handler
+    # gone, is an end too)
+    assert proc.returncode in (143, -signal.SIGTERM), err
+    assert b"Traceback" not in err, err.decode()
+    assert json.loads(status.read_text())["state"] == "stopped"
 
 
 @needs_autogroup

@@ -14,6 +14,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from .platform import (
     available_cores,
     end_with_parent,
     lower_session_priority,
+    noting_handler,
 )
 from .progress import Progress, mib, stdout_to_devnull
 from .status import JobState
@@ -84,6 +86,10 @@ def _copy_in_own_session() -> int | None:
         exec(_WAITER, waiter)
         return waiter["wait_for"](child, _FORWARDED)
     return None  # (not reached)
+
+
+#: How soon the copy's main loop acts on a signal its handler noted.
+_SIGNAL_TICK_S = 0.1
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP)
@@ -139,24 +145,28 @@ def _run_engines(
         engines.append(
             CopyEngine(source, destination, replace(pair_options, status_file=status_file))
         )
+    # A handler only notes its signal (`platform.noting_handler`); the loop below acts on it.
+    received: list[int] = []
     stop_signal: list[int] = []
+    stop_signals = (signal.SIGINT, signal.SIGTERM)
+    finish_signals = tuple(getattr(signal, n) for n in ("SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+    note = noting_handler(received)
+    previous = {sig: signal.signal(sig, note) for sig in stop_signals + finish_signals}
 
-    def on_stop(signum, _frame):
-        stop_signal.append(signum)
-        for engine in engines:
-            engine.stop()
+    def act_on_signals() -> None:
+        while received:
+            signum = received.pop(0)
+            if signum in stop_signals:
+                stop_signal.append(signum)
+                for engine in engines:
+                    engine.stop()
+            else:
+                # SIGUSR1: finish once the source is quiet; SIGUSR2: finish now, even if the
+                # acquisition may still be writing (a change before the marker still cancels).
+                force = signum == getattr(signal, "SIGUSR2", None)
+                for engine in engines:
+                    engine.finish("request", force=force)
 
-    def on_finish(signum, _frame):
-        # SIGUSR1: finish once the source is quiet; SIGUSR2: finish now, even if the
-        # acquisition may still be writing (a change seen before the marker still cancels it).
-        force = signum == getattr(signal, "SIGUSR2", None)
-        for engine in engines:
-            engine.finish("request", force=force)
-
-    previous = {sig: signal.signal(sig, on_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    if hasattr(signal, "SIGUSR1"):
-        for sig in (signal.SIGUSR1, signal.SIGUSR2):
-            previous[sig] = signal.signal(sig, on_finish)
     started: list[CopyEngine] = []
     try:
         for engine in engines:
@@ -168,9 +178,14 @@ def _run_engines(
         mode = "json" if args.json else ("bar" if sys.stderr.isatty() else "plain")
         progress = Progress(engines, mode)
         period = 1.0 if mode == "json" else 0.25
+        shown = 0.0
         while alive := [e._control for e in engines if e._control.is_alive()]:
-            progress.update()
-            alive[0].join(period)  # back as soon as a copy ends, not at the next tick
+            act_on_signals()
+            if time.monotonic() - shown >= period:
+                progress.update()
+                shown = time.monotonic()
+            alive[0].join(_SIGNAL_TICK_S)  # back as soon as a copy ends
+        act_on_signals()
         for engine in engines:
             engine.wait()
         progress.update(final=True)

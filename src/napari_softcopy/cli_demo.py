@@ -19,6 +19,7 @@ from .checks import InputError
 from .engine import CopyEngine
 from .exit_codes import EXIT_FAILED, EXIT_OK, EXIT_SIGINT
 from .options import DEFAULT_MARKER, CopyOptions
+from .platform import noting_handler
 from .progress import Progress, mib
 from .status import JobState
 from .verify import verify_tree
@@ -114,16 +115,13 @@ def _demo(folder: Path, args: argparse.Namespace) -> int:
     engine = CopyEngine(source, destination, CopyOptions(wait_for_source=True))
     t0 = time.monotonic()
     engine.start()
-    stopped: list[int] = []
-
-    def on_stop(signum, _frame):
-        stopped.append(signum)
-        engine.stop()
-
-    previous = signal.signal(signal.SIGINT, on_stop)
+    stopped: list[int] = []  # (`platform.noting_handler` says why only noted)
+    previous = signal.signal(signal.SIGINT, noting_handler(stopped))
     progress = Progress([engine], "bar" if sys.stderr.isatty() else "none")
     try:
         while not engine.wait(0.25):
+            if stopped:
+                engine.stop()
             progress.update()
         progress.update(final=True)
     finally:

@@ -150,6 +150,19 @@ def autogroup_scheduling() -> bool:
         return False
 
 
+def noting_handler(received: list[int]) -> Callable[[int, object], None]:
+    """A signal handler that only appends its signal to ``received``, for a loop to act on.
+
+    A handler runs in the main thread between two of its steps: one that took a lock there
+    would wait for itself forever where that step held it (a second Ctrl-C while the first's
+    ``Event.set`` held the event's lock: seen, a copy that never stopped)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        received.append(signum)
+
+    return handler
+
+
 def end_with_parent(signum: int) -> None:
     """Have the kernel send ``signum`` to the calling process when its parent exits."""
     if IS_LINUX and _libc is not None:

@@ -107,9 +107,8 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish, Walks):
             (``SIGUSR2``). A change during the finish still cancels the marker, and the
             force is then spent.
         """
-        # No lock: the CLI calls this from a signal handler, which runs in the main thread
-        # between two of its steps, perhaps while that thread holds the engine's lock (in
-        # `status`). Two plain assignments need none.
+        # No lock: two plain assignments need none (no caller need wait for the engine's
+        # lock, held by a status read or a scan).
         if self._finish_reason is None:
             self._finish_reason = reason
         if force:
