@@ -283,7 +283,12 @@ def serve(
     stop = threading.Event()
     busy = False
 
+    handled: list[bool] = []
+
     def on_sigterm(*_) -> None:
+        if handled:  # (a second SIGTERM, perhaps inside the first's `Event.set`, whose lock
+            return  # this thread holds there: it would wait for itself forever)
+        handled.append(True)
         stop.set()
         if not busy or not interruptible:
             raise SystemExit(0)
