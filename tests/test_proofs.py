@@ -544,3 +544,43 @@ def _rewrite_keeping_size_and_mtime(path: Path) -> None:
     st = path.stat()
     path.write_bytes(os.urandom(st.st_size))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_folder_with_a_copy_still_to_come_is_refused_by_its_names_alone(tmp_path):
+    """A folder tried before its last copy landed (every quiet spell behind a backlog) is
+    refused from the names at both sides (`verify_folders._missing_at_destination`), not
+    compared; a writer's temporary file, a subfolder or a file extra at the destination do
+    not refuse it (the comparison decides those)."""
+    import threading
+
+    from napari_softcopy.destinations import LocalDestination
+    from napari_softcopy.proofs import ProofSpool
+    from napari_softcopy.transfer import copy_file
+    from napari_softcopy.verify_folders import _missing_at_destination, prove_folder
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dest, spool = LocalDestination(dst), ProofSpool()
+    changes = {
+        "none": (lambda f: None, True),
+        "temporary at the source": (lambda f: (src / f / "3.__lock").write_bytes(b"x"), True),
+        "extra at the destination": (lambda f: (dst / f / "x").write_bytes(b"x"), False),
+        "subfolder": (lambda f: [(r / f / "sub").mkdir() for r in (src, dst)], True),
+        "deleted at the destination": (lambda f: (dst / f / "2").unlink(), False),
+        "a folder there": (lambda f: [(dst / f / "2").unlink(), (dst / f / "2").mkdir()], False),
+        "still to come": (lambda f: (src / f / "new").write_bytes(b"x"), False),
+    }
+    try:
+        for folder in changes:
+            for n in range(5):
+                (src / folder).mkdir(parents=True, exist_ok=True)
+                (src / folder / str(n)).write_bytes(os.urandom(100 + n))
+                copy_file(str(src / folder / str(n)), dest, f"{folder}/{n}", stop=threading.Event())
+        for folder, (change, proven) in changes.items():
+            change(folder)
+            refused = folder in ("deleted at the destination", "a folder there", "still to come")
+            assert _missing_at_destination(str(src), dest, folder, "complete") == refused, folder
+            proof = prove_folder(str(src), dest, folder, marker="complete", spool=spool, watch=1)
+            assert (proof is not None) == proven, folder
+    finally:
+        spool.discard()
+        dest.close()

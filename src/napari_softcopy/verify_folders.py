@@ -16,7 +16,8 @@ from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from .destinations import Destination, FileInfo
+from .destinations import Destination, FileInfo, LocalDestination
+from .layout import is_temp_name
 from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
 from .march import _ROOT_FLAGS, Folder, _March, march
 from .proofs import Proof, ProofSpool
@@ -65,7 +66,13 @@ def prove_folder(
     """Compare the files of ``folder`` (below ``source`` and ``dest``) alone, stamps too;
     its `Proof` (rows written to ``spool``) where all is identical, else None. ``lines``:
     makes the manifest lines of a folder without subfolders from its rows
-    (`assembly.ManifestLines`; written after them where it can)."""
+    (`assembly.ManifestLines`; written after them where it can).
+
+    A folder with a file not yet at the destination by name (its copy still to come, as
+    behind a backlog, when a folder is tried every quiet spell until its last copy lands)
+    is refused from the names alone (`_missing_at_destination`), not compared."""
+    if folder and _missing_at_destination(source, dest, folder, marker):
+        return None
     report = VerifyReport(source, "", False)
     handler = _OneFolder(report, False, marker, None, True, listing=spool)
     handler.dest = dest
@@ -92,6 +99,35 @@ def prove_folder(
         watch,
         made,
     )
+
+
+def _missing_at_destination(
+    source: str, dest: Destination, folder: str, marker: str | None
+) -> bool:
+    """Whether a file of ``folder`` at the source has no file of its name at a local
+    destination (`LocalDestination.kinds`: the names and their types as the folder lists
+    them, nothing stat-ed). Such a folder cannot be proven now, and the answer spares the
+    comparison (a folder of ten files refused in 28-33 us of CPU against 145-178 us
+    compared, benchmarks/notes.md); False proves nothing: the comparison then decides."""
+    if not isinstance(dest, LocalDestination):
+        return False
+    at_dest = dest.kinds(folder)
+    prefix = f"{folder}/"
+    try:
+        fd = os.open(f"{source}/{folder}", _ROOT_FLAGS | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        with os.scandir(fd) as it:
+            for entry in it:
+                name = entry.name
+                if is_temp_name(name) or prefix + name == marker:
+                    continue
+                if entry.is_file(follow_symlinks=False) and not at_dest.get(name):
+                    return True
+    finally:
+        os.close(fd)
+    return False
 
 
 class ProvenBlocks(Mapping[str, ManifestBlock]):
