@@ -544,3 +544,117 @@ def _rewrite_keeping_size_and_mtime(path: Path) -> None:
     st = path.stat()
     path.write_bytes(os.urandom(st.st_size))
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def test_a_folder_with_a_copy_still_to_come_is_refused_by_its_names_alone(tmp_path):
+    """A folder tried before its last copy landed (every quiet spell behind a backlog) is
+    refused from the names at both sides (`verify_folders._from_copies`), not
+    compared; a writer's temporary file, a subfolder or a file extra at the destination do
+    not refuse it (the comparison decides those)."""
+    import threading
+
+    from napari_softcopy.destinations import LocalDestination
+    from napari_softcopy.proofs import ProofSpool
+    from napari_softcopy.transfer import copy_file
+    from napari_softcopy.verify_folders import _from_copies, prove_folder
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dest, spool = LocalDestination(dst), ProofSpool()
+    changes = {
+        "none": (lambda f: None, True),
+        "temporary at the source": (lambda f: (src / f / "3.__lock").write_bytes(b"x"), True),
+        "extra at the destination": (lambda f: (dst / f / "x").write_bytes(b"x"), False),
+        "subfolder": (lambda f: [(r / f / "sub").mkdir() for r in (src, dst)], True),
+        "deleted at the destination": (lambda f: (dst / f / "2").unlink(), False),
+        "a folder there": (lambda f: [(dst / f / "2").unlink(), (dst / f / "2").mkdir()], False),
+        "still to come": (lambda f: (src / f / "new").write_bytes(b"x"), False),
+    }
+    try:
+        for folder in changes:
+            for n in range(5):
+                (src / folder).mkdir(parents=True, exist_ok=True)
+                (src / folder / str(n)).write_bytes(os.urandom(100 + n))
+                copy_file(str(src / folder / str(n)), dest, f"{folder}/{n}", stop=threading.Event())
+        for folder, (change, proven) in changes.items():
+            change(folder)
+            refused = folder in ("deleted at the destination", "a folder there", "still to come")
+            assert (_from_copies(str(src), dest, folder, "complete", None) is None) == refused, (
+                folder
+            )
+            proof = prove_folder(str(src), dest, folder, marker="complete", spool=spool, watch=1)
+            assert (proof is not None) == proven, folder
+    finally:
+        spool.discard()
+        dest.close()
+
+
+def test_a_folder_of_this_runs_copies_is_proven_from_them_as_the_comparison_proves_it(tmp_path):
+    """A folder of chunk files all copied by this run is proven from what those copies set
+    (`verify_folders._from_copies`: the destination's names listed, no file stat-ed or
+    stamp read back there), with the very rows and manifest lines the comparison of both
+    trees makes. Whatever that comparison would find is found: a copy deleted or a file
+    extra at the destination, a source rewritten with its size and mtime put back; a file
+    this run did not copy, or a subfolder, and the folder is compared in both trees."""
+    import pickle
+    import threading
+
+    from napari_softcopy.assembly import ManifestLines
+    from napari_softcopy.destinations import LocalDestination
+    from napari_softcopy.hashes import HashJournal
+    from napari_softcopy.proofs import ProofSpool
+    from napari_softcopy.transfer import copy_file
+    from napari_softcopy.verify_folders import _COMPARE, _from_copies, prove_folder
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    dest = LocalDestination(dst)
+    journal, earlier = HashJournal(dest, low_priority=False), HashJournal(dest)
+    changes = {
+        "none": (lambda: None, "from copies"),
+        "temporary at the source": (
+            lambda: (src / k / "3.__lock").write_bytes(b"x"),
+            "from copies",
+        ),
+        "deleted at the destination": (lambda: (dst / k / "2").unlink(), None),
+        "extra at the destination": (lambda: (dst / k / "x").write_bytes(b"x"), None),
+        "rewritten": (lambda: _rewrite_keeping_size_and_mtime(src / k / "3"), None),
+        "subfolder": (lambda: [(r / k / "sub").mkdir() for r in (src, dst)], "compared"),
+        "copied by an earlier run": (lambda: None, "compared"),
+    }
+    spool = ProofSpool()
+    try:
+        for k in changes:
+            for n in range(5):
+                (src / k).mkdir(parents=True, exist_ok=True)
+                (src / k / str(n)).write_bytes(os.urandom(100 + n))
+                r = copy_file(
+                    str(src / k / str(n)), dest, f"{k}/{n}", stop=threading.Event(), digest=True
+                )
+                run = earlier if k == "copied by an earlier run" else journal
+                run.published(f"{k}/{n}", r.size, r.mtime_ns, r.stamp, r.digest)
+
+        def blocks(proof) -> tuple[list, bytes]:
+            data = Path(spool.path).read_bytes()[proof.offset :]
+            return pickle.loads(data[: proof.length]), data[proof.length :][: proof.lines]
+
+        for k, (change, expected) in changes.items():
+            change()
+            lines = ManifestLines(journal, dest.capabilities)
+            fast = _from_copies(str(src), dest, k, "complete", lines)
+            proof = prove_folder(
+                str(src), dest, k, marker="complete", spool=spool, watch=7, lines=lines
+            )
+            compared = prove_folder(str(src), dest, k, marker="complete", spool=spool, watch=7)
+            if expected is None:
+                assert fast in (None, _COMPARE) and proof is None and compared is None, k
+                continue
+            assert (fast is not _COMPARE) == (expected == "from copies"), k
+            assert proof is not None and compared is not None, k
+            assert blocks(proof)[0] == blocks(compared)[0], k  # (the same rows as listed)
+            assert proof[2:7] == compared[2:7], k  # (files, bytes, metadata, subfolders, watch)
+            if expected == "from copies":
+                assert proof.lines and len(blocks(proof)[1].splitlines()) == 5, k  # (a line a file)
+    finally:
+        spool.discard()
+        journal.close()
+        earlier.close()
+        dest.close()

@@ -271,6 +271,20 @@ class LocalDestination(Destination):
             records=self._records if self.capabilities.records else None,
         )
 
+    def kinds(self, rel_dir: str) -> dict[str, bool]:
+        """The names in the folder ``rel_dir``, each True where it is a regular file (by
+        the type the folder's listing gives, no link followed; no entry stat-ed, no stamp
+        read); empty where it does not exist or is reached only through a link."""
+        try:
+            fd = self._folders.open(rel_dir)
+        except OSError:
+            return {}
+        try:
+            with os.scandir(fd) as it:
+                return {e.name: e.is_file(follow_symlinks=False) for e in it}
+        finally:
+            os.close(fd)
+
     def read(self, rel: str) -> BinaryIO:
         """Open ``rel`` for reading (no symlinks followed, not below the root either)."""
         return os.fdopen(open_file_beneath(self.fd, rel), "rb", buffering=0)
