@@ -71,7 +71,7 @@ def test_the_cap_is_three_quarters_of_the_kernels_limit_at_most_max_watches(tmp_
 def test_a_watch_costs_under_200_bytes_and_a_look_copies_nothing(tmp_path, started):
     """A day's folders keep their watch (110,500 at a million files), so a watch must be
     cheap: its path below the root (not the root's long path again) and an entry each way,
-    under 200 bytes here (330 with an absolute path and a recency entry a folder). And the
+    under 200 bytes here (349 with an absolute path and a recency entry a folder). And the
     engine's looks at a folder's watch (every 0.5 s while proving, each rescan, the finish)
     copy nothing: a copy of every watch was a new dict of 110,000 entries each time."""
     root = tmp_path / ("a-long-folder-name-like-a-users-acquisition-path" * 2) / "data.zarr"

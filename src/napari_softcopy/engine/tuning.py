@@ -68,7 +68,7 @@ class Tuning:
         many as the kernel allows). By default three quarters of the kernel's limit, at most
         `watches.MAX_WATCHES` (`watches.default_max_watches`). Past it, finished folders give
         their watch back and are covered by the periodic rescan and by a look at their
-        source after the marker: more costs memory (about 190 bytes a folder here, a pinned
+        source after the marker: more costs memory (about 180 bytes a folder here, a pinned
         inode in the kernel) and the user's other programs their watches, fewer makes the
         finish look at more folders (about 40 us of CPU each).
     watch_release_idle_s : float
