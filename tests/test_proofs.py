@@ -444,7 +444,7 @@ def test_proofs_beyond_their_cap_drop_the_oldest():
         # Said once, not silently: the finish will walk the dropped proofs' folders.
         [line] = notices.lines()
         assert "more than 64 folders proven" in line
-        standing = proofs.clean({f"/r/f{n}": n for n in range(230)}, "/r")
+        standing = proofs.clean({f"f{n}": n for n in range(230)})
         assert len(standing) <= 64 and proofs.dropped == 231 - len(standing)
         assert "f229" in standing and "f3" in standing and "f0" not in standing
     finally:

@@ -328,9 +328,7 @@ class WatchTable:
         has given back enough, or seen every idle folder: it looks at the kept folders in
         its way (those active, a few parents) and the ones it gives back, not at the table."""
         active, folders = self._active, self._folders
-        horizon = time.monotonic() - self._idle_s
-        while active and next(iter(active.values())) <= horizon:
-            active.popitem(last=False)
+        self._prune(time.monotonic())
         idle = len(folders) - 1 - len(active)  # (the root is never given back)
         want = min(idle, max(1, min(self._cap, len(folders)) // 8))
         if want <= 0:
@@ -372,10 +370,19 @@ class WatchTable:
         self._active.pop(wd, None)
         return folder
 
+    def _prune(self, now: float) -> None:
+        """Forget the activity older than ``release_idle_s`` (those folders are idle)."""
+        active, horizon = self._active, now - self._idle_s
+        while active and next(iter(active.values())) <= horizon:
+            active.popitem(last=False)
+
     def new_read(self) -> None:
-        """Events of a new read follow (their folders' activity is marked once per read)."""
+        """Events of a new read follow (their folders' activity is marked once per read).
+        The activity table is pruned here too, not only when a release needs it: below the
+        cap no release comes, and it would keep an entry for every folder watched."""
         self._last_active = -1
         self._now = time.monotonic()
+        self._prune(self._now)
 
     def folder_of(self, wd: int, mask: int) -> str | None:
         """The folder (below the root, ``""``: the root) an event of ``wd`` happened in, None
