@@ -169,10 +169,11 @@ class Sampler(threading.Thread):
 
 # ---------------------------------------------------------------------------- one run
 #: The copier with its own watch cap lowered (``--max-watches``): `watches.MAX_WATCHES` set
-#: before the engine's `Tuning` takes it as its default, so that both codes of ``--turns``
-#: (and any older one) honour it. Unlike ``--watch-limit`` (the kernel's), the copier then
-#: takes watches as usual and finished folders give theirs back past the cap, as at
-#: 1,000,000 files with the default 16,384: most proven folders are unwatched at the finish.
+#: before the engine's `Tuning` takes it as its default (or as the ceiling of the default
+#: drawn from the kernel's limit, `watches.default_max_watches`), so that both codes of
+#: ``--turns`` (and any older one) honour it. Unlike ``--watch-limit`` (the kernel's), the
+#: copier then takes watches as usual and finished folders give theirs back past the cap, as
+#: at 1,000,000 files with the 16,384 of before: most proven folders unwatched at the finish.
 _CAPPED_COPIER = (
     "import sys; import napari_softcopy.watches as w; w.MAX_WATCHES = int(sys.argv.pop(1)); "
     "from napari_softcopy.cli import console_main; sys.exit(console_main())"
@@ -374,8 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-watches",
         type=int,
         default=None,
-        help="the copier's own watch cap (default 16,384): lower, most folders give their "
-        "watch back, as at 1,000,000 files",
+        help="the copier's own watch cap (default: 3/4 of the kernel's limit, at most "
+        "131,072): lower, most folders give their watch back, as at 1,000,000 files before",
     )
     p.add_argument("--workdir", type=Path, default=None, help="default: a new folder in /tmp")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")

@@ -49,7 +49,7 @@ def proven(e) -> set[str]:
     """The folders whose proof stands now (none before the engine watches the source)."""
     if e._proofs is None:
         return set()
-    return set(e._proofs.clean(e._watching.watch_ids(), e._src))
+    return set(e._proofs.clean(e._watching.folder_watches()))
 
 
 def wait_until_proven(e, src: Path) -> set[str]:
@@ -244,8 +244,8 @@ FEW_WATCHES = dataclasses.replace(
 
 def unwatched_proven(e, src: Path) -> list[str]:
     """Chunk folders (``c/i/j``) proven and without a watch now."""
-    ids = e._watching.watch_ids() or {}
-    return sorted(f for f in proven(e) if f.count("/") == 2 and os.fspath(src / f) not in ids)
+    watches = e._watching.folder_watches() or {}
+    return sorted(f for f in proven(e) if f.count("/") == 2 and f not in watches)
 
 
 def write_array_then_more_folders(e, src: Path) -> zarr.Array:
@@ -411,11 +411,11 @@ def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
     finally:
         tracemalloc.stop()
     assert kept < 180, f"{kept:.0f} bytes a folder"
-    watch_ids = {f"/r/{f}": made(f).watch for f in folders}
-    watch_ids[f"/r/{folders[3]}"] += 1  # (watched again since: the events do not vouch)
-    del watch_ids[f"/r/{folders[5]}"]  # (its watch given back: nor here)
+    watches = {f: made(f).watch for f in folders}
+    watches[folders[3]] += 1  # (watched again since: the events do not vouch)
+    del watches[folders[5]]  # (its watch given back: nor here)
     proofs.mark(folders[7])  # (changed since: no proof of it stands)
-    standing = proofs.clean(watch_ids, "/r")
+    standing = proofs.clean(watches)
     assert standing.unwatched == {folders[3], folders[5]}
     assert folders[7] not in standing and len(standing) == len(folders) - 1
     assert all(standing[f] == made(f) for f in folders if f != folders[7])
@@ -444,7 +444,7 @@ def test_proofs_beyond_their_cap_drop_the_oldest():
         # Said once, not silently: the finish will walk the dropped proofs' folders.
         [line] = notices.lines()
         assert "more than 64 folders proven" in line
-        standing = proofs.clean({f"/r/f{n}": n for n in range(230)}, "/r")
+        standing = proofs.clean({f"f{n}": n for n in range(230)})
         assert len(standing) <= 64 and proofs.dropped == 231 - len(standing)
         assert "f229" in standing and "f3" in standing and "f0" not in standing
     finally:
@@ -488,8 +488,8 @@ def test_a_proof_asked_for_alone_stands_as_clean_says():
         proof, unwatched = proofs.standing("a", 7)
         assert (proof.files, proof.subfolders, unwatched) == (3, ("b",), False)
         assert proofs.standing("a", None)[1] and proofs.standing("a", 8)[1]
-        assert "a" in proofs.clean({"/r/a": 7}, "/r")
-        assert "a" in proofs.clean({}, "/r").unwatched
+        assert "a" in proofs.clean({"a": 7})
+        assert "a" in proofs.clean({}).unwatched
         proofs.mark("a")
         assert proofs.standing("a", 7) is None and proofs.standing("z", 7) is None
     finally:

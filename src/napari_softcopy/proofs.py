@@ -282,19 +282,16 @@ class FolderProofs:
             )
         return True
 
-    def clean(self, watch_ids: dict[str, int], root: str) -> StandingProofs:
+    def clean(self, watches: Mapping[str, int]) -> StandingProofs:
         """The proofs that stand now: of folders not marked since. Those watched all along
-        since they were compared (the same watch descriptor in ``watch_ids``, absolute paths
-        below ``root``) stand by the events; the others (`StandingProofs.unwatched`) only
-        where a look at the source finds it as proven."""
-        prefix = root.rstrip("/") + "/"
+        since they were compared (the same watch descriptor in ``watches``, by folder below
+        the root: `InotifyWatcher.folder_watches`) stand by the events; the others
+        (`StandingProofs.unwatched`) only where a look at the source finds it as proven."""
         with self._lock:
             dirty = self._dirty
             packed = {f: data for f, data in self._proofs.items() if f not in dirty}
             unwatched = frozenset(
-                folder
-                for folder, data in packed.items()
-                if watch_ids.get(prefix + folder if folder else prefix[:-1]) != _watch(data)
+                folder for folder, data in packed.items() if watches.get(folder) != _watch(data)
             )
             subfolders = {f: names for f, names in self._subfolders.items() if f in packed}
         return StandingProofs(packed, subfolders, unwatched)

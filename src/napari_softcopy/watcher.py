@@ -45,7 +45,7 @@ import termios
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from watchdog.events import (
@@ -118,8 +118,9 @@ class InotifyWatcher:
         Called when a new folder could not be watched (the watch limit, ``ENOSPC``, and no
         folder idle enough to give its watch back): only a scan can find what is written there.
     max_watches : int or None
-        Most folders watched at once (`watches.MAX_WATCHES`; None: as many as the kernel
-        allows). Beyond it, idle folders give their watch back (`watches.WatchTable`).
+        Most folders watched at once (None: as many as the kernel allows; the engine passes
+        `Tuning.max_watches`, from the kernel's limit: `watches.default_max_watches`).
+        Beyond it, idle folders give their watch back (`watches.WatchTable`).
     release_idle_s : float
         A folder gives its watch back only after this long without a new entry.
 
@@ -140,6 +141,7 @@ class InotifyWatcher:
         release_idle_s: float = RELEASE_IDLE_S,
     ) -> None:
         self.root = root.rstrip("/") or "/"
+        self._prefix = self.root.rstrip("/") + "/"  # (events name folders below the root)
         self._handler = handler
         self._on_overflow = on_overflow
         self._on_unwatched = on_unwatched
@@ -181,7 +183,7 @@ class InotifyWatcher:
     @property
     def watched(self) -> int:
         """Folders watched now."""
-        return len(self.watches.paths)
+        return len(self.watches)
 
     @property
     def unwatched(self) -> int:
@@ -214,11 +216,14 @@ class InotifyWatcher:
         # (a poll that returned meanwhile may have read the queue empty, not delivered it)
         return int.from_bytes(size, "little") == 0 and self._polling and self._polls == polls
 
-    def watch_ids(self) -> dict[str, int]:
-        """Each watched folder's absolute path and its watch descriptor now. A folder whose
-        descriptor is unchanged between two looks was watched all along in between: a
-        descriptor given back and taken again is a new one (the kernel does not reuse them)."""
-        return {path: wd for wd, path in list(self.watches.paths.items())}
+    def folder_watches(self) -> Mapping[str, int]:
+        """Each watched folder below the root (``""``: the root) and its watch descriptor
+        now: a live read-only view (`WatchTable.by_folder`), looked up one folder at a time
+        (a copy of every watch, 110,000 at a day's end, was made at each look before). A
+        folder whose descriptor is unchanged between two looks was watched all along in
+        between: a descriptor given back and taken again is a new one (the kernel does not
+        reuse them)."""
+        return self.watches.by_folder
 
     def start(self) -> None:
         """Start the reader thread."""
@@ -352,6 +357,7 @@ class InotifyWatcher:
                 return
             if not data:
                 return
+            self.watches.new_read()
             self._parse(data)
 
     def _parse(self, data: bytes) -> None:
@@ -378,10 +384,10 @@ class InotifyWatcher:
         if folder is None:
             return  # a watch already dropped, or its last word
         if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
-            if folder == self.root:
+            if not folder:  # (the root)
                 self._out.append(DirDeletedEvent(self.root))
             return  # any other folder: its parent reports the delete or the move
-        path = f"{folder}/{name}"
+        path = f"{self._prefix}{folder}/{name}" if folder else f"{self._prefix}{name}"
         is_dir = bool(mask & IN_ISDIR)
         if mask & IN_MOVED_FROM:
             move = _Move(path, is_dir, cookie, time.monotonic() + MOVE_PAIRING_S)

@@ -1,16 +1,32 @@
 """Which folders hold an inotify watch: the C library's calls and a table of watches.
 
-One watch per folder, and a day of acquisition makes hundreds of thousands of folders: more
-than ``fs.inotify.max_user_watches`` allows (a limit per user, shared by all of that user's
-processes), and each watch pins its folder's inode in the kernel and a path here. A time
-series is written front to back, so the folders that had no new entry for longest are
-finished. `WatchTable` keeps the watches in the order of their folders' last new entry:
-once `MAX_WATCHES` folders are watched (or the kernel refuses a watch, ``ENOSPC``, whose
-limit then becomes the cap) the least recently active eighth of them, each idle for at
-least `RELEASE_IDLE_S`, gives its watch back. The folders above the newest one keep theirs
-(the next timepoint's folders appear there, once per timepoint, so they look idle sooner).
-The cap is soft: when no folder is idle enough, a new folder is watched all the same, and
-only when the kernel refuses it is it left unwatched (``on_unwatched`` asks for a rescan).
+One watch per folder, and a day of acquisition makes a hundred thousand folders or more.
+A folder that keeps its watch until the finish is vouched for there by its events; one that
+gave it back must be looked at after the marker (docs/architecture.md, "A proven folder that
+gave its watch back"), about 40 us of CPU a folder: 94,208 such looks were 3 s of a 1,000,000
+file day's 4.3 s drain. So a day's folders keep their watch where the kernel allows it:
+
+- **The cap comes from the kernel's limit** (`default_max_watches`): three quarters of the
+  watches this user may hold (``fs.inotify.max_user_watches``, or a user namespace's lower
+  ``/proc/sys/user/max_inotify_watches``; kernels scale it with the RAM, 1 % of it at about
+  1 KiB a watch, from 8,192 to 1,048,576): the limit is per user, and the quarter left is for
+  the user's other programs (editors, napari, another copy). At most `MAX_WATCHES`, where
+  this process's memory would pass issue 22's bound. The kernel's own cost of a watch
+  (its mark, and the folder's inode and dentry it keeps in memory) is what its limit bounds.
+- **A watch is cheap here** (`WatchTable`): a path below the root and an entry each way,
+  181 bytes of this process's resident memory at 110,501 watches (`benchmarks.watch_cost`;
+  346 with the absolute path and a recency entry a folder before), and nothing copies the
+  table: the engine looks a folder's watch up in a live view (`WatchTable.by_folder`), where
+  a copy of it took 21-43 ms of CPU at each look, twice a second while proving.
+
+Past the cap (or where the kernel refuses a watch, ``ENOSPC``, whose count then becomes the
+cap) a time series' finished folders make room: once `WatchTable` holds the cap, the
+folders idle for `RELEASE_IDLE_S` give their watch back, those watched first first, an
+eighth of the cap at a time. The root, the folders active since, and the folders above the
+newest one keep theirs (the next timepoint's folders appear there, once per timepoint, so
+they look idle sooner). The cap is soft: when no folder is idle enough, a new folder is
+watched all the same, and only when the kernel refuses it is it left unwatched
+(``on_unwatched`` asks for a rescan).
 
 A folder that gave its watch back is covered by the engine's periodic rescan (which looks at
 a proven one's source side: `engine.scan`) and by the finish, which looks at it again after
@@ -26,19 +42,50 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from .platform import IS_LINUX
 
 log = logging.getLogger(__name__)
 
-#: Most folders watched at once (see the module docstring): bounds the memory kept per folder
-#: (a path and a recency entry, about 250 bytes) and the kernel's pinned inodes. A time series
-#: has a few hundred folders active at a time; a finished folder needs no watch.
-MAX_WATCHES = 16_384
+#: Most folders watched at once whatever the kernel allows (`default_max_watches`): 181
+#: bytes a watch here, so 131,072 hold 23 MiB, and a day's copier (65.7 MiB at the end of
+#: 1,000,000 files in 110,500 folders with 16,384 watches of 346 bytes) stays under issue
+#: 22's 100 MiB. That day's folders fit; beyond, finished folders make room.
+MAX_WATCHES = 131_072
+#: The share of the kernel's watch limit taken by default: the limit is per user, shared by
+#: all of that user's programs (a quarter is left for them).
+KERNEL_SHARE = 0.75
+#: Where the kernel's watch limit is read: the machine's, and this user namespace's (the
+#: lower one holds: a watch counts in every namespace up to the first).
+LIMIT_FILES = ("/proc/sys/fs/inotify/max_user_watches", "/proc/sys/user/max_inotify_watches")
 #: A watch is given back only by a folder without a new entry for this long: a folder still
 #: being written keeps its watch.
 RELEASE_IDLE_S = 10.0
+
+
+def kernel_watch_limit() -> int | None:
+    """The inotify watches this user may hold (`LIMIT_FILES`); None where it cannot be read
+    (not Linux)."""
+    limits = []
+    for name in LIMIT_FILES:
+        try:
+            with open(name) as f:
+                limits.append(int(f.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return min(limits) if limits else None
+
+
+def default_max_watches() -> int:
+    """The folders watched at once by default: `KERNEL_SHARE` of the kernel's limit, at most
+    `MAX_WATCHES` (read at each call: a benchmark lowers it to measure a day past the cap)."""
+    limit = kernel_watch_limit()
+    if limit is None:
+        return MAX_WATCHES
+    return max(1, min(MAX_WATCHES, int(limit * KERNEL_SHARE)))
+
 
 # <sys/inotify.h>
 IN_CLOSE_WRITE = 0x8
@@ -108,7 +155,13 @@ def inotify() -> Libc:
 
 
 class WatchTable:
-    """The watches of one inotify instance, least recently active folder first.
+    """The watches of one inotify instance, in the order their folders were watched.
+
+    Kept lean, since a day's folders keep their watch where the kernel allows
+    (`default_max_watches`): each folder is one path below the root and an entry in each
+    direction (descriptor -> folder for the events, folder -> descriptor for the engine's
+    proofs, `by_folder`); what was active in the last `release_idle_s` is a small table of
+    its own, not an entry a folder (see `_release_idle`).
 
     Parameters
     ----------
@@ -143,11 +196,20 @@ class WatchTable:
         self._on_rearmed = on_rearmed or (lambda _folder: on_unwatched())
         self._cap = max_watches if max_watches is not None else _NO_CAP
         self._idle_s = release_idle_s
-        #: Watch descriptor -> folder path.
-        self.paths: dict[int, str] = {}
-        # Watch descriptor -> monotonic time of its folder's last new entry, least recent
-        # first (the root is never given back, so it is not in here).
-        self._recent: OrderedDict[int, float] = OrderedDict()
+        self._root = self._prefix = "/"  # the root's path, and it with a slash (`watch_root`)
+        # Watch descriptor -> folder below the root ("": the root), in the order they were
+        # watched: a time series' finished folders come first. (Paths below the root: the
+        # root's path a folder was about 50 bytes of the 110 of an absolute one.)
+        self._folders: dict[int, str] = {}
+        # Folder -> watch descriptor: `by_folder`, a live view (nothing copied to look up).
+        self._wds: dict[str, int] = {}
+        # Descriptor -> monotonic time of its folder's last new entry (or its watch), least
+        # recent first, of the folders active in the last `release_idle_s` only: the ones a
+        # release must not take. Pruned as they age, so it holds the folders of the last
+        # seconds (a few thousand at 2,000 files a second), not one entry a folder watched.
+        self._active: OrderedDict[int, float] = OrderedDict()
+        self._newest = -1  # the folder watched or active last (its parents keep their watch)
+        self._now = time.monotonic()  # the current read's (one float shared by its folders)
         # Watches given back whose IN_IGNORED has not been read yet: an event queued before
         # that still names its folder (and re-arms its watch).
         self._given_back: dict[int, str] = {}
@@ -160,6 +222,15 @@ class WatchTable:
         self._refused: set[int] = set()
         #: Folders whose watch was given back (finished; covered by scans), less re-armed ones.
         self.released = 0
+        #: Each watched folder below the root (``""``: the root) to its watch descriptor now:
+        #: a read-only live view (thread-safe to ask from another thread). A descriptor
+        #: unchanged between two looks was watched all along in between: one given back and
+        #: taken again is a new one (the kernel does not reuse them).
+        self.by_folder: Mapping[str, int] = MappingProxyType(self._wds)
+
+    def __len__(self) -> int:
+        """Folders watched now (the root included)."""
+        return len(self._folders)
 
     @property
     def unwatched(self) -> int:
@@ -170,6 +241,16 @@ class WatchTable:
     def cap(self) -> int | None:
         """Most folders watched at once: the cap given, or the kernel's limit once met."""
         return self._cap if self._cap < _NO_CAP else None
+
+    def path(self, folder: str) -> str:
+        """The absolute path of ``folder`` (below the root)."""
+        return self._prefix + folder if folder else self._root
+
+    def _below(self, path: str) -> str | None:
+        """``path`` below the root (``""``: the root); None when it is not in the tree."""
+        if path == self._root:
+            return ""
+        return path[len(self._prefix) :] if path.startswith(self._prefix) else None
 
     def watch_root(self, path: str) -> None:
         """Watch the root, which is never given back.
@@ -182,7 +263,10 @@ class WatchTable:
         wd = self._add(path)
         if wd < 0:
             raise OSError(-wd, f"cannot watch {path}: {os.strerror(-wd)}")
-        self.paths[wd] = path
+        self._root = path.rstrip("/") or "/"
+        self._prefix = self._root.rstrip("/") + "/"
+        self._folders[wd] = ""
+        self._wds[""] = wd
 
     def _add(self, path: str) -> int:
         """``inotify_add_watch``: the descriptor, or minus the error number."""
@@ -190,21 +274,25 @@ class WatchTable:
         return wd if wd >= 0 else -ctypes.get_errno()
 
     def watch(self, path: str, *, idle: bool = False) -> int | None:
-        """Watch one folder; its descriptor, or None when it cannot be watched (or already
-        is). ``idle``: it counts as idle already (it was there before the copy began)."""
-        if len(self.paths) >= self._cap:
+        """Watch one folder (absolute path, below the root); its descriptor, or None when it
+        cannot be watched (or already is). ``idle``: it counts as idle already (it was
+        there before the copy began)."""
+        folder = self._below(path)
+        if not folder:
+            return None  # (the root is watched by `watch_root`; nothing outside the tree)
+        if len(self._folders) >= self._cap:
             self._release_idle()
         wd = self._add(path)
-        if wd == -errno.ENOSPC and self.paths:
+        if wd == -errno.ENOSPC and self._folders:
             # The kernel's limit (shared by this user's processes) came before ours: it is
             # ours from now on, and idle folders make room.
-            self._cap = min(self._cap, len(self.paths))
+            self._cap = min(self._cap, len(self._folders))
             if self._release_idle():
                 wd = self._add(path)
         if wd < 0:
             err = -wd
             if err == errno.ENOSPC:
-                self._refused.add(hash(path))
+                self._refused.add(hash(folder))
                 if len(self._refused) == 1:
                     log.warning(
                         "cannot watch %s: the inotify watch limit (fs.inotify.max_user_watches) "
@@ -217,73 +305,100 @@ class WatchTable:
                 log.warning("cannot watch %s: %s", path, os.strerror(err))
                 self._on_unwatched()
             return None
-        self._refused.discard(hash(path))
-        if self.paths.get(wd) == path:
+        self._refused.discard(hash(folder))
+        if self._folders.get(wd) == folder:
             return None  # already watched (its own event and a walk both found it)
-        self.paths[wd] = path
-        now = time.monotonic()
-        self._recent[wd] = now - self._idle_s if idle else now
-        self._recent.move_to_end(wd)
+        # (a folder deleted and made again: its old watch stays until its IN_IGNORED is read,
+        # its last events still name the folder; the new one is the folder's now)
+        self._folders[wd] = folder
+        self._wds[folder] = wd
+        self._newest = wd
+        if not idle:
+            self._active[wd] = time.monotonic()
         return wd
 
     def _release_idle(self) -> int:
-        """Give back the watches of the least recently active folders, an eighth of the cap
-        at most, each idle for at least ``release_idle_s``; how many were given back."""
-        want = max(1, min(self._cap, len(self.paths)) // 8)
-        horizon = time.monotonic() - self._idle_s
-        newest_wd = next(reversed(self._recent), None)
-        newest = self.paths.get(newest_wd)
-        released = 0
-        for _ in range(len(self._recent)):
-            if released >= want:
+        """Give back the watches of folders idle for ``release_idle_s``, an eighth of the cap
+        at most, those watched first first; how many were given back.
+
+        A folder is idle when it is not in ``_active`` (active entries older than the idle
+        time are pruned first). Kept: the root, the folders active since, and the folders
+        above the newest one (where the next timepoint's folders appear). The scan starts at
+        the folders watched first (in a time series, the finished ones) and stops once it
+        has given back enough, or seen every idle folder: it looks at the kept folders in
+        its way (those active, a few parents) and the ones it gives back, not at the table."""
+        active, folders = self._active, self._folders
+        self._prune(time.monotonic())
+        idle = len(folders) - 1 - len(active)  # (the root is never given back)
+        want = min(idle, max(1, min(self._cap, len(folders)) // 8))
+        if want <= 0:
+            return 0
+        newest = folders.get(self._newest)
+        above = newest.split("/")[:-1] if newest else []
+        parents = {"/".join(above[: i + 1]) for i in range(len(above))}
+        give: list[int] = []
+        seen_idle = 0
+        for wd, folder in folders.items():
+            if len(give) >= want or seen_idle >= idle:
                 break
-            wd, last = next(iter(self._recent.items()))
-            if last > horizon:
-                break  # the rest were active more recently still
-            path = self.paths.get(wd)
-            if path is not None and newest is not None and newest.startswith(path + "/"):
-                # Above the newest folder: kept, as recent as it (the order stays the order
-                # of activity).
-                self._recent[wd] = self._recent[newest_wd]
-                self._recent.move_to_end(wd)
+            if wd in active or not folder:
                 continue
-            self._recent.popitem(last=False)
-            if path is None:
-                continue
-            del self.paths[wd]
+            seen_idle += 1
+            if folder not in parents:
+                give.append(wd)
+        for wd in give:
+            self._given_back[wd] = self._drop(wd)
             self._lib.rm_watch(self._fd, wd)
-            self._given_back[wd] = path
-            released += 1
+        released = len(give)
         if released and not self._said:  # (once, at the level a copy's log shows)
             self._said = True
             log.warning(
                 "watching at most %d folders at once: a folder without a new entry for %.0f s "
                 "gives its watch back, and is covered by the periodic rescan and the final "
                 "verification",
-                min(self._cap, len(self.paths) + released),
+                min(self._cap, len(folders) + released),
                 self._idle_s,
             )
         self.released += released
         return released
 
+    def _drop(self, wd: int) -> str:
+        """Forget the watch ``wd``; its folder."""
+        folder = self._folders.pop(wd)
+        if self._wds.get(folder) == wd:  # (not a newer watch of a folder made again)
+            del self._wds[folder]
+        self._active.pop(wd, None)
+        return folder
+
+    def _prune(self, now: float) -> None:
+        """Forget the activity older than ``release_idle_s`` (those folders are idle)."""
+        active, horizon = self._active, now - self._idle_s
+        while active and next(iter(active.values())) <= horizon:
+            active.popitem(last=False)
+
     def new_read(self) -> None:
-        """Events of a new read follow (their folders' activity is marked once per read)."""
+        """Events of a new read follow (their folders' activity is marked once per read).
+        The activity table is pruned here too, not only when a release needs it: below the
+        cap no release comes, and it would keep an entry for every folder watched."""
         self._last_active = -1
+        self._now = time.monotonic()
+        self._prune(self._now)
 
     def folder_of(self, wd: int, mask: int) -> str | None:
-        """The folder an event of ``wd`` happened in, None when it is no longer known (or
-        the event is the last word of a watch). Keeps the table up to date: a folder with a
-        new entry becomes the most recently active; a watch's ``IN_IGNORED`` drops it."""
-        folder = self.paths.get(wd)
+        """The folder (below the root, ``""``: the root) an event of ``wd`` happened in, None
+        when it is no longer known (or the event is the last word of a watch). Keeps the
+        table up to date: a folder with a new entry is active; a watch's ``IN_IGNORED``
+        drops it."""
+        folder = self._folders.get(wd)
         if folder is not None:
             if mask & IN_IGNORED:
-                del self.paths[wd]  # its folder is gone (or unmounted)
-                self._recent.pop(wd, None)
+                self._drop(wd)  # its folder is gone (or unmounted)
                 return None
-            if mask & CONTENT and wd != self._last_active and wd in self._recent:
-                self._recent[wd] = time.monotonic()
-                self._recent.move_to_end(wd)
-                self._last_active = wd
+            if mask & CONTENT and wd != self._last_active and folder:
+                active = self._active
+                active[wd] = self._now
+                active.move_to_end(wd)
+                self._last_active = self._newest = wd
             return folder
         folder = self._given_back.get(wd)
         if folder is None:
@@ -297,25 +412,35 @@ class WatchTable:
             # written between the release and the new watch has no event (`on_rearmed`).
             self._rearmed.add(wd)
             self.released -= 1
-            if self.watch(folder) is not None:
-                self._on_rearmed(folder)
+            path = self.path(folder)
+            if self.watch(path) is not None:
+                self._on_rearmed(path)
         return folder
 
     def forget(self, top: str, *, unwatch: bool) -> None:
-        """Drop the watches of ``top`` and below (moved out of the tree, or deleted)."""
-        prefix = top + "/"
-        for wd, path in list(self.paths.items()):
-            if path == top or path.startswith(prefix):
-                del self.paths[wd]
-                self._recent.pop(wd, None)
+        """Drop the watches of ``top`` (absolute) and below (moved out of the tree, or
+        deleted)."""
+        below = self._below(top)
+        if not below:
+            return
+        prefix = below + "/"
+        for wd, folder in list(self._folders.items()):
+            if folder == below or folder.startswith(prefix):
+                self._drop(wd)
                 if unwatch:
                     self._lib.rm_watch(self._fd, wd)
 
     def rename(self, src: str, dest: str) -> None:
-        """A watched folder moved within the tree: its watches now name the new place."""
-        prefix = src + "/"
-        for wd, path in list(self.paths.items()):
-            if path == src:
-                self.paths[wd] = dest
-            elif path.startswith(prefix):
-                self.paths[wd] = dest + path[len(src) :]
+        """A watched folder moved within the tree (absolute paths): its watches now name the
+        new place."""
+        old, new = self._below(src), self._below(dest)
+        if not old or not new:
+            return
+        prefix = old + "/"
+        for wd, folder in list(self._folders.items()):
+            if folder == old or folder.startswith(prefix):
+                moved = new + folder[len(old) :]
+                self._folders[wd] = moved
+                if self._wds.get(folder) == wd:
+                    del self._wds[folder]
+                self._wds[moved] = wd

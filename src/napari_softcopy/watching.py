@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from watchdog.events import FileSystemEvent
@@ -76,11 +76,12 @@ class Watching:
         delivered = getattr(self._watcher, "delivered_all", None)
         return None if delivered is None else delivered()
 
-    def watch_ids(self) -> dict[str, int] | None:
-        """Watched folders (absolute paths) and their watch descriptors now
-        (`InotifyWatcher.watch_ids`); None where watchdog keeps them to itself."""
-        ids = getattr(self._watcher, "watch_ids", None)
-        return None if ids is None else ids()
+    def folder_watches(self) -> Mapping[str, int] | None:
+        """Each watched folder below the root (``""``: the root) and its watch descriptor
+        now, a live read-only view (`InotifyWatcher.folder_watches`); None where watchdog
+        keeps them to itself."""
+        watches = getattr(self._watcher, "folder_watches", None)
+        return None if watches is None else watches()
 
 
 def start_watching(

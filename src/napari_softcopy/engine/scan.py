@@ -293,9 +293,9 @@ class _Proven:
         self.proofs = proofs
         self.resets = proofs.resets
         # (asked folder by folder as the walk comes to it, `FolderProofs.standing`: a mark
-        # made since the scan began counts; the watch descriptors as the scan began)
-        self.watch_ids = engine._watching.watch_ids() or {}
-        self.prefix = engine._src.rstrip("/") + "/"
+        # made since the scan began counts, and so does a watch given back since: a live
+        # view of the watches, nothing copied)
+        self.watches = engine._watching.folder_watches() or {}
         self.capabilities = engine._dest.capabilities
         self.root_fd = engine._src_fd
         self.skipped = self.looked_at = self.walked = 0
@@ -306,7 +306,7 @@ class _Proven:
         """The ``vouch`` of a periodic scan; None where no proof is kept (watchdog's
         observer, `--verify checksum`, `Tuning.prove_folders` off: the scan walks all)."""
         proofs, watching = engine._proofs, engine._watching
-        if proofs is None or watching is None or watching.watch_ids() is None:
+        if proofs is None or watching is None or watching.folder_watches() is None:
             return None
         if engine._src_fd < 0:
             return None
@@ -320,7 +320,7 @@ class _Proven:
     def __call__(self, rel: str) -> tuple[str, ...] | None:
         if not rel or self.proofs.resets != self.resets:
             return None
-        found = self.proofs.standing(rel, self.watch_ids.get(self.prefix + rel))
+        found = self.proofs.standing(rel, self.watches.get(rel))
         if found is None:
             return None
         proof, unwatched = found

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..proofs import MAX_PROOFS
 from ..scan_walk import SPLIT_AFTER_S
 from ..source_looks import HELPER_FROM as SOURCE_LOOK_HELPER_FROM
-from ..watches import MAX_WATCHES, RELEASE_IDLE_S
+from ..watches import RELEASE_IDLE_S, default_max_watches
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,12 @@ class Tuning:
         finds the files of the events left out (slower: it walks the whole tree).
     max_watches : int or None
         Most source folders with an inotify watch at once (`watches.WatchTable`; None: as
-        many as the kernel allows). Past it, finished folders give their watch back and are
-        covered by the periodic rescan and the final verification: more costs memory (about
-        250 bytes a folder here, a pinned inode in the kernel), fewer leaves folders that
-        are written again to the rescan.
+        many as the kernel allows). By default three quarters of the kernel's limit, at most
+        `watches.MAX_WATCHES` (`watches.default_max_watches`). Past it, finished folders give
+        their watch back and are covered by the periodic rescan and by a look at their
+        source after the marker: more costs memory (about 180 bytes a folder here, a pinned
+        inode in the kernel) and the user's other programs their watches, fewer makes the
+        finish look at more folders (about 40 us of CPU each).
     watch_release_idle_s : float
         A folder gives its watch back only after this long without a new entry: shorter
         frees watches sooner, but may take them from folders still being written.
@@ -111,7 +113,7 @@ class Tuning:
     delete_grace_s: float = 2.0
     hint_limit: int = 20_000
     hint_spill: int = 1_000_000
-    max_watches: int | None = MAX_WATCHES
+    max_watches: int | None = field(default_factory=default_max_watches)
     watch_release_idle_s: float = RELEASE_IDLE_S
     scan_split_after_s: float = SPLIT_AFTER_S
     hash_during_copy: bool = True

@@ -33,7 +33,7 @@ class Walks(EngineState):
         if not self.tuning.prove_folders or self.options.verify == "checksum":
             return  # (a checksum verification reads every file at the finish: nothing to spare)
         watching = self._watching
-        if watching is None or watching.watch_ids() is None:
+        if watching is None or watching.folder_watches() is None:
             return  # (watchdog's observer: its notice says the finish walks every folder)
         self._proofs = FolderProofs(self.tuning.max_proofs)
         thread = threading.Thread(
@@ -46,9 +46,8 @@ class Walks(EngineState):
 
     def _watched(self) -> list[str]:
         """Every folder watched now, below the root (``""``: the root)."""
-        watching = self._watching
-        cut = len(self._src) + 1
-        return [path[cut:] for path in sorted((watching and watching.watch_ids()) or ())]
+        watches = self._watching.folder_watches() if self._watching is not None else None
+        return sorted(watches or ())  # (a live view: sorted copies it in one C call)
 
     def _mark_watched(self) -> None:
         """Mark every folder watched now (a candidate to prove)."""
@@ -90,8 +89,10 @@ class Walks(EngineState):
     def _prove_due(self) -> None:
         """Compare each folder quiet for `Tuning.prove_quiet_s` alone; keep its proof."""
         proofs, watching = self._proofs, self._watching
-        ids = watching.watch_ids() if watching is not None else None
-        if proofs is None or ids is None:
+        # (a live view, each folder's watch looked up just before it is compared: a watch
+        # given back meanwhile, or taken again, is another descriptor than the proof's then)
+        watches = watching.folder_watches() if watching is not None else None
+        if proofs is None or watches is None:
             return
         prefix = self._src + "/"
         quiet_before = time.monotonic() - self.tuning.prove_quiet_s
@@ -100,7 +101,7 @@ class Walks(EngineState):
         lines = None if hashes is None else ManifestLines(hashes, self._dest.capabilities)
         for folder, mark, epoch in proofs.candidates(quiet_before):
             path = prefix + folder if folder else self._src
-            watch = ids.get(path)
+            watch = watches.get(folder)
             if watch is None:
                 # Without a watch (past the limit: its copies marked it) it is proven all the
                 # same, and vouched for at the finish only by a look at its source side.
@@ -205,8 +206,7 @@ class Walks(EngineState):
                 "folder was proven again since"
             )
             return None
-        ids = watching.watch_ids()
-        clean = proofs.clean(ids or {}, self._src)
+        clean = proofs.clean(watching.folder_watches() or {})
         if not clean:
             return None
         if clean.unwatched and not self._dest.capabilities.xattrs:
