@@ -227,6 +227,30 @@ def create_cost_us(parent: Path, n: int = 2000) -> float:
     return (time.perf_counter() - t) / n * 1e6
 
 
+def child_result(argv: list[str], code, *, check: bool = True, **env: str) -> dict:
+    """Run a benchmark's child process ``argv`` with the package of the folder ``code`` (a
+    checkout's ``src``) first on its path, in turns with another's; the JSON of its last line
+    of output, with the load average before it (``load_1min_before``).
+
+    Raises
+    ------
+    subprocess.CalledProcessError
+        The child failed (with ``check``; without, its last line is read all the same).
+    """
+    load = os.getloadavg()[0]
+    done = subprocess.run(
+        argv,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{REPO}", **env),
+        capture_output=True,
+        text=True,
+        check=check,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_1min_before"] = round(load, 2)
+    return result
+
+
 def median(values) -> float | None:
     values = [v for v in values if v is not None]
     return statistics.median(values) if values else None

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psutil
 
-from .common import REPO, compare_trees, dump, python
+from .common import REPO, child_result, compare_trees, dump, python
 
 GEOMETRIES = {
     # name: (preset, shape, chunks (None: the preset's), separator, files, folders a timepoint)
@@ -509,20 +509,9 @@ def drain_turns(args) -> int:
         for turn in range(args.turns):
             for label, code in (("baseline", Path(baseline)), ("this", args.src or REPO / "src")):
                 shutil.rmtree(dst, ignore_errors=True)
-                load = os.getloadavg()[0]
-                out = subprocess.run(
-                    [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)],
-                    cwd=REPO,
-                    env=dict(
-                        os.environ,
-                        PYTHONPATH=f"{code}{os.pathsep}{REPO}",
-                        BENCH_MAX_WATCHES=str(args.max_watches or ""),
-                    ),
-                    capture_output=True,
-                    text=True,
-                )
-                result = json.loads(out.stdout.strip().splitlines()[-1])
-                result["load_1min_before"] = round(load, 2)
+                argv = [python(), "-m", "benchmarks.day", "--drain-child", str(src), str(dst)]
+                maximum = str(args.max_watches or "")
+                result = child_result(argv, code, check=False, BENCH_MAX_WATCHES=maximum)
                 runs[label].append(result)
                 print(f"turn {turn}: {label}: {json.dumps(result)}", flush=True)
     finally:

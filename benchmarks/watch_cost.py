@@ -31,13 +31,12 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .common import REPO, python
+from .common import REPO, child_result, python
 
 
 def make_tree(root: Path, timepoints: int) -> int:
@@ -141,18 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             for label, code in codes:
                 for trace in (False, True):
                     argv = [python(), "-m", "benchmarks.watch_cost", "--child", str(root)]
-                    env = dict(os.environ, PYTHONPATH=f"{code}{os.pathsep}{REPO}")
-                    load = os.getloadavg()[0]
-                    done = subprocess.run(
-                        [*argv, *(["--trace"] if trace else [])],
-                        cwd=REPO,
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        check=True,
-                    )
-                    result = json.loads(done.stdout.strip().splitlines()[-1])
-                    result["load_1min"] = round(load, 2)
+                    result = child_result([*argv, *(["--trace"] if trace else [])], code)
                     runs[label].append(result)
                     print(f"turn {turn}: {label}: {json.dumps(result)}", flush=True)
     finally:

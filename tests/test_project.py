@@ -114,18 +114,10 @@ def test_the_package_imports_its_public_names_when_first_used():
     """A helper process importing one module does not import the whole package (its start
     and memory: PEP 562 names in `napari_softcopy/__init__`); every public name still
     resolves, and the list of them is the one `__getattr__` serves."""
-    import subprocess
-    import sys
-
     import napari_softcopy
 
-    code = (
-        "import sys, napari_softcopy.copy_helper; "
-        "print(sorted(m for m in ('napari_softcopy.engine', 'napari_softcopy.verify', "
-        "'napari_softcopy.checks') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    heavy = ("napari_softcopy.engine", "napari_softcopy.verify", "napari_softcopy.checks")
+    assert _loaded_by(["napari_softcopy.copy_helper"], heavy) == []
     names = set(napari_softcopy.__all__) - {"__version__"}
     assert names == set(napari_softcopy._PUBLIC)
     assert all(getattr(napari_softcopy, name) is not None for name in names)
@@ -135,16 +127,23 @@ def test_the_copys_processes_do_not_load_openssl():
     """`hashlib` loads OpenSSL's libcrypto (about 4 MiB of RSS in each process): the engine
     and its helpers make their digests of names with CPython's built-in modules
     (`platform.blake2b`, `platform.sha1`)."""
+    copy = ["engine", "cli", "copy_helper", "scan_walk", "source_looks"]
+    openssl = ("hashlib", "_hashlib", "hmac", "secrets")
+    assert _loaded_by([f"napari_softcopy.{m}" for m in copy], openssl) == []
+
+
+def _loaded_by(imports: list[str], modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded once it imported ``imports``."""
+    import json
     import subprocess
     import sys
 
     code = (
-        "import sys, napari_softcopy.engine, napari_softcopy.cli, napari_softcopy.copy_helper, "
-        "napari_softcopy.scan_walk, napari_softcopy.source_looks; "
-        "print(sorted(m for m in ('hashlib', '_hashlib', 'hmac', 'secrets') if m in sys.modules))"
+        f"import json, sys, {', '.join(imports)}; "
+        f"print(json.dumps(sorted(m for m in {modules!r} if m in sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]", out.stdout
+    return json.loads(out.stdout)
 
 
 def test_tox_leaves_the_bootstrapped_venv_its_name():
