@@ -8,11 +8,13 @@ and vouched for are asserted.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +68,21 @@ def end_at_marker(e, src: Path) -> None:
     """The acquisition's marker; the copy's end awaited (it must end, verified or not)."""
     (src / "complete").write_text("")
     assert e.wait(120), e.status().message
+
+
+@contextlib.contextmanager
+def ended_identical(e, src: Path, dst: Path) -> Iterator[None]:
+    """The body runs beside the copy ``e``; then the acquisition's marker (`end_at_marker`),
+    the engine stopped whatever happened, and the copy found identical with a manifest of
+    its current bytes."""
+    try:
+        yield
+        end_at_marker(e, src)
+    finally:
+        e.stop()
+        e.wait(10)
+    assert_identical(src, dst)
+    assert_manifest_is_fresh(dst)
 
 
 def rewrite_then_finish(e, a: zarr.Array, src: Path, rel: str) -> None:
@@ -283,19 +300,13 @@ def test_folders_without_their_watch_are_vouched_for_by_a_look_at_the_source(tmp
     not a walk of both trees."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     e = engine(src, dst, tuning=FEW_WATCHES, wait_for_source=True)
-    try:
+    with ended_identical(e, src, dst):
         write_array_then_more_folders(e, src)
         wait_for(
             lambda: e.status().files_pending == 0 and e._proofs.counts[1] == 0,
             60,
             "every watched folder proven",
         )
-        end_at_marker(e, src)
-    finally:
-        e.stop()
-        e.wait(10)
-    assert_identical(src, dst)
-    assert_manifest_is_fresh(dst)
     s = e.status()
     v = s.verification
     assert s.folders_unwatched > 0, "some folders must have given their watch back"
@@ -459,15 +470,9 @@ def test_the_manifest_lines_of_proven_folders_are_made_as_they_are_proven(tmp_pa
     lines are not used, and `assert_manifest_is_fresh` there finds the new bytes' hash."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     e = engine(src, dst, tuning=QUICK, wait_for_source=True)
-    try:
+    with ended_identical(e, src, dst):
         write_array(src)
         wait_until_proven(e, src)
-        end_at_marker(e, src)
-    finally:
-        e.stop()
-        e.wait(10)
-    assert_identical(src, dst)
-    assert_manifest_is_fresh(dst)
     v = e.status().verification
     # (the 32 folders of chunks have no subfolders: each one's 8 lines made when proven)
     assert v["manifest_from_proofs"] == 256, v

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from support import assert_identical, assert_manifest_is_fresh, engine, wait_for
+from support import engine, wait_for
 from test_proofs import (
     FEW_WATCHES,
     QUICK,
-    end_at_marker,
+    ended_identical,
     unwatched_proven,
     wait_until_proven,
     write_array,
@@ -33,7 +33,7 @@ def test_a_periodic_rescan_skips_the_watched_proven_folders(tmp_path):
     from their proofs (the figures as a walk would give them)."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     e = engine(src, dst, tuning=QUICK, wait_for_source=True)
-    try:
+    with ended_identical(e, src, dst):
         write_array(src)
         every = wait_until_proven(e, src)
         wait_for(
@@ -45,12 +45,6 @@ def test_a_periodic_rescan_skips_the_watched_proven_folders(tmp_path):
         assert s.scan_folders_looked_at == 0  # (every folder kept its watch)
         assert s.files_at_destination == source_files(src)  # (256 chunks, the metadata)
         assert s.chunks_at_destination == 256
-        end_at_marker(e, src)
-    finally:
-        e.stop()
-        e.wait(10)
-    assert_identical(src, dst)
-    assert_manifest_is_fresh(dst)
 
 
 def test_a_change_in_a_proven_folder_without_its_watch_is_copied_by_a_rescan(tmp_path):
@@ -60,7 +54,7 @@ def test_a_change_in_a_proven_folder_without_its_watch_is_copied_by_a_rescan(tmp
     rescan that skipped such folders blindly would never copy it (this waits for it)."""
     src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
     e = engine(src, dst, tuning=FEW_WATCHES, wait_for_source=True)
-    try:
+    with ended_identical(e, src, dst):
         write_array_then_more_folders(e, src)
         wait_for(
             lambda: e.status().scan_folders_looked_at > 0,
@@ -78,9 +72,3 @@ def test_a_change_in_a_proven_folder_without_its_watch_is_copied_by_a_rescan(tmp
         )
         s = e.status()
         assert s.finish_reason is None and not s.marker_seen  # (no finish found it)
-        end_at_marker(e, src)
-    finally:
-        e.stop()
-        e.wait(10)
-    assert_identical(src, dst)
-    assert_manifest_is_fresh(dst)
