@@ -188,6 +188,17 @@ class DestinationTests:
         assert stamped["b"].stamp is None  # (none recorded)
         assert set(destination.listdir("d", keep=lambda name: name == "b")) == {"b"}
 
+    def test_kinds_where_given_names_what_listdir_lists(self, destination):
+        publish(destination, "k/zarr.json", b"{}")
+        publish(destination, "k/c/0", b"12345")
+        kinds = destination.kinds("k")
+        if kinds is None:
+            return  # (no listing of names alone here: `prove_folder` then compares)
+        listed = destination.listdir("k")
+        assert kinds == {name: info.is_file for name, info in listed.items()}
+        assert kinds == {"zarr.json": True, "c": False}
+        assert destination.kinds("not/there") == {}
+
     def test_listdir_can_be_cancelled(self, destination):
         destination.makedirs("many")
         for i in range(1001):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import signal
 import threading
 import time
 
@@ -38,6 +39,11 @@ def answer(request, stop):
         open(setup["started"], "w").close()
         stopped = stop.wait(60)
         return "stopped early" if stopped else "not stopped"
+    if kind == "spin until stopped":  # (in and out of the stop's wait, as a bandwidth cap)
+        open(setup["started"], "w").close()
+        while not stop.wait(0):
+            pass
+        return "stopped early"
     if kind == "exit":
         os._exit(value)
 
@@ -132,6 +138,29 @@ def test_an_interrupt_cuts_the_answer_in_work_short_and_ends_an_idle_child(helpe
     assert idle.send(("echo", 1)) and idle.receive() == (True, 1)
     idle.interrupt()
     assert idle.wait(10) == 0
+
+
+def test_a_burst_of_sigterms_on_a_helper_waiting_on_its_stop_cuts_the_answer_short(
+    helpers, tmp_path
+):
+    """A SIGTERM handler runs between two steps of the main thread; had it to take a lock
+    that thread holds (`threading.Event.set` inside the thread's ``stop.wait``), the helper
+    would wait for itself forever (`platform.StopFlag`)."""
+    for attempt in range(5):
+        started = tmp_path / f"started{attempt}"
+        helper = helpers(started=str(started))
+        assert helper.send(("spin until stopped", None))
+        wait_for(started.exists, what="the child at work")
+        for _ in range(200):
+            os.kill(helper.pid, signal.SIGTERM)
+        give_up = threading.Event()
+        timer = threading.Timer(20, give_up.set)
+        timer.start()
+        try:
+            assert helper.receive(give_up) == (True, "stopped early")
+        finally:
+            timer.cancel()
+        assert helper.wait(10) == 0
 
 
 def test_an_interrupted_helper_that_ends_unanswered_is_not_a_failure(helpers, caplog):

@@ -42,7 +42,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .platform import end_with_parent
+from .platform import StopFlag, end_with_parent
 
 log = logging.getLogger(__name__)
 
@@ -257,7 +257,7 @@ def setup_argument() -> Any:
 
 
 def serve(
-    answer: Callable[[Any, threading.Event], Any],
+    answer: Callable[[Any, StopFlag], Any],
     *,
     parent_death: int,
     interruptible: bool = True,
@@ -280,15 +280,12 @@ def serve(
     """
     frames = os.dup(1)
     os.dup2(2, 1)  # (a stray print goes to stderr, never into the frames)
-    stop = threading.Event()
+    stop = StopFlag()  # (set in a signal handler: no lock, as `threading.Event` takes)
     busy = False
 
-    handled: list[bool] = []
-
     def on_sigterm(*_) -> None:
-        if handled:  # (a second SIGTERM, perhaps inside the first's `Event.set`, whose lock
-            return  # this thread holds there: it would wait for itself forever)
-        handled.append(True)
+        if stop.is_set():  # (a second one, while the first's exit unwinds)
+            return
         stop.set()
         if not busy or not interruptible:
             raise SystemExit(0)

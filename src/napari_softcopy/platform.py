@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import sys
 import threading
 from collections.abc import Callable
@@ -161,6 +162,39 @@ def noting_handler(received: list[int]) -> Callable[[int, object], None]:
         received.append(signum)
 
     return handler
+
+
+class StopFlag:
+    """A stop request that a signal handler may set: `threading.Event`'s ``set``, ``is_set``
+    and ``wait``, without a lock.
+
+    An Event's ``set`` takes the lock its ``wait`` holds between steps, and a handler runs in
+    the main thread between two of them: a SIGTERM landing there would wait for itself
+    forever (`noting_handler`). Here ``set`` only writes a flag and a byte into a pipe that
+    ``wait`` polls; the byte is never read, so every later ``wait`` returns at once.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def set(self) -> None:
+        """Request the stop (safe in a signal handler, from any thread)."""
+        self._set = True
+        with contextlib.suppress(OSError):  # (full: a byte is there already)
+            os.write(self._write, b"x")
+
+    def is_set(self) -> bool:
+        """Whether the stop was requested."""
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the stop is requested or ``timeout`` seconds passed; whether it was."""
+        if not self._set:  # (poll, not select: a descriptor may be above 1024)
+            poller = select.poll()
+            poller.register(self._read, select.POLLIN)
+            poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+        return self._set
 
 
 def end_with_parent(signum: int) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from .assembly import ManifestLines
-from .destinations import Destination, FileInfo, LocalDestination, copy_difference
+from .destinations import Destination, FileInfo, copy_difference
 from .layout import METADATA_NAMES, is_own_temp_name, is_temp_name
 from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
 from .march import _ROOT_FLAGS, Folder, _March, march
@@ -138,8 +138,10 @@ def _from_copies(
     the seconds between its publish and the proof, as nothing sees one changed after the
     proof before `napari-softcopy verify` (docs/architecture.md, "What events cannot
     tell"). Only where the destination keeps stamps and nanosecond mtimes and keeps no
-    records (what the copy set is then exactly what a listing reads)."""
-    if not isinstance(dest, LocalDestination):
+    records (what the copy set is then exactly what a listing reads), and lists names
+    alone (`Destination.kinds`)."""
+    at_dest = dest.kinds(folder)
+    if at_dest is None:
         return _COMPARE
     caps = dest.capabilities
     compare = (
@@ -151,7 +153,6 @@ def _from_copies(
         or not caps.stable_mtime
     )
     fresh = {} if lines is None else lines.journal.fresh()
-    at_dest = dest.kinds(folder)
     prefix = f"{folder}/"
     try:
         fd = os.open(f"{source}/{folder}", _ROOT_FLAGS | os.O_NOFOLLOW)

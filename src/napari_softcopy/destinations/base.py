@@ -400,6 +400,12 @@ class Destination(abc.ABC):
         Only the names ``keep(name)`` accepts are looked at (a part of a split walk); with
         ``stamps``, each file's recorded source stamp is read too (`FileInfo.stamp`)."""
 
+    def kinds(self, rel_dir: str) -> dict[str, bool] | None:
+        """The names in the folder ``rel_dir``, each True where it is a regular file, from
+        the folder's listing alone (nothing stat-ed, no stamp read); None where this
+        destination has no such cheaper listing than `listdir` (the default)."""
+        return None
+
     @abc.abstractmethod
     def read(self, rel: str) -> BinaryIO:
         """Open ``rel`` for reading back (checksums, metadata comparison); links are not
