@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import select
 import sys
@@ -193,7 +194,7 @@ class StopFlag:
         if not self._set:  # (poll, not select: a descriptor may be above 1024)
             poller = select.poll()
             poller.register(self._read, select.POLLIN)
-            poller.poll(None if timeout is None else max(0, int(timeout * 1000)))
+            poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000)))
         return self._set
 
 
