@@ -240,6 +240,26 @@ class FolderProofs:
                 dirty.pop(folder, None)
                 dirty[folder] = (self._seq, now, 0)
 
+    def mark_copied(self, rel: str) -> None:
+        """The engine published its copy of ``rel``: its folder may have changed
+        (`mark_files`), and each folder above it waiting after a refusal is tried after one
+        quiet spell again. A folder is refused while one of its subfolders is missing at the
+        destination; the first copy below it makes that subfolder there, and no mark of the
+        folder says so. Their marks stay: no proof of them stands sooner."""
+        folder = rel.rpartition("/")[0]
+        now = time.monotonic()
+        with self._lock:  # (one lock a copy: `mark_files` inline)
+            dirty = self._dirty
+            self._seq += 1
+            dirty.pop(folder, None)
+            dirty[folder] = (self._seq, now, 0)
+            while folder:
+                folder = folder.rpartition("/")[0]
+                entry = dirty.get(folder)
+                if entry is not None and entry[2]:
+                    del dirty[folder]
+                    dirty[folder] = (entry[0], now, 0)
+
     def reset(self, also: Iterable[str] = ()) -> None:
         """Events were lost, or a folder moved with what is below it (no event of its own):
         every proof is stale. Their folders, and the folders ``also``, are candidates to be
