@@ -501,6 +501,80 @@ def test_a_proof_asked_for_alone_stands_as_clean_says():
         proofs.discard()
 
 
+def test_a_refused_folder_waits_twice_as_long_each_time_and_is_never_vouched_for():
+    """Behind a backlog a folder is refused until its last copy lands (item 66: about 45
+    times behind 90 s). Each refusal doubles its wait (1, 2, 4, 8, 16, 16 quiet spells), a
+    mark starts it over, a folder marked after it is still found while it waits, and no
+    proof of it stands meanwhile (its mark is pending: the copy may still change it)."""
+    from napari_softcopy.proofs import FolderProofs, Proof
+
+    q = 2.0
+    proofs = FolderProofs(max_proofs=64, quiet_s=q)
+
+    def due(folder: str, at: float) -> bool:
+        return folder in {c[0] for c in proofs.candidates(at - q)}
+
+    try:
+        proofs.mark("a")
+        [(_, mark, epoch)] = list(proofs.candidates(float("inf")))
+        assert proofs.commit("a", mark, epoch, Proof(0, 0, 3, 30, 0, (), 7))
+        proofs.mark("a")  # (a file event: the proof no longer stands)
+        [(_, mark, _)] = list(proofs.candidates(float("inf")))
+        for spells in (1, 2, 4, 8, 16, 16):
+            before = time.monotonic()
+            proofs.postpone("a", mark)  # (refused: a copy still to come)
+            after = time.monotonic()
+            assert not due("a", before + spells * q)
+            assert due("a", after + spells * q + 1e-3)
+            assert "a" not in proofs.clean({"a": 7}) and proofs.standing("a", 7) is None
+            assert proofs.counts == (0, 1)
+        proofs.mark("b")  # (after "a" in the table, due while "a" waits: skipped, not a stop)
+        assert [c[0] for c in proofs.candidates(time.monotonic() + 1e-3)] == ["b"]
+        proofs.postpone("a", mark - 1)  # (an older mark's refusal: nothing)
+        proofs.mark("a")  # (its copy published: tried after one spell again)
+        after = time.monotonic()
+        proofs.postpone("a", mark)  # (the refusal of the mark before: no wait)
+        assert due("a", after + q + 1e-3)
+        [(_, mark, epoch)] = [c for c in proofs.candidates(float("inf")) if c[0] == "a"]
+        assert proofs.commit("a", mark, epoch, Proof(0, 0, 3, 30, 0, (), 7))
+        assert "a" in proofs.clean({"a": 7})
+    finally:
+        proofs.discard()
+
+
+def test_a_copy_below_a_waiting_folder_has_it_tried_after_one_spell_again():
+    """A folder is refused while a subfolder of its is missing at the destination, and the
+    first copy below that subfolder makes it there without a mark of the folder: the copy's
+    publish (`mark_copied`) ends the wait of every folder above it (not only its own), and
+    marks its own folder; the marks above stay, so no proof of them stands sooner."""
+    from napari_softcopy.proofs import FolderProofs
+
+    q = 2.0
+    proofs = FolderProofs(max_proofs=64, quiet_s=q)
+
+    def due(folder: str, at: float) -> bool:
+        return folder in {c[0] for c in proofs.candidates(at - q)}
+
+    try:
+        for folder in ("", "p", "p/s"):
+            proofs.mark(folder)
+        marks = {c[0]: c[1] for c in proofs.candidates(float("inf"))}
+        for _ in range(3):  # (refused three times: waiting 4 spells now)
+            for folder in ("", "p"):
+                proofs.postpone(folder, marks[folder])
+        after = time.monotonic()
+        assert not due("p", after + 3 * q) and not due("", after + 3 * q)
+        proofs.mark_copied("p/s/t/x")  # (the first copy below "p/s": "p/s/t" made there)
+        after = time.monotonic()
+        assert due("p", after + q + 1e-3) and due("", after + q + 1e-3)
+        found = {c[0]: c[1] for c in proofs.candidates(after + 1e-3)}
+        assert found["p"] == marks["p"] and found[""] == marks[""]  # (marks unchanged)
+        assert found["p/s/t"] > max(marks.values())  # (its own folder marked)
+        assert proofs.clean({}) == {} and proofs.standing("p", None) is None
+    finally:
+        proofs.discard()
+
+
 def test_the_look_at_the_source_finds_every_change_a_proof_cannot_stand(tmp_path):
     """`source_unchanged` against rows as a proof keeps them: each kind of change makes it
     False (the folder is then walked), a writer's temporary file does not, and rows without

@@ -14,6 +14,12 @@ compared. A later mark makes the proof stale; a lost
 event (an inotify overflow) or a folder moved in the tree makes every proof stale (`reset`).
 At the finish, `clean` gives the proofs still standing: only folders without one are walked.
 
+A folder the comparison refuses (a copy still to come, behind a backlog) stays marked, so no
+proof of it stands, and is tried again after a wait doubled at each refusal (`postpone`, at
+most `MAX_RETRY_FACTOR` quiet spells), until its next mark, which restarts the wait: behind a
+backlog of 90 s each folder was refused about 45 times, its last copy's publish being what
+lets it prove (benchmarks/notes.md item 66).
+
 Nothing here is persisted: a run that is stopped or killed and started again proves its
 folders anew (its first finish walks those it has not proven meanwhile).
 """
@@ -59,6 +65,9 @@ NO_WATCH = -1
 #: dict entry (`test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole`), so 23 MB; a
 #: day's 100,000 folders fit. Beyond it the oldest are dropped (walked at the finish).
 MAX_PROOFS = 131_072
+#: A folder refused n times in a row waits ``2 ** (n - 1)`` quiet spells before its next try,
+#: at most this many: 2, 4, 8, 16, 32 s at the default 2 s spell.
+MAX_RETRY_FACTOR = 16
 
 #: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
 #: lines.
@@ -182,15 +191,27 @@ class FolderProofs:
 
     Thread-safe: marks come from the event reader and the copy workers, proofs from the
     engine's proving thread, `clean` from the finish. A mark costs one dict update.
+
+    Parameters
+    ----------
+    max_proofs : int
+        Proofs kept at most (`MAX_PROOFS`).
+    quiet_s : float
+        The quiet spell a folder waits for before it is compared (`Tuning.prove_quiet_s`):
+        the unit of the wait after a refusal (`postpone`).
     """
 
-    def __init__(self, max_proofs: int = MAX_PROOFS) -> None:
+    def __init__(self, max_proofs: int = MAX_PROOFS, quiet_s: float = 2.0) -> None:
         self.max_proofs = max_proofs
+        self.quiet_s = quiet_s
         self._lock = threading.Lock()
         self._seq = 0
         self._epoch = 0
-        # folder -> (the mark's number, when): insertion order is the order of last marks
-        self._dirty: dict[str, tuple[int, float]] = {}
+        # folder -> (the mark's number, when it may be tried, refusals since the mark).
+        # Insertion order is the order of `when` among the folders never refused since their
+        # mark (a mark or a first refusal puts them at the end, at now): `candidates` stops
+        # at the first of those not quiet yet, and skips a refused one not yet due.
+        self._dirty: dict[str, tuple[int, float, int]] = {}
         self._proofs: dict[str, bytes] = {}  # (`_pack`)
         self._subfolders: dict[str, tuple[str, ...]] = {}  # (only of folders that have some)
         self.spool = ProofSpool()
@@ -206,7 +227,7 @@ class FolderProofs:
         with self._lock:
             self._seq += 1
             self._dirty.pop(folder, None)  # (to the end: the order of last marks)
-            self._dirty[folder] = (self._seq, now)
+            self._dirty[folder] = (self._seq, now, 0)
 
     def mark_files(self, rels: Iterable[str]) -> None:
         """The folders of the files ``rels`` may have changed."""
@@ -217,7 +238,27 @@ class FolderProofs:
             for folder in folders:
                 self._seq += 1
                 dirty.pop(folder, None)
-                dirty[folder] = (self._seq, now)
+                dirty[folder] = (self._seq, now, 0)
+
+    def mark_copied(self, rel: str) -> None:
+        """The engine published its copy of ``rel``: its folder may have changed
+        (`mark_files`), and each folder above it waiting after a refusal is tried after one
+        quiet spell again. A folder is refused while one of its subfolders is missing at the
+        destination; the first copy below it makes that subfolder there, and no mark of the
+        folder says so. Their marks stay: no proof of them stands sooner."""
+        folder = rel.rpartition("/")[0]
+        now = time.monotonic()
+        with self._lock:  # (one lock a copy: `mark_files` inline)
+            dirty = self._dirty
+            self._seq += 1
+            dirty.pop(folder, None)
+            dirty[folder] = (self._seq, now, 0)
+            while folder:
+                folder = folder.rpartition("/")[0]
+                entry = dirty.get(folder)
+                if entry is not None and entry[2]:
+                    del dirty[folder]
+                    dirty[folder] = (entry[0], now, 0)
 
     def reset(self, also: Iterable[str] = ()) -> None:
         """Events were lost, or a folder moved with what is below it (no event of its own):
@@ -230,7 +271,7 @@ class FolderProofs:
             for folder in (*self._proofs, *also):
                 if folder not in self._dirty:
                     self._seq += 1
-                    self._dirty[folder] = (self._seq, now)
+                    self._dirty[folder] = (self._seq, now, 0)
             self._proofs.clear()
             self._subfolders.clear()
             self._reset_seq = self._seq
@@ -242,13 +283,16 @@ class FolderProofs:
 
     def candidates(self, quiet_before: float) -> Iterator[tuple[str, int, int]]:
         """``(folder, mark, epoch)`` of the folders marked last before ``quiet_before``
-        (monotonic), the longest quiet first: to compare, then `commit`."""
+        (monotonic), the longest quiet first: to compare, then `commit`. A folder refused
+        since its mark is among them only once its wait (`postpone`) is over."""
         with self._lock:
             epoch = self._epoch
             found = []
-            for folder, (seq, when) in self._dirty.items():
+            for folder, (seq, when, refusals) in self._dirty.items():
                 if when >= quiet_before:
-                    break
+                    if refusals:
+                        continue  # (waiting after a refusal: later ones may be due)
+                    break  # (every folder after it was marked later)
                 found.append((folder, seq))
         for folder, seq in found:
             yield folder, seq, epoch
@@ -315,16 +359,22 @@ class FolderProofs:
         since: what was proven before the lost events is not all proven again."""
         with self._lock:
             last = self._reset_seq
-            return self.resets > 0 and any(seq <= last for seq, _ in self._dirty.values())
+            return self.resets > 0 and any(v[0] <= last for v in self._dirty.values())
 
     def postpone(self, folder: str, mark: int) -> None:
         """``folder`` could not be proven now (a copy still to come): a candidate again only
-        after another quiet spell. Its mark stays (`commit`, `behind_reset` compare it)."""
+        after another quiet spell, and after each further refusal a spell as long as all
+        those before it (at most `MAX_RETRY_FACTOR` spells), until it is marked again. Its
+        mark stays (`commit`, `behind_reset` compare it; `clean` and `standing` exclude it):
+        waiting defers a proof, it never lets one stand."""
         now = time.monotonic()
         with self._lock:
-            if self._dirty.get(folder, (None,))[0] == mark:
+            entry = self._dirty.get(folder)
+            if entry is not None and entry[0] == mark:
+                refusals = entry[2] + 1
+                wait = min(2 ** (refusals - 1), MAX_RETRY_FACTOR) - 1  # (spells beyond one)
                 del self._dirty[folder]
-                self._dirty[folder] = (mark, now)
+                self._dirty[folder] = (mark, now + wait * self.quiet_s, refusals)
 
     def drop(self, folder: str, mark: int) -> None:
         """Forget ``folder`` (deleted: nothing to prove), unless it was marked after

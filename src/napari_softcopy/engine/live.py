@@ -261,7 +261,7 @@ class LiveCopy(EngineState):
         if hashes is not None:
             hashes.published(rel, result.size, result.mtime_ns, result.stamp, result.digest)
         if self._proofs is not None:
-            self._proofs.mark_files((rel,))  # (the copy changed: its folder is proven anew)
+            self._proofs.mark_copied(rel)  # (the copy changed: its folder is proven anew)
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:

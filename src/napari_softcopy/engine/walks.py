@@ -35,7 +35,7 @@ class Walks(EngineState):
         watching = self._watching
         if watching is None or watching.folder_watches() is None:
             return  # (watchdog's observer: its notice says the finish walks every folder)
-        self._proofs = FolderProofs(self.tuning.max_proofs)
+        self._proofs = FolderProofs(self.tuning.max_proofs, self.tuning.prove_quiet_s)
         thread = threading.Thread(
             target=self._degraded.thread_target(self._prove_loop),
             name="softcopy-prove",
