@@ -18,6 +18,7 @@ import pytest
 from napari_softcopy import CopyEngine, CopyOptions, scan_walk
 from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.engine import Tuning
+from napari_softcopy.engine import scan as engine_scan
 from napari_softcopy.transfer import copy_file
 from support import assert_identical, engine, wait_for
 
@@ -219,6 +220,25 @@ def test_a_long_first_scan_shared_with_a_helper_process_finds_the_same(copied, c
     assert [p for p, _ in alone["errors"]] == ["c/6/link", "d/6/link"]
     assert not list(dst.rglob("*.softcopy-tmp"))  # removed by the engine, as alone
     assert not any("failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("found", [12, 13])
+def test_a_first_scan_of_a_large_tree_starts_its_helper_at_once(copied, caplog, monkeypatch, found):
+    """Where the watcher found `scan_walk.SPLIT_AT_ONCE_FOLDERS` folders at the start (the
+    root, ``c`` and its 10: 12 here), the first scan shares its walk at once, not after
+    `Tuning.scan_split_after_s` (an hour here); below that number it walks alone."""
+    src, dst = copied
+    monkeypatch.setattr(engine_scan, "SPLIT_AT_ONCE_FOLDERS", found)
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    e = engine(src, dst, tuning=Tuning(scan_split_after_s=3600))
+    try:
+        wait_for(lambda: e.status().scans >= 1, what="the first scan")
+    finally:
+        e.stop()
+        e.wait(30)
+    shared = [r.getMessage() for r in caplog.records if "shared" in r.getMessage()]
+    assert len(shared) == (found <= 12), shared
+    assert e.status().files_at_destination == FILES + 1
 
 
 def test_a_split_scan_streams_a_half_copied_archive(tmp_path, caplog):

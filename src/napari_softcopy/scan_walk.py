@@ -3,7 +3,8 @@ walks whole subtrees of a split scan (`ScanHelper`).
 
 A scan is two ``fstatat`` a file (the source's and the copy's) and the interpreter's time,
 held to one core by the interpreter lock (threads only slow it down). From
-`SPLIT_AFTER_S` into a scan, where two cores are available, the engine's walk hands a helper
+`SPLIT_AFTER_S` into a scan (at once where the watcher found `SPLIT_AT_ONCE_FOLDERS` folders
+at the start), where two cores are available, the engine's walk hands a helper
 process the shallowest folder still to walk (`march`'s ``share``), takes the next one
 itself, and so on until both are done: no work is walked twice, a small tree never starts
 the helper, and the helper is held back by a full pipe when the engine is slow to take what
@@ -47,6 +48,11 @@ log = logging.getLogger("napari_softcopy.engine")  # (the scan is the engine's)
 #: A scan that has walked this long starts its helper process: it takes about 0.15 s of CPU
 #: to start (the interpreter and the package), which a shorter scan would not win back.
 SPLIT_AFTER_S = 0.25
+#: A first scan of a source where the watcher found at least this many folders at the start
+#: starts its helper at once (not after `SPLIT_AFTER_S`): each folder costs the scan some
+#: 20 us besides its files (two opens, two listings), so such a scan takes far longer than
+#: the helper's start, and the engine's walk is alone only while the helper starts.
+SPLIT_AT_ONCE_FOLDERS = 4096
 #: Effects sent in one message by the helper (a few KiB).
 _BATCH = 256
 #: The effects a helper may ask for: `ScanHandler` methods of the same names.
