@@ -30,8 +30,9 @@ Facts the walk depends on
   entries are listed as plain ``lstat`` tuples (`LocalDestination.lstats`) and the folder's
   source entries handed to `MarchHandler.lstat_names` in one call: a `FileInfo` is made only
   for a name the handler does not decide there itself (it then calls its own ``match`` or
-  ``src_only``), and for what is left at the destination only. At 1,000,000 files the
-  per-name calls and objects were a fifth of the scan's CPU (`scan_walk`).
+  ``src_only``), and for what is left at the destination only. The per-name calls and
+  objects were a sixth of a resume scan's user-space instructions (28,600 -> 23,600 a file,
+  callgrind); its two ``fstatat`` a file, the kernel's, are the rest of its floor.
 - A caller may vouch for a folder at both sides (``vouch``: the periodic rescan, for a folder
   proven during the copy and unchanged since): its own names are then not handed to the
   handler, and only the subfolders ``vouch`` names are walked, as at both sides (a
