@@ -2,7 +2,10 @@
 walks whole subtrees of a split scan (`ScanHelper`).
 
 A scan is two ``fstatat`` a file (the source's and the copy's) and the interpreter's time,
-held to one core by the interpreter lock (threads only slow it down). From
+held to one core by the interpreter lock (threads only slow it down). The system calls are
+about 55 % of its CPU at a million files (sys 3.4 s, user 2.5-2.7 s with the imports); the
+interpreter's share is kept down by deciding a folder's current copies whole
+(`ScanHandler.lstat_names`: no object or call a name for them). From
 `SPLIT_AFTER_S` into a scan (at once where the watcher found `SPLIT_AT_ONCE_FOLDERS` folders
 at the start), where two cores are available, the engine's walk hands a helper
 process the shallowest folder still to walk (`march`'s ``share``), takes the next one
