@@ -138,3 +138,20 @@ def test_the_events_benchmark_feeds_every_file_to_the_pending_set():
     from benchmarks.events import measure
 
     assert measure(300, 1) > 0
+
+
+def test_the_resume_scan_benchmark_times_each_versions_first_scan(tmp_path, capsys):
+    """`benchmarks.resume_scan` makes the archive and its copy once, then times each version's
+    first scan over it against `find`; a second invocation reuses both."""
+    from benchmarks.resume_scan import main
+
+    src = str(REPO / "src")
+    argv = [src, src, "--workdir", str(tmp_path), "--grid", "1,1,2,8", "--rounds", "1"]
+    for i in range(2):
+        assert main([*argv, "--normal"]) == 0
+        out = capsys.readouterr()
+        assert ("generated" in out.err) == (i == 0), out.err
+        rows = [json.loads(line) for line in out.out.splitlines()]
+        assert [r["version"] for r in rows] == [src, src]
+        assert all(r["scan_s"] > 0 and r["find_s"] > 0 and r["over_find"] > 0 for r in rows)
+    assert (tmp_path / "copy.zarr" / "complete").exists()

@@ -18,6 +18,7 @@ import pytest
 from napari_softcopy import CopyEngine, CopyOptions, scan_walk
 from napari_softcopy.destinations import LocalDestination
 from napari_softcopy.engine import Tuning
+from napari_softcopy.engine import scan as engine_scan
 from napari_softcopy.transfer import copy_file
 from support import assert_identical, engine, wait_for
 
@@ -144,6 +145,63 @@ def _own_temps(dst) -> None:
         (dst / f"{top}/7/0.abc.softcopy-tmp").write_bytes(b"left by a killed run")
 
 
+def _edges(src, dst) -> None:
+    """Beside `_mixed`'s, names the comparison of a folder whole (`ScanHandler.lstat_names`)
+    must leave to `match`: a source 1 ns newer than its copy, a file where the copy is a
+    folder and a folder where it is a file, a chunk named as the marker below the root, a
+    FIFO with a file of its name at the destination."""
+    st = os.stat(src / "c/1/1")
+    os.utime(src / "c/1/1", ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    (dst / "c/1/2").unlink()
+    (dst / "c/1/2").mkdir()
+    (src / "c/1/3").unlink()
+    (src / "c/1/3").mkdir()
+    (src / "c/1/3/0").write_bytes(b"x")
+    (src / "c/3/complete").write_bytes(b"a chunk, not the marker")
+    shutil.copy2(src / "c/3/complete", dst / "c/3/complete")
+    os.mkfifo(src / "c/8/fifo")
+    (dst / "c/8/fifo").write_bytes(b"")
+
+
+def test_a_folder_decided_whole_from_lstats_is_decided_as_name_by_name(copied, monkeypatch):
+    """A resume scan decides a folder's current copies from the destination's plain lstats
+    (`ScanHandler.lstat_names`) and hands every other name to `match`: it queues, counts,
+    reports and removes what a scan of one name at a time does, and asks `match` only of
+    those names."""
+    src, dst = copied
+    _mixed(src, dst)
+    _edges(src, dst)
+    asked = []
+    real_match = scan_walk.ScanHandler.match
+
+    def counting(self, folder, entry, info):
+        asked.append(folder.prefix + entry.name)
+        return real_match(self, folder, entry, info)
+
+    monkeypatch.setattr(scan_walk.ScanHandler, "match", counting)
+    whole = _found(_scanned(src, dst))
+    monkeypatch.undo()
+    # (of `copied`'s 201 files and `_mixed`'s 40 copies, only the folders and these reach it)
+    folders = [f"{top}/{i}" for top in "cd" for i in (*range(8 + 2 * (top == "c")), *range(10, 20))]
+    assert sorted(asked) == sorted(
+        ["c", "d", "zarr.json", "c/1/1", "c/1/2", "c/1/3", "c/1/3/0", "c/3/complete", "c/8/fifo"]
+        + folders
+        + [f"{top}/{i}/0" for top in "cd" for i in range(10, 20)]
+        + [f"{top}/{rel}" for top in "cd" for rel in ("0/1", "4/new", "5/9.__lock", "6/link")]
+    )
+    _own_temps(dst)
+    real_init = scan_walk.ScanHandler.__init__
+
+    def name_by_name(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        self.takes_lstats = False
+
+    monkeypatch.setattr(scan_walk.ScanHandler, "__init__", name_by_name)
+    assert _found(_scanned(src, dst)) == whole
+    assert {"c/1/1", "c/1/2", "c/1/3/0", "c/0/1"} <= set(whole["queued"])
+    assert "c/3/complete" not in whole["queued"] and "c/8/fifo" not in whole["queued"]
+
+
 def test_a_long_first_scan_shared_with_a_helper_process_finds_the_same(copied, caplog):
     """From `Tuning.scan_split_after_s` on, the first scan hands whole folders to a helper
     process: what it queues, counts, reports and removes is what one process finds."""
@@ -162,6 +220,25 @@ def test_a_long_first_scan_shared_with_a_helper_process_finds_the_same(copied, c
     assert [p for p, _ in alone["errors"]] == ["c/6/link", "d/6/link"]
     assert not list(dst.rglob("*.softcopy-tmp"))  # removed by the engine, as alone
     assert not any("failed" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("found", [12, 13])
+def test_a_first_scan_of_a_large_tree_starts_its_helper_at_once(copied, caplog, monkeypatch, found):
+    """Where the watcher found `scan_walk.SPLIT_AT_ONCE_FOLDERS` folders at the start (the
+    root, ``c`` and its 10: 12 here), the first scan shares its walk at once, not after
+    `Tuning.scan_split_after_s` (an hour here); below that number it walks alone."""
+    src, dst = copied
+    monkeypatch.setattr(engine_scan, "SPLIT_AT_ONCE_FOLDERS", found)
+    caplog.set_level(logging.INFO, logger="napari_softcopy")
+    e = engine(src, dst, tuning=Tuning(scan_split_after_s=3600))
+    try:
+        wait_for(lambda: e.status().scans >= 1, what="the first scan")
+    finally:
+        e.stop()
+        e.wait(30)
+    shared = [r.getMessage() for r in caplog.records if "shared" in r.getMessage()]
+    assert len(shared) == (found <= 12), shared
+    assert e.status().files_at_destination == FILES + 1
 
 
 def test_a_split_scan_streams_a_half_copied_archive(tmp_path, caplog):

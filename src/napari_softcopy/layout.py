@@ -32,12 +32,12 @@ OWN_TEMP_SUFFIX = ".softcopy-tmp"
 
 
 #: How every name `_TEMP_RE` matches ends: a chunk's name is ruled out by one C call.
-_TEMP_ENDINGS = ("__lock", ".partial", OWN_TEMP_SUFFIX)
+TEMP_ENDINGS = ("__lock", ".partial", OWN_TEMP_SUFFIX)
 
 
 def is_temp_name(name: str) -> bool:
     """Return True when ``name`` is a writer's temporary file, never to be copied."""
-    return name.endswith(_TEMP_ENDINGS) and _TEMP_RE.search(name) is not None
+    return name.endswith(TEMP_ENDINGS) and _TEMP_RE.search(name) is not None
 
 
 def is_own_temp_name(name: str) -> bool:

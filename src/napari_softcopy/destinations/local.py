@@ -37,7 +37,7 @@ from .base import (
     TempFile,
 )
 from .beneath import open_file_beneath
-from .local_folders import Folders
+from .local_folders import Folders, Lstat
 from .names import NameGuard
 from .probe import probe_destination
 from .probe_report import DestinationProbe
@@ -270,6 +270,15 @@ class LocalDestination(Destination):
             stamps=stamps and self.capabilities.xattrs,
             records=self._records if self.capabilities.records else None,
         )
+
+    def lstats(
+        self, rel_dir: str, cancelled: Callable[[], bool] | None = None
+    ) -> dict[str, Lstat] | None:
+        """`listdir` as plain ``(st_mode, st_size, st_mtime_ns)`` tuples, no `FileInfo` made,
+        no stamp or record read: for a walk that decides the one rule's common case itself
+        (`march`'s ``lstats``, the resume scan: a million entries). Where the destination
+        keeps records (`Capabilities.records`) they decide instead: use `listdir` there."""
+        return self._folders.lstats(rel_dir, cancelled)
 
     def kinds(self, rel_dir: str) -> dict[str, bool]:
         """The names in the folder ``rel_dir``, each True where it is a regular file (by

@@ -15,6 +15,10 @@ from .base import SOURCE_STAMP, STATE_DIR, DestinationChanged, FileInfo
 from .beneath import open_dir_beneath
 from .records import SourceRecords
 
+#: An entry's ``lstat`` as `Folders.lstats` gives it: ``(st_mode, st_size, st_mtime_ns)`` (a
+#: tuple: a third of an ``os.stat_result``'s memory, made in a tenth of a `FileInfo`'s time).
+Lstat = tuple[int, int, int]
+
 #: Folders remembered as existing: about 150 bytes each; the folders being written are few.
 KNOWN_FOLDERS = 1024
 
@@ -99,6 +103,37 @@ class Folders:
                     )
         finally:
             os.close(fd)
+        return out
+
+    def lstats(self, rel_dir: str, cancelled: Callable[[], bool] | None) -> dict[str, Lstat] | None:
+        """`LocalDestination.lstats`: each entry of ``rel_dir`` but our state folder as its
+        `Lstat` (empty where the folder does not exist or is reached through a link; None
+        when ``cancelled()`` turned true, asked every 1,000 entries)."""
+        try:
+            fd = self.open(rel_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return {}
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return {}
+            raise
+        out: dict[str, Lstat] = {}
+        n = 0
+        try:
+            with os.scandir(fd) as it:
+                for entry in it:
+                    n += 1
+                    if cancelled is not None and not n % 1000 and cancelled():
+                        return None
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    out[entry.name] = (st.st_mode, st.st_size, st.st_mtime_ns)
+        finally:
+            os.close(fd)
+        if not rel_dir:
+            out.pop(STATE_DIR, None)  # (ours, not part of the copy)
         return out
 
     def make(self, rel_dir: str) -> None:

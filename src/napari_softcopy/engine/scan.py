@@ -6,6 +6,7 @@ the folders proven during the copy that are unchanged since (`_Proven`)."""
 from __future__ import annotations
 
 import logging
+import math
 import pickle
 import time
 
@@ -14,7 +15,7 @@ from ..destinations import LocalDestination
 from ..march import march
 from ..platform import IS_LINUX, available_cores
 from ..proofs import FolderProofs
-from ..scan_walk import ScanHandler, ScanHelper
+from ..scan_walk import SPLIT_AT_ONCE_FOLDERS, ScanHandler, ScanHelper
 from ..source_looks import proven_unchanged
 from .state import EngineState, _Fatal
 
@@ -35,7 +36,8 @@ class Scan(EngineState):
         that resumes a copy of a million files. Other scans leave a rewrite with its size and
         mtime put back to verification, which compares every stamp before "verified".
 
-        The first scan, from `Tuning.scan_split_after_s` on, shares its walk with a helper
+        The first scan, from `Tuning.scan_split_after_s` on (at once where the watcher found
+        `scan_walk.SPLIT_AT_ONCE_FOLDERS` folders at the start), shares its walk with a helper
         process (`scan_walk.ScanHelper`) where two cores are available and the destination
         is a local folder: a resume must not stall the copy. Later scans run at the
         acquisition's side and keep to one core. Where the helper cannot be used, the
@@ -187,7 +189,10 @@ class _Split:
         self.engine = engine
         self.walk = walk
         self.cancelled = cancelled
-        self.start_at = started + engine.tuning.scan_split_after_s
+        after = engine.tuning.scan_split_after_s
+        if after != math.inf and _folders_found(engine) >= SPLIT_AT_ONCE_FOLDERS:
+            after = 0.0  # (a large tree: the helper's start is won back many times over)
+        self.start_at = started + after
         self.helper: ScanHelper | None = None
         self.tried = False
         self.given: str | None = None  # the folder the helper walks
@@ -265,6 +270,15 @@ class _Split:
             return None
         helper = ScanHelper(engine._src, dest, engine.options.marker, initial=self.walk.initial)
         return helper if helper.process.running else None
+
+
+def _folders_found(engine: Scan) -> int:
+    """The source's folders the watcher found at its start (watched, or not: past the limit);
+    0 where it does not say (watchdog's observer, or not watching)."""
+    watching = engine._watching
+    if watching is None:
+        return 0
+    return (watching.watched_folders or 0) + watching.unwatched_folders
 
 
 class _Proven:
