@@ -174,8 +174,13 @@ class Sampler(threading.Thread):
 #: ``--turns`` (and any older one) honour it. Unlike ``--watch-limit`` (the kernel's), the
 #: copier then takes watches as usual and finished folders give theirs back past the cap, as
 #: at 1,000,000 files with the 16,384 of before: most proven folders unwatched at the finish.
+#: ``--max-proofs`` likewise sets `proofs.MAX_PROOFS` before the engine's
+#: `Tuning` reads it: the proofs kept stop growing there (the oldest are dropped, their
+#: folders walked at the finish), so the copier's memory shows its plateau past both caps.
 _CAPPED_COPIER = (
-    "import sys; import napari_softcopy.watches as w; w.MAX_WATCHES = int(sys.argv.pop(1)); "
+    "import sys; import napari_softcopy.watches as w; import napari_softcopy.proofs as p; "
+    "w.MAX_WATCHES = int(sys.argv.pop(1)) or w.MAX_WATCHES; "
+    "p.MAX_PROOFS = int(sys.argv.pop(1)) or p.MAX_PROOFS; "
     "from napari_softcopy.cli import console_main; sys.exit(console_main())"
 )
 
@@ -190,11 +195,12 @@ def run(
     keep: bool = False,
     src_code: Path | None = None,
     max_watches: int | None = None,
+    max_proofs: int | None = None,
 ) -> dict:
     """One day run in ``workdir`` (created; removed at the end unless ``keep``); the copier
     runs the package in ``src_code`` (default: this checkout's ``src``), with its own watch
     cap ``max_watches`` where given (`watches.MAX_WATCHES`, the default of
-    `Tuning.max_watches`)."""
+    `Tuning.max_watches`), and its proofs' cap ``max_proofs`` (`proofs.MAX_PROOFS`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     src, dst = workdir / "acquisition.zarr", workdir / "copy.zarr"
     status_file, log_file = workdir / "status.json", workdir / "copier.log"
@@ -202,8 +208,9 @@ def run(
     env["PYTHONPATH"] = os.pathsep.join([str(REPO / "src"), env.get("PYTHONPATH", "")])
     copier_env = dict(env, PYTHONPATH=str(src_code or REPO / "src"))
     copier = [python(), "-m", "napari_softcopy.cli", "copy", str(src), str(dst)]
-    if max_watches is not None:
-        copier[1:3] = ["-c", _CAPPED_COPIER, str(int(max_watches))]
+    if max_watches is not None or max_proofs is not None:
+        caps = [str(int(max_watches or 0)), str(int(max_proofs or 0))]  # (0: left as it is)
+        copier[1:3] = ["-c", _CAPPED_COPIER, *caps]
     copier += ["--wait-for-source", "--status-file", str(status_file)]
     if watch_limit is not None:
         limit = "/proc/sys/user/max_inotify_watches"
@@ -234,6 +241,7 @@ def run(
     sampler.stop()
     result = summarize(geometry, reader, sampler, code, ended_at, watch_limit)
     result["max_watches"] = max_watches
+    result["max_proofs"] = max_proofs
     try:  # what the finish walked and vouched for (`Status.verification`)
         final = json.loads(status_file.read_text())
     except (OSError, ValueError):
@@ -378,6 +386,13 @@ def main(argv: list[str] | None = None) -> int:
         help="the copier's own watch cap (default: 3/4 of the kernel's limit, at most "
         "131,072): lower, most folders give their watch back, as at 1,000,000 files before",
     )
+    p.add_argument(
+        "--max-proofs",
+        type=int,
+        default=None,
+        help="the copier's cap of folder proofs (default 131,072): lower, the oldest are "
+        "dropped and walked at the finish, and the copier's memory shows its plateau",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="default: a new folder in /tmp")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     p.add_argument("--no-compare", action="store_true", help="skip the byte comparison")
@@ -422,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         keep=args.keep,
         src_code=args.src,
         max_watches=args.max_watches,
+        max_proofs=args.max_proofs,
     )
     if made is not None and not args.keep:
         shutil.rmtree(made, ignore_errors=True)
@@ -552,6 +568,7 @@ def in_turns(args) -> int:
                 compare=not args.no_compare,
                 src_code=code,
                 max_watches=args.max_watches,
+                max_proofs=args.max_proofs,
             )
             shutil.rmtree(made, ignore_errors=True)
             brief = {k: v for k, v in result.items() if k not in ("samples", "per_timepoint_s")}

@@ -235,7 +235,7 @@ def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back
             what="the older publish's record (an invalidation: the file changed since)",
         )
         assert len(journal.fresh()) == 10 and journal.fresh_dropped == 20
-        assert journal.fresh()["f29"] is latest and latest.digest
+        assert journal.fresh()["f29"] == latest and latest.digest
         done = assemble(dest, source=str(src), marker=None, journal=journal)
         journal.discard()
     finally:
@@ -442,3 +442,45 @@ def test_a_record_reads_back_as_written_and_a_torn_one_is_dropped():
     assert parse_record(glued) is None  # (a torn line glued to the next by a crash)
     old = b'{"p": "c/0", "q": 9, "s": 1, "m": 2, "t": "3:4", "b3": "' + b"0" * 64 + b'"}\n'
     assert parse_record(old) == JournalRecord(path_key("c/0"), 9, "c/0", 1, 2, "3:4", "0" * 64)
+
+
+def test_records_kept_in_memory_are_packed_and_read_back_as_kept():
+    """Issue 22 item 2: `FreshRecords` keeps a record as one packed bytes object a path
+    (under 260 bytes a record with its path and the dict's entry, by tracemalloc: 544 as a
+    tuple), and gives back exactly the record kept: odd paths and stamps, an invalidation,
+    a digest that is not lowercase hex (kept as it is), the latest by sequence, a forget
+    only of the very record kept."""
+    import tracemalloc
+
+    from napari_softcopy.journal_records import FreshRecords, path_key
+
+    fresh = FreshRecords(100)
+    records = []
+    for i, rel in enumerate(["c/0/1", 'a"b\\c/\tx\ny', "é/ü", "bad\udcff/name", "up/per"]):
+        digest = ("AB" * 32) if rel == "up/per" else os.urandom(32).hex()
+        stamp = "123:456\udcff" if i == 3 else f"{i}:1700000000123456789"
+        records.append(JournalRecord(path_key(rel), 1 << 40 | i, rel, i, -1 - i, stamp, digest))
+    records.append(JournalRecord(path_key("gone/0"), 1 << 40 | 9, "gone/0"))  # (invalidation)
+    for record in records:
+        assert not fresh.keep(record)
+    assert [fresh[r.rel] for r in records] == records and len(fresh) == len(records)
+    older = records[0]._replace(seq=1)
+    assert not fresh.keep(older) and fresh.get("c/0/1") == records[0]  # (a later one kept)
+    fresh.forget([older])  # (not the record kept: stays)
+    assert "c/0/1" in fresh
+    fresh.forget([records[0]])
+    assert fresh.get("c/0/1") is None and len(fresh) == len(records) - 1
+
+    n = 4096
+    rels = [f"c/{i // 2000}/{i // 100 % 20}/{i // 10 % 10}/{i % 10}/0" for i in range(n)]
+    tracemalloc.start()
+    try:
+        big = FreshRecords(n)
+        base = tracemalloc.get_traced_memory()[0]
+        for i, rel in enumerate(rels):
+            digest, stamp = os.urandom(32).hex(), f"{1_000_000 + i}:{1_733_500_000_123_456_789 + i}"
+            big.keep(JournalRecord(path_key(rel), i, rel, 4600, 1_733_500_000_1, stamp, digest))
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held / n < 260, f"{held / n:.0f} bytes a record"

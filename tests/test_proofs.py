@@ -737,3 +737,34 @@ def test_a_folder_of_this_runs_copies_is_proven_from_them_as_the_comparison_prov
         journal.close()
         earlier.close()
         dest.close()
+
+
+def test_folders_proven_during_a_long_first_scan_are_not_compared_again(tmp_path, monkeypatch):
+    """A finished archive's first scan lasts the whole copy (it queues at most
+    `Tuning.pending_limit` at a time), and the folders its copies fill are proven meanwhile;
+    once it is whole, only the watched folders without a standing proof are marked to be
+    proven (those there before the copy, that no copy marked): each folder is compared and
+    proven once, its manifest lines made then, and the copy ends identical."""
+    import napari_softcopy.engine.walks as walks
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    write_array(src)
+    proved: list[str] = []  # (each folder proven, as often as it was)
+    scans_then: list[int] = []  # (the scans whole when it was)
+    real = walks.prove_folder
+
+    def counted(*args, **kwargs):
+        proof = real(*args, **kwargs)
+        if proof is not None:
+            proved.append(args[2])
+            scans_then.append(e._counters.scans)
+        return proof
+
+    monkeypatch.setattr(walks, "prove_folder", counted)
+    # 256 files of 64 bytes at 2 kB/s, 4 queued at a time: the scan lasts about 8 s.
+    e = engine(src, dst, tuning=dataclasses.replace(QUICK, pending_limit=4), bandwidth_mb_s=0.002)
+    with ended_identical(e, src, dst):
+        every = wait_until_proven(e, src)
+        before_marker = list(proved)  # (the marker's event marks the root: proven again)
+        assert 0 in scans_then, scans_then  # (folders were proven during the first scan)
+    assert sorted(before_marker) == sorted(every), sorted(before_marker)

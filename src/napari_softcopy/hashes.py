@@ -80,8 +80,8 @@ BATCH = 4096  # records per segment: a write per this many files, not one per fi
 FLUSH_S = 2.0  # a partial batch is written after this long
 QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish instead
 #: Records of this run kept in memory (`HashJournal.fresh`, `FreshRecords`), beyond which the
-#: oldest are dropped (they are in the segments): about 530 bytes each with the dict's entry
-#: (measured with tracemalloc, paths of the many-files benchmark), so at most about 17 MB.
+#: oldest are dropped (they are in the segments): about 210 bytes each, packed, with the
+#: dict's entry (tracemalloc, paths of the day's geometry: `FreshRecords`), so at most 6.5 MiB.
 FRESH_MAX = 32768
 FANIN = 16  # segments of one level merged into one of the next
 _RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run

@@ -50,10 +50,16 @@ class Walks(EngineState):
         return sorted(watches or ())  # (a live view: sorted copies it in one C call)
 
     def _mark_watched(self) -> None:
-        """Mark every folder watched now (a candidate to prove)."""
-        if self._proofs is not None:
+        """Mark every folder watched now that has no standing proof (a candidate to prove).
+        A folder proven since it was watched keeps its proof: its events, or its look, vouch
+        for it as for any other (a bulk copy's first scan lasts the whole copy, and marking
+        its 30,000 folders proven meanwhile had them all compared again, their manifest
+        lines no longer at hand: made again from the journal's segments at the finish)."""
+        proofs = self._proofs
+        if proofs is not None:
             for folder in self._watched():
-                self._proofs.mark(folder)
+                if proofs.standing(folder, None) is None:
+                    proofs.mark(folder)
 
     def _lost_events(self) -> None:
         """Events were lost (an overflow), or a folder moved with what it holds: no proof
