@@ -60,17 +60,12 @@ class Folders:
         """`LocalDestination.listdir`: each entry of ``rel_dir`` but our state folder, with
         its recorded source stamp where ``stamps`` and its record where ``records`` are given
         (None: the destination keeps none)."""
-        try:
-            fd = self.open(rel_dir)
-        except (FileNotFoundError, NotADirectoryError):
+        fd = self._open_listed(rel_dir)
+        if fd is None:
             return {}
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return {}
-            raise
         folder_records = records.get(rel_dir) if records is not None else None
         if keep is None and not stamps and not folder_records:
-            return _list_plain(fd, rel_dir, cancelled)
+            return _lstats(fd, rel_dir, cancelled, as_info=True)
         in_dir = f"/proc/self/fd/{fd}/" if IS_LINUX else None
         out: dict[str, FileInfo] = {}
         try:
@@ -109,32 +104,20 @@ class Folders:
         """`LocalDestination.lstats`: each entry of ``rel_dir`` but our state folder as its
         `Lstat` (empty where the folder does not exist or is reached through a link; None
         when ``cancelled()`` turned true, asked every 1,000 entries)."""
+        fd = self._open_listed(rel_dir)
+        return {} if fd is None else _lstats(fd, rel_dir, cancelled)
+
+    def _open_listed(self, rel_dir: str) -> int | None:
+        """``rel_dir`` opened to be listed; None where it does not exist or is reached only
+        through a link (listed as empty)."""
         try:
-            fd = self.open(rel_dir)
+            return self.open(rel_dir)
         except (FileNotFoundError, NotADirectoryError):
-            return {}
+            return None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                return {}
+                return None
             raise
-        out: dict[str, Lstat] = {}
-        n = 0
-        try:
-            with os.scandir(fd) as it:
-                for entry in it:
-                    n += 1
-                    if cancelled is not None and not n % 1000 and cancelled():
-                        return None
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    out[entry.name] = (st.st_mode, st.st_size, st.st_mtime_ns)
-        finally:
-            os.close(fd)
-        if not rel_dir:
-            out.pop(STATE_DIR, None)  # (ours, not part of the copy)
-        return out
 
     def make(self, rel_dir: str) -> None:
         """Create ``rel_dir`` and its parents below the root."""
@@ -173,11 +156,13 @@ class Folders:
             os.close(fd)
 
 
-def _list_plain(fd: int, rel_dir: str, cancelled) -> dict[str, FileInfo] | None:
-    """`Folders.entries` of the open folder ``fd`` (closed here) where only each entry's
-    lstat is wanted: the common case of a resume scan, a million entries (its loop asks
-    nothing else: 0.65 -> 0.57 s of CPU over 205,000 entries)."""
-    out: dict[str, FileInfo] = {}
+def _lstats(fd: int, rel_dir: str, cancelled, *, as_info: bool = False) -> dict | None:
+    """The entries of the open folder ``fd`` (closed here) but our state folder, each as its
+    `Lstat`, or with ``as_info`` its `FileInfo` (`Folders.entries` where only each entry's
+    lstat is wanted; made in the loop: made from the tuples after, 100,000 entries took
+    0.35-0.39 s of CPU against 0.33); None when ``cancelled()`` turned true (asked every
+    1,000 entries)."""
+    out: dict = {}
     is_dir, is_reg = stat.S_ISDIR, stat.S_ISREG
     n = 0
     try:
@@ -191,7 +176,12 @@ def _list_plain(fd: int, rel_dir: str, cancelled) -> dict[str, FileInfo] | None:
                 except FileNotFoundError:
                     continue
                 mode = st.st_mode
-                out[entry.name] = FileInfo(is_dir(mode), is_reg(mode), st.st_size, st.st_mtime_ns)
+                if as_info:
+                    out[entry.name] = FileInfo(
+                        is_dir(mode), is_reg(mode), st.st_size, st.st_mtime_ns
+                    )
+                else:
+                    out[entry.name] = (mode, st.st_size, st.st_mtime_ns)
     finally:
         os.close(fd)
     if not rel_dir:
