@@ -225,20 +225,25 @@ class FolderProofs:
         """``folder`` (``/``-separated below the root; ``""``: the root) may have changed."""
         now = time.monotonic()
         with self._lock:
-            self._seq += 1
-            self._dirty.pop(folder, None)  # (to the end: the order of last marks)
-            self._dirty[folder] = (self._seq, now, 0)
+            self._mark(folder, now)
 
     def mark_files(self, rels: Iterable[str]) -> None:
         """The folders of the files ``rels`` may have changed."""
         folders = {rel.rpartition("/")[0] for rel in rels}
         now = time.monotonic()
         with self._lock:
-            dirty = self._dirty
             for folder in folders:
-                self._seq += 1
-                dirty.pop(folder, None)
-                dirty[folder] = (self._seq, now, 0)
+                self._mark(folder, now)
+
+    def mark_unproven(self, folders: Iterable[str]) -> None:
+        """Mark each of ``folders`` without a standing proof (`standing`, without making
+        one: a bulk copy's 30,000 folders at once, under one lock)."""
+        now = time.monotonic()
+        with self._lock:
+            dirty, proofs = self._dirty, self._proofs
+            for folder in folders:
+                if folder in dirty or folder not in proofs:
+                    self._mark(folder, now)
 
     def mark_copied(self, rel: str) -> None:
         """The engine published its copy of ``rel``: its folder may have changed
@@ -248,17 +253,21 @@ class FolderProofs:
         folder says so. Their marks stay: no proof of them stands sooner."""
         folder = rel.rpartition("/")[0]
         now = time.monotonic()
-        with self._lock:  # (one lock a copy: `mark_files` inline)
+        with self._lock:  # (one lock a copy)
+            self._mark(folder, now)
             dirty = self._dirty
-            self._seq += 1
-            dirty.pop(folder, None)
-            dirty[folder] = (self._seq, now, 0)
             while folder:
                 folder = folder.rpartition("/")[0]
                 entry = dirty.get(folder)
                 if entry is not None and entry[2]:
                     del dirty[folder]
                     dirty[folder] = (entry[0], now, 0)
+
+    def _mark(self, folder: str, now: float) -> None:
+        """A new mark of ``folder`` (lock held): to the end, in the order of last marks."""
+        self._seq += 1
+        self._dirty.pop(folder, None)
+        self._dirty[folder] = (self._seq, now, 0)
 
     def reset(self, also: Iterable[str] = ()) -> None:
         """Events were lost, or a folder moved with what is below it (no event of its own):
@@ -270,8 +279,7 @@ class FolderProofs:
             self.resets += 1
             for folder in (*self._proofs, *also):
                 if folder not in self._dirty:
-                    self._seq += 1
-                    self._dirty[folder] = (self._seq, now, 0)
+                    self._mark(folder, now)
             self._proofs.clear()
             self._subfolders.clear()
             self._reset_seq = self._seq

@@ -41,7 +41,7 @@ from .destinations import (
 )
 from .helper_process import HelperProcess, serve, setup_argument
 from .layout import METADATA_NAMES, TEMP_ENDINGS, is_metadata_name, is_own_temp_name, is_temp_name
-from .march import Folder, MarchHandler, lstat_info, march
+from .march import _CANCEL_EVERY, Folder, MarchHandler, lstat_info, march
 
 if TYPE_CHECKING:
     from .destinations.local_folders import Lstat
@@ -60,8 +60,6 @@ SPLIT_AT_ONCE_FOLDERS = 4096
 _BATCH = 256
 #: The effects a helper may ask for: `ScanHandler` methods of the same names.
 EFFECTS = frozenset({"queue", "mirror_delete", "error", "marker", "own_temp", "stale_marker"})
-#: Source entries read between two asks of ``cancelled`` (`march`'s own step).
-_CANCEL_EVERY = 1000
 _IFMT, _IFREG = 0o170000, stat.S_IFREG
 
 

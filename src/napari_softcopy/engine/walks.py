@@ -55,11 +55,8 @@ class Walks(EngineState):
         for it as for any other (a bulk copy's first scan lasts the whole copy, and marking
         its 30,000 folders proven meanwhile had them all compared again, their manifest
         lines no longer at hand: made again from the journal's segments at the finish)."""
-        proofs = self._proofs
-        if proofs is not None:
-            for folder in self._watched():
-                if proofs.standing(folder, None) is None:
-                    proofs.mark(folder)
+        if self._proofs is not None:
+            self._proofs.mark_unproven(self._watched())
 
     def _lost_events(self) -> None:
         """Events were lost (an overflow), or a folder moved with what it holds: no proof
