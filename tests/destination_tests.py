@@ -31,6 +31,7 @@ from napari_softcopy.destinations import (
     is_copy_of,
     mtime_matches,
 )
+from napari_softcopy.march import lstat_info
 
 #: An mtime with every digit of its nanoseconds set: a backend keeping less shows it.
 MTIME_NS = 1_600_000_000_123_456_789
@@ -198,6 +199,22 @@ class DestinationTests:
         assert kinds == {name: info.is_file for name, info in listed.items()}
         assert kinds == {"zarr.json": True, "c": False}
         assert destination.kinds("not/there") == {}
+
+    def test_lstats_where_stated_list_what_listdir_lists(self, destination):
+        publish(destination, "l/zarr.json", b"{}")
+        publish(destination, "l/c/0", b"12345")
+        if not destination.capabilities.lstat_listing:
+            with pytest.raises(NotImplementedError):
+                destination.lstats("l")
+            return
+        listed, lstats = destination.listdir("l"), destination.lstats("l")
+        plain = {name: lstat_info(st) for name, st in lstats.items()}
+        assert plain == {
+            name: FileInfo(i.is_dir, i.is_file, i.size, i.mtime_ns) for name, i in listed.items()
+        }
+        assert plain["zarr.json"].size == 2 and plain["c"].is_dir
+        assert destination.lstats("not/there") == {}
+        assert destination.lstats("l", cancelled=lambda: True) in (None, lstats)
 
     def test_listdir_can_be_cancelled(self, destination):
         destination.makedirs("many")

@@ -35,6 +35,7 @@ from faults_support import (
 )
 from mounts import KINDS, Mount, mounted
 from napari_softcopy.destinations import STATE_DIR
+from napari_softcopy.destinations.base import RECORDS_ABOVE_NS
 
 #: A copy may write at most this much more than the archive holds (issue 19: "written once").
 MAX_WRITE_RATIO = 1.05
@@ -280,6 +281,12 @@ def test_a_rerun_on_a_finished_pair_writes_nothing(tmp_path, mount, dst, state_d
     changed = sorted(rel for rel in set(before) | set(after) if before.get(rel) != after.get(rel))
     assert not changed, f"the rerun wrote {changed[:5]}"
     assert took < 20, f"the rerun took {took:.1f} s"
+    # Where copies' records decide (no xattrs, or mtimes coarser than a microsecond), the
+    # resume scan cannot decide a folder from its plain listing: said once, nowhere else.
+    facts = mount.facts
+    records = not facts.xattrs or facts.mtime_precision_ns > RECORDS_ABOVE_NS
+    said = [n for n in s.get("notices") or [] if n.startswith("the resume scan's plain listing")]
+    assert len(said) == records, s.get("notices")
 
 
 def _vanish_midway(tmp_path: Path, mount: Mount, dst: Path, state_dir: Path):

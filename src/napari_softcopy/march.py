@@ -27,7 +27,7 @@ Facts the walk depends on
   matches it.
 - Where the handler decides a folder at both sides whole (`MarchHandler.takes_lstats`: the
   resume scan) and the destination is a local folder without records, the destination's
-  entries are listed as plain ``lstat`` tuples (`LocalDestination.lstats`) and the folder's
+  entries are listed as plain ``lstat`` tuples (`Destination.lstats`) and the folder's
   source entries handed to `MarchHandler.lstat_names` in one call: a `FileInfo` is made only
   for a name the handler does not decide there itself (it then calls its own ``match`` or
   ``src_only``), and for what is left at the destination only. The per-name calls and
@@ -46,11 +46,11 @@ import stat
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from .destinations import STATE_DIR, FileInfo, LocalDestination
+from .destinations import STATE_DIR, FileInfo
 
 if TYPE_CHECKING:
     from .destinations import Destination
-    from .destinations.local_folders import Lstat
+    from .destinations.base import Lstat
 
 __all__ = ["Folder", "MarchHandler", "is_private", "lstat_info", "march"]
 
@@ -64,7 +64,7 @@ _PRIVATE_PREFIX = STATE_DIR + "/"
 
 
 def lstat_info(st: Lstat) -> FileInfo:
-    """The `FileInfo` of a destination entry listed as an `Lstat` (`LocalDestination.lstats`)."""
+    """The `FileInfo` of a destination entry listed as an `Lstat` (`Destination.lstats`)."""
     mode, size, mtime_ns = st
     return FileInfo(stat.S_ISDIR(mode), stat.S_ISREG(mode), size, mtime_ns)
 
@@ -141,7 +141,7 @@ class MarchHandler:
         cancelled: Callable[[], bool] | None,
     ) -> list[tuple[str, bool]] | None:
         """Every source entry of ``folder`` (below the root, at both sides), ``dst`` its
-        destination entries as `Lstat` tuples (`LocalDestination.lstats`), when
+        destination entries as `Lstat` tuples (`Destination.lstats`), when
         `takes_lstats`. Pop each source name's entry from ``dst`` (what is left is handed to
         `dst_only`); a name not decided here goes to `match` (its `lstat_info`) or
         `src_only` as one at a time would. Return the subfolders to enter, each ``(name,
@@ -226,7 +226,8 @@ def march(
             handler.takes_lstats
             and not stamps
             and keep is None
-            and isinstance(dest, LocalDestination)
+            and dest is not None
+            and dest.capabilities.lstat_listing
             and not dest.capabilities.records  # (records decide there: `copy_difference`)
         ):
             walk.lstats = dest.lstats

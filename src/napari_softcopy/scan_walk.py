@@ -44,7 +44,7 @@ from .layout import METADATA_NAMES, TEMP_ENDINGS, is_metadata_name, is_own_temp_
 from .march import _CANCEL_EVERY, Folder, MarchHandler, lstat_info, march
 
 if TYPE_CHECKING:
-    from .destinations.local_folders import Lstat
+    from .destinations.base import Lstat
 
 log = logging.getLogger("napari_softcopy.engine")  # (the scan is the engine's)
 
@@ -102,13 +102,22 @@ class ScanHandler(MarchHandler):
         # answers a resume's files, one call instead of three; anything else asks the rule)
         # Where nothing but size and mtime can decide (no stamp read, no record kept, mtimes
         # kept), a folder is decided whole from the destination's plain lstats (`lstat_names`).
-        self.takes_lstats = (
-            not deep
-            and not self.capabilities.records
-            and self.capabilities.mtime_precision_ns < NO_MTIME_NS
-        )
+        self.takes_lstats = not deep and self.plain_listing_off() is None
         self.temp = self.files_dst = self.bytes_dst = self.chunks_dst = 0
         self.newest = 0  # the latest ctime of a source folder or file: a change events missed?
+
+    def plain_listing_off(self) -> str | None:
+        """Why this destination's folders cannot be decided whole from a plain listing
+        (`takes_lstats`), so the scan asks the one rule name by name (the same answers,
+        slower); None where they can."""
+        c = self.capabilities
+        if not c.lstat_listing:
+            return "the destination has no plain listing of its folders (an object store)"
+        if c.records:  # (a copy's record, not its lstat, says whether it is current)
+            return "the destination keeps records of its copies (no xattrs or coarse mtimes)"
+        if c.mtime_precision_ns >= NO_MTIME_NS:
+            return "the destination keeps no mtimes"
+        return None
 
     # -- effects ---------------------------------------------------------------------------
     def queue(self, rel: str, size: int) -> None:

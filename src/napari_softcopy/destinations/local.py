@@ -33,11 +33,12 @@ from .base import (
     Destination,
     DestinationChanged,
     FileInfo,
+    Lstat,
     SourceRecord,
     TempFile,
 )
 from .beneath import open_file_beneath
-from .local_folders import Folders, Lstat
+from .local_folders import Folders
 from .names import NameGuard
 from .probe import probe_destination
 from .probe_report import DestinationProbe

@@ -11,13 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ..platform import IS_LINUX, get_xattr
-from .base import SOURCE_STAMP, STATE_DIR, DestinationChanged, FileInfo
+from .base import SOURCE_STAMP, STATE_DIR, DestinationChanged, FileInfo, Lstat
 from .beneath import open_dir_beneath
 from .records import SourceRecords
-
-#: An entry's ``lstat`` as `Folders.lstats` gives it: ``(st_mode, st_size, st_mtime_ns)`` (a
-#: tuple: a third of an ``os.stat_result``'s memory, made in a tenth of a `FileInfo`'s time).
-Lstat = tuple[int, int, int]
 
 #: Folders remembered as existing: about 150 bytes each; the folders being written are few.
 KNOWN_FOLDERS = 1024

@@ -129,6 +129,7 @@ class DestinationProbe:
             trailing_dot_space=self.trailing_dot_space,
             stable_mtime=self.stable_mtime,
             latency_bound=self.latency_bound,
+            lstat_listing=True,  # (a folder: `os.scandir` gives each entry's lstat)
         )
 
     def to_json(self) -> str:

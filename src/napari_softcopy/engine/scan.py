@@ -84,6 +84,10 @@ class Scan(EngineState):
                 proven.close()
         if not whole:
             return  # cut short: keep the counts of the last whole scan
+        if initial and walk.files_dst and not deep and (off := walk.plain_listing_off()):
+            # (a resume, where that fast path decides a day's copies: said once; only the
+            # scan's speed differs, not what it finds)
+            self._degraded.degrade("the resume scan's plain listing", off)
         skipped = proven is not None and proven.vouched > 0
         self._scanned_changes(walk.newest, t0, whole=not skipped)
         with self._lock:
