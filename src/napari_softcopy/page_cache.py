@@ -41,7 +41,7 @@ class _Cachestat(ctypes.Structure):
 
 _WHOLE_FILE = _CachestatRange(0, 0)
 # Each thread's own `_Cachestat` (``.result``) and the call's arguments made once around it
-# (``.args``): building them (two ``byref`` and a tuple) was half the look's 0.65 us a file.
+# (``.args``), not two ``byref`` and a tuple a file: the look 0.78-0.82 -> 0.64-0.65 us.
 _cachestat_local = threading.local()
 
 
