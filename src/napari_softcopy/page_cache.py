@@ -40,7 +40,9 @@ class _Cachestat(ctypes.Structure):
 
 
 _WHOLE_FILE = _CachestatRange(0, 0)
-_cachestat_local = threading.local()  # .result: each thread's own `_Cachestat`
+# Each thread's own `_Cachestat` (``.result``) and the call's arguments made once around it
+# (``.args``), not two ``byref`` and a tuple a file: the look 0.78-0.82 -> 0.64-0.65 us.
+_cachestat_local = threading.local()
 
 
 def drop_clean_cache(fd: int) -> None:
@@ -55,11 +57,12 @@ def drop_clean_cache(fd: int) -> None:
     (tensorstore does by default, ``file_io_sync``): a file with a clean page is dropped as
     before, the look costing it the under 1 us. Where ``cachestat`` is missing (a kernel
     before 6.5), every file is dropped by `drop_cache`, said once (`degrade`)."""
-    result = getattr(_cachestat_local, "result", None)
-    if result is None:
-        result = _cachestat_local.result = _Cachestat()
     if _cachestat_works and _libc is not None:
-        args = (ctypes.byref(_WHOLE_FILE), ctypes.byref(result), 0)
+        try:
+            result, args = _cachestat_local.result, _cachestat_local.args
+        except AttributeError:  # (this thread's first file)
+            result = _cachestat_local.result = _Cachestat()
+            args = _cachestat_local.args = (ctypes.byref(_WHOLE_FILE), ctypes.byref(result), 0)
         if _libc.syscall(_SYS_CACHESTAT, fd, *args) == 0:
             if result.nr_cache <= result.nr_dirty + result.nr_writeback:
                 return  # (nothing cached, or nothing that can be dropped now)
