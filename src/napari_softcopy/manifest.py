@@ -370,7 +370,7 @@ def manifest_for_copy(
     if done is not None:
         log.info(
             "%s: manifest of %d files, %.1f MiB (%s): %d hashes from the copy's journal (%d "
-            "in lines made as their folders were proven, %d kept from their upload), %d files "
+            "in lines made as their folders were proven; %d kept from their upload), %d files "
             "(%.1f MiB) hashed in %.2f s",
             dest.path,
             done.files,
