@@ -30,7 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import bulk
+from . import bulk, s3_trace
 from .common import REPO, Workdir, python, warm
 from .live import WORKLOADS
 
@@ -138,12 +138,20 @@ def run_one(argv: list[str], env: dict, log: Path) -> dict:
 
 
 def live_drain(
-    workload, server: SeaweedS3, workdir: Workdir, n: int, tool: str = "oursnormal"
+    workload,
+    server: SeaweedS3,
+    workdir: Workdir,
+    n: int,
+    tool: str = "oursnormal",
+    trace: Path | None = None,
 ) -> dict:
     """napari-softcopy (``--normal-priority``) following the acquisition as it is written
     (the preset's rate): the seconds from the source's marker to the copy's verified exit,
     and the files still to copy when the marker came (``backlog``, from the status file:
-    what the drain had to upload before its finish could begin)."""
+    what the drain had to upload before its finish could begin); the copy's CPU (user +
+    system, its process and its children), the server's CPU over the run, the load average
+    at the marker, and the status's ``verification``. With ``trace`` (a folder holding
+    `s3_trace`'s ``sitecustomize``), the finish's steps after the marker (`s3_trace.summary`)."""
     run_dir = workdir.fresh(f"s3-live-{workload.name}")
     src = run_dir / "acquisition.zarr"
     prefix = f"live-{workload.name}-{tool}-{n}"
@@ -151,23 +159,48 @@ def live_drain(
     status = run_dir / "status.json"
     argv[argv.index("copy") + 1 : argv.index("copy") + 1] = ["--status-file", str(status)]
     argv.insert(argv.index("copy") + 1, "--wait-for-source")
+    if trace is not None:
+        env = env | {
+            "PYTHONPATH": f"{trace}{os.pathsep}{env['PYTHONPATH']}",
+            "SOFTCOPY_TRACE": str(run_dir / "trace"),
+        }
+    server_before = server_cpu_s(server)
     with open(run_dir / "ours.log", "wb") as log:
         copier = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
         writer = [python(), "-m", "benchmarks.writer", str(src), "--preset", workload.preset]
         subprocess.run(writer, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         marker = (src / "complete").stat().st_mtime
+        load = os.getloadavg()[0]
         try:
             backlog = json.loads(status.read_text())["files_pending"]
         except (OSError, ValueError, KeyError):
             backlog = None
-        code = copier.wait(900)
-    return {
+        # (wait4: the copy's own rusage, its helper processes included once reaped)
+        _pid, wait_status, usage = os.wait4(copier.pid, 0)
+        copier.returncode = os.waitstatus_to_exitcode(wait_status)
+        code = copier.returncode
+    drain = time.time() - marker
+    try:
+        verification = json.loads(status.read_text()).get("verification")
+    except (OSError, ValueError):
+        verification = None
+    out = {
         "tool": tool,
         "code": code,
-        "drain_s": round(time.time() - marker, 2),
+        "drain_s": round(drain, 2),
         "backlog_at_marker": backlog,
         "objects": objects(server, prefix),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "server_cpu_s": round(server_cpu_s(server) - server_before, 2),
+        "load_at_marker": round(load, 2),
+        "verification": verification,
     }
+    for found in sorted(run_dir.glob("trace.*.json")):
+        data = json.loads(found.read_text())
+        if data["uploads"]:  # (the copy's process: not the pre-flight's child)
+            out["trace"] = s3_trace.summary(data, marker)
+    shutil.rmtree(src)  # (50,000 files: deleted one run at a time, not in a burst at the end)
+    return out
 
 
 def server_store(server: SeaweedS3, prefix: str, **config):
@@ -333,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", type=Path, help="sources of the tool oursbefore (DIR/src)")
     p.add_argument("--live-reps", type=int, default=1)
     p.add_argument("--no-live", action="store_true")
+    p.add_argument(
+        "--trace",
+        action="store_true",
+        help="time the live copies' finish steps (benchmarks.s3_trace)",
+    )
     p.add_argument("--json", type=Path)
     p.add_argument(
         "--upload-loop", type=int, default=0, metavar="N", help="also time N PUTs, obstore/boto3"
@@ -364,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="s3-", dir=raw))
     workdir = Workdir(root / "runs")
     server = SeaweedS3(root / "seaweed", buckets=(BUCKET,))
+    trace = s3_trace.sitecustomize_dir(root / "trace", REPO) if args.trace else None
     results: dict = {"bulk": [], "live": [], "readback": [], "upload_loop": []}
     server.start()
     try:
@@ -398,8 +437,9 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_live:
                 live_tools = ["oursnormal"] + (["oursbefore"] if args.before else [])
                 for rep in range(args.live_reps):
-                    for tool in live_tools:
-                        r = live_drain(workload, server, workdir, rep, tool)
+                    # (the order swapped each repetition: A B, B A, ...)
+                    for tool in live_tools[:: -1 if rep % 2 else 1]:
+                        r = live_drain(workload, server, workdir, rep, tool, trace)
                         r |= {"workload": wl_name, "rep": rep}
                         results["live"].append(r)
                         print(json.dumps(r), flush=True)

@@ -11,11 +11,15 @@ import itertools
 import threading
 from pathlib import Path
 
+import blake3
 import obstore
 import pytest
 
+from destination_tests import publish
 from faults_support import poll, read_status, run_cli, start_cli
-from napari_softcopy.destinations import STATE_DIR
+from napari_softcopy.assembly import assemble
+from napari_softcopy.destinations import STATE_DIR, FileInfo
+from napari_softcopy.destinations.s3 import S3Destination
 from s3_server import FailingProxy
 from support import assert_manifest_is_fresh
 from test_s3_destination import raw_store
@@ -134,3 +138,38 @@ def test_a_server_that_does_not_check_checksums_is_said_once_and_the_copy_hashes
     assert data_gets(proxy, prefix) == [], "objects read back: the copy hashed what it sent"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
     assert_manifest_is_fresh(url)
+
+
+def test_the_manifest_takes_the_hash_each_upload_kept_without_reading_an_object_back(s3_env):
+    """Each acknowledged upload's BLAKE3 is kept on its object (`S3Destination.
+    acknowledged_digest`), so the manifest needs neither the journal's records in memory
+    (dropped past `hashes.FRESH_MAX` at 50,000 files in one folder) nor its segments: here
+    no journal at all, and no object this copy uploaded is read back, while the one another
+    tool put there is; the manifest equals a fresh hash of every object. Another version
+    than the object's gets no hash from it, nor does a later run's reader (from the index)."""
+    prefix = f"uphash/{next(_prefixes)}/acq.zarr"
+    url = f"s3://softcopy/{prefix}"
+    obstore.put(raw_store(s3_env, prefix), "c/other", b"not this copy's upload")
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        dest = S3Destination(url, env=proxy.env())
+        assert dest.capabilities.verified_upload_digest
+        for i in range(40):
+            publish(dest, f"c/{i}", b"chunk %d" % i)
+        info = dest.stat("c/7", stamp=True)
+        assert dest.acknowledged_digest("c/7", info) == blake3.blake3(b"chunk 7").hexdigest()
+        other_version = FileInfo(False, True, info.size, info.mtime_ns + 1, info.stamp)
+        assert dest.acknowledged_digest("c/7", other_version) is None
+        assert dest.acknowledged_digest("c/other", dest.stat("c/other", stamp=True)) is None
+        proxy.requests.clear()
+        done = assemble(dest, source="/the/source", marker=None, journal=None)
+        gets = data_gets(proxy, prefix)
+        dest.close()
+    assert gets == [f"/softcopy/{prefix}/c/other"], gets
+    assert (done.files, done.from_uploads, done.hashed) == (41, 40, 1)
+    entries = assert_manifest_is_fresh(url)
+    assert len(entries) == 41
+    reader = S3Destination(url, create=False)
+    try:
+        assert reader.acknowledged_digest("c/7", reader.stat("c/7", stamp=True)) is None
+    finally:
+        reader.close()

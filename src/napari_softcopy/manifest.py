@@ -370,13 +370,15 @@ def manifest_for_copy(
     if done is not None:
         log.info(
             "%s: manifest of %d files, %.1f MiB (%s): %d hashes from the copy's journal (%d "
-            "in lines made as their folders were proven), %d files (%.1f MiB) hashed in %.2f s",
+            "in lines made as their folders were proven; %d kept from their upload), %d files "
+            "(%.1f MiB) hashed in %.2f s",
             dest.path,
             done.files,
             done.bytes / 2**20,
             "as the verification listed them" if done.from_listing else "the destination walked",
             done.from_journal,
             done.from_proofs,
+            done.from_uploads,
             done.hashed,
             done.hashed_bytes / 2**20,
             done.seconds,

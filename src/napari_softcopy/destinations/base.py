@@ -458,6 +458,12 @@ class Destination(abc.ABC):
         known (any destination without `Capabilities.verified_upload_digest`)."""
         return None
 
+    def acknowledged_digest(self, rel: str, info: FileInfo) -> str | None:
+        """The BLAKE3 (hex) of ``rel``'s bytes as they were sent and checked by the server
+        on arrival, where the destination still holds the version ``info`` lists; None
+        where not known (the default; `assembly.assemble` then takes the hash journal's)."""
+        return None
+
     @abc.abstractmethod
     def release(self, temp: TempFile, *, uncache: bool = False) -> None:
         """End ``temp``: drop its cached pages with ``uncache``, close it, remove it when it

@@ -194,6 +194,25 @@ class S3Destination(Destination):
         with self._lock:
             return self._upload_digests.take(rel)
 
+    def acknowledged_digest(self, rel: str, info: FileInfo) -> str | None:
+        """The BLAKE3 (hex) of the bytes of ``rel``'s object, hashed as this copy's PUT sent
+        them and acknowledged by a server that checked their CRC64NVME, where that object is
+        still the version ``info`` lists (its size, source mtime and stamp). It is kept on
+        the object the PUT made (`ObjectInfo.digest`), so it names that object's bytes
+        whatever the journal dropped (`hashes.FRESH_MAX`): an object published again or
+        deleted since is another entry, with its own digest or none. None for an object
+        this copy did not publish (listed at its start, or by a reader of the index)."""
+        obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
+        if (
+            obj is None
+            or obj.digest is None
+            or obj.size != info.size
+            or obj.mtime_ns != info.mtime_ns
+            or obj.stamp != info.stamp
+        ):
+            return None
+        return obj.digest.hex()
+
     # -- the root ------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> Exception:
         """Bad settings (no bucket, refused keys) are the user's to fix: `S3SettingsError`.
@@ -386,10 +405,12 @@ class S3Destination(Destination):
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp)
         upload = None
         if temp.b3 is not None:
-            # (answered: the server checked the CRC64NVME of these very bytes)
+            # (answered: the server checked the CRC64NVME of these very bytes; kept on the
+            # object too, for the manifest: `acknowledged_digest`)
+            obj.digest = temp.b3.digest()
             upload = UploadDigest(
                 temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
-                temp.b3.hexdigest(),
+                obj.digest.hex(),
             )  # fmt: skip
         # (the index holds no object of ours under STATE_DIR)
         indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)

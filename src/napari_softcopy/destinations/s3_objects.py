@@ -32,13 +32,17 @@ class ObjectInfo:
     """What is known of one object: its size, ETag and (once read) the source's mtime and
     stamp recorded on it (``mtime_ns`` None: not read yet); ``last_modified_ns`` is the
     server's time from a listing or a HEAD, which stands in where no source mtime is
-    recorded (0 for an object this copy published: its source mtime is known)."""
+    recorded (0 for an object this copy published: its source mtime is known); ``digest``
+    the BLAKE3 of the bytes this copy's PUT of it sent, where the server checked their
+    checksum on arrival (`S3Destination.acknowledged_digest`; 32 bytes, about 70 an
+    object: None for any object this copy did not publish, not kept in the index)."""
 
     size: int
     etag: str
     mtime_ns: int | None = None
     stamp: bytes | None = None
     last_modified_ns: int = 0
+    digest: bytes | None = None
 
 
 @dataclass(slots=True)
