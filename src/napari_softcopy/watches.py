@@ -54,6 +54,11 @@ log = logging.getLogger(__name__)
 #: 1,000,000 files in 110,500 folders with 16,384 watches of 346 bytes) stays under issue
 #: 22's 100 MiB. That day's folders fit; beyond, finished folders make room.
 MAX_WATCHES = 131_072
+#: Folders the kernel refused a watch counted at most (`WatchTable.unwatched`): a hash each
+#: (about 70 bytes with its set entry), so 65,536 hold under 5 MiB, past the kernel's limit
+#: at any number of folders. Beyond it the count stops (said once): every such folder is
+#: still found by the rescans it asks for, only the figure shown is a lower bound.
+MAX_REFUSED = 65_536
 #: The share of the kernel's watch limit taken by default: the limit is per user, shared by
 #: all of that user's programs (a quarter is left for them).
 KERNEL_SHARE = 0.75
@@ -177,6 +182,8 @@ class WatchTable:
     on_rearmed : callable, optional
         Called with a folder watched again after giving its watch back: what was written
         there in between had no event (by default: ``on_unwatched``, a rescan).
+    max_refused : int, optional
+        Refused folders counted at most (default `MAX_REFUSED`, read when the table is made).
     """
 
     def __init__(
@@ -187,6 +194,7 @@ class WatchTable:
         max_watches: int | None = MAX_WATCHES,
         release_idle_s: float = RELEASE_IDLE_S,
         on_rearmed: Callable[[str], None] | None = None,
+        max_refused: int | None = None,
     ) -> None:
         if max_watches is not None and max_watches < 1:
             raise ValueError(f"max_watches must be at least 1, not {max_watches}")
@@ -220,6 +228,8 @@ class WatchTable:
         # folder refused again at each rescan is one folder (a hash, not the path, keeps this
         # small past the limit; a collision only undercounts a figure shown to the user).
         self._refused: set[int] = set()
+        self._max_refused = MAX_REFUSED if max_refused is None else max_refused
+        self._refused_full = False  # (the cap met: said once)
         #: Folders whose watch was given back (finished; covered by scans), less re-armed ones.
         self.released = 0
         #: Each watched folder below the root (``""``: the root) to its watch descriptor now:
@@ -234,7 +244,8 @@ class WatchTable:
 
     @property
     def unwatched(self) -> int:
-        """Folders that could not be watched (the kernel's limit, and none idle enough)."""
+        """Folders that could not be watched (the kernel's limit, and none idle enough); at
+        most ``max_refused`` (a lower bound once met: said once in the log)."""
         return len(self._refused)
 
     @property
@@ -292,7 +303,7 @@ class WatchTable:
         if wd < 0:
             err = -wd
             if err == errno.ENOSPC:
-                self._refused.add(hash(folder))
+                self._refuse(hash(folder))
                 if len(self._refused) == 1:
                     log.warning(
                         "cannot watch %s: the inotify watch limit (fs.inotify.max_user_watches) "
@@ -316,6 +327,21 @@ class WatchTable:
         if not idle:
             self._active[wd] = time.monotonic()
         return wd
+
+    def _refuse(self, key: int) -> None:
+        """Count the refused folder whose path hashes to ``key``, up to ``max_refused``."""
+        refused = self._refused
+        if key in refused:
+            return
+        if len(refused) < self._max_refused:
+            refused.add(key)
+        elif not self._refused_full:
+            self._refused_full = True
+            log.warning(
+                "more than %d folders could not be watched: their count stops there (each is "
+                "still found by the rescans it asks for)",
+                self._max_refused,
+            )
 
     def _release_idle(self) -> int:
         """Give back the watches of folders idle for ``release_idle_s``, an eighth of the cap
