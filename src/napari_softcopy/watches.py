@@ -13,9 +13,10 @@ file day's 4.3 s drain. So a day's folders keep their watch where the kernel all
   the user's other programs (editors, napari, another copy). At most `MAX_WATCHES`, where
   this process's memory would pass issue 22's bound. The kernel's own cost of a watch
   (its mark, and the folder's inode and dentry it keeps in memory) is what its limit bounds.
-- **A watch is cheap here** (`WatchTable`): a path below the root and an entry each way,
-  181 bytes of this process's resident memory at 110,501 watches (`benchmarks.watch_cost`;
-  346 with the absolute path and a recency entry a folder before), and nothing copies the
+- **A watch is cheap here** (`WatchTable`): a path below the root, a dict entry from folder
+  to descriptor and a list slot back (`watch_slots`), 126 bytes of this process's resident
+  memory at 33,151 watches (`benchmarks.watch_cost`; 171 with a dict each way, 346 with the
+  absolute path and a recency entry a folder before that), and nothing copies the
   table: the engine looks a folder's watch up in a live view (`WatchTable.by_folder`), where
   a copy of it took 21-43 ms of CPU at each look, twice a second while proving.
 
@@ -46,13 +47,15 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from .platform import IS_LINUX
+from .watch_slots import WatchSlots
 
 log = logging.getLogger(__name__)
 
-#: Most folders watched at once whatever the kernel allows (`default_max_watches`): 181
-#: bytes a watch here, so 131,072 hold 23 MiB, and a day's copier (65.7 MiB at the end of
-#: 1,000,000 files in 110,500 folders with 16,384 watches of 346 bytes) stays under issue
-#: 22's 100 MiB. That day's folders fit; beyond, finished folders make room.
+#: Most folders watched at once whatever the kernel allows (`default_max_watches`): 126
+#: bytes a watch here, so 131,072 hold 16 MiB (23 at 181 bytes before), and a day's copier
+#: (65.7 MiB at the end of 1,000,000 files in 110,500 folders with 16,384 watches of 346
+#: bytes) stays under issue 22's 100 MiB. That day's folders fit; beyond, finished folders
+#: make room.
 MAX_WATCHES = 131_072
 #: Folders the kernel refused a watch counted at most (`WatchTable.unwatched`): a hash each
 #: (about 70 bytes with its set entry), so 65,536 hold under 5 MiB, past the kernel's limit
@@ -164,9 +167,10 @@ class WatchTable:
 
     Kept lean, since a day's folders keep their watch where the kernel allows
     (`default_max_watches`): each folder is one path below the root and an entry in each
-    direction (descriptor -> folder for the events, folder -> descriptor for the engine's
-    proofs, `by_folder`); what was active in the last `release_idle_s` is a small table of
-    its own, not an entry a folder (see `_release_idle`).
+    direction (descriptor -> folder for the events, a list slot: `WatchSlots`; folder ->
+    descriptor for the engine's proofs, `by_folder`); what was active in the last
+    `release_idle_s` is a small table of its own, not an entry a folder (see
+    `_release_idle`).
 
     Parameters
     ----------
@@ -207,8 +211,9 @@ class WatchTable:
         self._root = self._prefix = "/"  # the root's path, and it with a slash (`watch_root`)
         # Watch descriptor -> folder below the root ("": the root), in the order they were
         # watched: a time series' finished folders come first. (Paths below the root: the
-        # root's path a folder was about 50 bytes of the 110 of an absolute one.)
-        self._folders: dict[int, str] = {}
+        # root's path a folder was about 50 bytes of the 110 of an absolute one. A list by
+        # descriptor, not a dict: 8 bytes a folder instead of about 47, `WatchSlots`.)
+        self._folders = WatchSlots()
         # Folder -> watch descriptor: `by_folder`, a live view (nothing copied to look up).
         self._wds: dict[str, int] = {}
         # Descriptor -> monotonic time of its folder's last new entry (or its watch), least
@@ -450,7 +455,7 @@ class WatchTable:
         if not below:
             return
         prefix = below + "/"
-        for wd, folder in list(self._folders.items()):
+        for wd, folder in [*self._folders.items()]:
             if folder == below or folder.startswith(prefix):
                 self._drop(wd)
                 if unwatch:
@@ -463,7 +468,7 @@ class WatchTable:
         if not old or not new:
             return
         prefix = old + "/"
-        for wd, folder in list(self._folders.items()):
+        for wd, folder in [*self._folders.items()]:
             if folder == old or folder.startswith(prefix):
                 moved = new + folder[len(old) :]
                 self._folders[wd] = moved
