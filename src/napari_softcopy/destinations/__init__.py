@@ -5,7 +5,7 @@ the one factory that opens either from what the user typed (`open_destination`).
 
 The factory and S3's settings are imported when first used (PEP 562): a copy or scan helper
 process imports this package for `LocalDestination`, and has no use for S3's settings
-(`configparser` with them: 1.2 MiB of RSS in every helper).
+(`configparser` with them: 0.2-0.35 MiB of a helper's RSS, 1.2 MiB in a bare interpreter).
 """
 
 from __future__ import annotations
