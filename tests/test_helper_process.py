@@ -237,7 +237,7 @@ def test_a_streamed_answer_comes_in_parts_held_back_by_the_pipe_until_read(helpe
     assert helper.send(0) and helper.receive() == (True, "done")  # (the next request)
 
 
-#: Modules a copy or scan helper never needs, with what each costs its RSS (Python 3.12,
+#: Modules a copy or scan helper never needs, with what each costs its RSS (Python 3.11,
 #: x86-64, alone in a fresh interpreter): the parent's side of the protocol (`subprocess`,
 #: `tempfile` and what they bring: 2.4 MiB each), the engine and the verification's walk
 #: (a helper imports its own modules only), S3's settings (`configparser`, 1.2 MiB) and
