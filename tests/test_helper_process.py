@@ -235,3 +235,81 @@ def test_a_streamed_answer_comes_in_parts_held_back_by_the_pipe_until_read(helpe
     assert [part[0] for _, part in got] == list(range(200))
     assert helper.receive() == (True, "done")
     assert helper.send(0) and helper.receive() == (True, "done")  # (the next request)
+
+
+#: Modules a copy or scan helper never needs, with what each costs its RSS (Python 3.11,
+#: x86-64, alone in a fresh interpreter): the parent's side of the protocol (`subprocess`,
+#: `tempfile` and what they bring: 2.4 MiB each), the engine and the verification's walk
+#: (a helper imports its own modules only), S3's settings (`configparser`, 1.2 MiB) and
+#: OpenSSL (`hashlib`, 4 MiB).
+NOT_IN_A_HELPER = (
+    "subprocess",
+    "tempfile",
+    "shutil",
+    "bz2",
+    "lzma",
+    "random",
+    "configparser",
+    "hashlib",
+    "napari_softcopy.engine",
+    "napari_softcopy.verify",
+    "napari_softcopy.checks",
+    "napari_softcopy.destinations.s3_settings",
+)
+
+
+def _imported(pid: int) -> set[str]:
+    """The modules a child started with ``PYTHONPROFILEIMPORTTIME`` imported: its stderr
+    (a file it holds open: `HelperProcess`) has one line a module."""
+    with open(f"/proc/{pid}/fd/2") as err:
+        lines = err.read().splitlines()
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in lines
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def test_the_copy_and_scan_helpers_import_only_what_they_run(tmp_path, monkeypatch):
+    """Each helper is one more interpreter on the copying machine: its floor is what it
+    imports. Real helpers do real work (a file copied, a folder scanned); then what they
+    imported is read from their own import log, which must hold none of `NOT_IN_A_HELPER`."""
+    from napari_softcopy.copy_helper import COPIED, CopyHelper
+    from napari_softcopy.destinations import LocalDestination
+    from napari_softcopy.scan_walk import EFFECTS, ScanHandler, ScanHelper
+
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")  # (the children inherit it)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "a").mkdir(parents=True)
+    dst.mkdir()
+    (src / "a" / "f").write_bytes(b"x" * 100)
+    os.utime(src / "a" / "f", (1, 1))  # (settled)
+    src_fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    dest = LocalDestination(dst)
+    copier = CopyHelper(src_fd, dest, settle_s=0.0, fsync=False, uncache=False)
+    scanner = ScanHelper(src, dest, ".done", initial=True)
+    try:
+        assert copier.submit([("a/f", False)])
+        assert [o.kind for o in copier.outcomes(1)] == [COPIED]
+        effects = []
+
+        class Recorded(ScanHandler):
+            def __getattribute__(self, name):
+                if name in EFFECTS:
+                    return lambda *args: effects.append((name, *args))
+                return super().__getattribute__(name)
+
+        handler = Recorded(dest, ".done", initial=True, deep=False)
+        assert scanner.send("a")
+        while not (done := scanner.receive(handler)):
+            assert done is not None, "the scan helper failed"
+        assert effects == []  # (its copy is current)
+        for helper in (copier.process, scanner.process):
+            imported = _imported(helper.pid)
+            assert "napari_softcopy.helper_process" in imported  # (the log is there)
+            assert sorted(imported.intersection(NOT_IN_A_HELPER)) == [], helper.name
+    finally:
+        copier.close()
+        scanner.close()
+        os.close(src_fd)
+        dest.close()

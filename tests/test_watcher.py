@@ -217,6 +217,55 @@ def test_folders_beyond_the_watch_limit_ask_for_rescans(tmp_path):
     assert {str(tmp_path / f"d{i}") for i in range(4)} <= set(out["seen"]), out
 
 
+_REFUSED_COUNTED_TO_A_CAP = """
+import json, logging, sys, threading, time
+from pathlib import Path
+import napari_softcopy.watches as watches
+from napari_softcopy.watcher import InotifyWatcher
+
+root = Path(sys.argv[1])
+Path("/proc/sys/user/max_inotify_watches").write_text("2")  # the root and one folder
+watches.MAX_REFUSED = 2  # (the tables made from now on count two refused folders at most)
+said = []
+
+class Said(logging.Handler):
+    def emit(self, record):
+        said.append(record.getMessage())
+
+logging.getLogger("napari_softcopy").addHandler(Said())
+seen, asked = set(), threading.Event()
+
+class Recorder:
+    def dispatch(self, event):
+        seen.add(event.src_path)
+
+watcher = InotifyWatcher(str(root), Recorder(), lambda: None, asked.set)
+watcher.start()
+for i in range(6):
+    (root / f"d{i}").mkdir()
+deadline = time.monotonic() + 10
+while str(root / "d5") not in seen and time.monotonic() < deadline:
+    time.sleep(0.01)
+for i in range(6):  # (a rescan tries them again: counted no further)
+    watcher.watches.watch(str(root / f"d{i}"))
+print(json.dumps({"asked": asked.is_set(), "watched": watcher.watched,
+                  "unwatched": watcher.unwatched, "seen": sorted(seen), "said": said}))
+watcher.stop()
+watcher.join(5)
+"""
+
+
+@linux_only
+def test_the_refused_folders_are_counted_to_a_cap_said_once(tmp_path):
+    """Past the kernel's limit every new folder is refused, a day long: their count is a
+    set of hashes, kept to `watches.MAX_REFUSED` (memory bounded at any number of folders);
+    the cap met is said once, and every folder is still reported (its rescan asked for)."""
+    out = run_in_namespace(_REFUSED_COUNTED_TO_A_CAP, tmp_path, timeout=60)
+    assert out["asked"] and out["watched"] == 2 and out["unwatched"] == 2, out
+    assert {str(tmp_path / f"d{i}") for i in range(6)} <= set(out["seen"]), out
+    assert sum("their count stops there" in line for line in out["said"]) == 1, out
+
+
 _PAST_THE_LIMIT = """
 import json, sys, threading
 from pathlib import Path

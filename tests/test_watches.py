@@ -68,10 +68,11 @@ def test_the_cap_is_three_quarters_of_the_kernels_limit_at_most_max_watches(tmp_
 
 
 @linux_only
-def test_a_watch_costs_under_200_bytes_and_a_look_copies_nothing(tmp_path, started):
+def test_a_watch_costs_under_135_bytes_and_a_look_copies_nothing(tmp_path, started):
     """A day's folders keep their watch (110,500 at a million files), so a watch must be
-    cheap: its path below the root (not the root's long path again) and an entry each way,
-    under 200 bytes here (349 with an absolute path and a recency entry a folder). And the
+    cheap: its path below the root (not the root's long path again), a dict entry one way
+    and a list slot the other (`WatchSlots`), 119 bytes here (144 with a dict each way, 349
+    with an absolute path and a recency entry a folder). And the
     engine's looks at a folder's watch (every 0.5 s while proving, each rescan, the finish)
     copy nothing: a copy of every watch was a new dict of 110,000 entries each time."""
     root = tmp_path / ("a-long-folder-name-like-a-users-acquisition-path" * 2) / "data.zarr"
@@ -93,7 +94,7 @@ def test_a_watch_costs_under_200_bytes_and_a_look_copies_nothing(tmp_path, start
     finally:
         tracemalloc.stop()
     assert watcher.watched == 1 + 20 * (1 + 20 * (1 + 10)), watcher.watched
-    assert per_watch < 200, f"{per_watch:.0f} bytes a watch"
+    assert per_watch < 135, f"{per_watch:.0f} bytes a watch"
     assert looked < 2_000, f"{looked} bytes allocated by 20 looks at {watcher.watched} watches"
     assert watcher.folder_watches()[""] > 0 and "19/19/9" in watcher.folder_watches()
 
@@ -124,3 +125,44 @@ def test_a_folder_active_since_keeps_its_watch_however_early_it_was_watched(tmp_
     assert watcher.released >= 10 + 4 - 6 and watcher.unwatched == 0
     (tmp_path / first / "j").write_bytes(b"x")
     wait_for(lambda: tmp_path / first / "j" in seen, 10, "a second write there")
+
+
+def test_the_watch_slots_are_a_dict_in_watch_order_at_most_twice_the_watches_held():
+    """`WatchSlots` (descriptor -> folder, a list by descriptor) answers as the dict it
+    replaces, in the order watched, through a day's pattern: descriptors the kernel hands
+    out in increasing order, the oldest idle given back, a few kept in front for ever (the
+    root, a parent), some re-armed far past the end. Its list stays at most about twice
+    the watches held (8 bytes a slot), whatever the number of folders watched."""
+    import random
+
+    from napari_softcopy.watch_slots import _MIN_HALVED, WatchSlots
+
+    rng = random.Random(22)
+    slots, model = WatchSlots(), {}
+    wd = 0
+
+    def add(folder: str) -> None:
+        nonlocal wd
+        wd += rng.choice((1, 1, 1, 2)) if rng.random() > 0.0005 else 100_000  # (gaps too)
+        slots[wd] = model[wd] = folder
+
+    for pinned in ("", "data.zarr", "data.zarr/0"):
+        add(pinned)
+    for n in range(60_000):
+        add(f"data.zarr/0/{n // 200}/{n % 200}")
+        if len(model) > 2_048:  # (a cap: the oldest idle given back, an eighth at once)
+            idle = [w for w, folder in model.items() if folder.count("/") > 1]
+            for old in idle[: 256 if rng.random() > 0.1 else 1]:
+                assert slots.pop(old) == model.pop(old)
+        if n % 997 == 0:  # (a folder renamed; one given back out of order)
+            some = rng.choice(list(model))
+            slots[some] = model[some] = model[some] + "-moved"
+            other = rng.choice(list(model))
+            assert slots.pop(other) == model.pop(other)
+        assert len(slots._slots) <= 2 * len(model) + 2 * _MIN_HALVED
+    assert list(slots.items()) == list(model.items())
+    assert len(slots) == len(model)
+    assert all(slots.get(w) == folder for w, folder in model.items())
+    assert all(slots.get(w) is None for w in rng.sample(range(wd + 2), 5_000) if w not in model)
+    with pytest.raises(KeyError):
+        slots.pop(wd + 1)

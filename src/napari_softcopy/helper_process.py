@@ -35,14 +35,15 @@ import pickle
 import select
 import signal
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .platform import StopFlag, end_with_parent
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +137,12 @@ class HelperProcess:
         self._proc: subprocess.Popen | None = None
         self._interrupted = False
         self._poll: select.poll | None = None
+        # (here, not with the module: a child imports this module for `serve`, and these two
+        # with what they bring (shutil, bz2, lzma, random, selectors...: 19 modules) cost a
+        # copy or scan helper 1.1-1.3 MiB of RSS it never uses)
+        import subprocess
+        import tempfile
+
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115  (closed in `close`)
         try:
             self._proc = subprocess.Popen(
@@ -226,6 +233,8 @@ class HelperProcess:
             proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(OSError):
             proc.stdin.close()
+        import subprocess  # (loaded by `__init__`: a name lookup)
+
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -13,9 +13,10 @@ file day's 4.3 s drain. So a day's folders keep their watch where the kernel all
   the user's other programs (editors, napari, another copy). At most `MAX_WATCHES`, where
   this process's memory would pass issue 22's bound. The kernel's own cost of a watch
   (its mark, and the folder's inode and dentry it keeps in memory) is what its limit bounds.
-- **A watch is cheap here** (`WatchTable`): a path below the root and an entry each way,
-  181 bytes of this process's resident memory at 110,501 watches (`benchmarks.watch_cost`;
-  346 with the absolute path and a recency entry a folder before), and nothing copies the
+- **A watch is cheap here** (`WatchTable`): a path below the root, a dict entry from folder
+  to descriptor and a list slot back (`watch_slots`), 126 bytes of this process's resident
+  memory at 33,151 watches (`benchmarks.watch_cost`; 171 with a dict each way, 346 with the
+  absolute path and a recency entry a folder before that), and nothing copies the
   table: the engine looks a folder's watch up in a live view (`WatchTable.by_folder`), where
   a copy of it took 21-43 ms of CPU at each look, twice a second while proving.
 
@@ -46,14 +47,21 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
 from .platform import IS_LINUX
+from .watch_slots import WatchSlots
 
 log = logging.getLogger(__name__)
 
-#: Most folders watched at once whatever the kernel allows (`default_max_watches`): 181
-#: bytes a watch here, so 131,072 hold 23 MiB, and a day's copier (65.7 MiB at the end of
-#: 1,000,000 files in 110,500 folders with 16,384 watches of 346 bytes) stays under issue
-#: 22's 100 MiB. That day's folders fit; beyond, finished folders make room.
+#: Most folders watched at once whatever the kernel allows (`default_max_watches`): 126
+#: bytes a watch here, so 131,072 hold 16 MiB (23 at 181 bytes before), and a day's copier
+#: (65.7 MiB at the end of 1,000,000 files in 110,500 folders with 16,384 watches of 346
+#: bytes) stays under issue 22's 100 MiB. That day's folders fit; beyond, finished folders
+#: make room.
 MAX_WATCHES = 131_072
+#: Folders the kernel refused a watch counted at most (`WatchTable.unwatched`): a hash each
+#: (about 70 bytes with its set entry), so 65,536 hold under 5 MiB, past the kernel's limit
+#: at any number of folders. Beyond it the count stops (said once): every such folder is
+#: still found by the rescans it asks for, only the figure shown is a lower bound.
+MAX_REFUSED = 65_536
 #: The share of the kernel's watch limit taken by default: the limit is per user, shared by
 #: all of that user's programs (a quarter is left for them).
 KERNEL_SHARE = 0.75
@@ -159,9 +167,10 @@ class WatchTable:
 
     Kept lean, since a day's folders keep their watch where the kernel allows
     (`default_max_watches`): each folder is one path below the root and an entry in each
-    direction (descriptor -> folder for the events, folder -> descriptor for the engine's
-    proofs, `by_folder`); what was active in the last `release_idle_s` is a small table of
-    its own, not an entry a folder (see `_release_idle`).
+    direction (descriptor -> folder for the events, a list slot: `WatchSlots`; folder ->
+    descriptor for the engine's proofs, `by_folder`); what was active in the last
+    `release_idle_s` is a small table of its own, not an entry a folder (see
+    `_release_idle`).
 
     Parameters
     ----------
@@ -177,6 +186,8 @@ class WatchTable:
     on_rearmed : callable, optional
         Called with a folder watched again after giving its watch back: what was written
         there in between had no event (by default: ``on_unwatched``, a rescan).
+    max_refused : int, optional
+        Refused folders counted at most (default `MAX_REFUSED`, read when the table is made).
     """
 
     def __init__(
@@ -187,6 +198,7 @@ class WatchTable:
         max_watches: int | None = MAX_WATCHES,
         release_idle_s: float = RELEASE_IDLE_S,
         on_rearmed: Callable[[str], None] | None = None,
+        max_refused: int | None = None,
     ) -> None:
         if max_watches is not None and max_watches < 1:
             raise ValueError(f"max_watches must be at least 1, not {max_watches}")
@@ -199,8 +211,9 @@ class WatchTable:
         self._root = self._prefix = "/"  # the root's path, and it with a slash (`watch_root`)
         # Watch descriptor -> folder below the root ("": the root), in the order they were
         # watched: a time series' finished folders come first. (Paths below the root: the
-        # root's path a folder was about 50 bytes of the 110 of an absolute one.)
-        self._folders: dict[int, str] = {}
+        # root's path a folder was about 50 bytes of the 110 of an absolute one. A list by
+        # descriptor, not a dict: 8 bytes a folder instead of about 47, `WatchSlots`.)
+        self._folders = WatchSlots()
         # Folder -> watch descriptor: `by_folder`, a live view (nothing copied to look up).
         self._wds: dict[str, int] = {}
         # Descriptor -> monotonic time of its folder's last new entry (or its watch), least
@@ -220,6 +233,8 @@ class WatchTable:
         # folder refused again at each rescan is one folder (a hash, not the path, keeps this
         # small past the limit; a collision only undercounts a figure shown to the user).
         self._refused: set[int] = set()
+        self._max_refused = MAX_REFUSED if max_refused is None else max_refused
+        self._refused_full = False  # (the cap met: said once)
         #: Folders whose watch was given back (finished; covered by scans), less re-armed ones.
         self.released = 0
         #: Each watched folder below the root (``""``: the root) to its watch descriptor now:
@@ -234,7 +249,8 @@ class WatchTable:
 
     @property
     def unwatched(self) -> int:
-        """Folders that could not be watched (the kernel's limit, and none idle enough)."""
+        """Folders that could not be watched (the kernel's limit, and none idle enough); at
+        most ``max_refused`` (a lower bound once met: said once in the log)."""
         return len(self._refused)
 
     @property
@@ -292,7 +308,7 @@ class WatchTable:
         if wd < 0:
             err = -wd
             if err == errno.ENOSPC:
-                self._refused.add(hash(folder))
+                self._refuse(hash(folder))
                 if len(self._refused) == 1:
                     log.warning(
                         "cannot watch %s: the inotify watch limit (fs.inotify.max_user_watches) "
@@ -316,6 +332,21 @@ class WatchTable:
         if not idle:
             self._active[wd] = time.monotonic()
         return wd
+
+    def _refuse(self, key: int) -> None:
+        """Count the refused folder whose path hashes to ``key``, up to ``max_refused``."""
+        refused = self._refused
+        if key in refused:
+            return
+        if len(refused) < self._max_refused:
+            refused.add(key)
+        elif not self._refused_full:
+            self._refused_full = True
+            log.warning(
+                "more than %d folders could not be watched: their count stops there (each is "
+                "still found by the rescans it asks for)",
+                self._max_refused,
+            )
 
     def _release_idle(self) -> int:
         """Give back the watches of folders idle for ``release_idle_s``, an eighth of the cap
@@ -424,7 +455,7 @@ class WatchTable:
         if not below:
             return
         prefix = below + "/"
-        for wd, folder in list(self._folders.items()):
+        for wd, folder in [*self._folders.items()]:
             if folder == below or folder.startswith(prefix):
                 self._drop(wd)
                 if unwatch:
@@ -437,7 +468,7 @@ class WatchTable:
         if not old or not new:
             return
         prefix = old + "/"
-        for wd, folder in list(self._folders.items()):
+        for wd, folder in [*self._folders.items()]:
             if folder == old or folder.startswith(prefix):
                 moved = new + folder[len(old) :]
                 self._folders[wd] = moved
