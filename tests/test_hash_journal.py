@@ -22,7 +22,7 @@ from napari_softcopy import hashes
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, LocalDestination
 from napari_softcopy.hashes import FANIN, JOURNAL, SEGMENT, HashJournal
-from napari_softcopy.journal_records import JournalRecord, parse_record
+from napari_softcopy.journal_records import FreshRecords, JournalRecord, parse_record
 from napari_softcopy.manifest import check_manifest
 from napari_softcopy.platform import Notices
 from napari_softcopy.simulate import simulate
@@ -228,6 +228,7 @@ def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back
         # Said once, not silently: the finish reads the dropped ones back from the segments.
         [line] = notices.lines()
         assert "more than 10 files copied" in line
+        assert "reads the other files' hashes back from the hash journal" in line
         latest = journal.fresh()["f29"]
         journal.start()  # (hashes the queued, older publish of f29: an older record)
         wait_for(
@@ -484,3 +485,19 @@ def test_records_kept_in_memory_are_packed_and_read_back_as_kept():
     finally:
         tracemalloc.stop()
     assert held / n < 260, f"{held / n:.0f} bytes a record"
+
+
+@pytest.mark.parametrize(
+    ("kept_on_uploads", "said"),
+    [(False, "back from the hash journal"), (True, "from their checked uploads (else from")],
+)
+def test_records_dropped_say_where_the_finish_takes_their_hashes(kept_on_uploads, said):
+    """Where uploads keep their acknowledged hash (S3 with checked uploads) the finish does
+    not read the journal back for them: the notice says what it does instead."""
+    notices, records = Notices(), FreshRecords(2)
+    dropped = [records.keep(JournalRecord(f"k{i}", i, f"f{i}", 1, 1, "", "")) for i in range(3)]
+    assert dropped == [False, False, True]
+    notices.thread_target(lambda: records.say_dropped(kept_on_uploads))()
+    [line] = notices.lines()
+    assert line.startswith("keeping the manifest's hashes in memory is off: more than 2 files")
+    assert said in line

@@ -180,7 +180,7 @@ class HashJournal:
                 record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
                 dropped = self._add_locked(record)
             if dropped:
-                self._fresh.say_dropped()
+                self._fresh.say_dropped(self._upload_digests)
             return
         with self._lock:
             self._counter += 1
@@ -203,7 +203,7 @@ class HashJournal:
         with self._lock:
             dropped = self._add_locked(record)
         if dropped:
-            self._fresh.say_dropped()
+            self._fresh.say_dropped(self._upload_digests)
 
     def _add_locked(self, record: JournalRecord) -> bool:
         """Buffer ``record`` and keep it in `fresh` (called with `_lock` held); whether the
