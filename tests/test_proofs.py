@@ -395,10 +395,10 @@ def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
     assert not Path(spool.folder).exists()
 
 
-def test_proofs_cost_under_120_bytes_a_folder_and_read_back_whole():
+def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
     """A day's 100,000 folders keep their proofs packed (about 280 bytes a folder as tuples
-    of Python ints: 28 MB; 123 as 36 bytes a proof, 117 as 30): every field, subfolders and
-    the watch check read back as committed."""
+    of Python ints: 28 MB); every field, subfolders and the watch check read back as
+    committed."""
     import tracemalloc
 
     from napari_softcopy.proofs import FolderProofs, Proof
@@ -421,7 +421,7 @@ def test_proofs_cost_under_120_bytes_a_folder_and_read_back_whole():
         kept = (tracemalloc.get_traced_memory()[0] - before) / len(folders)
     finally:
         tracemalloc.stop()
-    assert kept < 120, f"{kept:.0f} bytes a folder"
+    assert kept < 180, f"{kept:.0f} bytes a folder"
     watches = {f: made(f).watch for f in folders}
     watches[folders[3]] += 1  # (watched again since: the events do not vouch)
     del watches[folders[5]]  # (its watch given back: nor here)
@@ -431,30 +431,6 @@ def test_proofs_cost_under_120_bytes_a_folder_and_read_back_whole():
     assert folders[7] not in standing and len(standing) == len(folders) - 1
     assert all(standing[f] == made(f) for f in folders if f != folders[7])
     proofs.discard()
-
-
-@pytest.mark.parametrize(
-    "fields",
-    [
-        (0, 0, 0, 0, 0, -1, 0),  # (NO_WATCH)
-        ((1 << 48) - 1, (1 << 32) - 1, (1 << 32) - 1, (1 << 48) - 1, (1 << 16) - 1, 2**31 - 1, 7),
-        (1 << 48, 1, 2, 3, 4, 5, 6),  # (past the compact form's range: the wide one)
-        (1, 2, 3, 1 << 48, 4, 5, 6),
-        (1, 2, 3, 4, 1 << 16, 5, 6),
-        (1, 2, 3, 4, 5, 6, 1 << 31),
-    ],
-)
-def test_a_proof_reads_back_whole_packed_compact_or_wide(fields):
-    """A proof is kept in 30 bytes where its fields fit, else in the 36-byte form: each
-    reads back as committed, never a field cut short (a false proof would pass a folder)."""
-    from napari_softcopy.proofs import Proof, _pack, _unpack, _watch
-
-    offset, length, files, nbytes, metadata, watch, lines = fields
-    proof = Proof(offset, length, files, nbytes, metadata, ("s",), watch, lines)
-    data = _pack(proof)
-    assert _unpack(data, ("s",)) == proof and _watch(data) == watch
-    fits = offset < 1 << 48 and nbytes < 1 << 48 and metadata < 1 << 16
-    assert len(data) == (30 if fits else 36)
 
 
 def test_proofs_beyond_their_cap_drop_the_oldest():

@@ -45,9 +45,9 @@ __all__ = ["NO_WATCH", "FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
 
 class Proof(NamedTuple):
-    """What comparing one folder alone found identical. Kept packed (`_pack`: a bytes object
-    of 63 (64 allocated) and a dict entry a folder, its path apart; as a tuple of Python
-    ints it was about 250: 25 MB at 100,000 folders)."""
+    """What comparing one folder alone found identical. Kept packed (`_pack`: 69 bytes and a
+    dict entry a folder, its path apart; as a tuple of Python ints it was about 250: 25 MB
+    at 100,000 folders)."""
 
     offset: int  # its block of rows in the spool (`ProofSpool`): where, and its length
     length: int
@@ -61,54 +61,30 @@ class Proof(NamedTuple):
 
 #: `Proof.watch` of a folder proven without a watch (no descriptor is negative).
 NO_WATCH = -1
-#: Proofs kept at most (`FolderProofs.max_proofs`): 117 traced bytes each with their dict
-#: entry, their path apart (`test_proofs_cost_under_120_bytes_a_folder_and_read_back_whole`;
-#: 123 with 36-byte proofs); about 204-212 of RSS in a fresh process, so 27 MiB; a day's
-#: 100,000 folders fit. Beyond it the oldest are dropped (walked at the finish).
+#: Proofs kept at most (`FolderProofs.max_proofs`): about 175 bytes each with their path and
+#: dict entry (`test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole`), so 23 MB; a
+#: day's 100,000 folders fit. Beyond it the oldest are dropped (walked at the finish).
 MAX_PROOFS = 131_072
 #: A folder refused n times in a row waits ``2 ** (n - 1)`` quiet spells before its next try,
 #: at most this many: 2, 4, 8, 16, 32 s at the default 2 s spell.
 MAX_RETRY_FACTOR = 16
 
 #: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
-#: lines (36 bytes: a bytes object of 69, which the allocator rounds up to 80).
+#: lines.
 _PACKED = struct.Struct("<qIIqIiI")
-#: The same in 30 bytes where it fits (a bytes object of 63: 64 with the rounding, 16 less a
-#: proof): the offset (below 2 ** 48, 256 TiB of spool) with the metadata files (below
-#: 2 ** 16) in one 8-byte field, length, files, watch, lines, then the bytes (below 2 ** 48)
-#: as 2 high and 4 low bytes. A proof that does not fit is kept in `_PACKED` (told apart by
-#: its length): never a field cut short.
-_COMPACT = struct.Struct("<QIIiIHI")
-_LOW = (1 << 32) - 1
 
 
 def _pack(proof: Proof) -> bytes:
-    offset, length, files, nbytes, metadata = proof[:5]
-    if 0 <= offset < 1 << 48 and 0 <= metadata < 1 << 16 and 0 <= nbytes < 1 << 48:
-        with contextlib.suppress(struct.error):  # (a field out of its range: the wide form)
-            return _COMPACT.pack(
-                offset | metadata << 48,
-                length,
-                files,
-                proof.watch,
-                proof.lines,
-                nbytes >> 32,
-                nbytes & _LOW,
-            )
-    return _PACKED.pack(offset, length, files, nbytes, metadata, proof.watch, proof.lines)
+    return _PACKED.pack(*proof[:5], proof.watch, proof.lines)
 
 
 def _watch(data: bytes) -> int:
     """The watch descriptor of a packed proof (`Proof.watch`)."""
-    return _COMPACT.unpack(data)[3] if len(data) == _COMPACT.size else _PACKED.unpack(data)[5]
+    return _PACKED.unpack(data)[5]
 
 
 def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
-    if len(data) == _COMPACT.size:
-        first, length, files, watch, lines, high, low = _COMPACT.unpack(data)
-        offset, metadata, nbytes = first & ((1 << 48) - 1), first >> 48, high << 32 | low
-    else:
-        offset, length, files, nbytes, metadata, watch, lines = _PACKED.unpack(data)
+    offset, length, files, nbytes, metadata, watch, lines = _PACKED.unpack(data)
     return Proof(offset, length, files, nbytes, metadata, subfolders, watch, lines)
 
 
