@@ -26,8 +26,9 @@ Facts the walk depends on
   that it stats only its own share there), such a part lists a source folder before it
   matches it.
 - Where the handler decides a folder at both sides whole (`MarchHandler.takes_lstats`: the
-  resume scan) and the destination is a local folder without records, the destination's
-  entries are listed as plain ``lstat`` tuples (`Destination.lstats`) and the folder's
+  resume scan) and the destination offers a plain listing (`Capabilities.lstat_listing`: a
+  folder) and keeps no records, its entries are listed as plain ``lstat`` tuples
+  (`Destination.lstats`) and the folder's
   source entries handed to `MarchHandler.lstat_names` in one call: a `FileInfo` is made only
   for a name the handler does not decide there itself (it then calls its own ``match`` or
   ``src_only``), and for what is left at the destination only. The per-name calls and
