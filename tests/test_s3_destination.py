@@ -385,6 +385,8 @@ def test_the_index_is_written_whole_once_then_in_parts_of_what_changed(s3_env, m
     monkeypatch.setattr(s3_tree, "INDEX_PARTS", 2)
     prefix = f"parts/{os.getpid()}-{next(_prefixes)}"
     url = f"s3://softcopy/{prefix}"
+    # (the copier's proxy stays up while the copier is used: a new connection to a proxy
+    # already stopped fails, and an idle one kept alive may close at any moment)
     with FailingProxy(s3_env, lambda *_: False) as proxy:
         copier = S3Destination(url, env=proxy.env())
         for i in range(10):
@@ -394,26 +396,26 @@ def test_the_index_is_written_whole_once_then_in_parts_of_what_changed(s3_env, m
         publish(copier, "c/10", b"chunk 10")
         copier.flush()
         puts = [p.rpartition("/.softcopy/")[2] for m, p in proxy.requests if m == "PUT"]
-    index_puts = [p for p in puts if p.startswith("s3-index")]
-    assert index_puts[0] == "s3-index.json.z" and len(index_puts) == 2, index_puts
-    part = index_puts[1]
-    assert part.startswith("s3-index-") and part.endswith("-1.json.z"), part
-    assert part in {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
-    with FailingProxy(s3_env, lambda *_: False) as proxy:
-        reader = S3Destination(url, create=False, env=proxy.env())
-        listed = reader.listdir("c")
-        reader.close()
-        heads = [p for m, p in proxy.requests if m == "HEAD"]
-    assert heads == [] and len(listed) == 11
-    assert listed["3"].mtime_ns == MTIME_NS + 1 and listed["3"].size == len(b"chunk 3 again")
-    assert listed["10"].mtime_ns == MTIME_NS and listed["2"].mtime_ns == MTIME_NS
-    # Two parts are the most: the third write is whole again, and the parts go.
-    for n in (11, 12):
-        publish(copier, f"c/{n}", b"chunk %d" % n)
-        copier.flush()
-    names = {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
-    assert not [n for n in names if n.startswith("s3-index-")], names
-    copier.close()
+        index_puts = [p for p in puts if p.startswith("s3-index")]
+        assert index_puts[0] == "s3-index.json.z" and len(index_puts) == 2, index_puts
+        part = index_puts[1]
+        assert part.startswith("s3-index-") and part.endswith("-1.json.z"), part
+        assert part in {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
+        with FailingProxy(s3_env, lambda *_: False) as reading:
+            reader = S3Destination(url, create=False, env=reading.env())
+            listed = reader.listdir("c")
+            reader.close()
+            heads = [p for m, p in reading.requests if m == "HEAD"]
+        assert heads == [] and len(listed) == 11
+        assert listed["3"].mtime_ns == MTIME_NS + 1 and listed["3"].size == len(b"chunk 3 again")
+        assert listed["10"].mtime_ns == MTIME_NS and listed["2"].mtime_ns == MTIME_NS
+        # Two parts are the most: the third write is whole again, and the parts go.
+        for n in (11, 12):
+            publish(copier, f"c/{n}", b"chunk %d" % n)
+            copier.flush()
+        names = {k.rpartition("/")[2] for k in keys(s3_env, prefix)}
+        assert not [n for n in names if n.startswith("s3-index-")], names
+        copier.close()
     again = S3Destination(url, create=False)
     assert again.stat("c/12").mtime_ns == MTIME_NS and again.stat("c/3").mtime_ns == MTIME_NS + 1
     again.close()
