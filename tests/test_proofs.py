@@ -713,7 +713,8 @@ def test_a_folder_of_this_runs_copies_is_proven_from_them_as_the_comparison_prov
 
         def blocks(proof) -> tuple[list, bytes]:
             data = Path(spool.path).read_bytes()[proof.offset :]
-            return pickle.loads(data[: proof.length]), data[proof.length :][: proof.lines]
+            lines = Path(spool.lines_path).read_bytes()[proof.lines_at :]
+            return pickle.loads(data[: proof.length]), lines[: proof.lines]
 
         for k, (change, expected) in changes.items():
             change()

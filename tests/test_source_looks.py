@@ -31,7 +31,7 @@ def _proven_tree(root: Path, spool: ProofSpool) -> dict[str, Proof]:
             spool.add(
                 rel, name, FileInfo(False, True, st.st_size, st.st_mtime_ns, source_stamp(st))
             )
-        offset, length, _ = spool.block(rel)
+        offset, length, _, _ = spool.block(rel)
         proofs[rel] = Proof(offset, length, 3, 33, 0, (), NO_WATCH)
     return proofs
 

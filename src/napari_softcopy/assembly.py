@@ -4,7 +4,8 @@ memory, `hashes.HashJournal.fresh`, else the segments' `hashes.HashJournal.lates
 only the files the journal holds no current hash of are read back and hashed then.
 
 A folder proven during the copy has its lines made then (`ManifestLines`, by the same rule,
-`_reusable`): the finish copies them whole (`listing.ManifestBlock`), in its folder's place.
+`_reusable`): the finish copies them whole after the files it lists, in the order the
+folders were proven (`listing.ProvenLines`), a few long copies for a day's 100,000 folders.
 A file this run's records in memory miss takes, before the segments, the hash the destination
 kept of its upload where it still holds the version listed (`Destination.acknowledged_digest`:
 S3 on a server that checks each upload's checksum). At 50,002 files in one folder, past
@@ -38,7 +39,7 @@ from .destinations import (
 from .hashes import HashJournal, _write_all
 from .journal_records import JournalRecord, json_string, path_key
 from .layout import is_own_temp_name
-from .listing import Listing, ManifestBlock, Row
+from .listing import Listing, Row
 from .manifest import FORMAT_VERSION, HASH, MANIFEST
 from .readback import hash_workers, read_back
 
@@ -206,7 +207,6 @@ def assemble(
             ("files", "bytes", "journal", "hashed", "hashed_bytes", "proofs", "uploads"), 0
         )
         acknowledged = dest.acknowledged_digest
-        spools: dict[str, object] = {}  # (the proofs' spools of the blocks, each opened once)
         window: list[tuple[str, int, str | Future]] = []
         out: list[bytes] = []  # (what is not written yet, and its bytes)
         out_bytes = [0]
@@ -242,30 +242,12 @@ def assemble(
             out.clear()
             out_bytes[0] = 0
 
-        def copy_block(block: ManifestBlock) -> None:
-            f = spools.get(block.spool)
-            if f is None:
-                f = spools[block.spool] = stack.enter_context(open(block.spool, "rb"))
-            data = os.pread(f.fileno(), block.length, block.offset)
-            if len(data) != block.length:
-                raise OSError(f"the proofs' spool {block.spool} was cut short")
-            put(data)
-            counts["files"] += block.files
-            counts["bytes"] += block.bytes
-            counts["journal"] += block.files
-            counts["proofs"] += block.files
-
         record = None
         if listing is not None:
             files = listing.files(stop)
         else:
             files = sorted_files(dest, marker, stamps, stop)
         for rel, info in files:
-            if type(info) is ManifestBlock:
-                write(window)
-                window = []
-                copy_block(info)
-                continue
             found = fresh.get(rel)
             if found is not None:
                 key = found.key
@@ -295,6 +277,15 @@ def assemble(
                 window = []
         write(window)
         flush()
+        proven = listing.proven if listing is not None else None
+        if proven is not None and not (stop is not None and stop.is_set()):
+            with open(proven.lines_path, "rb") as lines:
+                for offset, length in listing.proven_ranges():
+                    _copy_range(lines.fileno(), offset, length, fd, proven.lines_path)
+            counts["files"] += proven.files
+            counts["bytes"] += proven.bytes
+            counts["journal"] += proven.files
+            counts["proofs"] += proven.files
         if stop is not None and stop.is_set():
             return None
         header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
@@ -316,6 +307,29 @@ def assemble(
         counts["proofs"],
         counts["uploads"],
     )
+
+
+def _copy_range(src: int, offset: int, length: int, dst: int, where: str) -> None:
+    """Append ``length`` bytes at ``offset`` of ``src`` to ``dst`` (at its position): in the
+    kernel where it can (`os.copy_file_range`: the proofs' lines of a day, 110 MB, in 0.1 s
+    against 0.3 s through Python's buffers), else read and written a megabyte at a time
+    (another file system, a FUSE mount)."""
+    end = offset + length
+    kernel = True
+    while offset < end:
+        n = 0
+        if kernel:
+            try:
+                n = os.copy_file_range(src, dst, end - offset, offset)
+            except OSError:  # (EXDEV, EINVAL, EOPNOTSUPP...: the plain way from here on)
+                kernel = False
+        if n <= 0:
+            data = os.pread(src, min(end - offset, 1 << 20), offset)
+            if not data:
+                raise OSError(f"the proofs' lines file {where} was cut short")
+            _write_all(dst, data)
+            n = len(data)
+        offset += n
 
 
 def _lazily(make: Callable[[], Iterator[JournalRecord]]) -> Iterator[JournalRecord]:

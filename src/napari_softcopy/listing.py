@@ -17,11 +17,14 @@ spool file in a temporary folder of the walk's own (`spool_folder`: deleted whol
 listing, so that a part cut short leaves nothing behind), at most one folder's rows held. A
 `Listing` is the spools and, per folder, where its blocks are; it is small (a few tens of
 bytes per folder), is sent back from a helper process with its part's report, and `Listing.files`
-gives every file in the manifest's order (`journal_records.path_key`: each folder listed sorted by
+gives every file in walk order (`journal_records.path_key`: each folder listed sorted by
 name, a folder's content where its name comes), merging the parts' blocks folder by folder.
 
-A folder proven during the copy may also have its manifest lines made then (`ManifestBlock`,
-`proofs`): `Listing.files` gives that block in its folder's place instead of its rows.
+A folder proven during the copy may also have its manifest lines made then (`proofs`): a
+listing of the finish's walk holds where those are (`ProvenLines`), and `Listing.files` leaves
+those folders out; the manifest takes their lines whole after the files it lists, in the order
+they were proven. Where another part of the listing (a recheck) lists such a folder too, its
+rows are given instead, merged with that part's.
 """
 
 from __future__ import annotations
@@ -34,28 +37,75 @@ import shutil
 import tempfile
 import threading
 from array import array
-from collections import ChainMap
 from collections.abc import Iterator, Mapping
-from typing import NamedTuple
 
 from .destinations import FileInfo
 
-__all__ = ["Listing", "ListingWriter", "ManifestBlock", "spool_folder"]
+__all__ = ["Listing", "ListingWriter", "ProvenLines", "spool_folder"]
 
 #: One file: name in its folder, size, mtime_ns, stamp (as listed; None: none).
 Row = tuple[str, int, int, "bytes | None"]
 
 
-class ManifestBlock(NamedTuple):
-    """The manifest's lines of every file of a folder without subfolders, made when it was
-    proven (`assembly.ManifestLines`): ``length`` bytes at ``offset`` of the file ``spool``,
-    for ``files`` files of ``bytes`` bytes."""
+class ProvenLines:
+    """The manifest lines of the folders a finish's walk vouched for by their proofs, each
+    made when its folder was proven (`proofs.ProofSpool`: ``lines_path``), and the proofs
+    themselves (``proofs``: a folder's rows, where another part lists it too).
 
-    spool: str
-    offset: int
-    length: int
-    files: int
-    bytes: int
+    Held: 16 bytes a folder (where its lines are) and its name, as `Listing` holds a folder
+    of rows."""
+
+    def __init__(self, rows_path: str, lines_path: str, proofs: Mapping) -> None:
+        self.rows_path = rows_path
+        self.lines_path = lines_path
+        self.proofs = proofs
+        self.folders: list[str] = []
+        self.spans = array("q")  # (offset, length) of each folder's lines
+        self.files = 0
+        self.bytes = 0
+        self._given: set[str] = set()  # (folders whose rows are given instead)
+
+    def add(self, folder: str, proof) -> None:
+        """Vouch for ``folder`` by its `proofs.Proof` ``proof`` (one with lines)."""
+        self.folders.append(folder)
+        self.spans.extend((proof.lines_at, proof.lines))
+        self.files += proof.files
+        self.bytes += proof.bytes
+
+    def give_rows(self, folders: set[str]) -> tuple[str, list[str], array] | None:
+        """Take out the folders of ``folders`` it holds (listed by another part too); a
+        listing part of their proofs' rows, or None where there were none."""
+        taken = [f for f in self.folders if f in folders and f not in self._given]
+        if not taken:
+            return None
+        spans = array("q")
+        for folder in taken:
+            proof = self.proofs[folder]
+            spans.extend((proof.offset, proof.length))
+            self.files -= proof.files
+            self.bytes -= proof.bytes
+            self._given.add(folder)
+        return self.rows_path, taken, spans
+
+    def ranges(self) -> Iterator[tuple[int, int]]:
+        """``(offset, length)`` in ``lines_path`` of every line held, in the file's order,
+        neighbours joined (a day's proofs lie end to end: a few long reads)."""
+        given = self._given
+        spans = self.spans
+        order = sorted(
+            (i for i in range(len(self.folders)) if self.folders[i] not in given),
+            key=lambda i: spans[2 * i],
+        )
+        start = end = -1
+        for i in order:
+            offset, length = spans[2 * i], spans[2 * i + 1]
+            if offset != end:
+                if end > start:
+                    yield start, end - start
+                start = offset
+            end = offset + length
+        if end > start:
+            yield start, end - start
 
 
 class Listing:
@@ -73,9 +123,9 @@ class Listing:
     borrowed : tuple of str
         Spools read but not owned (`proofs.ProofSpool`'s, kept for the next finish):
         `discard` leaves them.
-    blocks : Mapping
-        Folder -> its `ManifestBlock`, given instead of its rows where they are its only ones
-        and come from the block's spool (`verify_folders.ProvenBlocks`: made when asked).
+    proven : ProvenLines or None
+        The folders vouched for whose manifest lines were made when proven: not given by
+        `files` (but where another part lists them too).
     """
 
     def __init__(
@@ -83,12 +133,12 @@ class Listing:
         parts: list[tuple[str, list[str], array]] | None = None,
         folder: str | None = None,
         borrowed: tuple[str, ...] = (),
-        blocks: Mapping[str, ManifestBlock] | None = None,
+        proven: ProvenLines | None = None,
     ) -> None:
         self.parts = parts or []
         self.folder = folder
         self.borrowed = borrowed
-        self.blocks = {} if blocks is None else blocks  # (not `or`: its len() walks all)
+        self.proven = proven
 
     @property
     def spools(self) -> list[str]:
@@ -102,22 +152,22 @@ class Listing:
             self.parts + other.parts,
             self.folder or other.folder,
             self.borrowed + other.borrowed,
-            _either(self.blocks, other.blocks),
+            self.proven or other.proven,  # (at most one has any: the proofs' part)
         )
 
-    def files(
-        self, stop: threading.Event | None = None
-    ) -> Iterator[tuple[str, FileInfo | ManifestBlock]]:
-        """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed; a
-        folder whose only rows are of its proof and that has a `ManifestBlock` gives that
-        instead, once, in their place (``(folder, block)``). Stops early (incomplete) when
-        ``stop`` is set: the caller checks it.
+    def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
+        """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed,
+        but those of the folders `proven` holds (their lines are taken whole: the caller
+        takes them after these, `ProvenLines.ranges`; a folder another part lists too is
+        taken out of it first, its rows given here). Stops early (incomplete) when ``stop``
+        is set: the caller checks it.
 
         The blocks are taken in their folders' order (a folder before what is below it,
         siblings by name): a stack of the folders on the way down holds each one's rows not
         given yet, the rows of a folder that sort before its next subfolder are given before
         that subfolder's. Held: the blocks' order, and one folder's rows per level.
         """
+        self._settle()
         parts = self.parts
         # (path_key order is the order of the paths with "/" made the lowest character: no
         # name holds a NUL, so "a/b" sorts before "a.b", as ("a", "b") before ("a.b",))
@@ -139,19 +189,15 @@ class Listing:
                 while k < len(order) and parts[order[k] >> 32][1][order[k] & 0xFFFFFFFF] == rel:
                     here.append(order[k])
                     k += 1
-                block = self.blocks.get(rel)
-                if len(here) == 1 and block is not None and parts[here[0] >> 32][0] == block.spool:
-                    rows = block  # (its lines, made when proven: `_rest` gives them whole)
-                else:
-                    blocks = []
-                    for n in here:
-                        p, i = n >> 32, n & 0xFFFFFFFF
-                        spans, f = parts[p][2], spools[p]
-                        f.seek(spans[2 * i])
-                        blocks.append(pickle.loads(f.read(spans[2 * i + 1])))
-                    # (a walk and its rechecks list a path once: one name twice would be a
-                    # mistake, and the later block, a recheck's, is kept)
-                    rows = blocks[0] if len(blocks) == 1 else _last_of_each(blocks)
+                blocks = []
+                for n in here:
+                    p, i = n >> 32, n & 0xFFFFFFFF
+                    spans, f = parts[p][2], spools[p]
+                    f.seek(spans[2 * i])
+                    blocks.append(pickle.loads(f.read(spans[2 * i + 1])))
+                # (a walk and its rechecks list a path once: one name twice would be a
+                # mistake, and the later block, a recheck's, is kept)
+                rows = blocks[0] if len(blocks) == 1 else _last_of_each(blocks)
                 while down and not _below(rel, down[-1][0]):
                     yield from _rest(down.pop())
                 if down:  # what the folder above has before this folder's name
@@ -161,6 +207,24 @@ class Listing:
                 down.append([rel, f"{rel}/" if rel else "", rows, 0])
             while down:
                 yield from _rest(down.pop())
+
+    def proven_ranges(self) -> Iterator[tuple[int, int]]:
+        """Where the lines of the folders `proven` holds are in its ``lines_path``
+        (`ProvenLines.ranges`), but those of folders that `files` gives (listed by another
+        part too)."""
+        if self.proven is None:
+            return iter(())
+        self._settle()
+        return self.proven.ranges()
+
+    def _settle(self) -> None:
+        """Give the rows of a folder `proven` holds that another part lists too (a recheck's
+        rows of it merge with its proof's, the later kept) rather than its lines."""
+        if self.proven is not None:
+            listed = {f for _, folders, _ in self.parts for f in folders}
+            rows = self.proven.give_rows(listed)
+            if rows is not None:  # (first: the rows of a later part, a recheck's, are kept)
+                self.parts = [rows, *self.parts]
 
     def discard(self) -> None:
         """Delete the spools (and their folder, with whatever a part cut short left there)."""
@@ -175,30 +239,15 @@ class Listing:
         self.folder = None
 
 
-def _either(a: Mapping, b: Mapping) -> Mapping:
-    """Both listings' blocks (at most one has any: the proofs' part), never counted (a
-    `verify_folders.ProvenBlocks` is as long as the proofs)."""
-    if isinstance(b, dict) and not b:
-        return a
-    if isinstance(a, dict) and not a:
-        return b
-    return ChainMap(a, b)
-
-
 def _below(rel: str, folder: str) -> bool:
     """Whether ``rel`` is below ``folder`` (``""``: the root)."""
     return not folder or rel.startswith(folder + "/")
 
 
-def _rest(level: list, until: str | None = None) -> Iterator[tuple[str, FileInfo | ManifestBlock]]:
+def _rest(level: list, until: str | None = None) -> Iterator[tuple[str, FileInfo]]:
     """The rows of a folder on the way down (`Listing.files`) not given yet, up to the name
     ``until`` (a subfolder's: no file has it), or all."""
-    folder, prefix, rows, n = level
-    if isinstance(rows, ManifestBlock):  # (a folder without subfolders: given whole, once)
-        if not n:
-            yield folder, rows
-        level[3] = 1
-        return
+    _folder, prefix, rows, n = level
     while n < len(rows) and (until is None or rows[n][0] < until):
         name, size, mtime_ns, stamp = rows[n]
         yield prefix + name, FileInfo(False, True, size, mtime_ns, stamp)

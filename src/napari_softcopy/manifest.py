@@ -3,7 +3,9 @@ destination so that the copy can be proven intact later without its source.
 
 The file is ``.softcopy/manifest.jsonl`` below the destination root (`STATE_DIR`: no Zarr
 key starts with a dot, so readers of the archive never see it). JSON Lines, UTF-8: a header
-object, then one object per file, in walk order (each folder listed sorted by name)::
+object, then one object per file, each path once, in no order a reader may rely on (the
+files the finish listed in walk order, each folder sorted by name, then those of the folders
+proven during the copy as they were proven: `assembly`)::
 
     {"napari_softcopy_manifest": 1, "hash": "blake3", "files": 2, "bytes": 7, ...}
     {"path": "0/c/0/0", "size": 4, "blake3": "<64 hex digits>"}

@@ -56,7 +56,8 @@ class Proof(NamedTuple):
     metadata: int
     subfolders: tuple[str, ...]  # names of its source folders (each at the destination too)
     watch: int  # its watch descriptor when compared (the same one now = watched all along)
-    lines: int = 0  # length of its manifest lines, right after its rows (0: none made)
+    lines: int = 0  # length of its manifest lines (0: none made), in the spool's lines file
+    lines_at: int = 0  # where they are in it (`ProofSpool.lines_path`)
 
 
 #: `Proof.watch` of a folder proven without a watch (no descriptor is negative).
@@ -70,12 +71,13 @@ MAX_PROOFS = 131_072
 MAX_RETRY_FACTOR = 16
 
 #: `Proof` without its subfolders, packed: offset, length, files, bytes, metadata, watch,
-#: lines.
-_PACKED = struct.Struct("<qIIqIiI")
+#: lines, lines_at (44 bytes: a bytes object of 77, in the allocator's 80-byte class as the
+#: 69 of the form without lines_at were).
+_PACKED = struct.Struct("<qIIqIiIq")
 
 
 def _pack(proof: Proof) -> bytes:
-    return _PACKED.pack(*proof[:5], proof.watch, proof.lines)
+    return _PACKED.pack(*proof[:5], proof.watch, proof.lines, proof.lines_at)
 
 
 def _watch(data: bytes) -> int:
@@ -84,8 +86,8 @@ def _watch(data: bytes) -> int:
 
 
 def _unpack(data: bytes, subfolders: tuple[str, ...]) -> Proof:
-    offset, length, files, nbytes, metadata, watch, lines = _PACKED.unpack(data)
-    return Proof(offset, length, files, nbytes, metadata, subfolders, watch, lines)
+    offset, length, files, nbytes, metadata, watch, lines, lines_at = _PACKED.unpack(data)
+    return Proof(offset, length, files, nbytes, metadata, subfolders, watch, lines, lines_at)
 
 
 class StandingProofs(Mapping[str, Proof]):
@@ -112,6 +114,11 @@ class StandingProofs(Mapping[str, Proof]):
     def __contains__(self, folder: object) -> bool:
         return folder in self._packed
 
+    def get(self, folder: str, default: Proof | None = None) -> Proof | None:
+        # (the finish asks once a proven folder: Mapping.get's try/except doubled the cost)
+        data = self._packed.get(folder)
+        return default if data is None else _unpack(data, self._subfolders.get(folder, ()))
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._packed)
 
@@ -120,15 +127,24 @@ class StandingProofs(Mapping[str, Proof]):
 
 
 class ProofSpool:
-    """The manifest's rows of every proven folder, a block per comparison, appended to one
-    file in a temporary folder of its own (deleted by `discard`). A folder proven again gets
-    a new block; the old one is left unread."""
+    """The rows of every proven folder, a block per comparison, appended to one file
+    (`path`), and the manifest lines made with them to another (`lines_path`), in a temporary
+    folder of its own (deleted by `discard`). A folder proven again gets new blocks; the old
+    ones are left unread.
+
+    Why the lines have a file of their own: the proofs of a day's folders are made one after
+    the other, so the lines of those standing at the finish lie end to end there, and the
+    manifest takes them in a few long reads (`listing.ProvenLines`) instead of one read and
+    one lookup a folder in path order (110,500 folders: 1.1 s of the finish, all of it
+    growing with the run; benchmarks/notes.md item 80)."""
 
     def __init__(self) -> None:
         _remove_orphans()
         self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
         self.path = os.path.join(self.folder, "rows")
+        self.lines_path = os.path.join(self.folder, "lines")
         self._file = open(self.path, "ab")  # noqa: SIM115 (open until `discard`)
+        self._lines = open(self.lines_path, "ab")  # noqa: SIM115 (open until `discard`)
         self._rows: list[tuple[str, int, int, bytes | None]] = []
         self._lock = threading.Lock()
 
@@ -141,24 +157,29 @@ class ProofSpool:
         """Drop the rows of a comparison that proved nothing."""
         self._rows = []
 
-    def block(self, folder: str, lines=None) -> tuple[int, int, int]:
+    def block(self, folder: str, lines=None) -> tuple[int, int, int, int]:
         """Write the rows of ``folder``, just compared, and where ``lines`` (``lines(folder,
-        rows)``: `assembly.ManifestLines`) makes them, its manifest lines right after;
-        ``(offset, length of the rows, length of the lines)``."""
+        rows)``: `assembly.ManifestLines`) makes them, its manifest lines to the lines file;
+        ``(offset, length of the rows, offset, length of the lines)``."""
         rows, self._rows = self._rows, []
         rows.sort(key=_name)
         data = pickle.dumps(rows, pickle.HIGHEST_PROTOCOL)
         made = (lines(folder, rows) or b"") if lines is not None else b""
         with self._lock:
             offset = self._file.tell()
-            self._file.write(data + made)
+            self._file.write(data)
             self._file.flush()  # (read through another descriptor by the finish)
-        return offset, len(data), len(made)
+            lines_at = self._lines.tell()
+            if made:
+                self._lines.write(made)
+                self._lines.flush()
+        return offset, len(data), lines_at, len(made)
 
     def discard(self) -> None:
         """Delete the spool and its folder."""
         with self._lock:
             self._file.close()
+            self._lines.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from .assembly import ManifestLines
 from .destinations import Destination, FileInfo, copy_difference
 from .layout import METADATA_NAMES, is_own_temp_name, is_temp_name
-from .listing import Listing, ListingWriter, ManifestBlock, spool_folder
+from .listing import Listing, ListingWriter, ProvenLines, spool_folder
 from .march import _ROOT_FLAGS, Folder, _March, march
 from .proofs import Proof, ProofSpool
 from .source_looks import HELPER_FROM, SourceLooks, look_at_sources
@@ -82,8 +82,8 @@ def prove_folder(
             rows, nbytes = found
             for name, info in rows:
                 spool.add(folder, name, info)
-            offset, length, made = spool.block(folder, lines)
-            return Proof(offset, length, len(rows), nbytes, 0, (), watch, made)
+            offset, length, lines_at, made = spool.block(folder, lines)
+            return Proof(offset, length, len(rows), nbytes, 0, (), watch, made, lines_at)
     report = VerifyReport(source, "", False)
     handler = _OneFolder(report, False, marker, None, True, listing=spool)
     handler.dest = dest
@@ -99,7 +99,7 @@ def prove_folder(
         spool.forget()
         return None
     leaf = not handler.subfolders and folder  # (the root's manifest lines skip its own)
-    offset, length, made = spool.block(folder, lines if leaf else None)
+    offset, length, lines_at, made = spool.block(folder, lines if leaf else None)
     return Proof(
         offset,
         length,
@@ -109,6 +109,7 @@ def prove_folder(
         tuple(handler.subfolders),
         watch,
         made,
+        lines_at,
     )
 
 
@@ -198,39 +199,19 @@ def _from_copies(
     return rows, nbytes
 
 
-class ProvenBlocks(Mapping[str, ManifestBlock]):
-    """The `ManifestBlock` of each proof with manifest lines (a folder without subfolders),
-    made when asked (`listing.Listing.files` asks for the folders it takes from the proofs'
-    spool, those vouched for): not one object a folder held through the finish."""
-
-    def __init__(self, spool: str, proofs: Mapping[str, Proof]) -> None:
-        self._spool = spool
-        self._proofs = proofs
-
-    def __getitem__(self, folder: str) -> ManifestBlock:
-        proof = self._proofs[folder]
-        if not proof.lines or proof.subfolders:
-            raise KeyError(folder)
-        offset = proof.offset + proof.length
-        return ManifestBlock(self._spool, offset, proof.lines, proof.files, proof.bytes)
-
-    def __iter__(self):
-        return (f for f in self._proofs if f in self)
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
-
-
 @dataclass
 class _Unproven(_Comparison):
     """The finish's walk: folders with a standing proof (`proofs`) are vouched for by it
-    (counted, their rows taken from the proofs' spool, their subfolders looked up in turn),
-    every other folder is walked as `verify_tree` walks it."""
+    (counted, their rows or, where it has them, their manifest lines taken from the proofs'
+    spool, their subfolders looked up in turn), every other folder is walked as
+    `verify_tree` walks it."""
 
     proofs: Mapping[str, Proof] = field(default_factory=dict, repr=False)
     push: object = None  # the walk's stack's append: a folder to walk
     proven: list[str] = field(default_factory=list, repr=False)
+    with_rows: list[str] = field(default_factory=list, repr=False)  # (those without lines)
     spans: array = field(default_factory=lambda: array("q"), repr=False)
+    lines: ProvenLines | None = field(default=None, repr=False)
     checked_at_source: int = 0  # (unwatched proven folders found as proven at the source)
     looks: SourceLooks | None = None  # (`look_at_sources`, made before the walk; None: none)
 
@@ -244,20 +225,35 @@ class _Unproven(_Comparison):
 
     def _vouch(self, top: str) -> None:
         """Count the proven folder ``top`` and every proven one below it; queue the rest."""
-        report, proofs, stack = self.report, self.proofs, [top]
+        # (once for each of a day's 100,000 folders at the finish: kept to plain steps)
+        get, unwatched, stack = self.proofs.get, self.unwatched, [top]
+        proven, with_rows, spans, lines = self.proven, self.with_rows, self.spans, self.lines
+        files = nbytes = metadata = 0
         while stack:
             rel = stack.pop()
-            proof = proofs.get(rel)
-            if proof is None or (rel in self.unwatched and not self._unchanged(rel, proof)):
+            proof = get(rel)
+            if proof is None or (
+                unwatched and rel in unwatched and not self._unchanged(rel, proof)
+            ):
                 # (a subfolder of a proven one: at the destination too)
                 self.push((rel, True, True))
                 continue
-            self.proven.append(rel)
-            self.spans.extend((proof.offset, proof.length))
-            report.files_checked += proof.files
-            report.bytes_checked += proof.bytes
-            report.metadata_files += proof.metadata
-            stack.extend(f"{rel}/{name}" for name in proof.subfolders)
+            proven.append(rel)
+            subfolders = proof.subfolders
+            if subfolders:
+                stack.extend([f"{rel}/{name}" for name in subfolders])
+            if proof.lines and not subfolders and lines is not None:
+                lines.add(rel, proof)
+            else:
+                with_rows.append(rel)
+                spans.extend((proof.offset, proof.length))
+            files += proof.files
+            nbytes += proof.bytes
+            metadata += proof.metadata
+        report = self.report
+        report.files_checked += files
+        report.bytes_checked += nbytes
+        report.metadata_files += metadata
 
     @property
     def unwatched(self) -> frozenset[str]:
@@ -300,7 +296,10 @@ def walk_unproven(
     `VerifyReport.source_looks_in_helper` counts those the helper made."""
     report = VerifyReport(source, destination, False)
     writer = ListingWriter(spool_folder())
-    handler = _Unproven(report, False, marker, None, True, listing=writer, proofs=proofs)
+    lines = ProvenLines(spool.path, spool.lines_path, proofs)
+    handler = _Unproven(
+        report, False, marker, None, True, listing=writer, proofs=proofs, lines=lines
+    )
     own = dest is None
     if own:
         dest = _open_destination(destination)
@@ -336,9 +335,7 @@ def walk_unproven(
     report.source_looks_in_helper = 0 if handler.looks is None else handler.looks.in_helper
     listing = writer.close()
     proven = Listing(
-        [(spool.path, handler.proven, handler.spans)],
-        borrowed=(spool.path,),
-        blocks=ProvenBlocks(spool.path, proofs),
+        [(spool.path, handler.with_rows, handler.spans)], borrowed=(spool.path,), proven=lines
     )
     report.listing = proven.merged(listing)
     return report, handler.proven
