@@ -248,8 +248,10 @@ while str(root / "d5") not in seen and time.monotonic() < deadline:
     time.sleep(0.01)
 for i in range(6):  # (a rescan tries them again: counted no further)
     watcher.watches.watch(str(root / f"d{i}"))
+from napari_softcopy.platform import degraded
 print(json.dumps({"asked": asked.is_set(), "watched": watcher.watched,
-                  "unwatched": watcher.unwatched, "seen": sorted(seen), "said": said}))
+                  "unwatched": watcher.unwatched, "seen": sorted(seen), "said": said,
+                  "notices": degraded()}))
 watcher.stop()
 watcher.join(5)
 """
@@ -259,11 +261,14 @@ watcher.join(5)
 def test_the_refused_folders_are_counted_to_a_cap_said_once(tmp_path):
     """Past the kernel's limit every new folder is refused, a day long: their count is a
     set of hashes, kept to `watches.MAX_REFUSED` (memory bounded at any number of folders);
-    the cap met is said once, and every folder is still reported (its rescan asked for)."""
+    the cap met is said once, in the log and in the notices a copy's status shows, and every
+    folder is still reported (its rescan asked for)."""
     out = run_in_namespace(_REFUSED_COUNTED_TO_A_CAP, tmp_path, timeout=60)
     assert out["asked"] and out["watched"] == 2 and out["unwatched"] == 2, out
     assert {str(tmp_path / f"d{i}") for i in range(6)} <= set(out["seen"]), out
     assert sum("their count stops there" in line for line in out["said"]) == 1, out
+    off = "an exact count of the folders without a watch is off"
+    assert sum(line.startswith(off) for line in out["notices"]) == 1, out
 
 
 _PAST_THE_LIMIT = """

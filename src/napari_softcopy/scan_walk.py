@@ -112,7 +112,7 @@ class ScanHandler(MarchHandler):
         slower); None where they can."""
         c = self.capabilities
         if not c.lstat_listing:
-            return "the destination has no plain listing of its folders (an object store)"
+            return "the destination offers no plain listing of its folders (object stores do not)"
         if c.records:  # (a copy's record, not its lstat, says whether it is current)
             return "the destination keeps records of its copies (no xattrs or coarse mtimes)"
         if c.mtime_precision_ns >= NO_MTIME_NS:

@@ -59,6 +59,7 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
+from .platform import current_notices
 from .watches import (
     IN_CLOEXEC,
     IN_CLOSE_WRITE,
@@ -227,7 +228,10 @@ class InotifyWatcher:
 
     def start(self) -> None:
         """Start the reader thread."""
-        self._thread = threading.Thread(target=self._run, name="softcopy-watcher", daemon=True)
+        # (with the starting thread's notices: what the watches cannot do is said in the
+        # copy's status, not only in the log)
+        run = current_notices().thread_target(self._run)
+        self._thread = threading.Thread(target=run, name="softcopy-watcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:

@@ -46,7 +46,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
-from .platform import IS_LINUX
+from .platform import IS_LINUX, degrade
 from .watch_slots import WatchSlots
 
 log = logging.getLogger(__name__)
@@ -342,10 +342,11 @@ class WatchTable:
             refused.add(key)
         elif not self._refused_full:
             self._refused_full = True
-            log.warning(
-                "more than %d folders could not be watched: their count stops there (each is "
-                "still found by the rescans it asks for)",
-                self._max_refused,
+            # (in the log, the status's notices and the widget: the figure shown is a floor)
+            degrade(
+                "an exact count of the folders without a watch",
+                f"more than {self._max_refused:,} folders could not be watched: their count "
+                "stops there (each is still found by the rescans it asks for)",
             )
 
     def _release_idle(self) -> int:
