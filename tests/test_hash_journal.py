@@ -245,6 +245,57 @@ def test_the_records_kept_in_memory_are_each_paths_latest_and_the_rest_read_back
     assert_manifest_is_fresh(dst)
 
 
+def test_a_listings_files_without_records_in_memory_take_theirs_from_one_read_of_the_segments(
+    tmp_path, monkeypatch
+):
+    """The finish's manifest from a verification's listing: the files whose records were
+    dropped from memory take theirs from the segments, looked up all at once after the
+    others (`HashJournal.find`: each segment read once, only their lines parsed), or past
+    `assembly.DEFER_MAX` from the merged stream as before: the same manifest, each file's
+    latest record (an invalidation where the file changed since a hash; a non-ASCII name as
+    the segments escape it), no file read back that the journal holds a hash of."""
+    from napari_softcopy import assembly
+    from napari_softcopy.verify import verify_tree
+
+    monkeypatch.setattr(hashes, "FRESH_MAX", 10)
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "d").mkdir(parents=True)
+    names = [f"d/f{i:02d}" for i in range(29)] + ["d/\u00e9t\u00e9"]
+    for rel in names:
+        (src / rel).write_bytes(os.urandom(1000 + len(rel)))
+    dest = LocalDestination(dst)
+    try:
+        journal = HashJournal(dest, low_priority=False, flush_s=0.0)
+        notices = Notices()
+        for rel in names:
+            notices.thread_target(lambda rel=rel: _copy_hashed(src, dest, rel, journal))()
+        (src / "d/f03").write_bytes(b"changed")  # (copied again: its hash still to come)
+        _copy(src, dest, "d/f03", journal)
+        journal.close()  # (the queued publish: an invalidation, its latest record)
+        assert journal.fresh_dropped > 0
+        found = journal.find({"d/f00", "d/f03", "d/\u00e9t\u00e9", "d/none"})
+        assert set(found) == {"d/f00", "d/f03", "d/\u00e9t\u00e9"}
+        assert found["d/f00"].digest and not found["d/f03"].digest
+        report = verify_tree(src, dst, marker=None, stamps=True, listing=True)
+        assert report.ok, report.summary()
+        runs = []
+        for defer_max in (assembly.DEFER_MAX, 3):
+            monkeypatch.setattr(assembly, "DEFER_MAX", defer_max)
+            done = assemble(
+                dest, source=str(src), marker=None, journal=journal, listing=report.listing
+            )
+            runs.append(
+                ((done.files, done.from_journal, done.hashed), assert_manifest_is_fresh(dst))
+            )
+        report.listing.discard()
+        journal.discard()
+    finally:
+        dest.close()
+    (counts, entries), (counts_streamed, entries_streamed) = runs
+    assert counts == counts_streamed == (30, 29, 1)  # (d/f03 read back: no current hash)
+    assert entries == entries_streamed
+
+
 def test_segments_are_merged_in_the_background_keeping_the_latest_record(tmp_path):
     """Many small batches: the segments are merged as they gather (a bounded number of files
     however long the copy), and the manifest is still right."""

@@ -97,6 +97,14 @@ class _CopiedVersion(NamedTuple):
     st_ctime_ns: int
 
 
+#: Files of a listing whose records are read from the journal's segments at the end, all at
+#: once (`HashJournal.find`), at most: about 200 bytes each (path, `FileInfo`), so 6.5 MiB.
+#: A day's folders proven during the copy leave none; a bulk copy that outran the prover left
+#: 4,101 of 1,000,000 (benchmarks/notes.md item 80). Past it, the merged stream of every
+#: record (`HashJournal.latest`), which costs the same for a thousand files as for all.
+DEFER_MAX = 32_768
+
+
 def _reusable(record: JournalRecord | None, key: str, info: FileInfo, caps: Capabilities) -> bool:
     """Whether ``record`` (its path's latest) is the hash of the file ``info`` as it is now:
     ``info`` is a copy of the source version the record names, by the one rule
@@ -242,31 +250,8 @@ def assemble(
             out.clear()
             out_bytes[0] = 0
 
-        record = None
-        if listing is not None:
-            files = listing.files(stop)
-        else:
-            files = sorted_files(dest, marker, stamps, stop)
-        for rel, info in files:
-            found = fresh.get(rel)
-            if found is not None:
-                key = found.key
-            else:
-                digest = acknowledged(rel, info)
-                if digest is not None:  # (the upload's own hash: no segment read for it)
-                    counts["journal"] += 1
-                    counts["uploads"] += 1
-                    window.append((rel, info.size, digest))
-                    if len(window) >= 256:
-                        write(window)
-                        window = []
-                    continue
-                key = path_key(rel)
-                if record is None or record.key < key:
-                    record = next(records, None)
-                    while record is not None and record.key < key:
-                        record = next(records, None)
-                found = record
+        def take(rel: str, info: FileInfo, found: JournalRecord | None, key: str) -> None:
+            nonlocal window
             if _reusable(found, key, info, caps):
                 counts["journal"] += 1
                 window.append((rel, info.size, found.digest))
@@ -275,7 +260,49 @@ def assemble(
             if len(window) >= 256:  # (bounded: a window of files in flight, in order)
                 write(window)
                 window = []
+
+        record = None
+
+        def from_segments(rel: str, info: FileInfo) -> None:
+            nonlocal record  # (the merged stream's, in path order as the files come)
+            key = path_key(rel)
+            if record is None or record.key < key:
+                record = next(records, None)
+                while record is not None and record.key < key:
+                    record = next(records, None)
+            take(rel, info, record, key)
+
+        # The files of a verification's listing whose hash is neither in memory nor kept
+        # from their upload: looked up all at once after the others (`HashJournal.find`), up
+        # to `DEFER_MAX`; past it, in the segments' merged stream as they come.
+        deferred: list | None = [] if journal is not None and listing is not None else None
+        if listing is not None:
+            files = listing.files(stop)
+        else:
+            files = sorted_files(dest, marker, stamps, stop)
+        for rel, info in files:
+            found = fresh.get(rel)
+            if found is not None:
+                take(rel, info, found, found.key)
+                continue
+            digest = acknowledged(rel, info)
+            if digest is not None:  # (the upload's own hash: no segment read for it)
+                counts["journal"] += 1
+                counts["uploads"] += 1
+                window.append((rel, info.size, digest))
+                if len(window) >= 256:
+                    write(window)
+                    window = []
+            elif deferred is None:
+                from_segments(rel, info)
+            else:
+                deferred.append((rel, info))
+                if len(deferred) > DEFER_MAX:  # (in path order still: the stream takes them)
+                    for item in deferred:
+                        from_segments(*item)
+                    deferred = None
         write(window)
+        window = []
         flush()
         proven = listing.proven if listing is not None else None
         if proven is not None and not (stop is not None and stop.is_set()):
@@ -286,6 +313,12 @@ def assemble(
             counts["bytes"] += proven.bytes
             counts["journal"] += proven.files
             counts["proofs"] += proven.files
+        if deferred and journal is not None and not (stop is not None and stop.is_set()):
+            got = journal.find({rel for rel, _ in deferred})
+            for rel, info in deferred:
+                take(rel, info, got.get(rel), path_key(rel))
+            write(window)
+            flush()
         if stop is not None and stop.is_set():
             return None
         header |= {"files": counts["files"], "bytes": counts["bytes"], "created": time.time()}
