@@ -309,10 +309,11 @@ def assemble(
             with open(proven.lines_path, "rb") as lines:
                 for offset, length in listing.proven_ranges():
                     _copy_range(lines.fileno(), offset, length, fd, proven.lines_path)
-            counts["files"] += proven.files
-            counts["bytes"] += proven.bytes
-            counts["journal"] += proven.files
-            counts["proofs"] += proven.files
+            files, nbytes = listing.proven_counts()
+            counts["files"] += files
+            counts["bytes"] += nbytes
+            counts["journal"] += files
+            counts["proofs"] += files
         if deferred and journal is not None and not (stop is not None and stop.is_set()):
             got = journal.find({rel for rel, _ in deferred})
             for rel, info in deferred:

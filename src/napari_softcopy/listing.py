@@ -50,7 +50,8 @@ Row = tuple[str, int, int, "bytes | None"]
 class ProvenLines:
     """The manifest lines of the folders a finish's walk vouched for by their proofs, each
     made when its folder was proven (`proofs.ProofSpool`: ``lines_path``), and the proofs
-    themselves (``proofs``: a folder's rows, where another part lists it too).
+    themselves (``proofs``: a folder's rows, where another part lists it too). Not changed
+    once the walk is done: what a listing takes out of it is the listing's (`Listing.given`).
 
     Held: 16 bytes a folder (where its lines are) and its name, as `Listing` holds a folder
     of rows."""
@@ -63,7 +64,6 @@ class ProvenLines:
         self.spans = array("q")  # (offset, length) of each folder's lines
         self.files = 0
         self.bytes = 0
-        self._given: set[str] = set()  # (folders whose rows are given instead)
 
     def add(self, folder: str, proof) -> None:
         """Vouch for ``folder`` by its `proofs.Proof` ``proof`` (one with lines)."""
@@ -72,28 +72,30 @@ class ProvenLines:
         self.files += proof.files
         self.bytes += proof.bytes
 
-    def give_rows(self, folders: set[str]) -> tuple[str, list[str], array] | None:
-        """Take out the folders of ``folders`` it holds (listed by another part too); a
-        listing part of their proofs' rows, or None where there were none."""
-        taken = [f for f in self.folders if f in folders and f not in self._given]
-        if not taken:
-            return None
+    def rows_of(self, folders: list[str]) -> tuple[str, list[str], array]:
+        """A listing part of the proofs' rows of ``folders`` (some it holds)."""
         spans = array("q")
-        for folder in taken:
+        for folder in folders:
             proof = self.proofs[folder]
             spans.extend((proof.offset, proof.length))
-            self.files -= proof.files
-            self.bytes -= proof.bytes
-            self._given.add(folder)
-        return self.rows_path, taken, spans
+        return self.rows_path, folders, spans
 
-    def ranges(self) -> Iterator[tuple[int, int]]:
-        """``(offset, length)`` in ``lines_path`` of every line held, in the file's order,
-        neighbours joined (a day's proofs lie end to end: a few long reads)."""
-        given = self._given
-        spans = self.spans
+    def counts(self, given: set[str]) -> tuple[int, int]:
+        """Files and bytes of the lines held, but those of the folders ``given``."""
+        files, nbytes = self.files, self.bytes
+        for folder in given:
+            proof = self.proofs[folder]
+            files -= proof.files
+            nbytes -= proof.bytes
+        return files, nbytes
+
+    def ranges(self, given: set[str]) -> Iterator[tuple[int, int]]:
+        """``(offset, length)`` in ``lines_path`` of every line held but those of the folders
+        ``given``, in the file's order, neighbours joined (a day's proofs lie end to end: a
+        few long reads)."""
+        folders, spans = self.folders, self.spans
         order = sorted(
-            (i for i in range(len(self.folders)) if self.folders[i] not in given),
+            (i for i in range(len(folders)) if not given or folders[i] not in given),
             key=lambda i: spans[2 * i],
         )
         start = end = -1
@@ -167,8 +169,10 @@ class Listing:
         given yet, the rows of a folder that sort before its next subfolder are given before
         that subfolder's. Held: the blocks' order, and one folder's rows per level.
         """
-        self._settle()
         parts = self.parts
+        given = self.given()
+        if given:  # (first: the rows of a later part, a recheck's, are kept)
+            parts = [self.proven.rows_of(given), *parts]
         # (path_key order is the order of the paths with "/" made the lowest character: no
         # name holds a NUL, so "a/b" sorts before "a.b", as ("a", "b") before ("a.b",))
         order = sorted(
@@ -208,23 +212,26 @@ class Listing:
             while down:
                 yield from _rest(down.pop())
 
+    def given(self) -> list[str]:
+        """The folders `proven` holds that another part lists too (a recheck): `files` gives
+        their proof's rows, merged with that part's (the later kept), not their lines."""
+        if self.proven is None:
+            return []
+        listed = {f for _, folders, _ in self.parts for f in folders}
+        return [f for f in self.proven.folders if f in listed] if listed else []
+
     def proven_ranges(self) -> Iterator[tuple[int, int]]:
         """Where the lines of the folders `proven` holds are in its ``lines_path``
-        (`ProvenLines.ranges`), but those of folders that `files` gives (listed by another
-        part too)."""
+        (`ProvenLines.ranges`), but those `given`."""
         if self.proven is None:
             return iter(())
-        self._settle()
-        return self.proven.ranges()
+        return self.proven.ranges(set(self.given()))
 
-    def _settle(self) -> None:
-        """Give the rows of a folder `proven` holds that another part lists too (a recheck's
-        rows of it merge with its proof's, the later kept) rather than its lines."""
-        if self.proven is not None:
-            listed = {f for _, folders, _ in self.parts for f in folders}
-            rows = self.proven.give_rows(listed)
-            if rows is not None:  # (first: the rows of a later part, a recheck's, are kept)
-                self.parts = [rows, *self.parts]
+    def proven_counts(self) -> tuple[int, int]:
+        """Files and bytes of the lines `proven_ranges` gives."""
+        if self.proven is None:
+            return 0, 0
+        return self.proven.counts(set(self.given()))
 
     def discard(self) -> None:
         """Delete the spools (and their folder, with whatever a part cut short left there)."""
