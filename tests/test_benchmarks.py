@@ -155,3 +155,16 @@ def test_the_resume_scan_benchmark_times_each_versions_first_scan(tmp_path, caps
         assert [r["version"] for r in rows] == [src, src]
         assert all(r["scan_s"] > 0 and r["find_s"] > 0 and r["over_find"] > 0 for r in rows)
     assert (tmp_path / "copy.zarr" / "complete").exists()
+
+
+def test_the_finish_steps_benchmark_times_each_step_on_a_whole_synthetic_day(capsys):
+    """`benchmarks.finish_steps` reaches into the proofs, the listing and the journal: this
+    keeps it in step (it asserts that the manifest lists every file and that both lookups
+    find every wanted record)."""
+    from benchmarks.finish_steps import main
+
+    assert main(["--timepoints", "3", "--wanted", "4", "--reps", "1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["files"] == 3 * 221 * 9 and out["folders"] == 1 + 3 * (2 + 13 + 221)
+    [run] = out["runs"]
+    assert set(run) == {"walk_unproven_s", "assemble_s", "find_s", "latest_stream_s"}
