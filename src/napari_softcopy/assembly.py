@@ -250,16 +250,19 @@ def assemble(
             out.clear()
             out_bytes[0] = 0
 
-        def take(rel: str, info: FileInfo, found: JournalRecord | None, key: str) -> None:
+        def push(rel: str, size: int, digest: str | Future) -> None:
             nonlocal window
-            if _reusable(found, key, info, caps):
-                counts["journal"] += 1
-                window.append((rel, info.size, found.digest))
-            else:
-                window.append((rel, info.size, pool.submit(read_back, dest, rel)))
+            window.append((rel, size, digest))
             if len(window) >= 256:  # (bounded: a window of files in flight, in order)
                 write(window)
                 window = []
+
+        def take(rel: str, info: FileInfo, found: JournalRecord | None, key: str) -> None:
+            if _reusable(found, key, info, caps):
+                counts["journal"] += 1
+                push(rel, info.size, found.digest)
+            else:
+                push(rel, info.size, pool.submit(read_back, dest, rel))
 
         record = None
 
@@ -289,10 +292,7 @@ def assemble(
             if digest is not None:  # (the upload's own hash: no segment read for it)
                 counts["journal"] += 1
                 counts["uploads"] += 1
-                window.append((rel, info.size, digest))
-                if len(window) >= 256:
-                    write(window)
-                    window = []
+                push(rel, info.size, digest)
             elif deferred is None:
                 from_segments(rel, info)
             else:
@@ -306,10 +306,11 @@ def assemble(
         flush()
         proven = listing.proven if listing is not None else None
         if proven is not None and not (stop is not None and stop.is_set()):
+            given = set(listing.given())  # (their rows were listed above)
             with open(proven.lines_path, "rb") as lines:
-                for offset, length in listing.proven_ranges():
+                for offset, length in proven.ranges(given):
                     _copy_range(lines.fileno(), offset, length, fd, proven.lines_path)
-            files, nbytes = listing.proven_counts()
+            files, nbytes = proven.counts(given)
             counts["files"] += files
             counts["bytes"] += nbytes
             counts["journal"] += files

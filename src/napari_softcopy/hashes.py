@@ -435,8 +435,7 @@ class HashJournal:
         wanted = {json_string(rel).encode() + b"\t" for rel in rels}
         found: dict[str, JournalRecord] = {}
 
-        def take(line: bytes) -> None:
-            record = parse_record(line + b"\n")
+        def keep(record: JournalRecord | None) -> None:
             if record is not None:
                 kept = found.get(record.rel)
                 if kept is None or kept.seq < record.seq:
@@ -451,11 +450,11 @@ class HashJournal:
                     for line in lines:
                         tab = line.find(b"\t") + 1
                         if line[:tab] in wanted:
-                            take(line)
+                            keep(parse_record(line + b"\n"))
                         elif line[:1] == b"{":  # (a record of an earlier version's form)
                             record = parse_record(line + b"\n")
                             if record is not None and record.rel in rels:
-                                take(line)
+                                keep(record)
                 # (a last line without its newline is torn: `parse_record` drops it)
         return found
 

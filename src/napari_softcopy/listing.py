@@ -160,9 +160,8 @@ class Listing:
     def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
         """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed,
         but those of the folders `proven` holds (their lines are taken whole: the caller
-        takes them after these, `ProvenLines.ranges`; a folder another part lists too is
-        taken out of it first, its rows given here). Stops early (incomplete) when ``stop``
-        is set: the caller checks it.
+        takes them after these, `ProvenLines.ranges`), save those `given`. Stops early
+        (incomplete) when ``stop`` is set: the caller checks it.
 
         The blocks are taken in their folders' order (a folder before what is below it,
         siblings by name): a stack of the folders on the way down holds each one's rows not
@@ -214,24 +213,12 @@ class Listing:
 
     def given(self) -> list[str]:
         """The folders `proven` holds that another part lists too (a recheck): `files` gives
-        their proof's rows, merged with that part's (the later kept), not their lines."""
+        their proof's rows, merged with that part's (the later kept); their lines are not to
+        be taken (`ProvenLines.ranges`, `ProvenLines.counts`)."""
         if self.proven is None:
             return []
         listed = {f for _, folders, _ in self.parts for f in folders}
         return [f for f in self.proven.folders if f in listed] if listed else []
-
-    def proven_ranges(self) -> Iterator[tuple[int, int]]:
-        """Where the lines of the folders `proven` holds are in its ``lines_path``
-        (`ProvenLines.ranges`), but those `given`."""
-        if self.proven is None:
-            return iter(())
-        return self.proven.ranges(set(self.given()))
-
-    def proven_counts(self) -> tuple[int, int]:
-        """Files and bytes of the lines `proven_ranges` gives."""
-        if self.proven is None:
-            return 0, 0
-        return self.proven.counts(set(self.given()))
 
     def discard(self) -> None:
         """Delete the spools (and their folder, with whatever a part cut short left there)."""
