@@ -6,6 +6,7 @@ read-only bind mount, a lazy unmount, another user for an unreadable file, SIGKI
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import re
@@ -16,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -38,6 +40,8 @@ from faults_support import (
     unmount_all,
 )
 from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.destinations import STATE_DIR, DestinationChanged
+from napari_softcopy.destinations.local import LocalDestination
 from support import assert_identical
 
 
@@ -255,6 +259,89 @@ def test_destination_unmounted_mid_run_stops_and_writes_nothing_there(tmp_path, 
         result = run_cli("copy", src, dst, state_dir=state_dir)
         assert result.returncode == 0, result.stderr
         assert_identical(src, dst)
+
+
+class DroppingShare(LocalDestination):
+    """A network share whose connection drops: new files fail with ENOTCONN while its root
+    still answers `check` (as sshfs's mount does while the kernel keeps the root's
+    attributes, about a second: too short to hit on purpose, so the fault is injected
+    here; `test_real_destinations` makes the real one). `gone` then fails `check` as an
+    unmounted root does."""
+
+    dropped = threading.Event()
+    gone = threading.Event()
+    refused: ClassVar[list[str]] = []  # what it refused to create
+
+    def create_temp(self, rel):
+        if self.dropped.is_set():
+            self.refused.append(rel)
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", rel)
+        return super().create_temp(rel)
+
+    def publish(self, temp, **kwargs):  # (a file in flight when it dropped)
+        if self.dropped.is_set():
+            raise OSError(errno.ENOTCONN, "Transport endpoint is not connected", temp.rel)
+        super().publish(temp, **kwargs)
+
+    def check(self):
+        if self.gone.is_set():
+            raise DestinationChanged(errno.ENOTCONN, f"destination {self.path} is gone")
+        super().check()
+
+
+@pytest.mark.parametrize("ending", ["connection back", "share gone"])
+def test_a_dropped_connection_is_one_error_a_round_then_continues_or_stops(
+    tmp_path, monkeypatch, ending
+):
+    """Every file in flight fails at once when a share's connection drops: that is said once
+    in each backoff round (not once a file), the copy waits, and it continues when the
+    connection is back or stops with one clear error when the share is gone."""
+    import napari_softcopy.engine.core as core
+
+    DroppingShare.dropped.clear()
+    DroppingShare.gone.clear()
+    DroppingShare.refused.clear()
+    monkeypatch.setattr(core, "open_destination", lambda target: DroppingShare(target))
+    src, dst = tmp_path / "acq.zarr", tmp_path / "copy.zarr"
+    make_archive(src, n_chunks=40, chunk_bytes=64 * 1024)
+    e = start_engine(src, dst, workers=4, bandwidth_mb_s=1.0)
+    try:
+        poll(lambda: e.status().files_copied >= 2, 20, "copies under way")
+        DroppingShare.dropped.set()  # (four workers, each with a file in flight)
+        poll(lambda: len(retry_delays_of(e)) >= 2, 20, "a second backoff round")
+        s = e.status()
+        lost = [m["message"] for m in s.errors if "lost the connection" in m["message"]]
+        assert lost and all(str(dst) in m for m in lost), s.errors
+        # One a round: the rounds' delays double (1 s, 2 s), each said once.
+        assert retry_delays_of(e)[:2] == [1, 2], lost
+        assert e.state in ("copying", "finishing"), e.status().message
+        if ending == "connection back":
+            journal = f"{STATE_DIR}/hashes-"  # (`hashes.JOURNAL`: written every 2 s)
+            poll(
+                lambda: any(r.startswith(journal) for r in DroppingShare.refused),
+                20,
+                "the hash journal's write refused",
+            )
+            DroppingShare.dropped.clear()
+            assert e.wait(60) and e.state == "verified", e.status().message
+            assert_identical(src, dst)
+            # The hash journal kept its records meanwhile: the finish need not hash the copy.
+            assert e.status().notices == [], e.status().notices
+        else:
+            DroppingShare.gone.set()
+            e.wait(20)  # (True only when verified)
+            assert e.state == "failed", (e.status().message, e.status().errors)
+            s = e.status()
+            assert str(dst) in s.message and "is gone" in s.message, s.message
+            assert s.error_count <= 4, s.errors
+    finally:
+        DroppingShare.dropped.clear()
+        e.stop()
+        e.wait(30)
+
+
+def retry_delays_of(e: CopyEngine) -> list[int]:
+    return retry_delays({"errors": e.status().errors})
 
 
 # ---------------------------------------------------------------------------- source

@@ -351,6 +351,55 @@ def test_the_finish_writes_its_last_segment_without_merging(tmp_path):
     assert latest[-1].digest == blake3.blake3((src / "last").read_bytes()).hexdigest()
 
 
+def test_a_full_destination_holds_the_journals_records_until_it_can_write_them(tmp_path, caplog):
+    """A real full disk (a tmpfs): the journal's write is refused, its records are kept (not
+    given up: the finish would then hash every file) and written once there is room; the
+    finish's flush (`paused`) raises meanwhile, so that the finish waits and asks again."""
+    from faults_support import tmpfs
+
+    caplog.set_level(logging.INFO, logger="napari_softcopy.hashes")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("f0", "f1", "late"):
+        (src / name).write_bytes(os.urandom(1000))
+    notices = Notices()  # (the journal's thread reports to those of its starter's copy)
+    latest = {}
+
+    def copy_while_the_disk_fills(disk: Path) -> None:
+        dest = LocalDestination(disk / "dst")
+        journal = HashJournal(dest, low_priority=False, flush_s=0.0)
+        journal.start()
+        try:
+            for rel in ("f0", "f1"):
+                _copy_hashed(src, dest, rel, journal)
+            wait_for(lambda: len(journal_records(disk / "dst")) == 2, what="a first segment")
+            late = copy_file(str(src / "late"), dest, "late", stop=threading.Event(), digest=True)
+            with open(disk / "filler", "wb") as f, pytest.raises(OSError, match="No space"):
+                while True:  # (the disk full)
+                    f.write(os.urandom(1 << 16))
+                    f.flush()
+            journal.published("late", late.size, late.mtime_ns, late.stamp, late.digest)
+            wait_for(lambda: "keeps its records" in caplog.text, what="the write refused")
+            assert journal.broken is None and notices.lines() == []
+            with pytest.raises(OSError, match="No space"), journal.paused():
+                pass
+            (disk / "filler").unlink()  # (room again)
+            wait_for(lambda: len(journal_records(disk / "dst")) == 3, what="the records written")
+            with journal.paused():
+                latest.update((r.rel, r.digest) for r in journal.latest())
+            journal.discard()
+        finally:
+            journal.close()
+            dest.close()
+
+    with tmpfs(tmp_path / "disk", "1m") as disk:
+        notices.thread_target(lambda: copy_while_the_disk_fills(disk))()
+    assert latest == {
+        rel: blake3.blake3((src / rel).read_bytes()).hexdigest() for rel in ("f0", "f1", "late")
+    }
+    assert notices.lines() == []
+
+
 def test_a_record_of_an_earlier_run_stands_only_for_the_version_it_hashed(tmp_path):
     """A killed run may have published a version it never recorded: here a rewrite with size
     and mtime put back, copied without a record. The stamp on the copy (the source's inode

@@ -271,6 +271,55 @@ def test_the_refused_folders_are_counted_to_a_cap_said_once(tmp_path):
     assert sum(line.startswith(off) for line in out["notices"]) == 1, out
 
 
+_REFUSED_CAP_IN_A_COPY = """
+import json, sys, time
+from pathlib import Path
+import napari_softcopy.watches as watches
+from napari_softcopy import CopyEngine, CopyOptions
+from napari_softcopy.engine import Tuning
+
+root = Path(sys.argv[1])
+src, dst = root / "acq.zarr", root / "copy.zarr"
+src.mkdir()
+(src / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+Path("/proc/sys/user/max_inotify_watches").write_text("1")  # the root's watch only
+watches.MAX_REFUSED = 2
+e = CopyEngine(src, dst, CopyOptions(low_priority=False, rescan_interval=0.5),
+               Tuning(max_watches=None))
+e.start()
+off = "an exact count of the folders without a watch is off"
+try:
+    deadline = time.monotonic() + 30
+    while e.status().state != "copying" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for i in range(5):
+        (src / f"d{i}").mkdir()
+        (src / f"d{i}" / "0").write_bytes(b"chunk")
+    while time.monotonic() < deadline and not (
+        any(n.startswith(off) for n in e.status().notices)
+        and all((dst / f"d{i}" / "0").exists() for i in range(5))
+    ):
+        time.sleep(0.01)
+    s = e.status()
+    print(json.dumps({"state": s.state, "notices": s.notices,
+                      "copied": sorted(str(p.relative_to(dst)) for p in dst.glob("d*/0"))}))
+finally:
+    e.stop()
+    e.wait(10)
+"""
+
+
+@linux_only
+def test_the_refused_folders_cap_reaches_a_running_copys_status(tmp_path):
+    """The cap on the refused folders' count met inside a copy (its watcher thread) is said
+    in that copy's status, as the widget shows it, once; the folders are still copied."""
+    out = run_in_namespace(_REFUSED_CAP_IN_A_COPY, tmp_path, timeout=90)
+    off = "an exact count of the folders without a watch is off"
+    assert sum(n.startswith(off) for n in out["notices"]) == 1, out
+    assert out["copied"] == [f"d{i}/0" for i in range(5)], out
+    assert out["state"] == "copying", out
+
+
 _PAST_THE_LIMIT = """
 import json, sys, threading
 from pathlib import Path

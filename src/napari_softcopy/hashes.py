@@ -65,6 +65,7 @@ import time
 from collections.abc import Collection, Iterator
 
 from .destinations import SOURCE_STAMP, STATE_DIR, Destination, LocalDestination
+from .destinations.away import RETRY_ERRNOS
 from .journal_records import FreshRecords, JournalRecord, json_string, parse_record, path_key
 from .layout import is_own_temp_name
 from .platform import current_notices, degrade, get_xattr, lower_thread_priority
@@ -84,6 +85,9 @@ QUEUE = 8192  # files waiting to be hashed; beyond it, hashed at the finish inst
 #: dict's entry (tracemalloc, paths of the day's geometry: `FreshRecords`), so at most 6.5 MiB.
 FRESH_MAX = 32768
 FANIN = 16  # segments of one level merged into one of the next
+#: Records kept while the destination is away, beyond which the journal is given up: a
+#: copy that cannot write its journal there cannot write its files either, so few come.
+HOLD_MAX = 2 * BATCH
 _RUN_SHIFT = 40  # sequence = run << 40 | order of publish in that run
 
 
@@ -143,6 +147,7 @@ class HashJournal:
         self._counter = 0
         self._segment_n = 0
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
+        self._held = False  # records kept while the destination is away (`_flush_locked`)
         self.hashed = 0  # files hashed by the thread
         self.from_upload = 0  # files whose hash the destination gave at their upload
         self._upload_digests = dest.capabilities.verified_upload_digest
@@ -330,24 +335,48 @@ class HashJournal:
         return mtime_ns, (stamp or b"").decode("ascii", "replace"), digest
 
     # -- writing segments ---------------------------------------------------------------------
-    def _flush_locked(self, merge: bool = True) -> None:
+    def _flush_locked(self, merge: bool = True, *, finish: bool = False) -> None:
         """Write the buffer as one segment (called with `_busy` held); merge segments when
-        `FANIN` of one level have gathered (unless ``merge`` is False)."""
+        `FANIN` of one level have gathered (unless ``merge`` is False).
+
+        While the destination is away (`away.RETRY_ERRNOS`: full, a share's connection
+        dropped) the records are kept, up to `HOLD_MAX`, and written at a later flush; at
+        the ``finish`` the error is raised then, for the finish to wait and ask again.
+        """
         with self._lock:
             records, self._buffer = self._buffer, []
         if not records or self.broken:
             return
         records.sort()
+        self._segment_n += 1
         try:
-            self._segment_n += 1
             self._write_segment(_segment_name(0, self.run, self._segment_n), records)
-            if merge:
-                self._merge_full_levels()
         except OSError as exc:
-            # Records lost: an older hash might then stand for a newer version. The journal
-            # is no longer used: the finish hashes every file, as without one.
-            self.broken = f"the hash journal at {self.dest.path / STATE_DIR} failed ({exc})"
-            degrade("hashing during the copy", f"{self.broken}; the finish hashes every file")
+            if exc.errno in RETRY_ERRNOS and len(records) + len(self._buffer) <= HOLD_MAX:
+                with self._lock:
+                    self._buffer[:0] = records  # (the older first; sorted when written)
+                    self._buffer_since = time.monotonic()
+                if not self._held:
+                    self._held = True
+                    log.info("the hash journal keeps its records until it can write (%s)", exc)
+                if finish:
+                    raise
+                return
+            self._break(exc)
+            return
+        self._held = False
+        if merge:
+            try:
+                self._merge_full_levels()
+            except OSError as exc:  # (cut short: duplicates, harmless; merged at a later flush)
+                if exc.errno not in RETRY_ERRNOS:
+                    self._break(exc)
+
+    def _break(self, exc: OSError) -> None:
+        # Records lost: an older hash might then stand for a newer version. The journal is
+        # no longer used: the finish hashes every file, as without one.
+        self.broken = f"the hash journal at {self.dest.path / STATE_DIR} failed ({exc})"
+        degrade("hashing during the copy", f"{self.broken}; the finish hashes every file")
 
     def _write_segment(self, name: str, records) -> None:
         temp = self.dest.create_temp(f"{STATE_DIR}/{name}")
@@ -413,7 +442,7 @@ class HashJournal:
         the sixteenth: 16 GETs, a 7 MiB PUT and 16 DELETEs, 0.33 s of the 0.8 s from the last
         upload to the exit; benchmarks/notes.md item 56)."""
         with self._busy:
-            self._flush_locked(merge=False)
+            self._flush_locked(merge=False, finish=True)
             yield
 
     def latest(self) -> Iterator[JournalRecord]:

@@ -11,13 +11,13 @@ import threading
 import time
 
 from ..destinations import Destination, DestinationChanged
+from ..destinations.away import RETRY_ERRNOS
 from ..manifest import MANIFEST, manifest_for_copy
 from ..move_step import deleted_log_for, free_after_copy
 from ..status import JobState
 from ..transfer import write_file
 from ..verify import VerifyReport, WalkHelper, recheck, start_helpers
 from .finish_wait import FinishWait
-from .live import DEST_RETRY_ERRNOS
 from .state import _Fatal
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
@@ -235,7 +235,7 @@ class Finish(FinishWait):
                     return self._cancel(changes, "right before its marker")
                 break
             except OSError as exc:
-                if exc.errno not in DEST_RETRY_ERRNOS:
+                if exc.errno not in RETRY_ERRNOS:
                     raise
                 self._dest_error(self.options.marker, exc)
                 self._wait_backoff()
@@ -328,7 +328,7 @@ class Finish(FinishWait):
         except DestinationChanged as exc:
             raise _Fatal(exc.strerror) from None
         except OSError as exc:
-            if exc.errno in DEST_RETRY_ERRNOS:
+            if exc.errno in RETRY_ERRNOS:
                 raise  # (full, read-only: waited for like the marker)
             raise _Fatal(
                 f"the manifest could not be made at {self.destination} ({exc.strerror or exc}), "

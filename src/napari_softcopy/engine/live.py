@@ -12,6 +12,7 @@ import stat
 import time
 
 from ..destinations import DestinationChanged, UnholdableName
+from ..destinations.away import CONNECTION_ERRNOS, RETRY_ERRNOS
 from ..layout import NODE_NAMES, array_at, is_metadata_name
 from ..march import is_private
 from ..platform import lower_thread_priority
@@ -20,19 +21,6 @@ from ..transfer import RACY_S, CopyResult, NotRegularFile, Stopped, settle_left,
 from .state import EngineState
 
 log = logging.getLogger(__package__)  # (one logger for the engine, as before the split)
-
-#: Errors that mean "the destination cannot take data right now": retried with backoff.
-DEST_RETRY_ERRNOS = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.EACCES,
-    errno.EPERM,
-    errno.EIO,
-    errno.ESTALE,
-    errno.ETIMEDOUT,
-    errno.EAGAIN,
-}
 
 
 class LiveCopy(EngineState):
@@ -266,6 +254,7 @@ class LiveCopy(EngineState):
         self._last_activity = now
         if self._backoff:
             self._backoff = 0.0
+            self._backoff_until = 0.0  # (a failure after this success is a new round, said)
         with self._lock:
             c = self._counters
             c.files_copied += 1
@@ -296,25 +285,39 @@ class LiveCopy(EngineState):
         if isinstance(exc, DestinationChanged):  # not a passing condition: stop, say why
             self._fail(exc.strerror)
             return 0.0
-        if exc.errno not in DEST_RETRY_ERRNOS:
+        if exc.errno not in RETRY_ERRNOS:
             self._error(rel, f"{exc.strerror or exc}; will retry")
             return 1.0
         now = time.monotonic()
-        if now >= self._backoff_until:
-            # One failed round doubles the delay once (not once per worker that failed in it).
-            self._backoff = min(self.tuning.max_backoff_s, max(1.0, self._backoff * 2))
-            self._backoff_until = now + self._backoff
-        what = {
-            errno.ENOSPC: "destination is full",
-            errno.EDQUOT: "destination quota exceeded",
-            errno.EROFS: "destination is read-only",
-        }.get(exc.errno or 0, f"cannot write to the destination ({exc.strerror})")
-        left = max(0.0, self._backoff_until - now)
-        self._error(
-            rel,
+        with self._lock:
+            if now >= self._backoff_until:
+                # One failed round doubles the delay once (not once per worker that failed
+                # in it), and each kind of failure is said once in it: the files in flight
+                # when a disk fills or a share drops all fail together.
+                self._backoff = min(self.tuning.max_backoff_s, max(1.0, self._backoff * 2))
+                self._backoff_until = now + self._backoff
+                self._backoff_said.clear()
+            left = max(0.0, self._backoff_until - now)
+            said = exc.errno in self._backoff_said
+            self._backoff_said.add(exc.errno)
+        if exc.errno in CONNECTION_ERRNOS:
+            what = f"lost the connection to the destination ({exc.strerror})"
+            fix = "bring its server or network back"
+        else:
+            what = {
+                errno.ENOSPC: "destination is full",
+                errno.EDQUOT: "destination quota exceeded",
+                errno.EROFS: "destination is read-only",
+            }.get(exc.errno or 0, f"cannot write to the destination ({exc.strerror})")
+            fix = "free space or fix the destination"
+        message = (
             f"{what}: {self.destination}; retrying in {math.ceil(left)} s "
-            "(free space or fix the destination, the copy then continues by itself)",
+            f"({fix}, the copy then continues by itself)"
         )
+        if said:
+            log.info("%s: %s", rel, message)  # (its round's error already says it)
+        else:
+            self._error(rel, message)
         return left
 
     def _mirror_delete(self, rel: str) -> float | None:

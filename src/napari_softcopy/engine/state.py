@@ -104,6 +104,7 @@ class EngineState:
         self._deletes_seen: dict[str, float] = {}  # path -> when its delete was first seen
         self._backoff_until = 0.0
         self._backoff = 0.0
+        self._backoff_said: set[int | None] = set()  # errnos said in this backoff round
         self._source_identity: tuple[int, int] | None = None
         # The source root, held open: files are read relative to it, so an archive deleted
         # and created again at the same path (zarr-python overwrite=True) is never mixed into

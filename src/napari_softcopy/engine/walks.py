@@ -12,11 +12,11 @@ import time
 
 from ..assembly import ManifestLines
 from ..destinations import LocalDestination
+from ..destinations.away import RETRY_ERRNOS
 from ..platform import available_cores, lower_thread_priority
 from ..proofs import NO_WATCH, FolderProofs
 from ..verify import VerifyReport, WalkHelper, verify_tree
 from ..verify_folders import prove_folder, walk_unproven
-from .live import DEST_RETRY_ERRNOS
 from .state import EngineState
 from .tuning import Tuning
 
@@ -324,7 +324,7 @@ class Walks(EngineState):
             try:
                 return walk()
             except OSError as exc:
-                if exc.errno not in DEST_RETRY_ERRNOS:
+                if exc.errno not in RETRY_ERRNOS:
                     raise
                 self._stop.wait(self._dest_error("", exc))
                 if self._stop.is_set():
