@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import zarr
 
+from napari_softcopy import progress
 from napari_softcopy.cli import build_parser, resume_command
 from napari_softcopy.option_flags import options_from_args
 from napari_softcopy.options import arg_text, schema
@@ -535,6 +536,26 @@ def test_the_progress_line_shows_every_figure_in_80_columns(name):
     wide = _progress_line(status, 200)  # room for everything: the whole name and a bar
     assert wide.startswith(f"{name} 123456/1234567 ") and re.search(r" \|█+\S? +\|$", wide), wide
     assert len(wide) == 200
+
+
+def test_the_progress_line_says_retrying_while_the_destination_is_away():
+    away = "destination is full: /mnt/cluster/acq.zarr; retrying in 16 s (free space ...)"
+    status = Status(
+        source="/data/2024-05-01_embryo3_lightsheet_position12.zarr",
+        destination="/mnt/cluster/acq.zarr",
+        state="copying",
+        chunks_expected=1_234_567,
+        chunks_at_destination=123_456,
+        files_pending=20_000,
+        error_count=3,
+        destination_away=away,
+    )
+    for width in (80, 79):
+        line = _progress_line(status, width)
+        assert len(line) <= width and " 123456/1234567 retrying " in line, line
+    assert away in progress._plain(status)
+    status.state = "failed"
+    assert " failed " in _progress_line(status, 80) and away not in progress._plain(status)
 
 
 def test_the_progress_line_takes_any_name():

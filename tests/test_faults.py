@@ -312,6 +312,10 @@ def test_a_dropped_connection_is_one_error_a_round_then_continues_or_stops(
         s = e.status()
         lost = [m["message"] for m in s.errors if "lost the connection" in m["message"]]
         assert lost and all(str(dst) in m for m in lost), s.errors
+        # The status says it as long as it lasts (the widget: "Waiting for the destination").
+        away = e.status().destination_away
+        assert away and away.startswith("lost the connection to the destination"), away
+        assert str(dst) in away and "retrying" in away, away
         # One a round: the rounds' delays double (1 s, 2 s), each said once.
         assert retry_delays_of(e)[:2] == [1, 2], lost
         assert e.state in ("copying", "finishing"), e.status().message
@@ -327,6 +331,7 @@ def test_a_dropped_connection_is_one_error_a_round_then_continues_or_stops(
             assert_identical(src, dst)
             # The hash journal kept its records meanwhile: the finish need not hash the copy.
             assert e.status().notices == [], e.status().notices
+            assert e.status().destination_away is None
         else:
             DroppingShare.gone.set()
             e.wait(20)  # (True only when verified)

@@ -200,6 +200,15 @@ def test_status_view_shows_what_a_finish_waits_for_and_the_notices():
     assert status_view(s).notice_text == ""
 
 
+def test_status_view_says_first_that_the_copy_waits_for_the_destination():
+    away = "lost the connection to the destination (Broken pipe): /mnt/x; retrying in 4 s"
+    s = Status("/a", "/b", state="copying", destination_away=away)
+    s.waiting_for = "the source to stay quiet for 42 s (last change 3 s ago)"
+    assert status_view(s, now=s.updated_at).waiting == f"Waiting for the destination: {away}"
+    s.state = "failed"  # (an ended copy waits for nothing)
+    assert status_view(s).waiting == ""
+
+
 def test_status_view_says_how_many_folders_are_watched_and_how_the_rest_are_covered():
     s = Status("/a", "/b", state="copying")
     assert status_view(s).watching == ""  # (an engine that does not say: watchdog's observer)

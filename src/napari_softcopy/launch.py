@@ -285,7 +285,8 @@ class StatusView:
     eta: str
     message: str
     errors: list[str]
-    #: What a requested finish still waits for ("" when nothing), as a sentence.
+    #: What a requested finish still waits for ("" when nothing), as a sentence; before it,
+    #: the destination the copy waits for (full, read-only, its connection lost).
     waiting: str = ""
     #: One short line about the notices ("" when none); ``notices`` holds them all.
     notice_text: str = ""
@@ -305,8 +306,11 @@ def watching_text(status: Status) -> str:
     return text
 
 
-def waiting_text(waiting_for: str | None) -> str:
-    """The engine's ``waiting_for`` as a sentence for the panel ("" when it waits for nothing)."""
+def waiting_text(waiting_for: str | None, destination_away: str | None = None) -> str:
+    """The engine's ``waiting_for`` as a sentence for the panel ("" when it waits for nothing);
+    its ``destination_away`` first (nothing goes on until the destination is back)."""
+    if destination_away:
+        return f"Waiting for the destination: {destination_away.strip()}"
     if not waiting_for:
         return ""
     text = waiting_for.strip()
@@ -374,7 +378,7 @@ def status_view(status: Status | None, *, now: float | None = None) -> StatusVie
         message=status.message,
         errors=errors,
         # A finished engine waits for nothing: an old field must not linger on the panel.
-        waiting="" if status.done else waiting_text(status.waiting_for),
+        waiting="" if status.done else waiting_text(status.waiting_for, status.destination_away),
         notice_text=notice_text(status.notices or []),
         notices=[n for n in status.notices or [] if n],
         watching=watching_text(status),

@@ -31,6 +31,7 @@ class Progress:
         self.bars = []
         self._last_line = 0.0
         self._waiting = [False] * len(engines)  # (a finish's wait is told once, as it begins)
+        self._away = [False] * len(engines)  # (so is a wait for the destination)
         self._told_destination = [False] * len(engines)  # (what the probe found: once)
         if mode == "bar":
             from tqdm import tqdm
@@ -68,6 +69,11 @@ class Progress:
                     self._waiting[i] = bool(s.waiting_for)
                     if s.waiting_for:  # (the line itself has room for "settling" only)
                         bar.write(f"{Path(s.source).name}: the finish waits for {s.waiting_for}")
+                away = bool(s.destination_away) and not s.done
+                if away != self._away[i]:
+                    self._away[i] = away
+                    if away:  # (the line itself has room for "retrying" only)
+                        bar.write(f"{Path(s.source).name}: {s.destination_away}")
                 bar.total = max(s.chunks_expected, s.chunks_at_destination)
                 bar.n = s.chunks_at_destination
                 # (tqdm measures the terminal again for each line: a resize is followed)
@@ -95,13 +101,16 @@ def bar_format(s: Status, width: int) -> str:
     """tqdm's ``bar_format`` for one copy's line in ``width`` columns.
 
     Every figure is always there (chunks, state (``settling`` while a finish waits for the
-    source to stay quiet), bytes copied, rate, lag, files pending, errors); the bar takes what
-    is left and goes first when the terminal is narrow, then the archive's name is shortened
-    in its middle (where dated names differ least).
+    source to stay quiet, ``retrying`` while the destination cannot take data), bytes
+    copied, rate, lag, files pending, errors); the bar takes what is left and goes first
+    when the terminal is narrow, then the archive's name is shortened in its middle (where
+    dated names differ least).
     """
     done = s.chunks_at_destination
     total = max(s.chunks_expected, done)
     state = "settling" if s.waiting_for and s.state == JobState.COPYING else s.state
+    if s.destination_away and not s.done:
+        state = "retrying"  # (the destination cannot take data: the line above says why)
     rate, lag = f"{_size(s.rate_bytes_s)}/s", _duration(s.lag_s)
     name = Path(s.source).name
     for pending, errors in (("pending", "errors"), ("pend", "err")):
@@ -163,4 +172,5 @@ def _plain(s: Status) -> str:
         f"{s.files_copied} files / {mib(s.bytes_copied)} copied, "
         f"{s.rate_bytes_s / 2**20:.1f} MiB/s, lag {s.lag_s:.1f} s, {s.error_count} errors"
         + (f"; the finish waits for {s.waiting_for}" if s.waiting_for else "")
+        + (f"; {s.destination_away}" if s.destination_away and not s.done else "")
     )

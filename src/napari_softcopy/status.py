@@ -81,6 +81,7 @@ class Status:
     verification: dict[str, Any] | None = None
     message: str = ""
     waiting_for: str | None = None
+    destination_away: str | None = None
     notices: list[str] = field(default_factory=list)
     freed: dict[str, Any] | None = None
     destination_info: str | None = None

@@ -544,8 +544,8 @@ def test_finish_now_anyway_is_an_explicit_second_choice(
 def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     make_napari_viewer, engines, tmp_path, qtbot
 ):
-    """What the engine writes in its status file (`waiting_for`, `notices`,
-    `destination_info`) reaches the panel."""
+    """What the engine writes in its status file (`waiting_for`, `destination_away`,
+    `notices`, `destination_info`) reaches the panel."""
     child = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True
     )
@@ -593,11 +593,19 @@ def test_panel_shows_what_a_finish_waits_for_and_the_notices(
     assert status.destination_info in tip
     assert panel.details_label.height() <= panel.fontMetrics().height() + 4  # (one line)
 
-    status.waiting_for = None
+    # The destination away comes first: nothing goes on until it is back.
+    status.destination_away = "lost the connection to the destination: /mnt; retrying in 8 s"
+    write_status_file(status_file, status)
+    panel.refresh()
+    assert f"Waiting for the destination: {status.destination_away}" in shown()
+    assert waiting not in shown()
+
+    status.waiting_for = status.destination_away = None
     status.notices = []
     write_status_file(status_file, status)
     panel.refresh()
     assert not any("42 s" in t or notices[0] in t for t in shown())  # gone when the engine says so
+    assert not any("Waiting for the destination" in t for t in shown())
     # Without notices the line says what the destination keeps, cut with "…" to the width.
     assert panel.details_label.full_text() == f"Destination: {status.destination_info}"
     assert status.destination_info in panel.details_label.toolTip()

@@ -255,6 +255,7 @@ class LiveCopy(EngineState):
         if self._backoff:
             self._backoff = 0.0
             self._backoff_until = 0.0  # (a failure after this success is a new round, said)
+            self._away = None
         with self._lock:
             c = self._counters
             c.files_copied += 1
@@ -317,6 +318,7 @@ class LiveCopy(EngineState):
         if said:
             log.info("%s: %s", rel, message)  # (its round's error already says it)
         else:
+            self._away = (f"{what}: {self.destination}", now + left)
             self._error(rel, message)
         return left
 

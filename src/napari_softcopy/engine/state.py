@@ -105,6 +105,9 @@ class EngineState:
         self._backoff_until = 0.0
         self._backoff = 0.0
         self._backoff_said: set[int | None] = set()  # errnos said in this backoff round
+        # Why the destination takes no data now, and until when the copy waits for it
+        # (`Status.destination_away`); None once a copy went through again.
+        self._away: tuple[str, float] | None = None
         self._source_identity: tuple[int, int] | None = None
         # The source root, held open: files are read relative to it, so an archive deleted
         # and created again at the same path (zarr-python overwrite=True) is never mixed into
@@ -210,6 +213,7 @@ class EngineState:
                 freed=self._freed,
                 destination_info=None if self._dest is None else self._dest.summary,
                 waiting_for=self._waiting_for,
+                destination_away=self._away_text(now),
                 folders_watched=None if watching is None else watching.watched_folders,
                 folders_unwatched=0 if watching is None else watching.unwatched_folders,
             )
@@ -219,6 +223,14 @@ class EngineState:
             snap.rate_files_s = round(sum(f for _, f, _ in recent) / span, 2)
             snap.rate_bytes_s = round(sum(b for _, _, b in recent) / span, 1)
         return snap
+
+    def _away_text(self, now: float) -> str | None:
+        away = self._away
+        if away is None or self._state in FINAL_STATES:
+            return None
+        what, until = away
+        left = math.ceil(until - now)
+        return f"{what}; retrying {f'in {left} s' if left > 0 else 'now'}"
 
     # ------------------------------------------------------------------ bookkeeping
     def _set_state(self, state: JobState, message: str | None = None) -> None:
