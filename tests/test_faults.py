@@ -308,16 +308,18 @@ def test_a_dropped_connection_is_one_error_a_round_then_continues_or_stops(
     try:
         poll(lambda: e.status().files_copied >= 2, 20, "copies under way")
         DroppingShare.dropped.set()  # (four workers, each with a file in flight)
-        poll(lambda: len(retry_delays_of(e)) >= 2, 20, "a second backoff round")
+        # Said once a round, whose delay doubles: 1 s, 2 s. (A file of the other three workers
+        # published just before the drop may book its copy after a failure: a new round from
+        # 1 s, said too; seen once in 12 runs under load: 1 s, 1 s, 2 s.)
+        poll(lambda: max(retry_delays_of(e), default=0) >= 2, 20, "a doubled backoff round")
         s = e.status()
         lost = [m["message"] for m in s.errors if "lost the connection" in m["message"]]
-        assert lost and all(str(dst) in m for m in lost), s.errors
+        assert all(str(dst) in m for m in lost), s.errors
+        assert len(lost) == len(retry_delays({"errors": s.errors})) <= 5, lost
         # The status says it as long as it lasts (the widget: "Waiting for the destination").
         away = e.status().destination_away
         assert away and away.startswith("lost the connection to the destination"), away
         assert str(dst) in away and "retrying" in away, away
-        # One a round: the rounds' delays double (1 s, 2 s), each said once.
-        assert retry_delays_of(e)[:2] == [1, 2], lost
         assert e.state in ("copying", "finishing"), e.status().message
         if ending == "connection back":
             journal = f"{STATE_DIR}/hashes-"  # (`hashes.JOURNAL`: written every 2 s)
@@ -338,7 +340,9 @@ def test_a_dropped_connection_is_one_error_a_round_then_continues_or_stops(
             assert e.state == "failed", (e.status().message, e.status().errors)
             s = e.status()
             assert str(dst) in s.message and "is gone" in s.message, s.message
-            assert s.error_count <= 4, s.errors
+            # One clear error at the end, after one a round before it.
+            gone = [m for m in s.errors if "is gone" in m["message"]]
+            assert len(gone) == 1 and s.error_count == len(lost) + 1, s.errors
     finally:
         DroppingShare.dropped.clear()
         e.stop()

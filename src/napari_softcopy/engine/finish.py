@@ -233,6 +233,8 @@ class Finish(FinishWait):
                     if self._stop.is_set():
                         return True  # (ends as "stopped")
                     return self._cancel(changes, "right before its marker")
+                if self._backoff:
+                    self._destination_back()
                 break
             except OSError as exc:
                 if exc.errno not in RETRY_ERRNOS:

@@ -253,9 +253,7 @@ class LiveCopy(EngineState):
         now = time.monotonic()
         self._last_activity = now
         if self._backoff:
-            self._backoff = 0.0
-            self._backoff_until = 0.0  # (a failure after this success is a new round, said)
-            self._away = None
+            self._destination_back()
         with self._lock:
             c = self._counters
             c.files_copied += 1

@@ -224,6 +224,13 @@ class EngineState:
             snap.rate_bytes_s = round(sum(b for _, _, b in recent) / span, 1)
         return snap
 
+    def _destination_back(self) -> None:
+        """A write went through: the backoff starts again from 1 s, a failure from now on is
+        a new round (said again), and the status no longer says the destination is away."""
+        self._backoff = 0.0
+        self._backoff_until = 0.0
+        self._away = None
+
     def _away_text(self, now: float) -> str | None:
         away = self._away
         if away is None or self._state in FINAL_STATES:

@@ -322,7 +322,7 @@ class Walks(EngineState):
         "retrying in N s". Stopped meanwhile: a report that is not ok (never an all-clear)."""
         while True:
             try:
-                return walk()
+                report = walk()
             except OSError as exc:
                 if exc.errno not in RETRY_ERRNOS:
                     raise
@@ -331,6 +331,10 @@ class Walks(EngineState):
                     report = VerifyReport(os.fspath(self.source), str(self.destination), False)
                     report._add("unreadable", ("", exc.strerror or str(exc)))
                     return report
+            else:
+                if self._backoff:
+                    self._destination_back()
+                return report
 
 
 def verify_processes(files: int, tuning: Tuning | None = None) -> int:
