@@ -146,6 +146,10 @@ def test_the_server_going_away_mid_copy_is_waited_for_then_the_copy_completes(
         make_archive(src, n_chunks=120, chunk_bytes=50_000)
         prefix = "away/acq.zarr"
         status = tmp_path / "status.json"
+
+        def away() -> str:  # (what the status says the copy waits for at the destination)
+            return (read_status(status) or {}).get("destination_away") or ""
+
         copier = start_cli(
             "copy",
             src,
@@ -161,16 +165,16 @@ def test_the_server_going_away_mid_copy_is_waited_for_then_the_copy_completes(
             server.kill()
             # Visible: the copy says it waits for the destination, and is not failed.
             waiting = poll(
-                lambda: any(
-                    "cannot reach" in e["message"] and "retrying in" in e["message"]
-                    for e in (read_status(status) or {}).get("errors", [])
-                ),
+                lambda: "cannot reach" in away(),
                 90,
                 "the status to say the copy waits for the destination",
                 0.1,
             )
             now = read_status(status)
             assert waiting and now["state"] in ("copying", "finishing"), now["message"]
+            assert "retrying" in now["destination_away"], now["destination_away"]
+            said = [e for e in now["errors"] if "cannot reach" in e["message"]]
+            assert said and all("retrying in" in e["message"] for e in said), now["errors"]
             server.start()
             code = copier.wait(120)
             end = read_status(status) or {}
