@@ -280,8 +280,9 @@ def assemble(
         # from their upload: looked up all at once after the others (`HashJournal.find`), up
         # to `DEFER_MAX`; past it, in the segments' merged stream as they come.
         deferred: list | None = [] if journal is not None and listing is not None else None
+        given = listing.given() if listing is not None else []  # (`Listing.given`: once)
         if listing is not None:
-            files = listing.files(stop)
+            files = listing.files(stop, given)
         else:
             files = sorted_files(dest, marker, stamps, stop)
         for rel, info in files:
@@ -313,16 +314,13 @@ def assemble(
         flush()
         proven = listing.proven if listing is not None else None
         if proven is not None and not (stop is not None and stop.is_set()):
-            given = set(listing.given())  # (their rows were listed above)
+            given = set(given)  # (their rows were listed above)
             refused = None  # why the kernel would not copy them (then said once)
             with open(proven.lines_path, "rb") as lines:
                 for offset, length in proven.ranges(given):
-                    refused = (
-                        _copy_range(
-                            lines.fileno(), offset, length, fd, proven.lines_path, refused is None
-                        )
-                        or refused
-                    )
+                    kernel = refused is None  # (once refused, not asked again)
+                    why = _copy_range(lines.fileno(), offset, length, fd, proven.lines_path, kernel)
+                    refused = refused or why
             if refused is not None:
                 degrade(
                     "the kernel's copy of the proven folders' manifest lines",

@@ -157,11 +157,14 @@ class Listing:
             self.proven or other.proven,  # (at most one has any: the proofs' part)
         )
 
-    def files(self, stop: threading.Event | None = None) -> Iterator[tuple[str, FileInfo]]:
+    def files(
+        self, stop: threading.Event | None = None, given: list[str] | None = None
+    ) -> Iterator[tuple[str, FileInfo]]:
         """Every file, in `journal_records.path_key` order, with its `FileInfo` as listed,
         but those of the folders `proven` holds (their lines are taken whole: the caller
-        takes them after these, `ProvenLines.ranges`), save those `given`. Stops early
-        (incomplete) when ``stop`` is set: the caller checks it.
+        takes them after these, `ProvenLines.ranges`), save those `given` (worked out here
+        unless the caller did already). Stops early (incomplete) when ``stop`` is set: the
+        caller checks it.
 
         The blocks are taken in their folders' order (a folder before what is below it,
         siblings by name): a stack of the folders on the way down holds each one's rows not
@@ -169,7 +172,8 @@ class Listing:
         that subfolder's. Held: the blocks' order, and one folder's rows per level.
         """
         parts = self.parts
-        given = self.given()
+        if given is None:
+            given = self.given()
         if given:  # (first: the rows of a later part, a recheck's, are kept)
             parts = [self.proven.rows_of(given), *parts]
         # (path_key order is the order of the paths with "/" made the lowest character: no
