@@ -144,14 +144,19 @@ def live_drain(
     n: int,
     tool: str = "oursnormal",
     trace: Path | None = None,
+    rate: float | None = None,
 ) -> dict:
     """napari-softcopy (``--normal-priority``) following the acquisition as it is written
-    (the preset's rate): the seconds from the source's marker to the copy's verified exit,
-    and the files still to copy when the marker came (``backlog``, from the status file:
-    what the drain had to upload before its finish could begin); the copy's CPU (user +
-    system, its process and its children), the server's CPU over the run, the load average
-    at the marker, and the status's ``verification``. With ``trace`` (a folder holding
-    `s3_trace`'s ``sitecustomize``), the finish's steps after the marker (`s3_trace.summary`)."""
+    (the preset's rate, or ``rate`` timepoints a second: many-files' 1,600 files a second
+    outpace what SeaweedFS and any uploader beside it can take on two cores, so that drain
+    is the backlog's upload, benchmarks/notes.md item 48; a slower rate that the server
+    keeps up with measures the finish): the seconds from the source's marker to the copy's
+    verified exit, and the files still to copy when the marker came (``backlog``, from the
+    status file: what the drain had to upload before its finish could begin); the copy's
+    CPU (user + system, its process and its children), the server's CPU over the run, the
+    load average at the marker, and the status's ``verification``. With ``trace`` (a folder
+    holding `s3_trace`'s ``sitecustomize``), the finish's steps after the marker
+    (`s3_trace.summary`)."""
     run_dir = workdir.fresh(f"s3-live-{workload.name}")
     src = run_dir / "acquisition.zarr"
     prefix = f"live-{workload.name}-{tool}-{n}"
@@ -168,6 +173,8 @@ def live_drain(
     with open(run_dir / "ours.log", "wb") as log:
         copier = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=log)
         writer = [python(), "-m", "benchmarks.writer", str(src), "--preset", workload.preset]
+        if rate is not None:
+            writer += ["--rate", str(rate)]
         subprocess.run(writer, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
         marker = (src / "complete").stat().st_mtime
         load = os.getloadavg()[0]
@@ -187,6 +194,7 @@ def live_drain(
     out = {
         "tool": tool,
         "code": code,
+        "rate": rate,
         "drain_s": round(drain, 2),
         "backlog_at_marker": backlog,
         "objects": objects(server, prefix),
@@ -391,12 +399,19 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="WORKLOAD=N: fewer timepoints than the preset's (manyfiles=5: 10,000 files)",
     )
+    p.add_argument(
+        "--live-rate",
+        nargs="*",
+        default=[],
+        help="WORKLOAD=R: the live runs' writer at R timepoints a second (the preset's: 0.8)",
+    )
     args = p.parse_args(argv)
     if args.before is not None:
         BEFORE["src"] = args.before.resolve() / "src"
     elif "oursbefore" in args.tools:
         p.error("oursbefore needs --before DIR (DIR/src: the sources before the change)")
     args.timepoints = {k: int(v) for k, v in (item.split("=") for item in args.timepoints)}
+    args.live_rate = {k: float(v) for k, v in (item.split("=") for item in args.live_rate)}
     raw = REPO / "benchmarks" / "results" / "raw"  # (not committed: .gitignore)
     raw.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="s3-", dir=raw))
@@ -439,7 +454,8 @@ def main(argv: list[str] | None = None) -> int:
                 for rep in range(args.live_reps):
                     # (the order swapped each repetition: A B, B A, ...)
                     for tool in live_tools[:: -1 if rep % 2 else 1]:
-                        r = live_drain(workload, server, workdir, rep, tool, trace)
+                        rate = args.live_rate.get(wl_name)
+                        r = live_drain(workload, server, workdir, rep, tool, trace, rate)
                         r |= {"workload": wl_name, "rep": rep}
                         results["live"].append(r)
                         print(json.dumps(r), flush=True)

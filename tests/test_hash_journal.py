@@ -587,17 +587,11 @@ def test_records_kept_in_memory_are_packed_and_read_back_as_kept():
     assert held / n < 260, f"{held / n:.0f} bytes a record"
 
 
-@pytest.mark.parametrize(
-    ("kept_on_uploads", "said"),
-    [(False, "back from the hash journal"), (True, "from their checked uploads (else from")],
-)
-def test_records_dropped_say_where_the_finish_takes_their_hashes(kept_on_uploads, said):
-    """Where uploads keep their acknowledged hash (S3 with checked uploads) the finish does
-    not read the journal back for them: the notice says what it does instead."""
+def test_records_dropped_say_where_the_finish_takes_their_hashes():
     notices, records = Notices(), FreshRecords(2)
     dropped = [records.keep(JournalRecord(f"k{i}", i, f"f{i}", 1, 1, "", "")) for i in range(3)]
     assert dropped == [False, False, True]
-    notices.thread_target(lambda: records.say_dropped(kept_on_uploads))()
+    notices.thread_target(records.say_dropped)()
     [line] = notices.lines()
     assert line.startswith("keeping the manifest's hashes in memory is off: more than 2 files")
-    assert said in line
+    assert "back from the hash journal" in line

@@ -718,7 +718,7 @@ def test_a_folder_of_this_runs_copies_is_proven_from_them_as_the_comparison_prov
 
         for k, (change, expected) in changes.items():
             change()
-            lines = ManifestLines(journal, dest.capabilities)
+            lines = ManifestLines(journal, dest)
             fast = _from_copies(str(src), dest, k, "complete", lines)
             proof = prove_folder(
                 str(src), dest, k, marker="complete", spool=spool, watch=7, lines=lines

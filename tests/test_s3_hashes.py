@@ -1,13 +1,15 @@
 """The manifest's hashes of an S3 copy taken at upload (`hashes`, `Destination.
-take_upload_digest`), against a real SeaweedFS: where the server checks each upload's
+acknowledged_digest`), against a real SeaweedFS: where the server checks each upload's
 CRC64NVME, no object is read back for the manifest, which still equals a fresh hash of every
-object; where it does not (or refuses the checksum), the copy reads each object back, said
-once; a byte flipped on the server afterwards is still caught by ``verify --checksum`` and
-by ``verify DEST``."""
+object, and the copy keeps no hash journal (a rerun takes the hashes from the index); where
+it does not (or refuses the checksum), the copy hashes what it sent, said once; a byte
+flipped on the server afterwards is still caught by ``verify --checksum`` and by ``verify
+DEST``."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from faults_support import poll, read_status, run_cli, start_cli
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, FileInfo
 from napari_softcopy.destinations.s3 import S3Destination
+from napari_softcopy.manifest import MANIFEST
 from s3_server import FailingProxy
 from support import assert_manifest_is_fresh
 from test_s3_destination import raw_store
@@ -38,8 +41,9 @@ def state_dir(tmp_path, monkeypatch) -> Path:
     return d
 
 
-#: Files the final verification compares whole with the source (`verify._same_content`).
-_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
+#: Files the final verification compares whole with the source (`verify._same_content`),
+#: and the marker (a rerun reads what is there).
+_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup", "/complete")
 
 
 def data_gets(proxy: FailingProxy, bucket_prefix: str) -> list[str]:
@@ -54,6 +58,10 @@ def data_gets(proxy: FailingProxy, bucket_prefix: str) -> list[str]:
         and f"/{STATE_DIR}/" not in path
         and not path.endswith(_METADATA)
     ]
+
+
+def listing_of(store) -> list[str]:
+    return [meta["path"] for batch in obstore.list(store) for meta in batch]
 
 
 def live_copy(src: Path, url: str, state_dir: Path, timepoints: int = 4) -> tuple[str, dict]:
@@ -92,9 +100,25 @@ def test_a_live_copy_reads_no_object_back_and_its_manifest_is_still_right(
     with FailingProxy(s3_env, lambda *_: False) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
         stderr, _status = live_copy(tmp_path / "acq.zarr", url, state_dir)
+        first = list(proxy.requests)
+        proxy.requests.clear()
+        # One object lost: the rerun copies it again and makes the manifest anew, taking the
+        # other objects' hashes from the index the first run wrote.
+        store = raw_store(s3_env, prefix)
+        lost = sorted(r for r in listing_of(store) if "/c/" in r or r.startswith("c/"))[0]
+        obstore.delete(store, lost)
+        again = run_cli("copy", tmp_path / "acq.zarr", url, state_dir=state_dir)
+        assert again.returncode == 0, again.stderr
     assert "hashing uploads for the manifest is off" not in stderr
-    puts = [p for m, p in proxy.requests if m == "PUT" and f"/{STATE_DIR}/" not in p]
+    puts = [p for m, p in first if m == "PUT" and f"/{STATE_DIR}/" not in p]
     assert len(puts) > 50  # (the chunks went through the proxy)
+    # No hash journal: the server holds what it would (`hashes`).
+    journal = [p for m, p in first if m == "PUT" and f"/{STATE_DIR}/hashes-" in p]
+    assert journal == [], journal[:3]
+    assert data_gets(proxy, prefix) == [], "the rerun read objects back for the manifest"
+    rerun_puts = {p for m, p in proxy.requests if m == "PUT"}
+    assert {f"/softcopy/{prefix}/{lost}", f"/softcopy/{prefix}/{MANIFEST}"} <= rerun_puts
+    proxy.requests[:] = first
     assert data_gets(proxy, prefix) == [], "objects were read back for the manifest"
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
     entries = assert_manifest_is_fresh(url)
@@ -142,11 +166,11 @@ def test_a_server_that_does_not_check_checksums_is_said_once_and_the_copy_hashes
 
 def test_the_manifest_takes_the_hash_each_upload_kept_without_reading_an_object_back(s3_env):
     """Each acknowledged upload's BLAKE3 is kept on its object (`S3Destination.
-    acknowledged_digest`), so the manifest needs neither the journal's records in memory
-    (dropped past `hashes.FRESH_MAX` at 50,000 files in one folder) nor its segments: here
-    no journal at all, and no object this copy uploaded is read back, while the one another
-    tool put there is; the manifest equals a fresh hash of every object. Another version
-    than the object's gets no hash from it, nor does a later run's reader (from the index)."""
+    acknowledged_digest`), so the manifest needs no hash journal: no object this copy
+    uploaded is read back, while the one another tool put there is; the manifest equals a
+    fresh hash of every object. Another version than the object's gets no hash from it. A
+    later run takes the hash from the index, for the object whose ETag it has, not for one
+    another tool put there since."""
     prefix = f"uphash/{next(_prefixes)}/acq.zarr"
     url = f"s3://softcopy/{prefix}"
     obstore.put(raw_store(s3_env, prefix), "c/other", b"not this copy's upload")
@@ -170,6 +194,47 @@ def test_the_manifest_takes_the_hash_each_upload_kept_without_reading_an_object_
     assert len(entries) == 41
     reader = S3Destination(url, create=False)
     try:
-        assert reader.acknowledged_digest("c/7", reader.stat("c/7", stamp=True)) is None
+        before = reader.stat("c/7", stamp=True)
+        assert reader.acknowledged_digest("c/7", before) == blake3.blake3(b"chunk 7").hexdigest()
+        assert reader.acknowledged_digest("c/other", reader.stat("c/other", stamp=True)) is None
     finally:
         reader.close()
+    # Another tool puts other bytes of the same size with the same metadata: only the ETag
+    # tells them apart, and the index's entry (with its hash) no longer counts.
+    store = raw_store(s3_env, prefix)
+    head = obstore.get(store, "c/7")
+    obstore.put(store, "c/7", b"chunk 8", attributes=head.attributes, use_multipart=False)
+    reader = S3Destination(url, create=False)
+    try:
+        info = reader.stat("c/7", stamp=True)
+        assert info == before  # (size, source mtime and stamp alike)
+        assert reader.acknowledged_digest("c/7", info) is None
+    finally:
+        reader.close()
+
+
+def test_a_proven_folders_manifest_lines_take_each_uploads_hash_without_a_journal(s3_env):
+    """A folder proven during an S3 copy gets its manifest lines then (`assembly.
+    ManifestLines`), from the hashes kept of its uploads: the copy keeps no journal there.
+    A row of another version than the object's gives none (the finish makes them)."""
+    from napari_softcopy.assembly import ManifestLines
+
+    url = f"s3://softcopy/uphash/{next(_prefixes)}/acq.zarr"
+    dest = S3Destination(url, env=s3_env.env())
+    try:
+        for i in range(3):
+            publish(dest, f"c/{i}", b"chunk %d" % i)
+        infos = [dest.stat(f"c/{i}", stamp=True) for i in range(3)]
+        rows = [(str(i), info.size, info.mtime_ns, info.stamp) for i, info in enumerate(infos)]
+        made = ManifestLines(None, dest)("c", rows)
+        assert made is not None
+        lines = [json.loads(line) for line in made.decode().splitlines()]
+        assert lines == [
+            {"path": f"c/{i}", "size": 7, "blake3": blake3.blake3(b"chunk %d" % i).hexdigest()}
+            for i in range(3)
+        ]
+        name, size, mtime_ns, stamp = rows[1]
+        rows[1] = (name, size, mtime_ns + 1, stamp)
+        assert ManifestLines(None, dest)("c", rows) is None
+    finally:
+        dest.close()

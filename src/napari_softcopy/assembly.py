@@ -8,10 +8,7 @@ A folder proven during the copy has its lines made then (`ManifestLines`, by the
 folders were proven (`listing.ProvenLines`), a few long copies for a day's 100,000 folders.
 A file this run's records in memory miss takes, before the segments, the hash the destination
 kept of its upload where it still holds the version listed (`Destination.acknowledged_digest`:
-S3 on a server that checks each upload's checksum). At 50,002 files in one folder, past
-`hashes.FRESH_MAX`, the segments read back and every record of them parsed for the other
-17,000 took the manifest from 0.26-0.33 s to 0.56-1.19 s after the last upload (live copies
-into SeaweedFS, in turns: benchmarks/notes.md).
+S3 on a server that checks each upload's checksum, where the copy keeps no journal at all).
 Why they still stand at the finish: they are the rows its proof vouches for (`listing`'s
 docstring says why those stand), each with the hash of that very version."""
 
@@ -134,28 +131,34 @@ def _line(rel: str, size: int, digest: str) -> str:
 
 
 class ManifestLines:
-    """Makes the manifest lines of a folder being proven (`proofs.ProofSpool.block`) from
-    this run's records of its files (`hashes.HashJournal.fresh`), where every file has one
-    that is its hash by the rule (`_reusable`); `used` holds them, for the journal to
+    """Makes the manifest lines of a folder being proven (`proofs.ProofSpool.block`) where
+    every file has a hash by the rule: this run's record of it (`hashes.HashJournal.fresh`,
+    `_reusable`), else the hash the destination kept of the upload of the version listed
+    (`Destination.acknowledged_digest`). `used` holds the records taken, for the journal to
     forget once the proof is kept (`hashes.HashJournal.forget_fresh`)."""
 
-    def __init__(self, journal: HashJournal, caps: Capabilities) -> None:
+    def __init__(self, journal: HashJournal | None, dest: Destination) -> None:
         self.journal = journal
-        self.caps = caps
+        self.dest = dest
         self.used: list[JournalRecord] = []
 
     def __call__(self, folder: str, rows: list[Row]) -> bytes | None:
         self.used = []
-        fresh, caps, used = self.journal.fresh(), self.caps, []
+        fresh = self.journal.fresh() if self.journal is not None else {}
+        caps, acknowledged, used = self.dest.capabilities, self.dest.acknowledged_digest, []
         lines = []
         for name, size, mtime_ns, stamp in rows:
             rel = f"{folder}/{name}"
             record = fresh.get(rel)
             info = FileInfo(False, True, size, mtime_ns, stamp)
-            if record is None or not _reusable(record, record.key, info, caps):
-                return None  # (the finish takes or makes the hashes of this folder)
-            used.append(record)
-            lines.append(_line(rel, size, record.digest))
+            if record is not None and _reusable(record, record.key, info, caps):
+                used.append(record)
+                digest = record.digest
+            else:
+                digest = acknowledged(rel, info)
+                if digest is None:
+                    return None  # (the finish takes or makes the hashes of this folder)
+            lines.append(_line(rel, size, digest))
         if not lines:
             return None
         self.used = used

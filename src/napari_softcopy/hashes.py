@@ -13,10 +13,13 @@ hash of the bytes handed over is the better reference: a destination that stored
 else would have its wrong bytes recorded by a read back, while against the source's hash
 ``verify DEST`` and ``--move`` (both read every copy cold) find them.
 
-Hashed at the upload instead where the destination says so
+No journal where the destination keeps each upload's hash itself
 (`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME):
-the destination hashes the bytes as it sends them and hands the hash over once the server
-acknowledged them (`Destination.take_upload_digest`).
+it hashes the bytes as it sends them, keeps the hash on the object once the server
+acknowledged them and in its index for later runs (`Destination.acknowledged_digest`), and
+the manifest takes it from there. A journal there would write, merge and read back what the
+destination already holds (a flush of 1.7-3.1 s after the marker at 50,000 files,
+benchmarks/notes.md item 76).
 
 Read back (the fallback): a file published without a hash of its bytes (a caller that did
 not ask for one) is queued for a background thread at idle priority that reads it back from
@@ -149,8 +152,6 @@ class HashJournal:
         self.broken: str | None = None  # why the journal cannot be trusted (then unused)
         self._held = False  # records kept while the destination is away (`_flush_locked`)
         self.hashed = 0  # files hashed by the thread
-        self.from_upload = 0  # files whose hash the destination gave at their upload
-        self._upload_digests = dest.capabilities.verified_upload_digest
         self.run = 1 + max((p[1] for p in self._segments_by_name().values()), default=0)
         # (a local destination's files are read through folder descriptors: `_hash_local`)
         self._folders = FolderCache(dest.fileno()) if isinstance(dest, LocalDestination) else None
@@ -166,18 +167,17 @@ class HashJournal:
     @property
     def wants_digests(self) -> bool:
         """Whether copies should hash their bytes (`transfer.copy_file(digest=True)`): not
-        where the destination hashes its uploads itself, nor once the journal is broken."""
-        return not self._upload_digests and self.broken is None
+        once the journal is broken."""
+        return self.broken is None
 
     def published(
         self, rel: str, size: int, mtime_ns: int, stamp: str = "", digest: str = ""
     ) -> None:
         """``rel`` was just published at the destination, copied from the source version of
         ``size`` and ``mtime_ns``. Record ``digest``, the hash of its bytes as copied (with
-        ``stamp``, that source version's, `destinations.source_stamp`), or take the hash
-        the destination made of it as it was sent (`Destination.take_upload_digest`), or
-        else hash it in the background. Never blocks on the hasher."""
-        if digest and not self._upload_digests:
+        ``stamp``, that source version's, `destinations.source_stamp`), or else hash it in
+        the background. Never blocks on the hasher."""
+        if digest:
             key = path_key(rel)
             with self._lock:  # (one lock a file: the sequence and the buffer together)
                 self._counter += 1
@@ -185,20 +185,11 @@ class HashJournal:
                 record = JournalRecord(key, seq, rel, size, mtime_ns, stamp, digest)
                 dropped = self._add_locked(record)
             if dropped:
-                self._fresh.say_dropped(self._upload_digests)
+                self._fresh.say_dropped()
             return
         with self._lock:
             self._counter += 1
             seq = self.run << _RUN_SHIFT | self._counter
-        if self._upload_digests:
-            # (called right after the publish, in its thread: the last upload of this path)
-            up = self.dest.take_upload_digest(rel)
-            if up is not None and up.size == size and up.mtime_ns == mtime_ns:
-                key = path_key(rel)
-                self._add(JournalRecord(key, seq, rel, size, mtime_ns, up.stamp, up.digest))
-                with self._lock:
-                    self.from_upload += 1
-                return
         try:
             self._queue.put_nowait((rel, size, mtime_ns, stamp, seq))
         except queue.Full:  # (behind: hashed at the finish; no older hash may stand for it)
@@ -208,7 +199,7 @@ class HashJournal:
         with self._lock:
             dropped = self._add_locked(record)
         if dropped:
-            self._fresh.say_dropped(self._upload_digests)
+            self._fresh.say_dropped()
 
     def _add_locked(self, record: JournalRecord) -> bool:
         """Buffer ``record`` and keep it in `fresh` (called with `_lock` held); whether the

@@ -157,18 +157,12 @@ class FreshRecords(Mapping[str, JournalRecord]):
         self.dropped += max(1, self.cap // 8)
         return True
 
-    def say_dropped(self, kept_on_uploads: bool = False) -> None:
-        """Said once: the copy stays correct, but the finish reads the journal back (or,
-        ``kept_on_uploads``, takes each upload's acknowledged hash first:
-        `Destination.acknowledged_digest`)."""
-        where = (
-            "takes the other files' hashes from their checked uploads (else from the hash journal)"
-            if kept_on_uploads
-            else "reads the other files' hashes back from the hash journal"
-        )
+    def say_dropped(self) -> None:
+        """Said once: the copy stays correct, but the finish reads the journal back."""
         degrade(
             "keeping the manifest's hashes in memory",
-            f"more than {self.cap:,} files copied in folders not yet proven: the finish {where}",
+            f"more than {self.cap:,} files copied in folders not yet proven: the finish "
+            "reads the other files' hashes back from the hash journal",
         )
 
     def forget(self, records: list[JournalRecord]) -> None:

@@ -35,7 +35,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, NamedTuple, Protocol
+from typing import BinaryIO, Protocol
 
 #: Extended attribute on every copied file: the source file's inode number and inode change
 #: time (ctime) when it was copied. A rewrite that puts size and mtime back (``os.utime``)
@@ -131,18 +131,6 @@ class FileInfo:
     record: SourceRecord | None = None
 
 
-class UploadDigest(NamedTuple):
-    """A published file's BLAKE3 ``digest`` as the server acknowledged it, with the version
-    it names: ``size``, the source's ``mtime_ns`` and stamp (ASCII) recorded on it, and the
-    ETag the server gave it (`Destination.take_upload_digest`)."""
-
-    size: int
-    mtime_ns: int
-    stamp: str
-    etag: str
-    digest: str
-
-
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a destination can do (rclone's ``Precision``/``Features``, zarr's ``supports_*``).
@@ -177,9 +165,10 @@ class Capabilities:
         a reader's open shows the time of that open, and the upload ends with the server's
         finer time): there a copy's record (`SourceRecord`) is trusted whatever its mtime.
     verified_upload_digest : bool
-        `Destination.take_upload_digest` gives the BLAKE3 of each file it published, hashed
-        on the way and acknowledged by a server that checked the bytes' checksum on arrival
-        (S3 with CRC64NVME), so the manifest needs no read back of it (`hashes`).
+        `Destination.acknowledged_digest` gives the BLAKE3 of each file a copy published,
+        hashed on the way and acknowledged by a server that checked the bytes' checksum on
+        arrival (S3 with CRC64NVME), so the manifest needs no read back of it, and the copy
+        no hash journal (`hashes`).
     latency_bound : bool
         Every file operation waits on another machine, or on a FUSE daemon that asks one
         (NFS, SMB, sshfs, rclone mount...): one copy at a time leaves the link idle, so the
@@ -451,12 +440,6 @@ class Destination(abc.ABC):
         """Give ``temp`` its times and stamp (a stamp is dropped, and `capabilities` says
         ``xattrs=False`` from then on, where the destination refuses it), make it durable
         with ``fsync``, and rename it atomically to its final name."""
-
-    def take_upload_digest(self, rel: str) -> UploadDigest | None:
-        """The BLAKE3 of the version of ``rel`` published last, hashed as it was sent and
-        checked by the server on arrival, handed over once (then forgotten); None where not
-        known (any destination without `Capabilities.verified_upload_digest`)."""
-        return None
 
     def acknowledged_digest(self, rel: str, info: FileInfo) -> str | None:
         """The BLAKE3 (hex) of ``rel``'s bytes as they were sent and checked by the server

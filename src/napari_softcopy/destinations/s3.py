@@ -61,11 +61,9 @@ from .base import (
     DestinationChanged,
     FileInfo,
     TempFile,
-    UploadDigest,
 )
 from .s3_checksums import (
     CHECKSUM,
-    UploadDigests,
     checks_upload_checksums,
     takes_checksum_header,
 )
@@ -152,7 +150,6 @@ class S3Destination(Destination):
         )
         self._root_id: bytes | None = None
         self._closed = False
-        self._upload_digests = UploadDigests()
         self._big_slots = threading.Semaphore(BIG_SLOTS)  # (`s3_objects.SMALL_BYTES`)
         #: A file `write_file` puts after writing the index (the marker): not worth writing
         #: the whole index again for (a later run reads its metadata with one HEAD).
@@ -187,21 +184,15 @@ class S3Destination(Destination):
         if hasattr(self, "_tree"):
             self._tree.store = self._store
 
-    def take_upload_digest(self, rel: str) -> UploadDigest | None:
-        """The BLAKE3 of the bytes of ``rel``'s last PUT, hashed as they were sent, once the
-        server acknowledged them (having checked their CRC64NVME on arrival); handed over
-        once."""
-        with self._lock:
-            return self._upload_digests.take(rel)
-
     def acknowledged_digest(self, rel: str, info: FileInfo) -> str | None:
-        """The BLAKE3 (hex) of the bytes of ``rel``'s object, hashed as this copy's PUT sent
+        """The BLAKE3 (hex) of the bytes of ``rel``'s object, hashed as a copy's PUT sent
         them and acknowledged by a server that checked their CRC64NVME, where that object is
         still the version ``info`` lists (its size, source mtime and stamp). It is kept on
-        the object the PUT made (`ObjectInfo.digest`), so it names that object's bytes
-        whatever the journal dropped (`hashes.FRESH_MAX`): an object published again or
-        deleted since is another entry, with its own digest or none. None for an object
-        this copy did not publish (listed at its start, or by a reader of the index)."""
+        the object the PUT made (`ObjectInfo.digest`), and in the index, whose entry counts
+        only while the object listed has its ETag and size (`s3_tree`): so it names that
+        object's bytes, for this run's uploads and an earlier run's. An object published
+        again or deleted since is another entry, with its own digest or none. None for an
+        object put by another tool, or by a copy whose server checked no checksum."""
         obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
         if (
             obj is None
@@ -403,21 +394,14 @@ class S3Destination(Destination):
         temp.published = True
         # (made before the lock is taken: 96 uploads in flight finish into it)
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp)
-        upload = None
         if temp.b3 is not None:
             # (answered: the server checked the CRC64NVME of these very bytes; kept on the
-            # object too, for the manifest: `acknowledged_digest`)
+            # object and in the index, for the manifest: `acknowledged_digest`)
             obj.digest = temp.b3.digest()
-            upload = UploadDigest(
-                temp.size, mtime_ns, stamp.decode() if stamp else "", obj.etag,
-                obj.digest.hex(),
-            )  # fmt: skip
         # (the index holds no object of ours under STATE_DIR)
         indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)
         with self._lock:
             self._tree.add(temp.rel, obj)
-            if upload is not None:
-                self._upload_digests.keep(temp.rel, upload)
             if indexed:
                 self._tree.mark(temp.rel)
             due = self._tree.index_due()

@@ -1,5 +1,5 @@
 """What the server does with an upload's checksum, tried once at each copy's start, and the
-upload digests that this allows (`S3Destination.take_upload_digest`).
+upload digests that this allows (`S3Destination.acknowledged_digest`).
 
 1. Every PUT carries the CRC64NVME of its bytes (`CHECKSUM`) unless the server refuses the
    header (`takes_checksum_header`: a small PUT with it). A server that refuses it gets
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 
-from .base import STATE_DIR, UploadDigest
+from .base import STATE_DIR
 from .s3_uploads import keys_of, signed_request
 
 #: The checksum each PUT carries: CRC64NVME, AWS's default for new objects since 2025,
@@ -32,9 +32,6 @@ _UNCHECKED = "the manifest holds the hashes of the bytes as sent, unchecked by t
 #: The CRC64NVME of one byte ``x``: a checksum the empty body of `refuses_wrong_checksum`'s
 #: PUT does not have (the empty body's is all zeros).
 _WRONG_CRC64NVME = "rzr3nGEtBMk="
-#: Upload digests not taken kept at most: the hash journal takes each right after its
-#: publish; without a journal they are dropped, oldest first.
-UPLOAD_DIGESTS = 1024
 
 
 def takes_checksum_header(probe, endpoint: str, fail: Callable[[Exception], Exception]) -> bool:
@@ -105,21 +102,3 @@ def refuses_wrong_checksum(
     except Exception as exc:  # (no answer: it is not known to check)
         return False, f"the check failed ({str(exc)[:120]})"
     return False, "it stored an upload whose CRC64NVME was wrong"
-
-
-class UploadDigests:
-    """The BLAKE3 of each upload's bytes, kept from its acknowledged PUT until the hash
-    journal takes it (at most `UPLOAD_DIGESTS`, the oldest dropped first). Not locked: the
-    destination calls it under its own lock."""
-
-    def __init__(self) -> None:
-        self._digests: dict[str, UploadDigest] = {}
-
-    def keep(self, rel: str, digest: UploadDigest) -> None:
-        self._digests.pop(rel, None)  # (re-inserted last: the oldest go first)
-        self._digests[rel] = digest
-        if len(self._digests) > UPLOAD_DIGESTS:
-            del self._digests[next(iter(self._digests))]
-
-    def take(self, rel: str) -> UploadDigest | None:
-        return self._digests.pop(rel, None)

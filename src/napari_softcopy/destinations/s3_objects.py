@@ -33,9 +33,10 @@ class ObjectInfo:
     stamp recorded on it (``mtime_ns`` None: not read yet); ``last_modified_ns`` is the
     server's time from a listing or a HEAD, which stands in where no source mtime is
     recorded (0 for an object this copy published: its source mtime is known); ``digest``
-    the BLAKE3 of the bytes this copy's PUT of it sent, where the server checked their
+    the BLAKE3 of the bytes a copy's PUT of it sent, where the server checked their
     checksum on arrival (`S3Destination.acknowledged_digest`; 32 bytes, about 70 an
-    object: None for any object this copy did not publish, not kept in the index)."""
+    object): this copy's own, or an earlier one's from the index, where that index entry
+    has the object's ETag and size; None for any other object."""
 
     size: int
     etag: str
@@ -57,7 +58,7 @@ class S3TempFile(TempFile):
     size: int = 0
     digest: object = field(default_factory=xxhash.xxh3_128)
     #: The BLAKE3 of the bytes as they are sent, where the server checks their checksum on
-    #: arrival (`S3Destination.take_upload_digest`); None elsewhere (not computed).
+    #: arrival (`S3Destination.acknowledged_digest`); None elsewhere (not computed).
     b3: object | None = None
     published: bool = False
     #: The destination's slots for files held beyond `SMALL_BYTES` (`BIG_SLOTS`), and
@@ -110,21 +111,34 @@ class S3TempFile(TempFile):
 
 def index_bytes(objects: list[tuple[str, ObjectInfo]], skip: str, token: str = "") -> bytes:
     """The index (zlib of ``{"version": 1, "token": token, "objects": {rel: [size, ETag,
-    source mtime, stamp]}}``) of ``objects`` whose source mtime is known, but those below
-    ``skip`` (napari-softcopy's own folder). Encoded and compressed a thousand entries at a
-    time: the whole index as Python lists and one JSON string was ~20 MiB at 50,000 objects."""
+    source mtime, stamp]}, "digests": {rel: BLAKE3}}``) of ``objects`` whose source mtime is
+    known, but those below ``skip`` (napari-softcopy's own folder). ``digests`` holds the
+    hash of a checked upload (`ObjectInfo.digest`) for the objects that have one; it is a map
+    of its own so that an index reads in a version that does not know it. Encoded and
+    compressed a thousand entries at a time: the whole index as Python lists and one JSON
+    string was ~20 MiB at 50,000 objects."""
     quote = json.encoder.encode_basestring  # (json's own string encoder: any name reads back)
     comp = zlib.compressobj(1)
     out = [comp.compress(f'{{"version": 1, "token": {quote(token)}, "objects": {{'.encode())]
     chunk: list[str] = []
-    first = True
+    hashed: list[tuple[str, bytes]] = []
+    sep = ""
     for rel, obj in objects:
         if obj.mtime_ns is None or rel.startswith(skip):
             continue
         stamp = quote(obj.stamp.decode()) if obj.stamp else "null"
-        sep = "" if first else ", "
-        first = False
         chunk.append(f"{sep}{quote(rel)}: [{obj.size}, {quote(obj.etag)}, {obj.mtime_ns}, {stamp}]")
+        sep = ", "
+        if obj.digest is not None:
+            hashed.append((rel, obj.digest))
+        if len(chunk) >= 1000:
+            out.append(comp.compress("".join(chunk).encode()))
+            chunk = []
+    chunk.append('}, "digests": {')
+    sep = ""
+    for rel, digest in hashed:
+        chunk.append(f'{sep}{quote(rel)}: "{digest.hex()}"')
+        sep = ", "
         if len(chunk) >= 1000:
             out.append(comp.compress("".join(chunk).encode()))
             chunk = []

@@ -125,13 +125,19 @@ class ObjectTree:
         try:
             doc = json.loads(zlib.decompress(raw))
             entries, token = doc["objects"], doc.get("token") or ""
+            digests = doc.get("digests") or {}  # (none in an index of an earlier version)
         except (ValueError, KeyError, TypeError, zlib.error):
             return None  # (unreadable: every object is looked at with a HEAD instead)
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
             obj = self.objects.get(rel)
+            # (the ETag checks the entry is of the object listed now, not one put since)
             if obj is not None and obj.etag == etag and obj.size == size:
                 obj.mtime_ns = mtime_ns
                 obj.stamp = stamp.encode() if stamp is not None else None
+                digest = digests.get(rel)
+                if isinstance(digest, str) and len(digest) == 64:
+                    with contextlib.suppress(ValueError):
+                        obj.digest = bytes.fromhex(digest)
         return token
 
     # -- the index -----------------------------------------------------------------------

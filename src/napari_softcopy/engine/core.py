@@ -212,7 +212,8 @@ class CopyEngine(LiveCopy, Scan, HelperPump, Finish, Walks):
                 self._dest = open_destination(self.destination)
             except S3SettingsError as exc:  # (the server went away since the checks)
                 raise InputError(str(exc)) from None
-            if self.tuning.hash_during_copy:
+            # (none where the destination keeps each upload's checked hash itself: `hashes`)
+            if self.tuning.hash_during_copy and not self._dest.capabilities.verified_upload_digest:
                 self._hashes = HashJournal(self._dest, low_priority=self.options.low_priority)
                 self._hashes.start()
             self._activity = SourceActivity()  # quiet since now: watching begins below

@@ -100,8 +100,11 @@ class Walks(EngineState):
         prefix = self._src + "/"
         quiet_before = time.monotonic() - self.tuning.prove_quiet_s
         # (its folders' manifest lines made as they are proven: the finish copies them)
-        hashes = self._hashes
-        lines = None if hashes is None else ManifestLines(hashes, self._dest.capabilities)
+        hashes, dest = self._hashes, self._dest
+        if hashes is not None or dest.capabilities.verified_upload_digest:
+            lines = ManifestLines(hashes, dest)
+        else:
+            lines = None
         for folder, mark, epoch in proofs.candidates(quiet_before):
             path = prefix + folder if folder else self._src
             watch = watches.get(folder)
@@ -134,7 +137,7 @@ class Walks(EngineState):
                     proof = None
             if proof is None or not proofs.commit(folder, mark, epoch, proof):
                 proofs.postpone(folder, mark)
-            elif proof.lines:  # (their hashes are in its lines now)
+            elif proof.lines and hashes is not None:  # (their hashes are in its lines now)
                 hashes.forget_fresh(lines.used)
 
     def _pause_proving(self, paused: bool) -> None:
