@@ -18,10 +18,10 @@ import obstore
 import pytest
 
 from destination_tests import publish
-from faults_support import poll, read_status, run_cli, start_cli
+from faults_support import make_archive, poll, read_status, run_cli, start_cli
 from napari_softcopy.assembly import assemble
 from napari_softcopy.destinations import STATE_DIR, FileInfo
-from napari_softcopy.destinations.s3 import S3Destination
+from napari_softcopy.destinations.s3 import META_BLAKE3, S3Destination
 from napari_softcopy.manifest import MANIFEST
 from s3_server import FailingProxy
 from support import assert_manifest_is_fresh
@@ -170,7 +170,9 @@ def test_the_manifest_takes_the_hash_each_upload_kept_without_reading_an_object_
     uploaded is read back, while the one another tool put there is; the manifest equals a
     fresh hash of every object. Another version than the object's gets no hash from it. A
     later run takes the hash from the index, for the object whose ETag it has, not for one
-    another tool put there since."""
+    another tool put there since with our mtime and stamp (as ``rclone`` keeps its own
+    metadata). (A tool that put other bytes with all of our metadata would defeat the one
+    rule itself, on S3 as on a disk; ``verify DEST`` reads every object and finds them.)"""
     prefix = f"uphash/{next(_prefixes)}/acq.zarr"
     url = f"s3://softcopy/{prefix}"
     obstore.put(raw_store(s3_env, prefix), "c/other", b"not this copy's upload")
@@ -199,11 +201,13 @@ def test_the_manifest_takes_the_hash_each_upload_kept_without_reading_an_object_
         assert reader.acknowledged_digest("c/other", reader.stat("c/other", stamp=True)) is None
     finally:
         reader.close()
-    # Another tool puts other bytes of the same size with the same metadata: only the ETag
+    # Another tool puts other bytes of the same size with our mtime and stamp: only the ETag
     # tells them apart, and the index's entry (with its hash) no longer counts.
     store = raw_store(s3_env, prefix)
     head = obstore.get(store, "c/7")
-    obstore.put(store, "c/7", b"chunk 8", attributes=head.attributes, use_multipart=False)
+    kept = {k: v for k, v in head.attributes.items() if k != META_BLAKE3}
+    assert len(kept) < len(head.attributes)
+    obstore.put(store, "c/7", b"chunk 8", attributes=kept, use_multipart=False)
     reader = S3Destination(url, create=False)
     try:
         info = reader.stat("c/7", stamp=True)
@@ -238,3 +242,36 @@ def test_a_proven_folders_manifest_lines_take_each_uploads_hash_without_a_journa
         assert ManifestLines(None, dest)("c", rows) is None
     finally:
         dest.close()
+
+
+def test_a_copy_killed_before_its_index_keeps_each_uploads_hash_in_its_metadata(
+    s3_env, tmp_path, state_dir, monkeypatch
+):
+    """The objects a copier killed with SIGKILL uploaded after its index was last written
+    (here: its index removed) are looked at with a HEAD by the resumed copy, which reads
+    the BLAKE3 of their upload from their metadata: its manifest reads no object back."""
+    src = tmp_path / "acq.zarr"
+    make_archive(src, n_chunks=120, chunk_bytes=50_000)
+    prefix = f"uphash/{next(_prefixes)}/acq.zarr"
+    url = f"s3://softcopy/{prefix}"
+    store = raw_store(s3_env, prefix)
+    # 2 MB/s: 6 MB take 3 s, so the kill lands mid-copy, long before the index is due.
+    copier = start_cli("copy", src, url, "--bandwidth", "2", state_dir=state_dir)
+    try:
+        poll(lambda: len(listing_of(store)) >= 20, 60, "20 objects copied", 0.05)
+    finally:
+        copier.kill()
+        copier.wait(10)
+    before = [r for r in listing_of(store) if not r.startswith(STATE_DIR)]
+    assert 15 <= len(before) < 121
+    index = [r for r in listing_of(store) if r.startswith(f"{STATE_DIR}/s3-index")]
+    if index:
+        obstore.delete(store, index)
+    with FailingProxy(s3_env, lambda *_: False) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        result = run_cli("copy", src, url, state_dir=state_dir)
+        assert result.returncode == 0, result.stderr
+    assert data_gets(proxy, prefix) == [], "objects were read back for the manifest"
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    entries = assert_manifest_is_fresh(url)
+    assert set(before) <= set(entries)

@@ -5,22 +5,23 @@ uploads run their parts concurrently, failed requests are retried with backoff).
 What is stored, per file
 ------------------------
 One object ``prefix/rel`` with the file's bytes and, as user metadata (``x-amz-meta-*``),
-the source's mtime in nanoseconds (`META_MTIME`), its stamp (`META_STAMP`, inode and ctime)
-and an xxh3-128 digest of the content (`META_DIGEST`). An object store keeps no mtime of
-ours and no extended attributes: the metadata is what makes the one rule
-(`copy_difference`) work here exactly as on a disk, to the nanosecond.
+the source's mtime in nanoseconds (`META_MTIME`), its stamp (`META_STAMP`, inode and ctime),
+an xxh3-128 digest of the content (`META_DIGEST`) and, where the server checks each upload's
+CRC64NVME, the BLAKE3 the manifest takes (`META_BLAKE3`). An object store keeps no mtime of
+ours and no extended attributes: the metadata is what makes the one rule (`copy_difference`)
+work here exactly as on a disk, to the nanosecond.
 
 Reading that metadata costs one HEAD per object, and a listing does not return it. So the
 destination also keeps an index, ``prefix/.softcopy/s3-index.json.z``: per object its size,
-source mtime, stamp and the ETag the server gave it. An index entry counts only while the
-listed object still has that ETag (an object rewritten by anything else is looked at again
-with a HEAD), so the index can be stale but never wrong. It is written at `flush` (before
-the marker), at `close` and every `INDEX_EVERY_S` while copying: after a kill -9, the
-objects published since are read back with a HEAD, not copied again. Each write after the
-first sends only the entries that changed since the last, as a part of its own
+source mtime, stamp, BLAKE3 and the ETag the server gave it. An index entry counts only
+while the listed object still has that ETag (an object rewritten by anything else is looked
+at again with a HEAD), so the index can be stale but never wrong. It is written at `flush`
+(before the marker), at `close` and every `INDEX_EVERY_S` while copying: after a kill -9,
+the objects published since are looked at with a HEAD (their metadata), not copied again. Each write after
+the first sends only the entries that changed since the last, as a part of its own
 (`s3_tree.index_part`: the index's token and a number, read in order after it); every
-`s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which
-makes the old parts count no more (then they are deleted).
+`s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which makes
+the old parts count no more (then they are deleted).
 
 Publishing
 ----------
@@ -78,7 +79,7 @@ from .s3_settings import (
     store_config,
 )
 from .s3_stores import make_stores
-from .s3_tree import INDEX, INDEX_EVERY_S, META_MTIME, META_STAMP, ObjectTree
+from .s3_tree import INDEX, INDEX_EVERY_S, META_BLAKE3, META_MTIME, META_STAMP, ObjectTree
 from .s3_uploads import abort_left_behind
 
 #: (`INDEX`, `META_MTIME`, ... are `s3_tree`'s, `CHECKSUM` `s3_checksums`', named here too:
@@ -87,6 +88,7 @@ __all__ = [
     "CHECKSUM",
     "INDEX",
     "INDEX_EVERY_S",
+    "META_BLAKE3",
     "META_DIGEST",
     "META_MTIME",
     "META_STAMP",
@@ -188,9 +190,10 @@ class S3Destination(Destination):
         """The BLAKE3 (hex) of the bytes of ``rel``'s object, hashed as a copy's PUT sent
         them and acknowledged by a server that checked their CRC64NVME, where that object is
         still the version ``info`` lists (its size, source mtime and stamp). It is kept on
-        the object the PUT made (`ObjectInfo.digest`), and in the index, whose entry counts
-        only while the object listed has its ETag and size (`s3_tree`): so it names that
-        object's bytes, for this run's uploads and an earlier run's. An object published
+        the object the PUT made (`ObjectInfo.digest`), in its metadata (`META_BLAKE3`), and
+        in the index, whose entry counts only while the object listed has its ETag and size
+        (`s3_tree`): so it names that object's bytes, for this run's uploads and an earlier
+        run's. An object published
         again or deleted since is another entry, with its own digest or none. None for an
         object put by another tool, or by a copy whose server checked no checksum."""
         obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
@@ -370,6 +373,10 @@ class S3Destination(Destination):
         }
         if stamp is not None:
             attributes[META_STAMP] = stamp.decode()
+        digest = None
+        if temp.b3 is not None:  # (where the server checks the upload: `acknowledged_digest`)
+            digest = temp.b3.digest()
+            attributes[META_BLAKE3] = digest.hex()
         try:
             if temp.spill is not None:
                 temp.spill.seek(0)
@@ -393,11 +400,9 @@ class S3Destination(Destination):
             raise self._io_error(exc) from None
         temp.published = True
         # (made before the lock is taken: 96 uploads in flight finish into it)
-        obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp)
-        if temp.b3 is not None:
-            # (answered: the server checked the CRC64NVME of these very bytes; kept on the
-            # object and in the index, for the manifest: `acknowledged_digest`)
-            obj.digest = temp.b3.digest()
+        # (answered: the server checked the CRC64NVME of these very bytes; their hash is kept
+        # on the object, in its metadata and in the index, for the manifest)
+        obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, digest=digest)
         # (the index holds no object of ours under STATE_DIR)
         indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)
         with self._lock:

@@ -35,8 +35,9 @@ class ObjectInfo:
     recorded (0 for an object this copy published: its source mtime is known); ``digest``
     the BLAKE3 of the bytes a copy's PUT of it sent, where the server checked their
     checksum on arrival (`S3Destination.acknowledged_digest`; 32 bytes, about 70 an
-    object): this copy's own, or an earlier one's from the index, where that index entry
-    has the object's ETag and size; None for any other object."""
+    object): this copy's own, or an earlier one's from the index (where that index entry
+    has the object's ETag and size) or from the object's metadata; None for any other
+    object."""
 
     size: int
     etag: str

@@ -26,6 +26,10 @@ from .s3_objects import ObjectInfo, etag_of, index_bytes, ns_of
 
 META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
+#: The BLAKE3 of a checked upload's bytes (`ObjectInfo.digest`), on the object too: after a
+#: kill -9 the objects published since the index was last written (up to `INDEX_EVERY_S`
+#: of uploads) give it with the HEAD that reads their mtime, instead of being read back.
+META_BLAKE3 = "softcopy-blake3"
 INDEX = f"{STATE_DIR}/s3-index.json.z"
 INDEX_EVERY_S = 20.0
 #: What changed since the index was last written goes into a part of its own (`index_part`),
@@ -39,6 +43,14 @@ def index_part(token: str, n: int) -> str:
     """The ``n``-th part (from 1) of the index whose token is ``token``: the entries that
     changed since the part before it (or the index) was written."""
     return f"{_PART}{token}-{n}.json.z"
+
+
+def digest_of(text: object) -> bytes | None:
+    """A BLAKE3 from the index or an object's metadata (64 hex digits); None otherwise."""
+    if isinstance(text, str) and len(text) == 64:
+        with contextlib.suppress(ValueError):
+            return bytes.fromhex(text)
+    return None
 
 
 #: Requests in flight for reading metadata (HEAD) of objects the index does not know.
@@ -134,10 +146,9 @@ class ObjectTree:
             if obj is not None and obj.etag == etag and obj.size == size:
                 obj.mtime_ns = mtime_ns
                 obj.stamp = stamp.encode() if stamp is not None else None
-                digest = digests.get(rel)
-                if isinstance(digest, str) and len(digest) == 64:
-                    with contextlib.suppress(ValueError):
-                        obj.digest = bytes.fromhex(digest)
+                digest = digest_of(digests.get(rel))
+                if digest is not None:
+                    obj.digest = digest
         return token
 
     # -- the index -----------------------------------------------------------------------
@@ -250,6 +261,7 @@ class ObjectTree:
             obj.mtime_ns = int(mtime) if mtime and mtime.isdigit() else obj.last_modified_ns
             stamp = attrs.get(META_STAMP)
             obj.stamp = stamp.encode() if stamp else None
+            obj.digest = digest_of(attrs.get(META_BLAKE3))
             with self.lock:
                 self.mark(rel)
 
