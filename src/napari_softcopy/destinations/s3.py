@@ -17,11 +17,11 @@ source mtime, stamp, BLAKE3 and the ETag the server gave it. An index entry coun
 while the listed object still has that ETag (an object rewritten by anything else is looked
 at again with a HEAD), so the index can be stale but never wrong. It is written at `flush`
 (before the marker), at `close` and every `INDEX_EVERY_S` while copying: after a kill -9,
-the objects published since are looked at with a HEAD (their metadata), not copied again. Each write after
-the first sends only the entries that changed since the last, as a part of its own
-(`s3_tree.index_part`: the index's token and a number, read in order after it); every
-`s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which makes
-the old parts count no more (then they are deleted).
+the objects published since are looked at with a HEAD (their metadata), not copied again.
+Each write after the first sends only the entries that changed since the last, as a part of
+its own (`s3_tree.index_part`: the index's token and a number, read in order after it);
+every `s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which
+makes the old parts count no more (then they are deleted).
 
 Publishing
 ----------
@@ -193,9 +193,9 @@ class S3Destination(Destination):
         the object the PUT made (`ObjectInfo.digest`), in its metadata (`META_BLAKE3`), and
         in the index, whose entry counts only while the object listed has its ETag and size
         (`s3_tree`): so it names that object's bytes, for this run's uploads and an earlier
-        run's. An object published
-        again or deleted since is another entry, with its own digest or none. None for an
-        object put by another tool, or by a copy whose server checked no checksum."""
+        run's. An object published again or deleted since is another entry, with its own
+        digest or none. None for an object put by another tool, or by a copy whose server
+        checked no checksum."""
         obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
         if (
             obj is None
