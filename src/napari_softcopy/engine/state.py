@@ -106,7 +106,7 @@ class EngineState:
         self._backoff = 0.0
         self._backoff_said: set[int | None] = set()  # errnos said in this backoff round
         # Why the destination takes no data now, and until when the copy waits for it
-        # (`Status.destination_away`); None once a copy went through again.
+        # (`Status.destination_away`); None once a write went through again.
         self._away: tuple[str, float] | None = None
         self._source_identity: tuple[int, int] | None = None
         # The source root, held open: files are read relative to it, so an archive deleted
