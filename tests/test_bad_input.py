@@ -216,6 +216,36 @@ def test_destination_parent_missing(tmp_path, archive):
     refused(tmp_path, "copy", archive, dst, must_name=str(dst), fix="create or mount it")
 
 
+@pytest.mark.parametrize("command", ["copy", "verify"])
+@pytest.mark.parametrize("url", ["sftp://scope-pc/data/copy.zarr", "gs://lab/copy.zarr"])
+def test_a_destination_url_other_than_s3_is_refused_not_taken_for_a_folder(
+    tmp_path, archive, command, url
+):
+    """Read as a path, ``sftp://h/x`` would be a folder ``./sftp:/h/x`` whose parent is
+    missing: the user would be told to mount a drive, not that the scheme is unknown."""
+    refused(tmp_path, command, archive, url, must_name=url, fix="mount the share")
+
+
+@pytest.mark.parametrize("command", ["copy", "verify"])
+def test_a_source_url_is_refused(tmp_path, archive, command):
+    url = "s3://lab/acq.zarr"
+    refused(tmp_path, command, url, tmp_path / "copy.zarr", must_name=url, fix="local or mounted")
+
+
+def test_a_url_in_a_targets_file_is_refused_with_its_entry(tmp_path, archive):
+    targets = write_targets(
+        tmp_path, "targets:\n  - source: acq.zarr\n    destination: smb://nas/acq.zarr\n"
+    )
+    refused(
+        tmp_path,
+        "copy",
+        "--targets",
+        targets,
+        must_name=["entry 1", "smb://nas/acq.zarr"],
+        fix="mount the share",
+    )
+
+
 def test_destination_is_a_file(tmp_path, archive):
     (tmp_path / "copy.zarr").write_text("x")
     refused(

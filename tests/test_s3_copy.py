@@ -88,6 +88,20 @@ def test_verify_of_a_missing_copy_says_missing(s3_env, archive, tmp_path):
         ("s3://softcopy/{prefix}", {"AWS_SECRET_ACCESS_KEY": "wrong"}, "refused the credentials"),
         ("s3://softcopy/{prefix}", {"AWS_ENDPOINT_URL": "http://127.0.0.1:{port}"}, "cannot reach"),
         ("s3://x/acq.zarr", {}, "not a valid bucket name"),
+        # No keys anywhere: object_store asks the cloud instance's metadata service, which
+        # (here on a free port, as off a cloud instance) does not answer.
+        (
+            "s3://softcopy/{prefix}",
+            {
+                "AWS_ACCESS_KEY_ID": None,
+                "AWS_SECRET_ACCESS_KEY": None,
+                "AWS_PROFILE": None,
+                "AWS_SHARED_CREDENTIALS_FILE": "{tmp}/no-credentials",
+                "AWS_CONFIG_FILE": "{tmp}/no-config",
+                "AWS_METADATA_ENDPOINT": "http://127.0.0.1:{port}",
+            },
+            "no credentials found",
+        ),
     ],
 )
 def test_bad_s3_destinations_are_one_line_exit_2_and_nothing_is_written(
@@ -98,7 +112,10 @@ def test_bad_s3_destinations_are_one_line_exit_2_and_nothing_is_written(
     prefix = f"bad/{next(_prefixes)}"
     url = url.format(prefix=prefix)
     for name, value in env.items():
-        monkeypatch.setenv(name, value.format(port=free_ports(1)[0]))
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value.format(port=free_ports(1)[0], tmp=tmp_path))
     for command in ("copy", "verify"):
         result = run_cli(command, archive, url, state_dir=tmp_path / "state", timeout=60)
         assert result.returncode == 2, (command, result.stderr)

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,29 @@ def _resolve(path: str | os.PathLike) -> Path:
     return Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def check_not_url(target: str | os.PathLike, what: str) -> None:
+    """Refuse a URL where napari-softcopy takes a folder (``what``: ``"source"``, or
+    ``"destination"``, where ``s3://`` is taken too). Without this, ``sftp://host/x``
+    would be read as a folder ``./sftp:/host/x`` whose parent does not exist."""
+    text = os.fspath(target)
+    if not isinstance(text, str) or not _URL.match(text):
+        return
+    if what == "destination":
+        if text.startswith("s3://"):
+            return
+        raise InputError(
+            f"destination {text}: only s3:// URLs are understood; mount the share (sshfs, "
+            "SMB, NFS) and give its folder, or give s3://bucket/prefix"
+        )
+    raise InputError(
+        f"{what} {text} is a URL; the {what} is the acquisition's folder on this computer "
+        "(copies are made from a local or mounted folder)"
+    )
+
+
 def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
@@ -40,6 +64,7 @@ def check_source(source: str | os.PathLike, *, wait_for_source: bool = False) ->
 
     Returns the absolute path. A missing source is accepted when ``wait_for_source``.
     """
+    check_not_url(source, "source")
     src = _resolve(source)
     if not src.exists():
         if wait_for_source:
@@ -91,6 +116,7 @@ def check_pair(
         One line naming the path and the fix.
     """
     src = check_source(source, wait_for_source=wait_for_source)
+    check_not_url(destination, "destination")
     if _is_s3_url(destination):
         check_s3_destination(src, str(destination), force=force)
         return src, destination  # type: ignore[return-value] (a URL stays a URL)

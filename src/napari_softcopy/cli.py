@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .checks import InputError
+from .checks import InputError, check_not_url
 from .cli_demo import add_demo_commands
 from .engine import CopyEngine
 from .exit_codes import (
@@ -258,6 +258,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .manifest import verify_against_manifest
 
         return EXIT_OK if verify_against_manifest(args.source, json_out=args.json) else EXIT_FAILED
+    check_not_url(args.source, "source")
+    check_not_url(args.destination, "destination")
     src, dst = Path(args.source), Path(args.destination)
     remote = args.destination.startswith("s3://")  # (checked by opening it, below)
     for path, what in ((src, "source"), *(() if remote else ((dst, "destination"),))):

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .checks import InputError
+from .checks import InputError, check_not_url
 
 #: The options an entry may set for itself, and their type.
 ENTRY_OPTIONS = {"move": bool}
@@ -69,6 +69,11 @@ def read_targets_with_options(path: str | os.PathLike) -> list[tuple[str, str, d
             raise InputError(f"{where} has no `source` path; {fix}")
         if not isinstance(destination, str) or not destination:
             raise InputError(f"{where} has no `destination` path; {fix}")
+        try:  # (before the paths are joined to the file's folder: a URL is not a path)
+            check_not_url(source, "source")
+            check_not_url(destination, "destination")
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
         own = {key: entry[key] for key in ENTRY_OPTIONS if key in entry}
         for key, value in own.items():
             if not isinstance(value, ENTRY_OPTIONS[key]):

@@ -169,6 +169,15 @@ def describe_error(exc: BaseException, location: S3Location, endpoint: str) -> s
     """One line saying what went wrong talking to the server, and the fix (no secret)."""
     text = str(exc)
     where = f"{location.url} at {endpoint}"
+    # With no keys in the environment or the shared files, object_store asks the cloud
+    # instance's metadata service for them; off a cloud instance that request is refused or
+    # unanswered, which is not the server's fault, nor wrong keys: no keys at all.
+    if any(path in text for path in _METADATA_PATHS):
+        return (
+            f"{where}: no credentials found (none in the environment or ~/.aws, and no cloud "
+            "instance role answered); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or "
+            "AWS_PROFILE with ~/.aws/credentials"
+        )
     if "NoSuchBucket" in text:
         return f"bucket {location.bucket} does not exist at {endpoint}; create it first"
     if any(code in text for code in ("SignatureDoesNotMatch", "InvalidAccessKeyId")):
@@ -197,6 +206,10 @@ def describe_error(exc: BaseException, location: S3Location, endpoint: str) -> s
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
     return f"{where}: {first[:300]}"
 
+
+#: The paths of the instance metadata service (EC2's IMDS token and role requests), whose
+#: failure means no credentials were found (`describe_error`).
+_METADATA_PATHS = ("/latest/api/token", "/latest/meta-data/iam/")
 
 #: S3 error codes that say the server failed, not the request: retried later, as AWS's own
 #: SDKs do (a SeaweedFS restarting answers 500 "volume not found" for a few seconds while its
