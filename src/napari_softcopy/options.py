@@ -167,9 +167,10 @@ class CopyOptions:
     Attributes
     ----------
     workers : int or None
-        Copy threads; None picks by destination: 1 on a local disk, 4 on a network or
-        FUSE filesystem (`platform.default_workers`). A large backlog at a finish is also
-        copied by a helper process (`copy_helper`, `engine.Tuning.copy_helper_files`).
+        Copy threads; None picks by destination (`Destination.suggested_workers`): 1 on a
+        local disk, 4 on a network or FUSE filesystem, 96 uploads in flight to S3. A large
+        backlog at a finish is also copied by a helper process (`copy_helper`,
+        `engine.Tuning.copy_helper_files`).
     marker : str
         Name of the file in the source root that says "acquisition complete"; at the
         destination it is written last and means "verified complete".
@@ -217,7 +218,8 @@ class CopyOptions:
         default=None,
         metadata=_option(
             flag="--workers",
-            help="copy threads (default: 1 on a local disk, 4 on a network or FUSE filesystem)",
+            help="copy threads (default: 1 on a local disk, 4 on a network or FUSE "
+            "filesystem, 96 to S3)",
             rule=Number(minimum=1, maximum=256, exclusive=False, whole=True),
             optional=True,
             parse=int,
