@@ -24,7 +24,10 @@ checked months later is checked against something no accident or edit can match)
 
 When hashed: during the copy, by `hashes.HashJournal` (each published file read back from
 the destination at idle priority, `read_back`); the finish assembles the manifest from those
-hashes and hashes only the files they do not cover (`assembly.assemble`; docs/move.md).
+hashes and hashes only the files they do not cover (`assembly.assemble`; docs/move.md). An
+S3 copy whose server checks each upload's CRC64NVME keeps no journal: the BLAKE3 made as an
+upload's bytes are sent is kept by the destination (`Destination.acknowledged_digest`: its
+index and the object's metadata; docs/s3.md).
 `build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 
