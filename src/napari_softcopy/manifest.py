@@ -27,7 +27,7 @@ the destination at idle priority, `read_back`); the finish assembles the manifes
 hashes and hashes only the files they do not cover (`assembly.assemble`; docs/move.md). An
 S3 copy whose server checks each upload's CRC64NVME keeps no journal: the BLAKE3 made as an
 upload's bytes are sent is kept by the destination (`Destination.acknowledged_digest`: its
-index and the object's metadata; docs/s3.md).
+index, and the metadata of an object of a MiB or more; docs/s3.md).
 `build_manifest` reads every file back: the manifest of a copy made without a journal.
 """
 

@@ -4,20 +4,21 @@ uploads run their parts concurrently, failed requests are retried with backoff).
 
 What is stored, per file
 ------------------------
-One object ``prefix/rel`` with the file's bytes and, as user metadata (``x-amz-meta-*``),
-the source's mtime in nanoseconds (`META_MTIME`), its stamp (`META_STAMP`, inode and ctime),
-an xxh3-128 digest of the content (`META_DIGEST`) and, where the server checks each upload's
-CRC64NVME, the BLAKE3 the manifest takes (`META_BLAKE3`). An object store keeps no mtime of
-ours and no extended attributes: the metadata is what makes the one rule (`copy_difference`)
-work here exactly as on a disk, to the nanosecond.
+One object ``prefix/rel`` with the file's bytes. An object store keeps no mtime of ours and
+no extended attributes, so the destination keeps an index,
+``prefix/.softcopy/s3-index.json.z``: per object the source's size, mtime in nanoseconds,
+stamp (inode and ctime), the BLAKE3 the manifest takes (where the server checks each
+upload's CRC64NVME) and the ETag the server gave it. It is what makes the one rule
+(`copy_difference`) work here exactly as on a disk, to the nanosecond. An index entry counts
+only while the listed object still has that ETag (an object rewritten by anything else is
+looked at again with a HEAD), so the index can be stale but never wrong.
 
-Reading that metadata costs one HEAD per object, and a listing does not return it. So the
-destination also keeps an index, ``prefix/.softcopy/s3-index.json.z``: per object its size,
-source mtime, stamp, BLAKE3 and the ETag the server gave it. An index entry counts only
-while the listed object still has that ETag (an object rewritten by anything else is looked
-at again with a HEAD), so the index can be stale but never wrong. It is written at `flush`
-(before the marker), at `close` and every `INDEX_EVERY_S` while copying: after a kill -9,
-the objects published since are looked at with a HEAD (their metadata), not copied again.
+An object of at least `META_FROM` bytes also carries these as user metadata
+(``x-amz-meta-*``: `META_MTIME`, `META_STAMP`, `META_BLAKE3`, and an xxh3-128 digest,
+`META_DIGEST`), which a HEAD reads; a smaller one carries none (it made every small upload
+cost the server 9-14 % more). The index is written at `flush` (before the marker), at
+`close` and every `INDEX_EVERY_S` while copying: after a kill -9, an object published since
+is looked at with a HEAD, and copied again if it carries no metadata.
 Each write after the first sends only the entries that changed since the last, as a part of
 its own (`s3_tree.index_part`: the index's token and a number, read in order after it);
 every `s3_tree.INDEX_PARTS` parts the whole index is written again under a new token, which
@@ -90,12 +91,20 @@ __all__ = [
     "INDEX_EVERY_S",
     "META_BLAKE3",
     "META_DIGEST",
+    "META_FROM",
     "META_MTIME",
     "META_STAMP",
     "S3Destination",
 ]
 
 META_DIGEST = "softcopy-xxh3-128"
+#: Objects of at least this size carry the source's mtime, stamp and hashes as metadata too,
+#: beside the index (`publish`). Metadata made each small PUT cost this server 9-14 % more
+#: time (SeaweedFS on two cores, 20,000 chunk files of 4.5 kB; any metadata alike: four
+#: headers, three or one), while it saves, after a kill -9, only the re-upload of an object
+#: published since the last index write (`INDEX_EVERY_S`) instead of a HEAD: below a MiB,
+#: about the same request (benchmarks/notes.md item 85).
+META_FROM = 1 << 20
 ROOT_ID = f"{STATE_DIR}/s3-root"
 PART_BYTES = 8 * 1024 * 1024
 PART_CONCURRENCY = 8
@@ -190,12 +199,12 @@ class S3Destination(Destination):
         """The BLAKE3 (hex) of the bytes of ``rel``'s object, hashed as a copy's PUT sent
         them and acknowledged by a server that checked their CRC64NVME, where that object is
         still the version ``info`` lists (its size, source mtime and stamp). It is kept on
-        the object the PUT made (`ObjectInfo.digest`), in its metadata (`META_BLAKE3`), and
-        in the index, whose entry counts only while the object listed has its ETag and size
-        (`s3_tree`): so it names that object's bytes, for this run's uploads and an earlier
-        run's. An object published again or deleted since is another entry, with its own
-        digest or none. None for an object put by another tool, or by a copy whose server
-        checked no checksum."""
+        the object the PUT made (`ObjectInfo.digest`), in its metadata from `META_FROM`
+        bytes (`META_BLAKE3`), and in the index, whose entry counts only while the object
+        listed has its ETag and size (`s3_tree`): so it names that object's bytes, for this
+        run's uploads and an earlier run's. An object published again or deleted since is
+        another entry, with its own digest or none. None for an object put by another tool,
+        or by a copy whose server checked no checksum."""
         obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
         if (
             obj is None
@@ -360,23 +369,26 @@ class S3Destination(Destination):
         stamp: bytes | None = None,
         fsync: bool = False,
     ) -> None:
-        """PUT the bytes with the source's mtime, stamp and digest as metadata."""
+        """PUT the bytes; the source's mtime, stamp and digest go into the index, and as the
+        object's metadata too where it is at least `META_FROM` bytes (or in no index)."""
         import obstore
 
         assert isinstance(temp, S3TempFile)
         if mtime_ns is None:
             mtime_ns = time.time_ns()
-        attributes = {
-            "Content-Type": "application/octet-stream",
-            META_MTIME: str(mtime_ns),
-            META_DIGEST: temp.digest.hexdigest(),
-        }
-        if stamp is not None:
-            attributes[META_STAMP] = stamp.decode()
         digest = None
         if temp.b3 is not None:  # (where the server checks the upload: `acknowledged_digest`)
             digest = temp.b3.digest()
-            attributes[META_BLAKE3] = digest.hex()
+        # (the index holds no object of ours under STATE_DIR)
+        indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)
+        attributes = {"Content-Type": "application/octet-stream"}
+        if temp.size >= META_FROM or not indexed:
+            attributes[META_MTIME] = str(mtime_ns)
+            attributes[META_DIGEST] = temp.digest.hexdigest()
+            if stamp is not None:
+                attributes[META_STAMP] = stamp.decode()
+            if digest is not None:
+                attributes[META_BLAKE3] = digest.hex()
         try:
             if temp.spill is not None:
                 temp.spill.seek(0)
@@ -401,10 +413,8 @@ class S3Destination(Destination):
         temp.published = True
         # (made before the lock is taken: 96 uploads in flight finish into it)
         # (answered: the server checked the CRC64NVME of these very bytes; their hash is kept
-        # on the object, in its metadata and in the index, for the manifest)
+        # on the object in the copy's tree and in the index, for the manifest)
         obj = ObjectInfo(temp.size, etag_of(result), mtime_ns, stamp, digest=digest)
-        # (the index holds no object of ours under STATE_DIR)
-        indexed = temp.rel != self._unindexed and not temp.rel.startswith(_OWN)
         with self._lock:
             self._tree.add(temp.rel, obj)
             if indexed:

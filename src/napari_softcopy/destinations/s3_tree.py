@@ -26,9 +26,10 @@ from .s3_objects import ObjectInfo, etag_of, index_bytes, ns_of
 
 META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
-#: The BLAKE3 of a checked upload's bytes (`ObjectInfo.digest`), on the object too: after a
-#: kill -9 the objects published since the index was last written (up to `INDEX_EVERY_S`
-#: of uploads) give it with the HEAD that reads their mtime, instead of being read back.
+#: The BLAKE3 of a checked upload's bytes (`ObjectInfo.digest`), on an object of at least
+#: `s3.META_FROM` bytes too: after a kill -9 those published since the index was last
+#: written (up to `INDEX_EVERY_S` of uploads) give it with the HEAD that reads their mtime,
+#: instead of being read back (a smaller one, without metadata, is copied again).
 META_BLAKE3 = "softcopy-blake3"
 INDEX = f"{STATE_DIR}/s3-index.json.z"
 INDEX_EVERY_S = 20.0
