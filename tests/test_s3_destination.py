@@ -70,7 +70,7 @@ class TestS3Destination(DestinationTests):
 
 
 def test_a_large_object_carries_the_source_mtime_and_stamp_a_small_one_only_the_index(s3_env):
-    """Metadata made each small PUT cost the server 9-14 % more: below `META_FROM` the
+    """Metadata made each small PUT cost the server about 7 % more: below `META_FROM` the
     index alone records the source's mtime and stamp."""
     prefix = f"meta/{next(_prefixes)}"
     dest = S3Destination(f"s3://softcopy/{prefix}")

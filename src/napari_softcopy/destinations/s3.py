@@ -16,7 +16,7 @@ looked at again with a HEAD), so the index can be stale but never wrong.
 An object of at least `META_FROM` bytes also carries these as user metadata
 (``x-amz-meta-*``: `META_MTIME`, `META_STAMP`, `META_BLAKE3`, and an xxh3-128 digest,
 `META_DIGEST`), which a HEAD reads; a smaller one carries none (it made every small upload
-cost the server 9-14 % more). The index is written at `flush` (before the marker), at
+cost the server about 7 % more CPU). The index is written at `flush` (before the marker), at
 `close` and every `INDEX_EVERY_S` while copying: after a kill -9, an object published since
 is looked at with a HEAD, and copied again if it carries no metadata.
 Each write after the first sends only the entries that changed since the last, as a part of
@@ -99,11 +99,12 @@ __all__ = [
 
 META_DIGEST = "softcopy-xxh3-128"
 #: Objects of at least this size carry the source's mtime, stamp and hashes as metadata too,
-#: beside the index (`publish`). Metadata made each small PUT cost this server 9-14 % more
-#: time (SeaweedFS on two cores, 20,000 chunk files of 4.5 kB; any metadata alike: four
-#: headers, three or one), while it saves, after a kill -9, only the re-upload of an object
-#: published since the last index write (`INDEX_EVERY_S`) instead of a HEAD: below a MiB,
-#: about the same request (benchmarks/notes.md item 85).
+#: beside the index (`publish`). Our metadata made each small PUT cost this server about
+#: 7 % more CPU and 5-11 % more time (SeaweedFS on two cores, 20,000 PUTs of 4.6 kB in
+#: turns), and a copy of 20,002 small files is 1-6 % faster without it, while it saves,
+#: after a kill -9, only the re-upload of an object published since the last index write
+#: (`INDEX_EVERY_S`) instead of a HEAD: below a MiB, about the same request
+#: (benchmarks/notes.md item 85).
 META_FROM = 1 << 20
 ROOT_ID = f"{STATE_DIR}/s3-root"
 PART_BYTES = 8 * 1024 * 1024
