@@ -123,8 +123,10 @@ def test_a_new_run_knows_the_copies_from_the_index_and_without_it(s3_env):
     assert all_copies(again)
     # Without the index (a run killed before writing it) a small object carries no source
     # mtime: none is taken for a copy (each is copied again); a large one's metadata says.
-    publish(again, "c/large", b"L" * META_FROM)
     again.close()
+    writer = S3Destination(url)
+    publish(writer, "c/large", b"L" * META_FROM)
+    writer.close()
     obstore.delete(raw_store(s3_env, prefix), INDEX)
     blind = S3Destination(url, create=False)
     listed = blind.listdir("c", stamps=True)

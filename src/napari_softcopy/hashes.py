@@ -17,9 +17,9 @@ No journal where the destination keeps each upload's hash itself
 (`Capabilities.verified_upload_digest`: S3 on a server that checks each upload's CRC64NVME):
 it hashes the bytes as it sends them, keeps the hash on the object once the server
 acknowledged them, in its index for later runs and in the metadata of an object of a MiB
-or more (`Destination.acknowledged_digest`), and the manifest takes it from there. A journal there
-would write, merge and read back what the destination already holds (a flush of 1.7-3.1 s
-after the marker at 50,000 files, benchmarks/notes.md item 76).
+or more (`Destination.acknowledged_digest`), and the manifest takes it from there. A journal
+there would write, merge and read back what the destination already holds (a flush of
+1.7-3.1 s after the marker at 50,000 files, benchmarks/notes.md item 76).
 
 Read back (the fallback): a file published without a hash of its bytes (a caller that did
 not ask for one) is queued for a background thread at idle priority that reads it back from
