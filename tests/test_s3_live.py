@@ -138,8 +138,8 @@ def test_a_copier_killed_with_sigkill_resumes_and_copies_again_only_what_its_ind
     before = listing(s3_env, prefix)
     assert 20 <= len(before) < 122 and "complete" not in before
     # What the index written before the kill knows (the objects published since carry no
-    # metadata below `META_FROM` bytes: those are copied again, as a killed disk copy's
-    # files without their stamp would be).
+    # metadata below `META_FROM` bytes: nothing records their source's version, so those
+    # are copied again).
     reader = S3Destination(url, create=False)
     indexed = {rel for rel, o in reader._tree.objects.items() if o.mtime_ns is not None}
     reader.close()
