@@ -61,14 +61,20 @@ def pytest_pycollect_makemodule(module_path, parent):
 
 
 @pytest.fixture
-def make_napari_viewer(make_napari_viewer):
+def make_napari_viewer(make_napari_viewer, qtbot):
     """napari's fixture, with the widgets' background checks (superqt workers in Qt's global
     thread pool) ended and their results delivered before it closes the viewers and counts
     the viewers left: a check still running holds the widget, and so its viewer, and the
-    count then fails the test (seen once, on a loaded machine, after an S3 check)."""
+    count then fails the test (seen twice, on a loaded machine, after an S3 check).
+
+    Twice over: a worker started from inside an event loop (a ``qtbot.waitUntil``) is not
+    in the pool yet but queued on a 1 ms timer (superqt's ``WorkerBase.start``), which only
+    an event loop fires; ``waitForDone`` alone does not see it."""
     yield make_napari_viewer
     from qtpy.QtCore import QThreadPool
     from qtpy.QtWidgets import QApplication
 
-    QThreadPool.globalInstance().waitForDone(30_000)
-    QApplication.processEvents()
+    for _ in range(2):
+        qtbot.wait(5)  # (an event loop: a queued worker's timer fires, and it starts)
+        QThreadPool.globalInstance().waitForDone(30_000)
+        QApplication.processEvents()
