@@ -43,7 +43,7 @@ def check_not_url(target: str | os.PathLike, what: str) -> None:
     if not isinstance(text, str) or not _URL.match(text):
         return
     if what == "destination":
-        if text.startswith("s3://"):
+        if _is_s3_url(text):
             return
         raise InputError(
             f"destination {text}: only s3:// URLs are understood; mount the share (sshfs, "
