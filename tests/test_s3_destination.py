@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterator
 
 import obstore
 import pytest
+import xxhash
 from obstore.store import S3Store
 
 from destination_tests import MTIME_NS, STAMP, DestinationTests, publish, read_back
 from napari_softcopy.destinations import Destination, is_copy_of
 from napari_softcopy.destinations.s3 import (
     INDEX,
+    META_DIGEST,
     META_FROM,
     META_MTIME,
     META_STAMP,
@@ -81,9 +83,10 @@ def test_a_large_object_carries_the_source_mtime_and_stamp_a_small_one_only_the_
         obstore.get(raw_store(s3_env, prefix), rel, options={"head": True}).attributes
         for rel in ("0/0", "0/1")
     )
-    assert META_MTIME not in small and META_STAMP not in small
+    assert META_MTIME not in small and META_STAMP not in small and META_DIGEST not in small
     assert large[META_MTIME] == str(MTIME_NS)
     assert large[META_STAMP] == STAMP.decode()
+    assert large[META_DIGEST] == xxhash.xxh3_128(b"s" * META_FROM).hexdigest()
     again = S3Destination(f"s3://softcopy/{prefix}", create=False)
     try:
         assert again.stat("0/0", stamp=True).mtime_ns == MTIME_NS  # (from the index)
@@ -159,9 +162,16 @@ def test_a_large_file_goes_as_a_multipart_upload_and_reads_back(s3_env, monkeypa
     monkeypatch.setattr(s3, "PART_BYTES", 5 * 1024 * 1024)
     dest = S3Destination(f"s3://softcopy/large/{next(_prefixes)}")
     data = os.urandom(11 * 1024 * 1024 + 3)
-    publish(dest, "shard", data)
+    temp = dest.create_temp("shard")
+    temp.write(data[: 512 * 1024])  # (held in memory, then spilled with the rest)
+    temp.write(data[512 * 1024 :])
+    dest.publish(temp, mtime_ns=MTIME_NS, atime_ns=MTIME_NS, stamp=STAMP, fsync=True)
+    dest.release(temp)
     assert read_back(dest, "shard") == data
     assert obstore.head(dest._store, "shard")["e_tag"].strip('"').endswith("-3")  # 3 parts
+    # (hashed in two parts: the bytes held before the spill, then those streamed after)
+    attributes = obstore.get(dest._store, "shard", options={"head": True}).attributes
+    assert attributes[META_DIGEST] == xxhash.xxh3_128(data).hexdigest()
     dest.close()
 
 

@@ -385,7 +385,7 @@ class S3Destination(Destination):
         attributes = {"Content-Type": "application/octet-stream"}
         if temp.size >= META_FROM or not indexed:
             attributes[META_MTIME] = str(mtime_ns)
-            attributes[META_DIGEST] = temp.digest.hexdigest()
+            attributes[META_DIGEST] = temp.hexdigest()
             if stamp is not None:
                 attributes[META_STAMP] = stamp.decode()
             if digest is not None:

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import BinaryIO
 
 import xxhash
@@ -57,7 +57,8 @@ class S3TempFile(TempFile):
     buffer: bytes | bytearray = b""
     spill: BinaryIO | None = None
     size: int = 0
-    digest: object = field(default_factory=xxhash.xxh3_128)
+    #: The xxh3-128 of the bytes, streamed once they are spilled (`hexdigest`).
+    digest: object | None = None
     #: The BLAKE3 of the bytes as they are sent, where the server checks their checksum on
     #: arrival (`S3Destination.acknowledged_digest`); None elsewhere (not computed).
     b3: object | None = None
@@ -92,15 +93,16 @@ class S3TempFile(TempFile):
         size = self.size + len(data)  # (all of it is in `buffer` until it is spilled)
         if size > SMALL_BYTES:
             self._take_slot()
-        self.digest.update(data)
         if self.b3 is not None:
             self.b3.update(data)
         self.size = size
         if self.spill is None and size > SPILL_BYTES:
+            self.digest = xxhash.xxh3_128(self.buffer)
             self.spill = tempfile.TemporaryFile(prefix="softcopy-s3-")  # noqa: SIM115
             self.spill.write(self.buffer)
             self.buffer = b""
         if self.spill is not None:
+            self.digest.update(data)
             self.spill.write(data)
         elif not self.buffer and type(data) is bytes:
             self.buffer = data  # (immutable: kept as it is, not copied)
@@ -108,6 +110,12 @@ class S3TempFile(TempFile):
             if type(self.buffer) is bytes:
                 self.buffer = bytearray(self.buffer)
             self.buffer += data
+
+    def hexdigest(self) -> str:
+        """The xxh3-128 of the bytes written: only the object's metadata takes it, and only
+        from `s3.META_FROM` bytes, so a file kept in memory is hashed here, when asked, not
+        as it is written (most are small, and never asked)."""
+        return (self.digest or xxhash.xxh3_128(self.buffer)).hexdigest()
 
 
 def index_bytes(objects: list[tuple[str, ObjectInfo]], skip: str, token: str = "") -> bytes:
