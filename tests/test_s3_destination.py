@@ -9,6 +9,7 @@ import errno
 import itertools
 import json
 import os
+import socket
 from collections.abc import Callable, Iterator
 
 import obstore
@@ -26,7 +27,14 @@ from napari_softcopy.destinations.s3 import (
     META_STAMP,
     S3Destination,
 )
-from napari_softcopy.destinations.s3_settings import S3SettingsError, parse_s3_url
+from napari_softcopy.destinations.s3_settings import (
+    S3SettingsError,
+    describe_error,
+    is_transient,
+    parse_s3_url,
+    store_config,
+)
+from napari_softcopy.destinations.s3_stores import s3_store
 from napari_softcopy.destinations.s3_uploads import signed_request
 from s3_server import FailingProxy, free_ports
 
@@ -211,6 +219,21 @@ def test_an_unreachable_endpoint_is_said_in_one_line(s3_env, monkeypatch):
     with pytest.raises(OSError, match="cannot reach") as err:
         S3Destination("s3://softcopy/acq.zarr")
     assert err.value.errno == errno.EIO and "\n" not in str(err.value)
+
+
+def test_a_server_that_takes_the_request_but_never_answers_is_not_called_unreachable(s3_env):
+    """A SeaweedFS whose disk is nearly full still lists but leaves every PUT unanswered:
+    the message says the server did not answer (and may be full), not "cannot reach"."""
+    silent = socket.create_server(("127.0.0.1", 0))  # (accepts, never answers)
+    endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+    location = parse_s3_url("s3://softcopy/acq.zarr")
+    settings = store_config({**s3_env.env(), "AWS_ENDPOINT_URL": endpoint})
+    store = s3_store(location, settings, timeout_s=1, retries=0, max_backoff_s=1, retry_timeout_s=1)
+    with silent, pytest.raises(Exception) as err:
+        obstore.put(store, "f", b"data")
+    message = describe_error(err.value, location, endpoint)
+    assert message.startswith(f"the server at {endpoint} did not answer"), message
+    assert "disk full" in message and is_transient(message)
 
 
 def test_keys_from_a_profile_in_the_shared_files(s3_env, monkeypatch, tmp_path):

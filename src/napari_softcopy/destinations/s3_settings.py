@@ -198,6 +198,14 @@ def describe_error(exc: BaseException, location: S3Location, endpoint: str) -> s
             f"the server at {endpoint} failed a request for {location.url} ({status}): it may "
             "be starting or overloaded"
         )
+    # A request sent but not answered in time (reqwest's Timeout, not a connect error): the
+    # server is there but stuck. SeaweedFS does that to every PUT once its disk is nearly
+    # full, while it still lists; "cannot reach" would send the user to the wrong place.
+    if "kind: Timeout" in text and "Connect" not in text:
+        return (
+            f"the server at {endpoint} did not answer a request for {location.url} in time: "
+            "it may be overloaded, or its disk full"
+        )
     if any(word in text for word in ("connect", "Connection", "dns error", "timed out", "timeout")):
         return (
             f"cannot reach {endpoint} for {location.url}; check AWS_ENDPOINT_URL and that "
