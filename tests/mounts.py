@@ -593,6 +593,9 @@ def mounted(kind: str, work: str | os.PathLike, *, size_mb: int = 128) -> Iterat
         yield mount
     finally:
         mount.close()
+        # (its image and the servers' files: a suite's mounts would fill a small disk)
+        if not is_mounted(mount.path):
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def mount_fixture(kind: str, *, size_mb: int = 128, scope: str = "module"):

@@ -147,13 +147,20 @@ class SeaweedS3:
             if self.proc.poll() is not None:
                 log = (self.logs / "stdout.txt").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"weed mini ended with {self.proc.returncode}: {log}")
-            if self._answers():
+            if self._stores():
                 return
             time.sleep(0.1)  # (a deadline poll: the server says nothing when it is ready)
         self.stop()
-        raise RuntimeError(f"weed mini did not answer on {self.endpoint} in {timeout} s")
+        free = shutil.disk_usage(self.data)
+        raise RuntimeError(
+            f"weed mini on {self.endpoint} did not store an object in {timeout} s "
+            f"({free.free >> 20} MiB of {free.total >> 20} MiB free below {self.data}: "
+            "SeaweedFS leaves PUTs unanswered on a nearly full disk)"
+        )
 
-    def _answers(self) -> bool:
+    def _stores(self) -> bool:
+        """Whether the server stores and deletes an object in its first bucket: it lists
+        before its volumes take writes, and on a nearly full disk it never takes them."""
         import obstore
         from obstore.store import S3Store
 
@@ -167,8 +174,9 @@ class SeaweedS3:
             retry_config={"max_retries": 0, "retry_timeout": timedelta(seconds=1)},
         )
         try:
-            obstore.list(store, chunk_size=1).collect()
-        except Exception:  # (not up yet, or its buckets not made yet)
+            obstore.put(store, ".server-ready", b"ready")
+            obstore.delete(store, ".server-ready")
+        except Exception:  # (not up yet, its buckets or volumes not made yet)
             return False
         return True
 
@@ -315,6 +323,8 @@ def seaweed(base: Path) -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.stop()
+        # (its objects; the logs stay: a suite's servers would fill a small disk)
+        shutil.rmtree(server.data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
