@@ -20,6 +20,7 @@ from pathlib import Path
 
 from .checks import InputError, check_not_url
 from .cli_demo import add_demo_commands
+from .destinations.s3_settings import is_s3_url
 from .engine import CopyEngine
 from .exit_codes import (
     EXIT_BROKEN_PIPE,
@@ -261,7 +262,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     check_not_url(args.source, "source")
     check_not_url(args.destination, "destination")
     src, dst = Path(args.source), Path(args.destination)
-    remote = args.destination.startswith("s3://")  # (checked by opening it, below)
+    remote = is_s3_url(args.destination)  # (checked by opening it, below)
     for path, what in ((src, "source"), *(() if remote else ((dst, "destination"),))):
         if not path.is_dir():
             raise InputError(f"{what} {path} is not a folder; check the path")

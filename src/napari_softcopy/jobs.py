@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .checks import InputError
+from .destinations.s3_settings import is_s3_url
 from .platform import sha1, try_lock
 
 
@@ -36,7 +37,7 @@ def state_dir() -> Path:
 def job_id(destination: str | os.PathLike) -> str:
     """A short stable id for a destination path."""
     real = os.fspath(destination)
-    if not real.startswith("s3://"):  # (a URL names the same place from any folder)
+    if not is_s3_url(real):  # (a URL names the same place from any folder)
         real = os.path.realpath(real)
     return sha1(real.encode()).hexdigest()[:12]
 

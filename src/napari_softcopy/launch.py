@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .destinations.s3_settings import is_s3_url
 from .jobs import JobRecord, default_status_file, job_id, list_jobs, state_dir
 from .option_flags import option_args
 from .options import CopyOptions
@@ -148,7 +149,7 @@ def start_copy(
     options = options or CopyOptions()
     src = os.path.abspath(os.fspath(source))
     dst = os.fspath(destination)
-    if not dst.startswith("s3://"):  # (an s3:// URL is not a path)
+    if not is_s3_url(dst):  # (an s3:// URL is not a path)
         dst = os.path.abspath(dst)
     if options.status_file is None:
         status_file = default_status_file(dst)

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from .checks import InputError, check_not_url
+from .destinations.s3_settings import is_s3_url
 
 #: The options an entry may set for itself, and their type.
 ENTRY_OPTIONS = {"move": bool}
@@ -80,7 +81,7 @@ def read_targets_with_options(path: str | os.PathLike) -> list[tuple[str, str, d
                 raise InputError(f"{where} has `{key}: {value}`; write `{key}: true` or false")
         base = path.parent
         source = os.fspath(base / os.path.expanduser(source))
-        if not destination.startswith("s3://"):  # (an s3:// URL is not a path)
+        if not is_s3_url(destination):  # (an s3:// URL is not a path)
             destination = os.fspath(base / os.path.expanduser(destination))
         real = os.path.realpath(destination)
         if real in seen:
