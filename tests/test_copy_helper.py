@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from pathlib import Path
 
 import blake3
 import pytest
@@ -19,7 +20,7 @@ from napari_softcopy.copy_helper import (
     CopyHelper,
     HelperOutcome,
 )
-from napari_softcopy.destinations import SOURCE_STAMP, LocalDestination, source_stamp
+from napari_softcopy.destinations import SOURCE_STAMP, STATE_DIR, LocalDestination, source_stamp
 from napari_softcopy.engine import CopyEngine, Tuning
 from napari_softcopy.engine import helpers as helpers_module
 from napari_softcopy.platform import available_cores
@@ -170,11 +171,21 @@ def test_a_stop_ends_the_helper_at_once_and_leaves_no_temporary_file(
     e = engine(src, dst, tuning=SMALL)
 
     def copied_by_the_helper_unbooked() -> int:  # (booked when its batch is answered)
-        # (os.walk: the probe's folder, listed and then removed, is no error, as in rglob)
-        at_destination = sum(len(files) for _dir, _dirs, files in os.walk(dst))
+        # (os.walk: the probe's folder, listed and then removed, is no error, as in rglob;
+        # the engine's own copies in flight are temporary files and its state is its own,
+        # neither counted)
+        at_destination = sum(
+            not name.endswith("softcopy-tmp")
+            for folder, _dirs, files in os.walk(dst)
+            if STATE_DIR not in Path(folder).relative_to(dst).parts
+            for name in files
+        )
         return at_destination - e.status().files_copied
 
-    wait_for(lambda: copied_by_the_helper_unbooked() >= 3, what="the helper in a batch")
+    wait_for(
+        lambda: helpers.pids and copied_by_the_helper_unbooked() >= 3,
+        what="the helper in a batch",
+    )
     t0 = time.monotonic()
     e.stop()
     e.wait(10)
