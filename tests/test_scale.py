@@ -198,7 +198,7 @@ def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
     """Issue 22 item 2, scaled down: after a live copy of 10,240 files in 1,281 folders
     (a tensorstore writer in a process of its own), what the package still holds, caught up
     and before the marker, is bounded by its caps (watches, the destination's folder cache,
-    the pending set made anew, the proofs), not by the files and folders: under 250 kB
+    the pending set made anew, the proofs), not by the files and folders: under 320 kB
     here, where one path kept per folder and a backlog's tables kept 580 kB (and 58 MB at a
     million files)."""
     import dataclasses
@@ -258,7 +258,9 @@ def test_the_engines_memory_does_not_grow_with_files_and_folders(tmp_path):
     assert engine.wait(120), engine.status().message
     assert assert_identical(source, dest) == files + 2  # (and the metadata, the marker)
     top = "\n".join(map(str, ours.statistics("lineno")[:5]))
-    assert held < 250_000, f"{held} bytes held after {files} files:\n{top}"
+    # (199-251 kB over four runs, by what is in flight at the snapshot: a bound at 250 kB
+    # failed in CI; one path kept per folder would hold 580 kB here)
+    assert held < 320_000, f"{held} bytes held after {files} files:\n{top}"
 
 
 def test_the_day_benchmark_runs_and_reports(tmp_path):
