@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterator
 import obstore
 import pytest
 import xxhash
+from hypothesis import given
+from hypothesis import strategies as st
 from obstore.store import S3Store
 
 from destination_tests import MTIME_NS, STAMP, DestinationTests, publish, read_back
-from napari_softcopy.destinations import Destination, is_copy_of
+from napari_softcopy.destinations import Destination, FileInfo, is_copy_of
 from napari_softcopy.destinations.s3 import (
     INDEX,
     META_DIGEST,
@@ -127,9 +129,7 @@ def test_a_new_run_knows_the_copies_from_the_index_and_without_it(s3_env):
         return s
 
     again = S3Destination(url, create=False)
-    known = [
-        o.mtime_ns is not None for rel, o in again._tree.objects.items() if rel.startswith("c/")
-    ]
+    known = [o.mtime_ns is not None for rel, o in again._tree.items() if rel.startswith("c/")]
     assert len(known) == 20 and all(known), "the index was not used"
     assert all_copies(again)
     # Without the index (a run killed before writing it) a small object carries no source
@@ -481,6 +481,74 @@ def test_the_index_is_written_whole_once_then_in_parts_of_what_changed(s3_env, m
     again = S3Destination(url, create=False)
     assert again.stat("c/12").mtime_ns == MTIME_NS and again.stat("c/3").mtime_ns == MTIME_NS + 1
     again.close()
+
+
+@given(
+    size=st.integers(0, 2**62),
+    etag=st.one_of(
+        st.binary(min_size=16, max_size=16).map(bytes.hex),  # (a PUT's: an MD5)
+        st.text(max_size=300),  # (a multipart upload's "...-3", another server's, none)
+    ),
+    mtime_ns=st.none() | st.integers(-(2**62), 2**62),
+    stamp=st.none() | st.binary(max_size=40),
+    last_modified_ns=st.integers(0, 2**62),
+    digest=st.none() | st.binary(min_size=32, max_size=32),
+)
+def test_what_the_tree_keeps_of_an_object_packed_reads_back_the_same(
+    size, etag, mtime_ns, stamp, last_modified_ns, digest
+):
+    """The copy's tree keeps each object packed (`pack_object`): every field reads back as
+    it was, None kept apart from empty and an upper-case hex ETag kept as it was written;
+    a walk's `FileInfo` of it is the one the unpacked record gives."""
+    from napari_softcopy.destinations.s3_objects import (
+        ObjectInfo,
+        file_info_of,
+        pack_object,
+        source_mtime_known,
+        unpack_object,
+    )
+
+    for tag in (etag, etag.upper()):
+        info = ObjectInfo(size, tag, mtime_ns, stamp, last_modified_ns, digest)
+        raw = pack_object(info)
+        assert unpack_object(raw) == info
+        assert source_mtime_known(raw) == (mtime_ns is not None)
+        mtime = last_modified_ns if mtime_ns is None else mtime_ns
+        assert file_info_of(raw, True) == FileInfo(False, True, size, mtime, stamp)
+        assert file_info_of(raw, False) == FileInfo(False, True, size, mtime, None)
+
+
+def test_the_tree_keeps_folders_and_objects_sharing_a_name_apart():
+    """S3 allows an object ``a`` beside objects below ``a/``: the name lists as the object
+    while it is there, as a folder once it is deleted, and goes with the last of either;
+    folders left empty go, the root stays; an object's record is the one published last."""
+    from napari_softcopy.destinations.s3_objects import ObjectInfo
+    from napari_softcopy.destinations.s3_tree import ObjectTree
+
+    tree = ObjectTree(None, None, None, None)
+
+    def put(rel: str, size: int) -> None:
+        tree.add(rel, ObjectInfo(size, "0" * 32, MTIME_NS + size, b"1:2"))
+
+    def names(folder: str) -> dict[str, bool]:
+        return {n: i.is_dir for n, i in tree.listdir(folder, None, None, True).items()}
+
+    for rel, size in [("a/b", 1), ("a", 2), ("a/c/d", 3), ("e/f/g", 4), ("a", 5)]:
+        put(rel, size)
+    assert tree.count == 4 and names("") == {"a": False, "e": True}
+    assert tree.stat("a", True).size == 5 and tree.stat("a/c/d", True).mtime_ns == MTIME_NS + 3
+    assert names("a") == {"b": False, "c": True}
+    tree.remove("a/b")
+    tree.remove("a/c/d")  # (folder a is empty now: the object a stays, as a file)
+    assert names("") == {"a": False, "e": True} and tree.stat("a/c", True) is None
+    put("a/b", 1)
+    tree.remove("a")  # (the folder a still holds b)
+    assert names("") == {"a": True, "e": True} and tree.count == 2
+    tree.remove("a/b")
+    tree.remove("e/f/g")
+    tree.remove("e/f/g")  # (gone already: nothing changes)
+    assert names("") == {} and tree.count == 0 and list(tree.dirs) == [""]
+    assert tree.stat("", True).is_dir
 
 
 def test_a_part_of_another_index_or_after_a_gap_never_counts(s3_env):

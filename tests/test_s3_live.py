@@ -141,7 +141,7 @@ def test_a_copier_killed_with_sigkill_resumes_and_copies_again_only_what_its_ind
     # metadata below `META_FROM` bytes: nothing records their source's version, so those
     # are copied again).
     reader = S3Destination(url, create=False)
-    indexed = {rel for rel, o in reader._tree.objects.items() if o.mtime_ns is not None}
+    indexed = {rel for rel, info in reader._tree.items() if info.mtime_ns is not None}
     reader.close()
     result = run_cli("copy", src, url, state_dir=state_dir)
     assert result.returncode == 0, result.stderr

@@ -206,7 +206,7 @@ class S3Destination(Destination):
         run's uploads and an earlier run's. An object published again or deleted since is
         another entry, with its own digest or none. None for an object put by another tool,
         or by a copy whose server checked no checksum."""
-        obj = self._tree.objects.get(rel)  # (one lookup: atomic without the lock)
+        obj = self._tree.get(rel)
         if (
             obj is None
             or obj.digest is None
@@ -241,7 +241,7 @@ class S3Destination(Destination):
         import obstore
 
         try:
-            if ROOT_ID in self._tree.objects:
+            if self._tree.raw(ROOT_ID) is not None:
                 return bytes(obstore.get(self._probe, ROOT_ID).bytes())
             root_id = secrets.token_hex(16).encode()
             obstore.put(self._probe, ROOT_ID, root_id)
@@ -437,7 +437,7 @@ class S3Destination(Destination):
         import obstore
 
         with self._lock:
-            known = rel in self._tree.objects
+            known = self._tree.raw(rel) is not None
         if not known:
             return False
         try:

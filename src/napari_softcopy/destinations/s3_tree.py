@@ -2,11 +2,14 @@
 at the start, then kept by the copy's own publishes and deletes), the source metadata of
 each object (from the index, or a HEAD), and the index itself (`INDEX`).
 
-Memory: one `ObjectInfo` (slots) per object, keyed by its path, and per folder the set of
-its entries' names, interned (a Zarr archive's chunk names are "0", "1", ... in every
-folder: one string each, not one per object). The listing is taken a page at a time, never
-held whole. A verification opening the root again in the copy's process reads the copy's
-tree itself (`s3_copiers`): one tree in the process, and no second listing.
+Memory: per folder a map of its entries' names, interned (a Zarr archive's chunk names are
+"0", "1", ... in every folder: one string each, not one per object), to each object's
+`ObjectInfo` packed into one bytes object (`s3_objects.pack_object`); no path is kept per
+object. (Keyed by path, with `ObjectInfo` objects, it was 349 bytes an object at 20,000
+objects, and a walk hashed 50,000 new path strings for one folder: benchmarks/notes.md
+item 86.) The listing is taken a page at a time, never held whole. A
+verification opening the root again in the copy's process reads the copy's tree itself
+(`s3_copiers`): one tree in the process, and no second listing.
 """
 
 from __future__ import annotations
@@ -18,11 +21,20 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 from .base import STATE_DIR, FileInfo
-from .s3_objects import ObjectInfo, etag_of, index_bytes, ns_of
+from .s3_objects import (
+    ObjectInfo,
+    etag_of,
+    file_info_of,
+    index_bytes,
+    ns_of,
+    pack_object,
+    source_mtime_known,
+    unpack_object,
+)
 
 META_MTIME = "softcopy-mtime-ns"
 META_STAMP = "softcopy-stamp"
@@ -83,8 +95,11 @@ class ObjectTree:
         self.store, self.probe = store, probe
         self._fail, self._io_error = fail, io_error
         self.lock = threading.Lock()
-        self.objects: dict[str, ObjectInfo] = {}
-        self.dirs: dict[str, set[str]] = {"": set()}  # folder -> names of its entries
+        #: Folder -> its entries: an object's `ObjectInfo` packed (`get`, `add`: read and
+        #: replaced whole), or None for a folder only (where an object and a folder share a
+        #: name, as S3 allows, the object is what the name lists as).
+        self.dirs: dict[str, dict[str, bytes | None]] = {"": {}}
+        self.count = 0  # (objects)
         self.dirty = False
         self.index_written = time.monotonic()
         #: Paths whose entry changed since the index (or its last part) was written.
@@ -113,11 +128,16 @@ class ObjectTree:
                     self.add(meta["path"], info)
         except Exception as exc:
             raise self._fail(exc) from None
-        self.old_parts = [rel for rel in self.objects if rel.startswith(_PART)]
+        own = self.dirs.get(STATE_DIR, {})
+        self.old_parts = [
+            f"{STATE_DIR}/{name}"
+            for name, raw in own.items()
+            if raw is not None and f"{STATE_DIR}/{name}".startswith(_PART)
+        ]
         token = self._load_index(INDEX)
         n = 1
         # (its parts in order, while there is one: each holds what changed after the last)
-        while token and index_part(token, n) in self.objects:
+        while token and self.raw(index_part(token, n)) is not None:
             if self._load_index(index_part(token, n)) is None:
                 break
             n += 1
@@ -126,7 +146,7 @@ class ObjectTree:
         """Take the entries of the index (or part) ``key``; its token (None: unreadable)."""
         import obstore
 
-        if key not in self.objects:
+        if self.raw(key) is None:
             return None
         try:
             raw = bytes(obstore.get(self.store, key).bytes())
@@ -141,15 +161,22 @@ class ObjectTree:
             digests = doc.get("digests") or {}  # (none in an index of an earlier version)
         except (ValueError, KeyError, TypeError, zlib.error):
             return None  # (unreadable: every object is looked at with a HEAD instead)
+        dirs = self.dirs
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
-            obj = self.objects.get(rel)
+            folder, _, name = rel.rpartition("/")
+            there = dirs.get(folder)
+            raw = None if there is None else there.get(name)
+            if raw is None:
+                continue
+            obj = unpack_object(raw)
             # (the ETag checks the entry is of the object listed now, not one put since)
-            if obj is not None and obj.etag == etag and obj.size == size:
+            if obj.etag == etag and obj.size == size:
                 obj.mtime_ns = mtime_ns
                 obj.stamp = stamp.encode() if stamp is not None else None
                 digest = digest_of(digests.get(rel))
                 if digest is not None:
                     obj.digest = digest
+                there[name] = pack_object(obj)  # (at the start: nothing else writes yet)
         return token
 
     # -- the index -----------------------------------------------------------------------
@@ -174,21 +201,20 @@ class ObjectTree:
                     return
                 changed, self.changed = self.changed, set()
                 whole = (
-                    self.token is None
-                    or self.parts >= INDEX_PARTS
-                    or 2 * len(changed) > len(self.objects)
+                    self.token is None or self.parts >= INDEX_PARTS or 2 * len(changed) > self.count
                 )
                 if whole:
                     token, key = secrets.token_hex(8), INDEX
-                    entries = list(self.objects.items())  # (the records: encoded below)
+                    objects = self._objects_of(self._snapshot())
                 else:
                     token, key = self.token, index_part(self.token, self.parts + 1)
-                    objects = self.objects
-                    entries = [(r, objects[r]) for r in sorted(changed) if r in objects]
+                    raw = self.raw
+                    entries = [(r, b) for r in sorted(changed) if (b := raw(r)) is not None]
+                    objects = ((r, unpack_object(b)) for r, b in entries)
                 self.dirty = False
                 self.index_written = time.monotonic()
-            data = index_bytes(entries, STATE_DIR + "/", token)
-            del entries
+            data = index_bytes(objects, STATE_DIR + "/", token)
+            del objects
             try:
                 obstore.put(self.store, key, data)
             except Exception as exc:
@@ -207,37 +233,80 @@ class ObjectTree:
                 with contextlib.suppress(Exception):  # (left over: they no longer count)
                     obstore.delete(self.store, old)
 
+    def _snapshot(self) -> list[tuple[str, dict[str, bytes | None]]]:
+        """Each folder's prefix and a copy of its entries (call with `lock` held): a path
+        for each object is made only as `_objects_of` reads it."""
+        return [
+            (f"{folder}/" if folder else "", dict(there)) for folder, there in self.dirs.items()
+        ]
+
+    @staticmethod
+    def _objects_of(snapshot) -> Iterator[tuple[str, ObjectInfo]]:
+        for base, entries in snapshot:
+            for name, raw in entries.items():
+                if raw is not None:
+                    yield base + name, unpack_object(raw)
+
     # -- the tree (callers hold `lock` while others may change it) ----------------------------
+    def raw(self, rel: str) -> bytes | None:
+        """The packed record of the object ``rel`` (None: no such object)."""
+        folder, _, name = rel.rpartition("/")
+        entries = self.dirs.get(folder)  # (lookups: atomic without the lock)
+        return None if entries is None else entries.get(name)
+
+    def get(self, rel: str) -> ObjectInfo | None:
+        """What is known of the object ``rel`` (a copy: `add` it to change the tree)."""
+        raw = self.raw(rel)
+        return None if raw is None else unpack_object(raw)
+
+    def items(self) -> Iterator[tuple[str, ObjectInfo]]:
+        """Every object's path and what is known of it."""
+        with self.lock:
+            snapshot = self._snapshot()
+        return self._objects_of(snapshot)
+
     def add(self, rel: str, obj: ObjectInfo) -> None:
-        self.objects[rel] = obj
         parent, _, name = rel.rpartition("/")
-        names = self.dirs.get(parent)
-        if names is not None:  # (its folders are known: the common case, one lookup)
-            names.add(_intern(name))
-            return
-        parts = rel.split("/")
-        for i in range(len(parts)):
-            folder = "/".join(parts[:i])
-            self.dirs.setdefault(folder, set()).add(_intern(parts[i]))
+        entries = self.dirs.get(parent)
+        if entries is None:  # (a new folder: its own, and any above it still unknown)
+            folder = ""
+            for part in parent.split("/"):
+                self.dirs[folder].setdefault(_intern(part), None)  # (an object there stays)
+                folder = f"{folder}/{part}" if folder else part
+                self.dirs.setdefault(folder, {})
+            entries = self.dirs[parent]
+        name = _intern(name)
+        if entries.get(name) is None:
+            self.count += 1
+        entries[name] = pack_object(obj)
 
     def remove(self, rel: str) -> None:
-        self.objects.pop(rel, None)
-        while rel:
-            parent, _, name = rel.rpartition("/")
-            if self.dirs.get(rel):
-                return  # (a folder that still holds something stays)
-            self.dirs.pop(rel, None)
-            names = self.dirs.get(parent)
-            if names is not None:
-                names.discard(name)
-            rel = parent
+        parent, _, name = rel.rpartition("/")
+        entries = self.dirs.get(parent)
+        if entries is None or entries.get(name) is None:
+            return
+        self.count -= 1
+        if self.dirs.get(rel):
+            entries[name] = None  # (a folder of that name still holds something)
+            return
+        del entries[name]
+        # Folders left empty go (the root stays), up to one that holds something else.
+        while parent and not self.dirs.get(parent):
+            del self.dirs[parent]
+            parent, _, name = parent.rpartition("/")
+            above = self.dirs[parent]
+            if above.get(name) is not None:
+                return  # (an object of that name: it stays)
+            above.pop(name, None)
 
     # -- reading -------------------------------------------------------------------------
-    def info(self, rel: str, obj: ObjectInfo, stamp: bool) -> FileInfo:
-        if obj.mtime_ns is None:
+    def info(self, rel: str, raw: bytes, stamp: bool) -> FileInfo:
+        """The `FileInfo` of the object ``rel`` packed in ``raw`` (its metadata read first
+        where the index did not have it)."""
+        if not source_mtime_known(raw):
             self.read_metadata([rel])
-        mtime = obj.mtime_ns if obj.mtime_ns is not None else obj.last_modified_ns
-        return FileInfo(False, True, obj.size, mtime, obj.stamp if stamp else None)
+            raw = self.raw(rel) or raw
+        return file_info_of(raw, stamp)
 
     def read_metadata(self, rels: list[str]) -> None:
         """HEAD the objects ``rels`` the index does not know, many at a time."""
@@ -251,9 +320,10 @@ class ObjectTree:
             except Exception as exc:
                 raise self._io_error(exc) from None
             attrs, meta = result.attributes, result.meta
-            obj = self.objects.get(rel)
-            if obj is None:
+            raw = self.raw(rel)
+            if raw is None:
                 return
+            obj = unpack_object(raw)
             obj.size, obj.etag = meta["size"], etag_of(meta)
             obj.last_modified_ns = ns_of(meta["last_modified"])
             mtime = attrs.get(META_MTIME)
@@ -264,7 +334,12 @@ class ObjectTree:
             obj.stamp = stamp.encode() if stamp else None
             obj.digest = digest_of(attrs.get(META_BLAKE3))
             with self.lock:
-                self.mark(rel)
+                # (unless published or deleted meanwhile: then that answer stands)
+                folder, _, name = rel.rpartition("/")
+                entries = self.dirs.get(folder)
+                if entries is not None and entries.get(name) is raw:
+                    entries[name] = pack_object(obj)
+                    self.mark(rel)
 
         if len(rels) == 1:
             head(rels[0])
@@ -273,9 +348,9 @@ class ObjectTree:
             list(pool.map(head, rels))
 
     def stat(self, rel: str, stamp: bool) -> FileInfo | None:
-        obj = self.objects.get(rel)
-        if obj is not None:
-            return self.info(rel, obj, stamp)
+        raw = self.raw(rel)
+        if raw is not None:
+            return self.info(rel, raw, stamp)
         if rel in self.dirs:
             return FileInfo(True, False, 0, 0)
         return None
@@ -288,28 +363,26 @@ class ObjectTree:
         stamps: bool,
     ) -> dict[str, FileInfo] | None:
         """The folder's entries; `STATE_DIR` is not part of the copy and is not listed."""
-        with self.lock:
-            names = sorted(self.dirs.get(rel_dir, ()))
-        base = f"{rel_dir}/" if rel_dir else ""
+        with self.lock:  # (copied: uploads finishing meanwhile add to it)
+            listed = list(self.dirs.get(rel_dir, {}).items())
+        listed.sort()  # (names are unique: records are never compared)
         if not rel_dir:
-            names = [n for n in names if n != STATE_DIR]
+            listed = [item for item in listed if item[0] != STATE_DIR]
         if keep is not None:
-            names = [n for n in names if keep(n)]
-        objects = self.objects
-        unknown = [
-            base + n
-            for n in names
-            if (o := objects.get(base + n)) is not None and o.mtime_ns is None
-        ]
+            listed = [item for item in listed if keep(item[0])]
+        base = f"{rel_dir}/" if rel_dir else ""
+        unknown = [base + n for n, raw in listed if raw is not None and not source_mtime_known(raw)]
         if unknown:
             self.read_metadata(unknown)
+            listed = [(n, raw and (self.raw(base + n) or raw)) for n, raw in listed]
         out: dict[str, FileInfo] = {}
-        for i, name in enumerate(names):
+        for i, (name, raw) in enumerate(listed):
             if cancelled is not None and i % 1000 == 999 and cancelled():
                 return None
-            obj = objects.get(base + name)
-            if obj is not None:
-                out[name] = self.info(base + name, obj, stamps)
-            else:
+            if raw is None:
                 out[name] = FileInfo(True, False, 0, 0)
+            elif source_mtime_known(raw):
+                out[name] = file_info_of(raw, stamps)
+            else:  # (its HEAD found none: the server's time stands in)
+                out[name] = self.info(base + name, raw, stamps)
         return out
