@@ -427,6 +427,9 @@ def test_the_progress_never_goes_back_when_copies_land_beside_the_first_scan(tmp
     while e._control.is_alive() or not seen:
         s = e.status()
         seen.append((s.scans, s.files_copied, s.files_at_destination, s.chunks_at_destination))
+        # (a sample every millisecond or so: polling without a pause held the interpreter
+        # lock from the engine's threads, and the copy of 3,000 files took 30 s)
+        time.sleep(0.001)
     assert e.wait(60) and e.state == "verified"
     assert any(scans >= 1 and copied > 0 for scans, copied, _, _ in seen)  # (it was beside)
     behind = [row for row in seen if row[2] != row[1]]
