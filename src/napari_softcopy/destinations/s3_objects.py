@@ -51,9 +51,9 @@ class ObjectInfo:
 # An object's `ObjectInfo` packed into one bytes object for the copy's tree (`s3_tree`): its
 # size, source mtime, server time, flags and the ETag's length, then the ETag (16 bytes where
 # it is an MD5's 32 lowercase hex digits, as a PUT's is; else its text), the digest (32
-# bytes) and the stamp. As a slotted object with its fields as Python objects, an object
-# with its path in the tree cost about 435 bytes; packed, about 210 (tracemalloc,
-# benchmarks/notes.md item 86): 200 MiB less at a day's million objects.
+# bytes) and the stamp. In the copy's tree an object cost 349 bytes as a slotted object with
+# its fields as Python objects, keyed by its path; 170 packed in its folder's map
+# (tracemalloc, benchmarks/notes.md item 86): 170 MiB less at a day's million objects.
 _PACKED = struct.Struct("<qqqBH")
 _MTIME, _DIGEST, _STAMP, _MD5 = 1, 2, 4, 8
 _FLAGS_AT = 24  # (the flags' offset in `_PACKED`)
