@@ -128,10 +128,11 @@ class ObjectTree:
         except Exception as exc:
             raise self._fail(exc) from None
         own = self.dirs.get(STATE_DIR, {})
+        part = _PART.rpartition("/")[2]
         self.old_parts = [
             f"{STATE_DIR}/{name}"
             for name, raw in own.items()
-            if raw is not None and f"{STATE_DIR}/{name}".startswith(_PART)
+            if raw is not None and name.startswith(part)
         ]
         token = self._load_index(INDEX)
         n = 1
@@ -160,11 +161,8 @@ class ObjectTree:
             digests = doc.get("digests") or {}  # (none in an index of an earlier version)
         except (ValueError, KeyError, TypeError, zlib.error):
             return None  # (unreadable: every object is looked at with a HEAD instead)
-        dirs = self.dirs
         for rel, (size, etag, mtime_ns, stamp) in entries.items():
-            folder, _, name = rel.rpartition("/")
-            there = dirs.get(folder)
-            raw = None if there is None else there.get(name)
+            raw = self.raw(rel)
             if raw is None:
                 continue
             obj = unpack_object(raw)
@@ -175,7 +173,7 @@ class ObjectTree:
                 digest = digest_of(digests.get(rel))
                 if digest is not None:
                     obj.digest = digest
-                there[name] = pack_object(obj)  # (at the start: nothing else writes yet)
+                self._replace(rel, raw, pack_object(obj))  # (at the start: no other writer)
         return token
 
     # -- the index -----------------------------------------------------------------------
@@ -252,6 +250,15 @@ class ObjectTree:
         folder, _, name = rel.rpartition("/")
         entries = self.dirs.get(folder)  # (lookups: atomic without the lock)
         return None if entries is None else entries.get(name)
+
+    def _replace(self, rel: str, old: bytes, new: bytes) -> bool:
+        """Put the record ``new`` for ``rel`` where ``old`` is still its record (True)."""
+        folder, _, name = rel.rpartition("/")
+        entries = self.dirs.get(folder)
+        if entries is None or entries.get(name) is not old:
+            return False
+        entries[name] = new
+        return True
 
     def get(self, rel: str) -> ObjectInfo | None:
         """What is known of the object ``rel`` (a copy: `add` it to change the tree)."""
@@ -332,12 +339,8 @@ class ObjectTree:
             stamp = attrs.get(META_STAMP)
             obj.stamp = stamp.encode() if stamp else None
             obj.digest = digest_of(attrs.get(META_BLAKE3))
-            with self.lock:
-                # (unless published or deleted meanwhile: then that answer stands)
-                folder, _, name = rel.rpartition("/")
-                entries = self.dirs.get(folder)
-                if entries is not None and entries.get(name) is raw:
-                    entries[name] = pack_object(obj)
+            with self.lock:  # (unless published or deleted meanwhile: that answer stands)
+                if self._replace(rel, raw, pack_object(obj)):
                     self.mark(rel)
 
         if len(rels) == 1:
@@ -380,8 +383,6 @@ class ObjectTree:
                 return None
             if raw is None:
                 out[name] = FileInfo(True, False, 0, 0)
-            elif source_mtime_known(raw):
-                out[name] = file_info_of(raw, stamps)
-            else:  # (its HEAD found none: the server's time stands in)
+            else:
                 out[name] = self.info(base + name, raw, stamps)
         return out
