@@ -368,33 +368,6 @@ def test_without_xattrs_at_the_destination_unwatched_folders_are_walked_and_it_i
     ], s.notices
 
 
-def test_the_spools_of_killed_engines_are_removed(tmp_path, monkeypatch):
-    """An engine killed (SIGKILL) cannot delete its spool of proven rows: the next one to
-    start deletes the spools whose process is gone, and no other."""
-    import tempfile
-
-    from napari_softcopy.proofs import ProofSpool
-
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    gone = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        text=True,
-        capture_output=True,
-        check=True,
-    ).stdout.strip()
-    orphan = tmp_path / f"softcopy-proofs-{gone}-abc"
-    alive = tmp_path / f"softcopy-proofs-{os.getppid()}-abc"
-    orphan.mkdir()
-    alive.mkdir()
-    spool = ProofSpool()
-    try:
-        assert not orphan.exists() and alive.exists()
-        assert Path(spool.folder).parent == tmp_path
-    finally:
-        spool.discard()
-    assert not Path(spool.folder).exists()
-
-
 def test_proofs_cost_under_180_bytes_a_folder_and_read_back_whole():
     """A day's 100,000 folders keep their proofs packed (about 280 bytes a folder as tuples
     of Python ints: 28 MB); every field, subfolders and the watch check read back as

@@ -155,8 +155,13 @@ def _run_engines(
     previous = {sig: signal.signal(sig, note) for sig in stop_signals + finish_signals}
 
     def act_on_signals() -> None:
-        while received:
-            signum = received.pop(0)
+        # The signals noted so far, each acted on once, in the order they first came: a
+        # burst of one signal is one request. One batch a call: the handler appends while
+        # this runs (in this thread, at the end of the list), and a loop until the list is
+        # empty would never end under a flood (42 s seen before a stop was acted on).
+        batch = received[:]
+        del received[: len(batch)]
+        for signum in dict.fromkeys(batch):
             if signum in stop_signals:
                 stop_signal.append(signum)
                 for engine in engines:

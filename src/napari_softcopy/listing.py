@@ -40,6 +40,7 @@ from array import array
 from collections.abc import Iterator, Mapping
 
 from .destinations import FileInfo
+from .temp_folders import process_temp_folder
 
 __all__ = ["Listing", "ListingWriter", "ProvenLines", "spool_folder"]
 
@@ -266,8 +267,10 @@ def _last_of_each(blocks: list[list[Row]]) -> list[Row]:
 
 
 def spool_folder() -> str:
-    """A new temporary folder for a walk's spools (each part's `ListingWriter` writes there)."""
-    return tempfile.mkdtemp(prefix="softcopy-listing-")
+    """A new temporary folder for a walk's spools (each part's `ListingWriter` writes there;
+    `Listing.discard` deletes it, or the next one made once this process is gone:
+    `temp_folders`)."""
+    return process_temp_folder("softcopy-listing-")
 
 
 def _name(row: Row) -> str:

@@ -32,7 +32,6 @@ import os
 import pickle
 import shutil
 import struct
-import tempfile
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -40,6 +39,7 @@ from typing import NamedTuple
 
 from .destinations import FileInfo
 from .platform import degrade
+from .temp_folders import process_temp_folder
 
 __all__ = ["NO_WATCH", "FolderProofs", "Proof", "ProofSpool", "StandingProofs"]
 
@@ -139,8 +139,7 @@ class ProofSpool:
     growing with the run; benchmarks/notes.md item 80)."""
 
     def __init__(self) -> None:
-        _remove_orphans()
-        self.folder = tempfile.mkdtemp(prefix=f"{_PREFIX}{os.getpid()}-")
+        self.folder = process_temp_folder("softcopy-proofs-")
         self.path = os.path.join(self.folder, "rows")
         self.lines_path = os.path.join(self.folder, "lines")
         self._file = open(self.path, "ab")  # noqa: SIM115 (open until `discard`)
@@ -185,26 +184,6 @@ class ProofSpool:
 
 def _name(row: tuple) -> str:
     return row[0]
-
-
-_PREFIX = "softcopy-proofs-"
-
-
-def _remove_orphans() -> None:
-    """Delete the spools of engines that were killed (their process is gone): a stop always
-    deletes its own, a SIGKILL cannot."""
-    root = tempfile.gettempdir()
-    with contextlib.suppress(OSError):
-        for name in os.listdir(root):
-            pid = name[len(_PREFIX) :].partition("-")[0]
-            if not (name.startswith(_PREFIX) and pid.isdigit()):
-                continue
-            try:
-                os.kill(int(pid), 0)
-            except ProcessLookupError:
-                shutil.rmtree(os.path.join(root, name), ignore_errors=True)
-            except OSError:
-                pass  # (alive, another user's)
 
 
 class FolderProofs:

@@ -11,6 +11,7 @@ are walked or vouched for in turn.
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import threading
 from array import array
@@ -327,6 +328,7 @@ def walk_unproven(
             report._add("unreadable", _INTERRUPTED)
     except BaseException:
         writer.abandon()
+        shutil.rmtree(writer.folder, ignore_errors=True)  # (its own folder)
         raise
     finally:
         if dest is not None and own:
