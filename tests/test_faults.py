@@ -935,7 +935,7 @@ def _writer_ops():
             st.tuples(st.just("same-size"), key, st.integers(0, 255)),  # pwrite, acquire-zarr
             st.tuples(st.just("delete"), key),  # a chunk became the fill value
             st.tuples(st.just("new-array"), st.integers(0, 2), st.integers(1, 6)),
-            st.tuples(st.just("burst"), st.integers(1000, 2000)),  # overflows the queue
+            st.tuples(st.just("burst"), st.integers(300, 600)),  # overflows the 16-event queue
             st.tuples(st.just("pace"), st.sampled_from([0.0, 0.005, 0.03])),
         ),
         min_size=1,
