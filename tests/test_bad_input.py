@@ -382,7 +382,16 @@ def test_verify_with_missing_folder(tmp_path, archive):
         "verify",
         archive,
         tmp_path / "nope",
-        must_name=str(tmp_path / "nope"),
+        must_name=f"destination {tmp_path / 'nope'} does not exist",
+        fix="check the path",
+    )
+    (tmp_path / "file").write_bytes(b"")
+    refused(
+        tmp_path,
+        "verify",
+        tmp_path / "file",
+        archive,
+        must_name=f"source {tmp_path / 'file'} is not a folder",
         fix="check the path",
     )
 

@@ -59,6 +59,16 @@ def _inside(child: Path, parent: Path) -> bool:
     return child == parent or parent in child.parents
 
 
+def check_folder(path: str | os.PathLike, what: str) -> Path:
+    """The absolute path of ``path``, an existing folder (``what``: ``"source"`` or
+    ``"destination"``, for the message), for a command that only reads it (``verify``)."""
+    folder = _resolve(path)
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        raise InputError(f"{what} {folder} {why}; check the path")
+    return folder
+
+
 def check_source(source: str | os.PathLike, *, wait_for_source: bool = False) -> Path:
     """Check that ``source`` is a readable Zarr archive with valid metadata.
 

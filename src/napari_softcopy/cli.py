@@ -18,7 +18,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from .checks import InputError, check_not_url
+from .checks import InputError, check_folder, check_not_url
 from .cli_demo import add_demo_commands
 from .destinations.s3_settings import is_s3_url
 from .engine import CopyEngine
@@ -269,8 +269,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     src, dst = Path(args.source), Path(args.destination)
     remote = is_s3_url(args.destination)  # (checked by opening it, below)
     for path, what in ((src, "source"), *(() if remote else ((dst, "destination"),))):
-        if not path.is_dir():
-            raise InputError(f"{what} {path} is not a folder; check the path")
+        check_folder(path, what)
     if remote:
         dst = args.destination
         from .checks import check_s3_destination

@@ -400,11 +400,11 @@ def verify_against_manifest(path: str | os.PathLike, *, json_out: bool = False) 
     InputError
         ``path`` is not a folder, or holds no manifest (the message names the fix).
     """
-    from .checks import InputError
+    from .checks import InputError, check_folder
     from .destinations import is_s3_url, open_destination
 
-    if not is_s3_url(path) and not os.path.isdir(path):
-        raise InputError(f"destination {path} is not a folder; check the path")
+    if not is_s3_url(path):
+        check_folder(path, "destination")
     dest = open_destination(path, create=False)
     try:
         try:
