@@ -5,7 +5,8 @@ Each is named after the process that made it (``<prefix><pid>-<random>``) and de
 when done. A process killed by SIGKILL cannot delete its own, and a 24-hour copy may be
 stopped that way more than once; so each new folder of a kind is made after deleting those of
 its kind whose process is gone. A folder whose process still runs, or belongs to another user
-(``kill`` refused), is left.
+(``kill`` refused), is left. (Copies in containers that share one temporary folder but not
+their process IDs would take each other's folders for orphans: give each its own ``TMPDIR``.)
 """
 
 from __future__ import annotations
