@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,12 @@ from napari_softcopy.listing import spool_folder
 from napari_softcopy.proofs import ProofSpool
 
 
-def _proof_spool() -> tuple[str, object]:
+def _proof_spool() -> tuple[str, Callable[[], None]]:
     spool = ProofSpool()
     return spool.folder, spool.discard
 
 
-def _listing_spool() -> tuple[str, object]:
+def _listing_spool() -> tuple[str, Callable[[], None]]:
     folder = spool_folder()
     return folder, lambda: shutil.rmtree(folder)
 
