@@ -311,6 +311,23 @@ class Mount:
     def mounted(self) -> bool:
         return is_mounted(self.path)
 
+    def check_alive(self) -> None:
+        """Fail with the tails of the servers' and daemons' logs (``work/*.log``) where the
+        mount is gone or its FUSE daemon died (``ENOTCONN``: the mount is still listed), so a
+        failure on a real share says why (the logs go with the mount at its end)."""
+        try:
+            os.listdir(self.path)  # (a stat may be answered from the kernel's cache)
+            gone = None if self.mounted else "not mounted"
+        except OSError as exc:
+            gone = str(exc)
+        if gone is None:
+            return
+        tails = [
+            f"--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+            for log in sorted(self.work.glob("*.log"))
+        ]
+        raise AssertionError(f"{self.kind} at {self.path} is gone ({gone})\n" + "\n".join(tails))
+
     def close(self) -> None:
         _unmount(self.path)
         for step in reversed(self._cleanup):
@@ -496,14 +513,18 @@ def _setup_smb(m: Mount, size_mb: int) -> None:
             "[share]\n"
             f"path = {share}\nguest ok = yes\nread only = no\nforce user = root\n"
         )
-        server.append(
-            subprocess.Popen(
-                [_tool("smbd"), "--foreground", "--no-process-group", "-s", str(config)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+        with open(m.work / "smbd-output.log", "ab") as out:
+            server.append(
+                subprocess.Popen(
+                    [_tool("smbd"), "--foreground", "--no-process-group", "-s", str(config)],
+                    # (not the runner's stdin: a foreground smbd whose stdin is a pipe ends
+                    # when the pipe is closed, with SIGTERM: seen, "smbd exited -15")
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
             )
-        )
         wait_until(lambda: _accepts(port) or server[-1].poll() is not None, _TIMEOUT, "smbd")
         if server[-1].poll() is not None:
             raise RuntimeError(f"smbd exited {server[-1].returncode}; see {m.work}/smbd.log")
@@ -512,28 +533,32 @@ def _setup_smb(m: Mount, size_mb: int) -> None:
     def mount() -> None:
         port = start_smbd()
         # In the foreground, as a process of ours: stopped for certain at the end (a --daemon
-        # one would outlive a failed test).
-        client.append(
-            subprocess.Popen(
-                [
-                    _system_tool("rclone"),
-                    "mount",
-                    f":smb,host=127.0.0.1,port={port},user=guest:share",
-                    str(m.path),
-                    "--vfs-cache-mode",
-                    "writes",
-                    "--cache-dir",
-                    str(m.work / "rclone-cache"),
-                    "--config",
-                    "/dev/null",  # (no rclone.conf of the user running the tests)
-                    "--log-file",
-                    str(m.work / "rclone.log"),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
+        # one would outlive a failed test). Its output is kept: a Go panic goes there, not to
+        # its log file.
+        command = [
+            _system_tool("rclone"),
+            "mount",
+            f":smb,host=127.0.0.1,port={port},user=guest:share",
+            str(m.path),
+            "--vfs-cache-mode",
+            "writes",
+            "--cache-dir",
+            str(m.work / "rclone-cache"),
+            "--config",
+            "/dev/null",  # (no rclone.conf of the user running the tests)
+            "--log-file",
+            str(m.work / "rclone.log"),
+        ]
+        with open(m.work / "rclone-output.log", "ab") as out:
+            client.append(
+                subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=out,
+                    start_new_session=True,
+                )
             )
-        )
         wait_until(
             lambda: is_mounted(m.path) or client[-1].poll() is not None, _TIMEOUT, "rclone mount"
         )

@@ -175,7 +175,7 @@ class MountedDestinationTests(LocalDestinationTests):
     @pytest.fixture
     def base(self, request) -> Path:
         mount: Mount = request.getfixturevalue(self.mount_name)
-        assert mount.mounted, f"{mount.kind} is no longer mounted at {mount.path}"
+        mount.check_alive()
         return mount.path
 
 
