@@ -106,6 +106,29 @@ def _run(*cmd: str | os.PathLike, timeout: float = _TIMEOUT) -> subprocess.Compl
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
 
 
+def _start_server(command: list, output: Path) -> subprocess.Popen:
+    """Start a server or FUSE daemon of a mount in a session of its own, its output appended
+    to ``output``. Not on the runner's stdin: a foreground smbd whose stdin is a pipe ends
+    when the pipe is closed, with SIGTERM (seen: "smbd exited -15")."""
+    with open(output, "ab") as out:
+        return subprocess.Popen(
+            [str(c) for c in command],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
+
+
+def _log_tails(work: Path) -> str:
+    """The end of each log of a mount's servers and daemons (``work/*.log``), for a failure's
+    message: they are deleted with the mount."""
+    return "\n".join(
+        f"--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
+        for log in sorted(work.glob("*.log"))
+    )
+
+
 def _check(result: subprocess.CompletedProcess, what: str) -> None:
     if result.returncode != 0:
         raise RuntimeError(f"{what} failed ({result.returncode}): {result.stderr.strip()}")
@@ -322,11 +345,9 @@ class Mount:
             gone = str(exc)
         if gone is None:
             return
-        tails = [
-            f"--- {log.name}:\n{log.read_text(errors='replace')[-1500:]}"
-            for log in sorted(self.work.glob("*.log"))
-        ]
-        raise AssertionError(f"{self.kind} at {self.path} is gone ({gone})\n" + "\n".join(tails))
+        raise AssertionError(
+            f"{self.kind} at {self.path} is gone ({gone})\n{_log_tails(self.work)}"
+        )
 
     def close(self) -> None:
         _unmount(self.path)
@@ -429,19 +450,10 @@ def _setup_sftp(m: Mount, size_mb: int) -> None:
             # the sessions takes the share away at once.
             "Subsystem sftp internal-sftp\n"
         )
-        log = open(m.work / "sshd.log", "a")  # noqa: SIM115 (kept open by the server)
-        server.append(
-            subprocess.Popen(
-                [_tool("sshd"), "-D", "-e", "-f", str(config)],
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-        )
-        log.close()
+        server.append(_start_server([_tool("sshd"), "-D", "-e", "-f", config], m.work / "sshd.log"))
         wait_until(lambda: _accepts(port) or server[-1].poll() is not None, _TIMEOUT, "sshd")
         if server[-1].poll() is not None:
-            raise RuntimeError(f"sshd exited: {(m.work / 'sshd.log').read_text()[-2000:]}")
+            raise RuntimeError(f"sshd exited {server[-1].returncode}\n{_log_tails(m.work)}")
         return port
 
     def mount() -> None:
@@ -513,21 +525,15 @@ def _setup_smb(m: Mount, size_mb: int) -> None:
             "[share]\n"
             f"path = {share}\nguest ok = yes\nread only = no\nforce user = root\n"
         )
-        with open(m.work / "smbd-output.log", "ab") as out:
-            server.append(
-                subprocess.Popen(
-                    [_tool("smbd"), "--foreground", "--no-process-group", "-s", str(config)],
-                    # (not the runner's stdin: a foreground smbd whose stdin is a pipe ends
-                    # when the pipe is closed, with SIGTERM: seen, "smbd exited -15")
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                )
+        server.append(
+            _start_server(
+                [_tool("smbd"), "--foreground", "--no-process-group", "-s", config],
+                m.work / "smbd-output.log",
             )
+        )
         wait_until(lambda: _accepts(port) or server[-1].poll() is not None, _TIMEOUT, "smbd")
         if server[-1].poll() is not None:
-            raise RuntimeError(f"smbd exited {server[-1].returncode}; see {m.work}/smbd.log")
+            raise RuntimeError(f"smbd exited {server[-1].returncode}\n{_log_tails(m.work)}")
         return port
 
     def mount() -> None:
@@ -549,21 +555,12 @@ def _setup_smb(m: Mount, size_mb: int) -> None:
             "--log-file",
             str(m.work / "rclone.log"),
         ]
-        with open(m.work / "rclone-output.log", "ab") as out:
-            client.append(
-                subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    start_new_session=True,
-                )
-            )
+        client.append(_start_server(command, m.work / "rclone-output.log"))
         wait_until(
             lambda: is_mounted(m.path) or client[-1].poll() is not None, _TIMEOUT, "rclone mount"
         )
         if client[-1].poll() is not None:
-            raise RuntimeError(f"rclone mount exited; see {m.work}/rclone.log")
+            raise RuntimeError(f"rclone mount exited\n{_log_tails(m.work)}")
 
     def kill_server() -> None:
         for proc in server:
